@@ -1,0 +1,1 @@
+//! NoCloud (cloud-init) seed images.

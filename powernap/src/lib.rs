@@ -1,0 +1,1 @@
+//! powernapd and powerwake.
