@@ -1,4 +1,5 @@
 //! The test bed: the real programs our tools serve, started and torn down
 //! by the tests themselves, never touching the host's own networking.
 
+pub mod netns;
 pub mod util;
