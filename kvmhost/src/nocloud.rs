@@ -1,1 +1,367 @@
 //! NoCloud (cloud-init) seed images.
+//!
+//! A seed is a small ISO 9660 image labelled `cidata` that holds
+//! `user-data`, `meta-data` and optionally `network-config`; cloud-init
+//! (and cloudbase-init on Windows) read it from a CD-ROM or disk. The image
+//! carries a Joliet tree so the long, lower-case names survive; the
+//! primary tree holds 8.3 aliases for readers that know only ISO 9660.
+//! It is written here rather than by `mkisofs` so that hosts need nothing
+//! installed, and it is deterministic: the same files give the same bytes.
+//!
+//! ```
+//! use kvmhost::nocloud::Seed;
+//! let iso = Seed::nocloud("#cloud-config\n", "instance-id: a\n", None)
+//!     .to_iso()
+//!     .unwrap();
+//! assert_eq!(iso.len() % 2048, 0);
+//! ```
+
+use std::collections::BTreeSet;
+
+const SECTOR: usize = 2048;
+/// System area (16 sectors), primary, Joliet, terminator.
+const PVD: usize = 16;
+const SVD: usize = 17;
+const TERMINATOR: usize = 18;
+const PATH_L: usize = 19;
+const PATH_M: usize = 20;
+const JPATH_L: usize = 21;
+const JPATH_M: usize = 22;
+const ROOT: usize = 23;
+const JROOT: usize = 24;
+const FIRST_FILE: usize = 25;
+
+/// Longest Joliet file name, in UTF-16 code units.
+const JOLIET_MAX: usize = 64;
+
+/// The files of a seed and its volume label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    label: String,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+/// Why a seed cannot be written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SeedError {
+    /// A file name is empty, too long or has a character a CD cannot hold.
+    #[error("seed file name {0:?} is not usable: use 1 to 64 characters without '/', ';' or control characters")]
+    BadName(String),
+    /// Two files share a name.
+    #[error("seed file {0:?} is given twice")]
+    Duplicate(String),
+    /// The volume label is empty, longer than 16 characters or not plain ASCII.
+    #[error("seed label {0:?} is not usable: use 1 to 16 ASCII letters, digits, '_' or '-'")]
+    BadLabel(String),
+    /// The seed's files do not fit the 4 GiB an ISO 9660 file may hold.
+    #[error("seed file {0:?} is larger than 4 GiB")]
+    TooLarge(String),
+}
+
+impl Seed {
+    /// An empty seed labelled `cidata`.
+    pub fn new() -> Self {
+        Self {
+            label: "cidata".into(),
+            files: Vec::new(),
+        }
+    }
+
+    /// The usual NoCloud seed: `user-data`, `meta-data` and, when given,
+    /// `network-config`.
+    pub fn nocloud(user_data: &str, meta_data: &str, network_config: Option<&str>) -> Self {
+        let mut seed = Self::new()
+            .file("user-data", user_data.as_bytes())
+            .file("meta-data", meta_data.as_bytes());
+        if let Some(n) = network_config {
+            seed = seed.file("network-config", n.as_bytes());
+        }
+        seed
+    }
+
+    /// Sets the volume label (`cidata` by default; `config-2` style labels
+    /// for other datasources).
+    pub fn label(mut self, label: &str) -> Self {
+        self.label = label.to_string();
+        self
+    }
+
+    /// Adds a file at the root of the image.
+    pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((name.to_string(), contents.into()));
+        self
+    }
+
+    /// The files, in the order given.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.files.iter().map(|(n, c)| (n.as_str(), c.as_slice()))
+    }
+
+    /// Writes the ISO 9660 + Joliet image.
+    pub fn to_iso(&self) -> Result<Vec<u8>, SeedError> {
+        self.check()?;
+        let mut files: Vec<&(String, Vec<u8>)> = self.files.iter().collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+
+        // Lay the file data out after the two directories.
+        let mut extents = Vec::with_capacity(files.len());
+        let mut next = FIRST_FILE;
+        for (_, data) in &files {
+            extents.push(next);
+            next += data.len().div_ceil(SECTOR);
+        }
+        let total = next;
+        let mut img = vec![0u8; total * SECTOR];
+
+        let short = short_names(files.iter().map(|f| f.0.as_str()));
+        let primary: Vec<Entry> = files
+            .iter()
+            .zip(&short)
+            .zip(&extents)
+            .map(|((f, s), &e)| Entry::file(s.as_bytes().to_vec(), e, f.1.len()))
+            .collect();
+        let joliet: Vec<Entry> = files
+            .iter()
+            .zip(&extents)
+            .map(|(f, &e)| Entry::file(ucs2(&f.0), e, f.1.len()))
+            .collect();
+
+        write_dir(&mut img, ROOT, &primary);
+        write_dir(&mut img, JROOT, &joliet);
+        for (sector, table) in [(PATH_L, ROOT), (JPATH_L, JROOT)] {
+            write_path_table(&mut img, sector, table, false);
+            write_path_table(&mut img, sector + 1, table, true);
+        }
+        self.write_descriptor(&mut img, PVD, total, false);
+        self.write_descriptor(&mut img, SVD, total, true);
+        let t = &mut img[TERMINATOR * SECTOR..];
+        t[0] = 255;
+        t[1..6].copy_from_slice(b"CD001");
+        t[6] = 1;
+
+        for ((_, data), &e) in files.iter().zip(&extents) {
+            img[e * SECTOR..e * SECTOR + data.len()].copy_from_slice(data);
+        }
+        Ok(img)
+    }
+
+    fn check(&self) -> Result<(), SeedError> {
+        let l = &self.label;
+        if l.is_empty()
+            || l.len() > 16
+            || !l
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(SeedError::BadLabel(l.clone()));
+        }
+        let mut seen = BTreeSet::new();
+        for (name, data) in &self.files {
+            if name.is_empty()
+                || name.encode_utf16().count() > JOLIET_MAX
+                || name
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '/' | ';' | '\\'))
+                || name == "."
+                || name == ".."
+            {
+                return Err(SeedError::BadName(name.clone()));
+            }
+            if u32::try_from(data.len()).is_err() {
+                return Err(SeedError::TooLarge(name.clone()));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(SeedError::Duplicate(name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_descriptor(&self, img: &mut [u8], sector: usize, total: usize, joliet: bool) {
+        let d = &mut img[sector * SECTOR..(sector + 1) * SECTOR];
+        d[0] = if joliet { 2 } else { 1 };
+        d[1..6].copy_from_slice(b"CD001");
+        d[6] = 1;
+        let text = |d: &mut [u8], at: usize, len: usize, s: &str| {
+            if joliet {
+                let mut u = ucs2(s);
+                while u.len() < len {
+                    u.extend_from_slice(&[0, b' ']);
+                }
+                d[at..at + len].copy_from_slice(&u[..len]);
+            } else {
+                let mut b = s.as_bytes().to_vec();
+                b.resize(len, b' ');
+                d[at..at + len].copy_from_slice(&b[..len]);
+            }
+        };
+        text(d, 8, 32, "LINUX");
+        text(d, 40, 32, &self.label);
+        both32(&mut d[80..88], total as u32);
+        if joliet {
+            // UCS-2 level 3.
+            d[88..91].copy_from_slice(b"%/E");
+        }
+        both16(&mut d[120..124], 1);
+        both16(&mut d[124..128], 1);
+        both16(&mut d[128..132], SECTOR as u16);
+        both32(&mut d[132..140], PATH_TABLE_LEN as u32);
+        let (l, m, root) = if joliet {
+            (JPATH_L, JPATH_M, JROOT)
+        } else {
+            (PATH_L, PATH_M, ROOT)
+        };
+        d[140..144].copy_from_slice(&(l as u32).to_le_bytes());
+        d[148..152].copy_from_slice(&(m as u32).to_be_bytes());
+        Entry::dir(vec![0], root).write(&mut d[156..190]);
+        for (at, len) in [(190, 128), (318, 128), (446, 128), (574, 128)] {
+            text(d, at, len, "");
+        }
+        for (at, len) in [(702, 37), (739, 37), (776, 37)] {
+            text(d, at, len, "");
+        }
+        for at in [813, 830, 847, 864] {
+            // "Not specified" dates keep the image deterministic.
+            d[at..at + 16].copy_from_slice(b"0000000000000000");
+        }
+        d[881] = 1;
+    }
+}
+
+impl Default for Seed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A path table with the root directory only.
+const PATH_TABLE_LEN: usize = 10;
+
+fn write_path_table(img: &mut [u8], sector: usize, root: usize, big_endian: bool) {
+    let t = &mut img[sector * SECTOR..];
+    t[0] = 1;
+    let loc = root as u32;
+    t[2..6].copy_from_slice(&if big_endian {
+        loc.to_be_bytes()
+    } else {
+        loc.to_le_bytes()
+    });
+    t[6..8].copy_from_slice(&if big_endian {
+        1u16.to_be_bytes()
+    } else {
+        1u16.to_le_bytes()
+    });
+}
+
+struct Entry {
+    id: Vec<u8>,
+    extent: usize,
+    len: usize,
+    dir: bool,
+}
+
+impl Entry {
+    fn file(id: Vec<u8>, extent: usize, len: usize) -> Self {
+        Self {
+            id,
+            extent,
+            len,
+            dir: false,
+        }
+    }
+
+    fn dir(id: Vec<u8>, extent: usize) -> Self {
+        Self {
+            id,
+            extent,
+            len: SECTOR,
+            dir: true,
+        }
+    }
+
+    fn size(&self) -> usize {
+        let n = 33 + self.id.len();
+        n + n % 2
+    }
+
+    fn write(&self, r: &mut [u8]) {
+        r[0] = self.size() as u8;
+        both32(&mut r[2..10], self.extent as u32);
+        both32(&mut r[10..18], self.len as u32);
+        // 2000-01-01 00:00:00 UTC.
+        r[18..25].copy_from_slice(&[100, 1, 1, 0, 0, 0, 0]);
+        r[25] = if self.dir { 2 } else { 0 };
+        both16(&mut r[28..32], 1);
+        r[32] = self.id.len() as u8;
+        r[33..33 + self.id.len()].copy_from_slice(&self.id);
+    }
+}
+
+/// Writes a root directory: `.`, `..`, then the files. A seed's handful of
+/// small files always fits one sector.
+fn write_dir(img: &mut [u8], sector: usize, files: &[Entry]) {
+    let mut at = sector * SECTOR;
+    let entries = [Entry::dir(vec![0], sector), Entry::dir(vec![1], sector)];
+    for e in entries.iter().chain(files) {
+        assert!(
+            at + e.size() <= (sector + 1) * SECTOR,
+            "seed directory overflows a sector"
+        );
+        e.write(&mut img[at..at + e.size()]);
+        at += e.size();
+    }
+}
+
+/// ISO 9660 level 1 aliases (`USERDATA.;1`), unique among themselves.
+fn short_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let clean = |s: &str, max: usize| -> String {
+        s.chars()
+            .filter_map(|c| match c.to_ascii_uppercase() {
+                c @ ('A'..='Z' | '0'..='9' | '_') => Some(c),
+                '-' | ' ' => None,
+                _ => Some('_'),
+            })
+            .take(max)
+            .collect()
+    };
+    let mut used = BTreeSet::new();
+    names
+        .map(|name| {
+            let (stem, ext) = match name.rsplit_once('.') {
+                Some((s, e)) if !s.is_empty() => (s, e),
+                _ => (name, ""),
+            };
+            let ext = clean(ext, 3);
+            let mut stem = clean(stem, 8);
+            if stem.is_empty() {
+                stem.push('_');
+            }
+            let mut n = 0;
+            let mut candidate = format!("{stem}.{ext};1");
+            while !used.insert(candidate.clone()) {
+                n += 1;
+                let suffix = n.to_string();
+                let keep = 8usize.saturating_sub(suffix.len()).min(stem.len());
+                candidate = format!("{}{suffix}.{ext};1", &stem[..keep]);
+            }
+            candidate
+        })
+        .collect()
+}
+
+fn ucs2(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_be_bytes()).collect()
+}
+
+fn both16(b: &mut [u8], v: u16) {
+    b[..2].copy_from_slice(&v.to_le_bytes());
+    b[2..4].copy_from_slice(&v.to_be_bytes());
+}
+
+fn both32(b: &mut [u8], v: u32) {
+    b[..4].copy_from_slice(&v.to_le_bytes());
+    b[4..8].copy_from_slice(&v.to_be_bytes());
+}
+
+#[cfg(test)]
+mod test;
