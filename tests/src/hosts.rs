@@ -1,0 +1,251 @@
+//! VM hosts on a LAN: each a network namespace with its own libvirtd,
+//! reachable as `qemu+ssh://` through its own sshd (key-only, host key
+//! pinned in a known_hosts file), and able to sleep: no address and no
+//! sshd until a Wake-on-LAN magic packet for its MAC arrives.
+//!
+//! Clients (Terraform, the launcher, `powerwake`) run in the lab's client
+//! namespace, [`Lab::client`], which sits on the same LAN.
+
+use crate::libvirtd::{Extra, Libvirtd};
+use crate::netns::{run, Lan, LanPort, Netns};
+use crate::util;
+use anyhow::{Context, Result};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A LAN with a client namespace and any number of VM hosts.
+#[derive(Debug)]
+pub struct Lab {
+    // Hosts go first: their daemons must stop before the LAN goes away.
+    hosts: Vec<VmHost>,
+    client: LanPort,
+    lan: Lan,
+    dir: PathBuf,
+}
+
+/// One VM host of a [`Lab`].
+#[derive(Debug)]
+pub struct VmHost {
+    /// A short name, also the folder of its keys.
+    pub name: String,
+    /// The address it has when awake.
+    pub ip: Ipv4Addr,
+    /// The MAC address its Wake-on-LAN listens for.
+    pub mac: String,
+    daemon: Libvirtd,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// A LAN with an addressed client namespace and a client key pair.
+    pub fn new() -> Result<Self> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/kvmbe-lab-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        keygen(&dir.join("id_ed25519"))?;
+        std::fs::write(dir.join("known_hosts"), "")?;
+        let mut lan = Lan::new()?;
+        let client = lan.attach("client", true)?;
+        let lab = Self {
+            hosts: Vec::new(),
+            client,
+            lan,
+            dir,
+        };
+        std::fs::write(
+            lab.dir.join("ssh_config"),
+            format!(
+                "Host *\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 5\n",
+                lab.keyfile().display(),
+                lab.known_hosts().display()
+            ),
+        )?;
+        // libvirt's `ssh` transport runs `ssh` from PATH with no `-F`: this
+        // wrapper pins it to the lab's key and known_hosts.
+        let wrapper = lab.dir.join("ssh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+                lab.dir.join("ssh_config").display()
+            ),
+        )?;
+        set_exec(&wrapper)?;
+        Ok(lab)
+    }
+
+    /// The client side's namespace: run Terraform, `virsh`, `powerwake` here.
+    pub fn client(&self) -> &Netns {
+        &self.client.ns
+    }
+
+    /// The client's address on the LAN.
+    pub fn client_ip(&self) -> Ipv4Addr {
+        self.client.ip
+    }
+
+    /// The LAN's broadcast address (for Wake-on-LAN).
+    pub fn broadcast(&self) -> Ipv4Addr {
+        self.lan.broadcast()
+    }
+
+    /// The client's private key, authorized on every host.
+    pub fn keyfile(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    /// A known_hosts file pinning every host's key by its address.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// An `ssh -F` config using the lab's key and known_hosts, strictly.
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
+    }
+
+    /// A folder holding an `ssh` that uses [`Self::ssh_config`]; put it
+    /// first on PATH for programs that run `ssh` themselves.
+    pub fn ssh_path_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A `qemu+ssh://` URI for `host` that verifies its key against the
+    /// lab's known_hosts (libvirt's libssh transport does the checking).
+    pub fn ssh_uri(&self, host: &VmHost) -> String {
+        format!(
+            "qemu+libssh://root@{}/system?keyfile={}&known_hosts={}&sshauth=privkey",
+            host.ip,
+            self.keyfile().display(),
+            self.known_hosts().display()
+        )
+    }
+
+    /// Adds a VM host. An `awake` host has its address and sshd now; a
+    /// sleeping one gets them within a second of a magic packet.
+    pub fn add_host(&mut self, name: &str, awake: bool) -> Result<&VmHost> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let hostkey = dir.join("ssh_host_ed25519_key");
+        keygen(&hostkey)?;
+        std::fs::copy(self.dir.join("id_ed25519.pub"), dir.join("authorized_keys"))?;
+        let port = self.lan.attach("host", awake)?;
+        let pubkey = std::fs::read_to_string(hostkey.with_extension("pub"))?;
+        let mut kh = std::fs::read_to_string(self.known_hosts())?;
+        let mut fields = pubkey.split_whitespace();
+        kh += &format!(
+            "{} {} {}\n",
+            port.ip,
+            fields.next().unwrap_or_default(),
+            fields.next().unwrap_or_default()
+        );
+        std::fs::write(self.known_hosts(), kh)?;
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port 22\nListenAddress 0.0.0.0\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 Subsystem sftp /usr/lib/openssh/sftp-server\n",
+                hostkey.display(),
+                dir.join("sshd.pid").display(),
+                dir.join("authorized_keys").display()
+            ),
+        )?;
+        let sshd = format!(
+            "/usr/sbin/sshd -f {} -E {}",
+            config.display(),
+            dir.join("sshd.log").display()
+        );
+        let mut extra = Extra::default();
+        extra.before.push("mkdir -p /run/sshd".into());
+        if awake {
+            extra.before.push(sshd);
+        } else {
+            extra.before.push(format!(
+                "{} --dev eth0 --mac {} --ip {}/24 -- {} 2>{} &",
+                util::bin_dir().join("bed-sleeper").display(),
+                port.mac,
+                port.ip,
+                sshd,
+                dir.join("wake.log").display()
+            ));
+        }
+        let LanPort { ns, ip, mac } = port;
+        let daemon = Libvirtd::start_in(ns, extra)?;
+        self.hosts.push(VmHost {
+            name: name.to_string(),
+            ip,
+            mac,
+            daemon,
+            dir,
+        });
+        Ok(self.hosts.last().expect("just pushed"))
+    }
+
+    /// The hosts added so far.
+    pub fn hosts(&self) -> &[VmHost] {
+        &self.hosts
+    }
+}
+
+impl VmHost {
+    /// The host's libvirtd, reachable directly from the root namespace
+    /// (for checks that must not wake it).
+    pub fn daemon(&self) -> &Libvirtd {
+        &self.daemon
+    }
+
+    /// True once the host has its address (it is awake).
+    pub fn is_awake(&self) -> bool {
+        self.daemon
+            .netns()
+            .run(&["ip", "-4", "-br", "addr", "show", "eth0"])
+            .map(|s| s.contains(&self.ip.to_string()))
+            .unwrap_or(false)
+    }
+
+    /// Waits until the host is awake and its sshd answers.
+    pub fn wait_awake(&self, limit: Duration) -> Result<Duration> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if self.is_awake() && self.dir.join("sshd.pid").exists() {
+                return Ok(t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        anyhow::bail!(
+            "host {} did not wake within {limit:?}: {}",
+            self.name,
+            std::fs::read_to_string(self.dir.join("wake.log")).unwrap_or_default()
+        )
+    }
+}
+
+fn keygen(path: &Path) -> Result<()> {
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kvmbe-test", "-f"])
+        .arg(path))
+    .with_context(|| format!("making an SSH key at {}", path.display()))?;
+    Ok(())
+}
+
+fn set_exec(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.hosts.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,60 @@
+//! VM hosts on the lab LAN: reachable over `qemu+ssh` with a pinned host
+//! key, and a sleeping host wakes on a Wake-on-LAN magic packet.
+
+use std::time::Duration;
+use testbed::hosts::Lab;
+
+/// Sends a magic packet for `mac` to the LAN broadcast from the client
+/// namespace, laid out by hand so the bed does not test our code with our code.
+fn send_magic_packet(lab: &Lab, mac: &str) {
+    let script = format!(
+        "import socket\n\
+         mac = bytes.fromhex('{}')\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+         s.sendto(b'\\xff' * 6 + mac * 16, ('{}', 9))\n",
+        mac.replace(':', ""),
+        lab.broadcast()
+    );
+    lab.client().run(&["python3", "-c", &script]).unwrap();
+}
+
+fn virsh_over_ssh(lab: &Lab, uri: &str) -> anyhow::Result<String> {
+    lab.client()
+        .run(&["virsh", "-c", uri, "-q", "pool-list", "--name"])
+}
+
+#[test]
+fn an_awake_host_answers_qemu_ssh_with_its_pinned_key() {
+    let mut lab = Lab::new().unwrap();
+    lab.add_host("h1", true).unwrap();
+    let host = &lab.hosts()[0];
+    let pools = virsh_over_ssh(&lab, &lab.ssh_uri(host)).unwrap();
+    assert_eq!(pools.trim(), "bed");
+
+    // A host key that does not match the pinned one is refused.
+    std::fs::write(
+        lab.known_hosts(),
+        std::fs::read_to_string(lab.known_hosts())
+            .unwrap()
+            .replace(&host.ip.to_string(), "10.77.0.99"),
+    )
+    .unwrap();
+    let err = virsh_over_ssh(&lab, &lab.ssh_uri(host)).unwrap_err();
+    assert!(err.to_string().contains("was not accepted"), "{err}");
+}
+
+#[test]
+fn a_sleeping_host_wakes_on_a_magic_packet_and_answers_qemu_ssh() {
+    let mut lab = Lab::new().unwrap();
+    lab.add_host("sleepy", false).unwrap();
+    let host = &lab.hosts()[0];
+    assert!(!host.is_awake());
+    assert!(virsh_over_ssh(&lab, &lab.ssh_uri(host)).is_err());
+
+    send_magic_packet(&lab, &host.mac);
+    let took = host.wait_awake(Duration::from_secs(1)).unwrap();
+    eprintln!("host woke {took:?} after the magic packet was sent");
+    let pools = virsh_over_ssh(&lab, &lab.ssh_uri(host)).unwrap();
+    assert_eq!(pools.trim(), "bed");
+}
