@@ -5,5 +5,6 @@
 
 #![deny(missing_docs)]
 
+pub mod libvirt;
 pub mod nocloud;
 pub mod wake;

@@ -1,0 +1,842 @@
+//! The domain XML model: what a guest is made of, written to and read
+//! back from libvirt's `<domain>` XML.
+//!
+//! Only what the project manages is modelled; libvirt fills the rest
+//! (controllers, PCI addresses) and [`DomainDef::from_xml`] ignores it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use super::error::{Error, Result};
+use super::xml::{child, child_attr, child_text, children, esc, parse, to_bytes};
+
+/// XML namespace of the project's metadata inside `<metadata>`.
+pub const METADATA_NS: &str = "urn:kvmhost:domain:1";
+
+/// Hypervisor type of a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DomainKind {
+    /// Hardware virtualisation (the default on real hosts).
+    #[default]
+    Kvm,
+    /// Plain emulation (TCG), for hosts without KVM.
+    Qemu,
+}
+
+impl DomainKind {
+    /// libvirt's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainKind::Kvm => "kvm",
+            DomainKind::Qemu => "qemu",
+        }
+    }
+
+    /// Parses libvirt's name; `field` names the input in the error.
+    pub fn parse(s: &str, field: &'static str) -> Result<DomainKind> {
+        match s {
+            "kvm" => Ok(DomainKind::Kvm),
+            "qemu" => Ok(DomainKind::Qemu),
+            other => Err(Error::Invalid {
+                field,
+                message: format!(
+                    "unknown domain type '{other}': use kvm, or qemu where KVM is not available"
+                ),
+            }),
+        }
+    }
+}
+
+/// A domain definition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DomainDef {
+    /// Name, unique on the host.
+    pub name: String,
+    /// UUID; libvirt assigns one when absent. Needed to redefine.
+    pub uuid: Option<String>,
+    /// Hypervisor type.
+    pub kind: DomainKind,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Virtual CPUs.
+    pub vcpu: u32,
+    /// Boot and firmware settings.
+    pub os: OsDef,
+    /// `<cpu mode=...>`, e.g. "host-passthrough".
+    pub cpu_mode: Option<String>,
+    /// Disks and CD-ROMs, in bus order.
+    pub disks: Vec<DiskDef>,
+    /// Network interfaces.
+    pub interfaces: Vec<InterfaceDef>,
+    /// Serial ports and consoles.
+    pub consoles: Vec<ConsoleDef>,
+    /// Graphical console; none when absent.
+    pub graphics: Option<GraphicsDef>,
+    /// Video model type, e.g. "cirrus", "virtio".
+    pub video: Option<String>,
+    /// Adds the QEMU guest agent channel.
+    pub qemu_agent: bool,
+    /// Project metadata (key/value) kept inside the domain.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Boot and firmware settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OsDef {
+    /// Architecture, e.g. "x86_64".
+    pub arch: Option<String>,
+    /// Machine type, e.g. "q35" or "pc".
+    pub machine: Option<String>,
+    /// Firmware loader path (UEFI code file).
+    pub firmware: Option<String>,
+    /// Per-domain UEFI variables.
+    pub nvram: Option<NvramDef>,
+    /// Boot order: "hd", "cdrom", "network", "fd".
+    pub boot_devices: Vec<String>,
+    /// Kernel for direct boot.
+    pub kernel: Option<String>,
+    /// Initrd for direct boot.
+    pub initrd: Option<String>,
+    /// Kernel command line for direct boot.
+    pub cmdline: Option<String>,
+}
+
+/// UEFI variables file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NvramDef {
+    /// Per-domain variables file.
+    pub file: String,
+    /// Template copied to `file` when it does not exist.
+    pub template: Option<String>,
+}
+
+/// Disk or CD-ROM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskDevice {
+    /// A read-write disk.
+    #[default]
+    Disk,
+    /// A read-only CD-ROM.
+    Cdrom,
+}
+
+/// Where a disk's bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A file on the host (volumes of directory pools are files).
+    File(String),
+    /// A block device on the host.
+    Block(String),
+}
+
+impl DiskSource {
+    /// The host path.
+    pub fn path(&self) -> &str {
+        match self {
+            DiskSource::File(p) | DiskSource::Block(p) => p,
+        }
+    }
+}
+
+/// Disk bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    /// virtio-blk.
+    #[default]
+    Virtio,
+    /// virtio-scsi.
+    Scsi,
+    /// SATA (AHCI), used for CD-ROMs.
+    Sata,
+    /// IDE.
+    Ide,
+}
+
+impl DiskBus {
+    fn as_str(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "virtio",
+            DiskBus::Scsi => "scsi",
+            DiskBus::Sata => "sata",
+            DiskBus::Ide => "ide",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "vd",
+            DiskBus::Scsi | DiskBus::Sata => "sd",
+            DiskBus::Ide => "hd",
+        }
+    }
+}
+
+/// A disk attached to a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskDef {
+    /// Disk or CD-ROM.
+    pub device: DiskDevice,
+    /// Host file or device.
+    pub source: DiskSource,
+    /// Driver format ("qcow2", "raw"); libvirt probes nothing, so set it.
+    pub format: Option<String>,
+    /// Bus.
+    pub bus: DiskBus,
+    /// Guest device name ("vda"); filled by [`DomainDef::assign_targets`].
+    pub target: String,
+    /// SCSI World Wide Name.
+    pub wwn: Option<String>,
+}
+
+/// How an interface reaches the outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceSource {
+    /// A libvirt network by name.
+    Network(String),
+    /// A host bridge.
+    Bridge(String),
+    /// macvtap on a host device (`type='direct'`, mode bridge).
+    Macvtap(String),
+}
+
+/// A network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceDef {
+    /// Where it is plugged in.
+    pub source: InterfaceSource,
+    /// MAC address; libvirt makes one when absent.
+    pub mac: Option<String>,
+    /// Device model, "virtio" unless set.
+    pub model: Option<String>,
+}
+
+/// Where a serial port or console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleDef {
+    /// Character device type: "pty", "file", "unix", "tcp".
+    pub kind: String,
+    /// Guest side: "serial" (a serial port) or "virtio" (a virtio console).
+    pub target_type: String,
+    /// Port number on the guest side.
+    pub target_port: u32,
+    /// Host path for "file" and "unix".
+    pub source_path: Option<String>,
+    /// Host for "tcp".
+    pub source_host: Option<String>,
+    /// Port for "tcp".
+    pub source_service: Option<String>,
+    /// Also log everything the guest writes to this file.
+    pub log_file: Option<String>,
+}
+
+/// A graphical console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphicsDef {
+    /// "spice" or "vnc".
+    pub kind: String,
+    /// Listen address, e.g. "127.0.0.1"; none means libvirt's default.
+    pub listen_address: Option<String>,
+    /// Whether libvirt picks the port.
+    pub autoport: bool,
+}
+
+impl DomainDef {
+    /// Names disks without a target: vda, vdb, ... per bus prefix.
+    pub fn assign_targets(&mut self) {
+        let mut used: Vec<String> = self
+            .disks
+            .iter()
+            .filter(|d| !d.target.is_empty())
+            .map(|d| d.target.clone())
+            .collect();
+        for d in self.disks.iter_mut().filter(|d| d.target.is_empty()) {
+            let prefix = d.bus.prefix();
+            let name = (0..26u8)
+                .map(|i| format!("{prefix}{}", (b'a' + i) as char))
+                .find(|n| !used.contains(n))
+                .unwrap_or_else(|| format!("{prefix}z"));
+            used.push(name.clone());
+            d.target = name;
+        }
+    }
+
+    /// Checks what libvirt would refuse late or silently misread.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains('/') {
+            return Err(Error::Invalid {
+                field: "name",
+                message: format!(
+                    "'{}' is not a valid domain name: it may not be empty or contain '/'",
+                    self.name
+                ),
+            });
+        }
+        if self.memory_mib == 0 {
+            return Err(Error::Invalid {
+                field: "memory",
+                message: "must be at least 1 (MiB)".into(),
+            });
+        }
+        if self.vcpu == 0 {
+            return Err(Error::Invalid {
+                field: "vcpu",
+                message: "must be at least 1".into(),
+            });
+        }
+        if let Some(mac) = self
+            .interfaces
+            .iter()
+            .filter_map(|i| i.mac.as_ref())
+            .find(|m| !is_mac(m))
+        {
+            return Err(Error::Invalid {
+                field: "network_interface.mac",
+                message: format!("'{mac}' is not a MAC address like 52:54:00:12:34:56"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The domain's libvirt XML.
+    pub fn to_xml(&self) -> String {
+        let mut x = String::with_capacity(2048);
+        x.push_str(&format!("<domain type='{}'>", self.kind.as_str()));
+        x.push_str(&format!("<name>{}</name>", esc(&self.name)));
+        if let Some(uuid) = &self.uuid {
+            x.push_str(&format!("<uuid>{}</uuid>", esc(uuid)));
+        }
+        if !self.metadata.is_empty() {
+            x.push_str(&format!(
+                "<metadata><kvmhost:meta xmlns:kvmhost='{METADATA_NS}'>"
+            ));
+            for (k, v) in &self.metadata {
+                x.push_str(&format!(
+                    "<kvmhost:entry key='{}'>{}</kvmhost:entry>",
+                    esc(k),
+                    esc(v)
+                ));
+            }
+            x.push_str("</kvmhost:meta></metadata>");
+        }
+        x.push_str(&format!(
+            "<memory unit='MiB'>{0}</memory><currentMemory unit='MiB'>{0}</currentMemory>",
+            self.memory_mib
+        ));
+        x.push_str(&format!("<vcpu>{}</vcpu>", self.vcpu));
+        self.os_xml(&mut x);
+        x.push_str("<features><acpi/><apic/></features>");
+        if let Some(mode) = &self.cpu_mode {
+            x.push_str(&format!("<cpu mode='{}'/>", esc(mode)));
+        }
+        x.push_str("<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>");
+        x.push_str("<devices>");
+        for d in &self.disks {
+            disk_xml(&mut x, d);
+        }
+        if self.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
+            x.push_str("<controller type='scsi' model='virtio-scsi'/>");
+        }
+        for i in &self.interfaces {
+            interface_xml(&mut x, i);
+        }
+        for c in &self.consoles {
+            console_xml(&mut x, c);
+        }
+        if self.qemu_agent {
+            x.push_str("<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>");
+        }
+        if let Some(g) = &self.graphics {
+            x.push_str(&format!(
+                "<graphics type='{}' autoport='{}'",
+                esc(&g.kind),
+                if g.autoport { "yes" } else { "no" }
+            ));
+            match &g.listen_address {
+                Some(a) => x.push_str(&format!(
+                    "><listen type='address' address='{}'/></graphics>",
+                    esc(a)
+                )),
+                None => x.push_str("/>"),
+            }
+        }
+        if let Some(v) = &self.video {
+            x.push_str(&format!("<video><model type='{}'/></video>", esc(v)));
+        }
+        x.push_str("<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>");
+        x.push_str("</devices></domain>");
+        x
+    }
+
+    fn os_xml(&self, x: &mut String) {
+        x.push_str("<os><type");
+        if let Some(a) = &self.os.arch {
+            x.push_str(&format!(" arch='{}'", esc(a)));
+        }
+        if let Some(m) = &self.os.machine {
+            x.push_str(&format!(" machine='{}'", esc(m)));
+        }
+        x.push_str(">hvm</type>");
+        if let Some(f) = &self.os.firmware {
+            x.push_str(&format!(
+                "<loader readonly='yes' type='pflash'>{}</loader>",
+                esc(f)
+            ));
+        }
+        if let Some(n) = &self.os.nvram {
+            match &n.template {
+                Some(t) => x.push_str(&format!(
+                    "<nvram template='{}'>{}</nvram>",
+                    esc(t),
+                    esc(&n.file)
+                )),
+                None => x.push_str(&format!("<nvram>{}</nvram>", esc(&n.file))),
+            }
+        }
+        if let Some(k) = &self.os.kernel {
+            x.push_str(&format!("<kernel>{}</kernel>", esc(k)));
+        }
+        if let Some(i) = &self.os.initrd {
+            x.push_str(&format!("<initrd>{}</initrd>", esc(i)));
+        }
+        if let Some(c) = &self.os.cmdline {
+            x.push_str(&format!("<cmdline>{}</cmdline>", esc(c)));
+        }
+        for b in &self.os.boot_devices {
+            x.push_str(&format!("<boot dev='{}'/>", esc(b)));
+        }
+        x.push_str("</os>");
+    }
+
+    /// Reads a definition back from libvirt's XML.
+    pub fn from_xml(text: &str) -> Result<DomainDef> {
+        let doc = parse("domain XML", text)?;
+        let root = doc.root_element();
+        if root.tag_name().name() != "domain" {
+            return Err(Error::Xml {
+                context: "domain XML".into(),
+                message: format!("root element is <{}>, not <domain>", root.tag_name().name()),
+            });
+        }
+        let kind = match root.attribute("type") {
+            Some("qemu") => DomainKind::Qemu,
+            _ => DomainKind::Kvm,
+        };
+        let memory_kib = child(root, "memory")
+            .and_then(|m| {
+                let v: u64 = m.text()?.trim().parse().ok()?;
+                to_bytes(v, Some(m.attribute("unit").unwrap_or("KiB")))
+            })
+            .unwrap_or(0);
+        let os_node = child(root, "os");
+        let os = match os_node {
+            Some(os) => OsDef {
+                arch: child_attr(os, "type", "arch"),
+                machine: child_attr(os, "type", "machine"),
+                firmware: child_text(os, "loader"),
+                nvram: child(os, "nvram").map(|n| NvramDef {
+                    file: n.text().unwrap_or_default().trim().to_string(),
+                    template: n.attribute("template").map(str::to_string),
+                }),
+                boot_devices: children(os, "boot")
+                    .filter_map(|b| b.attribute("dev").map(str::to_string))
+                    .collect(),
+                kernel: child_text(os, "kernel"),
+                initrd: child_text(os, "initrd"),
+                cmdline: child_text(os, "cmdline"),
+            },
+            None => OsDef::default(),
+        };
+        let mut def = DomainDef {
+            name: child_text(root, "name").unwrap_or_default(),
+            uuid: child_text(root, "uuid"),
+            kind,
+            memory_mib: memory_kib / (1 << 20),
+            vcpu: child_text(root, "vcpu")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            os,
+            cpu_mode: child_attr(root, "cpu", "mode"),
+            ..Default::default()
+        };
+        if let Some(meta) = child(root, "metadata") {
+            for m in meta.children().filter(|c| {
+                c.is_element()
+                    && c.tag_name().namespace() == Some(METADATA_NS)
+                    && c.tag_name().name() == "meta"
+            }) {
+                for e in children(m, "entry") {
+                    if let Some(k) = e.attribute("key") {
+                        def.metadata
+                            .insert(k.to_string(), e.text().unwrap_or_default().to_string());
+                    }
+                }
+            }
+        }
+        if let Some(devices) = child(root, "devices") {
+            read_devices(devices, &mut def);
+        }
+        Ok(def)
+    }
+
+    /// Runs an XSLT stylesheet over `xml` with `xsltproc`, as users of the
+    /// `xml { xslt }` block expect for last-mile changes libvirt supports
+    /// but the model does not.
+    pub fn apply_xslt(xml: &str, xslt: &str) -> Result<String> {
+        let dir =
+            std::env::temp_dir().join(format!("kvmhost-xslt-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let sheet = dir.join("style.xsl");
+        let result = (|| {
+            std::fs::write(&sheet, xslt).map_err(|source| Error::Io {
+                path: sheet.clone(),
+                source,
+            })?;
+            let mut child = Command::new("xsltproc")
+                .arg(&sheet)
+                .arg("-")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|source| Error::Io {
+                    path: "xsltproc".into(),
+                    source,
+                })?;
+            let mut stdin = child.stdin.take().expect("stdin was piped");
+            let input = xml.to_string();
+            let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+            let out = child.wait_with_output().map_err(|source| Error::Io {
+                path: "xsltproc".into(),
+                source,
+            })?;
+            let _ = writer.join();
+            if !out.status.success() {
+                return Err(Error::Invalid {
+                    field: "xml.xslt",
+                    message: format!(
+                        "xsltproc rejected the stylesheet: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                });
+            }
+            String::from_utf8(out.stdout).map_err(|_| Error::Invalid {
+                field: "xml.xslt",
+                message: "the transformed XML is not UTF-8".into(),
+            })
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// True for a colon-separated 6-octet MAC address.
+pub fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn disk_xml(x: &mut String, d: &DiskDef) {
+    let (kind, attr) = match &d.source {
+        DiskSource::File(_) => ("file", "file"),
+        DiskSource::Block(_) => ("block", "dev"),
+    };
+    let device = match d.device {
+        DiskDevice::Disk => "disk",
+        DiskDevice::Cdrom => "cdrom",
+    };
+    x.push_str(&format!("<disk type='{kind}' device='{device}'>"));
+    x.push_str(&format!(
+        "<driver name='qemu' type='{}'/>",
+        esc(d.format.as_deref().unwrap_or("raw"))
+    ));
+    x.push_str(&format!("<source {attr}='{}'/>", esc(d.source.path())));
+    x.push_str(&format!(
+        "<target dev='{}' bus='{}'/>",
+        esc(&d.target),
+        d.bus.as_str()
+    ));
+    if d.device == DiskDevice::Cdrom {
+        x.push_str("<readonly/>");
+    }
+    if let Some(w) = &d.wwn {
+        x.push_str(&format!("<wwn>{}</wwn>", esc(w)));
+    }
+    x.push_str("</disk>");
+}
+
+fn interface_xml(x: &mut String, i: &InterfaceDef) {
+    match &i.source {
+        InterfaceSource::Network(n) => x.push_str(&format!(
+            "<interface type='network'><source network='{}'/>",
+            esc(n)
+        )),
+        InterfaceSource::Bridge(b) => x.push_str(&format!(
+            "<interface type='bridge'><source bridge='{}'/>",
+            esc(b)
+        )),
+        InterfaceSource::Macvtap(d) => x.push_str(&format!(
+            "<interface type='direct'><source dev='{}' mode='bridge'/>",
+            esc(d)
+        )),
+    }
+    if let Some(m) = &i.mac {
+        x.push_str(&format!("<mac address='{}'/>", esc(m)));
+    }
+    x.push_str(&format!(
+        "<model type='{}'/></interface>",
+        esc(i.model.as_deref().unwrap_or("virtio"))
+    ));
+}
+
+fn console_xml(x: &mut String, c: &ConsoleDef) {
+    let element = if c.target_type == "serial" {
+        "serial"
+    } else {
+        "console"
+    };
+    x.push_str(&format!("<{element} type='{}'>", esc(&c.kind)));
+    match (c.kind.as_str(), &c.source_path) {
+        ("unix", Some(p)) => x.push_str(&format!("<source mode='bind' path='{}'/>", esc(p))),
+        (_, Some(p)) => x.push_str(&format!("<source path='{}'/>", esc(p))),
+        _ => {}
+    }
+    if c.kind == "tcp" {
+        x.push_str(&format!(
+            "<source mode='bind' host='{}' service='{}'/><protocol type='telnet'/>",
+            esc(c.source_host.as_deref().unwrap_or("127.0.0.1")),
+            esc(c.source_service.as_deref().unwrap_or("0"))
+        ));
+    }
+    if let Some(l) = &c.log_file {
+        x.push_str(&format!("<log file='{}' append='off'/>", esc(l)));
+    }
+    if element == "serial" {
+        x.push_str(&format!("<target port='{}'/>", c.target_port));
+    } else {
+        x.push_str(&format!(
+            "<target type='{}' port='{}'/>",
+            esc(&c.target_type),
+            c.target_port
+        ));
+    }
+    x.push_str(&format!("</{element}>"));
+}
+
+fn read_devices(devices: roxmltree::Node, def: &mut DomainDef) {
+    for d in children(devices, "disk") {
+        let device = match d.attribute("device") {
+            Some("cdrom") => DiskDevice::Cdrom,
+            Some("disk") | None => DiskDevice::Disk,
+            Some(_) => continue,
+        };
+        let source = match (d.attribute("type"), child(d, "source")) {
+            (Some("block"), Some(s)) => {
+                s.attribute("dev").map(|p| DiskSource::Block(p.to_string()))
+            }
+            (_, Some(s)) => s.attribute("file").map(|p| DiskSource::File(p.to_string())),
+            _ => None,
+        };
+        let Some(source) = source else { continue };
+        let bus = match child_attr(d, "target", "bus").as_deref() {
+            Some("scsi") => DiskBus::Scsi,
+            Some("sata") => DiskBus::Sata,
+            Some("ide") => DiskBus::Ide,
+            _ => DiskBus::Virtio,
+        };
+        def.disks.push(DiskDef {
+            device,
+            source,
+            format: child_attr(d, "driver", "type"),
+            bus,
+            target: child_attr(d, "target", "dev").unwrap_or_default(),
+            wwn: child_text(d, "wwn"),
+        });
+    }
+    for i in children(devices, "interface") {
+        let src = child(i, "source");
+        let attr = |a: &str| {
+            src.and_then(|s| s.attribute(a))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let source = match i.attribute("type") {
+            Some("network") => InterfaceSource::Network(attr("network")),
+            Some("bridge") => InterfaceSource::Bridge(attr("bridge")),
+            Some("direct") => InterfaceSource::Macvtap(attr("dev")),
+            _ => continue,
+        };
+        def.interfaces.push(InterfaceDef {
+            source,
+            mac: child_attr(i, "mac", "address"),
+            model: child_attr(i, "model", "type"),
+        });
+    }
+    for c in devices
+        .children()
+        .filter(|c| c.is_element() && matches!(c.tag_name().name(), "serial" | "console"))
+    {
+        let target = child(c, "target");
+        let target_type = match c.tag_name().name() {
+            "serial" => "serial".to_string(),
+            _ => {
+                let t = target.and_then(|t| t.attribute("type")).unwrap_or("virtio");
+                // libvirt mirrors the first serial port as a <console
+                // type='serial'>; it is the same device, not a second one.
+                if t == "serial" {
+                    continue;
+                }
+                t.to_string()
+            }
+        };
+        let source = child(c, "source");
+        def.consoles.push(ConsoleDef {
+            kind: c.attribute("type").unwrap_or("pty").to_string(),
+            target_type,
+            target_port: target
+                .and_then(|t| t.attribute("port"))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+            source_path: if c.attribute("type") == Some("pty") {
+                None
+            } else {
+                source.and_then(|s| s.attribute("path")).map(str::to_string)
+            },
+            source_host: source.and_then(|s| s.attribute("host")).map(str::to_string),
+            source_service: source
+                .and_then(|s| s.attribute("service"))
+                .map(str::to_string),
+            log_file: child_attr(c, "log", "file"),
+        });
+    }
+    def.qemu_agent = children(devices, "channel")
+        .any(|c| child_attr(c, "target", "name").as_deref() == Some("org.qemu.guest_agent.0"));
+    def.graphics = child(devices, "graphics").map(|g| GraphicsDef {
+        kind: g.attribute("type").unwrap_or("spice").to_string(),
+        listen_address: child_attr(g, "listen", "address")
+            .or_else(|| g.attribute("listen").map(str::to_string)),
+        autoport: g.attribute("autoport") != Some("no"),
+    });
+    def.video = child(devices, "video").and_then(|v| child_attr(v, "model", "type"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DomainDef {
+        let mut d = DomainDef {
+            name: "agent-1".into(),
+            kind: DomainKind::Qemu,
+            memory_mib: 512,
+            vcpu: 2,
+            os: OsDef {
+                machine: Some("q35".into()),
+                kernel: Some("/k/vmlinuz".into()),
+                initrd: Some("/k/initrd.gz".into()),
+                cmdline: Some("console=ttyS0".into()),
+                ..Default::default()
+            },
+            cpu_mode: Some("host-passthrough".into()),
+            disks: vec![
+                DiskDef {
+                    device: DiskDevice::Disk,
+                    source: DiskSource::File("/pool/root.qcow2".into()),
+                    format: Some("qcow2".into()),
+                    bus: DiskBus::Virtio,
+                    target: String::new(),
+                    wwn: None,
+                },
+                DiskDef {
+                    device: DiskDevice::Cdrom,
+                    source: DiskSource::File("/pool/seed.iso".into()),
+                    format: Some("raw".into()),
+                    bus: DiskBus::Sata,
+                    target: String::new(),
+                    wwn: None,
+                },
+            ],
+            interfaces: vec![InterfaceDef {
+                source: InterfaceSource::Network("default".into()),
+                mac: Some("52:54:00:aa:bb:cc".into()),
+                model: Some("virtio".into()),
+            }],
+            consoles: vec![ConsoleDef {
+                kind: "file".into(),
+                target_type: "serial".into(),
+                target_port: 0,
+                source_path: Some("/var/log/agent-1.log".into()),
+                source_host: None,
+                source_service: None,
+                log_file: None,
+            }],
+            graphics: None,
+            video: None,
+            qemu_agent: true,
+            metadata: [("role".to_string(), "agent & <x>".to_string())].into(),
+            uuid: None,
+        };
+        d.assign_targets();
+        d
+    }
+
+    #[test]
+    fn targets_are_named_per_bus() {
+        let d = sample();
+        assert_eq!(d.disks[0].target, "vda");
+        assert_eq!(d.disks[1].target, "sda");
+    }
+
+    #[test]
+    fn xml_round_trips_through_the_model() {
+        let d = sample();
+        let back = DomainDef::from_xml(&d.to_xml()).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn libvirt_console_mirror_is_not_a_second_console() {
+        let xml =
+            "<domain type='kvm'><name>a</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu>\
+            <devices><serial type='pty'><target port='0'/></serial>\
+            <console type='pty'><target type='serial' port='0'/></console></devices></domain>";
+        let d = DomainDef::from_xml(xml).unwrap();
+        assert_eq!(d.memory_mib, 1024);
+        assert_eq!(d.consoles.len(), 1);
+        assert_eq!(d.consoles[0].target_type, "serial");
+    }
+
+    #[test]
+    fn bad_mac_is_refused_naming_the_field() {
+        let mut d = sample();
+        d.interfaces[0].mac = Some("52:54:00".into());
+        let err = d.validate().unwrap_err().to_string();
+        assert!(err.starts_with("invalid network_interface.mac"), "{err}");
+    }
+
+    #[test]
+    fn xslt_changes_the_xml() {
+        let xslt = r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:output omit-xml-declaration="yes"/>
+  <xsl:template match="node()|@*"><xsl:copy><xsl:apply-templates select="node()|@*"/></xsl:copy></xsl:template>
+  <xsl:template match="/domain/vcpu/text()">4</xsl:template>
+</xsl:stylesheet>"#;
+        let out = DomainDef::apply_xslt(&sample().to_xml(), xslt).unwrap();
+        assert_eq!(DomainDef::from_xml(&out).unwrap().vcpu, 4);
+        let err = DomainDef::apply_xslt("<domain/>", "not xslt")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid xml.xslt"), "{err}");
+    }
+}

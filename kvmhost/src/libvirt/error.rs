@@ -1,0 +1,96 @@
+//! The one error type of the libvirt layer.
+
+use std::path::PathBuf;
+
+use virt::error::ErrorNumber;
+
+/// What went wrong talking to a libvirt host.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection could not be opened.
+    #[error("cannot connect to libvirt at '{uri}': {message}")]
+    Connect {
+        /// The URI that was tried.
+        uri: String,
+        /// libvirt's own message.
+        message: String,
+    },
+    /// A named object does not exist on the host.
+    #[error("{kind} '{name}' does not exist on the host")]
+    NotFound {
+        /// "domain", "storage pool", "volume" or "network".
+        kind: &'static str,
+        /// The name, UUID, key or path that was looked up.
+        name: String,
+    },
+    /// libvirt refused an operation.
+    #[error("{context}: {message}")]
+    Libvirt {
+        /// What was being done, e.g. "define domain 'web'".
+        context: String,
+        /// libvirt's own message.
+        message: String,
+    },
+    /// A local file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// XML from libvirt or from the caller could not be understood.
+    #[error("{context}: {message}")]
+    Xml {
+        /// What was being parsed.
+        context: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A value given by the caller cannot be used.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The field that is wrong.
+        field: &'static str,
+        /// Why, and what to do instead.
+        message: String,
+    },
+}
+
+/// Result of the libvirt layer.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// True when the error says the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// Turns a libvirt error into ours; "no such object" codes become
+/// [`Error::NotFound`] so callers can detect deletion done outside.
+pub(crate) fn lv(
+    context: impl Into<String>,
+    kind: &'static str,
+    name: &str,
+) -> impl FnOnce(virt::error::Error) -> Error {
+    let context = context.into();
+    let name = name.to_string();
+    move |e| {
+        let missing = e.code().is_any(vec![
+            ErrorNumber::NoDomain,
+            ErrorNumber::NoStoragePool,
+            ErrorNumber::NoStorageVolume,
+            ErrorNumber::NoNetwork,
+        ]);
+        if missing {
+            Error::NotFound { kind, name }
+        } else {
+            Error::Libvirt {
+                context,
+                message: e.message().to_string(),
+            }
+        }
+    }
+}
