@@ -89,7 +89,7 @@ pub enum WakeError {
         source: io::Error,
     },
     /// No powernapd answered before the deadline.
-    #[error("no answer from {mac} via {to} after {waited:?} ({sent} requests sent); is powernapd running there with `monitor powerwake`?")]
+    #[error("no answer from {mac} via {to} after {:.1} s ({sent} requests sent); is powernapd running there with `monitor powerwake`?", waited.as_secs_f64())]
     Timeout {
         /// The MAC being woken.
         mac: Mac,

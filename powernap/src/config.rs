@@ -1,0 +1,593 @@
+//! `powernapd.conf`: the seed's line-oriented format, parsed into typed
+//! settings; every error names the file, the line and what to write instead.
+
+use crate::duration::parse_duration;
+use regex::Regex;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the daemon reads its settings unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/powernap/powernapd.conf";
+
+/// The port `monitor powerwake` listens on without `port N`.
+pub const POWERWAKE_PORT: u16 = kvmhost::wake::WAIT_PORT;
+
+/// The daemon's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// How often the monitors are asked.
+    pub interval: Duration,
+    /// Log debug messages too.
+    pub debug: bool,
+    /// Where log messages go besides standard error.
+    pub log: Option<LogTarget>,
+    /// What counts as activity.
+    pub monitors: Vec<MonitorSpec>,
+    /// What to do when idle.
+    pub actions: Vec<ActionSpec>,
+}
+
+/// A `log` directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// `log syslog`.
+    Syslog,
+    /// `log /path/to/file`.
+    File(PathBuf),
+}
+
+/// A `monitor` directive.
+#[derive(Debug, Clone)]
+pub enum MonitorSpec {
+    /// A process whose command line matches the regex is running.
+    Process(Regex),
+    /// A user is logged in (and, with `max-idle`, typed something lately).
+    Users {
+        /// Sessions idle longer than this do not count.
+        max_idle: Option<Duration>,
+    },
+    /// A powerwake request for one of our MACs arrived (and is answered).
+    Powerwake {
+        /// UDP port to listen on.
+        port: u16,
+    },
+    /// A magic packet for one of our MACs arrived.
+    Wol {
+        /// UDP port to listen on.
+        port: u16,
+    },
+    /// Any datagram arrived on the UDP port.
+    Udp {
+        /// UDP port to listen on.
+        port: u16,
+    },
+    /// A TCP connection to or from the port is established.
+    Tcp {
+        /// The port.
+        port: u16,
+    },
+    /// The 1-minute load average is above the threshold.
+    Load {
+        /// `None` means the number of CPUs.
+        threshold: Option<f64>,
+    },
+    /// A libvirt domain is running.
+    Libvirt {
+        /// The connection URI (`qemu:///system` unless given).
+        uri: String,
+    },
+}
+
+impl PartialEq for MonitorSpec {
+    fn eq(&self, other: &Self) -> bool {
+        use MonitorSpec::*;
+        match (self, other) {
+            (Process(a), Process(b)) => a.as_str() == b.as_str(),
+            (Users { max_idle: a }, Users { max_idle: b }) => a == b,
+            (Powerwake { port: a }, Powerwake { port: b })
+            | (Wol { port: a }, Wol { port: b })
+            | (Udp { port: a }, Udp { port: b })
+            | (Tcp { port: a }, Tcp { port: b }) => a == b,
+            (Load { threshold: a }, Load { threshold: b }) => a == b,
+            (Libvirt { uri: a }, Libvirt { uri: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for MonitorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MonitorSpec::Process(r) => write!(f, "process {r}"),
+            MonitorSpec::Users { max_idle: None } => write!(f, "users"),
+            MonitorSpec::Users { max_idle: Some(d) } => write!(f, "users max-idle {d:?}"),
+            MonitorSpec::Powerwake { port } => write!(f, "powerwake port {port}"),
+            MonitorSpec::Wol { port } => write!(f, "wol port {port}"),
+            MonitorSpec::Udp { port } => write!(f, "udp port {port}"),
+            MonitorSpec::Tcp { port } => write!(f, "tcp port {port}"),
+            MonitorSpec::Load { threshold: None } => write!(f, "load n"),
+            MonitorSpec::Load { threshold: Some(t) } => write!(f, "load {t}"),
+            MonitorSpec::Libvirt { uri } => write!(f, "libvirt {uri}"),
+        }
+    }
+}
+
+/// An `action` directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionSpec {
+    /// A script name under the actions folder (run with `true`, and `false`
+    /// on recovery, as the seed does) or a shell command line.
+    pub command: String,
+    /// Idle time before the action runs.
+    pub after: Duration,
+    /// How long before the action to warn logged-in users.
+    pub warn: Option<Duration>,
+    /// A shell command run when activity returns after the action ran.
+    pub recover: Option<String>,
+}
+
+/// A config error: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: line {line}: {message}", path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line number (0 when the file as a whole is wrong).
+    pub line: usize,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg = Config {
+            interval: Duration::from_secs(1),
+            debug: false,
+            log: None,
+            monitors: Vec::new(),
+            actions: Vec::new(),
+        };
+        for (i, raw) in text.lines().enumerate() {
+            let at = |message: String| ConfigError {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message,
+            };
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (directive, rest) = shift_word(line);
+            match directive {
+                "monitor" => cfg.monitors.push(parse_monitor(rest).map_err(at)?),
+                "action" => cfg.actions.push(parse_action(rest).map_err(at)?),
+                "interval" => {
+                    let d = parse_duration(rest).map_err(|e| at(format!("after 'interval': {e}")))?;
+                    if d.is_zero() {
+                        return Err(at("'interval' must be more than 0 seconds".into()));
+                    }
+                    cfg.interval = d;
+                }
+                "debug" => {
+                    if !rest.is_empty() {
+                        return Err(at(format!("unexpected '{rest}' after 'debug'")));
+                    }
+                    cfg.debug = true;
+                }
+                "log" => {
+                    if rest.is_empty() {
+                        return Err(at("expected a file name or 'syslog' after 'log'".into()));
+                    }
+                    if cfg.log.is_some() {
+                        return Err(at("'log' can only be given once".into()));
+                    }
+                    cfg.log = Some(if rest == "syslog" {
+                        LogTarget::Syslog
+                    } else {
+                        LogTarget::File(rest.into())
+                    });
+                }
+                other => {
+                    return Err(at(format!(
+                        "unknown directive '{other}' (expected monitor, action, interval, debug or log)"
+                    )))
+                }
+            }
+        }
+        if cfg.actions.is_empty() {
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                line: 0,
+                message: "no 'action' line: add one, e.g. 'action poweroff after 5m warn 30s'"
+                    .into(),
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+/// The first word and the rest, both trimmed.
+fn shift_word(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, ""),
+    }
+}
+
+fn parse_monitor(params: &str) -> Result<MonitorSpec, String> {
+    let (kind, rest) = shift_word(params);
+    match kind {
+        "process" => {
+            if rest.is_empty() {
+                return Err("expected a regular expression after 'monitor process'".into());
+            }
+            Regex::new(rest)
+                .map(MonitorSpec::Process)
+                .map_err(|e| format!("invalid regular expression after 'monitor process': {e}"))
+        }
+        "users" => {
+            let (w, rest) = shift_word(rest);
+            match w {
+                "" => Ok(MonitorSpec::Users { max_idle: None }),
+                "max-idle" => {
+                    let (d, extra) = shift_word(rest);
+                    if d.is_empty() {
+                        return Err("expected a duration (e.g. 10m) after 'max-idle'".into());
+                    }
+                    if !extra.is_empty() {
+                        return Err(format!("unexpected '{extra}' after 'max-idle {d}'"));
+                    }
+                    let d = parse_duration(d).map_err(|e| format!("after 'max-idle': {e}"))?;
+                    Ok(MonitorSpec::Users { max_idle: Some(d) })
+                }
+                _ => Err(format!("unexpected '{w}' after 'monitor users' (expected nothing or 'max-idle <duration>')")),
+            }
+        }
+        "powerwake" => {
+            let port = parse_port(kind, rest, Some(POWERWAKE_PORT))?;
+            Ok(MonitorSpec::Powerwake { port })
+        }
+        "wol" => Ok(MonitorSpec::Wol {
+            port: parse_port(kind, rest, None)?,
+        }),
+        "udp" => Ok(MonitorSpec::Udp {
+            port: parse_port(kind, rest, None)?,
+        }),
+        "tcp" => Ok(MonitorSpec::Tcp {
+            port: parse_port(kind, rest, None)?,
+        }),
+        "load" => {
+            let threshold = match rest {
+                "" | "n" => None,
+                t => {
+                    let v: f64 = t.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0).ok_or_else(|| {
+                        format!("expected a load threshold (e.g. 1.5) or 'n' (the number of CPUs) after 'monitor load', not '{t}'")
+                    })?;
+                    Some(v)
+                }
+            };
+            Ok(MonitorSpec::Load { threshold })
+        }
+        "libvirt" => {
+            let (uri, extra) = shift_word(rest);
+            if !extra.is_empty() {
+                return Err(format!("unexpected '{extra}' after 'monitor libvirt {uri}'"));
+            }
+            Ok(MonitorSpec::Libvirt {
+                uri: if uri.is_empty() { "qemu:///system".into() } else { uri.into() },
+            })
+        }
+        "console" | "disk" | "keyboard" | "mouse" | "process-io" => Err(format!(
+            "'monitor {kind}' is not supported by this powernapd; remove the line (supported: process, users, powerwake, wol, udp, tcp, load, libvirt)"
+        )),
+        "" => Err("expected a monitor type after 'monitor'".into()),
+        other => Err(format!(
+            "unknown monitor type '{other}' (expected process, users, powerwake, wol, udp, tcp, load or libvirt)"
+        )),
+    }
+}
+
+fn parse_port(kind: &str, rest: &str, default: Option<u16>) -> Result<u16, String> {
+    let usage = || format!("expected 'port <number>' after 'monitor {kind}'");
+    if rest.is_empty() {
+        return default.ok_or_else(usage);
+    }
+    let (w, n) = shift_word(rest);
+    if w != "port" || n.is_empty() || n.contains(char::is_whitespace) {
+        return Err(usage());
+    }
+    match n.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!(
+            "invalid port number '{n}' after 'monitor {kind} port' (1 to 65535)"
+        )),
+    }
+}
+
+fn parse_action(params: &str) -> Result<ActionSpec, String> {
+    let words = split_words(params)?;
+    let mut it = words.into_iter();
+    let command = it
+        .next()
+        .filter(|c| !c.is_empty())
+        .ok_or("expected an action after 'action' (a script name or a quoted command line)")?;
+    let mut after = None;
+    let mut warn = None;
+    let mut recover = None;
+    while let Some(opt) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .ok_or_else(|| format!("expected {what} after '{opt}' in action '{command}'"))
+        };
+        match opt.as_str() {
+            "after" | "warn" => {
+                let v = value("a duration (e.g. 5m)")?;
+                let d = parse_duration(&v).map_err(|e| format!("after '{opt}': {e}"))?;
+                let slot = if opt == "after" { &mut after } else { &mut warn };
+                if slot.replace(d).is_some() {
+                    return Err(format!("'{opt}' given twice for action '{command}'"));
+                }
+            }
+            "recover" => {
+                let v = value("a command line")?;
+                if recover.replace(v).is_some() {
+                    return Err(format!("'recover' given twice for action '{command}'"));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown option '{other}' for action '{command}' (expected after, warn or recover; quote a command line that has spaces)"
+                ))
+            }
+        }
+    }
+    let after = after.ok_or_else(|| {
+        format!(
+            "action '{command}' has no 'after <duration>': say how long the system must be idle"
+        )
+    })?;
+    if let Some(w) = warn {
+        if w > after {
+            return Err(format!(
+                "action '{command}' warns {w:?} before but runs after only {after:?} of idleness"
+            ));
+        }
+    }
+    Ok(ActionSpec {
+        command,
+        after,
+        warn,
+        recover,
+    })
+}
+
+/// Splits on whitespace, keeping `"..."` and `'...'` together (a backslash
+/// escapes the next character inside double quotes).
+fn split_words(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else {
+            return Ok(words);
+        };
+        let mut w = String::new();
+        if first == '"' || first == '\'' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(format!("unterminated {first} quote")),
+                    Some(c) if c == first => break,
+                    Some('\\') if first == '"' => match chars.next() {
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unterminated {first} quote")),
+                    },
+                    Some(c) => w.push(c),
+                }
+            }
+            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+                return Err(format!("expected a space after the closing {first} quote"));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                w.push(c);
+                chars.next();
+            }
+        }
+        words.push(w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/powernap/powernapd.conf"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn seed_style_config_parses() {
+        let cfg = parse(
+            "# powernapd.conf\n\
+             interval 2\n\
+             debug\n\
+             log /var/log/powernap.log\n\
+             action poweroff after 5m warn 30s\n\
+             monitor powerwake\n\
+             monitor powerwake port 1234\n\
+             monitor wol port 9\n\
+             monitor users\n\
+             monitor users max-idle 10m\n\
+             monitor process ^(\\S*\\/)?qemu-system-\n\
+             monitor udp port 5000\n\
+             monitor tcp port 22\n\
+             monitor load 1.5\n\
+             monitor load\n\
+             monitor libvirt\n\
+             monitor libvirt qemu+ssh://host/system\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.interval, Duration::from_secs(2));
+        assert!(cfg.debug);
+        assert_eq!(
+            cfg.log,
+            Some(LogTarget::File("/var/log/powernap.log".into()))
+        );
+        assert_eq!(
+            cfg.actions,
+            vec![ActionSpec {
+                command: "poweroff".into(),
+                after: Duration::from_secs(300),
+                warn: Some(Duration::from_secs(30)),
+                recover: None,
+            }]
+        );
+        assert_eq!(
+            cfg.monitors,
+            vec![
+                MonitorSpec::Powerwake { port: 57748 },
+                MonitorSpec::Powerwake { port: 1234 },
+                MonitorSpec::Wol { port: 9 },
+                MonitorSpec::Users { max_idle: None },
+                MonitorSpec::Users {
+                    max_idle: Some(Duration::from_secs(600))
+                },
+                MonitorSpec::Process(Regex::new(r"^(\S*\/)?qemu-system-").unwrap()),
+                MonitorSpec::Udp { port: 5000 },
+                MonitorSpec::Tcp { port: 22 },
+                MonitorSpec::Load {
+                    threshold: Some(1.5)
+                },
+                MonitorSpec::Load { threshold: None },
+                MonitorSpec::Libvirt {
+                    uri: "qemu:///system".into()
+                },
+                MonitorSpec::Libvirt {
+                    uri: "qemu+ssh://host/system".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn quoted_command_lines_and_recovery() {
+        let cfg = parse(
+            "action \"touch '/tmp/x y/slept'\" after 3s recover 'rm -f \"/tmp/x y/slept\"' warn 1s\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.actions[0],
+            ActionSpec {
+                command: "touch '/tmp/x y/slept'".into(),
+                after: Duration::from_secs(3),
+                warn: Some(Duration::from_secs(1)),
+                recover: Some("rm -f \"/tmp/x y/slept\"".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_fix() {
+        let cases = [
+            (
+                "action poweroff after 5m\nmonitor bogus\n",
+                "line 2: unknown monitor type 'bogus'",
+            ),
+            (
+                "action poweroff after 5m\n\n# c\nmonitr users\n",
+                "line 4: unknown directive 'monitr'",
+            ),
+            (
+                "monitor process (unclosed\naction x after 1s\n",
+                "line 1: invalid regular expression",
+            ),
+            (
+                "action poweroff\n",
+                "line 1: action 'poweroff' has no 'after <duration>'",
+            ),
+            (
+                "action poweroff after soon\n",
+                "line 1: after 'after': 'soon' is not a duration",
+            ),
+            (
+                "action poweroff after 5m warn 1h\n",
+                "line 1: action 'poweroff' warns",
+            ),
+            (
+                "action poweroff after 5m after 6m\n",
+                "line 1: 'after' given twice",
+            ),
+            (
+                "action poweroff after 5m sometimes\n",
+                "line 1: unknown option 'sometimes'",
+            ),
+            (
+                "action \"touch x after 5m\n",
+                "line 1: unterminated \" quote",
+            ),
+            (
+                "action x after 1s\nmonitor udp\n",
+                "line 2: expected 'port <number>' after 'monitor udp'",
+            ),
+            (
+                "action x after 1s\nmonitor tcp port 70000\n",
+                "line 2: invalid port number '70000'",
+            ),
+            (
+                "action x after 1s\nmonitor keyboard\n",
+                "line 2: 'monitor keyboard' is not supported",
+            ),
+            (
+                "action x after 1s\nmonitor load high\n",
+                "line 2: expected a load threshold",
+            ),
+            (
+                "action x after 1s\ninterval 0\n",
+                "line 2: 'interval' must be more than 0",
+            ),
+            (
+                "action x after 1s\ndebug please\n",
+                "line 2: unexpected 'please' after 'debug'",
+            ),
+            (
+                "action x after 1s\nlog a\nlog b\n",
+                "line 3: 'log' can only be given once",
+            ),
+            (
+                "action x after 1s\nmonitor users max-idle\n",
+                "line 2: expected a duration",
+            ),
+            ("monitor users\n", "line 0: no 'action' line"),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(
+                e.starts_with("/etc/powernap/powernapd.conf: ") && e.contains(want),
+                "{text:?}: got {e:?}, want {want:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The daemon's loop: every interval ask each monitor, feed the idle
+//! tracker, and carry out what it says.
+
+use crate::action::{Action, Executor};
+use crate::idle::{Event, IdleTracker, Timing};
+use crate::log;
+use crate::monitor::Monitor;
+use std::time::{Duration, Instant};
+
+/// Time as the daemon sees it; tests substitute a clock they advance.
+pub trait Clock {
+    /// The current instant.
+    fn now(&self) -> Instant;
+    /// Waits `d`.
+    fn sleep(&self, d: Duration);
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+}
+
+/// A configured, running daemon.
+pub struct Daemon<C: Clock, E: Executor> {
+    clock: C,
+    exec: E,
+    interval: Duration,
+    monitors: Vec<Box<dyn Monitor>>,
+    actions: Vec<Action>,
+    tracker: IdleTracker,
+}
+
+impl<C: Clock, E: Executor> Daemon<C, E> {
+    /// A daemon whose idle time starts counting now.
+    pub fn new(
+        clock: C,
+        exec: E,
+        interval: Duration,
+        monitors: Vec<Box<dyn Monitor>>,
+        actions: Vec<(Action, Timing)>,
+    ) -> Self {
+        let tracker = IdleTracker::new(actions.iter().map(|(_, t)| *t), clock.now());
+        Self {
+            clock,
+            exec,
+            interval,
+            monitors,
+            actions: actions.into_iter().map(|(a, _)| a).collect(),
+            tracker,
+        }
+    }
+
+    /// Waits one interval, asks every monitor, and acts; returns what
+    /// happened.
+    pub fn tick(&mut self) -> Vec<Event> {
+        self.clock.sleep(self.interval);
+        let mut active = Vec::new();
+        // Every monitor is asked each time: port monitors reset on asking,
+        // so stopping at the first active one would lose their packets.
+        for m in &mut self.monitors {
+            match m.check() {
+                Ok(true) => active.push(m.describe()),
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn(&format!(
+                        "monitor {}: {e}; counting it as activity",
+                        m.describe()
+                    ));
+                    active.push(m.describe());
+                }
+            }
+        }
+        let now = self.clock.now();
+        if active.is_empty() {
+            log::debug(&format!("idle for {:?}", self.tracker.idle_for(now)));
+        } else {
+            log::debug(&format!("active: {}", active.join(", ")));
+        }
+        let events = self.tracker.update(!active.is_empty(), now);
+        for e in &events {
+            match *e {
+                Event::Warn { action, remaining } => {
+                    self.exec.warn(&self.actions[action], remaining)
+                }
+                Event::Rescind { action } => self.exec.rescind(&self.actions[action]),
+                Event::Trigger { action } => self.exec.run(&self.actions[action], false),
+                Event::Recover { action } => self.exec.run(&self.actions[action], true),
+            }
+        }
+        events
+    }
+
+    /// Runs until the process ends.
+    pub fn run(&mut self) -> ! {
+        loop {
+            self.tick();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::Runner;
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    /// A clock that moves only when the daemon sleeps.
+    struct FakeClock {
+        base: Instant,
+        offset: Rc<Cell<Duration>>,
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Instant {
+            self.base + self.offset.get()
+        }
+        fn sleep(&self, d: Duration) {
+            self.offset.set(self.offset.get() + d);
+        }
+    }
+
+    /// A monitor that reports a scripted sequence, then idleness.
+    struct Scripted(VecDeque<Result<bool, String>>);
+
+    impl Monitor for Scripted {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        fn check(&mut self) -> Result<bool, String> {
+            self.0.pop_front().unwrap_or(Ok(false))
+        }
+    }
+
+    type Log = Rc<std::cell::RefCell<Vec<String>>>;
+
+    #[derive(Default)]
+    struct Recorder(Log);
+
+    impl Executor for Recorder {
+        fn run(&mut self, a: &Action, recovering: bool) {
+            let verb = if recovering { "recover" } else { "run" };
+            self.0.borrow_mut().push(format!("{verb} {}", a.name));
+        }
+        fn warn(&mut self, a: &Action, remaining: Duration) {
+            self.0
+                .borrow_mut()
+                .push(format!("warn {} {}s", a.name, remaining.as_secs()));
+        }
+        fn rescind(&mut self, a: &Action) {
+            self.0.borrow_mut().push(format!("rescind {}", a.name));
+        }
+    }
+
+    fn daemon(
+        script: Vec<Result<bool, String>>,
+    ) -> (Daemon<FakeClock, Recorder>, Log, Rc<Cell<Duration>>) {
+        let offset = Rc::new(Cell::new(Duration::ZERO));
+        let clock = FakeClock {
+            base: Instant::now(),
+            offset: offset.clone(),
+        };
+        let rec = Recorder::default();
+        let log = rec.0.clone();
+        let action = Action {
+            name: "sleep".into(),
+            runner: Runner::Shell {
+                command: "true".into(),
+                recover: None,
+            },
+        };
+        let timing = Timing {
+            after: Duration::from_secs(10),
+            warn: Some(Duration::from_secs(4)),
+        };
+        let d = Daemon::new(
+            clock,
+            rec,
+            Duration::from_secs(2),
+            vec![Box::new(Scripted(script.into()))],
+            vec![(action, timing)],
+        );
+        (d, log, offset)
+    }
+
+    #[test]
+    fn idle_host_is_warned_then_acted_on_at_the_configured_times() {
+        let (mut d, log, offset) = daemon(vec![]);
+        let mut when = Vec::new();
+        for _ in 0..8 {
+            if !d.tick().is_empty() {
+                when.push(offset.get().as_secs());
+            }
+        }
+        assert_eq!(*log.borrow(), ["warn sleep 4s", "run sleep"]);
+        assert_eq!(when, [6, 10]);
+    }
+
+    #[test]
+    fn activity_holds_the_action_off_and_brings_recovery() {
+        // Active at 2 s and 4 s, idle until 14 s, active at 16 s.
+        let mut script = vec![Ok(true), Ok(true)];
+        script.extend(std::iter::repeat_n(Ok(false), 5));
+        script.push(Ok(true));
+        let (mut d, log, _) = daemon(script);
+        for _ in 0..8 {
+            d.tick();
+        }
+        assert_eq!(
+            *log.borrow(),
+            ["warn sleep 4s", "run sleep", "recover sleep"]
+        );
+    }
+
+    #[test]
+    fn a_monitor_that_cannot_tell_keeps_the_host_up() {
+        let (mut d, log, _) = daemon(vec![Err("broken".into()); 10]);
+        for _ in 0..10 {
+            d.tick();
+        }
+        assert!(log.borrow().is_empty());
+    }
+}

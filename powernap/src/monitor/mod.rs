@@ -1,0 +1,46 @@
+//! What counts as activity: one type per `monitor` kind, each answering
+//! "was there activity since you were last asked?".
+
+mod libvirt;
+mod load;
+mod net;
+mod process;
+mod tcp;
+mod users;
+
+pub use libvirt::LibvirtMonitor;
+pub use load::LoadMonitor;
+pub use net::{local_macs, PortListener, PortMonitor};
+pub use process::ProcessMonitor;
+pub use tcp::TcpMonitor;
+pub use users::UsersMonitor;
+
+use crate::config::MonitorSpec;
+
+/// A source of activity.
+pub trait Monitor: Send {
+    /// How the config names it, for logs.
+    fn describe(&self) -> String;
+
+    /// True when there was activity since the last call. An error means
+    /// the monitor could not tell; the daemon then counts it as activity,
+    /// so a broken check never powers a busy machine off.
+    fn check(&mut self) -> Result<bool, String>;
+}
+
+/// Starts the monitor a config line asks for (listeners bind their port
+/// now, so a port in use is reported at startup).
+pub fn start(spec: &MonitorSpec) -> Result<Box<dyn Monitor>, String> {
+    Ok(match spec {
+        MonitorSpec::Process(re) => Box::new(ProcessMonitor::new(re.clone())),
+        MonitorSpec::Users { max_idle } => Box::new(UsersMonitor::new(*max_idle)),
+        MonitorSpec::Powerwake { port } => {
+            Box::new(PortMonitor::start(PortListener::Powerwake, *port)?)
+        }
+        MonitorSpec::Wol { port } => Box::new(PortMonitor::start(PortListener::Wol, *port)?),
+        MonitorSpec::Udp { port } => Box::new(PortMonitor::start(PortListener::Udp, *port)?),
+        MonitorSpec::Tcp { port } => Box::new(TcpMonitor::new(*port)),
+        MonitorSpec::Load { threshold } => Box::new(LoadMonitor::new(*threshold)),
+        MonitorSpec::Libvirt { uri } => Box::new(LibvirtMonitor::new(uri.clone())),
+    })
+}

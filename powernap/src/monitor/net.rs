@@ -1,0 +1,134 @@
+//! UDP port monitors: `powerwake` (answers requests for our MACs), `wol`
+//! (magic packets for our MACs) and `udp` (any datagram).
+
+use super::Monitor;
+use crate::log;
+use kvmhost::wake::{contains_magic_packet, Mac, PowerwakeRequest, RequestTarget};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What a port listener does with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortListener {
+    /// Answer powerwake requests for our MACs; they are activity.
+    Powerwake,
+    /// Magic packets for our MACs are activity.
+    Wol,
+    /// Every datagram is activity.
+    Udp,
+}
+
+impl PortListener {
+    fn name(self) -> &'static str {
+        match self {
+            PortListener::Powerwake => "powerwake",
+            PortListener::Wol => "wol",
+            PortListener::Udp => "udp",
+        }
+    }
+}
+
+/// A UDP port listened on by a thread of its own, so powerwake requests
+/// are answered at once rather than at the next check.
+pub struct PortMonitor {
+    kind: PortListener,
+    port: u16,
+    seen: Arc<AtomicBool>,
+}
+
+impl PortMonitor {
+    /// Binds `0.0.0.0:port` and starts listening.
+    pub fn start(kind: PortListener, port: u16) -> Result<Self, String> {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(|e| {
+            format!(
+                "monitor {} port {port}: cannot listen on UDP port {port}: {e}",
+                kind.name()
+            )
+        })?;
+        let seen = Arc::new(AtomicBool::new(false));
+        let flag = seen.clone();
+        std::thread::Builder::new()
+            .name(format!("{}-{port}", kind.name()))
+            .spawn(move || listen(kind, sock, &flag))
+            .map_err(|e| format!("monitor {} port {port}: {e}", kind.name()))?;
+        Ok(Self { kind, port, seen })
+    }
+}
+
+impl Monitor for PortMonitor {
+    fn describe(&self) -> String {
+        format!("{} port {}", self.kind.name(), self.port)
+    }
+
+    fn check(&mut self) -> Result<bool, String> {
+        Ok(self.seen.swap(false, Ordering::SeqCst))
+    }
+}
+
+fn listen(kind: PortListener, sock: UdpSocket, seen: &AtomicBool) {
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) => {
+                log::error(&format!("{} listener: receive failed: {e}", kind.name()));
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
+        let packet = &buf[..n];
+        let active = match kind {
+            PortListener::Udp => true,
+            PortListener::Wol => {
+                let macs = local_macs();
+                macs.iter().any(|m| contains_magic_packet(packet, *m))
+            }
+            PortListener::Powerwake => answer(&sock, packet, from),
+        };
+        if active {
+            log::debug(&format!("{} packet from {from}", kind.name()));
+            seen.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Replies to a powerwake request that is for us; true if it was.
+fn answer(sock: &UdpSocket, packet: &[u8], from: SocketAddr) -> bool {
+    let req = match PowerwakeRequest::parse(packet) {
+        Ok(r) => r,
+        Err(e) => {
+            log::debug(&format!("ignoring packet from {from}: {e}"));
+            return false;
+        }
+    };
+    let for_us = match req.target {
+        RequestTarget::Anyone => true,
+        // Read per packet: interfaces (bridges, VM taps) come and go.
+        RequestTarget::Mac(mac) => local_macs().contains(&mac),
+    };
+    if !for_us {
+        log::debug(&format!(
+            "ignoring powerwake request from {from}: not one of our MACs"
+        ));
+        return false;
+    }
+    match sock.send_to(&req.reply(), from) {
+        Ok(_) => log::info(&format!("answered powerwake request from {from}")),
+        Err(e) => log::error(&format!("cannot answer powerwake request from {from}: {e}")),
+    }
+    true
+}
+
+/// The MACs of this host's network interfaces (from `/sys/class/net`,
+/// which shows the interfaces of our network namespace).
+pub fn local_macs() -> Vec<Mac> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+        .filter_map(|s| s.trim().parse::<Mac>().ok())
+        .filter(|m| !m.is_zero())
+        .collect()
+}
