@@ -4,4 +4,5 @@
 pub mod hosts;
 pub mod libvirtd;
 pub mod netns;
+pub mod tools;
 pub mod util;
