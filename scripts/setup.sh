@@ -3,12 +3,17 @@
 #   scripts/setup.sh          packages for running the tools, then the build
 #   scripts/setup.sh --test   also what the tests use (Terraform 1.15 in a
 #                             venv, tools that check our output)
-# Caches live outside the checkout, in $KVMBE_CACHE (~/.cache/kvmbe).
+# Caches live outside the checkout, in $KVMBE_CACHE (/var/cache/kvmbe for root, else ~/.cache/kvmbe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=false
 [ "${1:-}" = --test ] && want_test=true
-cache=${KVMBE_CACHE:-$HOME/.cache/kvmbe}
+if [ -z "${KVMBE_CACHE:-}" ]; then
+  # QEMU (user libvirt-qemu) reads the test guest's kernel from the cache.
+  if [ "$(id -u)" = 0 ]; then KVMBE_CACHE=/var/cache/kvmbe; else KVMBE_CACHE=$HOME/.cache/kvmbe; fi
+fi
+export KVMBE_CACHE
+cache=$KVMBE_CACHE
 mkdir -p "$cache"
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 sudo=""

@@ -5,7 +5,10 @@
 # Tests start and stop their own daemons, namespaces and guests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export KVMBE_CACHE=${KVMBE_CACHE:-$HOME/.cache/kvmbe}
+if [ -z "${KVMBE_CACHE:-}" ]; then
+  if [ "$(id -u)" = 0 ]; then KVMBE_CACHE=/var/cache/kvmbe; else KVMBE_CACHE=$HOME/.cache/kvmbe; fi
+fi
+export KVMBE_CACHE
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$KVMBE_CACHE/target}
 export CHECKPOINT_DISABLE=1
 # Tests see the real errors; the provider unsets this for its users.

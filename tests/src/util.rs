@@ -39,12 +39,16 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The cache shared by test runs (`KVMBE_CACHE`, default
-/// `~/.cache/kvmbe`): guest images, libvirt's capability cache, venvs.
+/// `/var/cache/kvmbe` for root, else `~/.cache/kvmbe`): guest images,
+/// libvirt's capability cache, venvs. QEMU runs as `libvirt-qemu` and reads
+/// the guest's kernel from here, so root's default is outside `/root`.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("KVMBE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/kvmbe")
-        })
+    if let Some(dir) = std::env::var_os("KVMBE_CACHE") {
+        return PathBuf::from(dir);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/kvmbe");
+    }
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/kvmbe")
 }
