@@ -1,0 +1,330 @@
+//! powernapd and powerwake on a LAN of network namespaces: wake requests
+//! are answered (ours and the seed's packet format), and the idle action
+//! runs only when nothing monitored is running.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use testbed::netns::{Lan, LanPort, Netns};
+use testbed::util;
+
+fn bin(name: &str) -> PathBuf {
+    let p = util::bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run cargo build -p powernap",
+        p.display()
+    );
+    p
+}
+
+/// powernapd running in a namespace, killed (by PID) on drop.
+struct Napd {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Napd {
+    fn start(ns: &Netns, dir: &Path, config: &str, extra: &[&str]) -> Self {
+        let conf = dir.join("powernapd.conf");
+        std::fs::write(&conf, config).unwrap();
+        let log = dir.join("powernapd.log");
+        let child = ns
+            .cmd(bin("powernapd").to_str().unwrap())
+            .arg("-c")
+            .arg(&conf)
+            .arg("--actions-dir")
+            .arg(dir.join("actions"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for `text` in the log (startup, warnings, actions).
+    fn wait_log(&mut self, text: &str, limit: Duration) -> Duration {
+        let t = Instant::now();
+        while !self.log().contains(text) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("powernapd exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                t.elapsed() < limit,
+                "no '{text}' in powernapd's log after {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t.elapsed()
+    }
+}
+
+impl Drop for Napd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns`, so the sockets it opens are
+/// that namespace's.
+fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let handle = File::open(format!("/var/run/netns/{}", ns.name())).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns(2) on a valid namespace fd changes only this thread.
+        let rc = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The seed's powerwake request, laid out by hand: "PWERWAKE", the nonce
+/// little endian, FF x6, then 96 bytes of identity (the MAC x16).
+fn seed_request(nonce: u32, identity: &[u8; 96]) -> Vec<u8> {
+    let mut p = b"PWERWAKE".to_vec();
+    p.extend_from_slice(&nonce.to_le_bytes());
+    p.extend_from_slice(&[0xff; 6]);
+    p.extend_from_slice(identity);
+    assert_eq!(p.len(), 114);
+    p
+}
+
+fn mac_x16(mac: &str) -> [u8; 96] {
+    let octets: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let mut id = [0u8; 96];
+    for chunk in id.chunks_mut(6) {
+        chunk.copy_from_slice(&octets);
+    }
+    id
+}
+
+/// Sends a seed-format request from inside `ns` and returns the reply
+/// bytes and who sent them, or None after `wait`.
+fn seed_client(
+    ns: &Netns,
+    to: SocketAddr,
+    request: Vec<u8>,
+    wait: Duration,
+) -> Option<(Vec<u8>, SocketAddr)> {
+    in_netns(ns, move || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        sock.set_broadcast(true).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            sock.send_to(&request, to).unwrap();
+            let mut buf = [0u8; 64];
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                return Some((buf[..n].to_vec(), from));
+            }
+        }
+        None
+    })
+}
+
+fn powerwake(client: &LanPort, args: &[&str]) -> (i32, String, Duration) {
+    let t = Instant::now();
+    let out = client
+        .ns
+        .cmd(bin("powerwake").to_str().unwrap())
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text, t.elapsed())
+}
+
+#[test]
+fn powernapd_answers_our_powerwake_and_the_seed_packet_format_for_its_own_mac_only() {
+    let mut lan = Lan::new().unwrap();
+    let host = lan.attach("nap", true).unwrap();
+    let client = lan.attach("wake", true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut napd = Napd::start(
+        &host.ns,
+        dir.path(),
+        "interval 1\nmonitor powerwake\naction \"true\" after 1h\n",
+        &["--debug"],
+    );
+    napd.wait_log("started", Duration::from_secs(10));
+    let bcast = lan.broadcast().to_string();
+
+    let (code, out, took) = powerwake(&client, &["-w", "-t", "10", "-b", &bcast, &host.mac]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("Received reply from {}:57748", host.ip)),
+        "{out}"
+    );
+    eprintln!("powerwake -w round trip (process start to exit): {took:?}");
+
+    let nonce = 0x1234_5678;
+    let (reply, from) = seed_client(
+        &client.ns,
+        (lan.broadcast(), 57748).into(),
+        seed_request(nonce, &mac_x16(&host.mac)),
+        Duration::from_secs(5),
+    )
+    .expect("no reply to a seed-format request");
+    assert_eq!(reply, b"PWERWAKFxV4\x12");
+    assert_eq!(from, SocketAddr::from((host.ip, 57748)));
+
+    // The seed's request for "whoever is there" (sent after waking a host
+    // by IPMI) is answered whatever the MAC.
+    let mut not_wol = [0u8; 96];
+    for chunk in not_wol.chunks_mut(24) {
+        chunk.copy_from_slice(b"Not really a WoL packet.");
+    }
+    let (reply, _) = seed_client(
+        &client.ns,
+        (host.ip, 57748).into(),
+        seed_request(7, &not_wol),
+        Duration::from_secs(5),
+    )
+    .expect("no reply to the seed's not-WoL request");
+    assert_eq!(reply, b"PWERWAKF\x07\0\0\0");
+
+    // A MAC that is not the host's gets no answer.
+    let other = "52:54:00:99:99:99";
+    assert!(seed_client(
+        &client.ns,
+        (lan.broadcast(), 57748).into(),
+        seed_request(9, &mac_x16(other)),
+        Duration::from_secs(2),
+    )
+    .is_none());
+    let (code, out, _) = powerwake(&client, &["-w", "-t", "2", "-b", &bcast, other]);
+    assert_eq!(code, 75, "{out}");
+}
+
+fn wait_for(path: &Path, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if path.exists() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A `sleep 30` whose command line is `tag 30`, so only this test's
+/// monitor matches it.
+fn busy_process(tag: &str) -> Child {
+    Command::new("bash")
+        .args(["-c", &format!("exec -a {tag} sleep 30")])
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn powernapd_acts_after_the_idle_time_only_when_no_monitored_process_runs() {
+    let ns = Netns::new("napidle").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let tag = format!("pnbusy{}x{nanos}", std::process::id());
+    let slept = dir.path().join("slept");
+    let woke = dir.path().join("woke");
+    let mut busy = busy_process(&tag);
+    let config = format!(
+        "interval 1\n\
+         monitor process ^{tag} 30$\n\
+         action \"touch {}\" after 3s warn 1s recover \"touch {}\"\n",
+        slept.display(),
+        woke.display()
+    );
+    let mut napd = Napd::start(&ns, dir.path(), &config, &[]);
+    napd.wait_log("started", Duration::from_secs(10));
+
+    // Busy: three idle times pass without the action.
+    std::thread::sleep(Duration::from_secs(9));
+    assert!(!slept.exists(), "acted while busy:\n{}", napd.log());
+    assert!(!napd.log().contains("will perform"), "{}", napd.log());
+
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+    let killed = Instant::now();
+    let took = wait_for(&slept, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no action after going idle:\n{}", napd.log()));
+    eprintln!(
+        "idle action ran {:?} after the monitored process exited (after 3s, interval 1s)",
+        killed.elapsed()
+    );
+    assert!(took >= Duration::from_secs(2), "acted too early: {took:?}");
+    let log = napd.log();
+    let warned = log.find("will perform the touch").expect("no warning");
+    let acted = log.find("running action").expect("no action log");
+    assert!(warned < acted, "{log}");
+    assert!(!woke.exists());
+
+    // Activity returns: the recovery runs.
+    let mut busy = busy_process(&tag);
+    let took = wait_for(&woke, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no recovery when busy again:\n{}", napd.log()));
+    eprintln!("recovery ran {took:?} after the monitored process started");
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+}
+
+#[test]
+fn powernapd_dry_run_logs_the_action_instead_of_running_it() {
+    let ns = Netns::new("napdry").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let slept = dir.path().join("slept");
+    let config = format!(
+        "interval 1\naction \"touch {}\" after 2s\n",
+        slept.display()
+    );
+    let mut napd = Napd::start(&ns, dir.path(), &config, &["--dry-run"]);
+    napd.wait_log("dry run: would run action", Duration::from_secs(8));
+    assert!(!slept.exists());
+}
+
+#[test]
+fn powernapd_refuses_a_bad_config_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("powernapd.conf");
+    std::fs::write(
+        &conf,
+        "interval 1\naction poweroff after 5m\nmonitor proces x\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("powernapd"))
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: line 3: unknown monitor type 'proces'",
+            conf.display()
+        )),
+        "{err}"
+    );
+}
