@@ -493,6 +493,32 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let cfg = parse(include_str!("../powernapd.conf")).unwrap();
+        assert_eq!(cfg.actions[0].command, "poweroff");
+        assert_eq!(cfg.actions[0].warn, Some(Duration::from_secs(30)));
+        assert_eq!(
+            cfg.monitors,
+            vec![
+                MonitorSpec::Powerwake { port: 57748 },
+                MonitorSpec::Users { max_idle: None }
+            ]
+        );
+        // Every commented-out monitor is valid too.
+        let uncommented: String = include_str!("../powernapd.conf")
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.starts_with("monitor "))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all = parse(&uncommented).unwrap();
+        assert_eq!(all.monitors.len(), 12, "{:?}", all.monitors);
+    }
+
+    #[test]
     fn quoted_command_lines_and_recovery() {
         let cfg = parse(
             "action \"touch '/tmp/x y/slept'\" after 3s recover 'rm -f \"/tmp/x y/slept\"' warn 1s\n",
