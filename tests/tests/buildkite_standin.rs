@@ -673,3 +673,49 @@ async fn a_rate_limit_fault_answers_429_with_stacks_headers() {
     assert_eq!(body["scope"], "list-scheduled-jobs");
     assert_eq!(api.list("queue_key=kvm").await["jobs"], json!([]));
 }
+
+#[tokio::test]
+async fn per_page_is_capped_at_one_hundred() {
+    let bk = StandIn::start(Config::default()).unwrap();
+    one_pipeline(&bk, 105, 1);
+
+    let r = get_builds(&bk, &format!("{}?per_page=500", builds_url(&bk))).await;
+
+    assert!(link(&r, "next").unwrap().ends_with("page=2"));
+    assert!(link(&r, "last").unwrap().ends_with("page=2"));
+    let builds: Value = r.json().await.unwrap();
+    assert_eq!(builds.as_array().unwrap().len(), 100);
+    assert_eq!(builds[0]["number"], 105);
+    let bad = get_builds(&bk, &format!("{}?page=0", builds_url(&bk))).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_paused_default_queue_is_reported_and_goes_disconnected_without_polls() {
+    let bk = StandIn::start(Config {
+        queue_connected_timeout: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .unwrap();
+    bk.add_pipeline("app").unwrap();
+    let jobs = bk
+        .add_build("app", BuildSpec::new(vec![JobSpec::new(&["os=linux"])]))
+        .unwrap()
+        .job_ids;
+    bk.set_queue_paused("default", true);
+    let api = Stacks {
+        bk: &bk,
+        http: client(),
+    };
+    api.register().await;
+    assert!(!bk.queue_connected("default"));
+
+    let listing = api.list("queue_key=__default__").await;
+
+    assert_eq!(ids(&listing), jobs);
+    assert_eq!(listing["cluster_queue"]["key"], "default");
+    assert_eq!(listing["cluster_queue"]["dispatch_paused"], true);
+    assert!(bk.queue_connected("__default__"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!bk.queue_connected("default"));
+}

@@ -1,6 +1,7 @@
 //! Runs the Buildkite API stand-in by hand on 127.0.0.1 and prints its URL
 //! and tokens; stop it with Ctrl-C.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,7 +15,18 @@ const USAGE: &str = "usage: buildkite-standin [--port N] [--org SLUG] [--jobs N]
   --queue KEY       queue the seeded jobs target (default: default)
   --webhook-url     POST job events there (loopback only)";
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // Errors go out as one readable chain, without a backtrace.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("buildkite-standin: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let mut config = Config::default();
     let mut jobs = 0usize;
     let mut queue = None;
