@@ -2,6 +2,7 @@
 //! by the tests themselves, never touching the host's own networking.
 
 pub mod buildkite;
+pub mod guest;
 pub mod hosts;
 pub mod libvirtd;
 pub mod netns;

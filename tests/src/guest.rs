@@ -1,0 +1,313 @@
+//! The tiny guest: Debian's cloud kernel with a busybox userland, built by
+//! `tests/guest/build.sh` from Debian packages and cached between runs.
+//!
+//! Two variants share the kernel. The seed variant lives entirely in its
+//! initramfs (`initrd` + `cmdline`, no disk); the root-disk variant boots
+//! `root_initrd` + `root_cmdline` with a copy of `root_disk` as its first
+//! virtio disk and serves SSH on port 22 for the key `ssh_key`. Both print
+//! the markers below on ttyS0.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::util::cache_dir;
+
+/// First line the guest's userland prints.
+pub const BOOT: &str = "KVMBE-BOOT";
+/// Printed once the seed is read and qemu-ga, acpid, DHCP (and SSH) run.
+pub const READY: &str = "KVMBE-READY";
+/// Printed when no disk labelled `cidata`/`CIDATA` is attached.
+pub const SEED_NONE: &str = "KVMBE-SEED-NONE";
+/// Opens a seed file's contents: `KVMBE-SEED-BEGIN user-data`.
+pub const SEED_BEGIN: &str = "KVMBE-SEED-BEGIN";
+/// Closes a seed file's contents: `KVMBE-SEED-END user-data`.
+pub const SEED_END: &str = "KVMBE-SEED-END";
+/// Printed when meta-data's `local-hostname` was applied: `KVMBE-HOSTNAME name`.
+pub const HOSTNAME: &str = "KVMBE-HOSTNAME";
+/// Printed before a user-data that starts with `#!` runs (after [`READY`]).
+pub const SCRIPT_BEGIN: &str = "KVMBE-SCRIPT-BEGIN";
+/// Printed with the script's exit status when it ends: `KVMBE-SCRIPT-END 0`.
+pub const SCRIPT_END: &str = "KVMBE-SCRIPT-END";
+/// Printed when the guest starts to power off (ACPI button, qemu-ga, `poweroff`).
+pub const POWEROFF: &str = "KVMBE-POWEROFF";
+/// Root password of the root-disk variant.
+pub const ROOT_PASSWORD: &str = "kvmbe";
+
+/// The built images of the tiny guest, inside the cache.
+#[derive(Debug, Clone)]
+pub struct TinyGuest {
+    /// The kernel (`vmlinuz`), for both variants.
+    pub kernel: PathBuf,
+    /// The seed variant's initramfs: the whole guest, no disk needed.
+    pub initrd: PathBuf,
+    /// The root-disk variant's initramfs: mounts `root=` and switches to it.
+    pub root_initrd: PathBuf,
+    /// The root-disk variant's ext4 disk (qcow2); boot a copy, not this file.
+    pub root_disk: PathBuf,
+    /// Private key (OpenSSH format) that logs in as root on the root disk.
+    pub ssh_key: PathBuf,
+    /// Kernel command line for the seed variant.
+    pub cmdline: String,
+    /// Kernel command line for the root-disk variant.
+    pub root_cmdline: String,
+}
+
+impl TinyGuest {
+    /// Returns the cached guest, building it first if this version of the
+    /// scripts and of the kernel package has not been built yet.
+    ///
+    /// The cache is `<cache>/guest/<key>` (see [`cache_dir`]); `key` hashes
+    /// the files in `tests/guest/` and apt's kernel package and version.
+    /// Parallel test processes wait on a lock instead of building twice.
+    /// QEMU running as another user (libvirt's `libvirt-qemu`) can read
+    /// everything but the private key, provided it can reach the cache
+    /// folder: see [`TinyGuest::check_reachable_by_others`].
+    pub fn ensure() -> Result<TinyGuest> {
+        let scripts = guest_scripts_dir();
+        let base = cache_dir().join("guest");
+        create_dir_0755(&base)?;
+        let key = cache_key(&scripts, &base)?;
+        let dir = base.join(&key);
+        if !dir.join("MANIFEST").is_file() {
+            let lock_path = base.join(format!("{key}.lock"));
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .with_context(|| format!("opening {}", lock_path.display()))?;
+            flock_exclusive(&lock, &lock_path)?;
+            // Another process may have finished the build while we waited.
+            if !dir.join("MANIFEST").is_file() {
+                build(&scripts, &base, &key)?;
+            }
+        }
+        Self::load(&dir)
+    }
+
+    /// Reads a built guest from `dir` (a folder `build.sh` wrote).
+    pub fn load(dir: &Path) -> Result<TinyGuest> {
+        let manifest_path = dir.join("MANIFEST");
+        let manifest = fs::read_to_string(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?;
+        let field = |name: &str| -> Result<String> {
+            manifest
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .map(str::to_owned)
+                .with_context(|| {
+                    format!(
+                        "{} has no `{name}` line: delete {} to rebuild it",
+                        manifest_path.display(),
+                        dir.display()
+                    )
+                })
+        };
+        Ok(TinyGuest {
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            root_initrd: dir.join("root-initrd.img"),
+            root_disk: dir.join("root.qcow2"),
+            ssh_key: dir.join("id_ed25519"),
+            cmdline: field("cmdline")?,
+            root_cmdline: field("root_cmdline")?,
+        })
+    }
+
+    /// Copies the root disk to `dest` (mode 0644) so a guest can write to
+    /// its own copy.
+    pub fn copy_root_disk(&self, dest: &Path) -> Result<()> {
+        fs::copy(&self.root_disk, dest).with_context(|| {
+            format!("copying {} to {}", self.root_disk.display(), dest.display())
+        })?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("chmod 0644 {}", dest.display()))
+    }
+
+    /// Fails, saying what to change, when a user other than the owner
+    /// (such as `libvirt-qemu`) cannot reach the kernel and disks, e.g.
+    /// because the cache is under root's 0700 home.
+    pub fn check_reachable_by_others(&self) -> Result<()> {
+        let dir = self.kernel.parent().context("kernel path has no folder")?;
+        for folder in dir.ancestors() {
+            let mode = fs::metadata(folder)
+                .with_context(|| format!("reading {}", folder.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o001 == 0 {
+                bail!(
+                    "{} (mode {:o}) keeps other users such as libvirt-qemu out of the tiny guest in {}: \
+                     set KVMBE_CACHE to a folder everyone can reach, e.g. /var/cache/kvmbe",
+                    folder.display(),
+                    mode & 0o7777,
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `tests/guest/` in the source tree.
+fn guest_scripts_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("guest")
+}
+
+/// Hash of every file in `tests/guest/` (name and bytes, sorted) and of
+/// the kernel package apt would download.
+fn cache_key(scripts: &Path, base: &Path) -> Result<String> {
+    let mut names: Vec<PathBuf> = fs::read_dir(scripts)
+        .with_context(|| format!("reading {}", scripts.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort();
+    let mut hash = Sha256::new();
+    for path in names.iter().filter(|p| p.is_file()) {
+        let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        hash.update(path.file_name().unwrap_or_default().as_encoded_bytes());
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    let (package, version) = kernel_package_cached(base)?;
+    hash.update(package.as_bytes());
+    hash.update(b" ");
+    hash.update(version.as_bytes());
+    Ok(hex::encode(&hash.finalize()[..12]))
+}
+
+/// [`kernel_package`], remembered in `base/apt-kernel` until apt's package
+/// lists change: asking apt-cache takes about a second here, and a cached
+/// guest should cost nothing.
+fn kernel_package_cached(base: &Path) -> Result<(String, String)> {
+    let lists = Path::new("/var/lib/apt/lists");
+    let stamp = fs::metadata(lists)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("reading {}", lists.display()))?
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+        .to_string();
+    let memo = base.join("apt-kernel");
+    if let Ok(text) = fs::read_to_string(&memo) {
+        let mut lines = text.lines();
+        if let (Some(s), Some(p), Some(v)) = (lines.next(), lines.next(), lines.next()) {
+            if s == stamp {
+                return Ok((p.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    let (package, version) = kernel_package()?;
+    let tmp = base.join(format!(".apt-kernel-{}", std::process::id()));
+    fs::write(&tmp, format!("{stamp}\n{package}\n{version}\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &memo)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), memo.display()))?;
+    Ok((package, version))
+}
+
+/// The cloud kernel package and version apt would install, e.g.
+/// (`linux-image-6.1.0-56-cloud-amd64`, `6.1.192-2`).
+fn kernel_package() -> Result<(String, String)> {
+    let depends = run_stdout("apt-cache", &["depends", "linux-image-cloud-amd64"])?;
+    let package = depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| {
+            p.starts_with("linux-image-") && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+        })
+        .map(str::to_owned)
+        .context(
+            "apt-cache depends linux-image-cloud-amd64 names no kernel package: run apt-get update",
+        )?;
+    let policy = run_stdout("apt-cache", &["policy", &package])?;
+    let version = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: "))
+        .filter(|v| *v != "(none)")
+        .map(str::to_owned)
+        .with_context(|| {
+            format!("apt has no candidate version of {package}: run apt-get update")
+        })?;
+    Ok((package, version))
+}
+
+fn run_stdout(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `build.sh` into a temporary folder beside the final one, then
+/// renames it into place so readers never see half a guest.
+fn build(scripts: &Path, base: &Path, key: &str) -> Result<()> {
+    let tmp = base.join(format!(".build-{key}-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    let script = scripts.join("build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&tmp)
+        .env("KVMBE_DEB_CACHE", cache_dir().join("debs"))
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        let _ = fs::remove_dir_all(&tmp);
+        bail!(
+            "{} failed ({}):\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod 0755 {}", tmp.display()))?;
+    let dir = base.join(key);
+    // A folder without MANIFEST is what an interrupted rename leaves.
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::rename(&tmp, &dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
+}
+
+/// Creates `dir` and its missing parents with mode 0755 whatever the umask.
+fn create_dir_0755(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for d in missing {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod 0755 {}", d.display()))?;
+    }
+    Ok(())
+}
+
+fn flock_exclusive(file: &File, path: &Path) -> Result<()> {
+    loop {
+        // SAFETY: flock(2) on a descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+}
