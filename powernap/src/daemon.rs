@@ -36,6 +36,9 @@ pub struct Daemon<C: Clock, E: Executor> {
     monitors: Vec<Box<dyn Monitor>>,
     actions: Vec<Action>,
     tracker: IdleTracker,
+    /// The last error of each monitor, so a lasting failure is logged once
+    /// rather than every interval.
+    last_errors: Vec<Option<String>>,
 }
 
 impl<C: Clock, E: Executor> Daemon<C, E> {
@@ -55,6 +58,7 @@ impl<C: Clock, E: Executor> Daemon<C, E> {
             monitors,
             actions: actions.into_iter().map(|(a, _)| a).collect(),
             tracker,
+            last_errors: Vec::new(),
         }
     }
 
@@ -65,17 +69,22 @@ impl<C: Clock, E: Executor> Daemon<C, E> {
         let mut active = Vec::new();
         // Every monitor is asked each time: port monitors reset on asking,
         // so stopping at the first active one would lose their packets.
-        for m in &mut self.monitors {
-            match m.check() {
-                Ok(true) => active.push(m.describe()),
-                Ok(false) => {}
-                Err(e) => {
+        self.last_errors.resize(self.monitors.len(), None);
+        for (m, last_error) in self.monitors.iter_mut().zip(&mut self.last_errors) {
+            let result = m.check();
+            match (&result, last_error.as_deref()) {
+                (Err(e), last) if last != Some(e.as_str()) => {
                     log::warn(&format!(
                         "monitor {}: {e}; counting it as activity",
                         m.describe()
                     ));
-                    active.push(m.describe());
                 }
+                (Ok(_), Some(_)) => log::info(&format!("monitor {} works again", m.describe())),
+                _ => {}
+            }
+            *last_error = result.as_ref().err().cloned();
+            if result.unwrap_or(true) {
+                active.push(m.describe());
             }
         }
         let now = self.clock.now();

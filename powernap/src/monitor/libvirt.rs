@@ -1,47 +1,50 @@
 //! `monitor libvirt [uri]`: a VM host is busy while any domain runs.
 
 use super::Monitor;
-use std::process::{Command, Stdio};
+use kvmhost::libvirt::domain::PowerState;
+use kvmhost::libvirt::Host;
 
-/// Active while the libvirt at `uri` has a running domain; asks `virsh`, so
-/// powernapd does not link libvirt (it also runs inside guests that have
-/// none).
+/// Active while the libvirt at `uri` has a domain that is not shut off
+/// (running, paused or shutting down: powering off would lose it).
 pub struct LibvirtMonitor {
     uri: String,
+    /// Opened on first use and again after a failure, so libvirtd may start
+    /// after powernapd or restart under it.
+    host: Option<Host>,
 }
 
 impl LibvirtMonitor {
     /// A monitor for the libvirt at `uri`.
     pub fn new(uri: String) -> Self {
-        Self { uri }
+        Self { uri, host: None }
     }
 
-    /// The names of the running domains.
-    pub fn running(&self) -> Result<Vec<String>, String> {
-        let out = Command::new("virsh")
-            .args(["-q", "-c", &self.uri, "list", "--state-running", "--name"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run virsh (install libvirt-clients): {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "virsh -c {} list failed ({}): {}",
-                self.uri,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+    /// The names of the domains that are not shut off.
+    pub fn live_domains(&mut self) -> Result<Vec<String>, String> {
+        let result = self.query();
+        if result.is_err() {
+            self.host = None;
         }
-        Ok(parse_names(&String::from_utf8_lossy(&out.stdout)))
+        result
     }
-}
 
-/// The non-empty lines of `virsh list --name` output.
-pub fn parse_names(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
+    fn query(&mut self) -> Result<Vec<String>, String> {
+        if !self.host.as_ref().is_some_and(Host::is_alive) {
+            self.host = Some(Host::open(&self.uri).map_err(|e| e.to_string())?);
+        }
+        let host = self.host.as_ref().expect("opened above");
+        let mut live = Vec::new();
+        for name in host.domain_names().map_err(|e| e.to_string())? {
+            match host.domain_status(&name) {
+                Ok(s) if s.state != PowerState::ShutOff => live.push(name),
+                Ok(_) => {}
+                // A transient domain that stopped since the listing.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(live)
+    }
 }
 
 impl Monitor for LibvirtMonitor {
@@ -50,7 +53,7 @@ impl Monitor for LibvirtMonitor {
     }
 
     fn check(&mut self) -> Result<bool, String> {
-        self.running().map(|names| !names.is_empty())
+        self.live_domains().map(|names| !names.is_empty())
     }
 }
 
@@ -59,25 +62,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blank_lines_are_not_domains() {
-        assert!(parse_names("\n\n").is_empty());
-        assert_eq!(
-            parse_names("agent-1\nagent-2\n\n"),
-            vec!["agent-1", "agent-2"]
-        );
-    }
-
-    #[test]
     fn the_test_drivers_running_domain_makes_the_host_busy() {
-        // libvirt's built-in test driver starts with one running domain.
+        // libvirt's in-process test driver starts with one running domain.
         let mut m = LibvirtMonitor::new("test:///default".into());
-        assert_eq!(m.running().unwrap(), vec!["test"]);
+        assert_eq!(m.live_domains().unwrap(), vec!["test"]);
         assert!(m.check().unwrap());
     }
 
     #[test]
     fn an_unreachable_libvirt_is_an_error_not_idleness() {
-        let m = LibvirtMonitor::new("test+unix:///nonexistent/socket".into());
-        assert!(m.running().is_err());
+        let mut m = LibvirtMonitor::new("qemu+unix:///system?socket=/nonexistent/sock".into());
+        let e = m.check().unwrap_err();
+        assert!(e.contains("nonexistent"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! What counts as activity: one type per `monitor` kind, each answering
 //! "was there activity since you were last asked?".
 
+#[cfg(feature = "libvirt")]
 mod libvirt;
 mod load;
 mod net;
@@ -8,6 +9,7 @@ mod process;
 mod tcp;
 mod users;
 
+#[cfg(feature = "libvirt")]
 pub use libvirt::LibvirtMonitor;
 pub use load::LoadMonitor;
 pub use net::{local_macs, PortListener, PortMonitor};
@@ -41,6 +43,14 @@ pub fn start(spec: &MonitorSpec) -> Result<Box<dyn Monitor>, String> {
         MonitorSpec::Udp { port } => Box::new(PortMonitor::start(PortListener::Udp, *port)?),
         MonitorSpec::Tcp { port } => Box::new(TcpMonitor::new(*port)),
         MonitorSpec::Load { threshold } => Box::new(LoadMonitor::new(*threshold)),
+        #[cfg(feature = "libvirt")]
         MonitorSpec::Libvirt { uri } => Box::new(LibvirtMonitor::new(uri.clone())),
+        #[cfg(not(feature = "libvirt"))]
+        MonitorSpec::Libvirt { uri } => {
+            return Err(format!(
+                "monitor libvirt {uri}: this powernapd was built without libvirt; \
+                 build it with the default features to watch VMs"
+            ))
+        }
     })
 }
