@@ -328,3 +328,47 @@ fn powernapd_refuses_a_bad_config_naming_the_line() {
         "{err}"
     );
 }
+
+#[test]
+fn powernapd_on_a_vm_host_acts_only_when_no_domain_runs() {
+    let d = testbed::libvirtd::Libvirtd::start().unwrap();
+    // No disk and no kernel: SeaBIOS finds nothing to boot and idles, which
+    // is a running domain all the same.
+    let xml = d.dir().join("pn-busy.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='qemu'><name>pn-busy</name><memory unit='MiB'>32</memory>\
+         <vcpu>1</vcpu><os><type arch='x86_64' machine='q35'>hvm</type></os>\
+         <devices/></domain>",
+    )
+    .unwrap();
+    d.virsh(&["create", &xml.to_string_lossy()]).unwrap();
+
+    let ns = Netns::new("napvirt").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let slept = dir.path().join("slept");
+    let config = format!(
+        "interval 1\nmonitor libvirt {}\naction \"touch {}\" after 2s\n",
+        d.uri(),
+        slept.display()
+    );
+    let mut napd = Napd::start(&ns, dir.path(), &config, &["--debug"]);
+    napd.wait_log("active: libvirt", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!slept.exists(), "acted while a domain ran:\n{}", napd.log());
+
+    let destroyed = Instant::now();
+    d.virsh(&["destroy", "pn-busy"]).unwrap();
+    eprintln!("virsh destroy took {:?}", destroyed.elapsed());
+    wait_for(&slept, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no action once no domain ran:\n{}", napd.log()));
+    eprintln!(
+        "host idle action ran {:?} after destroying the last domain began (after 2s, interval 1s)",
+        destroyed.elapsed()
+    );
+    assert!(
+        !napd.log().contains("counting it as activity"),
+        "{}",
+        napd.log()
+    );
+}
