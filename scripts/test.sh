@@ -23,9 +23,27 @@ cargo fmt --all -- --check
 say "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# What the tests must leave as they found it.
+snapshot() {
+  ip netns list | grep -o '^kvmbe-[^ ]*' | sort || true
+  ls -d /tmp/kvmbe-bed-* /tmp/kvmbe-lab-* 2>/dev/null || true
+  ip route
+  sysctl -n net.ipv4.ip_forward
+  iptables-save 2>/dev/null | grep -v '^[#:]' || true
+}
+before=$(snapshot)
+
 say "cargo test (unit and end-to-end)"
 # Guests run under TCG and take CPU: a few tests at a time is the fastest
 # on two cores.
-cargo test --workspace --no-fail-fast -- --test-threads="${KVMBE_TEST_THREADS:-4}"
+status=0
+cargo test --workspace --no-fail-fast -- --test-threads="${KVMBE_TEST_THREADS:-4}" || status=$?
 
+after=$(snapshot)
+if [ "$before" != "$after" ]; then
+  say "the tests left something behind or changed the host's networking:"
+  diff <(echo "$before") <(echo "$after") || true
+  status=1
+fi
+[ "$status" = 0 ] || { say "tests FAILED"; exit "$status"; }
 say "all tests passed in $(( $(date +%s) - t0 )) s"
