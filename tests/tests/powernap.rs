@@ -372,3 +372,121 @@ fn powernapd_on_a_vm_host_acts_only_when_no_domain_runs() {
         napd.log()
     );
 }
+
+/// powernapd built the way an agent image ships it: without libvirt, so it
+/// needs only libc and libgcc_s. Built into a target folder of its own,
+/// since the workspace's is locked by the running `cargo test`.
+fn guest_powernapd() -> PathBuf {
+    let target = util::cache_dir().join("target-guest");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "powernap", "--no-default-features"])
+        .args(["--bin", "powernapd", "--target-dir"])
+        .arg(&target)
+        .current_dir(util::workspace_root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building powernapd for the guest failed");
+    target.join("debug/powernapd")
+}
+
+#[test]
+fn an_agent_vm_powers_off_once_its_agent_exits_and_libvirt_forgets_it() {
+    use kvmhost::nocloud::Seed;
+    use testbed::guest::{TinyGuest, POWEROFF, READY, SCRIPT_BEGIN};
+    use testbed::libvirtd::Libvirtd;
+
+    let napd = std::fs::read(guest_powernapd()).unwrap();
+    let libgcc = std::fs::read("/lib/x86_64-linux-gnu/libgcc_s.so.1").unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    guest.check_reachable_by_others().unwrap();
+    let d = Libvirtd::start().unwrap();
+
+    // The guest prints its user-data on the console: markers are split
+    // with quotes there so only running the script prints them whole.
+    // The stand-in agent exits 3 s after powernapd has seen it (as
+    // buildkite-agent exits after its idle timeout); powernapd then powers
+    // the VM off 2 s later.
+    let user_data = "#!/bin/sh\n\
+        set -e\n\
+        mkdir -p /opt/pn\n\
+        cp /run/kvmbe/seed/powernapd /run/kvmbe/seed/libgcc_s.so.1 /run/kvmbe/seed/powernapd.conf /opt/pn/\n\
+        chmod 755 /opt/pn/powernapd\n\
+        cat > /opt/pn/buildkite-agent <<'EOF'\n\
+        #!/bin/sh\n\
+        echo AGENT-''START\n\
+        until grep -q 'active: ''process' /tmp/napd.log 2>/dev/null; do sleep 0.2; done\n\
+        sleep 3\n\
+        echo AGENT-''EXIT\n\
+        EOF\n\
+        chmod 755 /opt/pn/buildkite-agent\n\
+        /opt/pn/buildkite-agent &\n\
+        LD_LIBRARY_PATH=/opt/pn /opt/pn/powernapd -c /opt/pn/powernapd.conf --debug 2>&1 | tee /tmp/napd.log &\n\
+        wait\n";
+    let config = "interval 1\n\
+        monitor process (^|/)buildkite-agent( |$)\n\
+        action poweroff after 2s\n";
+    let iso = Seed::nocloud(user_data, "instance-id: nap-1\nlocal-hostname: nap\n", None)
+        .file("powernapd", napd)
+        .file("libgcc_s.so.1", libgcc)
+        .file("powernapd.conf", config)
+        .to_iso()
+        .unwrap();
+    let seed = d.pool_dir().join("nap-seed.iso");
+    std::fs::write(&seed, iso).unwrap();
+    let xml = d.dir().join("nap.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<domain type='qemu'>\
+               <name>nap</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
+               <os><type arch='x86_64' machine='q35'>hvm</type>\
+                 <kernel>{k}</kernel><initrd>{i}</initrd><cmdline>{c}</cmdline></os>\
+               <features><acpi/></features>\
+               <on_poweroff>destroy</on_poweroff>\
+               <devices>\
+                 <controller type='scsi' model='virtio-scsi'/>\
+                 <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+                   <source file='{s}'/><target dev='sda' bus='scsi'/><readonly/></disk>\
+                 {serial}\
+               </devices></domain>",
+            k = guest.kernel.display(),
+            i = guest.initrd.display(),
+            c = guest.cmdline,
+            s = seed.display(),
+            serial = d.serial_xml("nap"),
+        ),
+    )
+    .unwrap();
+
+    d.virsh(&["create", &xml.to_string_lossy()]).unwrap();
+    let log = d.serial_log("nap");
+    // The guest's kernel has no AHCI driver: the seed is on virtio-scsi.
+    // Generous limits: TCG on a busy machine can be slow.
+    Libvirtd::wait_for_text(&log, READY, Duration::from_secs(180)).unwrap();
+    Libvirtd::wait_for_text(&log, SCRIPT_BEGIN, Duration::from_secs(30)).unwrap();
+    let (console, _) =
+        Libvirtd::wait_for_text(&log, "AGENT-EXIT", Duration::from_secs(120)).unwrap();
+    let exited = Instant::now();
+    assert!(
+        !console.contains(POWEROFF),
+        "powered off while the agent ran:\n{console}"
+    );
+    assert!(console.contains("active: process"), "{console}");
+    while d.domains().unwrap().contains(&"nap".to_string()) {
+        assert!(
+            exited.elapsed() < Duration::from_secs(60),
+            "the VM did not power off after its agent exited:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "agent VM gone from libvirt {:?} after its agent exited (after 2s, interval 1s)",
+        exited.elapsed()
+    );
+    let console = std::fs::read_to_string(&log).unwrap();
+    let acted = console.find("running action poweroff").expect(&console);
+    assert!(console.find("AGENT-EXIT").unwrap() < acted, "{console}");
+    assert!(console[acted..].contains(POWEROFF), "{console}");
+}
