@@ -2,9 +2,12 @@
 # Builds the test bed's tiny guest from Debian packages.
 #
 # Usage: build.sh OUTDIR
+#        build.sh --kernel-package   (prints the kernel package and version it would use)
 #
 # Writes into OUTDIR:
-#   vmlinuz          the Debian cloud kernel
+#   vmlinux          Debian's kernel as an ELF file: QEMU boots it through PVH,
+#                    seconds faster under TCG than unpacking the bzImage
+#   vmlinuz          the same kernel as shipped (bzImage), for boot loaders
 #   initrd.img       seed guest: everything in the initramfs, no disk needed
 #   root-initrd.img  initramfs that mounts root= (default /dev/vda) and switches to it
 #   root.qcow2       root disk for root-initrd.img: dropbear on port 22, scp, sftp-server
@@ -37,12 +40,20 @@ die() {
 	exit 1
 }
 
-for tool in apt-get apt-cache dpkg-deb busybox mke2fs qemu-img ssh-keygen gzip flock; do
-	command -v "$tool" >/dev/null || die "$tool is missing: install it (Debian 12 packages apt, busybox-static, e2fsprogs, qemu-utils, openssh-client, gzip, util-linux)"
+for tool in apt-get apt-cache dpkg-deb busybox mke2fs qemu-img ssh-keygen gzip xz flock od; do
+	command -v "$tool" >/dev/null || die "$tool is missing: install it (Debian 12 packages apt, busybox-static, e2fsprogs, qemu-utils, openssh-client, gzip, xz-utils, util-linux, coreutils)"
 done
 
-kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-[ -n "$kernel_pkg" ] || die "apt-cache depends linux-image-cloud-amd64 names no kernel: run apt-get update"
+# Debian's generic kernel, not the cloud one: only it has the AHCI driver a
+# CD-ROM on q35's SATA bus needs. Its xz-packed bzImage is slow to unpack
+# under TCG, so guests boot the ELF vmlinux inside it through PVH instead.
+kernel_meta=linux-image-amd64
+kernel_pkg=$(apt-cache depends "$kernel_meta" | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+[ -n "$kernel_pkg" ] || die "apt-cache depends $kernel_meta names no kernel: run apt-get update"
+if [ "$out" = --kernel-package ]; then
+	echo "$kernel_pkg $(apt-cache policy "$kernel_pkg" | awk '/Candidate:/ { print $2 }')"
+	exit 0
+fi
 packages=("$kernel_pkg" busybox-static qemu-guest-agent dropbear-bin libtomcrypt1 libtommath1
 	openssh-client openssh-sftp-server)
 
@@ -53,13 +64,21 @@ rm -rf "$work"
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 
+# apt-cache takes about half a second per call here: ask once for all.
+declare -A candidate
+while read -r name version; do
+	candidate[$name]=$version
+done < <(apt-cache policy "${packages[@]}" | awk '/^[^ ].*:$/ { sub(":$", ""); name = $0 } /Candidate:/ { print name, $2 }')
+for p in "${packages[@]}"; do
+	v=${candidate[$p]:-}
+	[ -n "$v" ] && [ "$v" != "(none)" ] || die "apt has no candidate for $p: run apt-get update"
+done
+
 # Prints the cached .deb of package $1 at apt's candidate version, if any.
 cached_deb() {
-	local want f
-	want=$(apt-cache policy "$1" | awk '/Candidate:/ { print $2 }')
-	[ -n "$want" ] && [ "$want" != "(none)" ] || die "apt has no candidate for $1: run apt-get update"
+	local f
 	for f in "$debs/$1"_*.deb; do
-		if [ -f "$f" ] && [ "$(dpkg-deb -f "$f" Version 2>/dev/null)" = "$want" ]; then
+		if [ -f "$f" ] && [ "$(dpkg-deb -f "$f" Version 2>/dev/null)" = "${candidate[$1]}" ]; then
 			echo "$f"
 			return 0
 		fi
@@ -67,10 +86,30 @@ cached_deb() {
 	return 1
 }
 
-# Downloads what the cache lacks; the lock keeps parallel builds from
-# fetching the same file twice.
+# Writes the ELF kernel packed in bzImage $1 to $2. The boot protocol
+# header says where the payload starts (after the setup sectors) and how
+# long it is; its first bytes say how it is compressed.
+extract_vmlinux() {
+	local img=$1 setup offset length magic
+	setup=$(od -An -tu1 -j $((0x1f1)) -N 1 "$img" | tr -d ' ')
+	[ "$setup" != 0 ] || setup=4
+	offset=$(((setup + 1) * 512 + $(od -An -tu4 -j $((0x248)) -N 4 "$img" | tr -d ' ')))
+	length=$(od -An -tu4 -j $((0x24c)) -N 4 "$img" | tr -d ' ')
+	magic=$(od -An -tx1 -j "$offset" -N 6 "$img" | tr -d ' ')
+	case $magic in
+	fd377a585a00)
+		dd if="$img" bs=64K iflag=skip_bytes,count_bytes skip="$offset" count="$length" status=none |
+			xz -dc --single-stream >"$2"
+		;;
+	*) die "$img: kernel payload compressed in an unknown way (magic $magic)" ;;
+	esac
+	[ "$(od -An -tx1 -N 4 "$2" | tr -d ' ')" = 7f454c46 ] || die "$img: the unpacked payload is not an ELF file"
+}
+
+# Downloads what the cache lacks and unpacks the kernel there once (70 MB
+# of xz: seconds); the lock keeps parallel builds from doing it twice.
 fetch_debs() {
-	local p missing=()
+	local p missing=() deb
 	exec 9>"$debs/.lock"
 	flock 9
 	for p in "${packages[@]}"; do
@@ -79,6 +118,15 @@ fetch_debs() {
 	if [ "${#missing[@]}" -gt 0 ]; then
 		(cd "$debs" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null) ||
 			die "apt-get download ${missing[*]} failed"
+	fi
+	deb=$(cached_deb "$kernel_pkg") || die "$kernel_pkg is not in $debs after download"
+	kernel_tree=${deb%.deb}.unpacked
+	if [ ! -f "$kernel_tree/vmlinux" ]; then
+		rm -rf "$kernel_tree.tmp"
+		dpkg-deb -x "$deb" "$kernel_tree.tmp"
+		extract_vmlinux "$kernel_tree.tmp/boot/vmlinuz-"* "$kernel_tree.tmp/vmlinux"
+		rm -rf "$kernel_tree"
+		mv "$kernel_tree.tmp" "$kernel_tree"
 	fi
 	flock -u 9
 }
@@ -89,19 +137,20 @@ mkdir -p "$pkgs"
 : >"$work/manifest"
 for p in "${packages[@]}"; do
 	deb=$(cached_deb "$p") || die "$p is not in $debs after download"
-	dpkg-deb -x "$deb" "$pkgs"
-	echo "package $p $(dpkg-deb -f "$deb" Version)" >>"$work/manifest"
+	[ "$p" = "$kernel_pkg" ] || dpkg-deb -x "$deb" "$pkgs"
+	echo "package $p ${candidate[$p]}" >>"$work/manifest"
 done
 
-kver=$(ls "$pkgs/lib/modules")
-moddir=$pkgs/lib/modules/$kver
-[ -f "$pkgs/boot/vmlinuz-$kver" ] || die "no vmlinuz-$kver in $kernel_pkg"
+kver=$(ls "$kernel_tree/lib/modules")
+moddir=$kernel_tree/lib/modules/$kver
+[ -f "$kernel_tree/boot/vmlinuz-$kver" ] || die "no vmlinuz-$kver in $kernel_pkg"
 
-# Modules for virtio devices, the power button, and reading a seed from a
-# CD-ROM (virtio-scsi, or IDE on the i440fx machine) or a disk. This kernel
-# has no AHCI driver, so a CD-ROM on q35's SATA bus cannot be read.
+
+# Modules for virtio devices, the power button, ext4 (crc32c is looked up
+# by name, which no module dependency records), and reading a seed from a
+# CD-ROM (SATA on q35, IDE on i440fx, virtio-scsi) or a disk.
 wanted_modules=(virtio_pci virtio_blk virtio_console virtio_net virtio_rng virtio_scsi
-	button evdev ata_piix sr_mod sd_mod isofs vfat nls_utf8 nls_ascii nls_cp437)
+	button evdev ahci ata_piix sr_mod sd_mod crc32c_generic ext4 isofs vfat nls_utf8 nls_ascii nls_cp437)
 
 declare -A module_file
 while read -r f; do
@@ -125,7 +174,7 @@ add_module() {
 	for dep in ${deps//,/ }; do
 		add_module "$dep"
 	done
-	module_order+=("${module_file[$name]#"$pkgs"/}")
+	module_order+=("${module_file[$name]#"$kernel_tree"/}")
 }
 for m in "${wanted_modules[@]}"; do
 	add_module "$m"
@@ -145,17 +194,31 @@ install_binary() {
 	done
 }
 
+# busybox and a link for each applet at its usual path, made once and
+# copied into each root (hundreds of ln calls add up).
+applets=$work/applets
+mkdir -p "$applets/bin"
+install -m 0755 "$pkgs/bin/busybox" "$applets/bin/busybox"
+(
+	cd "$applets"
+	mkdir -p sbin usr/bin usr/sbin
+	for applet in $(bin/busybox --list-full); do
+		[ -e "$applet" ] || ln -s /bin/busybox "$applet"
+	done
+)
+
+install_busybox() {
+	cp -a "$applets/." "$1/"
+}
+
 # The parts both guests share: busybox, the kvmbe scripts, qemu-ga.
 populate_common() {
-	local root=$1 mode=$2 applet
-	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/kvmbe,etc/acpi/PWRF,root,proc,sys,dev,run,tmp,var/log}
+	local root=$1 mode=$2
+	mkdir -p "$root"/{etc/kvmbe,etc/acpi/PWRF,root,proc,sys,dev,run,tmp,var/log}
 	chmod 0700 "$root/root"
 	chmod 1777 "$root/tmp"
 	ln -sfn ../run "$root/var/run"
-	install -m 0755 "$pkgs/bin/busybox" "$root/bin/busybox"
-	for applet in $("$root/bin/busybox" --list-full); do
-		[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
-	done
+	install_busybox "$root"
 	install -m 0644 "$here/lib.sh" "$root/etc/kvmbe/lib.sh"
 	install -m 0755 "$here/rc" "$here/user-script" "$here/udhcpc" "$here/poweroff" "$root/etc/kvmbe/"
 	# The power button, qemu-ga's guest-shutdown and a user's poweroff all
@@ -183,7 +246,7 @@ install_modules() {
 	local root=$1 m
 	: >"$root/lib/modules.order.tmp"
 	for m in "${module_order[@]}"; do
-		install -D -m 0644 "$pkgs/$m" "$root/$m"
+		install -D -m 0644 "$kernel_tree/$m" "$root/$m"
 		echo "$m" >>"$root/lib/modules.order.tmp"
 	done
 	mv "$root/lib/modules.order.tmp" "$root/lib/modules/kvmbe.order"
@@ -206,10 +269,7 @@ make_cpio "$seed" "$work/initrd.img"
 # Root-disk guest: a small initramfs that mounts the disk, then the disk.
 rinit=$work/root-initrd
 mkdir -p "$rinit"/{bin,etc/kvmbe,lib,proc,sys,dev,run,tmp,newroot}
-install -m 0755 "$pkgs/bin/busybox" "$rinit/bin/busybox"
-for applet in $("$rinit/bin/busybox" --list-full); do
-	[ -e "$rinit/$applet" ] || { mkdir -p "$rinit/${applet%/*}" && ln -s /bin/busybox "$rinit/$applet"; }
-done
+install_busybox "$rinit"
 install -m 0644 "$here/lib.sh" "$rinit/etc/kvmbe/lib.sh"
 install -m 0755 "$here/root-init" "$rinit/init"
 install_modules "$rinit"
@@ -223,7 +283,8 @@ install_binary "$rootfs" "$pkgs/usr/bin/scp" /usr/bin/scp
 install_binary "$rootfs" "$pkgs/usr/lib/openssh/sftp-server" /usr/lib/sftp-server
 mkdir -p "$rootfs/usr/lib/openssh" "$rootfs/etc/dropbear" "$rootfs/root/.ssh"
 ln -sfn /usr/lib/sftp-server "$rootfs/usr/lib/openssh/sftp-server"
-for type in ed25519 ecdsa rsa; do
+# No RSA: its key takes seconds to make and every client takes the others.
+for type in ed25519 ecdsa; do
 	LD_LIBRARY_PATH="$pkgs/usr/lib/x86_64-linux-gnu" "$pkgs/usr/bin/dropbearkey" -t "$type" \
 		-f "$rootfs/etc/dropbear/dropbear_${type}_host_key" >/dev/null 2>&1 ||
 		die "dropbearkey -t $type failed"
@@ -252,10 +313,11 @@ qemu-img convert -O qcow2 "$work/root.img" "$work/root.qcow2"
 
 # Everything readable by QEMU running as another user (libvirt-qemu); the
 # private key stays private.
-install -m 0644 "$pkgs/boot/vmlinuz-$kver" "$work/vmlinuz"
+install -m 0644 "$kernel_tree/boot/vmlinuz-$kver" "$work/vmlinuz"
+install -m 0644 "$kernel_tree/vmlinux" "$work/vmlinux"
 chmod 0644 "$work/initrd.img" "$work/root-initrd.img" "$work/root.qcow2" "$work/MANIFEST" "$work/id_ed25519.pub"
 chmod 0600 "$work/id_ed25519"
-for f in vmlinuz initrd.img root-initrd.img root.qcow2 id_ed25519 id_ed25519.pub MANIFEST; do
+for f in vmlinux vmlinuz initrd.img root-initrd.img root.qcow2 id_ed25519 id_ed25519.pub MANIFEST; do
 	mv -f "$work/$f" "$out/$f"
 done
 chmod 0755 "$out"

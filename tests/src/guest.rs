@@ -1,5 +1,12 @@
-//! The tiny guest: Debian's cloud kernel with a busybox userland, built by
+//! The tiny guest: Debian's kernel with a busybox userland, built by
 //! `tests/guest/build.sh` from Debian packages and cached between runs.
+//!
+//! The kernel is the ELF `vmlinux` from Debian's generic kernel package,
+//! which QEMU boots through PVH (`-kernel`, or libvirt's `<kernel>`):
+//! unpacking its xz bzImage would cost seconds under TCG, and the cloud
+//! kernel lacks the AHCI driver that a CD-ROM on q35's SATA bus needs. A
+//! NoCloud seed can sit on a SATA, IDE or virtio-scsi CD-ROM or a virtio
+//! disk.
 //!
 //! Two variants share the kernel. The seed variant lives entirely in its
 //! initramfs (`initrd` + `cmdline`, no disk); the root-disk variant boots
@@ -42,7 +49,7 @@ pub const ROOT_PASSWORD: &str = "kvmbe";
 /// The built images of the tiny guest, inside the cache.
 #[derive(Debug, Clone)]
 pub struct TinyGuest {
-    /// The kernel (`vmlinuz`), for both variants.
+    /// The kernel (ELF `vmlinux`, booted through PVH), for both variants.
     pub kernel: PathBuf,
     /// The seed variant's initramfs: the whole guest, no disk needed.
     pub initrd: PathBuf,
@@ -63,7 +70,7 @@ impl TinyGuest {
     /// scripts and of the kernel package has not been built yet.
     ///
     /// The cache is `<cache>/guest/<key>` (see [`cache_dir`]); `key` hashes
-    /// the files in `tests/guest/` and apt's kernel package and version.
+    /// the files in `tests/guest/` and the kernel package and version.
     /// Parallel test processes wait on a lock instead of building twice.
     /// QEMU running as another user (libvirt's `libvirt-qemu`) can read
     /// everything but the private key, provided it can reach the cache
@@ -110,7 +117,7 @@ impl TinyGuest {
                 })
         };
         Ok(TinyGuest {
-            kernel: dir.join("vmlinuz"),
+            kernel: dir.join("vmlinux"),
             initrd: dir.join("initrd.img"),
             root_initrd: dir.join("root-initrd.img"),
             root_disk: dir.join("root.qcow2"),
@@ -174,7 +181,7 @@ fn cache_key(scripts: &Path, base: &Path) -> Result<String> {
         hash.update((bytes.len() as u64).to_le_bytes());
         hash.update(&bytes);
     }
-    let (package, version) = kernel_package_cached(base)?;
+    let (package, version) = kernel_package_cached(scripts, base)?;
     hash.update(package.as_bytes());
     hash.update(b" ");
     hash.update(version.as_bytes());
@@ -182,17 +189,21 @@ fn cache_key(scripts: &Path, base: &Path) -> Result<String> {
 }
 
 /// [`kernel_package`], remembered in `base/apt-kernel` until apt's package
-/// lists change: asking apt-cache takes about a second here, and a cached
-/// guest should cost nothing.
-fn kernel_package_cached(base: &Path) -> Result<(String, String)> {
+/// lists or `build.sh` change: asking apt-cache takes about a second here,
+/// and a cached guest should cost nothing.
+fn kernel_package_cached(scripts: &Path, base: &Path) -> Result<(String, String)> {
     let lists = Path::new("/var/lib/apt/lists");
-    let stamp = fs::metadata(lists)
+    let lists_changed = fs::metadata(lists)
         .and_then(|m| m.modified())
         .with_context(|| format!("reading {}", lists.display()))?
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos()
-        .to_string();
+        .as_nanos();
+    // The script chooses the package: a new script asks again.
+    let script = scripts.join("build.sh");
+    let script_hash =
+        Sha256::digest(fs::read(&script).with_context(|| format!("reading {}", script.display()))?);
+    let stamp = format!("{lists_changed} {}", hex::encode(script_hash));
     let memo = base.join("apt-kernel");
     if let Ok(text) = fs::read_to_string(&memo) {
         let mut lines = text.lines();
@@ -202,7 +213,7 @@ fn kernel_package_cached(base: &Path) -> Result<(String, String)> {
             }
         }
     }
-    let (package, version) = kernel_package()?;
+    let (package, version) = kernel_package(scripts)?;
     let tmp = base.join(format!(".apt-kernel-{}", std::process::id()));
     fs::write(&tmp, format!("{stamp}\n{package}\n{version}\n"))
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -211,30 +222,17 @@ fn kernel_package_cached(base: &Path) -> Result<(String, String)> {
     Ok((package, version))
 }
 
-/// The cloud kernel package and version apt would install, e.g.
-/// (`linux-image-6.1.0-56-cloud-amd64`, `6.1.192-2`).
-fn kernel_package() -> Result<(String, String)> {
-    let depends = run_stdout("apt-cache", &["depends", "linux-image-cloud-amd64"])?;
-    let package = depends
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| {
-            p.starts_with("linux-image-") && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
-        })
-        .map(str::to_owned)
-        .context(
-            "apt-cache depends linux-image-cloud-amd64 names no kernel package: run apt-get update",
-        )?;
-    let policy = run_stdout("apt-cache", &["policy", &package])?;
-    let version = policy
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Candidate: "))
-        .filter(|v| *v != "(none)")
-        .map(str::to_owned)
-        .with_context(|| {
-            format!("apt has no candidate version of {package}: run apt-get update")
-        })?;
-    Ok((package, version))
+/// The kernel package and version `build.sh` would use, e.g.
+/// (`linux-image-6.1.0-56-amd64`, `6.1.192-2`): the script is the one
+/// place that chooses it.
+fn kernel_package(scripts: &Path) -> Result<(String, String)> {
+    let script = scripts.join("build.sh");
+    let script = script.to_str().context("build.sh path is not UTF-8")?;
+    let answer = run_stdout("bash", &[script, "--kernel-package"])?;
+    match answer.split_whitespace().collect::<Vec<_>>()[..] {
+        [package, version] if version != "(none)" => Ok((package.to_owned(), version.to_owned())),
+        _ => bail!("build.sh --kernel-package answered {answer:?}, not `PACKAGE VERSION`: run apt-get update"),
+    }
 }
 
 fn run_stdout(program: &str, args: &[&str]) -> Result<String> {

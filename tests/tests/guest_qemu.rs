@@ -209,16 +209,14 @@ fn seed_guest_prints_its_seed_runs_the_script_and_powers_off_on_the_acpi_button(
         guest.initrd.to_str().context("initrd path")?,
         "-append",
         &guest.cmdline,
-        // The cloud kernel has no AHCI driver: the CD-ROM sits on virtio-scsi.
-        "-device",
-        "virtio-scsi-pci",
+        // A CD-ROM on q35's SATA (AHCI) bus, where libvirt puts seeds.
         "-drive",
         &format!(
-            "if=none,id=seed,media=cdrom,readonly=on,file={}",
+            "if=none,id=seed,media=cdrom,readonly=on,format=raw,file={}",
             iso.display()
         ),
         "-device",
-        "scsi-cd,drive=seed",
+        "ide-cd,drive=seed,bus=ide.0",
         "-nic",
         "user,model=virtio-net-pci",
         "-device",
