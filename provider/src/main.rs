@@ -1,4 +1,24 @@
-fn main() {
-    eprintln!("terraform-provider-libvirt: not built yet");
-    std::process::exit(1);
+//! `terraform-provider-libvirt`: a Terraform provider (tfplugin6) for
+//! libvirt hosts, compatible with the `dmacvicar/libvirt` 0.8 HCL.
+
+mod common;
+mod data_sources;
+mod provider;
+mod resources;
+mod source;
+mod wake;
+
+fn main() -> anyhow::Result<()> {
+    // A backtrace in a panic message would reach users as a diagnostic
+    // full of addresses; Terraform shows the message alone just fine.
+    std::env::remove_var("RUST_BACKTRACE");
+    std::env::remove_var("RUST_LIB_BACKTRACE");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(tf_provider::serve(
+        "libvirt",
+        provider::LibvirtProvider::default(),
+    ))
 }

@@ -1,0 +1,182 @@
+//! What every resource shares: the lazily opened host connection,
+//! running libvirt calls off the async runtime, schema shorthands and the
+//! one place where errors become Terraform diagnostics.
+
+use std::sync::Arc;
+
+use kvmhost::libvirt::{Error as HostError, Host};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Description};
+use tf_provider::{AttributePath, Diagnostic, Diagnostics};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::wake::WakeConfig;
+
+/// A state that can be null: a resource read back as gone.
+#[derive(Debug, Clone, Default)]
+pub struct Maybe<T>(pub Option<T>);
+
+impl<T: Serialize> Serialize for Maybe<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(v) => v.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Maybe<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<T>::deserialize(d).map(Maybe)
+    }
+}
+
+/// Where and how to reach the host, from the provider block.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// libvirt URI with SSH options folded in.
+    pub uri: String,
+    /// How to wake the host when it does not answer.
+    pub wake: Option<WakeConfig>,
+}
+
+/// State shared by the provider and its resources.
+///
+/// Terraform configures the provider after the resources exist, and many
+/// plans never touch the host: the connection is opened on first use so
+/// that only hosts a plan touches are contacted (and woken).
+#[derive(Default)]
+pub struct Shared {
+    config: RwLock<Option<HostConfig>>,
+    host: Mutex<Option<Arc<Host>>>,
+}
+
+impl Shared {
+    /// Records the provider configuration.
+    pub async fn configure(&self, config: HostConfig) {
+        *self.config.write().await = Some(config);
+        *self.host.lock().await = None;
+    }
+
+    /// The open connection, opening (and waking the host) on first use.
+    pub async fn host(&self) -> Result<Arc<Host>, Diagnostic> {
+        let mut guard = self.host.lock().await;
+        if let Some(h) = guard.as_ref() {
+            if h.is_alive() {
+                return Ok(h.clone());
+            }
+        }
+        let config = self.config.read().await.clone().ok_or_else(|| {
+            Diagnostic::root_short("The libvirt provider was used before it was configured")
+        })?;
+        let host = tokio::task::spawn_blocking(move || crate::wake::open_host(&config))
+            .await
+            .map_err(|e| Diagnostic::root("Connecting to libvirt failed", e.to_string()))??;
+        let host = Arc::new(host);
+        *guard = Some(host.clone());
+        Ok(host)
+    }
+}
+
+/// Runs a blocking libvirt call on tokio's blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    host: &Arc<Host>,
+    f: impl FnOnce(&Host) -> T + Send + 'static,
+) -> T {
+    let host = host.clone();
+    match tokio::task::spawn_blocking(move || f(&host)).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Maps a host error to a diagnostic; invalid input is pinned to the
+/// attribute it came from (`field` names map to schema attributes).
+pub fn to_diag(summary: &str, e: &HostError, default_attr: Option<&str>) -> Diagnostic {
+    let attr = match e {
+        HostError::Invalid { field, .. } => Some(path_of(field)),
+        _ => default_attr.map(path_of),
+    };
+    let detail = e.to_string();
+    match attr {
+        Some(a) => Diagnostic::new(summary.to_string(), detail, a),
+        None => Diagnostic::root(summary.to_string(), detail),
+    }
+}
+
+/// "a.b" -> attribute path a, b.
+pub fn path_of(field: &str) -> AttributePath {
+    let mut parts = field.split('.');
+    let mut p = AttributePath::new(parts.next().unwrap_or_default().to_string());
+    for part in parts {
+        p = p.attribute(part.to_string());
+    }
+    p
+}
+
+/// Adds a diagnostic and returns `None`, for `?`-style early exits.
+pub fn fail<T>(diags: &mut Diagnostics, d: Diagnostic) -> Option<T> {
+    diags.add_error(d);
+    None
+}
+
+/// Attribute shorthand.
+pub fn attr(t: AttributeType, c: AttributeConstraint, desc: &str) -> Attribute {
+    Attribute {
+        attr_type: t,
+        description: Description::markdown(desc),
+        constraint: c,
+        sensitive: false,
+        deprecated: false,
+    }
+}
+
+/// Required string.
+pub fn req_str(desc: &str) -> Attribute {
+    attr(AttributeType::String, AttributeConstraint::Required, desc)
+}
+/// Optional string.
+pub fn opt_str(desc: &str) -> Attribute {
+    attr(AttributeType::String, AttributeConstraint::Optional, desc)
+}
+/// Optional string the provider fills when unset.
+pub fn oc_str(desc: &str) -> Attribute {
+    attr(
+        AttributeType::String,
+        AttributeConstraint::OptionalComputed,
+        desc,
+    )
+}
+/// Computed string.
+pub fn comp_str(desc: &str) -> Attribute {
+    attr(AttributeType::String, AttributeConstraint::Computed, desc)
+}
+/// Optional number the provider fills when unset.
+pub fn oc_num(desc: &str) -> Attribute {
+    attr(
+        AttributeType::Number,
+        AttributeConstraint::OptionalComputed,
+        desc,
+    )
+}
+/// Computed number.
+pub fn comp_num(desc: &str) -> Attribute {
+    attr(AttributeType::Number, AttributeConstraint::Computed, desc)
+}
+/// Optional bool the provider fills when unset.
+pub fn oc_bool(desc: &str) -> Attribute {
+    attr(
+        AttributeType::Bool,
+        AttributeConstraint::OptionalComputed,
+        desc,
+    )
+}
+/// Optional bool.
+pub fn opt_bool(desc: &str) -> Attribute {
+    attr(AttributeType::Bool, AttributeConstraint::Optional, desc)
+}
+
+/// The known string, or `None` for null/unknown.
+pub fn known(v: &tf_provider::value::Value<String>) -> Option<&str> {
+    v.as_ref_option().map(String::as_str)
+}

@@ -1,0 +1,176 @@
+//! The provider block: which host, how to reach it, how to wake it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kvmhost::libvirt::{Host, SshOptions};
+use serde::{Deserialize, Serialize};
+use tf_provider::schema::{Block, Description, NestedBlock, Schema};
+use tf_provider::value::{Value, ValueEmpty};
+use tf_provider::{map, AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
+
+use crate::common::{attr, opt_bool, opt_str, HostConfig, Shared};
+use crate::wake::parse_wake;
+
+/// `provider "libvirt" {}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Config {
+    uri: Value<String>,
+    keyfile: Value<String>,
+    known_hosts: Value<String>,
+    no_verify: Value<bool>,
+    #[serde(with = "tf_provider::value::serde_as_vec")]
+    wake: Value<WakeBlock>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct WakeBlock {
+    mac: Value<String>,
+    broadcast: Value<String>,
+    port: Value<i64>,
+    powerwake_port: Value<i64>,
+    timeout: Value<i64>,
+}
+
+/// The libvirt provider.
+#[derive(Default)]
+pub struct LibvirtProvider {
+    shared: Arc<Shared>,
+}
+
+const DEFAULT_URI: &str = "qemu:///system";
+
+fn host_config(config: &Config) -> Result<HostConfig, tf_provider::Diagnostic> {
+    let uri = config
+        .uri
+        .as_ref_option()
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_URI);
+    let ssh = SshOptions {
+        keyfile: config.keyfile.as_ref_option().cloned(),
+        known_hosts: config.known_hosts.as_ref_option().cloned(),
+        no_verify: config.no_verify.as_ref_option().copied().unwrap_or(false),
+    };
+    let uri = Host::uri_with_ssh(uri, &ssh).map_err(|e| {
+        tf_provider::Diagnostic::new(
+            "Invalid libvirt URI",
+            e.to_string(),
+            AttributePath::new("uri"),
+        )
+    })?;
+    let wake = match config.wake.as_ref_option() {
+        None => None,
+        Some(w) => {
+            let host = uri
+                .split_once("://")
+                .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or_default())
+                .map(|auth| auth.rsplit('@').next().unwrap_or_default())
+                .map(|hp| hp.split(':').next().unwrap_or_default())
+                .filter(|h| !h.is_empty());
+            Some(parse_wake(
+                w.mac
+                    .as_ref_option()
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+                w.broadcast.as_ref_option().map(String::as_str),
+                w.port.as_ref_option().copied(),
+                w.powerwake_port.as_ref_option().copied(),
+                w.timeout.as_ref_option().copied(),
+                host,
+            )?)
+        }
+    };
+    Ok(HostConfig { uri, wake })
+}
+
+#[async_trait]
+impl Provider for LibvirtProvider {
+    type Config<'a> = Config;
+    type MetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        use tf_provider::schema::{AttributeConstraint as C, AttributeType as T};
+        Some(Schema {
+            version: 0,
+            block: Block {
+                version: 0,
+                description: Description::markdown("Manages libvirt hosts: pools, volumes, cloud-init seeds, networks and domains."),
+                attributes: map! {
+                    "uri" => opt_str("libvirt connection URI. Default `qemu:///system`. For another host: `qemu+ssh://user@host/system`."),
+                    "keyfile" => opt_str("Private key for `qemu+ssh://` (libvirt's `keyfile` URI parameter)."),
+                    "known_hosts" => opt_str("known_hosts file for `qemu+ssh://`; the host key is always verified unless `no_verify` is true."),
+                    "no_verify" => opt_bool("Skip SSH host key verification (`no_verify=1`). Default false."),
+                },
+                blocks: map! {
+                    "wake" => NestedBlock::Optional(Block {
+                        version: 0,
+                        description: Description::markdown("Wake the host (Wake-on-LAN / powerwake) when it does not answer, then wait for libvirt."),
+                        attributes: map! {
+                            "mac" => attr(T::String, C::Required, "MAC address of the host's NIC."),
+                            "broadcast" => opt_str("Broadcast address of the host's subnet. Default: found from the URI's host."),
+                            "port" => attr(T::Number, C::Optional, "UDP port for the magic packet. Default 7."),
+                            "powerwake_port" => attr(T::Number, C::Optional, "UDP port powernapd listens on. Default 57748."),
+                            "timeout" => attr(T::Number, C::Optional, "Seconds to wait for the host. Default 300."),
+                        },
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Config) -> Option<()> {
+        // Unknown values (from other resources) are checked at configure time.
+        if config.uri.is_unknown() || config.wake.is_unknown() {
+            return Some(());
+        }
+        if let Err(d) = host_config(&config) {
+            diags.add_error(d);
+        }
+        Some(())
+    }
+
+    async fn configure<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        _terraform_version: String,
+        config: Config,
+    ) -> Option<()> {
+        match host_config(&config) {
+            Ok(c) => {
+                self.shared.configure(c).await;
+                Some(())
+            }
+            Err(d) => {
+                diags.add_error(d);
+                None
+            }
+        }
+    }
+
+    fn get_resources(
+        &self,
+        _diags: &mut Diagnostics,
+    ) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
+        let s = &self.shared;
+        Some(map! {
+            "pool" => crate::resources::pool::PoolResource(s.clone()),
+            "volume" => crate::resources::volume::VolumeResource(s.clone()),
+            "cloudinit_disk" => crate::resources::cloudinit::CloudinitResource(s.clone()),
+            "domain" => crate::resources::domain::DomainResource(s.clone()),
+            "network" => crate::resources::network::NetworkResource(s.clone()),
+        })
+    }
+
+    fn get_data_sources(
+        &self,
+        _diags: &mut Diagnostics,
+    ) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
+        let s = &self.shared;
+        Some(map! {
+            "node_info" => crate::data_sources::NodeInfoSource(s.clone()),
+        })
+    }
+}

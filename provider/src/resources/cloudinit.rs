@@ -1,0 +1,277 @@
+//! `libvirt_cloudinit_disk`: a NoCloud seed image (ISO 9660, label
+//! `cidata`) written by our own code and uploaded as a volume readable
+//! only by its owner, since `user_data` may carry secrets.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
+use kvmhost::libvirt::Error as HostError;
+use kvmhost::nocloud::Seed;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tf_provider::schema::{
+    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
+};
+use tf_provider::value::{Value, ValueEmpty};
+use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
+
+use crate::common::{
+    attr, blocking, comp_str, fail, known, oc_str, opt_str, req_str, to_diag, Maybe, Shared,
+};
+
+/// `libvirt_cloudinit_disk`.
+pub struct CloudinitResource(pub Arc<Shared>);
+
+/// State of `libvirt_cloudinit_disk`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CloudinitState {
+    id: Value<String>,
+    name: Value<String>,
+    pool: Value<String>,
+    user_data: Value<String>,
+    meta_data: Value<String>,
+    network_config: Value<String>,
+    path: Value<String>,
+}
+
+/// The id joins the volume key and a digest of the content, the
+/// `<key>;<suffix>` shape the `cloudinit` attribute of domains expects.
+pub fn make_id(key: &str, digest: &str) -> String {
+    format!("{key};{digest}")
+}
+
+/// The volume key inside a cloud-init disk id (the part before `;`).
+pub fn key_of(id: &str) -> &str {
+    id.split(';').next().unwrap_or(id)
+}
+
+fn content_digest(user: &str, meta: &str, net: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    for part in [user, meta, net.unwrap_or("")] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+#[async_trait]
+impl Resource for CloudinitResource {
+    type State<'a> = Maybe<CloudinitState>;
+    type PrivateState<'a> = ValueEmpty;
+    type ProviderMetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        Some(Schema {
+            version: 0,
+            block: Block {
+                version: 0,
+                description: Description::markdown(
+                    "A NoCloud seed (ISO 9660 labelled `cidata`) for cloud-init, kept as a volume with mode 0600. Any change replaces it.",
+                ),
+                attributes: map! {
+                    "id" => comp_str("`<volume key>;<content digest>`; give it to a domain's `cloudinit`."),
+                    "name" => req_str("Volume name, e.g. `web-seed.iso`."),
+                    "pool" => oc_str("Pool name. Default `default`."),
+                    "user_data" => Attribute {
+                        sensitive: true,
+                        ..attr(AttributeType::String, AttributeConstraint::Optional, "Content of `user-data` (often `#cloud-config`). Sensitive.")
+                    },
+                    "meta_data" => opt_str("Content of `meta-data`. Default: `instance-id` and `local-hostname` from the name."),
+                    "network_config" => opt_str("Content of `network-config`; omitted when unset."),
+                    "path" => comp_str("Path of the image on the host."),
+                },
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn validate<'a>(&self, _diags: &mut Diagnostics, _config: Self::State<'a>) -> Option<()> {
+        Some(())
+    }
+
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        state: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let Some(mut s) = state.0 else {
+            return Some((Maybe(None), private));
+        };
+        let key = key_of(known(&s.id)?).to_string();
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        match blocking(&host, move |h| h.volume_by_key(&key)).await {
+            Ok(info) => {
+                s.name = Value::Value(info.name);
+                s.pool = Value::Value(info.pool);
+                s.path = Value::Value(info.path);
+                Some((Maybe(Some(s)), private))
+            }
+            Err(e) if e.is_not_found() => Some((Maybe(None), private)),
+            Err(e) => fail(diags, to_diag("Cannot read the cloud-init disk", &e, None)),
+        }
+    }
+
+    async fn plan_create<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        proposed: Self::State<'a>,
+        _config: Self::State<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let mut s = proposed.0?;
+        s.id = Value::Unknown;
+        s.path = Value::Unknown;
+        if s.pool.is_null() {
+            s.pool = Value::Value("default".into());
+        }
+        Some((Maybe(Some(s)), ValueEmpty::Null))
+    }
+
+    async fn plan_update<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        proposed: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
+        let replace = ["name", "pool", "user_data", "meta_data", "network_config"]
+            .map(AttributePath::new)
+            .to_vec();
+        Some((proposed, private, replace))
+    }
+
+    async fn plan_destroy<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<Self::PrivateState<'a>> {
+        Some(private)
+    }
+
+    async fn create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        planned: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let mut s = planned.0?;
+        let name = known(&s.name)?.to_string();
+        let pool = known(&s.pool).unwrap_or("default").to_string();
+        let user = known(&s.user_data).unwrap_or_default().to_string();
+        let meta = match known(&s.meta_data) {
+            Some(m) => m.to_string(),
+            None => {
+                let host_name = name.split('.').next().unwrap_or(&name);
+                format!("instance-id: {name}\nlocal-hostname: {host_name}\n")
+            }
+        };
+        let net = known(&s.network_config).map(str::to_string);
+        let iso = match Seed::nocloud(&user, &meta, net.as_deref()).to_iso() {
+            Ok(i) => i,
+            Err(e) => {
+                return fail(
+                    diags,
+                    Diagnostic::root("Cannot build the cloud-init image", e.to_string()),
+                )
+            }
+        };
+        let digest = content_digest(&user, &meta, net.as_deref());
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let made = blocking(&host, move |h| {
+            let mut spec = VolumeSpec::new(&name, iso.len() as u64, VolumeFormat::Raw);
+            spec.mode = Some(0o600);
+            let vol = h.create_volume(&pool, &spec)?;
+            if let Err(e) = h.upload_bytes(&vol.key, &iso) {
+                let _ = h.delete_volume(&vol.key);
+                return Err(e);
+            }
+            Ok::<_, HostError>(vol)
+        })
+        .await;
+        match made {
+            Ok(vol) => {
+                s.id = Value::Value(make_id(&vol.key, &digest));
+                s.pool = Value::Value(vol.pool);
+                s.path = Value::Value(vol.path);
+                Some((Maybe(Some(s)), private))
+            }
+            Err(e) => fail(
+                diags,
+                to_diag("Cannot create the cloud-init disk", &e, Some("name")),
+            ),
+        }
+    }
+
+    async fn update<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        planned: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        Some((planned, private))
+    }
+
+    async fn destroy<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        state: Self::State<'a>,
+        _private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<()> {
+        let key = key_of(known(&state.0?.id)?).to_string();
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        match blocking(&host, move |h| h.delete_volume(&key)).await {
+            Ok(()) => Some(()),
+            Err(e) if e.is_not_found() => Some(()),
+            Err(e) => fail(
+                diags,
+                to_diag("Cannot delete the cloud-init disk", &e, None),
+            ),
+        }
+    }
+
+    async fn import<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        id: String,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let key = key_of(&id).to_string();
+        match blocking(&host, move |h| h.volume_by_key(&key)).await {
+            Ok(vol) => {
+                let id = if id.contains(';') {
+                    id
+                } else {
+                    make_id(&vol.key, "imported")
+                };
+                let s = CloudinitState {
+                    id: Value::Value(id),
+                    name: Value::Value(vol.name),
+                    pool: Value::Value(vol.pool),
+                    path: Value::Value(vol.path),
+                    ..Default::default()
+                };
+                Some((Maybe(Some(s)), ValueEmpty::Null))
+            }
+            Err(e) => fail(
+                diags,
+                Diagnostic::root(
+                    "Cannot import the cloud-init disk",
+                    format!("{e}; give the id `<volume key>;<suffix>` or the volume key"),
+                ),
+            ),
+        }
+    }
+}

@@ -1,0 +1,1177 @@
+//! `libvirt_domain`: a virtual machine. `running` and `autostart` change
+//! in place; everything else libvirt cannot change live replaces it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kvmhost::libvirt::domain::{AddressSource, PowerState};
+use kvmhost::libvirt::domain_xml::{
+    ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, DomainKind, GraphicsDef,
+    InterfaceDef, InterfaceSource, NvramDef, OsDef,
+};
+use kvmhost::libvirt::{Error as HostError, Host};
+use serde::{Deserialize, Serialize};
+use tf_provider::schema::{
+    AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
+};
+use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
+use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
+
+use crate::common::{
+    attr, blocking, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, req_str,
+    to_diag, Maybe, Shared,
+};
+use crate::resources::cloudinit::key_of;
+
+/// `libvirt_domain`.
+pub struct DomainResource(pub Arc<Shared>);
+
+/// State of `libvirt_domain`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DomainState {
+    id: Value<String>,
+    name: Value<String>,
+    #[serde(rename = "type")]
+    kind: Value<String>,
+    memory: Value<i64>,
+    vcpu: Value<i64>,
+    running: Value<bool>,
+    autostart: Value<bool>,
+    cloudinit: Value<String>,
+    firmware: Value<String>,
+    machine: Value<String>,
+    arch: Value<String>,
+    kernel: Value<String>,
+    initrd: Value<String>,
+    cmdline: Value<Vec<BTreeMap<String, String>>>,
+    qemu_agent: Value<bool>,
+    #[serde(with = "serde_as_vec")]
+    cpu: Value<CpuBlock>,
+    #[serde(with = "serde_as_vec")]
+    nvram: Value<NvramBlock>,
+    boot_device: Value<Vec<BootBlock>>,
+    network_interface: Value<Vec<NicBlock>>,
+    disk: Value<Vec<DiskBlock>>,
+    #[serde(with = "serde_as_vec")]
+    graphics: Value<GraphicsBlock>,
+    console: Value<Vec<ConsoleBlock>>,
+    #[serde(with = "serde_as_vec")]
+    video: Value<VideoBlock>,
+    #[serde(with = "serde_as_vec")]
+    xml: Value<XmlBlock>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct CpuBlock {
+    mode: Value<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct NvramBlock {
+    file: Value<String>,
+    template: Value<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct BootBlock {
+    dev: Value<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct NicBlock {
+    network_name: Value<String>,
+    network_id: Value<String>,
+    bridge: Value<String>,
+    macvtap: Value<String>,
+    mac: Value<String>,
+    hostname: Value<String>,
+    addresses: Value<Vec<String>>,
+    wait_for_lease: Value<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct DiskBlock {
+    volume_id: Value<String>,
+    file: Value<String>,
+    block_device: Value<String>,
+    scsi: Value<bool>,
+    wwn: Value<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct GraphicsBlock {
+    #[serde(rename = "type")]
+    kind: Value<String>,
+    autoport: Value<bool>,
+    listen_type: Value<String>,
+    listen_address: Value<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct ConsoleBlock {
+    #[serde(rename = "type")]
+    kind: Value<String>,
+    target_port: Value<String>,
+    target_type: Value<String>,
+    source_path: Value<String>,
+    source_host: Value<String>,
+    source_service: Value<String>,
+    log_file: Value<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct VideoBlock {
+    #[serde(rename = "type")]
+    kind: Value<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct XmlBlock {
+    xslt: Value<String>,
+}
+
+/// Metadata key under which the configuration is kept in the domain, so
+/// that import restores what libvirt's XML cannot tell (ids, XSLT, ...).
+const META_KEY: &str = "terraform-config";
+
+fn list<T>(v: &Value<Vec<T>>) -> &[T] {
+    v.as_ref_option().map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn s(v: &str) -> Value<String> {
+    Value::Value(v.to_string())
+}
+
+fn opt(v: Option<&str>) -> Value<String> {
+    v.map(s).unwrap_or(Value::Null)
+}
+
+fn schema_block() -> Block {
+    let nic = Block {
+        version: 0,
+        description: Description::plain("A network interface."),
+        attributes: map! {
+            "network_name" => oc_str("libvirt network to plug into."),
+            "network_id" => oc_str("UUID of the libvirt network (instead of `network_name`)."),
+            "bridge" => opt_str("Host bridge to plug into."),
+            "macvtap" => opt_str("Host device for a macvtap interface."),
+            "mac" => oc_str("MAC address; generated when unset."),
+            "hostname" => opt_str("Host name (informational)."),
+            "addresses" => attr(T::List(T::String.into()), C::OptionalComputed, "IP addresses, from DHCP leases."),
+            "wait_for_lease" => opt_bool("Wait at create until the interface has a DHCP lease."),
+        },
+        ..Default::default()
+    };
+    let disk = Block {
+        version: 0,
+        description: Description::plain("A disk."),
+        attributes: map! {
+            "volume_id" => opt_str("Key of a `libvirt_volume`."),
+            "file" => opt_str("Path of a file on the host (`.iso` files become CD-ROMs)."),
+            "block_device" => opt_str("Path of a block device on the host."),
+            "scsi" => opt_bool("Attach through virtio-scsi instead of virtio-blk."),
+            "wwn" => opt_str("SCSI World Wide Name."),
+        },
+        ..Default::default()
+    };
+    let console = Block {
+        version: 0,
+        description: Description::plain("A serial port or console."),
+        attributes: map! {
+            "type" => req_str("`pty`, `file`, `unix` or `tcp`."),
+            "target_port" => opt_str("Port on the guest side. Default \"0\"."),
+            "target_type" => opt_str("`serial` (default) or `virtio`."),
+            "source_path" => opt_str("Host path for `file` and `unix`."),
+            "source_host" => opt_str("Host for `tcp`."),
+            "source_service" => opt_str("Port for `tcp`."),
+            "log_file" => opt_str("Also copy the guest's output to this host file."),
+        },
+        ..Default::default()
+    };
+    Block {
+        version: 0,
+        description: Description::markdown(
+            "A virtual machine. `running` and `autostart` change in place; any other change replaces the domain.",
+        ),
+        attributes: map! {
+            "id" => comp_str("UUID of the domain."),
+            "name" => req_str("Domain name, unique on the host."),
+            "type" => oc_str("`kvm` (default) or `qemu` (emulation, for hosts without KVM)."),
+            "memory" => oc_num("Memory in MiB. Default 512."),
+            "vcpu" => oc_num("Virtual CPUs. Default 1."),
+            "running" => oc_bool("Whether the domain runs. Default true."),
+            "autostart" => oc_bool("Start with libvirtd. Default false."),
+            "cloudinit" => opt_str("Id of a `libvirt_cloudinit_disk`, attached as a CD-ROM."),
+            "firmware" => opt_str("UEFI firmware (loader) path on the host."),
+            "machine" => oc_str("Machine type, e.g. `q35`. Default: libvirt's."),
+            "arch" => oc_str("Architecture. Default: libvirt's (the host's)."),
+            "kernel" => opt_str("Kernel for direct boot."),
+            "initrd" => opt_str("Initrd for direct boot."),
+            "cmdline" => attr(T::List(T::Map(T::String.into()).into()), C::Optional, "Kernel command line as a list of maps; key `_` adds a bare word."),
+            "qemu_agent" => oc_bool("Add the QEMU guest agent channel. Default false."),
+        },
+        blocks: map! {
+            "cpu" => NestedBlock::Optional(Block {
+                version: 0,
+                description: Description::plain("CPU model."),
+                attributes: map! { "mode" => opt_str("`host-passthrough`, `host-model` or `custom`.") },
+                ..Default::default()
+            }),
+            "nvram" => NestedBlock::Optional(Block {
+                version: 0,
+                description: Description::plain("UEFI variables."),
+                attributes: map! {
+                    "file" => req_str("Per-domain variables file."),
+                    "template" => opt_str("Template copied to `file` when it is missing."),
+                },
+                ..Default::default()
+            }),
+            "boot_device" => NestedBlock::List(Block {
+                version: 0,
+                description: Description::plain("Boot order."),
+                attributes: map! { "dev" => attr(T::List(T::String.into()), C::Optional, "Devices: `hd`, `cdrom`, `network`.") },
+                ..Default::default()
+            }),
+            "network_interface" => NestedBlock::List(nic),
+            "disk" => NestedBlock::List(disk),
+            "graphics" => NestedBlock::Optional(Block {
+                version: 0,
+                description: Description::plain("Graphical console."),
+                attributes: map! {
+                    "type" => opt_str("`spice` (default) or `vnc`."),
+                    "autoport" => opt_bool("Let libvirt pick the port. Default true."),
+                    "listen_type" => opt_str("`address` to listen on `listen_address`; `none` for libvirt's default."),
+                    "listen_address" => opt_str("Address to listen on."),
+                },
+                ..Default::default()
+            }),
+            "console" => NestedBlock::List(console),
+            "video" => NestedBlock::Optional(Block {
+                version: 0,
+                description: Description::plain("Video card."),
+                attributes: map! { "type" => opt_str("Model, e.g. `cirrus`, `virtio`.") },
+                ..Default::default()
+            }),
+            "xml" => NestedBlock::Optional(Block {
+                version: 0,
+                description: Description::plain("Last-mile changes to the generated XML."),
+                attributes: map! { "xslt" => opt_str("XSLT stylesheet applied to the domain XML before it is defined.") },
+                ..Default::default()
+            }),
+        },
+        ..Default::default()
+    }
+}
+
+impl DomainState {
+    /// The configuration part of the state, kept inside the domain.
+    fn config_only(&self) -> DomainState {
+        let mut c = self.clone();
+        c.id = Value::Null;
+        c.running = Value::Null;
+        c.autostart = Value::Null;
+        for v in [&mut c.machine, &mut c.arch] {
+            if v.is_unknown() {
+                *v = Value::Null;
+            }
+        }
+        if let Value::Value(nics) = &mut c.network_interface {
+            for n in nics {
+                n.addresses = Value::Null;
+                if n.mac.is_unknown() {
+                    n.mac = Value::Null;
+                }
+                if n.network_id.is_unknown() {
+                    n.network_id = Value::Null;
+                }
+                if n.network_name.is_unknown() {
+                    n.network_name = Value::Null;
+                }
+            }
+        }
+        c
+    }
+}
+
+fn cmdline_of(maps: &[BTreeMap<String, String>]) -> String {
+    let mut words = Vec::new();
+    for m in maps {
+        for (k, v) in m {
+            if k == "_" {
+                words.push(v.clone());
+            } else {
+                words.push(format!("{k}={v}"));
+            }
+        }
+    }
+    words.join(" ")
+}
+
+fn cmdline_maps(line: &str) -> Vec<BTreeMap<String, String>> {
+    line.split_whitespace()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => [(k.to_string(), v.to_string())].into(),
+            None => [("_".to_string(), w.to_string())].into(),
+        })
+        .collect()
+}
+
+/// Builds the domain definition from a planned state (blocking: volumes
+/// and networks are looked up). Errors name the attribute at fault.
+fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError)> {
+    let invalid = |field: &str, message: String| {
+        (
+            field.to_string(),
+            HostError::Invalid {
+                field: "domain",
+                message,
+            },
+        )
+    };
+    let kind = DomainKind::parse(known(&st.kind).unwrap_or("kvm"), "type")
+        .map_err(|e| ("type".to_string(), e))?;
+    let mut def = DomainDef {
+        name: known(&st.name).unwrap_or_default().to_string(),
+        uuid: None,
+        kind,
+        memory_mib: st.memory.as_ref_option().copied().unwrap_or(512).max(0) as u64,
+        vcpu: st.vcpu.as_ref_option().copied().unwrap_or(1).max(0) as u32,
+        os: OsDef {
+            arch: known(&st.arch).map(str::to_string),
+            machine: known(&st.machine).map(str::to_string),
+            firmware: known(&st.firmware).map(str::to_string),
+            nvram: st.nvram.as_ref_option().and_then(|n| {
+                Some(NvramDef {
+                    file: known(&n.file)?.to_string(),
+                    template: known(&n.template).map(str::to_string),
+                })
+            }),
+            boot_devices: list(&st.boot_device)
+                .iter()
+                .flat_map(|b| list(&b.dev).iter().cloned())
+                .collect(),
+            kernel: known(&st.kernel).map(str::to_string),
+            initrd: known(&st.initrd).map(str::to_string),
+            cmdline: st
+                .cmdline
+                .as_ref_option()
+                .map(|m| cmdline_of(m))
+                .filter(|c| !c.is_empty()),
+        },
+        cpu_mode: st
+            .cpu
+            .as_ref_option()
+            .and_then(|c| known(&c.mode))
+            .map(str::to_string),
+        qemu_agent: st.qemu_agent.as_ref_option().copied().unwrap_or(false),
+        ..Default::default()
+    };
+    for (i, d) in list(&st.disk).iter().enumerate() {
+        let at = |a: &str| format!("disk.{i}.{a}");
+        let bus = if d.scsi.as_ref_option().copied().unwrap_or(false) {
+            DiskBus::Scsi
+        } else {
+            DiskBus::Virtio
+        };
+        let (device, source, format) =
+            match (known(&d.volume_id), known(&d.file), known(&d.block_device)) {
+                (Some(key), None, None) => {
+                    let v = h.volume_by_key(key).map_err(|e| (at("volume_id"), e))?;
+                    let dev = if v.format == "iso" {
+                        DiskDevice::Cdrom
+                    } else {
+                        DiskDevice::Disk
+                    };
+                    let fmt = if v.format == "qcow2" { "qcow2" } else { "raw" };
+                    (dev, DiskSource::File(v.path), fmt.to_string())
+                }
+                (None, Some(f), None) => {
+                    let dev = if f.ends_with(".iso") {
+                        DiskDevice::Cdrom
+                    } else {
+                        DiskDevice::Disk
+                    };
+                    let fmt = if f.ends_with(".qcow2") {
+                        "qcow2"
+                    } else {
+                        "raw"
+                    };
+                    (dev, DiskSource::File(f.to_string()), fmt.to_string())
+                }
+                (None, None, Some(b)) => (
+                    DiskDevice::Disk,
+                    DiskSource::Block(b.to_string()),
+                    "raw".to_string(),
+                ),
+                _ => {
+                    return Err(invalid(
+                        &format!("disk.{i}"),
+                        "give exactly one of volume_id, file or block_device".into(),
+                    ))
+                }
+            };
+        def.disks.push(DiskDef {
+            device,
+            bus: if device == DiskDevice::Cdrom {
+                DiskBus::Sata
+            } else {
+                bus
+            },
+            source,
+            format: Some(format),
+            target: String::new(),
+            wwn: known(&d.wwn).map(str::to_string),
+        });
+    }
+    if let Some(ci) = known(&st.cloudinit) {
+        let v = h
+            .volume_by_key(key_of(ci))
+            .map_err(|e| ("cloudinit".to_string(), e))?;
+        def.disks.push(DiskDef {
+            device: DiskDevice::Cdrom,
+            source: DiskSource::File(v.path),
+            format: Some("raw".into()),
+            bus: DiskBus::Sata,
+            target: String::new(),
+            wwn: None,
+        });
+    }
+    def.assign_targets();
+    for (i, n) in list(&st.network_interface).iter().enumerate() {
+        let source = match (
+            known(&n.network_name),
+            known(&n.network_id),
+            known(&n.bridge),
+            known(&n.macvtap),
+        ) {
+            (Some(name), _, None, None) => InterfaceSource::Network(name.to_string()),
+            (None, Some(id), None, None) => {
+                let net = h
+                    .network(id)
+                    .map_err(|e| (format!("network_interface.{i}.network_id"), e))?;
+                InterfaceSource::Network(net.def.name)
+            }
+            (None, None, Some(b), None) => InterfaceSource::Bridge(b.to_string()),
+            (None, None, None, Some(m)) => InterfaceSource::Macvtap(m.to_string()),
+            _ => {
+                return Err(invalid(
+                    &format!("network_interface.{i}"),
+                    "give exactly one of network_name, network_id, bridge or macvtap".into(),
+                ))
+            }
+        };
+        def.interfaces.push(InterfaceDef {
+            source,
+            mac: known(&n.mac).map(str::to_lowercase),
+            model: None,
+        });
+    }
+    for (i, c) in list(&st.console).iter().enumerate() {
+        def.consoles.push(ConsoleDef {
+            kind: known(&c.kind).unwrap_or("pty").to_string(),
+            target_type: known(&c.target_type).unwrap_or("serial").to_string(),
+            target_port: match known(&c.target_port) {
+                None => 0,
+                Some(p) => p.parse().map_err(|_| {
+                    invalid(
+                        &format!("console.{i}.target_port"),
+                        format!("'{p}' is not a port number"),
+                    )
+                })?,
+            },
+            source_path: known(&c.source_path).map(str::to_string),
+            source_host: known(&c.source_host).map(str::to_string),
+            source_service: known(&c.source_service).map(str::to_string),
+            log_file: known(&c.log_file).map(str::to_string),
+        });
+    }
+    def.graphics = st.graphics.as_ref_option().map(|g| GraphicsDef {
+        kind: known(&g.kind).unwrap_or("spice").to_string(),
+        listen_address: match known(&g.listen_type) {
+            Some("address") => known(&g.listen_address).map(str::to_string),
+            _ => None,
+        },
+        autoport: g.autoport.as_ref_option().copied().unwrap_or(true),
+    });
+    def.video = st
+        .video
+        .as_ref_option()
+        .map(|v| known(&v.kind).unwrap_or("cirrus").to_string());
+    if let Ok(json) = serde_json::to_string(&st.config_only()) {
+        def.metadata.insert(META_KEY.to_string(), json);
+    }
+    def.validate().map_err(|e| match &e {
+        HostError::Invalid { field, .. } => (field.to_string(), e),
+        _ => ("name".to_string(), e),
+    })?;
+    Ok(def)
+}
+
+/// Defines, configures and starts the domain; removes it on failure.
+fn create_blocking(h: &Host, st: &DomainState) -> Result<String, (String, HostError)> {
+    let def = build_def(h, st)?;
+    let mut xml = def.to_xml();
+    if let Some(xslt) = st.xml.as_ref_option().and_then(|x| known(&x.xslt)) {
+        xml = DomainDef::apply_xslt(&xml, xslt).map_err(|e| ("xml.0.xslt".to_string(), e))?;
+    }
+    let uuid = h
+        .define_domain_xml(&xml)
+        .map_err(|e| ("name".to_string(), e))?;
+    let started = (|| {
+        if st.autostart.as_ref_option().copied().unwrap_or(false) {
+            h.set_domain_autostart(&uuid, true)
+                .map_err(|e| ("autostart".to_string(), e))?;
+        }
+        if st.running.as_ref_option().copied().unwrap_or(true) {
+            h.start_domain(&uuid)
+                .map_err(|e| ("running".to_string(), e))?;
+            wait_for_leases(h, &uuid, st)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = started {
+        let _ = h.undefine_domain(&uuid);
+        return Err(e);
+    }
+    Ok(uuid)
+}
+
+const LEASE_WAIT: Duration = Duration::from_secs(300);
+
+fn wait_for_leases(h: &Host, uuid: &str, st: &DomainState) -> Result<(), (String, HostError)> {
+    let wanted: Vec<usize> = list(&st.network_interface)
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.wait_for_lease.as_ref_option().copied().unwrap_or(false))
+        .map(|(i, _)| i)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let def = h.domain_def(uuid).map_err(|e| ("name".to_string(), e))?;
+    let start = Instant::now();
+    loop {
+        let leases = h
+            .domain_addresses(uuid, AddressSource::Lease)
+            .unwrap_or_default();
+        let missing = wanted.iter().find(|i| {
+            let mac = def
+                .interfaces
+                .get(**i)
+                .and_then(|n| n.mac.clone())
+                .unwrap_or_default();
+            !leases
+                .iter()
+                .any(|l| l.mac == mac.to_lowercase() && !l.addresses.is_empty())
+        });
+        let Some(i) = missing else { return Ok(()) };
+        if start.elapsed() > LEASE_WAIT {
+            return Err((
+                format!("network_interface.{i}.wait_for_lease"),
+                HostError::Invalid {
+                    field: "domain",
+                    message: format!("no DHCP lease within {} s", LEASE_WAIT.as_secs()),
+                },
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn attr_path(field: &str) -> AttributePath {
+    let mut parts = field.split('.');
+    let mut p = AttributePath::new(parts.next().unwrap_or("name").to_string());
+    for part in parts {
+        p = match part.parse::<i64>() {
+            Ok(i) => p.index(i),
+            Err(_) => p.attribute(part.to_string()),
+        };
+    }
+    p
+}
+
+fn diag(summary: &str, field: &str, e: &HostError) -> Diagnostic {
+    Diagnostic::new(summary.to_string(), e.to_string(), attr_path(field))
+}
+
+/// What libvirt says about the domain, gathered in one blocking call.
+struct Live {
+    def: DomainDef,
+    running: bool,
+    autostart: bool,
+    uuid: String,
+    cloudinit_path: Option<String>,
+    leases: Vec<kvmhost::libvirt::domain::GuestInterface>,
+    volume_keys: BTreeMap<String, String>,
+    network_ids: BTreeMap<String, String>,
+    prior_paths: Vec<Option<String>>,
+}
+
+fn read_live(h: &Host, id: &str, prior: &DomainState) -> Result<Live, HostError> {
+    let status = h.domain_status(id)?;
+    let def = h.domain_def(&status.uuid)?;
+    let running = status.state == PowerState::Running || status.state == PowerState::Paused;
+    let cloudinit_path =
+        known(&prior.cloudinit).and_then(|c| h.volume_by_key(key_of(c)).ok().map(|v| v.path));
+    let leases = if running {
+        h.domain_addresses(&status.uuid, AddressSource::Lease)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut volume_keys = BTreeMap::new();
+    for d in &def.disks {
+        if let Ok(v) = h.volume_by_path(d.source.path()) {
+            volume_keys.insert(d.source.path().to_string(), v.key);
+        }
+    }
+    let mut network_ids = BTreeMap::new();
+    for n in &def.interfaces {
+        if let InterfaceSource::Network(name) = &n.source {
+            if let Ok(net) = h.network(name) {
+                network_ids.insert(name.clone(), net.def.uuid.unwrap_or_default());
+            }
+        }
+    }
+    let prior_paths = list(&prior.disk)
+        .iter()
+        .map(|d| {
+            if let Some(k) = known(&d.volume_id) {
+                h.volume_by_key(k).ok().map(|v| v.path)
+            } else {
+                known(&d.file)
+                    .or(known(&d.block_device))
+                    .map(str::to_string)
+            }
+        })
+        .collect();
+    Ok(Live {
+        def,
+        running,
+        autostart: status.autostart,
+        uuid: status.uuid,
+        cloudinit_path,
+        leases,
+        volume_keys,
+        network_ids,
+        prior_paths,
+    })
+}
+
+/// Brings a state up to date with the host. `prior` holds what the
+/// configuration said; libvirt's canonical spellings (machine types,
+/// generated MACs) do not overwrite what the user wrote when they mean
+/// the same thing.
+fn merge_live(prior: &DomainState, live: &Live) -> DomainState {
+    let d = &live.def;
+    let mut st = prior.clone();
+    st.id = s(&live.uuid);
+    st.name = s(&d.name);
+    st.kind = s(d.kind.as_str());
+    st.memory = Value::Value(d.memory_mib as i64);
+    st.vcpu = Value::Value(d.vcpu as i64);
+    st.running = Value::Value(live.running);
+    st.autostart = Value::Value(live.autostart);
+    let live_machine = d.os.machine.clone();
+    st.machine = match (known(&prior.machine), live_machine) {
+        (Some(p), Some(l))
+            if l == p
+                || l.starts_with(&format!("pc-{p}-"))
+                || (p == "pc" && l.starts_with("pc-i440fx")) =>
+        {
+            s(p)
+        }
+        (_, l) => opt(l.as_deref()),
+    };
+    st.arch = match (known(&prior.arch), &d.os.arch) {
+        (Some(p), Some(l)) if p == l => s(p),
+        (_, l) => opt(l.as_deref()),
+    };
+    if prior.kernel.is_value() || d.os.kernel.is_some() {
+        st.kernel = opt(d.os.kernel.as_deref());
+    }
+    if prior.initrd.is_value() || d.os.initrd.is_some() {
+        st.initrd = opt(d.os.initrd.as_deref());
+    }
+    let live_cmdline = d.os.cmdline.clone().unwrap_or_default();
+    let prior_cmdline = prior
+        .cmdline
+        .as_ref_option()
+        .map(|m| cmdline_of(m))
+        .unwrap_or_default();
+    if live_cmdline != prior_cmdline {
+        st.cmdline = if live_cmdline.is_empty() {
+            Value::Null
+        } else {
+            Value::Value(cmdline_maps(&live_cmdline))
+        };
+    }
+    if prior.firmware.is_value() || d.os.firmware.is_some() {
+        st.firmware = opt(d.os.firmware.as_deref());
+    }
+    st.qemu_agent = Value::Value(d.qemu_agent);
+
+    // Disks: the cloud-init CD-ROM is the `cloudinit` attribute, the rest
+    // are `disk` blocks in order.
+    let mut disks = d.disks.clone();
+    let ci_index = match &live.cloudinit_path {
+        Some(p) => disks.iter().position(|x| x.source.path() == p),
+        None => None,
+    };
+    match ci_index {
+        Some(i) => {
+            disks.remove(i);
+        }
+        None => st.cloudinit = Value::Null,
+    }
+    let mut out = Vec::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let path = disk.source.path();
+        let prior_block = list(&prior.disk).get(i);
+        let same = live.prior_paths.get(i).and_then(|p| p.as_deref()) == Some(path);
+        let mut b = match (prior_block, same) {
+            (Some(p), true) => p.clone(),
+            _ => {
+                let mut b = DiskBlock::default();
+                match (&disk.source, live.volume_keys.get(path)) {
+                    (_, Some(key)) => b.volume_id = s(key),
+                    (DiskSource::Block(p), None) => b.block_device = s(p),
+                    (DiskSource::File(p), None) => b.file = s(p),
+                }
+                b
+            }
+        };
+        if disk.bus == DiskBus::Scsi || b.scsi.is_value() {
+            b.scsi = Value::Value(disk.bus == DiskBus::Scsi);
+        }
+        b.wwn = opt(disk.wwn.as_deref());
+        out.push(b);
+    }
+    st.disk = Value::Value(out);
+
+    let mut nics = Vec::new();
+    for (i, n) in d.interfaces.iter().enumerate() {
+        let mut b = list(&prior.network_interface)
+            .get(i)
+            .cloned()
+            .unwrap_or_default();
+        match &n.source {
+            InterfaceSource::Network(name) => {
+                b.network_name = s(name);
+                b.network_id = opt(live.network_ids.get(name).map(String::as_str));
+                b.bridge = Value::Null;
+                b.macvtap = Value::Null;
+            }
+            InterfaceSource::Bridge(br) => {
+                b.bridge = s(br);
+                b.network_name = Value::Null;
+                b.network_id = Value::Null;
+                b.macvtap = Value::Null;
+            }
+            InterfaceSource::Macvtap(dev) => {
+                b.macvtap = s(dev);
+                b.network_name = Value::Null;
+                b.network_id = Value::Null;
+                b.bridge = Value::Null;
+            }
+        }
+        let mac = n.mac.clone().unwrap_or_default();
+        b.mac = match known(&b.mac) {
+            Some(m) if m.eq_ignore_ascii_case(&mac) => b.mac.clone(),
+            _ => s(&mac),
+        };
+        let found: Vec<String> = live
+            .leases
+            .iter()
+            .filter(|l| l.mac.eq_ignore_ascii_case(&mac))
+            .flat_map(|l| l.addresses.clone())
+            .collect();
+        if !found.is_empty() || b.addresses.is_unknown() || b.addresses.is_null() {
+            b.addresses = Value::Value(found);
+        }
+        nics.push(b);
+    }
+    st.network_interface = Value::Value(nics);
+
+    // Settings libvirt rewrites or completes (consoles, graphics, video,
+    // cpu) keep their configured form; only an import fills them.
+    if prior.id.is_null() {
+        st.cpu = opt(d.cpu_mode.as_deref()).map(|m| CpuBlock { mode: s(&m) });
+        st.console = Value::Value(
+            d.consoles
+                .iter()
+                .map(|c| ConsoleBlock {
+                    kind: s(&c.kind),
+                    target_port: s(&c.target_port.to_string()),
+                    target_type: s(&c.target_type),
+                    source_path: opt(c.source_path.as_deref()),
+                    source_host: opt(c.source_host.as_deref()),
+                    source_service: opt(c.source_service.as_deref()),
+                    log_file: opt(c.log_file.as_deref()),
+                })
+                .collect(),
+        );
+        st.video = opt(d.video.as_deref()).map(|v| VideoBlock { kind: s(&v) });
+        st.boot_device = if d.os.boot_devices.is_empty() {
+            Value::Value(vec![])
+        } else {
+            Value::Value(vec![BootBlock {
+                dev: Value::Value(d.os.boot_devices.clone()),
+            }])
+        };
+        st.nvram = match &d.os.nvram {
+            Some(n) => Value::Value(NvramBlock {
+                file: s(&n.file),
+                template: opt(n.template.as_deref()),
+            }),
+            None => Value::Null,
+        };
+    }
+    st
+}
+
+#[async_trait]
+impl Resource for DomainResource {
+    type State<'a> = Maybe<DomainState>;
+    type PrivateState<'a> = ValueEmpty;
+    type ProviderMetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        Some(Schema {
+            version: 0,
+            block: schema_block(),
+        })
+    }
+
+    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
+        let Some(c) = config.0 else { return Some(()) };
+        if let Some(k) = known(&c.kind) {
+            if let Err(e) = DomainKind::parse(k, "type") {
+                diags.error(
+                    "Invalid domain type",
+                    e.to_string(),
+                    AttributePath::new("type"),
+                );
+            }
+        }
+        for (name, v) in [("memory", &c.memory), ("vcpu", &c.vcpu)] {
+            if let Value::Value(n) = v {
+                if *n <= 0 {
+                    diags.error(
+                        format!("Invalid {name}"),
+                        format!("{n} is not a positive number"),
+                        AttributePath::new(name),
+                    );
+                }
+            }
+        }
+        for (i, n) in list(&c.network_interface).iter().enumerate() {
+            let given = [&n.network_name, &n.network_id, &n.bridge, &n.macvtap]
+                .iter()
+                .filter(|v| !v.is_null())
+                .count();
+            if given != 1 {
+                diags.error(
+                    "Invalid network interface",
+                    "give exactly one of network_name, network_id, bridge or macvtap",
+                    AttributePath::new("network_interface").index(i as i64),
+                );
+            }
+            if let Some(m) = known(&n.mac) {
+                if !kvmhost::libvirt::domain_xml::is_mac(m) {
+                    diags.error(
+                        "Invalid MAC address",
+                        format!("'{m}' is not a MAC address like 52:54:00:12:34:56"),
+                        AttributePath::new("network_interface")
+                            .index(i as i64)
+                            .attribute("mac"),
+                    );
+                }
+            }
+        }
+        for (i, d) in list(&c.disk).iter().enumerate() {
+            let given = [&d.volume_id, &d.file, &d.block_device]
+                .iter()
+                .filter(|v| !v.is_null())
+                .count();
+            if given != 1 {
+                diags.error(
+                    "Invalid disk",
+                    "give exactly one of volume_id, file or block_device",
+                    AttributePath::new("disk").index(i as i64),
+                );
+            }
+        }
+        Some(())
+    }
+
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        state: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let Some(prior) = state.0 else {
+            return Some((Maybe(None), private));
+        };
+        let id = known(&prior.id)?.to_string();
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let p = prior.clone();
+        match blocking(&host, move |h| read_live(h, &id, &p)).await {
+            Ok(live) => Some((Maybe(Some(merge_live(&prior, &live))), private)),
+            Err(e) if e.is_not_found() => Some((Maybe(None), private)),
+            Err(e) => fail(diags, to_diag("Cannot read the domain", &e, None)),
+        }
+    }
+
+    async fn plan_create<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        proposed: Self::State<'a>,
+        _config: Self::State<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let mut st = proposed.0?;
+        st.id = Value::Unknown;
+        if st.kind.is_null() {
+            st.kind = s("kvm");
+        }
+        if st.memory.is_null() {
+            st.memory = Value::Value(512);
+        }
+        if st.vcpu.is_null() {
+            st.vcpu = Value::Value(1);
+        }
+        if st.running.is_null() {
+            st.running = Value::Value(true);
+        }
+        if st.autostart.is_null() {
+            st.autostart = Value::Value(false);
+        }
+        if st.qemu_agent.is_null() {
+            st.qemu_agent = Value::Value(false);
+        }
+        for v in [&mut st.machine, &mut st.arch] {
+            if v.is_null() {
+                *v = Value::Unknown;
+            }
+        }
+        if let Value::Value(nics) = &mut st.network_interface {
+            for n in nics {
+                if n.mac.is_null() {
+                    n.mac = Value::Unknown;
+                }
+                if n.addresses.is_null() {
+                    n.addresses = Value::Unknown;
+                }
+                if n.network_id.is_null() && !n.network_name.is_null() {
+                    n.network_id = Value::Unknown;
+                }
+                if n.network_name.is_null() && !n.network_id.is_null() {
+                    n.network_name = Value::Unknown;
+                }
+            }
+        }
+        Some((Maybe(Some(st)), ValueEmpty::Null))
+    }
+
+    async fn plan_update<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        proposed: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
+        // Terraform keeps only the paths whose value really changes.
+        let replace = [
+            "name",
+            "type",
+            "memory",
+            "vcpu",
+            "cloudinit",
+            "firmware",
+            "machine",
+            "arch",
+            "kernel",
+            "initrd",
+            "cmdline",
+            "qemu_agent",
+            "cpu",
+            "nvram",
+            "boot_device",
+            "network_interface",
+            "disk",
+            "graphics",
+            "console",
+            "video",
+            "xml",
+        ]
+        .map(AttributePath::new)
+        .to_vec();
+        Some((proposed, private, replace))
+    }
+
+    async fn plan_destroy<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<Self::PrivateState<'a>> {
+        Some(private)
+    }
+
+    async fn create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        planned: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let st = planned.0?;
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let plan = st.clone();
+        let made = blocking(&host, move |h| {
+            let uuid = create_blocking(h, &plan)?;
+            read_live(h, &uuid, &plan).map_err(|e| ("name".to_string(), e))
+        })
+        .await;
+        match made {
+            Ok(live) => Some((Maybe(Some(merge_live(&st, &live))), private)),
+            Err((field, e)) => fail(diags, diag("Cannot create the domain", &field, &e)),
+        }
+    }
+
+    async fn update<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        planned: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let st = planned.0?;
+        let id = known(&st.id)?.to_string();
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let plan = st.clone();
+        let done = blocking(&host, move |h| {
+            if let Some(a) = plan.autostart.as_ref_option() {
+                h.set_domain_autostart(&id, *a)
+                    .map_err(|e| ("autostart".to_string(), e))?;
+            }
+            match plan.running.as_ref_option() {
+                Some(true) => {
+                    h.start_domain(&id)
+                        .map_err(|e| ("running".to_string(), e))?;
+                    wait_for_leases(h, &id, &plan)?;
+                }
+                Some(false) => h
+                    .stop_domain(&id, Duration::from_secs(30))
+                    .map_err(|e| ("running".to_string(), e))?,
+                None => {}
+            }
+            read_live(h, &id, &plan).map_err(|e| ("name".to_string(), e))
+        })
+        .await;
+        match done {
+            Ok(live) => Some((Maybe(Some(merge_live(&st, &live))), private)),
+            Err((field, e)) => fail(diags, diag("Cannot update the domain", &field, &e)),
+        }
+    }
+
+    async fn destroy<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        state: Self::State<'a>,
+        _private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<()> {
+        let id = known(&state.0?.id)?.to_string();
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        match blocking(&host, move |h| h.undefine_domain(&id)).await {
+            Ok(()) => Some(()),
+            Err(e) if e.is_not_found() => Some(()),
+            Err(e) => fail(diags, to_diag("Cannot delete the domain", &e, None)),
+        }
+    }
+
+    async fn import<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        id: String,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let found = blocking(&host, move |h| {
+            let def = h.domain_def(&id)?;
+            // A domain this provider made carries its configuration;
+            // one made elsewhere is described from its XML alone.
+            let mut prior: DomainState = def
+                .metadata
+                .get(META_KEY)
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default();
+            if prior.cloudinit.is_null() {
+                if let Some(cd) = def.disks.iter().find(|d| d.device == DiskDevice::Cdrom) {
+                    if let Ok(v) = h.volume_by_path(cd.source.path()) {
+                        prior.cloudinit = s(&format!("{};imported", v.key));
+                    }
+                }
+            }
+            let imported_blocks = prior.id.is_null() && def.metadata.contains_key(META_KEY);
+            let live = read_live(h, &id, &prior)?;
+            let mut st = merge_live(&prior, &live);
+            if imported_blocks {
+                // The configuration came from the metadata: keep its
+                // blocks as written rather than as libvirt spells them.
+                st.cpu = prior.cpu.clone();
+                st.console = prior.console.clone();
+                st.video = prior.video.clone();
+                st.boot_device = prior.boot_device.clone();
+                st.nvram = prior.nvram.clone();
+            }
+            Ok::<_, HostError>(st)
+        })
+        .await;
+        match found {
+            Ok(st) => Some((Maybe(Some(st)), ValueEmpty::Null)),
+            Err(e) => fail(
+                diags,
+                Diagnostic::root(
+                    "Cannot import the domain",
+                    format!("{e}; give the domain's UUID or name"),
+                ),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_maps_round_trip() {
+        let maps = cmdline_maps("console=ttyS0 quiet panic=-1");
+        assert_eq!(cmdline_of(&maps), "console=ttyS0 quiet panic=-1");
+        assert_eq!(maps[1].get("_").map(String::as_str), Some("quiet"));
+    }
+
+    #[test]
+    fn attribute_paths_follow_block_indexes() {
+        let p = attr_path("network_interface.1.mac");
+        assert_eq!(
+            p.to_string(),
+            AttributePath::new("network_interface")
+                .index(1)
+                .attribute("mac")
+                .to_string()
+        );
+    }
+}

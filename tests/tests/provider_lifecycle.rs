@@ -1,0 +1,179 @@
+//! The real Terraform (1.11 and 1.15) drives our provider against the
+//! namespaced libvirtd: plan, apply, an empty second plan, drift after a
+//! domain is deleted outside Terraform, import, destroy; the domain boots
+//! and its guest prints the cloud-init seed it was given.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use testbed::guest::{TinyGuest, SEED_BEGIN};
+use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
+use testbed::tools::{dev_overrides_config, terraforms, Terraform, PROVIDER_SOURCE};
+
+struct Run<'a> {
+    tf: &'a Terraform,
+    dir: PathBuf,
+    cli: PathBuf,
+}
+
+impl Run<'_> {
+    fn exec(&self, args: &[&str]) -> Output {
+        let out = self
+            .tf
+            .cmd(&self.dir, &self.cli)
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!(
+            "== terraform {} ({}) -> {:?}\n{}{}",
+            args.join(" "),
+            self.tf.version,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(out.status.success(), "terraform {} failed", args.join(" "));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `plan -detailed-exitcode`: 0 = no changes, 2 = changes.
+    fn plan_code(&self) -> (i32, String) {
+        let out = self.exec(&["plan", "-detailed-exitcode", "-no-color"]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+fn hcl(d: &Libvirtd, g: &TinyGuest, tag: &str, serial: &Path) -> String {
+    format!(
+        r##"terraform {{
+  required_providers {{
+    libvirt = {{
+      source = "{PROVIDER_SOURCE}"
+    }}
+  }}
+}}
+
+provider "libvirt" {{
+  uri = "{uri}"
+}}
+
+resource "libvirt_volume" "data" {{
+  name = "{tag}-data.qcow2"
+  pool = "{POOL}"
+  size = 16777216
+}}
+
+resource "libvirt_cloudinit_disk" "seed" {{
+  name      = "{tag}-seed.iso"
+  pool      = "{POOL}"
+  user_data = "#cloud-config\nmessage: hello-from-{tag}\n"
+}}
+
+resource "libvirt_domain" "vm" {{
+  name      = "{tag}-vm"
+  type      = "qemu"
+  memory    = 256
+  vcpu      = 1
+  kernel    = "{kernel}"
+  initrd    = "{initrd}"
+  cmdline   = [{{ "_" = "{cmdline}" }}]
+  cloudinit = libvirt_cloudinit_disk.seed.id
+
+  disk {{
+    volume_id = libvirt_volume.data.id
+  }}
+
+  network_interface {{
+    network_name = "{NETWORK}"
+  }}
+
+  console {{
+    type        = "file"
+    target_port = "0"
+    target_type = "serial"
+    source_path = "{serial}"
+  }}
+}}
+
+output "domain_id" {{
+  value = libvirt_domain.vm.id
+}}
+"##,
+        uri = d.uri(),
+        kernel = g.kernel.display(),
+        initrd = g.initrd.display(),
+        cmdline = g.cmdline,
+        serial = serial.display(),
+    )
+}
+
+fn lifecycle(d: &Libvirtd, g: &TinyGuest, tf: &Terraform) {
+    let tag = format!("tf{}", tf.version.replace('.', ""));
+    let work = tempfile::tempdir().unwrap();
+    let cli = dev_overrides_config(work.path()).unwrap();
+    let serial = d.serial_log(&format!("{tag}-vm"));
+    std::fs::write(work.path().join("main.tf"), hcl(d, g, &tag, &serial)).unwrap();
+    let run = Run {
+        tf,
+        dir: work.path().to_path_buf(),
+        cli,
+    };
+
+    let (code, plan) = run.plan_code();
+    assert_eq!(code, 2, "the first plan creates");
+    assert!(plan.contains("3 to add"), "{plan}");
+
+    run.ok(&["apply", "-auto-approve", "-no-color"]);
+    let (text, _) = Libvirtd::wait_for_text(
+        &serial,
+        &format!("hello-from-{tag}"),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    assert!(text.contains(&format!("{SEED_BEGIN} user-data")), "{text}");
+    assert!(d.domains().unwrap().contains(&format!("{tag}-vm")));
+
+    let (code, plan) = run.plan_code();
+    assert_eq!(code, 0, "a second plan is empty:\n{plan}");
+
+    // Drift: the domain deleted outside Terraform is planned again.
+    d.virsh(&["destroy", &format!("{tag}-vm")]).unwrap();
+    d.virsh(&["undefine", &format!("{tag}-vm")]).unwrap();
+    let (code, plan) = run.plan_code();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("libvirt_domain.vm will be created"), "{plan}");
+    run.ok(&["apply", "-auto-approve", "-no-color"]);
+
+    // Import: forget the domain, import it by UUID, and the plan is empty.
+    let id = run.ok(&["output", "-raw", "domain_id"]);
+    run.ok(&["state", "rm", "libvirt_domain.vm"]);
+    run.ok(&["import", "-no-color", "libvirt_domain.vm", id.trim()]);
+    let (code, plan) = run.plan_code();
+    assert_eq!(code, 0, "the plan after import is empty:\n{plan}");
+
+    run.ok(&["destroy", "-auto-approve", "-no-color"]);
+    assert!(!d.domains().unwrap().contains(&format!("{tag}-vm")));
+    let vols = d.volumes(POOL).unwrap();
+    assert!(
+        !vols.iter().any(|v| v.starts_with(&tag)),
+        "volumes left: {vols:?}"
+    );
+}
+
+#[test]
+fn terraform_plans_applies_detects_drift_imports_and_destroys() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    for tf in terraforms().unwrap() {
+        lifecycle(&d, &g, &tf);
+    }
+}
