@@ -13,6 +13,9 @@ pub trait Clock {
     fn now(&self) -> Instant;
     /// Waits `d`.
     fn sleep(&self, d: Duration);
+    /// Total time the machine has spent suspended since boot (the monotonic
+    /// clock stands still meanwhile, so a resume is otherwise invisible).
+    fn suspended(&self) -> Duration;
 }
 
 /// The real clock.
@@ -26,6 +29,20 @@ impl Clock for SystemClock {
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d);
     }
+
+    fn suspended(&self) -> Duration {
+        clock_gettime(libc::CLOCK_BOOTTIME).saturating_sub(clock_gettime(libc::CLOCK_MONOTONIC))
+    }
+}
+
+fn clock_gettime(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// A configured, running daemon.
@@ -36,6 +53,8 @@ pub struct Daemon<C: Clock, E: Executor> {
     monitors: Vec<Box<dyn Monitor>>,
     actions: Vec<Action>,
     tracker: IdleTracker,
+    /// [`Clock::suspended`] at the last tick.
+    suspended: Duration,
     /// The last error of each monitor, so a lasting failure is logged once
     /// rather than every interval.
     last_errors: Vec<Option<String>>,
@@ -51,7 +70,9 @@ impl<C: Clock, E: Executor> Daemon<C, E> {
         actions: Vec<(Action, Timing)>,
     ) -> Self {
         let tracker = IdleTracker::new(actions.iter().map(|(_, t)| *t), clock.now());
+        let suspended = clock.suspended();
         Self {
+            suspended,
             clock,
             exec,
             interval,
@@ -87,6 +108,18 @@ impl<C: Clock, E: Executor> Daemon<C, E> {
                 active.push(m.describe());
             }
         }
+        // Waking from a suspend action counts as activity (as the seed's
+        // sleep hook makes it), so an idle machine suspends again only
+        // after a full idle time, and the action's recovery runs.
+        let suspended = self.clock.suspended();
+        if suspended > self.suspended + Duration::from_secs(1) {
+            log::info(&format!(
+                "resumed after {:?} suspended",
+                suspended - self.suspended
+            ));
+            active.push("resume".into());
+        }
+        self.suspended = suspended;
         let now = self.clock.now();
         if active.is_empty() {
             log::debug(&format!("idle for {:?}", self.tracker.idle_for(now)));
@@ -127,6 +160,7 @@ mod tests {
     struct FakeClock {
         base: Instant,
         offset: Rc<Cell<Duration>>,
+        suspended: Rc<Cell<Duration>>,
     }
 
     impl Clock for FakeClock {
@@ -135,6 +169,9 @@ mod tests {
         }
         fn sleep(&self, d: Duration) {
             self.offset.set(self.offset.get() + d);
+        }
+        fn suspended(&self) -> Duration {
+            self.suspended.get()
         }
     }
 
@@ -170,13 +207,24 @@ mod tests {
         }
     }
 
-    fn daemon(
-        script: Vec<Result<bool, String>>,
-    ) -> (Daemon<FakeClock, Recorder>, Log, Rc<Cell<Duration>>) {
+    struct Harness {
+        daemon: Daemon<FakeClock, Recorder>,
+        log: Log,
+        /// Monotonic time since the daemon started.
+        offset: Rc<Cell<Duration>>,
+        /// Time spent suspended.
+        suspended: Rc<Cell<Duration>>,
+    }
+
+    /// A daemon checking every 2 s, acting after 10 s idle, warning 4 s
+    /// before.
+    fn daemon(script: Vec<Result<bool, String>>) -> Harness {
         let offset = Rc::new(Cell::new(Duration::ZERO));
+        let suspended = Rc::new(Cell::new(Duration::ZERO));
         let clock = FakeClock {
             base: Instant::now(),
             offset: offset.clone(),
+            suspended: suspended.clone(),
         };
         let rec = Recorder::default();
         let log = rec.0.clone();
@@ -191,26 +239,31 @@ mod tests {
             after: Duration::from_secs(10),
             warn: Some(Duration::from_secs(4)),
         };
-        let d = Daemon::new(
+        let daemon = Daemon::new(
             clock,
             rec,
             Duration::from_secs(2),
             vec![Box::new(Scripted(script.into()))],
             vec![(action, timing)],
         );
-        (d, log, offset)
+        Harness {
+            daemon,
+            log,
+            offset,
+            suspended,
+        }
     }
 
     #[test]
     fn idle_host_is_warned_then_acted_on_at_the_configured_times() {
-        let (mut d, log, offset) = daemon(vec![]);
+        let mut h = daemon(vec![]);
         let mut when = Vec::new();
         for _ in 0..8 {
-            if !d.tick().is_empty() {
-                when.push(offset.get().as_secs());
+            if !h.daemon.tick().is_empty() {
+                when.push(h.offset.get().as_secs());
             }
         }
-        assert_eq!(*log.borrow(), ["warn sleep 4s", "run sleep"]);
+        assert_eq!(*h.log.borrow(), ["warn sleep 4s", "run sleep"]);
         assert_eq!(when, [6, 10]);
     }
 
@@ -220,22 +273,44 @@ mod tests {
         let mut script = vec![Ok(true), Ok(true)];
         script.extend(std::iter::repeat_n(Ok(false), 5));
         script.push(Ok(true));
-        let (mut d, log, _) = daemon(script);
+        let mut h = daemon(script);
         for _ in 0..8 {
-            d.tick();
+            h.daemon.tick();
         }
         assert_eq!(
-            *log.borrow(),
+            *h.log.borrow(),
             ["warn sleep 4s", "run sleep", "recover sleep"]
         );
     }
 
     #[test]
     fn a_monitor_that_cannot_tell_keeps_the_host_up() {
-        let (mut d, log, _) = daemon(vec![Err("broken".into()); 10]);
+        let mut h = daemon(vec![Err("broken".into()); 10]);
         for _ in 0..10 {
-            d.tick();
+            h.daemon.tick();
         }
-        assert!(log.borrow().is_empty());
+        assert!(h.log.borrow().is_empty());
+    }
+
+    #[test]
+    fn resuming_from_suspend_counts_as_activity() {
+        let mut h = daemon(vec![]);
+        for _ in 0..5 {
+            h.daemon.tick();
+        }
+        assert_eq!(*h.log.borrow(), ["warn sleep 4s", "run sleep"]);
+        // The action suspended the machine for an hour; nothing else
+        // happens after the resume.
+        h.suspended.set(Duration::from_secs(3600));
+        h.daemon.tick();
+        assert_eq!(
+            *h.log.borrow(),
+            ["warn sleep 4s", "run sleep", "recover sleep"]
+        );
+        for _ in 0..5 {
+            h.daemon.tick();
+        }
+        assert_eq!(h.log.borrow().len(), 5, "{:?}", h.log.borrow());
+        assert_eq!(h.log.borrow()[4], "run sleep");
     }
 }
