@@ -189,6 +189,21 @@ impl Host {
             .map_err(lv(format!("undefine domain '{id}'"), "domain", id))
     }
 
+    /// Presses `keys` (Linux input key codes) together on the guest's
+    /// keyboard and releases them, as a person typing at the console.
+    pub fn send_keys(&self, id: &str, keys: &[u32]) -> Result<()> {
+        let dom = self.lookup_domain(id)?;
+        let mut codes = keys.to_vec();
+        dom.send_key(
+            virt::sys::VIR_KEYCODE_SET_LINUX,
+            0,
+            codes.as_mut_ptr(),
+            codes.len() as i32,
+            0,
+        )
+        .map_err(lv(format!("send keys to domain '{id}'"), "domain", id))
+    }
+
     /// Names of all domains, running or not.
     pub fn domain_names(&self) -> Result<Vec<String>> {
         let doms = self

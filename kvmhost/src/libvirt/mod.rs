@@ -24,6 +24,7 @@ mod error;
 pub mod network;
 pub mod pool;
 pub mod volume;
+mod volume_download;
 mod xml;
 
 pub use connection::{Host, NodeInfo, SshOptions};
