@@ -138,14 +138,15 @@ fn seed_client(
     })
 }
 
-fn powerwake(client: &LanPort, args: &[&str]) -> (i32, String, Duration) {
+/// Runs our powerwake in `client`'s namespace with `config_home` as its
+/// `XDG_CONFIG_HOME`; returns its exit code, output and run time.
+fn powerwake_with(client: &LanPort, config_home: &Path, args: &[&str]) -> (i32, String, Duration) {
     let t = Instant::now();
     let out = client
         .ns
         .cmd(bin("powerwake").to_str().unwrap())
         .args(args)
-        .env("HOME", "/nonexistent")
-        .env_remove("XDG_CONFIG_HOME")
+        .env("XDG_CONFIG_HOME", config_home)
         .output()
         .unwrap();
     let text = format!(
@@ -154,6 +155,10 @@ fn powerwake(client: &LanPort, args: &[&str]) -> (i32, String, Duration) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text, t.elapsed())
+}
+
+fn powerwake(client: &LanPort, args: &[&str]) -> (i32, String, Duration) {
+    powerwake_with(client, Path::new("/nonexistent"), args)
 }
 
 #[test]
@@ -177,7 +182,10 @@ fn powernapd_answers_our_powerwake_and_the_seed_packet_format_for_its_own_mac_on
         out.contains(&format!("Received reply from {}:57748", host.ip)),
         "{out}"
     );
-    eprintln!("powerwake -w round trip (process start to exit): {took:?}");
+    eprintln!(
+        "powerwake -w: {} (process start to exit: {took:?})",
+        out.trim()
+    );
 
     let nonce = 0x1234_5678;
     let (reply, from) = seed_client(
@@ -216,6 +224,26 @@ fn powernapd_answers_our_powerwake_and_the_seed_packet_format_for_its_own_mac_on
     .is_none());
     let (code, out, _) = powerwake(&client, &["-w", "-t", "2", "-b", &bcast, other]);
     assert_eq!(code, 75, "{out}");
+
+    // By name, from the user's powerwake.hosts: MAC and broadcast address
+    // come from the file.
+    let hosts = dir.path().join("powerwake.hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "[napper]\nwol.mac = {}\nwol.host = {bcast}\n",
+            host.mac.to_uppercase()
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = powerwake_with(&client, dir.path(), &["-w", "-t", "10", "napper"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = powerwake_with(&client, dir.path(), &["-w", "-t", "10", "nobody"]);
+    assert_eq!(code, 68, "{out}");
+    assert!(
+        out.contains("could not determine the MAC address of nobody"),
+        "{out}"
+    );
 }
 
 fn wait_for(path: &Path, limit: Duration) -> Option<Duration> {
