@@ -95,9 +95,9 @@ fn main() -> ExitCode {
                 if wait {
                     wake_and_wait(&target, timeout).map(|r| {
                         println!(
-                            "Received reply from {} - {name} is up ({} ms)",
+                            "Received reply from {} - {name} is up ({:.2} ms)",
                             r.from,
-                            r.elapsed.as_millis()
+                            r.elapsed.as_secs_f64() * 1000.0
                         );
                     })
                 } else {
