@@ -518,3 +518,47 @@ fn an_agent_vm_powers_off_once_its_agent_exits_and_libvirt_forgets_it() {
     assert!(console.find("AGENT-EXIT").unwrap() < acted, "{console}");
     assert!(console[acted..].contains(POWEROFF), "{console}");
 }
+
+#[test]
+fn our_powerwake_is_answered_by_a_responder_speaking_the_seed_format() {
+    let mut lan = Lan::new().unwrap();
+    let host = lan.attach("seedd", true).unwrap();
+    let client = lan.attach("wake", true).unwrap();
+    let mac: Vec<u8> = host
+        .mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    // The seed daemon's checks, by hand: at least 114 bytes, "PWERWAKE",
+    // FF x6 at 12..18, our MAC at 18..24; the reply is "PWERWAKF" and the
+    // request's 4 nonce bytes.
+    let sock = in_netns(&host.ns, || {
+        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 57748)).unwrap()
+    });
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let responder = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        let p = &buf[..n];
+        assert!(n >= 114, "{n} bytes");
+        assert_eq!(&p[..8], b"PWERWAKE");
+        assert_eq!(&p[12..18], &[0xff; 6]);
+        for i in 0..16 {
+            assert_eq!(&p[18 + i * 6..24 + i * 6], &mac[..]);
+        }
+        let mut reply = b"PWERWAKF".to_vec();
+        reply.extend_from_slice(&p[8..12]);
+        sock.send_to(&reply, from).unwrap();
+        from
+    });
+    let bcast = lan.broadcast().to_string();
+    let (code, out, _) = powerwake(&client, &["-w", "-t", "10", "-b", &bcast, &host.mac]);
+    let from = responder.join().unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(from.ip(), std::net::IpAddr::V4(client.ip));
+    assert!(
+        out.contains(&format!("Received reply from {}:57748", host.ip)),
+        "{out}"
+    );
+}
