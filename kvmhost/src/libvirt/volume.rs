@@ -84,10 +84,10 @@ impl VolumeSpec {
         }
     }
 
-    /// The volume's libvirt XML.
+    /// The volume's libvirt XML; nothing is preallocated, so files stay sparse.
     pub fn to_xml(&self) -> String {
         let mut x = format!(
-            "<volume><name>{}</name><capacity unit='bytes'>{}</capacity><target><format type='{}'/>",
+            "<volume><name>{}</name><capacity unit='bytes'>{}</capacity><allocation>0</allocation><target><format type='{}'/>",
             esc(&self.name),
             self.capacity,
             self.format.as_str()
@@ -267,6 +267,19 @@ impl Host {
         ))?;
         vol.delete(0).map_err(|e| Error::Libvirt {
             context: format!("delete volume {key}"),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Grows a volume to `capacity` bytes (libvirt cannot shrink safely).
+    pub fn resize_volume(&self, key: &str, capacity: u64) -> Result<()> {
+        let vol = self.raw().lookup_storage_vol_by_key(key).map_err(lv(
+            format!("look up volume {key}"),
+            "volume",
+            key,
+        ))?;
+        vol.resize(capacity, 0).map_err(|e| Error::Libvirt {
+            context: format!("resize volume {key} to {capacity} bytes"),
             message: e.message().to_string(),
         })
     }
@@ -537,7 +550,7 @@ mod tests {
         spec.mode = Some(0o600);
         assert_eq!(
             spec.to_xml(),
-            "<volume><name>o.qcow2</name><capacity unit='bytes'>10</capacity><target><format type='qcow2'/>\
+            "<volume><name>o.qcow2</name><capacity unit='bytes'>10</capacity><allocation>0</allocation><target><format type='qcow2'/>\
              <permissions><mode>0600</mode></permissions></target><backingStore><path>/p/base.qcow2</path>\
              <format type='qcow2'/></backingStore></volume>"
         );

@@ -75,26 +75,26 @@ fn merge(prior: &NetworkState, st: &NetworkStatus) -> NetworkState {
         Value::Value(d.addresses.clone())
     };
     s.autostart = Value::Value(st.autostart);
-    // Blocks keep the form they were written in unless libvirt disagrees.
-    let dhcp_prior = prior
-        .dhcp
-        .as_ref_option()
-        .and_then(|t| t.enabled.as_ref_option().copied());
-    if dhcp_prior.unwrap_or(true) != d.dhcp || (prior.dhcp.is_null() && prior.id.is_null()) {
-        s.dhcp = Value::Value(Toggle {
-            enabled: Value::Value(d.dhcp),
-        });
-    }
-    let dns_prior = prior
-        .dns
-        .as_ref_option()
-        .and_then(|t| t.enabled.as_ref_option().copied());
-    if dns_prior.unwrap_or(true) != d.dns || (prior.dns.is_null() && prior.id.is_null()) {
-        s.dns = Value::Value(Toggle {
-            enabled: Value::Value(d.dns),
-        });
-    }
+    // Blocks keep the form they were written in unless libvirt disagrees;
+    // an import writes them only when they differ from the default (on).
+    s.dhcp = toggle_state(&prior.dhcp, d.dhcp);
+    s.dns = toggle_state(&prior.dns, d.dns);
     s
+}
+
+fn toggle_state(prior: &Value<Toggle>, live: bool) -> Value<Toggle> {
+    let written = prior
+        .as_ref_option()
+        .and_then(|t| t.enabled.as_ref_option().copied());
+    if written.unwrap_or(true) == live {
+        prior.clone()
+    } else if live {
+        Value::Null
+    } else {
+        Value::Value(Toggle {
+            enabled: Value::Value(false),
+        })
+    }
 }
 
 #[async_trait]

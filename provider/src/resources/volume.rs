@@ -76,9 +76,9 @@ impl Resource for VolumeResource {
                     "source_sha256" => comp_str("sha256 of the source's content; a change replaces the volume."),
                     "size" => oc_num("Virtual size in bytes. Default: the source's virtual size, the base volume's size, or required."),
                     "format" => oc_str("`qcow2`, `raw` or `iso`. Default: the source's format, else `qcow2`."),
-                    "base_volume_id" => opt_str("Key of a volume to use as backing store (copy-on-write overlay)."),
-                    "base_volume_name" => opt_str("Name of the backing volume, with `base_volume_pool`."),
-                    "base_volume_pool" => opt_str("Pool of `base_volume_name`. Default: this volume's pool."),
+                    "base_volume_id" => oc_str("Key of a volume to use as backing store (copy-on-write overlay)."),
+                    "base_volume_name" => oc_str("Name of the backing volume, with `base_volume_pool`."),
+                    "base_volume_pool" => oc_str("Pool of `base_volume_name`. Default: this volume's pool."),
                     "path" => comp_str("Path of the volume on the host."),
                 },
                 ..Default::default()
@@ -155,11 +155,19 @@ impl Resource for VolumeResource {
         match found {
             Ok((info, base)) => {
                 fill(&mut s, &info);
-                // An overlay found by import names its base by key, the
-                // way base_volume_id does; a state that names it by
-                // pool/name keeps doing so.
-                if let (Some(base), true) = (base, s.base_volume_name.is_null()) {
-                    s.base_volume_id = Value::Value(base.key);
+                // Both ways of naming the base are filled, so a
+                // configuration written either way matches an import.
+                match base {
+                    Some(b) => {
+                        s.base_volume_id = Value::Value(b.key);
+                        s.base_volume_name = Value::Value(b.name);
+                        s.base_volume_pool = Value::Value(b.pool);
+                    }
+                    None => {
+                        s.base_volume_id = Value::Null;
+                        s.base_volume_name = Value::Null;
+                        s.base_volume_pool = Value::Null;
+                    }
                 }
                 Some((Maybe(Some(s)), private))
             }
@@ -188,6 +196,18 @@ impl Resource for VolumeResource {
         };
         if s.size.is_null() {
             s.size = Value::Unknown;
+        }
+        let has_base = !s.base_volume_id.is_null() || !s.base_volume_name.is_null();
+        if has_base {
+            for v in [
+                &mut s.base_volume_id,
+                &mut s.base_volume_name,
+                &mut s.base_volume_pool,
+            ] {
+                if v.is_null() {
+                    *v = Value::Unknown;
+                }
+            }
         }
         if s.format.is_null() {
             s.format =
@@ -330,8 +350,13 @@ impl Resource for VolumeResource {
         .await;
         drop(local);
         match made {
-            Ok(info) => {
+            Ok((info, base)) => {
                 fill(&mut s, &info);
+                if let Some(b) = base {
+                    s.base_volume_id = Value::Value(b.key);
+                    s.base_volume_name = Value::Value(b.name);
+                    s.base_volume_pool = Value::Value(b.pool);
+                }
                 Some((Maybe(Some(s)), private))
             }
             Err((attr, e)) => fail(diags, to_diag("Cannot create the volume", &e, Some(attr))),
@@ -421,7 +446,7 @@ fn create_blocking(
     h: &Host,
     s: &VolumeState,
     local: Option<&std::path::Path>,
-) -> Result<VolumeInfo, (&'static str, HostError)> {
+) -> Result<(VolumeInfo, Option<VolumeInfo>), (&'static str, HostError)> {
     let name = known(&s.name).unwrap_or_default().to_string();
     let pool = known(&s.pool).unwrap_or(DEFAULT_POOL).to_string();
     let fmt = |f: &str| VolumeFormat::parse(f, "format");
@@ -478,5 +503,5 @@ fn create_blocking(
     if filled.is_err() {
         let _ = h.delete_volume(&made.key);
     }
-    filled
+    filled.map(|info| (info, base))
 }

@@ -1,0 +1,204 @@
+//! Pools, networks and volumes through the real Terraform: a sparse image
+//! is uploaded without its holes, an overlay names its base, every
+//! resource imports with an empty plan after, and bad input fails as a
+//! diagnostic on the attribute, without a backtrace.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use sha2::{Digest, Sha256};
+use testbed::libvirtd::{Libvirtd, POOL};
+use testbed::tools::{dev_overrides_config, terraforms, Terraform, PROVIDER_SOURCE};
+
+struct Run {
+    tf: Terraform,
+    dir: PathBuf,
+    cli: PathBuf,
+}
+
+impl Run {
+    fn new(tf: Terraform, dir: &Path) -> Run {
+        let cli = dev_overrides_config(dir).unwrap();
+        Run {
+            tf,
+            dir: dir.to_path_buf(),
+            cli,
+        }
+    }
+
+    fn exec(&self, args: &[&str]) -> Output {
+        let out = self
+            .tf
+            .cmd(&self.dir, &self.cli)
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!(
+            "== terraform {} -> {:?}\n{}{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(out.status.success(), "terraform {} failed", args.join(" "));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn plan_code(&self) -> i32 {
+        self.exec(&["plan", "-detailed-exitcode", "-no-color"])
+            .status
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+fn header(uri: &str) -> String {
+    format!(
+        "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
+         provider \"libvirt\" {{\n  uri = \"{uri}\"\n}}\n\n"
+    )
+}
+
+fn tf111() -> Terraform {
+    terraforms()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.version == "1.11")
+        .unwrap()
+}
+
+/// A 64 MiB raw image holding 1 MiB of data in the middle.
+fn sparse_image(path: &Path) -> String {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.set_len(64 << 20).unwrap();
+    f.seek(SeekFrom::Start(32 << 20)).unwrap();
+    f.write_all(&vec![0x5a; 1 << 20]).unwrap();
+    drop(f);
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
+    let d = Libvirtd::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let image = d.dir().join("image.raw");
+    let sha = sparse_image(&image);
+    let pool_dir = d.dir().join("extra-pool");
+    let hcl = format!(
+        "{}resource \"libvirt_pool\" \"extra\" {{\n  name = \"extra\"\n  type = \"dir\"\n  path = \"{}\"\n}}\n\n\
+         resource \"libvirt_network\" \"lab\" {{\n  name      = \"lab\"\n  mode      = \"nat\"\n  addresses = [\"10.91.7.0/24\"]\n}}\n\n\
+         resource \"libvirt_volume\" \"base\" {{\n  name   = \"base.raw\"\n  pool   = libvirt_pool.extra.name\n  source = \"{}\"\n}}\n\n\
+         resource \"libvirt_volume\" \"overlay\" {{\n  name             = \"overlay.qcow2\"\n  pool             = \"{POOL}\"\n  base_volume_name = libvirt_volume.base.name\n  base_volume_pool = libvirt_pool.extra.name\n}}\n",
+        header(&d.uri()),
+        pool_dir.display(),
+        image.display()
+    );
+    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
+    let run = Run::new(tf111(), work.path());
+    run.ok(&["apply", "-auto-approve", "-no-color"]);
+
+    // The upload kept the content and the holes.
+    let uploaded = pool_dir.join("base.raw");
+    let bytes = std::fs::read(&uploaded).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), sha);
+    let allocated = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&uploaded).unwrap().blocks() * 512
+    };
+    assert!(
+        allocated < 8 << 20,
+        "the volume is not sparse: {allocated} bytes allocated"
+    );
+    let state = run.ok(&["state", "show", "-no-color", "libvirt_volume.base"]);
+    assert!(state.contains(&sha), "{state}");
+    let overlay = d
+        .virsh(&["vol-dumpxml", "overlay.qcow2", "--pool", POOL])
+        .unwrap();
+    assert!(
+        overlay.contains(&uploaded.display().to_string()),
+        "{overlay}"
+    );
+    assert_eq!(run.plan_code(), 0);
+
+    // Changing the image's content replaces the volume (and its overlay).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    f.seek(SeekFrom::Start(1 << 20)).unwrap();
+    f.write_all(b"changed").unwrap();
+    drop(f);
+    let plan = run.exec(&["plan", "-no-color"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("libvirt_volume.base must be replaced"),
+        "{text}"
+    );
+
+    // Every resource imports back with an empty plan.
+    for (addr, id) in [
+        ("libvirt_pool.extra", "extra".to_string()),
+        ("libvirt_network.lab", "lab".to_string()),
+        ("libvirt_volume.overlay", format!("{POOL}/overlay.qcow2")),
+    ] {
+        run.ok(&["state", "rm", addr]);
+        run.ok(&["import", "-no-color", addr, &id]);
+    }
+    run.ok(&["apply", "-auto-approve", "-no-color"]);
+    assert_eq!(run.plan_code(), 0);
+
+    run.ok(&["destroy", "-auto-approve", "-no-color"]);
+    assert!(!pool_dir.exists(), "the pool's directory is left");
+    assert!(d
+        .virsh(&["net-list", "--all", "--name"])
+        .unwrap()
+        .lines()
+        .all(|l| l.trim() != "lab"));
+}
+
+#[test]
+fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
+    let d = Libvirtd::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let hcl = format!(
+        "{}resource \"libvirt_volume\" \"v\" {{\n  name = \"v.qcow2\"\n  pool = \"nosuchpool\"\n  size = 1048576\n}}\n",
+        header(&d.uri())
+    );
+    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
+    let run = Run::new(tf111(), work.path());
+    let out = run.exec(&["apply", "-auto-approve", "-no-color"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("storage pool 'nosuchpool' does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("with libvirt_volume.v"), "{err}");
+    assert!(
+        !err.contains("backtrace") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    std::fs::write(
+        work.path().join("main.tf"),
+        format!(
+            "{}resource \"libvirt_network\" \"n\" {{\n  name      = \"n\"\n  addresses = [\"10.1.2.3\"]\n}}\n",
+            header(&d.uri())
+        ),
+    )
+    .unwrap();
+    let out = run.exec(&["plan", "-no-color"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("is not an IPv4 subnet like 10.17.3.0/24"),
+        "{err}"
+    );
+    assert!(err.contains("addresses"), "{err}");
+}
