@@ -1,0 +1,494 @@
+//! The build's host work through `kvmhost::libvirt`, each blocking libvirt
+//! call on a blocking thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvmhost::libvirt::domain::{AddressSource as LvAddressSource, PowerState};
+use kvmhost::libvirt::domain_xml::{
+    ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, DomainKind, InterfaceDef,
+    InterfaceSource, OsDef,
+};
+use kvmhost::libvirt::volume::{image_info, VolumeFormat, VolumeInfo, VolumeSpec};
+use kvmhost::libvirt::Host;
+
+use super::BuildError;
+use crate::config::{Accelerator, AddressSource, Config, Format, NetAttach};
+
+/// Something on the host that the build made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftover {
+    /// A volume, by key.
+    Volume(String),
+    /// A domain, by name.
+    Domain(String),
+}
+
+/// A shared libvirt connection.
+#[derive(Clone)]
+pub struct HostHandle {
+    host: Arc<Host>,
+}
+
+/// Default size of an empty install disk.
+const DEFAULT_DISK: u64 = 10 << 30;
+
+async fn blocking<T, F>(f: F) -> Result<T, BuildError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, String> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BuildError::Step(format!("host task failed: {e}")))?
+        .map_err(BuildError::Step)
+}
+
+impl HostHandle {
+    /// Opens the connection.
+    pub async fn open(uri: &str) -> Result<HostHandle, BuildError> {
+        let uri = uri.to_string();
+        let host =
+            blocking(move || Host::open(&uri).map_err(|e| format!("libvirt_uri: {e}"))).await?;
+        Ok(HostHandle {
+            host: Arc::new(host),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, BuildError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Host) -> Result<T, String> + Send + 'static,
+    {
+        let host = self.host.clone();
+        blocking(move || f(&host)).await
+    }
+
+    /// Whether the connection reaches the libvirt of this machine, so
+    /// volume paths are local files.
+    pub fn is_local(&self) -> bool {
+        let uri = self.host.uri();
+        uri.starts_with("qemu:///") || uri.starts_with("qemu+unix:///")
+    }
+
+    /// Fails if a domain named `name` exists already.
+    pub async fn check_free_name(&self, name: &str) -> Result<(), BuildError> {
+        let name = name.to_string();
+        self.with(move |h| match h.domain_status(&name) {
+            Ok(_) => Err(format!(
+                "vm_name: a domain named `{name}` already exists on the host: choose another vm_name or remove it"
+            )),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.to_string()),
+        })
+        .await
+    }
+
+    /// Creates the build disk: a copy of the source image (resized to
+    /// `disk_size` when larger), or an empty disk for an ISO install.
+    pub async fn create_disk(
+        &self,
+        cfg: &Config,
+        source: Option<&Path>,
+        record: &(dyn Fn(Leftover) + Sync),
+    ) -> Result<VolumeInfo, BuildError> {
+        let pool = cfg.pool.clone();
+        let name = format!("{}.qcow2", cfg.vm_name);
+        let want = cfg.disk_size.filter(|_| !cfg.skip_resize_disk);
+        let vol = match source {
+            Some(src) => {
+                let src = src.to_path_buf();
+                let info = image_info(&src).map_err(|e| format!("iso_url: {e}"))?;
+                let name = match info.format {
+                    VolumeFormat::Qcow2 => name,
+                    _ => format!("{}.img", cfg.vm_name),
+                };
+                let spec = VolumeSpec::new(&name, info.virtual_size, info.format);
+                let vol = self
+                    .with(move |h| {
+                        h.create_volume(&pool, &spec)
+                            .map_err(|e| format!("pool: {e}"))
+                    })
+                    .await?;
+                record(Leftover::Volume(vol.key.clone()));
+                let key = vol.key.clone();
+                self.with(move |h| {
+                    h.upload_file(&key, &src)
+                        .map_err(|e| format!("uploading {}: {e}", src.display()))
+                })
+                .await?;
+                if let Some(size) = want.filter(|s| *s > info.virtual_size) {
+                    let key = vol.key.clone();
+                    self.with(move |h| {
+                        h.resize_volume(&key, size)
+                            .map_err(|e| format!("disk_size: {e}"))
+                    })
+                    .await?;
+                }
+                vol
+            }
+            None => {
+                let spec =
+                    VolumeSpec::new(&name, want.unwrap_or(DEFAULT_DISK), VolumeFormat::Qcow2);
+                let vol = self
+                    .with(move |h| {
+                        h.create_volume(&pool, &spec)
+                            .map_err(|e| format!("pool: {e}"))
+                    })
+                    .await?;
+                record(Leftover::Volume(vol.key.clone()));
+                vol
+            }
+        };
+        let key = vol.key.clone();
+        self.with(move |h| h.volume_by_key(&key).map_err(|e| e.to_string()))
+            .await
+    }
+
+    /// Uploads a local ISO into a volume; returns its path on the host.
+    pub async fn upload_iso(
+        &self,
+        cfg: &Config,
+        name: &str,
+        path: &Path,
+        record: &(dyn Fn(Leftover) + Sync),
+    ) -> Result<String, BuildError> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| format!("iso_url: {}: {e}", path.display()))?
+            .len();
+        let spec = VolumeSpec::new(name, size, VolumeFormat::Raw);
+        let pool = cfg.pool.clone();
+        let vol = self
+            .with(move |h| {
+                h.create_volume(&pool, &spec)
+                    .map_err(|e| format!("pool: {e}"))
+            })
+            .await?;
+        record(Leftover::Volume(vol.key.clone()));
+        let key = vol.key.clone();
+        let p = path.to_path_buf();
+        self.with(move |h| {
+            h.upload_file(&key, &p)
+                .map_err(|e| format!("uploading {}: {e}", p.display()))
+        })
+        .await?;
+        Ok(vol.path)
+    }
+
+    /// Uploads the seed CD; returns its path on the host.
+    pub async fn upload_seed(
+        &self,
+        cfg: &Config,
+        iso: &[u8],
+        record: &(dyn Fn(Leftover) + Sync),
+    ) -> Result<String, BuildError> {
+        let spec = VolumeSpec::new(
+            &format!("{}-cd.iso", cfg.vm_name),
+            iso.len() as u64,
+            VolumeFormat::Raw,
+        );
+        let pool = cfg.pool.clone();
+        let vol = self
+            .with(move |h| {
+                h.create_volume(&pool, &spec)
+                    .map_err(|e| format!("pool: {e}"))
+            })
+            .await?;
+        record(Leftover::Volume(vol.key.clone()));
+        let key = vol.key.clone();
+        let bytes = iso.to_vec();
+        self.with(move |h| {
+            h.upload_bytes(&key, &bytes)
+                .map_err(|e| format!("uploading the CD: {e}"))
+        })
+        .await?;
+        Ok(vol.path)
+    }
+
+    /// Defines the build domain.
+    pub async fn define(
+        &self,
+        cfg: &Config,
+        disk: &str,
+        install_iso: Option<&str>,
+        seed: Option<&str>,
+        mac: &str,
+        record: &(dyn Fn(Leftover) + Sync),
+    ) -> Result<(), BuildError> {
+        let def = domain_def(cfg, disk, install_iso, seed, mac);
+        let name = cfg.vm_name.clone();
+        self.with(move |h| {
+            h.define_domain(&def)
+                .map_err(|e| format!("defining domain {}: {e}", def.name))
+        })
+        .await?;
+        record(Leftover::Domain(name));
+        Ok(())
+    }
+
+    /// Starts the domain.
+    pub async fn start(&self, name: &str) -> Result<(), BuildError> {
+        let name = name.to_string();
+        self.with(move |h| h.start_domain(&name).map_err(|e| e.to_string()))
+            .await
+    }
+
+    /// Types the boot command into the guest's keyboard.
+    pub async fn type_boot_command(&self, name: &str, lines: &[String]) -> Result<(), BuildError> {
+        let actions =
+            crate::build::keys::parse(&lines.concat()).map_err(|e| format!("boot_command: {e}"))?;
+        for a in actions {
+            match a {
+                crate::build::keys::Action::Keys(codes) => {
+                    let name = name.to_string();
+                    self.with(move |h| {
+                        h.send_keys(&name, &codes)
+                            .map_err(|e| format!("boot_command: {e}"))
+                    })
+                    .await?;
+                }
+                crate::build::keys::Action::Wait(d) => tokio::time::sleep(d).await,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the guest's NIC with `mac` has an IPv4 address.
+    pub async fn wait_address(
+        &self,
+        cfg: &Config,
+        mac: &str,
+        deadline: Instant,
+    ) -> Result<String, BuildError> {
+        let source = match cfg.address_source {
+            AddressSource::Lease => LvAddressSource::Lease,
+            AddressSource::Agent => LvAddressSource::Agent,
+        };
+        let mac = mac.to_ascii_lowercase();
+        loop {
+            let name = cfg.vm_name.clone();
+            let found = self
+                .with(move |h| Ok(h.domain_addresses(&name, source).unwrap_or_default()))
+                .await?;
+            let ip = found
+                .iter()
+                .filter(|i| i.mac.eq_ignore_ascii_case(&mac))
+                .flat_map(|i| i.addresses.iter())
+                .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok());
+            if let Some(ip) = ip {
+                return Ok(ip.clone());
+            }
+            if Instant::now() >= deadline {
+                return Err(BuildError::Step(format!(
+                    "ssh_timeout: the guest's NIC {mac} got no IPv4 address (from the {}) in time",
+                    match cfg.address_source {
+                        AddressSource::Lease => "network's DHCP leases",
+                        AddressSource::Agent => "guest agent",
+                    }
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Presses the guest's power button and waits for it to power off.
+    pub async fn acpi_shutdown(&self, name: &str, timeout: Duration) -> Result<(), BuildError> {
+        let name = name.to_string();
+        let started = Instant::now();
+        self.with(move |h| h.stop_domain(&name, timeout).map_err(|e| e.to_string()))
+            .await?;
+        if started.elapsed() >= timeout {
+            return Err(BuildError::Step(format!(
+                "shutdown_timeout: the guest did not power off within {timeout:?} after the power button; set shutdown_command"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until the domain is shut off.
+    pub async fn wait_shut_off(&self, name: &str, deadline: Instant) -> Result<(), BuildError> {
+        loop {
+            let n = name.to_string();
+            let state = self
+                .with(move |h| {
+                    h.domain_status(&n)
+                        .map(|s| s.state)
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+            if state == PowerState::ShutOff {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(BuildError::Step("the guest is still running".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Writes the build disk to `out` in `format`, compacted: only data
+    /// the guest holds is copied; unused and zero clusters are dropped.
+    pub async fn export_disk(
+        &self,
+        disk: &VolumeInfo,
+        out: &Path,
+        format: Format,
+    ) -> Result<(), BuildError> {
+        let (src, src_format, _tmp) = if self.is_local() && Path::new(&disk.path).exists() {
+            (PathBuf::from(&disk.path), disk.format.clone(), None)
+        } else {
+            let tmp = out.with_extension("download");
+            let key = disk.key.clone();
+            let t = tmp.clone();
+            self.with(move |h| {
+                h.download_volume(&key, &t)
+                    .map_err(|e| format!("downloading the disk: {e}"))
+            })
+            .await?;
+            (tmp.clone(), disk.format.clone(), Some(TempFile(tmp)))
+        };
+        let src_format = if src_format.is_empty() {
+            "qcow2".to_string()
+        } else {
+            src_format
+        };
+        let out_s = out.to_path_buf();
+        let fmt = format.as_str();
+        let output = tokio::process::Command::new("qemu-img")
+            .args(["convert", "-f", &src_format, "-O", fmt])
+            .args(if format == Format::Qcow2 {
+                &["-c"][..]
+            } else {
+                &[][..]
+            })
+            .arg(&src)
+            .arg(&out_s)
+            .output()
+            .await
+            .map_err(|e| format!("running qemu-img (install qemu-utils): {e}"))?;
+        if !output.status.success() {
+            return Err(BuildError::Step(format!(
+                "qemu-img convert {} -> {}: {}",
+                src.display(),
+                out_s.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes one leftover; a thing already gone is fine.
+    pub async fn remove(&self, item: Leftover) -> Result<(), String> {
+        self.with(move |h| {
+            let r = match &item {
+                Leftover::Domain(name) => h.undefine_domain(name),
+                Leftover::Volume(key) => h.delete_volume(key),
+            };
+            match r {
+                Ok(()) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The build domain's definition.
+pub fn domain_def(
+    cfg: &Config,
+    disk: &str,
+    install_iso: Option<&str>,
+    seed: Option<&str>,
+    mac: &str,
+) -> DomainDef {
+    let bus = match cfg.disk_interface.as_str() {
+        "scsi" => DiskBus::Scsi,
+        "sata" => DiskBus::Sata,
+        "ide" => DiskBus::Ide,
+        _ => DiskBus::Virtio,
+    };
+    let disk_format = if disk.ends_with(".qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    };
+    let mut disks = vec![DiskDef {
+        device: DiskDevice::Disk,
+        source: DiskSource::File(disk.to_string()),
+        format: Some(disk_format.into()),
+        bus,
+        target: String::new(),
+        wwn: None,
+    }];
+    for cd in [install_iso, seed].into_iter().flatten() {
+        disks.push(DiskDef {
+            device: DiskDevice::Cdrom,
+            source: DiskSource::File(cd.to_string()),
+            format: Some("raw".into()),
+            bus: DiskBus::Sata,
+            target: String::new(),
+            wwn: None,
+        });
+    }
+    let boot_devices = if install_iso.is_some() && !cfg.disk_image {
+        vec!["hd".to_string(), "cdrom".to_string()]
+    } else {
+        vec!["hd".to_string()]
+    };
+    let mut def = DomainDef {
+        name: cfg.vm_name.clone(),
+        kind: match cfg.accelerator {
+            Accelerator::Kvm => DomainKind::Kvm,
+            Accelerator::Qemu => DomainKind::Qemu,
+        },
+        memory_mib: cfg.memory_mib,
+        vcpu: cfg.cpus,
+        os: OsDef {
+            machine: cfg.machine_type.clone(),
+            boot_devices,
+            kernel: cfg.kernel.as_ref().map(|p| p.display().to_string()),
+            initrd: cfg.initrd.as_ref().map(|p| p.display().to_string()),
+            cmdline: cfg.kernel_args.clone(),
+            ..Default::default()
+        },
+        cpu_mode: match cfg.accelerator {
+            Accelerator::Kvm => Some("host-passthrough".into()),
+            Accelerator::Qemu => None,
+        },
+        disks,
+        interfaces: vec![InterfaceDef {
+            source: match &cfg.net {
+                NetAttach::Network(n) => InterfaceSource::Network(n.clone()),
+                NetAttach::Bridge(b) => InterfaceSource::Bridge(b.clone()),
+            },
+            mac: Some(mac.to_string()),
+            model: Some("virtio".into()),
+        }],
+        consoles: vec![ConsoleDef {
+            kind: "pty".into(),
+            target_type: "serial".into(),
+            target_port: 0,
+            source_path: None,
+            source_host: None,
+            source_service: None,
+            log_file: None,
+        }],
+        qemu_agent: cfg.address_source == AddressSource::Agent,
+        ..Default::default()
+    };
+    def.metadata
+        .insert("packer-build".into(), cfg.vm_name.clone());
+    def.assign_targets();
+    def
+}

@@ -1,0 +1,429 @@
+//! One build, step by step: source image, volumes, seed CD, domain, boot,
+//! SSH, provisioners (Packer's `packer_provision` hook), shutdown, output.
+//! Whatever a step creates on the host is recorded at once, so success,
+//! failure and cancellation all remove it.
+
+pub mod host;
+pub mod keys;
+pub mod source;
+pub mod ssh;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmpv::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, NetAttach};
+use crate::mux::Broker;
+use crate::packer::artifact::Artifact;
+use crate::packer::communicator::CommunicatorService;
+use crate::packer::ui::{Ui, UiProxy};
+use crate::rpc::value::object;
+use crate::rpc::{Client, Router};
+use host::{HostHandle, Leftover};
+use ssh::Ssh;
+
+/// What a build talks to.
+pub struct BuildEnv {
+    /// Packer's Ui.
+    pub ui: Ui,
+    /// The client of Packer's `Hook` (same stream as the Ui).
+    pub hook: Arc<Client>,
+    /// The broker, for the streams provisioners use.
+    pub broker: Arc<Broker>,
+    /// Fires on `Builder.Cancel`.
+    pub cancel: CancellationToken,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Packer cancelled the build (Ctrl-C).
+    #[error("build was cancelled")]
+    Cancelled,
+    /// A step failed.
+    #[error("{0}")]
+    Step(String),
+}
+
+impl From<String> for BuildError {
+    fn from(s: String) -> Self {
+        BuildError::Step(s)
+    }
+}
+
+/// Things made during the build that must go when it ends.
+#[derive(Default)]
+struct Cleanup {
+    host: Option<HostHandle>,
+    leftovers: Vec<Leftover>,
+    files: Vec<PathBuf>,
+}
+
+type Shared = Arc<Mutex<Cleanup>>;
+
+/// Runs the whole build. The result is the artifact, or why not.
+pub async fn run(cfg: Config, env: BuildEnv) -> Result<Option<Artifact>, BuildError> {
+    let shared: Shared = Arc::default();
+    let started = Instant::now();
+    let result = tokio::select! {
+        r = steps(&cfg, &env, shared.clone()) => r,
+        _ = env.cancel.cancelled() => Err(BuildError::Cancelled),
+    };
+    let keep = result.is_err()
+        && !matches!(result, Err(BuildError::Cancelled))
+        && matches!(cfg.packer.on_error.as_str(), "abort" | "ask");
+    if keep {
+        env.ui
+            .error(format!(
+                "Build failed; -on-error={} keeps domain `{}` and its volumes for inspection.",
+                cfg.packer.on_error, cfg.vm_name
+            ))
+            .await;
+    } else {
+        cleanup(&env.ui, shared).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&cfg.output_directory);
+        }
+    }
+    if result.is_ok() {
+        env.ui
+            .say(format!(
+                "Build finished in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ))
+            .await;
+    }
+    result
+}
+
+async fn cleanup(ui: &Ui, shared: Shared) {
+    let (host, leftovers, files) = {
+        let mut c = shared.lock().expect("cleanup lock");
+        (
+            c.host.clone(),
+            std::mem::take(&mut c.leftovers),
+            std::mem::take(&mut c.files),
+        )
+    };
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+    let Some(host) = host else { return };
+    if leftovers.is_empty() {
+        return;
+    }
+    ui.say("Removing the build domain and volumes...").await;
+    for item in leftovers.into_iter().rev() {
+        if let Err(e) = host.remove(item).await {
+            ui.error(format!("cleanup: {e}")).await;
+        }
+    }
+}
+
+async fn steps(
+    cfg: &Config,
+    env: &BuildEnv,
+    shared: Shared,
+) -> Result<Option<Artifact>, BuildError> {
+    let ui = &env.ui;
+    prepare_output(cfg, ui).await?;
+
+    let source = if cfg.iso_urls.is_empty() {
+        None
+    } else {
+        ui.say(format!("Retrieving source image {}", cfg.iso_urls[0]))
+            .await;
+        let (path, cached) = source::fetch(&cfg.iso_urls, &cfg.iso_checksum)
+            .await
+            .map_err(|e| e.to_string())?;
+        if cached {
+            ui.message(format!("Using cached copy {}", path.display()))
+                .await;
+        }
+        Some(path)
+    };
+
+    ui.say(format!("Connecting to libvirt at {}", cfg.libvirt_uri))
+        .await;
+    let host = HostHandle::open(&cfg.libvirt_uri).await?;
+    shared.lock().expect("cleanup lock").host = Some(host.clone());
+    host.check_free_name(&cfg.vm_name).await?;
+
+    let record = |l: Leftover| shared.lock().expect("cleanup lock").leftovers.push(l);
+
+    ui.say("Creating the build disk...").await;
+    let disk = host
+        .create_disk(cfg, source.as_deref().filter(|_| cfg.disk_image), &record)
+        .await?;
+    ui.message(format!("Disk {} ({} bytes)", disk.path, disk.capacity))
+        .await;
+
+    let install_iso = match (&source, cfg.disk_image) {
+        (Some(p), false) => {
+            ui.say("Uploading the install ISO...").await;
+            Some(
+                host.upload_iso(cfg, &format!("{}-install.iso", cfg.vm_name), p, &record)
+                    .await?,
+            )
+        }
+        _ => None,
+    };
+
+    let throwaway = match &cfg.ssh {
+        Some(s) if s.password.is_none() && s.private_key_file.is_none() => {
+            let (k, public) =
+                ssh::throwaway_key().map_err(|e| format!("making an SSH key: {e}"))?;
+            Some((Arc::new(k), public))
+        }
+        _ => None,
+    };
+
+    let seed = if cfg.cd_content.is_empty() && cfg.cd_files.is_empty() {
+        None
+    } else {
+        ui.say(format!("Creating the CD `{}`...", cfg.cd_label))
+            .await;
+        let iso = seed_iso(cfg, throwaway.as_ref().map(|t| t.1.as_str())).await?;
+        Some(host.upload_seed(cfg, &iso, &record).await?)
+    };
+
+    let mac = cfg.mac_address.clone().unwrap_or_else(random_mac);
+    ui.say(format!("Defining domain {}...", cfg.vm_name)).await;
+    host.define(
+        cfg,
+        &disk.path,
+        install_iso.as_deref(),
+        seed.as_deref(),
+        &mac,
+        &record,
+    )
+    .await?;
+    ui.say("Starting the domain...").await;
+    host.start(&cfg.vm_name).await?;
+
+    if !cfg.boot_command.is_empty() {
+        ui.say(format!("Waiting {:?} for boot...", cfg.boot_wait))
+            .await;
+        tokio::time::sleep(cfg.boot_wait).await;
+        ui.say("Typing the boot command...").await;
+        host.type_boot_command(&cfg.vm_name, &cfg.boot_command)
+            .await?;
+    }
+
+    if let Some(ssh_cfg) = &cfg.ssh {
+        let deadline = Instant::now() + ssh_cfg.timeout;
+        let addr = match &ssh_cfg.host {
+            Some(h) => h.clone(),
+            None => {
+                ui.say("Waiting for the guest's IP address...").await;
+                host.wait_address(cfg, &mac, deadline).await?
+            }
+        };
+        ui.message(format!("Guest address: {addr}")).await;
+        ui.say("Waiting for SSH to become available...").await;
+        let auths = ssh::auth_for(ssh_cfg, throwaway.as_ref().map(|t| &t.0))?;
+        let ssh = Arc::new(connect_ssh(&addr, ssh_cfg, &auths, deadline).await?);
+        ui.say("Connected to SSH!").await;
+
+        provision(env, ssh.clone(), &addr, ssh_cfg.port, &ssh_cfg.username).await?;
+
+        ui.say("Shutting down the guest...").await;
+        match &cfg.shutdown_command {
+            Some(cmd) => {
+                ui.message(format!("Running `{cmd}`")).await;
+                // The connection may drop as the guest goes down: that is the
+                // expected end, not an error.
+                let _ = tokio::time::timeout(Duration::from_secs(30), ssh.run(cmd)).await;
+            }
+            None => {
+                host.acpi_shutdown(&cfg.vm_name, cfg.shutdown_timeout)
+                    .await?
+            }
+        }
+        ssh.close().await;
+    } else {
+        ui.say("No communicator: waiting for the guest to power off by itself...")
+            .await;
+    }
+    let shutdown_deadline = Instant::now() + cfg.shutdown_timeout;
+    host.wait_shut_off(&cfg.vm_name, shutdown_deadline)
+        .await
+        .map_err(|_| {
+            format!(
+                "shutdown_timeout: the guest did not power off within {:?}",
+                cfg.shutdown_timeout
+            )
+        })?;
+
+    ui.say(format!(
+        "Writing the image to {}...",
+        cfg.output_directory.display()
+    ))
+    .await;
+    std::fs::create_dir_all(&cfg.output_directory)
+        .map_err(|e| format!("output_directory: {}: {e}", cfg.output_directory.display()))?;
+    let file_name = format!("{}.{}", cfg.vm_name, cfg.format.as_str());
+    let out = cfg.output_directory.join(&file_name);
+    host.export_disk(&disk, &out, cfg.format).await?;
+    let sums = write_sha256sums(&cfg.output_directory, &[&file_name])?;
+    let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    ui.message(format!("{} ({size} bytes)", out.display()))
+        .await;
+
+    let mut state = std::collections::BTreeMap::new();
+    state.insert("diskName".to_string(), file_name.clone());
+    state.insert("diskType".to_string(), cfg.format.as_str().to_string());
+    Ok(Some(Artifact {
+        dir: cfg.output_directory.clone(),
+        files: vec![out, sums],
+        id: file_name,
+        state,
+    }))
+}
+
+async fn prepare_output(cfg: &Config, ui: &Ui) -> Result<(), BuildError> {
+    let dir = &cfg.output_directory;
+    if dir.exists() {
+        if !cfg.packer.force {
+            return Err(BuildError::Step(format!(
+                "output_directory: {} already exists: remove it or run packer build -force",
+                dir.display()
+            )));
+        }
+        ui.say(format!(
+            "Deleting the previous output {} (-force)",
+            dir.display()
+        ))
+        .await;
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| format!("output_directory: {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn seed_iso(cfg: &Config, public_key: Option<&str>) -> Result<Vec<u8>, BuildError> {
+    let mut seed = kvmhost::nocloud::Seed::new().label(&cfg.cd_label);
+    for (name, content) in &cfg.cd_content {
+        let mut content = content.clone();
+        if name == "meta-data" {
+            if let Some(k) = public_key {
+                content.push_str(&format!("\npublic-keys:\n  - {k}\n"));
+            }
+        }
+        seed = seed.file(name, content.into_bytes());
+    }
+    for f in &cfg.cd_files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("cd_files: {} has no file name", f.display()))?;
+        let data = std::fs::read(f).map_err(|e| format!("cd_files: {}: {e}", f.display()))?;
+        seed = seed.file(&name, data);
+    }
+    seed.to_iso()
+        .map_err(|e| BuildError::Step(format!("cd_content: {e}")))
+}
+
+fn random_mac() -> String {
+    let mut b = [0u8; 3];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+async fn connect_ssh(
+    addr: &str,
+    cfg: &crate::config::SshConfig,
+    auths: &[ssh::Auth],
+    deadline: Instant,
+) -> Result<Ssh, BuildError> {
+    let mut auth_failures = 0;
+    loop {
+        match Ssh::connect(addr, cfg.port, &cfg.username, auths).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                if e.to_string().contains("authentication") {
+                    auth_failures += 1;
+                    if auth_failures >= cfg.handshake_attempts {
+                        return Err(BuildError::Step(e.to_string()));
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(BuildError::Step(format!(
+                        "ssh_timeout: SSH did not come up within {:?}: {e}",
+                        cfg.timeout
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Runs Packer's provisioners: serve a Communicator and a Ui on a fresh
+/// stream id, then call `Hook.Run("packer_provision")` with that id.
+async fn provision(
+    env: &BuildEnv,
+    ssh: Arc<Ssh>,
+    host: &str,
+    port: u16,
+    user: &str,
+) -> Result<(), BuildError> {
+    let id = env.broker.next_id();
+    let router = Router::new()
+        .with(
+            "Communicator",
+            Arc::new(CommunicatorService {
+                ssh,
+                broker: env.broker.clone(),
+            }),
+        )
+        .with("Ui", Arc::new(UiProxy(env.ui.clone())));
+    let broker = env.broker.clone();
+    let server = tokio::spawn(async move {
+        if let Ok(conn) = broker.accept(id).await {
+            router.serve(conn).await;
+        }
+    });
+    let data = object([
+        ("ConnType", Value::from("ssh")),
+        ("Host", Value::from(host)),
+        ("Port", Value::from(port)),
+        ("User", Value::from(user)),
+    ]);
+    let arg = object([
+        ("Name", Value::from("packer_provision")),
+        ("Data", data),
+        ("StreamId", Value::from(id)),
+    ]);
+    let r = env.hook.call("Hook.Run", arg).await;
+    server.abort();
+    r.map(|_| ()).map_err(|e| BuildError::Step(e.to_string()))
+}
+
+fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<PathBuf, BuildError> {
+    use sha2::{Digest, Sha256};
+    let mut text = String::new();
+    for n in names {
+        let p = dir.join(n);
+        let mut f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(|e| format!("{}: {e}", p.display()))?;
+        text.push_str(&format!("{}  {n}\n", hex::encode(h.finalize())));
+    }
+    let out = dir.join("SHA256SUMS");
+    std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// Whether the NIC is on a libvirt network (for lease lookups).
+pub fn network_name(cfg: &Config) -> Option<&str> {
+    match &cfg.net {
+        NetAttach::Network(n) => Some(n),
+        NetAttach::Bridge(_) => None,
+    }
+}

@@ -1,0 +1,15 @@
+//! Packer builder plugin `libvirt`: the Packer plugin protocol (handshake,
+//! yamux, mux broker, net/rpc over msgpack, gob-encoded HCL2 specs) and a
+//! builder that makes VM images through libvirt with `kvmhost`.
+
+#![deny(missing_docs)]
+
+pub mod build;
+pub mod config;
+pub mod gob;
+pub mod handshake;
+pub mod mux;
+pub mod packer;
+pub mod rpc;
+pub mod serve;
+pub mod spec;

@@ -1,0 +1,217 @@
+//! The `Builder` service Packer calls: `ConfigSpec`, `Prepare`, `Run`,
+//! `Cancel`.
+
+use std::sync::{Arc, Mutex};
+
+use rmpv::Value;
+use serde_json::Map;
+use tokio_util::sync::CancellationToken;
+
+use crate::build::{self, BuildEnv};
+use crate::config::{self, Config};
+use crate::handshake::Protocol;
+use crate::mux::Broker;
+use crate::packer::artifact::Artifact;
+use crate::packer::ui::Ui;
+use crate::rpc::value::{field, from_json, object, strings, to_json};
+use crate::rpc::{Client, ReplyFuture, Router, Service};
+use crate::spec;
+
+/// The builder as served to Packer.
+pub struct BuilderService {
+    broker: Arc<Broker>,
+    protocol: Protocol,
+    config: Mutex<Option<Config>>,
+    cancel: CancellationToken,
+}
+
+impl BuilderService {
+    /// A builder served over `broker` to a Packer speaking `protocol`.
+    pub fn new(broker: Arc<Broker>, protocol: Protocol) -> Arc<Self> {
+        Arc::new(BuilderService {
+            broker,
+            protocol,
+            config: Mutex::new(None),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    fn config_spec(&self) -> Value {
+        let bytes = spec::encode(&config::hcl_spec(), self.protocol.flavor());
+        object([("ConfigSpec", Value::Binary(bytes))])
+    }
+
+    fn prepare(&self, arg: &Value) -> Value {
+        let (user, packer) = match split_configs(arg) {
+            Ok(v) => v,
+            Err(e) => return prepare_reply(Some(e)),
+        };
+        match Config::parse(&user, &packer) {
+            Ok(c) => {
+                *self.config.lock().expect("config lock") = Some(c);
+                prepare_reply(None)
+            }
+            Err(e) => prepare_reply(Some(e.to_string())),
+        }
+    }
+
+    async fn run(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+        let stream = crate::rpc::value::as_u32(&arg)
+            .ok_or_else(|| "Builder.Run: the argument is not a stream id".to_string())?;
+        let config = self
+            .config
+            .lock()
+            .expect("config lock")
+            .clone()
+            .ok_or_else(|| "Builder.Run called before a successful Prepare".to_string())?;
+        let conn = self.broker.dial(stream).await.map_err(|e| e.to_string())?;
+        let client = Client::new(conn);
+        let env = BuildEnv {
+            ui: Ui::new(client.clone()),
+            hook: client,
+            broker: self.broker.clone(),
+            cancel: self.cancel.clone(),
+        };
+        let artifact = build::run(config, env).await.map_err(|e| e.to_string())?;
+        let Some(artifact) = artifact else {
+            return Ok(Value::from(0));
+        };
+        let id = self.broker.next_id();
+        let broker = self.broker.clone();
+        tokio::spawn(serve_artifact(broker, id, artifact));
+        Ok(Value::from(id))
+    }
+}
+
+async fn serve_artifact(broker: Arc<Broker>, id: u32, artifact: Artifact) {
+    if let Ok(conn) = broker.accept(id).await {
+        Router::new()
+            .with("Artifact", Arc::new(artifact))
+            .serve(conn)
+            .await;
+    }
+}
+
+fn prepare_reply(error: Option<String>) -> Value {
+    object([
+        ("GeneratedVars", strings(&[])),
+        ("Warnings", strings(&[])),
+        (
+            "Error",
+            error.map_or(Value::Nil, |m| object([("Message", Value::from(m))])),
+        ),
+    ])
+}
+
+/// A JSON object.
+pub type JsonMap = Map<String, serde_json::Value>;
+
+/// Splits `Prepare`'s `Configs` into the user's options and Packer's
+/// `packer_*` settings. JSON templates send maps; HCL2 sends the options
+/// as cty JSON in a byte string.
+pub fn split_configs(arg: &Value) -> Result<(JsonMap, JsonMap), String> {
+    let mut user = Map::new();
+    let mut packer = Map::new();
+    let configs = match field(arg, "Configs") {
+        Some(Value::Array(a)) => a.as_slice(),
+        Some(Value::Nil) | None => &[],
+        Some(_) => return Err("Prepare: Configs is not a list".into()),
+    };
+    for c in configs {
+        let obj = match c {
+            Value::Binary(b) => {
+                let v: serde_json::Value = serde_json::from_slice(b)
+                    .map_err(|e| format!("Prepare: the HCL2 configuration is not cty JSON: {e}"))?;
+                match v.get("value") {
+                    Some(serde_json::Value::Object(o)) => o.clone(),
+                    Some(serde_json::Value::Null) | None => Map::new(),
+                    Some(_) => {
+                        return Err("Prepare: the HCL2 configuration is not an object".into())
+                    }
+                }
+            }
+            Value::Map(_) => match to_json(c) {
+                serde_json::Value::Object(o) => o,
+                _ => Map::new(),
+            },
+            Value::Nil => continue,
+            other => return Err(format!("Prepare: unexpected configuration value {other}")),
+        };
+        for (k, v) in obj {
+            if k.starts_with("packer_") {
+                packer.insert(k, v);
+            } else {
+                user.insert(k, v);
+            }
+        }
+    }
+    Ok((user, packer))
+}
+
+impl Service for BuilderService {
+    fn call(self: Arc<Self>, method: &str, arg: Value) -> ReplyFuture {
+        match method {
+            "ConfigSpec" => {
+                let v = self.config_spec();
+                Box::pin(async move { Ok(v) })
+            }
+            "Prepare" => {
+                let v = self.prepare(&arg);
+                Box::pin(async move { Ok(v) })
+            }
+            "Run" => Box::pin(self.run(arg)),
+            "Cancel" => {
+                self.cancel.cancel();
+                Box::pin(async { Ok(Value::Nil) })
+            }
+            m => {
+                let m = format!("rpc: can't find method Builder.{m}");
+                Box::pin(async move { Err(m) })
+            }
+        }
+    }
+}
+
+/// Builds a `Prepare` argument the way a JSON template's Packer sends it
+/// (for tests and our own client).
+pub fn json_prepare_arg(user: &serde_json::Value, packer: &serde_json::Value) -> Value {
+    object([(
+        "Configs",
+        Value::Array(vec![from_json(user), from_json(packer)]),
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hcl2_cty_json_and_json_maps_both_split_into_user_and_packer_parts() {
+        let cty = json!({"value": {"memory": 512, "vm_name": null}, "type": ["object", {}]});
+        let arg = object([(
+            "Configs",
+            Value::Array(vec![
+                from_json(&json!({"packer_build_name": "b", "packer_force": false})),
+                Value::Binary(serde_json::to_vec(&cty).unwrap()),
+            ]),
+        )]);
+        let (user, packer) = split_configs(&arg).unwrap();
+        assert_eq!(user["memory"], json!(512));
+        assert!(user["vm_name"].is_null());
+        assert_eq!(packer["packer_build_name"], json!("b"));
+
+        let arg = json_prepare_arg(&json!({"cpus": 2}), &json!({"packer_debug": true}));
+        let (user, packer) = split_configs(&arg).unwrap();
+        assert_eq!(user["cpus"], json!(2));
+        assert_eq!(packer["packer_debug"], json!(true));
+    }
+
+    #[test]
+    fn a_failed_prepare_carries_a_basic_error_with_the_message() {
+        let reply = prepare_reply(Some("memory: bad".into()));
+        let err = field(&reply, "Error").unwrap();
+        assert_eq!(field(err, "Message").unwrap().as_str(), Some("memory: bad"));
+        assert_eq!(field(&prepare_reply(None), "Error"), Some(&Value::Nil));
+    }
+}

@@ -1,0 +1,188 @@
+//! The `Communicator` service Packer's provisioners call during the
+//! `packer_provision` hook, served over our SSH session.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rmpv::Value;
+use tokio::io::AsyncWriteExt;
+
+use crate::build::ssh::Ssh;
+use crate::gob;
+use crate::mux::{Broker, Conn};
+use crate::rpc::value::{field, str_field, str_list, u32_field};
+use crate::rpc::{ReplyFuture, Service};
+
+/// What Packer reports when a command ended without an exit status.
+const NO_EXIT_STATUS: i64 = 255;
+
+/// Serves `Communicator` calls on one broker.
+pub struct CommunicatorService {
+    /// The guest session.
+    pub ssh: Arc<Ssh>,
+    /// The broker the data streams are dialed on.
+    pub broker: Arc<Broker>,
+}
+
+impl CommunicatorService {
+    async fn dial(&self, id: u32) -> Result<Option<Conn>, String> {
+        if id == 0 {
+            return Ok(None);
+        }
+        self.broker
+            .dial(id)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn start(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+        let command = str_field(&arg, "Command");
+        let stdin = self.dial(u32_field(&arg, "StdinStreamId")).await?;
+        let stdout = self.dial(u32_field(&arg, "StdoutStreamId")).await?;
+        let stderr = self.dial(u32_field(&arg, "StderrStreamId")).await?;
+        let response = self
+            .dial(u32_field(&arg, "ResponseStreamId"))
+            .await?
+            .ok_or("Communicator.Start: no response stream")?;
+        // Start returns at once; the exit status goes to the response stream.
+        tokio::spawn(async move {
+            let mut out = stdout.map(Sink::Conn).unwrap_or(Sink::Null);
+            let mut err = stderr.map(Sink::Conn).unwrap_or(Sink::Null);
+            let status = match self.ssh.exec(&command, stdin, &mut out, &mut err).await {
+                Ok(Some(code)) => i64::from(code),
+                Ok(None) => NO_EXIT_STATUS,
+                Err(e) => {
+                    let _ = err.write_all(format!("{e}\n").as_bytes()).await;
+                    NO_EXIT_STATUS
+                }
+            };
+            out.close().await;
+            err.close().await;
+            let mut response = response;
+            let _ = response.write_all(&gob::command_finished(status)).await;
+            let _ = response.shutdown().await;
+        });
+        Ok(Value::Nil)
+    }
+
+    async fn upload(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+        let path = str_field(&arg, "Path");
+        let mut reader = self
+            .dial(u32_field(&arg, "ReaderStreamId"))
+            .await?
+            .ok_or("Communicator.Upload: no data stream")?;
+        let mode = field(&arg, "FileInfo")
+            .and_then(|fi| field(fi, "M"))
+            .and_then(Value::as_u64)
+            .map(|m| (m & 0o777) as u32)
+            .filter(|m| *m != 0)
+            .unwrap_or(0o644);
+        // scp announces the size first: take the whole stream, then send it.
+        let mut data = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut data)
+            .await
+            .map_err(|e| format!("reading upload data for {path}: {e}"))?;
+        self.ssh
+            .upload(&path, &data[..], data.len() as u64, mode)
+            .await
+            .map_err(|e| format!("upload to {path}: {e}"))?;
+        Ok(Value::Nil)
+    }
+
+    async fn upload_dir(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+        let dst = str_field(&arg, "Dst");
+        let src = str_field(&arg, "Src");
+        let exclude = str_list(field(&arg, "Exclude"));
+        self.ssh
+            .upload_dir(&dst, &PathBuf::from(&src), &exclude)
+            .await
+            .map_err(|e| format!("upload of {src} to {dst}: {e}"))?;
+        Ok(Value::Nil)
+    }
+
+    async fn download(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+        let path = str_field(&arg, "Path");
+        let mut writer = self
+            .dial(u32_field(&arg, "WriterStreamId"))
+            .await?
+            .ok_or("Communicator.Download: no data stream")?;
+        let r = self.ssh.download(&path, &mut writer).await;
+        let _ = writer.shutdown().await;
+        r.map_err(|e| format!("download of {path}: {e}"))?;
+        Ok(Value::Nil)
+    }
+
+    async fn download_dir(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+        let dst = str_field(&arg, "Dst");
+        let src = str_field(&arg, "Src");
+        self.ssh
+            .download_dir(&src, &PathBuf::from(&dst))
+            .await
+            .map_err(|e| format!("download of {src} to {dst}: {e}"))?;
+        Ok(Value::Nil)
+    }
+}
+
+impl Service for CommunicatorService {
+    fn call(self: Arc<Self>, method: &str, arg: Value) -> ReplyFuture {
+        match method {
+            "Start" => Box::pin(self.start(arg)),
+            "Upload" => Box::pin(self.upload(arg)),
+            "UploadDir" => Box::pin(self.upload_dir(arg)),
+            "Download" => Box::pin(self.download(arg)),
+            "DownloadDir" => Box::pin(self.download_dir(arg)),
+            m => {
+                let m = format!("rpc: can't find method Communicator.{m}");
+                Box::pin(async move { Err(m) })
+            }
+        }
+    }
+}
+
+/// Where a command's output goes: a Packer stream, or nowhere.
+enum Sink {
+    Conn(Conn),
+    Null,
+}
+
+impl Sink {
+    async fn close(&mut self) {
+        if let Sink::Conn(c) = self {
+            let _ = c.shutdown().await;
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Sink {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Sink::Conn(c) => std::pin::Pin::new(c).poll_write(cx, buf),
+            Sink::Null => std::task::Poll::Ready(Ok(buf.len())),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Sink::Conn(c) => std::pin::Pin::new(c).poll_flush(cx),
+            Sink::Null => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Sink::Conn(c) => std::pin::Pin::new(c).poll_shutdown(cx),
+            Sink::Null => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}

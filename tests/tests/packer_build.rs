@@ -1,0 +1,308 @@
+//! The real Packer 1.6.6 loads our `libvirt` builder and builds an image
+//! from the tiny root-disk guest on the namespaced libvirtd, with a JSON
+//! and an HCL2 template: a `file` provisioner uploads a file, a `shell`
+//! provisioner writes a marker, the artifact boots and the marker is there.
+//! A failing provisioner fails the build; cancelling leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testbed::guest::TinyGuest;
+use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
+use testbed::tools;
+
+const MARKER: &str = "built-by-packer-libvirt";
+
+/// A work folder that QEMU (running as libvirt-qemu) can read.
+fn workdir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/tmp/kvmbe-packer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `packer ARGS` inside the daemon's namespace (guests are reachable only
+/// there), with our plugin found as `packer-builder-libvirt` (type
+/// `libvirt`) and `packer-plugin-libvirt`.
+fn packer(bed: &Libvirtd, dir: &Path, args: &[&str]) -> Command {
+    let c = tools::packer(dir).unwrap();
+    let single = dir.join(".packer-plugins/packer-builder-libvirt");
+    if !single.exists() {
+        std::os::unix::fs::symlink(
+            testbed::util::bin_dir().join("packer-plugin-libvirt"),
+            &single,
+        )
+        .unwrap();
+    }
+    let mut n = bed.netns().cmd("packer");
+    n.args(args).current_dir(dir);
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            n.env(k, v);
+        }
+    }
+    n
+}
+
+fn show(what: &str, out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("== {what} -> {:?}\n{text}", out.status.code());
+    text
+}
+
+struct Template {
+    vm_name: String,
+    output: PathBuf,
+}
+
+fn vars(
+    bed: &Libvirtd,
+    guest: &TinyGuest,
+    dir: &Path,
+    name: &str,
+) -> (Template, serde_json::Value) {
+    let vm_name = format!("pk-{name}-{}", std::process::id());
+    let output = dir.join("output");
+    let upload = dir.join("upload.txt");
+    std::fs::write(&upload, "uploaded by the file provisioner\n").unwrap();
+    let v = serde_json::json!({
+        "libvirt_uri": bed.uri(),
+        "pool": POOL,
+        "network": NETWORK,
+        "vm_name": vm_name,
+        "disk_image": true,
+        "iso_url": guest.root_disk.display().to_string(),
+        "iso_checksum": "none",
+        "accelerator": "qemu",
+        "machine_type": "q35",
+        "memory": 256,
+        "kernel": guest.kernel.display().to_string(),
+        "initrd": guest.root_initrd.display().to_string(),
+        "kernel_args": guest.root_cmdline,
+        "ssh_username": "root",
+        "ssh_private_key_file": guest.ssh_key.display().to_string(),
+        "ssh_timeout": "2m",
+        "shutdown_command": "poweroff",
+        "shutdown_timeout": "1m",
+        "output_directory": output.display().to_string(),
+    });
+    (Template { vm_name, output }, v)
+}
+
+fn json_template(builder: &serde_json::Value, dir: &Path, shell: &str) -> PathBuf {
+    let t = serde_json::json!({
+        "builders": [ { "type": "libvirt" } ],
+        "provisioners": [
+            { "type": "file", "source": dir.join("upload.txt").display().to_string(), "destination": "/root/upload.txt" },
+            { "type": "shell", "inline": [shell] }
+        ]
+    });
+    let mut t = t;
+    for (k, v) in builder.as_object().unwrap() {
+        t["builders"][0][k] = v.clone();
+    }
+    let path = dir.join("template.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&t).unwrap()).unwrap();
+    path
+}
+
+fn hcl_template(builder: &serde_json::Value, dir: &Path, shell: &str) -> PathBuf {
+    let mut body = String::new();
+    for (k, v) in builder.as_object().unwrap() {
+        body.push_str(&format!("  {k} = {v}\n"));
+    }
+    let t = format!(
+        "source \"libvirt\" \"tiny\" {{\n{body}}}\n\nbuild {{\n  sources = [\"source.libvirt.tiny\"]\n  provisioner \"file\" {{\n    source = \"{}\"\n    destination = \"/root/upload.txt\"\n  }}\n  provisioner \"shell\" {{\n    inline = [{}]\n  }}\n}}\n",
+        dir.join("upload.txt").display(),
+        serde_json::Value::from(shell)
+    );
+    let path = dir.join("template.pkr.hcl");
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+/// Boots the built image under libvirt and reads the marker over SSH.
+fn boot_and_read_marker(bed: &Libvirtd, guest: &TinyGuest, image: &Path, name: &str) -> String {
+    let disk = bed.pool_dir().join(format!("{name}-check.qcow2"));
+    std::fs::copy(image, &disk).unwrap();
+    let _ = bed.virsh(&["pool-refresh", POOL]);
+    let xml = format!(
+        "<domain type='qemu'><name>{name}-check</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='q35'>hvm</type><kernel>{}</kernel><initrd>{}</initrd><cmdline>{}</cmdline></os>\
+         <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vda' bus='virtio'/></disk>\
+         <interface type='network'><source network='{NETWORK}'/><mac address='52:54:00:aa:bb:01'/><model type='virtio'/></interface>\
+         <serial type='pty'/></devices></domain>",
+        guest.kernel.display(),
+        guest.root_initrd.display(),
+        guest.root_cmdline,
+        disk.display()
+    );
+    let xml_path = bed.dir().join(format!("{name}-check.xml"));
+    std::fs::write(&xml_path, xml).unwrap();
+    bed.virsh(&["create", &xml_path.to_string_lossy()]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let ip = loop {
+        let leases = bed.virsh(&["net-dhcp-leases", NETWORK]).unwrap_or_default();
+        if let Some(ip) = leases
+            .lines()
+            .filter(|l| l.contains("52:54:00:aa:bb:01"))
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.contains('/'))
+                    .map(|w| w.split('/').next().unwrap().to_string())
+            })
+        {
+            break ip;
+        }
+        assert!(Instant::now() < deadline, "the built image got no address");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let read = loop {
+        let out = bed
+            .netns()
+            .cmd("ssh")
+            .args(["-i", &guest.ssh_key.to_string_lossy()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=3",
+                "-o",
+                "BatchMode=yes",
+            ])
+            .arg(format!("root@{ip}"))
+            .arg("cat /root/marker /root/upload.txt")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SSH to the built image: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = bed.virsh(&["destroy", &format!("{name}-check")]);
+    let _ = std::fs::remove_file(&disk);
+    read
+}
+
+fn assert_nothing_left(bed: &Libvirtd, vm_name: &str) {
+    let domains = bed.domains().unwrap();
+    assert!(
+        !domains.iter().any(|d| d.starts_with(vm_name)),
+        "domains left: {domains:?}"
+    );
+    let vols = bed.volumes(POOL).unwrap();
+    assert!(
+        !vols.iter().any(|v| v.starts_with(vm_name)),
+        "volumes left: {vols:?}"
+    );
+}
+
+fn build_and_check(kind: &str) {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = workdir(kind);
+    let (t, v) = vars(&bed, &guest, &dir, kind);
+    let shell = format!("echo {MARKER} > /root/marker && test -s /root/upload.txt");
+    let template = if kind == "json" {
+        json_template(&v, &dir, &shell)
+    } else {
+        hcl_template(&v, &dir, &shell)
+    };
+    let t0 = Instant::now();
+    let out = packer(&bed, &dir, &["build", &template.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = show(&format!("packer build ({kind})"), &out);
+    eprintln!(
+        "packer build ({kind}) took {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "packer build failed");
+    assert!(text.contains("Connected to SSH!"), "{text}");
+    let image = t.output.join(format!("{}.qcow2", t.vm_name));
+    let sums = std::fs::read_to_string(t.output.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains(&format!("{}.qcow2", t.vm_name)), "{sums}");
+    assert_nothing_left(&bed, &t.vm_name);
+    let read = boot_and_read_marker(&bed, &guest, &image, &t.vm_name);
+    assert!(read.contains(MARKER), "marker missing: {read}");
+    assert!(read.contains("uploaded by the file provisioner"), "{read}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_json_template_builds_an_image_that_boots_with_the_provisioned_marker() {
+    build_and_check("json");
+}
+
+#[test]
+fn an_hcl2_template_builds_an_image_that_boots_with_the_provisioned_marker() {
+    build_and_check("hcl");
+}
+
+#[test]
+fn a_failing_shell_provisioner_fails_the_build_and_leaves_nothing() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = workdir("fail");
+    let (t, v) = vars(&bed, &guest, &dir, "fail");
+    let template = json_template(&v, &dir, "echo about to fail; exit 7");
+    let out = packer(&bed, &dir, &["build", &template.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = show("packer build (failing shell)", &out);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("exit status 7") || text.contains("non-zero exit status: 7"),
+        "{text}"
+    );
+    assert!(!t.output.exists(), "no output on failure");
+    assert_nothing_left(&bed, &t.vm_name);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cancelling_during_the_build_leaves_no_domain_or_volume() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = workdir("cancel");
+    let (t, v) = vars(&bed, &guest, &dir, "cancel");
+    // The provisioner sleeps so the interrupt lands while Run is pending.
+    let template = json_template(&v, &dir, "sleep 120");
+    let child = packer(&bed, &dir, &["build", &template.to_string_lossy()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !bed.domains().unwrap().iter().any(|d| d == &t.vm_name) {
+        assert!(Instant::now() < deadline, "the build domain never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // `ip netns exec` replaces itself with packer: the child's pid is packer's.
+    testbed::util::signal(child.id() as i32, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let text = show("packer build (cancelled)", &out);
+    assert!(!out.status.success());
+    assert!(
+        text.to_lowercase().contains("cancel") || text.contains("interrupt"),
+        "{text}"
+    );
+    assert_nothing_left(&bed, &t.vm_name);
+    let _ = std::fs::remove_dir_all(&dir);
+}
