@@ -171,6 +171,9 @@ impl Provider for LibvirtProvider {
         let s = &self.shared;
         Some(map! {
             "node_info" => crate::data_sources::NodeInfoSource(s.clone()),
+            "volume" => crate::data_sources::VolumeSource(s.clone()),
+            "domain" => crate::data_sources::DomainSource(s.clone()),
+            "image_build" => crate::data_sources::ImageBuildSource,
         })
     }
 }
