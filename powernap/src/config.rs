@@ -206,14 +206,6 @@ impl Config {
                 }
             }
         }
-        if cfg.actions.is_empty() {
-            return Err(ConfigError {
-                path: path.to_path_buf(),
-                line: 0,
-                message: "no 'action' line: add one, e.g. 'action poweroff after 5m warn 30s'"
-                    .into(),
-            });
-        }
         Ok(cfg)
     }
 }
@@ -519,6 +511,12 @@ mod tests {
     }
 
     #[test]
+    fn a_config_without_actions_only_answers_powerwake() {
+        let cfg = parse("monitor powerwake\n").unwrap();
+        assert!(cfg.actions.is_empty());
+    }
+
+    #[test]
     fn quoted_command_lines_and_recovery() {
         let cfg = parse(
             "action \"touch '/tmp/x y/slept'\" after 3s recover 'rm -f \"/tmp/x y/slept\"' warn 1s\n",
@@ -606,7 +604,6 @@ mod tests {
                 "action x after 1s\nmonitor users max-idle\n",
                 "line 2: expected a duration",
             ),
-            ("monitor users\n", "line 0: no 'action' line"),
         ];
         for (text, want) in cases {
             let e = err(text);

@@ -84,6 +84,9 @@ fn main() -> ExitCode {
             }
         }
     }
+    if actions.is_empty() {
+        log::warn("no action configured: only answering powerwake requests");
+    }
     if monitors.is_empty() {
         log::warn("no monitors configured: the machine counts as idle all the time");
     }
