@@ -132,3 +132,89 @@ pub fn local_macs() -> Vec<Mac> {
         .filter(|m| !m.is_zero())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmhost::wake::parse_reply;
+    use std::time::{Duration, Instant};
+
+    /// A UDP port that was free a moment ago.
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn client() -> UdpSocket {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        c
+    }
+
+    /// Polls `m` until it reports activity or 2 s pass.
+    fn saw_activity(m: &mut PortMonitor) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            if m.check().unwrap() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn any_datagram_is_udp_activity_once() {
+        let port = free_port();
+        let mut m = PortMonitor::start(PortListener::Udp, port).unwrap();
+        assert!(!m.check().unwrap());
+        client().send_to(b"x", ("127.0.0.1", port)).unwrap();
+        assert!(saw_activity(&mut m));
+        assert!(!m.check().unwrap(), "activity is reported once");
+    }
+
+    #[test]
+    fn powerwake_requests_for_us_are_answered_and_others_ignored() {
+        let port = free_port();
+        let mut m = PortMonitor::start(PortListener::Powerwake, port).unwrap();
+        let c = client();
+        let anyone = PowerwakeRequest {
+            nonce: 42,
+            target: RequestTarget::Anyone,
+        };
+        c.send_to(&anyone.to_bytes(), ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(parse_reply(&buf[..n]), Some(42));
+        assert!(saw_activity(&mut m));
+
+        let foreign: Mac = "02:00:5e:ff:ff:01".parse().unwrap();
+        assert!(!local_macs().contains(&foreign));
+        c.send_to(
+            &PowerwakeRequest::new(foreign).to_bytes(),
+            ("127.0.0.1", port),
+        )
+        .unwrap();
+        c.send_to(b"PWERWAKE but short", ("127.0.0.1", port))
+            .unwrap();
+        assert!(c.recv_from(&mut buf).is_err(), "answered a foreign MAC");
+        assert!(!m.check().unwrap());
+    }
+
+    #[test]
+    fn a_port_in_use_is_reported_with_the_monitor() {
+        let taken = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = PortMonitor::start(PortListener::Powerwake, port)
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with(&format!("monitor powerwake port {port}: ")),
+            "{e}"
+        );
+    }
+}
