@@ -1,0 +1,126 @@
+//! Hosts reached over `qemu+libssh://` with a pinned host key, woken by
+//! the provider's `wake {}` block: a sleeping host is woken by
+//! `terraform apply`; a host that never wakes fails the apply within the
+//! timeout, naming the host.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use testbed::hosts::Lab;
+use testbed::libvirtd::POOL;
+use testbed::tools::{dev_overrides_config, terraforms, PROVIDER_SOURCE};
+
+fn terraform_in_lab(lab: &Lab, dir: &Path, args: &[&str]) -> Output {
+    let tf = terraforms()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.version == "1.11")
+        .unwrap();
+    let cli = dev_overrides_config(dir).unwrap();
+    let program = tf.program.display().to_string();
+    let out = lab
+        .client()
+        .cmd(&program)
+        .args(args)
+        .current_dir(dir)
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("TF_CLI_CONFIG_FILE", cli)
+        .env("TF_IN_AUTOMATION", "1")
+        .env("TF_INPUT", "0")
+        .output()
+        .unwrap();
+    eprintln!(
+        "== terraform {} -> {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn config(uri: &str, lab: &Lab, mac: &str, timeout: u32) -> String {
+    format!(
+        r#"terraform {{
+  required_providers {{
+    libvirt = {{
+      source = "{PROVIDER_SOURCE}"
+    }}
+  }}
+}}
+
+provider "libvirt" {{
+  uri         = "{uri}"
+  keyfile     = "{key}"
+  known_hosts = "{kh}"
+
+  wake {{
+    mac       = "{mac}"
+    broadcast = "{bcast}"
+    timeout   = {timeout}
+  }}
+}}
+
+resource "libvirt_volume" "v" {{
+  name = "woken.qcow2"
+  pool = "{POOL}"
+  size = 1048576
+}}
+"#,
+        key = lab.keyfile().display(),
+        kh = lab.known_hosts().display(),
+        bcast = lab.broadcast(),
+    )
+}
+
+#[test]
+fn apply_wakes_a_sleeping_host_and_reaches_it_over_ssh() {
+    let mut lab = Lab::new().unwrap();
+    let (ip, mac) = {
+        let h = lab.add_host("sleepy", false).unwrap();
+        (h.ip, h.mac.clone())
+    };
+    assert!(!lab.hosts()[0].is_awake());
+    let work = tempfile::tempdir().unwrap();
+    let uri = format!("qemu+libssh://root@{ip}/system?sshauth=privkey");
+    std::fs::write(work.path().join("main.tf"), config(&uri, &lab, &mac, 60)).unwrap();
+
+    let t0 = Instant::now();
+    let out = terraform_in_lab(&lab, work.path(), &["apply", "-auto-approve", "-no-color"]);
+    eprintln!("apply with wake-up took {:?}", t0.elapsed());
+    assert!(out.status.success());
+    assert!(lab.hosts()[0].is_awake());
+    let vols = lab.hosts()[0].daemon().volumes(POOL).unwrap();
+    assert!(vols.contains(&"woken.qcow2".to_string()), "{vols:?}");
+
+    let out = terraform_in_lab(
+        &lab,
+        work.path(),
+        &["destroy", "-auto-approve", "-no-color"],
+    );
+    assert!(out.status.success());
+}
+
+#[test]
+fn a_host_that_never_wakes_fails_within_the_timeout_naming_it() {
+    let mut lab = Lab::new().unwrap();
+    let ip = lab.add_host("gone", false).unwrap().ip;
+    let work = tempfile::tempdir().unwrap();
+    let uri = format!("qemu+libssh://root@{ip}/system?sshauth=privkey");
+    // Nobody listens for this MAC: the host stays asleep.
+    std::fs::write(
+        work.path().join("main.tf"),
+        config(&uri, &lab, "52:54:00:de:ad:01", 5),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let out = terraform_in_lab(&lab, work.path(), &["apply", "-auto-approve", "-no-color"]);
+    let took = t0.elapsed();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not wake up"), "{err}");
+    assert!(err.contains(&ip.to_string()), "{err}");
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    assert!(!lab.hosts()[0].is_awake());
+}
