@@ -478,9 +478,8 @@ fn an_agent_vm_powers_off_once_its_agent_exits_and_libvirt_forgets_it() {
                <features><acpi/></features>\
                <on_poweroff>destroy</on_poweroff>\
                <devices>\
-                 <controller type='scsi' model='virtio-scsi'/>\
                  <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
-                   <source file='{s}'/><target dev='sda' bus='scsi'/><readonly/></disk>\
+                   <source file='{s}'/><target dev='sda' bus='sata'/><readonly/></disk>\
                  {serial}\
                </devices></domain>",
             k = guest.kernel.display(),
@@ -494,7 +493,6 @@ fn an_agent_vm_powers_off_once_its_agent_exits_and_libvirt_forgets_it() {
 
     d.virsh(&["create", &xml.to_string_lossy()]).unwrap();
     let log = d.serial_log("nap");
-    // The guest's kernel has no AHCI driver: the seed is on virtio-scsi.
     // Generous limits: TCG on a busy machine can be slow.
     Libvirtd::wait_for_text(&log, READY, Duration::from_secs(180)).unwrap();
     Libvirtd::wait_for_text(&log, SCRIPT_BEGIN, Duration::from_secs(30)).unwrap();
