@@ -100,16 +100,17 @@ pub fn parse_wake(
 /// Opens the connection; when it fails and `wake` is configured, sends
 /// wake packets about once a second and retries until the host answers
 /// or the timeout passes.
+/// Errors here surface inside resource operations, where the provider's
+/// attributes have no path: they are reported without one.
 pub fn open_host(config: &HostConfig) -> Result<Host, Diagnostic> {
     let first = match Host::open(&config.uri) {
         Ok(h) => return Ok(h),
         Err(e) => e,
     };
     let Some(wake) = &config.wake else {
-        return Err(Diagnostic::new(
+        return Err(Diagnostic::root(
             "Cannot connect to the libvirt host",
             first.to_string(),
-            AttributePath::new("uri"),
         ));
     };
     let start = Instant::now();
@@ -118,10 +119,9 @@ pub fn open_host(config: &HostConfig) -> Result<Host, Diagnostic> {
     while start.elapsed() < wake.timeout {
         for to in [wake.to, wake.powerwake_to] {
             if let Err(e) = send_wake(&WakeTarget::new(wake.mac, to)) {
-                return Err(Diagnostic::new(
+                return Err(Diagnostic::root(
                     "Cannot send the wake packet",
                     e.to_string(),
-                    AttributePath::new("wake"),
                 ));
             }
         }
@@ -132,7 +132,7 @@ pub fn open_host(config: &HostConfig) -> Result<Host, Diagnostic> {
             Err(e) => last = e.to_string(),
         }
     }
-    Err(Diagnostic::new(
+    Err(Diagnostic::root(
         "The libvirt host did not wake up",
         format!(
             "{} did not answer within {} s after {sent} wake packets to {} for {}; last error: {last}",
@@ -141,6 +141,5 @@ pub fn open_host(config: &HostConfig) -> Result<Host, Diagnostic> {
             wake.to,
             wake.mac
         ),
-        AttributePath::new("wake"),
     ))
 }
