@@ -281,9 +281,13 @@ fn cancelling_during_the_build_leaves_no_domain_or_volume() {
     let guest = TinyGuest::ensure().unwrap();
     let dir = workdir("cancel");
     let (t, v) = vars(&bed, &guest, &dir, "cancel");
-    // The provisioner sleeps so the interrupt lands while Run is pending.
+    // A provisioner that would keep the build going for minutes.
     let template = json_template(&v, &dir, "sleep 120");
-    let child = packer(&bed, &dir, &["build", &template.to_string_lossy()])
+    let mut cmd = packer(&bed, &dir, &["build", &template.to_string_lossy()]);
+    // Its own process group, so the interrupt reaches every Packer process
+    // as a terminal's Ctrl-C would.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -294,8 +298,7 @@ fn cancelling_during_the_build_leaves_no_domain_or_volume() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(3));
-    // `ip netns exec` replaces itself with packer: the child's pid is packer's.
-    testbed::util::signal(child.id() as i32, libc::SIGINT);
+    testbed::util::signal(-(child.id() as i32), libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     let text = show("packer build (cancelled)", &out);
     assert!(!out.status.success());
