@@ -45,7 +45,7 @@ pub struct DomainState {
     arch: Value<String>,
     kernel: Value<String>,
     initrd: Value<String>,
-    cmdline: Value<Vec<BTreeMap<String, String>>>,
+    cmdline: Value<Vec<BTreeMap<String, Value<String>>>>,
     qemu_agent: Value<bool>,
     #[serde(with = "serde_as_vec")]
     cpu: Value<CpuBlock>,
@@ -76,7 +76,7 @@ struct NvramBlock {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct BootBlock {
-    dev: Value<Vec<String>>,
+    dev: Value<Vec<Value<String>>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -87,7 +87,7 @@ struct NicBlock {
     macvtap: Value<String>,
     mac: Value<String>,
     hostname: Value<String>,
-    addresses: Value<Vec<String>>,
+    addresses: Value<Vec<Value<String>>>,
     wait_for_lease: Value<bool>,
 }
 
@@ -295,12 +295,13 @@ impl DomainState {
     }
 }
 
-fn cmdline_of(maps: &[BTreeMap<String, String>]) -> String {
+fn cmdline_of(maps: &[BTreeMap<String, Value<String>>]) -> String {
     let mut words = Vec::new();
     for m in maps {
         for (k, v) in m {
+            let v = v.as_ref_option().map(String::as_str).unwrap_or_default();
             if k == "_" {
-                words.push(v.clone());
+                words.push(v.to_string());
             } else {
                 words.push(format!("{k}={v}"));
             }
@@ -309,11 +310,11 @@ fn cmdline_of(maps: &[BTreeMap<String, String>]) -> String {
     words.join(" ")
 }
 
-fn cmdline_maps(line: &str) -> Vec<BTreeMap<String, String>> {
+fn cmdline_maps(line: &str) -> Vec<BTreeMap<String, Value<String>>> {
     line.split_whitespace()
         .map(|w| match w.split_once('=') {
-            Some((k, v)) => [(k.to_string(), v.to_string())].into(),
-            None => [("_".to_string(), w.to_string())].into(),
+            Some((k, v)) => [(k.to_string(), s(v))].into(),
+            None => [("_".to_string(), s(w))].into(),
         })
         .collect()
 }
@@ -350,7 +351,11 @@ fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError
             }),
             boot_devices: list(&st.boot_device)
                 .iter()
-                .flat_map(|b| list(&b.dev).iter().cloned())
+                .flat_map(|b| {
+                    list(&b.dev)
+                        .iter()
+                        .filter_map(|d| d.as_ref_option().cloned())
+                })
                 .collect(),
             kernel: known(&st.kernel).map(str::to_string),
             initrd: known(&st.initrd).map(str::to_string),
@@ -789,7 +794,7 @@ fn merge_live(prior: &DomainState, live: &Live) -> DomainState {
             .flat_map(|l| l.addresses.clone())
             .collect();
         if !found.is_empty() || b.addresses.is_unknown() || b.addresses.is_null() {
-            b.addresses = Value::Value(found);
+            b.addresses = Value::Value(found.into_iter().map(Value::Value).collect());
         }
         nics.push(b);
     }
@@ -818,7 +823,7 @@ fn merge_live(prior: &DomainState, live: &Live) -> DomainState {
             Value::Value(vec![])
         } else {
             Value::Value(vec![BootBlock {
-                dev: Value::Value(d.os.boot_devices.clone()),
+                dev: Value::Value(d.os.boot_devices.iter().map(|x| s(x)).collect()),
             }])
         };
         st.nvram = match &d.os.nvram {
@@ -1160,7 +1165,7 @@ mod tests {
     fn cmdline_maps_round_trip() {
         let maps = cmdline_maps("console=ttyS0 quiet panic=-1");
         assert_eq!(cmdline_of(&maps), "console=ttyS0 quiet panic=-1");
-        assert_eq!(maps[1].get("_").map(String::as_str), Some("quiet"));
+        assert_eq!(maps[1].get("_"), Some(&s("quiet")));
     }
 
     #[test]

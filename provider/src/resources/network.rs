@@ -28,7 +28,7 @@ pub struct NetworkState {
     mode: Value<String>,
     bridge: Value<String>,
     domain: Value<String>,
-    addresses: Value<Vec<String>>,
+    addresses: Value<Vec<Value<String>>>,
     autostart: Value<bool>,
     #[serde(with = "serde_as_vec")]
     dhcp: Value<Toggle>,
@@ -55,7 +55,15 @@ fn def_of(s: &NetworkState) -> Result<NetworkDef, (&'static str, kvmhost::libvir
         mode,
         bridge: known(&s.bridge).map(str::to_string),
         domain: known(&s.domain).map(str::to_string),
-        addresses: s.addresses.as_ref_option().cloned().unwrap_or_default(),
+        addresses: s
+            .addresses
+            .as_ref_option()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|a| a.as_ref_option().cloned())
+                    .collect()
+            })
+            .unwrap_or_default(),
         dhcp: on(&s.dhcp, true),
         dns: on(&s.dns, true),
     })
@@ -72,7 +80,7 @@ fn merge(prior: &NetworkState, st: &NetworkStatus) -> NetworkState {
     s.addresses = if d.addresses.is_empty() && prior.addresses.is_null() {
         Value::Null
     } else {
-        Value::Value(d.addresses.clone())
+        Value::Value(d.addresses.iter().cloned().map(Value::Value).collect())
     };
     s.autostart = Value::Value(st.autostart);
     // Blocks keep the form they were written in unless libvirt disagrees;
