@@ -23,6 +23,7 @@ pub mod domain_xml;
 mod error;
 pub mod network;
 pub mod pool;
+pub mod template;
 pub mod volume;
 mod volume_download;
 mod xml;
