@@ -288,7 +288,7 @@ impl HostHandle {
                     }
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
 
@@ -323,7 +323,7 @@ impl HostHandle {
             if Instant::now() >= deadline {
                 return Err(BuildError::Step("the guest is still running".into()));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -234,9 +234,7 @@ async fn steps(
         match &cfg.shutdown_command {
             Some(cmd) => {
                 ui.message(format!("Running `{cmd}`")).await;
-                // The connection may drop as the guest goes down: that is the
-                // expected end, not an error.
-                let _ = tokio::time::timeout(Duration::from_secs(30), ssh.run(cmd)).await;
+                shutdown_by_command(&host, cfg, ssh.clone(), cmd).await?;
             }
             None => {
                 host.acpi_shutdown(&cfg.vm_name, cfg.shutdown_timeout)
@@ -247,16 +245,8 @@ async fn steps(
     } else {
         ui.say("No communicator: waiting for the guest to power off by itself...")
             .await;
+        wait_powered_off(&host, cfg).await?;
     }
-    let shutdown_deadline = Instant::now() + cfg.shutdown_timeout;
-    host.wait_shut_off(&cfg.vm_name, shutdown_deadline)
-        .await
-        .map_err(|_| {
-            format!(
-                "shutdown_timeout: the guest did not power off within {:?}",
-                cfg.shutdown_timeout
-            )
-        })?;
 
     ui.say(format!(
         "Writing the image to {}...",
@@ -282,6 +272,47 @@ async fn steps(
         id: file_name,
         state,
     }))
+}
+
+async fn wait_powered_off(host: &HostHandle, cfg: &Config) -> Result<(), BuildError> {
+    let deadline = Instant::now() + cfg.shutdown_timeout;
+    host.wait_shut_off(&cfg.vm_name, deadline)
+        .await
+        .map_err(|_| {
+            BuildError::Step(format!(
+                "shutdown_timeout: the guest did not power off within {:?}",
+                cfg.shutdown_timeout
+            ))
+        })
+}
+
+/// Runs the shutdown command and waits for the power-off. The command
+/// often never returns (the guest goes down under it), so only a command
+/// that ends with a failure before the guest is off counts as an error.
+async fn shutdown_by_command(
+    host: &HostHandle,
+    cfg: &Config,
+    ssh: Arc<Ssh>,
+    cmd: &str,
+) -> Result<(), BuildError> {
+    let command = cmd.to_string();
+    let mut run = tokio::spawn(async move { ssh.run(&command).await });
+    let off = wait_powered_off(host, cfg);
+    tokio::pin!(off);
+    tokio::select! {
+        r = &mut off => r,
+        ran = &mut run => {
+            if let Ok(Ok((Some(code), _, err))) = ran {
+                if code != 0 {
+                    return Err(BuildError::Step(format!(
+                        "shutdown_command `{cmd}` failed with exit status {code}: {}",
+                        String::from_utf8_lossy(&err).trim()
+                    )));
+                }
+            }
+            off.await
+        }
+    }
 }
 
 async fn prepare_output(cfg: &Config, ui: &Ui) -> Result<(), BuildError> {
@@ -358,7 +389,7 @@ async fn connect_ssh(
                         cfg.timeout
                     )));
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
     }
