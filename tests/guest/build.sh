@@ -150,7 +150,9 @@ moddir=$kernel_tree/lib/modules/$kver
 # by name, which no module dependency records), and reading a seed from a
 # CD-ROM (SATA on q35, IDE on i440fx, virtio-scsi) or a disk.
 wanted_modules=(virtio_pci virtio_blk virtio_console virtio_net virtio_rng virtio_scsi
-	button evdev ahci ata_piix sr_mod sd_mod crc32c_generic ext4 isofs vfat nls_utf8 nls_ascii nls_cp437)
+	button evdev ahci ata_piix sr_mod sd_mod isofs vfat nls_utf8 nls_ascii nls_cp437)
+# Only the root disk needs these; each module costs the seed guest boot time.
+root_modules=(crc32c_generic ext4)
 
 declare -A module_file
 while read -r f; do
@@ -177,6 +179,10 @@ add_module() {
 	module_order+=("${module_file[$name]#"$kernel_tree"/}")
 }
 for m in "${wanted_modules[@]}"; do
+	add_module "$m"
+done
+seed_modules=("${module_order[@]}")
+for m in "${root_modules[@]}"; do
 	add_module "$m"
 done
 
@@ -242,10 +248,12 @@ populate_common() {
 	install_binary "$root" "$pkgs/usr/sbin/qemu-ga" /usr/sbin/qemu-ga
 }
 
+# Copies modules $2... into root $1 and lists them in load order.
 install_modules() {
 	local root=$1 m
+	shift
 	: >"$root/lib/modules.order.tmp"
-	for m in "${module_order[@]}"; do
+	for m in "$@"; do
 		install -D -m 0644 "$kernel_tree/$m" "$root/$m"
 		echo "$m" >>"$root/lib/modules.order.tmp"
 	done
@@ -262,7 +270,7 @@ make_cpio() {
 seed=$work/seed
 mkdir -p "$seed/lib"
 populate_common "$seed" seed
-install_modules "$seed"
+install_modules "$seed" "${seed_modules[@]}"
 ln -sfn /bin/busybox "$seed/init"
 make_cpio "$seed" "$work/initrd.img"
 
@@ -272,7 +280,7 @@ mkdir -p "$rinit"/{bin,etc/kvmbe,lib,proc,sys,dev,run,tmp,newroot}
 install_busybox "$rinit"
 install -m 0644 "$here/lib.sh" "$rinit/etc/kvmbe/lib.sh"
 install -m 0755 "$here/root-init" "$rinit/init"
-install_modules "$rinit"
+install_modules "$rinit" "${module_order[@]}"
 make_cpio "$rinit" "$work/root-initrd.img"
 
 rootfs=$work/rootfs
@@ -305,7 +313,8 @@ qemu-img convert -O qcow2 "$work/root.img" "$work/root.qcow2"
 {
 	echo "kernel $kernel_pkg $kver"
 	cat "$work/manifest"
-	echo "modules ${module_order[*]##*/}"
+	echo "modules ${seed_modules[*]##*/}"
+	echo "root_modules ${module_order[*]##*/}"
 	echo "cmdline $seed_cmdline"
 	echo "root_cmdline $root_cmdline"
 	echo "root_password $root_password"

@@ -300,6 +300,10 @@ fn root_disk_guest_accepts_ssh_with_the_generated_key() -> Result<()> {
         &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22"),
         "-device",
         "virtio-net-pci,netdev=n0",
+        // As libvirt adds by default; without it the guest's first SSH
+        // session waits about a second for the kernel's entropy.
+        "-device",
+        "virtio-rng-pci",
     ])?;
     let ready = vm.wait_for(guest::READY, Duration::from_secs(60))?;
     assert!(
