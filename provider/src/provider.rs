@@ -161,6 +161,7 @@ impl Provider for LibvirtProvider {
             "cloudinit_disk" => crate::resources::cloudinit::CloudinitResource(s.clone()),
             "domain" => crate::resources::domain::DomainResource(s.clone()),
             "network" => crate::resources::network::NetworkResource(s.clone()),
+            "domain_template" => crate::resources::template::TemplateResource(s.clone()),
         })
     }
 

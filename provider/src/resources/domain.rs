@@ -803,7 +803,8 @@ fn merge_live(prior: &DomainState, live: &Live) -> DomainState {
     // Settings libvirt rewrites or completes (consoles, graphics, video,
     // cpu) keep their configured form; only an import fills them.
     if prior.id.is_null() {
-        st.cpu = opt(d.cpu_mode.as_deref()).map(|m| CpuBlock { mode: s(&m) });
+        st.cpu =
+            opt(d.cpu_mode.as_deref().filter(|m| *m != "custom")).map(|m| CpuBlock { mode: s(&m) });
         st.console = Value::Value(
             d.consoles
                 .iter()

@@ -4,4 +4,5 @@ pub mod cloudinit;
 pub mod domain;
 pub mod network;
 pub mod pool;
+pub mod template;
 pub mod volume;
