@@ -115,6 +115,13 @@ impl Broker {
         (broker, closed_rx)
     }
 
+    /// The client side of a session over a unix socket, as Packer holds
+    /// it (for tests and tools that drive the plugin like Packer does).
+    pub fn client_unix(sock: tokio::net::UnixStream) -> (Arc<Broker>, oneshot::Receiver<()>) {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        Broker::start(sock.compat(), yamux::Mode::Client)
+    }
+
     async fn arrived(&self, mut conn: Conn) {
         let mut id = [0u8; 4];
         if conn.read_exact(&mut id).await.is_err() {

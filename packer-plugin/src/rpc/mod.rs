@@ -6,13 +6,14 @@
 pub mod codec;
 pub mod value;
 
+pub use rmpv::Value;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rmpv::Value;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio::sync::{oneshot, Mutex};
 
