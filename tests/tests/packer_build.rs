@@ -1,7 +1,8 @@
 //! The real Packer 1.6.6 loads our `libvirt` builder and builds an image
 //! from the tiny root-disk guest on the namespaced libvirtd, with a JSON
-//! and an HCL2 template: a `file` provisioner uploads a file, a `shell`
-//! provisioner writes a marker, the artifact boots and the marker is there.
+//! and an HCL2 template: `file` provisioners upload a file and a folder and
+//! download a file, a `shell` provisioner writes a marker, `shell-local`
+//! runs on the host; the artifact boots and the marker is there.
 //! A failing provisioner fails the build; cancelling leaves nothing behind.
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,9 @@ fn vars(
     let output = dir.join("output");
     let upload = dir.join("upload.txt");
     std::fs::write(&upload, "uploaded by the file provisioner\n").unwrap();
+    std::fs::create_dir_all(dir.join("tree/sub")).unwrap();
+    std::fs::write(dir.join("tree/a.txt"), "tree a\n").unwrap();
+    std::fs::write(dir.join("tree/sub/b.txt"), "tree b\n").unwrap();
     let v = serde_json::json!({
         "libvirt_uri": bed.uri(),
         "pool": POOL,
@@ -101,7 +105,10 @@ fn json_template(builder: &serde_json::Value, dir: &Path, shell: &str) -> PathBu
         "builders": [ { "type": "libvirt" } ],
         "provisioners": [
             { "type": "file", "source": dir.join("upload.txt").display().to_string(), "destination": "/root/upload.txt" },
-            { "type": "shell", "inline": [shell] }
+            { "type": "file", "source": format!("{}/", dir.join("tree").display()), "destination": "/root/tree" },
+            { "type": "shell", "inline": [shell] },
+            { "type": "file", "direction": "download", "source": "/root/marker", "destination": dir.join("downloaded-marker").display().to_string() },
+            { "type": "shell-local", "inline": [format!("echo local > {}", dir.join("local.txt").display())] }
         ]
     });
     let mut t = t;
@@ -180,7 +187,7 @@ fn boot_and_read_marker(bed: &Libvirtd, guest: &TinyGuest, image: &Path, name: &
                 "BatchMode=yes",
             ])
             .arg(format!("root@{ip}"))
-            .arg("cat /root/marker /root/upload.txt")
+            .arg("cat /root/marker /root/upload.txt; cat /root/tree/a.txt /root/tree/sub/b.txt 2>/dev/null")
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -241,6 +248,13 @@ fn build_and_check(kind: &str) {
     let read = boot_and_read_marker(&bed, &guest, &image, &t.vm_name);
     assert!(read.contains(MARKER), "marker missing: {read}");
     assert!(read.contains("uploaded by the file provisioner"), "{read}");
+    if kind == "json" {
+        // UploadDir, Download and shell-local ran too.
+        assert!(read.contains("tree a") && read.contains("tree b"), "{read}");
+        let downloaded = std::fs::read_to_string(dir.join("downloaded-marker")).unwrap();
+        assert_eq!(downloaded.trim(), MARKER);
+        assert!(dir.join("local.txt").is_file(), "shell-local did not run");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
