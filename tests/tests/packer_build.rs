@@ -126,7 +126,7 @@ fn hcl_template(builder: &serde_json::Value, dir: &Path, shell: &str) -> PathBuf
         body.push_str(&format!("  {k} = {v}\n"));
     }
     let t = format!(
-        "source \"libvirt\" \"tiny\" {{\n{body}}}\n\nbuild {{\n  sources = [\"source.libvirt.tiny\"]\n  provisioner \"file\" {{\n    source = \"{}\"\n    destination = \"/root/upload.txt\"\n  }}\n  provisioner \"shell\" {{\n    inline = [{}]\n  }}\n}}\n",
+        "source \"libvirt\" \"tiny\" {{\n{body}}}\n\nbuild {{\n  sources = [\"source.libvirt.tiny\"]\n  provisioner \"file\" {{\n    source = \"{}\"\n    destination = \"/root/upload.txt\"\n  }}\n  provisioner \"shell\" {{\n    inline = [{}]\n  }}\n  provisioner \"shell-local\" {{\n    inline = [\"echo build-host=${{build.Host}} id=${{build.ID}}\"]\n  }}\n}}\n",
         dir.join("upload.txt").display(),
         serde_json::Value::from(shell)
     );
@@ -187,7 +187,7 @@ fn boot_and_read_marker(bed: &Libvirtd, guest: &TinyGuest, image: &Path, name: &
                 "BatchMode=yes",
             ])
             .arg(format!("root@{ip}"))
-            .arg("cat /root/marker /root/upload.txt; cat /root/tree/a.txt /root/tree/sub/b.txt 2>/dev/null")
+            .arg("cat /root/marker /root/upload.txt && { cat /root/tree/a.txt /root/tree/sub/b.txt 2>/dev/null; true; }")
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -241,6 +241,11 @@ fn build_and_check(kind: &str) {
     );
     assert!(out.status.success(), "packer build failed");
     assert!(text.contains("Connected to SSH!"), "{text}");
+    if kind == "hcl" {
+        // Provisioners see the build's generated variables.
+        assert!(text.contains("build-host=10.78.0."), "{text}");
+        assert!(text.contains(&format!("id={}", t.vm_name)), "{text}");
+    }
     let image = t.output.join(format!("{}.qcow2", t.vm_name));
     let sums = std::fs::read_to_string(t.output.join("SHA256SUMS")).unwrap();
     assert!(sums.contains(&format!("{}.qcow2", t.vm_name)), "{sums}");

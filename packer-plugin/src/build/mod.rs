@@ -228,7 +228,15 @@ async fn steps(
         let ssh = Arc::new(connect_ssh(&addr, ssh_cfg, &auths, deadline).await?);
         ui.say("Connected to SSH!").await;
 
-        provision(env, ssh.clone(), &addr, ssh_cfg.port, &ssh_cfg.username).await?;
+        let data = HookData {
+            id: cfg.vm_name.clone(),
+            host: addr.clone(),
+            port: ssh_cfg.port,
+            user: ssh_cfg.username.clone(),
+            password: ssh_cfg.password.clone().unwrap_or_default(),
+            public_key: throwaway.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
+        };
+        provision(env, ssh.clone(), &data).await?;
 
         ui.say("Shutting down the guest...").await;
         match &cfg.shutdown_command {
@@ -395,15 +403,65 @@ async fn connect_ssh(
     }
 }
 
+/// The build variables Packer offers provisioners (`build.Host`, ...).
+pub const GENERATED_VARS: &[&str] = &[
+    "ID",
+    "PackerRunUUID",
+    "PackerHTTPIP",
+    "PackerHTTPPort",
+    "PackerHTTPAddr",
+    "Host",
+    "Port",
+    "User",
+    "Password",
+    "ConnType",
+    "SSHPublicKey",
+];
+
+/// Values of [`GENERATED_VARS`] for one build.
+pub struct HookData {
+    /// The domain name.
+    pub id: String,
+    /// Guest address.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// SSH user.
+    pub user: String,
+    /// SSH password, if any.
+    pub password: String,
+    /// The throwaway public key, if one was made.
+    pub public_key: String,
+}
+
+impl HookData {
+    fn to_value(&self) -> Value {
+        // The HTTP server of Packer's own builders has no counterpart here:
+        // say so in the words Packer's builders use.
+        let no_http =
+            |what: &str| Value::from(format!("ERR_HTTP_{what}_NOT_IMPLEMENTED_BY_BUILDER"));
+        object([
+            ("ID", Value::from(self.id.as_str())),
+            (
+                "PackerRunUUID",
+                Value::from(std::env::var("PACKER_RUN_UUID").unwrap_or_default()),
+            ),
+            ("PackerHTTPIP", no_http("IP")),
+            ("PackerHTTPPort", no_http("PORT")),
+            ("PackerHTTPAddr", no_http("ADDR")),
+            ("Host", Value::from(self.host.as_str())),
+            ("Port", Value::from(self.port)),
+            ("User", Value::from(self.user.as_str())),
+            ("Password", Value::from(self.password.as_str())),
+            ("ConnType", Value::from("ssh")),
+            ("SSHPublicKey", Value::from(self.public_key.as_str())),
+        ])
+    }
+}
+
 /// Runs Packer's provisioners: serve a Communicator and a Ui on a fresh
 /// stream id, then call `Hook.Run("packer_provision")` with that id.
-async fn provision(
-    env: &BuildEnv,
-    ssh: Arc<Ssh>,
-    host: &str,
-    port: u16,
-    user: &str,
-) -> Result<(), BuildError> {
+async fn provision(env: &BuildEnv, ssh: Arc<Ssh>, hook_data: &HookData) -> Result<(), BuildError> {
     let id = env.broker.next_id();
     let router = Router::new()
         .with(
@@ -420,12 +478,7 @@ async fn provision(
             router.serve(conn).await;
         }
     });
-    let data = object([
-        ("ConnType", Value::from("ssh")),
-        ("Host", Value::from(host)),
-        ("Port", Value::from(port)),
-        ("User", Value::from(user)),
-    ]);
+    let data = hook_data.to_value();
     let arg = object([
         ("Name", Value::from("packer_provision")),
         ("Data", data),

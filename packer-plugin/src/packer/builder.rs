@@ -94,7 +94,19 @@ async fn serve_artifact(broker: Arc<Broker>, id: u32, artifact: Artifact) {
 
 fn prepare_reply(error: Option<String>) -> Value {
     object([
-        ("GeneratedVars", strings(&[])),
+        (
+            "GeneratedVars",
+            if error.is_some() {
+                Value::Nil
+            } else {
+                Value::Array(
+                    build::GENERATED_VARS
+                        .iter()
+                        .map(|v| Value::from(*v))
+                        .collect(),
+                )
+            },
+        ),
         ("Warnings", strings(&[])),
         (
             "Error",
