@@ -650,8 +650,11 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
     if kernel_args.is_some() && kernel.is_none() {
         errs.push("kernel_args: needs kernel".into());
     }
+    // Kernel and initrd are read by the libvirt host: check them only when
+    // that host is this machine.
+    let local = libvirt_uri.starts_with("qemu:///") || libvirt_uri.starts_with("qemu+unix:///");
     for (name, p) in [("kernel", &kernel), ("initrd", &initrd)] {
-        if let Some(p) = p {
+        if let Some(p) = p.as_ref().filter(|_| local) {
             if !p.is_file() {
                 errs.push(format!("{name}: `{}` is not a file", p.display()));
             }
@@ -869,6 +872,18 @@ mod tests {
         let c = Config::parse(&user, &Map::new()).unwrap();
         assert_eq!(c.accelerator, Accelerator::Qemu);
         assert!(c.ssh.is_none());
+    }
+
+    #[test]
+    fn the_readme_documents_every_option() {
+        let readme = include_str!("../README.md");
+        for o in OPTIONS {
+            assert!(
+                readme.contains(&format!("| `{}` |", o.name)),
+                "README misses {}",
+                o.name
+            );
+        }
     }
 
     #[test]
