@@ -28,7 +28,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:?usage: build.sh OUTDIR}
 debs=${KVMBE_DEB_CACHE:-${KVMBE_CACHE:-$HOME/.cache/kvmbe}/debs}
-# Fixed timestamps keep the images byte-stable apart from the generated keys.
+# Fixed timestamps: two builds hold the same files (apart from the generated
+# keys); busybox cpio still records inode numbers, so the bytes differ.
 epoch=${SOURCE_DATE_EPOCH:-1700000000}
 root_password=kvmbe
 root_disk_size=256M
@@ -125,6 +126,7 @@ fetch_debs() {
 		rm -rf "$kernel_tree.tmp"
 		dpkg-deb -x "$deb" "$kernel_tree.tmp"
 		extract_vmlinux "$kernel_tree.tmp/boot/vmlinuz-"* "$kernel_tree.tmp/vmlinux"
+		chmod 0644 "$kernel_tree.tmp/vmlinux"
 		rm -rf "$kernel_tree"
 		mv "$kernel_tree.tmp" "$kernel_tree"
 	fi
@@ -323,7 +325,8 @@ qemu-img convert -O qcow2 "$work/root.img" "$work/root.qcow2"
 # Everything readable by QEMU running as another user (libvirt-qemu); the
 # private key stays private.
 install -m 0644 "$kernel_tree/boot/vmlinuz-$kver" "$work/vmlinuz"
-install -m 0644 "$kernel_tree/vmlinux" "$work/vmlinux"
+# A hard link when the cache shares the file system: 66 MB per build adds up.
+ln -f "$kernel_tree/vmlinux" "$work/vmlinux" 2>/dev/null || install -m 0644 "$kernel_tree/vmlinux" "$work/vmlinux"
 chmod 0644 "$work/initrd.img" "$work/root-initrd.img" "$work/root.qcow2" "$work/MANIFEST" "$work/id_ed25519.pub"
 chmod 0600 "$work/id_ed25519"
 for f in vmlinux vmlinuz initrd.img root-initrd.img root.qcow2 id_ed25519 id_ed25519.pub MANIFEST; do

@@ -93,6 +93,7 @@ impl TinyGuest {
             // Another process may have finished the build while we waited.
             if !dir.join("MANIFEST").is_file() {
                 build(&scripts, &base, &key)?;
+                prune(&base, &key);
             }
         }
         Self::load(&dir)
@@ -283,6 +284,35 @@ fn build(scripts: &Path, base: &Path, key: &str) -> Result<()> {
     }
     fs::rename(&tmp, &dir)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
+}
+
+/// How long a guest built from other scripts is kept, for other checkouts
+/// sharing the cache.
+const KEEP_OTHER_BUILDS: std::time::Duration = std::time::Duration::from_secs(2 * 24 * 3600);
+
+/// Removes guests built from other scripts more than [`KEEP_OTHER_BUILDS`]
+/// ago. Best effort: a guest that cannot be removed costs only disk space.
+fn prune(base: &Path, keep: &str) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_build = name.len() == keep.len() && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_build || name == keep {
+            continue;
+        }
+        let old = fs::metadata(entry.path().join("MANIFEST"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > KEEP_OTHER_BUILDS);
+        if old {
+            // The lock file stays: a process may be waiting on it.
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Creates `dir` and its missing parents with mode 0755 whatever the umask.
