@@ -226,6 +226,13 @@ fn build_and_check(kind: &str) {
     let (t, v) = vars(&bed, &guest, &dir, kind);
     let shell = format!("echo {MARKER} > /root/marker && test -s /root/upload.txt");
     let template = if kind == "json" {
+        // The seed CD: the guest takes its hostname from meta-data.
+        let mut v = v.clone();
+        v["cd_content"] = serde_json::json!({
+            "meta-data": "local-hostname: pk-seeded\n",
+            "user-data": "#cloud-config\n"
+        });
+        let shell = format!("{shell} && hostname >> /root/marker");
         json_template(&v, &dir, &shell)
     } else {
         hcl_template(&v, &dir, &shell)
@@ -254,10 +261,12 @@ fn build_and_check(kind: &str) {
     assert!(read.contains(MARKER), "marker missing: {read}");
     assert!(read.contains("uploaded by the file provisioner"), "{read}");
     if kind == "json" {
+        // The guest read the seed CD.
+        assert!(read.contains("pk-seeded"), "{read}");
         // UploadDir, Download and shell-local ran too.
         assert!(read.contains("tree a") && read.contains("tree b"), "{read}");
         let downloaded = std::fs::read_to_string(dir.join("downloaded-marker")).unwrap();
-        assert_eq!(downloaded.trim(), MARKER);
+        assert!(downloaded.starts_with(MARKER), "{downloaded}");
         assert!(dir.join("local.txt").is_file(), "shell-local did not run");
     }
     let _ = std::fs::remove_dir_all(&dir);
