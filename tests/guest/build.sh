@@ -147,7 +147,6 @@ kver=$(ls "$kernel_tree/lib/modules")
 moddir=$kernel_tree/lib/modules/$kver
 [ -f "$kernel_tree/boot/vmlinuz-$kver" ] || die "no vmlinuz-$kver in $kernel_pkg"
 
-
 # Modules for virtio devices, the power button, ext4 (crc32c is looked up
 # by name, which no module dependency records), and reading a seed from a
 # CD-ROM (SATA on q35, IDE on i440fx, virtio-scsi) or a disk.
@@ -306,7 +305,7 @@ ssh-keygen -q -t ed25519 -N '' -C kvmbe-tiny-guest -f "$work/id_ed25519"
 install -m 0600 "$work/id_ed25519.pub" "$rootfs/root/.ssh/authorized_keys"
 chmod 0700 "$rootfs/root/.ssh"
 find "$rootfs" -exec touch -h -d "@$epoch" {} +
-# Fixed UUID and hash seed: the same tree gives the same image.
+# Fixed UUID, hash seed and clock instead of random ones and now.
 E2FSPROGS_FAKE_TIME=$epoch mke2fs -q -F -t ext4 -L kvmbe-root -U 6b766d62-652d-726f-6f74-000000000001 \
 	-E root_owner=0:0,hash_seed=6b766d62-652d-6861-7368-000000000001 \
 	-d "$rootfs" "$work/root.img" "$root_disk_size"

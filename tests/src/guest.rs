@@ -11,8 +11,17 @@
 //! Two variants share the kernel. The seed variant lives entirely in its
 //! initramfs (`initrd` + `cmdline`, no disk); the root-disk variant boots
 //! `root_initrd` + `root_cmdline` with a copy of `root_disk` as its first
-//! virtio disk and serves SSH on port 22 for the key `ssh_key`. Both print
-//! the markers below on ttyS0.
+//! virtio disk and serves SSH on port 22 for the key `ssh_key` (or the
+//! password [`ROOT_PASSWORD`]; `scp` and `/usr/lib/sftp-server` are there).
+//!
+//! Both print the markers below on ttyS0, and also `KVMBE-SEED <device>
+//! <fs>`, `KVMBE-QGA <port>` (or `KVMBE-QGA-NONE`), `KVMBE-NET <nic> <ip>`
+//! per lease and `KVMBE-SSH 22`. A user-data that starts with `#!` runs on
+//! every boot, after [`READY`]. The ACPI power button, qemu-ga's
+//! `guest-shutdown` and `poweroff` power off within a second; `reboot`
+//! powers off too. Give the guest a `virtio-rng` device (libvirt adds one
+//! by default): without it the first SSH session waits about a second for
+//! entropy.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
