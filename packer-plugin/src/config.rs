@@ -456,6 +456,27 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Things that are allowed but probably not meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(ssh) = &self.ssh {
+            if ssh.password.is_none()
+                && ssh.private_key_file.is_none()
+                && self.cd_content.is_empty()
+                && self.cd_files.is_empty()
+            {
+                w.push(
+                    "ssh_private_key_file: neither it nor ssh_password is set, and there is no cd_content: \
+                     the throwaway key reaches the guest only through the seed CD's meta-data"
+                        .to_string(),
+                );
+            }
+        }
+        w
+    }
+}
+
 impl Raw {
     fn take(&mut self, o: &Opt, v: &Value) -> Result<(), String> {
         match o.kind {

@@ -492,3 +492,55 @@ pub fn domain_def(
     def.assign_targets();
     def
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmhost::libvirt::domain_xml::DiskDevice;
+    use serde_json::json;
+
+    fn config(user: serde_json::Value) -> Config {
+        Config::parse(user.as_object().unwrap(), &serde_json::Map::new()).unwrap()
+    }
+
+    #[test]
+    fn an_iso_install_boots_the_disk_then_the_cd_with_kvm_by_default() {
+        let c = config(
+            json!({"iso_url": "/i.iso", "iso_checksum": "none", "ssh_username": "u", "vm_name": "v"}),
+        );
+        let d = domain_def(
+            &c,
+            "/p/v.qcow2",
+            Some("/p/v-install.iso"),
+            Some("/p/v-cd.iso"),
+            "52:54:00:00:00:01",
+        );
+        assert_eq!(d.kind, DomainKind::Kvm);
+        assert_eq!(d.cpu_mode.as_deref(), Some("host-passthrough"));
+        assert_eq!(d.os.boot_devices, ["hd", "cdrom"]);
+        assert_eq!(d.disks.len(), 3);
+        assert_eq!(d.disks[0].format.as_deref(), Some("qcow2"));
+        assert!(d.disks[1..].iter().all(|x| x.device == DiskDevice::Cdrom));
+        assert_eq!(d.interfaces[0].mac.as_deref(), Some("52:54:00:00:00:01"));
+        assert!(matches!(&d.interfaces[0].source, InterfaceSource::Network(n) if n == "default"));
+        assert!(d.to_xml().contains("<name>v</name>"));
+    }
+
+    #[test]
+    fn software_emulation_a_bridge_and_kernel_boot_map_to_the_domain() {
+        let c = config(json!({
+            "kernel": "/proc/self/exe", "kernel_args": "console=ttyS0", "accelerator": "tcg",
+            "net_bridge": "br0", "ssh_username": "u", "disk_interface": "scsi", "memory": 512, "cpus": 2
+        }));
+        let d = domain_def(&c, "/p/v.img", None, None, "52:54:00:00:00:02");
+        assert_eq!(d.kind, DomainKind::Qemu);
+        assert_eq!(d.cpu_mode, None);
+        assert_eq!((d.memory_mib, d.vcpu), (512, 2));
+        assert_eq!(d.os.cmdline.as_deref(), Some("console=ttyS0"));
+        assert_eq!(d.disks[0].bus, DiskBus::Scsi);
+        assert_eq!(d.disks[0].format.as_deref(), Some("raw"));
+        assert!(matches!(&d.interfaces[0].source, InterfaceSource::Bridge(b) if b == "br0"));
+        // On a bridge the address comes from the guest agent.
+        assert!(d.qemu_agent);
+    }
+}

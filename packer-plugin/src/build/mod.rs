@@ -186,7 +186,9 @@ async fn steps(
     } else {
         ui.say(format!("Creating the CD `{}`...", cfg.cd_label))
             .await;
-        let iso = seed_iso(cfg, throwaway.as_ref().map(|t| t.1.as_str())).await?;
+        let iso = seed(cfg, throwaway.as_ref().map(|t| t.1.as_str()))?
+            .to_iso()
+            .map_err(|e| BuildError::Step(format!("cd_content: {e}")))?;
         Some(host.upload_seed(cfg, &iso, &record).await?)
     };
 
@@ -343,8 +345,17 @@ async fn prepare_output(cfg: &Config, ui: &Ui) -> Result<(), BuildError> {
     Ok(())
 }
 
-async fn seed_iso(cfg: &Config, public_key: Option<&str>) -> Result<Vec<u8>, BuildError> {
+/// The extra CD's files: `cd_content`, `cd_files`, and the throwaway
+/// key's public half in `meta-data`.
+pub fn seed(cfg: &Config, public_key: Option<&str>) -> Result<kvmhost::nocloud::Seed, BuildError> {
     let mut seed = kvmhost::nocloud::Seed::new().label(&cfg.cd_label);
+    // cloud-init adds `public-keys` from meta-data to the default user.
+    if let (Some(k), false) = (public_key, cfg.cd_content.contains_key("meta-data")) {
+        seed = seed.file(
+            "meta-data",
+            format!("instance-id: {}\npublic-keys:\n  - {k}\n", cfg.vm_name).into_bytes(),
+        );
+    }
     for (name, content) in &cfg.cd_content {
         let mut content = content.clone();
         if name == "meta-data" {
@@ -362,8 +373,7 @@ async fn seed_iso(cfg: &Config, public_key: Option<&str>) -> Result<Vec<u8>, Bui
         let data = std::fs::read(f).map_err(|e| format!("cd_files: {}: {e}", f.display()))?;
         seed = seed.file(&name, data);
     }
-    seed.to_iso()
-        .map_err(|e| BuildError::Step(format!("cd_content: {e}")))
+    Ok(seed)
 }
 
 fn random_mac() -> String {
@@ -509,5 +519,60 @@ pub fn network_name(cfg: &Config) -> Option<&str> {
     match &cfg.net {
         NetAttach::Network(n) => Some(n),
         NetAttach::Bridge(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(extra: serde_json::Value) -> Config {
+        let mut user = json!({"iso_url": "/x.qcow2", "iso_checksum": "none", "disk_image": true, "ssh_username": "u"});
+        for (k, v) in extra.as_object().unwrap() {
+            user[k] = v.clone();
+        }
+        Config::parse(user.as_object().unwrap(), &serde_json::Map::new()).unwrap()
+    }
+
+    fn file<'a>(s: &'a kvmhost::nocloud::Seed, name: &str) -> Option<&'a str> {
+        s.files()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| std::str::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn the_throwaway_key_goes_into_meta_data_given_or_made() {
+        let given = config(
+            json!({"cd_content": {"meta-data": "instance-id: a\n", "user-data": "#cloud-config\n"}}),
+        );
+        let s = seed(&given, Some("ssh-ed25519 AAAA k")).unwrap();
+        let md = file(&s, "meta-data").unwrap();
+        assert!(
+            md.starts_with("instance-id: a\n")
+                && md.contains("public-keys:\n  - ssh-ed25519 AAAA k"),
+            "{md}"
+        );
+
+        let made =
+            config(json!({"cd_content": {"user-data": "#cloud-config\n"}, "vm_name": "img"}));
+        let s = seed(&made, Some("ssh-ed25519 BBBB k")).unwrap();
+        let md = file(&s, "meta-data").unwrap();
+        assert!(
+            md.contains("instance-id: img") && md.contains("ssh-ed25519 BBBB k"),
+            "{md}"
+        );
+
+        let no_key = seed(&given, None).unwrap();
+        assert_eq!(file(&no_key, "meta-data"), Some("instance-id: a\n"));
+    }
+
+    #[test]
+    fn a_key_nobody_can_deliver_is_warned_about() {
+        assert_eq!(config(json!({})).warnings().len(), 1);
+        assert!(config(json!({"ssh_password": "p"})).warnings().is_empty());
+        assert!(config(json!({"cd_content": {"user-data": ""}}))
+            .warnings()
+            .is_empty());
     }
 }

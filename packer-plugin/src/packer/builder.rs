@@ -44,14 +44,15 @@ impl BuilderService {
     fn prepare(&self, arg: &Value) -> Value {
         let (user, packer) = match split_configs(arg) {
             Ok(v) => v,
-            Err(e) => return prepare_reply(Some(e)),
+            Err(e) => return prepare_reply(Some(e), &[]),
         };
         match Config::parse(&user, &packer) {
             Ok(c) => {
+                let warnings = c.warnings();
                 *self.config.lock().expect("config lock") = Some(c);
-                prepare_reply(None)
+                prepare_reply(None, &warnings)
             }
-            Err(e) => prepare_reply(Some(e.to_string())),
+            Err(e) => prepare_reply(Some(e.to_string()), &[]),
         }
     }
 
@@ -92,7 +93,7 @@ async fn serve_artifact(broker: Arc<Broker>, id: u32, artifact: Artifact) {
     }
 }
 
-fn prepare_reply(error: Option<String>) -> Value {
+fn prepare_reply(error: Option<String>, warnings: &[String]) -> Value {
     object([
         (
             "GeneratedVars",
@@ -107,7 +108,7 @@ fn prepare_reply(error: Option<String>) -> Value {
                 )
             },
         ),
-        ("Warnings", strings(&[])),
+        ("Warnings", strings(warnings)),
         (
             "Error",
             error.map_or(Value::Nil, |m| object([("Message", Value::from(m))])),
@@ -221,9 +222,9 @@ mod tests {
 
     #[test]
     fn a_failed_prepare_carries_a_basic_error_with_the_message() {
-        let reply = prepare_reply(Some("memory: bad".into()));
+        let reply = prepare_reply(Some("memory: bad".into()), &[]);
         let err = field(&reply, "Error").unwrap();
         assert_eq!(field(err, "Message").unwrap().as_str(), Some("memory: bad"));
-        assert_eq!(field(&prepare_reply(None), "Error"), Some(&Value::Nil));
+        assert_eq!(field(&prepare_reply(None, &[]), "Error"), Some(&Value::Nil));
     }
 }
