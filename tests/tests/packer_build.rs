@@ -300,6 +300,24 @@ fn a_failing_shell_provisioner_fails_the_build_and_leaves_nothing() {
     );
     assert!(!t.output.exists(), "no output on failure");
     assert_nothing_left(&bed, &t.vm_name);
+
+    // -on-error=abort keeps the domain and its disk for inspection.
+    let out = packer(
+        &bed,
+        &dir,
+        &["build", "-on-error=abort", &template.to_string_lossy()],
+    )
+    .output()
+    .unwrap();
+    let text = show("packer build -on-error=abort (failing shell)", &out);
+    assert!(!out.status.success());
+    assert!(text.contains("keeps domain"), "{text}");
+    assert!(bed.domains().unwrap().contains(&t.vm_name));
+    assert!(bed
+        .volumes(POOL)
+        .unwrap()
+        .iter()
+        .any(|v| v.starts_with(&t.vm_name)));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
