@@ -190,3 +190,138 @@ resource "libvirt_domain" "vm" {{
         apply.as_secs_f64() / shell.as_secs_f64()
     );
 }
+
+fn tx_bytes(lab: &testbed::hosts::Lab) -> u64 {
+    lab.client()
+        .run(&["cat", "/sys/class/net/eth0/statistics/tx_bytes"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "benchmark"]
+fn bench_sparse_upload_over_ssh_against_virsh() {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut lab = testbed::hosts::Lab::new().unwrap();
+    lab.add_host("up", true).unwrap();
+    let host = &lab.hosts()[0];
+    let uri = lab.ssh_uri(host);
+    // 1 GiB image holding 64 MiB of (incompressible) data in four places.
+    let image =
+        std::path::PathBuf::from(format!("/tmp/kvmbe-bench-image-{}.raw", std::process::id()));
+    let mut f = std::fs::File::create(&image).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for part in 0..4u64 {
+        f.seek(SeekFrom::Start(part * (256 << 20))).unwrap();
+        let block: Vec<u8> = (0..16 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        f.write_all(&block).unwrap();
+    }
+    drop(f);
+
+    let virsh = |args: &[&str]| {
+        let mut argv = vec!["virsh", "-q", "-c", uri.as_str()];
+        argv.extend_from_slice(args);
+        lab.client().run(&argv).unwrap()
+    };
+    virsh(&[
+        "vol-create-as",
+        POOL,
+        "virsh.raw",
+        "1G",
+        "--format",
+        "raw",
+        "--allocation",
+        "0",
+    ]);
+    let b0 = tx_bytes(&lab);
+    let t0 = Instant::now();
+    virsh(&[
+        "vol-upload",
+        "--sparse",
+        "--pool",
+        POOL,
+        "virsh.raw",
+        &image.display().to_string(),
+    ]);
+    let virsh_time = t0.elapsed();
+    let virsh_bytes = tx_bytes(&lab) - b0;
+
+    let work = tempfile::tempdir().unwrap();
+    let cli = dev_overrides_config(work.path()).unwrap();
+    std::fs::write(
+        work.path().join("main.tf"),
+        format!(
+            "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
+             provider \"libvirt\" {{\n  uri = \"{uri}\"\n}}\n\n\
+             resource \"libvirt_volume\" \"image\" {{\n  name   = \"ours.raw\"\n  pool   = \"{POOL}\"\n  source = \"{}\"\n}}\n",
+            image.display()
+        ),
+    )
+    .unwrap();
+    let tf = terraforms()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.version == "1.11")
+        .unwrap();
+    let apply = |args: &[&str]| {
+        let out = lab
+            .client()
+            .cmd(&tf.program.display().to_string())
+            .args(args)
+            .current_dir(work.path())
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("TF_CLI_CONFIG_FILE", &cli)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Terraform's own start-up is measured apart and taken off.
+    let b0 = tx_bytes(&lab);
+    let t0 = Instant::now();
+    apply(&["apply", "-auto-approve", "-no-color"]);
+    let ours_time = t0.elapsed();
+    let ours_bytes = tx_bytes(&lab) - b0;
+    let pool = host.daemon().pool_dir();
+    let same = std::fs::read(pool.join("ours.raw")).unwrap() == std::fs::read(&image).unwrap();
+    assert!(same, "the uploaded volume differs from the image");
+    apply(&["destroy", "-auto-approve", "-no-color"]);
+    // The same apply without a source: Terraform's and the RPCs' share.
+    let tf_file = work.path().join("main.tf");
+    let text = std::fs::read_to_string(&tf_file).unwrap();
+    let empty = text.replace(
+        &format!("source = \"{}\"", image.display()),
+        "size   = 1073741824",
+    );
+    std::fs::write(&tf_file, empty).unwrap();
+    let t0 = Instant::now();
+    apply(&["apply", "-auto-approve", "-no-color"]);
+    let overhead = t0.elapsed();
+    apply(&["destroy", "-auto-approve", "-no-color"]);
+    let _ = std::fs::remove_file(&image);
+    let upload_only = ours_time.saturating_sub(overhead);
+    println!(
+        "upload part of the apply (apply minus the same apply without source, {overhead:?}): {upload_only:?}, throughput ratio {:.2}",
+        virsh_time.as_secs_f64() / upload_only.as_secs_f64()
+    );
+    println!(
+        "sparse upload of 1 GiB with 64 MiB data over qemu+libssh: virsh vol-upload --sparse {virsh_time:?} / {virsh_bytes} bytes sent; \
+         terraform apply (incl. sha256 of the source and Terraform itself) {ours_time:?} / {ours_bytes} bytes sent; \
+         throughput ratio {:.2} (goal >= 0.9), bytes ratio {:.2} (goal <= 1.0)",
+        virsh_time.as_secs_f64() / ours_time.as_secs_f64(),
+        ours_bytes as f64 / virsh_bytes as f64
+    );
+}

@@ -14,7 +14,7 @@ use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 use crate::common::{
     blocking, comp_str, fail, known, oc_num, oc_str, opt_str, req_str, to_diag, Maybe, Shared,
 };
-use crate::source::{fetch, sha256_file, stamp, Source};
+use crate::source::{checksum_file, fetch, stamp, Source};
 
 /// `libvirt_volume`.
 pub struct VolumeResource(pub Arc<Shared>);
@@ -26,7 +26,7 @@ pub struct VolumeState {
     name: Value<String>,
     pool: Value<String>,
     source: Value<String>,
-    source_sha256: Value<String>,
+    source_checksum: Value<String>,
     size: Value<i64>,
     format: Value<String>,
     base_volume_id: Value<String>,
@@ -73,7 +73,7 @@ impl Resource for VolumeResource {
                     "name" => req_str("Name inside the pool."),
                     "pool" => oc_str("Pool name. Default `default`."),
                     "source" => opt_str("Image to upload: a local path or an http(s) URL. Holes and zero blocks are not sent."),
-                    "source_sha256" => comp_str("sha256 of the source's content; a change replaces the volume."),
+                    "source_checksum" => comp_str("sha256 over the source's non-zero 1 MiB blocks (holes cost nothing); a change replaces the volume."),
                     "size" => oc_num("Virtual size in bytes. Default: the source's virtual size, the base volume's size, or required."),
                     "format" => oc_str("`qcow2`, `raw` or `iso`. Default: the source's format, else `qcow2`."),
                     "base_volume_id" => oc_str("Key of a volume to use as backing store (copy-on-write overlay)."),
@@ -189,7 +189,7 @@ impl Resource for VolumeResource {
         if s.pool.is_null() {
             s.pool = Value::Value(DEFAULT_POOL.into());
         }
-        s.source_sha256 = if s.source.is_null() {
+        s.source_checksum = if s.source.is_null() {
             Value::Null
         } else {
             Value::Unknown
@@ -241,7 +241,7 @@ impl Resource for VolumeResource {
             "base_volume_id",
             "base_volume_name",
             "base_volume_pool",
-            "source_sha256",
+            "source_checksum",
         ]
         .map(AttributePath::new)
         .to_vec();
@@ -251,23 +251,23 @@ impl Resource for VolumeResource {
             replace.push(AttributePath::new("source"));
         }
         if s.source != prior.source {
-            s.source_sha256 = if s.source.is_null() {
+            s.source_checksum = if s.source.is_null() {
                 Value::Null
             } else {
                 Value::Unknown
             };
-        } else if let (Some(src), Some(_)) = (known(&s.source), known(&prior.source_sha256)) {
+        } else if let (Some(src), Some(_)) = (known(&s.source), known(&prior.source_checksum)) {
             if let Source::File(path) = Source::parse(src) {
                 let stamped = stamp(&path);
                 let same = matches!((&stamped, &private.0), (Ok((len, mtime)), Some(p)) if p.source_len == *len && p.source_mtime == *mtime);
                 if !same {
                     match tokio::task::spawn_blocking(move || {
-                        sha256_file(&path).map(|sha| (sha, stamp(&path)))
+                        checksum_file(&path).map(|sha| (sha, stamp(&path)))
                     })
                     .await
                     {
                         Ok(Ok((sha, Ok((len, mtime))))) => {
-                            s.source_sha256 = Value::Value(sha);
+                            s.source_checksum = Value::Value(sha);
                             private = Maybe(Some(VolumePrivate {
                                 source_len: len,
                                 source_mtime: mtime,
@@ -329,7 +329,7 @@ impl Resource for VolumeResource {
             },
         };
         if let Some(l) = &local {
-            s.source_sha256 = Value::Value(l.sha256.clone());
+            s.source_checksum = Value::Value(l.checksum.clone());
             if let Ok((len, mtime)) = stamp(&l.path) {
                 if matches!(
                     Source::parse(known(&s.source).unwrap_or_default()),
@@ -375,10 +375,10 @@ impl Resource for VolumeResource {
         // Only adopting a source for an imported volume gets here: record
         // the source's checksum without touching the volume.
         let mut s = planned.0?;
-        if s.source_sha256.is_unknown() {
+        if s.source_checksum.is_unknown() {
             match known(&s.source).map(Source::parse) {
                 Some(src) => match fetch(&src).await {
-                    Ok(l) => s.source_sha256 = Value::Value(l.sha256.clone()),
+                    Ok(l) => s.source_checksum = Value::Value(l.checksum.clone()),
                     Err(msg) => {
                         return fail(
                             diags,
@@ -390,7 +390,7 @@ impl Resource for VolumeResource {
                         )
                     }
                 },
-                None => s.source_sha256 = Value::Null,
+                None => s.source_checksum = Value::Null,
             }
         }
         Some((Maybe(Some(s)), private))
