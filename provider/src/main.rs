@@ -13,6 +13,14 @@ fn main() -> anyhow::Result<()> {
     // full of addresses; Terraform shows the message alone just fine.
     std::env::remove_var("RUST_BACKTRACE");
     std::env::remove_var("RUST_LIB_BACKTRACE");
+    // Ctrl-C reaches the whole process group. Terraform then asks the
+    // provider to stop and waits for operations in flight; dying on the
+    // signal instead would leave half-made volumes and domains behind
+    // that no state knows about.
+    // SAFETY: setting a signal to SIG_IGN before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

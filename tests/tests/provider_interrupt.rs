@@ -1,0 +1,102 @@
+//! Ctrl-C during `terraform apply` (SIGINT to Terraform's whole process
+//! group, as a terminal sends it) leaves nothing on the host that the
+//! state does not know about: the provider finishes what it started.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use testbed::libvirtd::{Libvirtd, POOL};
+use testbed::tools::{dev_overrides_config, terraforms, PROVIDER_SOURCE};
+
+#[test]
+fn ctrl_c_during_apply_leaves_only_what_the_state_knows() {
+    let d = Libvirtd::start().unwrap();
+    // 384 MiB of data: its checksum and upload take a while.
+    let image = d.dir().join("big.raw");
+    let mut f = std::fs::File::create(&image).unwrap();
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let block: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    for i in 0..384u32 {
+        let mut b = block.clone();
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        f.write_all(&b).unwrap();
+    }
+    drop(f);
+
+    let work = tempfile::tempdir().unwrap();
+    let cli = dev_overrides_config(work.path()).unwrap();
+    let mut hcl = format!(
+        "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
+         provider \"libvirt\" {{\n  uri = \"{}\"\n}}\n",
+        d.uri()
+    );
+    for i in 0..3 {
+        hcl += &format!(
+            "\nresource \"libvirt_volume\" \"v{i}\" {{\n  name   = \"big{i}.raw\"\n  pool   = \"{POOL}\"\n  source = \"{}\"\n}}\n",
+            image.display()
+        );
+    }
+    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
+    let tf = terraforms()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.version == "1.11")
+        .unwrap();
+
+    let mut cmd = tf.cmd(work.path(), &cli);
+    cmd.args(["apply", "-auto-approve", "-no-color", "-parallelism=1"]);
+    // A group of its own, like a terminal's foreground job.
+    cmd.process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let pgid = child.id() as i32;
+    // Interrupt once the first upload is under way.
+    let t0 = Instant::now();
+    while d
+        .volumes(POOL)
+        .unwrap()
+        .iter()
+        .all(|v| !v.starts_with("big"))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no upload started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling the process group we just made.
+    unsafe { libc::kill(-pgid, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the interrupted apply reports failure");
+
+    let listed = tf
+        .cmd(work.path(), &cli)
+        .args(["state", "list"])
+        .output()
+        .unwrap();
+    let state = String::from_utf8_lossy(&listed.stdout);
+    let on_host: Vec<String> = d
+        .volumes(POOL)
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.starts_with("big"))
+        .collect();
+    assert!(!on_host.is_empty());
+    for v in &on_host {
+        let i = v.trim_start_matches("big").trim_end_matches(".raw");
+        assert!(
+            state.contains(&format!("libvirt_volume.v{i}")),
+            "{v} is on the host but not in the state:\n{state}"
+        );
+    }
+    let out = tf
+        .cmd(work.path(), &cli)
+        .args(["destroy", "-auto-approve", "-no-color"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
