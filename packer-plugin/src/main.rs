@@ -25,15 +25,16 @@ fn main() -> ExitCode {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let single = argv0.starts_with("packer-builder-");
     match rest.as_slice() {
-        [] if single => run_server(),
+        [] if single => run_server(false),
         ["describe"] => {
             println!("{}", serve::describe(handshake::detect()));
             ExitCode::SUCCESS
         }
         ["start", "builder", names @ ..] => {
+            let protobuf = names.contains(&"--protobuf");
             let name = names.iter().rev().find(|n| !n.starts_with("--")).copied();
             match name {
-                Some(n) if serve::BUILDER_NAMES.contains(&n) => run_server(),
+                Some(n) if serve::BUILDER_NAMES.contains(&n) => run_server(protobuf),
                 other => {
                     eprintln!(
                         "this plugin has one builder, `libvirt`; it was asked for `{}`",
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_server() -> ExitCode {
+fn run_server(protobuf: bool) -> ExitCode {
     if std::env::var(handshake::MAGIC_COOKIE_KEY).as_deref() != Ok(handshake::MAGIC_COOKIE_VALUE) {
         eprintln!("This is a Packer plugin: please do not run it directly. Packer runs it for you.\n\n{USAGE}");
         return ExitCode::FAILURE;
@@ -66,7 +67,7 @@ fn run_server() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve::serve(handshake::detect())) {
+    match rt.block_on(serve::serve(handshake::detect(), protobuf)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("packer-plugin-libvirt: {e}");

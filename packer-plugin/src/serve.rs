@@ -28,7 +28,7 @@ pub fn describe(protocol: Protocol) -> String {
         Protocol::Legacy => "libvirt",
         Protocol::Current => DEFAULT_NAME,
     };
-    serde_json::json!({
+    let mut d = serde_json::json!({
         "version": VERSION,
         "sdk_version": "0.5.2",
         "api_version": "x5.0",
@@ -36,8 +36,13 @@ pub fn describe(protocol: Protocol) -> String {
         "post_processors": [],
         "provisioners": [],
         "datasources": [],
-    })
-    .to_string()
+    });
+    if protocol == Protocol::Current {
+        // Packer 1.12+ then starts us with `--protobuf` (when every plugin
+        // says so) and reads the spec as protobuf instead of gob.
+        d["protocol_version"] = serde_json::json!("v2");
+    }
+    d.to_string()
 }
 
 /// Errors before the connection is served.
@@ -53,7 +58,7 @@ pub enum ServeError {
 
 /// Prints the handshake, accepts Packer's one connection and serves the
 /// builder until Packer closes it.
-pub async fn serve(protocol: Protocol) -> Result<(), ServeError> {
+pub async fn serve(protocol: Protocol, protobuf: bool) -> Result<(), ServeError> {
     ignore_interrupts();
     let (listener, path) = handshake::listen()?;
     {
@@ -66,7 +71,7 @@ pub async fn serve(protocol: Protocol) -> Result<(), ServeError> {
     let (sock, _) = accepted?;
     let (broker, closed) = Broker::start(sock.compat(), yamux::Mode::Server);
     let main = broker.accept(0).await?;
-    let builder = BuilderService::new(broker.clone(), protocol);
+    let builder = BuilderService::new(broker.clone(), protocol, protobuf);
     let router = Router::new().with("Builder", builder);
     tokio::select! {
         _ = router.serve(main) => {}

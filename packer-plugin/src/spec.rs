@@ -348,6 +348,109 @@ pub fn cty_type(ty: &CtyType) -> Vec<u8> {
     gob::stream(&defs, GOB_TYPE, true, &gt)
 }
 
+/// Appends a protobuf varint.
+fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a length-delimited protobuf field.
+fn pb_bytes(out: &mut Vec<u8>, field: u64, data: &[u8]) {
+    pb_varint(out, (field << 3) | 2);
+    pb_varint(out, data.len() as u64);
+    out.extend_from_slice(data);
+}
+
+fn pb_cty(ty: &CtyType) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    match ty {
+        CtyType::String | CtyType::Number | CtyType::Bool => {
+            let name = match ty {
+                CtyType::String => "cty.String",
+                CtyType::Number => "cty.Number",
+                _ => "cty.Bool",
+            };
+            let mut prim = Vec::new();
+            pb_bytes(&mut prim, 1, name.as_bytes());
+            pb_bytes(&mut out, 1, &prim);
+        }
+        CtyType::List(e) | CtyType::Map(e) => {
+            let mut inner = Vec::new();
+            pb_bytes(&mut inner, 1, &pb_cty(e)?);
+            pb_bytes(
+                &mut out,
+                if matches!(ty, CtyType::List(_)) { 2 } else { 3 },
+                &inner,
+            );
+        }
+        other => return Err(format!("the protobuf spec has no form for {other:?}")),
+    }
+    Ok(out)
+}
+
+fn pb_object(spec: &ObjectSpec) -> Result<Vec<u8>, String> {
+    let mut obj = Vec::new();
+    for (name, s) in spec {
+        let mut entry = Vec::new();
+        pb_bytes(&mut entry, 1, name.as_bytes());
+        pb_bytes(&mut entry, 2, &pb_spec(name, s)?);
+        pb_bytes(&mut obj, 1, &entry);
+    }
+    Ok(obj)
+}
+
+fn pb_object_spec(spec: &ObjectSpec) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    pb_bytes(&mut out, 1, &pb_object(spec)?);
+    Ok(out)
+}
+
+fn pb_spec(name: &str, s: &Spec) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    match s {
+        Spec::Attr { ty, required } => {
+            let mut a = Vec::new();
+            pb_bytes(&mut a, 1, name.as_bytes());
+            pb_bytes(&mut a, 2, &pb_cty(ty)?);
+            if *required {
+                a.extend_from_slice(&[0x18, 1]);
+            }
+            pb_bytes(&mut out, 2, &a);
+        }
+        Spec::Block { nested, required } => {
+            let mut b = Vec::new();
+            pb_bytes(&mut b, 1, name.as_bytes());
+            if *required {
+                b.extend_from_slice(&[0x10, 1]);
+            }
+            pb_bytes(&mut b, 3, &pb_object_spec(nested)?);
+            pb_bytes(&mut out, 3, &b);
+        }
+        Spec::BlockList { nested, .. } => {
+            let mut b = Vec::new();
+            pb_bytes(&mut b, 1, name.as_bytes());
+            pb_bytes(&mut b, 2, &pb_object_spec(nested)?);
+            pb_bytes(&mut out, 4, &b);
+        }
+        Spec::BlockAttrs { .. } => {
+            return Err(format!(
+                "{name}: the protobuf spec has no block-attributes form"
+            ))
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes `spec` as the protobuf `Spec` message (packer-plugin-sdk's
+/// `hcl_spec.proto`) that Packer 1.12+ reads when it starts plugins with
+/// `--protobuf`.
+pub fn encode_protobuf(spec: &ObjectSpec) -> Result<Vec<u8>, String> {
+    pb_object_spec(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +548,28 @@ mod tests {
             ),
         ];
         assert_eq!(encode(&spec, Flavor::Vendored), fixture("min_types.gob"));
+    }
+
+    #[test]
+    fn the_protobuf_spec_nests_object_attr_and_cty_type_messages() {
+        let spec = vec![("name".to_string(), attr(s(), true))];
+        let mut want = vec![0x0a, 0x24, 0x0a, 0x22, 0x0a, 0x04];
+        want.extend_from_slice(b"name");
+        want.extend_from_slice(&[0x12, 0x1a, 0x12, 0x18, 0x0a, 0x04]);
+        want.extend_from_slice(b"name");
+        want.extend_from_slice(&[0x12, 0x0e, 0x0a, 0x0c, 0x0a, 0x0a]);
+        want.extend_from_slice(b"cty.String");
+        want.extend_from_slice(&[0x18, 0x01]);
+        assert_eq!(encode_protobuf(&spec).unwrap(), want);
+        let list = vec![("l".to_string(), attr(CtyType::List(Box::new(s())), false))];
+        let bytes = encode_protobuf(&list).unwrap();
+        // Attr.type -> CtyType.list -> CtyList.elementType -> the primitive.
+        assert!(
+            bytes.windows(4).any(|w| w == [0x12, 0x10, 0x0a, 0x0e]),
+            "{bytes:02x?}"
+        );
+        let set = vec![("x".to_string(), attr(CtyType::Set(Box::new(s())), false))];
+        assert!(encode_protobuf(&set).is_err());
     }
 
     #[test]

@@ -99,6 +99,7 @@ async fn an_installed_plugin_speaks_the_current_protocol_to_a_packer_1_7_style_c
     assert_eq!(found.len(), 1);
     let (path, desc) = &found[0];
     assert_eq!(desc["builders"], serde_json::json!([DEFAULT_NAME]));
+    assert_eq!(desc["protocol_version"], serde_json::json!("v2"));
 
     let mut child = Command::new(path)
         .args(["start", "builder", DEFAULT_NAME])
@@ -184,6 +185,37 @@ async fn an_installed_plugin_speaks_the_current_protocol_to_a_packer_1_7_style_c
         "{said:?}"
     );
     server.abort();
+    drop(main);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Packer 1.12+ adds `--protobuf` when every plugin says v2: the spec
+    // then comes as the SDK's protobuf `Spec` message.
+    let mut child = Command::new(path)
+        .args(["start", "builder", "--protobuf", DEFAULT_NAME])
+        .env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let sock_path = line.trim().rsplit('|').next().unwrap().to_string();
+    let sock = tokio::net::UnixStream::connect(sock_path).await.unwrap();
+    let (broker, _closed) = Broker::client_unix(sock);
+    let main = Client::new(broker.dial(0).await.unwrap());
+    let spec = main.call("Builder.ConfigSpec", Value::Nil).await.unwrap();
+    let Some(Value::Binary(bytes)) = field(&spec, "ConfigSpec").cloned() else {
+        panic!("ConfigSpec is not bytes: {spec}")
+    };
+    assert_eq!(bytes[0], 0x0a, "Spec.object, field 1");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("cty.String") && text.contains("iso_url"),
+        "{text}"
+    );
+    assert!(!text.contains("hcldec"), "no gob type names: {text}");
     drop(main);
     let _ = child.kill();
     let _ = child.wait();

@@ -21,24 +21,31 @@ use crate::spec;
 pub struct BuilderService {
     broker: Arc<Broker>,
     protocol: Protocol,
+    protobuf: bool,
     config: Mutex<Option<Config>>,
     cancel: CancellationToken,
 }
 
 impl BuilderService {
-    /// A builder served over `broker` to a Packer speaking `protocol`.
-    pub fn new(broker: Arc<Broker>, protocol: Protocol) -> Arc<Self> {
+    /// A builder served over `broker` to a Packer speaking `protocol`;
+    /// `protobuf` when Packer started it with `--protobuf`.
+    pub fn new(broker: Arc<Broker>, protocol: Protocol, protobuf: bool) -> Arc<Self> {
         Arc::new(BuilderService {
             broker,
             protocol,
+            protobuf,
             config: Mutex::new(None),
             cancel: CancellationToken::new(),
         })
     }
 
-    fn config_spec(&self) -> Value {
-        let bytes = spec::encode(&config::hcl_spec(), self.protocol.flavor());
-        object([("ConfigSpec", Value::Binary(bytes))])
+    fn config_spec(&self) -> Result<Value, String> {
+        let bytes = if self.protobuf {
+            spec::encode_protobuf(&config::hcl_spec())?
+        } else {
+            spec::encode(&config::hcl_spec(), self.protocol.flavor())
+        };
+        Ok(object([("ConfigSpec", Value::Binary(bytes))]))
     }
 
     fn prepare(&self, arg: &Value) -> Value {
@@ -166,7 +173,7 @@ impl Service for BuilderService {
         match method {
             "ConfigSpec" => {
                 let v = self.config_spec();
-                Box::pin(async move { Ok(v) })
+                Box::pin(async move { v })
             }
             "Prepare" => {
                 let v = self.prepare(&arg);
