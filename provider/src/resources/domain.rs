@@ -620,12 +620,22 @@ fn read_live(h: &Host, id: &str, prior: &DomainState) -> Result<Live, HostError>
     let running = status.state == PowerState::Running || status.state == PowerState::Paused;
     let cloudinit_path =
         known(&prior.cloudinit).and_then(|c| h.volume_by_key(key_of(c)).ok().map(|v| v.path));
-    let leases = if running {
+    let mut leases = if running {
         h.domain_addresses(&status.uuid, AddressSource::Lease)
             .unwrap_or_default()
     } else {
         Vec::new()
     };
+    // Bridged guests have no libvirt lease: their agent knows better.
+    if running && def.qemu_agent {
+        if let Ok(found) = h.domain_addresses(&status.uuid, AddressSource::Agent) {
+            leases.extend(found.into_iter().map(|mut i| {
+                i.addresses
+                    .retain(|a| !a.starts_with("127.") && a != "::1" && !a.starts_with("fe80:"));
+                i
+            }));
+        }
+    }
     let mut volume_keys = BTreeMap::new();
     for d in &def.disks {
         if let Ok(v) = h.volume_by_path(d.source.path()) {
@@ -787,12 +797,17 @@ fn merge_live(prior: &DomainState, live: &Live) -> DomainState {
             Some(m) if m.eq_ignore_ascii_case(&mac) => b.mac.clone(),
             _ => s(&mac),
         };
-        let found: Vec<String> = live
+        let mut found: Vec<String> = Vec::new();
+        for a in live
             .leases
             .iter()
             .filter(|l| l.mac.eq_ignore_ascii_case(&mac))
-            .flat_map(|l| l.addresses.clone())
-            .collect();
+            .flat_map(|l| l.addresses.iter())
+        {
+            if !found.contains(a) {
+                found.push(a.clone());
+            }
+        }
         if !found.is_empty() || b.addresses.is_unknown() || b.addresses.is_null() {
             b.addresses = Value::Value(found.into_iter().map(Value::Value).collect());
         }
