@@ -75,6 +75,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("boot_command", Kind::StrList, "Keys typed into the console after `boot_wait`: text plus `<enter>`, `<tab>`, `<esc>`, `<wait>`, `<waitNs>`, `<f1>`..`<f12>`, ..."),
     opt("headless", Kind::Bool, "Accepted for templates moved from the QEMU builder; the build domain never has a display."),
     opt("communicator", Kind::Str, "`ssh` (default) or `none` (no provisioners; the guest must power off by itself)."),
+    opt("domain_xslt", Kind::Str, "An XSLT stylesheet applied to the generated domain XML before it is defined (needs `xsltproc`), for what the options do not cover; the same as the Terraform provider's `xml { xslt }`."),
     opt("ssh_host", Kind::Str, "Address to connect to instead of the discovered one."),
     opt("ssh_port", Kind::Num, "SSH port. Default 22."),
     opt("ssh_username", Kind::Str, "SSH user. Required with the ssh communicator."),
@@ -256,6 +257,8 @@ pub struct Config {
     pub boot_wait: Duration,
     /// Keys to type.
     pub boot_command: Vec<String>,
+    /// XSLT applied to the generated domain XML.
+    pub domain_xslt: Option<String>,
     /// SSH settings, `None` with `communicator = "none"`.
     pub ssh: Option<SshConfig>,
     /// Shutdown command.
@@ -584,6 +587,7 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
     let address_source_s = s("address_source");
     let output_directory = s("output_directory").unwrap_or_else(|| format!("output-{build_name}"));
     let communicator = s("communicator").unwrap_or_else(|| "ssh".into());
+    let domain_xslt = s("domain_xslt");
     let ssh_host = s("ssh_host");
     let ssh_username = s("ssh_username");
     let ssh_password = s("ssh_password");
@@ -825,6 +829,7 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
         output_directory: PathBuf::from(output_directory),
         boot_wait,
         boot_command,
+        domain_xslt,
         ssh,
         shutdown_command,
         shutdown_timeout,

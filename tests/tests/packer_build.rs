@@ -15,6 +15,13 @@ use testbed::tools;
 
 const MARKER: &str = "built-by-packer-libvirt";
 
+/// Appends a word to the kernel command line of the build domain.
+const XSLT: &str = r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="@*|node()"><xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy></xsl:template>
+  <xsl:template match="/domain/os/cmdline/text()"><xsl:value-of select="concat(., ' kvmbe.xslt=1')"/></xsl:template>
+</xsl:stylesheet>
+"#;
+
 /// A work folder that QEMU (running as libvirt-qemu) can read.
 fn workdir(name: &str) -> PathBuf {
     let dir = PathBuf::from(format!("/tmp/kvmbe-packer-{name}-{}", std::process::id()));
@@ -235,6 +242,10 @@ fn build_and_check(kind: &str) {
         let shell = format!("{shell} && hostname >> /root/marker");
         json_template(&v, &dir, &shell)
     } else {
+        // domain_xslt: the stylesheet's change reaches the guest.
+        let mut v = v.clone();
+        v["domain_xslt"] = serde_json::json!(XSLT);
+        let shell = format!("{shell} && grep -q kvmbe.xslt=1 /proc/cmdline");
         hcl_template(&v, &dir, &shell)
     };
     let t0 = Instant::now();

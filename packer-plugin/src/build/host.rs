@@ -218,9 +218,22 @@ impl HostHandle {
     ) -> Result<(), BuildError> {
         let def = domain_def(cfg, disk, install_iso, seed, mac);
         let name = cfg.vm_name.clone();
-        self.with(move |h| {
-            h.define_domain(&def)
-                .map_err(|e| format!("defining domain {}: {e}", def.name))
+        let xslt = cfg.domain_xslt.clone();
+        self.with(move |h| match &xslt {
+            None => h
+                .define_domain(&def)
+                .map(|_| ())
+                .map_err(|e| format!("defining domain {}: {e}", def.name)),
+            Some(sheet) => {
+                let xml = DomainDef::apply_xslt(&def.to_xml(), sheet)
+                    .map_err(|e| format!("domain_xslt: {e}"))?;
+                h.define_domain_xml(&xml).map(|_| ()).map_err(|e| {
+                    format!(
+                        "domain_xslt: defining the transformed domain {}: {e}",
+                        def.name
+                    )
+                })
+            }
         })
         .await?;
         record(Leftover::Domain(name));
