@@ -160,6 +160,24 @@ fn lifecycle(d: &Libvirtd, g: &TinyGuest, tf: &Terraform) {
     let (code, plan) = run.plan_code();
     assert_eq!(code, 0, "the plan after import is empty:\n{plan}");
 
+    // Drift: memory changed and a volume removed outside Terraform.
+    d.virsh(&["setmaxmem", &format!("{tag}-vm"), "300M", "--config"])
+        .unwrap();
+    let (code, plan) = run.plan_code();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("~ memory") && plan.contains("forces replacement"),
+        "{plan}"
+    );
+    d.virsh(&["vol-delete", "--pool", POOL, &format!("{tag}-data.qcow2")])
+        .unwrap();
+    let (code, plan) = run.plan_code();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("libvirt_volume.data will be created"),
+        "{plan}"
+    );
+
     run.ok(&["destroy", "-auto-approve", "-no-color"]);
     assert!(!d.domains().unwrap().contains(&format!("{tag}-vm")));
     let vols = d.volumes(POOL).unwrap();

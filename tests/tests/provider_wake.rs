@@ -124,3 +124,43 @@ fn a_host_that_never_wakes_fails_within_the_timeout_naming_it() {
     assert!(took < Duration::from_secs(40), "took {took:?}");
     assert!(!lab.hosts()[0].is_awake());
 }
+
+#[test]
+fn a_host_no_resource_uses_is_not_woken() {
+    let mut lab = Lab::new().unwrap();
+    let (ip, mac) = {
+        let h = lab.add_host("idle", false).unwrap();
+        (h.ip, h.mac.clone())
+    };
+    let local = testbed::libvirtd::Libvirtd::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let uri = format!("qemu+libssh://root@{ip}/system?sshauth=privkey");
+    // The sleeping host is a second, aliased provider that nothing uses.
+    let mut hcl = format!(
+        "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
+         provider \"libvirt\" {{\n  uri = \"{}\"\n}}\n\n\
+         resource \"libvirt_volume\" \"v\" {{\n  name = \"woken.qcow2\"\n  pool = \"{POOL}\"\n  size = 1048576\n}}\n",
+        local.uri()
+    );
+    hcl += &format!(
+        "\nprovider \"libvirt\" {{\n  alias       = \"idle\"\n  uri         = \"{uri}\"\n  keyfile     = \"{}\"\n  known_hosts = \"{}\"\n\n  wake {{\n    mac       = \"{mac}\"\n    broadcast = \"{}\"\n  }}\n}}\n",
+        lab.keyfile().display(),
+        lab.known_hosts().display(),
+        lab.broadcast()
+    );
+    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
+    let out = terraform_in_lab(&lab, work.path(), &["apply", "-auto-approve", "-no-color"]);
+    assert!(out.status.success());
+    assert!(local
+        .volumes(POOL)
+        .unwrap()
+        .contains(&"woken.qcow2".to_string()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!lab.hosts()[0].is_awake(), "the unused host was woken");
+    let out = terraform_in_lab(
+        &lab,
+        work.path(),
+        &["destroy", "-auto-approve", "-no-color"],
+    );
+    assert!(out.status.success());
+}
