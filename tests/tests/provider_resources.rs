@@ -201,4 +201,21 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
         "{err}"
     );
     assert!(err.contains("addresses"), "{err}");
+
+    // A stylesheet xsltproc rejects fails the create on xml.xslt and
+    // leaves no domain behind.
+    std::fs::write(
+        work.path().join("main.tf"),
+        format!(
+            "{}resource \"libvirt_domain\" \"x\" {{\n  name = \"xslt-bad\"\n  type = \"qemu\"\n\n  xml {{\n    xslt = \"not a stylesheet\"\n  }}\n}}\n",
+            header(&d.uri())
+        ),
+    )
+    .unwrap();
+    let out = run.exec(&["apply", "-auto-approve", "-no-color"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("xsltproc rejected the stylesheet"), "{err}");
+    assert!(err.contains("xml"), "{err}");
+    assert!(!d.domains().unwrap().contains(&"xslt-bad".to_string()));
 }
