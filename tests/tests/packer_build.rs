@@ -3,7 +3,8 @@
 //! and an HCL2 template: `file` provisioners upload a file and a folder and
 //! download a file, a `shell` provisioner writes a marker, `shell-local`
 //! runs on the host; the artifact boots and the marker is there.
-//! A failing provisioner fails the build; cancelling leaves nothing behind.
+//! A failing provisioner fails the build; cancelling leaves nothing behind;
+//! an ISO source is checksummed, attached as a CD, and the boot command typed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -364,5 +365,75 @@ fn cancelling_during_the_build_leaves_no_domain_or_volume() {
         "{text}"
     );
     assert_nothing_left(&bed, &t.vm_name);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = workdir("iso");
+    // The "installer": a CD whose script powers the guest off, which only
+    // happens if the guest found the CD the builder attached.
+    let iso = kvmhost::nocloud::Seed::nocloud(
+        "#!/bin/sh\necho installed\npoweroff\n",
+        "instance-id: iso\n",
+        None,
+    )
+    .to_iso()
+    .unwrap();
+    let iso_path = dir.join("install.iso");
+    std::fs::write(&iso_path, &iso).unwrap();
+    let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&iso));
+    let vm_name = format!("pk-iso-{}", std::process::id());
+    let t = serde_json::json!({
+        "builders": [{
+            "type": "libvirt",
+            "libvirt_uri": bed.uri(),
+            "pool": POOL,
+            "network": NETWORK,
+            "vm_name": vm_name,
+            "iso_url": iso_path.display().to_string(),
+            "iso_checksum": format!("sha256:{sum}"),
+            "disk_size": "32M",
+            "accelerator": "qemu",
+            "memory": 256,
+            "kernel": guest.kernel.display().to_string(),
+            "initrd": guest.initrd.display().to_string(),
+            "kernel_args": guest.cmdline,
+            "boot_wait": "1s",
+            "boot_command": ["<enter><wait>echo typed<enter>"],
+            "communicator": "none",
+            "shutdown_timeout": "90s",
+            "output_directory": dir.join("out").display().to_string()
+        }]
+    });
+    let path = dir.join("iso.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&t).unwrap()).unwrap();
+    let out = packer(&bed, &dir, &["build", &path.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = show("packer build (iso)", &out);
+    assert!(out.status.success(), "iso build failed");
+    assert!(text.contains("Typing the boot command"), "{text}");
+    assert!(dir.join(format!("out/{vm_name}.qcow2")).is_file());
+    assert_nothing_left(&bed, &vm_name);
+
+    // A wrong checksum stops the build before anything is made.
+    let mut bad = t.clone();
+    bad["builders"][0]["iso_checksum"] = serde_json::json!(format!("sha256:{}", "0".repeat(64)));
+    bad["builders"][0]["output_directory"] =
+        serde_json::json!(dir.join("out2").display().to_string());
+    std::fs::write(&path, serde_json::to_string_pretty(&bad).unwrap()).unwrap();
+    let out = packer(&bed, &dir, &["build", &path.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = show("packer build (bad checksum)", &out);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("iso_checksum:") && text.contains(&sum),
+        "{text}"
+    );
+    assert_nothing_left(&bed, &vm_name);
     let _ = std::fs::remove_dir_all(&dir);
 }
