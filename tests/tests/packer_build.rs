@@ -246,6 +246,9 @@ fn build_and_check(kind: &str) {
         // domain_xslt: the stylesheet's change reaches the guest.
         let mut v = v.clone();
         v["domain_xslt"] = serde_json::json!(XSLT);
+        // The address from the guest agent, the power-off by ACPI button.
+        v["address_source"] = serde_json::json!("agent");
+        v.as_object_mut().unwrap().remove("shutdown_command");
         let shell = format!("{shell} && grep -q kvmbe.xslt=1 /proc/cmdline");
         hcl_template(&v, &dir, &shell)
     };
