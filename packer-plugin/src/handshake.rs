@@ -132,21 +132,58 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// The SDK as a module of its own: present in Packer 1.7+ only.
-const SDK_MODULE: &[u8] = b"github.com/hashicorp/packer-plugin-sdk/";
+/// Every source path of the SDK contains this, then `/` or (in module
+/// builds) `@version/`.
+const SDK_DIR: &[u8] = b"/packer-plugin-sdk";
+/// What precedes it in Packer 1.6, which carries the SDK in its own tree.
+const IN_TREE: &[u8] = b"github.com/hashicorp/packer";
+/// What precedes it where the SDK is a module of its own (1.7+), vendored
+/// or not.
+const OWN_MODULE: &[u8] = b"github.com/hashicorp";
 
-/// Decides from the source paths a Go binary was built from.
+/// Decides from the source paths a Go binary was built from. The first
+/// SDK path settles it, and it comes early in the file table, so only the
+/// start of the function table is usually read.
 pub fn protocol_from_sources(exe: &Path) -> Option<Protocol> {
     let mut f = std::fs::File::open(exe).ok()?;
     let (off, size) = elf_section(&mut f, ".gopclntab")?;
     f.seek(SeekFrom::Start(off)).ok()?;
-    let mut table = vec![0u8; usize::try_from(size).ok()?];
-    f.read_exact(&mut table).ok()?;
-    Some(if memchr::memmem::find(&table, SDK_MODULE).is_some() {
-        Protocol::Current
-    } else {
-        Protocol::Legacy
-    })
+    let chunk = 1usize << 20;
+    let keep = IN_TREE.len() + SDK_DIR.len() + 1;
+    let mut window: Vec<u8> = Vec::with_capacity(chunk + keep);
+    let mut left = size;
+    while left > 0 {
+        let n = usize::try_from(left.min(chunk as u64)).ok()?;
+        let start = window.len();
+        window.resize(start + n, 0);
+        f.read_exact(&mut window[start..]).ok()?;
+        left -= n as u64;
+        if let Some(p) = classify_sdk_paths(&window) {
+            return Some(p);
+        }
+        // Keep a tail so a path split between reads is still seen whole.
+        let cut = window.len().saturating_sub(keep);
+        window.drain(..cut);
+    }
+    // No SDK at all: a Packer older than the SDK, so the old protocol.
+    Some(Protocol::Legacy)
+}
+
+/// The protocol the first SDK source path in `bytes` implies, if any.
+pub fn classify_sdk_paths(bytes: &[u8]) -> Option<Protocol> {
+    for at in memchr::memmem::find_iter(bytes, SDK_DIR) {
+        if !matches!(bytes.get(at + SDK_DIR.len()), Some(b'/') | Some(b'@')) {
+            continue;
+        }
+        let before = &bytes[..at];
+        if before.ends_with(IN_TREE) {
+            return Some(Protocol::Legacy);
+        }
+        if before.ends_with(OWN_MODULE) {
+            return Some(Protocol::Current);
+        }
+    }
+    None
 }
 
 const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
@@ -304,6 +341,20 @@ mod tests {
         );
         let other = "path\tgithub.com/someone/else\n";
         assert_eq!(classify_buildinfo(other, exe), Parent::Other);
+    }
+
+    #[test]
+    fn sdk_source_paths_tell_the_in_tree_sdk_from_the_module() {
+        let old = b"..github.com/hashicorp/packer/packer-plugin-sdk/rpc/server.go..";
+        assert_eq!(classify_sdk_paths(old), Some(Protocol::Legacy));
+        let module = b"..github.com/hashicorp/packer-plugin-sdk@v0.5.2/rpc/server.go..";
+        assert_eq!(classify_sdk_paths(module), Some(Protocol::Current));
+        let plain = b"..github.com/hashicorp/packer-plugin-sdk/rpc/server.go..";
+        assert_eq!(classify_sdk_paths(plain), Some(Protocol::Current));
+        let vendored =
+            b"github.com/hashicorp/packer/vendor/github.com/hashicorp/packer-plugin-sdk/rpc/x.go";
+        assert_eq!(classify_sdk_paths(vendored), Some(Protocol::Current));
+        assert_eq!(classify_sdk_paths(b"nothing here"), None);
     }
 
     #[test]
