@@ -78,15 +78,29 @@ impl CommunicatorService {
             .map(|m| (m & 0o777) as u32)
             .filter(|m| *m != 0)
             .unwrap_or(0o644);
-        // scp announces the size first: take the whole stream, then send it.
-        let mut data = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut data)
-            .await
-            .map_err(|e| format!("reading upload data for {path}: {e}"))?;
-        self.ssh
-            .upload(&path, &data[..], data.len() as u64, mode)
-            .await
-            .map_err(|e| format!("upload to {path}: {e}"))?;
+        let size = field(&arg, "FileInfo")
+            .and_then(|fi| field(fi, "S"))
+            .and_then(Value::as_u64);
+        match size {
+            // Packer stats the file it sends: stream it straight through.
+            Some(size) => self.ssh.upload(&path, reader, size, mode).await,
+            // scp announces the size first: spool the stream, then send it.
+            None => {
+                let spool = Spool::new().map_err(|e| format!("spooling upload for {path}: {e}"))?;
+                let mut f = tokio::fs::File::create(&spool.0)
+                    .await
+                    .map_err(|e| format!("spooling upload for {path}: {e}"))?;
+                let size = tokio::io::copy(&mut reader, &mut f)
+                    .await
+                    .map_err(|e| format!("reading upload data for {path}: {e}"))?;
+                drop(f);
+                let f = tokio::fs::File::open(&spool.0)
+                    .await
+                    .map_err(|e| format!("spooling upload for {path}: {e}"))?;
+                self.ssh.upload(&path, f, size, mode).await
+            }
+        }
+        .map_err(|e| format!("upload to {path}: {e}"))?;
         Ok(Value::Nil)
     }
 
@@ -137,6 +151,29 @@ impl Service for CommunicatorService {
                 Box::pin(async move { Err(m) })
             }
         }
+    }
+}
+
+/// A temporary file removed when dropped.
+struct Spool(PathBuf);
+
+impl Spool {
+    fn new() -> std::io::Result<Spool> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "packer-libvirt-upload-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::File::create(&p)?;
+        Ok(Spool(p))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
