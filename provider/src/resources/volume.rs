@@ -467,6 +467,18 @@ fn create_blocking(
                 Some(f) => fmt(f).map_err(|e| ("format", e))?,
                 None => img.format,
             };
+            if let Some(want) = size.filter(|w| *w < img.virtual_size) {
+                return Err((
+                    "size",
+                    HostError::Invalid {
+                        field: "size",
+                        message: format!(
+                            "{want} bytes is smaller than the source's virtual size of {} bytes; images cannot shrink",
+                            img.virtual_size
+                        ),
+                    },
+                ));
+            }
             spec = VolumeSpec::new(&name, img.virtual_size.max(1), format);
         }
         (None, Some(b)) => {
