@@ -95,6 +95,9 @@ mod tests {
     #[test]
     fn a_malformed_rule_is_an_error_naming_it() {
         let err = agent(&[]).accepts(&["queue"]).unwrap_err();
-        assert_eq!(err.to_string(), "agent rule \"queue\" is not of the form key=value");
+        assert_eq!(
+            err.to_string(),
+            "agent rule \"queue\" is not of the form key=value"
+        );
     }
 }
