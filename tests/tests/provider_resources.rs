@@ -180,6 +180,8 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
         "{err}"
     );
     assert!(err.contains("with libvirt_volume.v"), "{err}");
+    // The diagnostic points at the attribute that caused it.
+    assert!(err.contains("pool = \"nosuchpool\""), "{err}");
     assert!(
         !err.contains("backtrace") && !err.contains("panicked"),
         "{err}"

@@ -204,10 +204,19 @@ impl Resource for CloudinitResource {
                 s.path = Value::Value(vol.path);
                 Some((Maybe(Some(s)), private))
             }
-            Err(e) => fail(
-                diags,
-                to_diag("Cannot create the cloud-init disk", &e, Some("name")),
-            ),
+            Err(e) => {
+                let attr = match &e {
+                    HostError::NotFound {
+                        kind: "storage pool",
+                        ..
+                    } => "pool",
+                    _ => "name",
+                };
+                fail(
+                    diags,
+                    to_diag("Cannot create the cloud-init disk", &e, Some(attr)),
+                )
+            }
         }
     }
 

@@ -498,7 +498,13 @@ fn create_blocking(
             spec = VolumeSpec::new(&name, size.unwrap_or(0), format);
         }
     }
-    let made = h.create_volume(&pool, &spec).map_err(|e| ("name", e))?;
+    let made = h.create_volume(&pool, &spec).map_err(|e| match &e {
+        HostError::NotFound {
+            kind: "storage pool",
+            ..
+        } => ("pool", e),
+        _ => ("name", e),
+    })?;
     let filled = (|| {
         if let Some(path) = local {
             h.upload_file(&made.key, path).map_err(|e| ("source", e))?;
