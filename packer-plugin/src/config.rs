@@ -60,6 +60,9 @@ pub const OPTIONS: &[Opt] = &[
     opt("cpus", Kind::Num, "Number of virtual CPUs. Default 1."),
     opt("accelerator", Kind::Str, "`kvm` (default) or `qemu`/`tcg` for software emulation where KVM is missing."),
     opt("machine_type", Kind::Str, "QEMU machine type (`q35`, `pc`, ...). Default: libvirt's choice."),
+    opt("efi_boot", Kind::Bool, "Boot with UEFI firmware (OVMF) instead of BIOS. Default false."),
+    opt("efi_firmware_code", Kind::Str, "UEFI code file on the libvirt host. Default `/usr/share/OVMF/OVMF_CODE.fd`."),
+    opt("efi_firmware_vars", Kind::Str, "UEFI variables template on the libvirt host, copied per build. Default `/usr/share/OVMF/OVMF_VARS.fd`."),
     opt("kernel", Kind::Str, "Host path of a kernel for direct kernel boot."),
     opt("initrd", Kind::Str, "Host path of an initrd for direct kernel boot."),
     opt("kernel_args", Kind::Str, "Kernel command line for direct kernel boot."),
@@ -233,6 +236,8 @@ pub struct Config {
     pub accelerator: Accelerator,
     /// Machine type.
     pub machine_type: Option<String>,
+    /// UEFI firmware: (code file, variables template), both on the host.
+    pub efi: Option<(String, String)>,
     /// Direct kernel boot.
     pub kernel: Option<PathBuf>,
     /// Direct kernel boot initrd.
@@ -577,6 +582,8 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
     let format_s = s("format");
     let accel_s = s("accelerator");
     let machine_type = s("machine_type");
+    let efi_code = s("efi_firmware_code");
+    let efi_vars = s("efi_firmware_vars");
     let kernel = s("kernel").map(PathBuf::from);
     let initrd = s("initrd").map(PathBuf::from);
     let kernel_args = s("kernel_args");
@@ -597,6 +604,19 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
     iso_urls.extend(raw.lists.remove("iso_urls").unwrap_or_default());
     let disk_image = raw.bools.remove("disk_image").unwrap_or(false);
     let skip_resize_disk = raw.bools.remove("skip_resize_disk").unwrap_or(false);
+    let efi = if raw.bools.remove("efi_boot").unwrap_or(false) {
+        Some((
+            efi_code.unwrap_or_else(|| "/usr/share/OVMF/OVMF_CODE.fd".into()),
+            efi_vars.unwrap_or_else(|| "/usr/share/OVMF/OVMF_VARS.fd".into()),
+        ))
+    } else {
+        if efi_code.is_some() || efi_vars.is_some() {
+            errs.push(
+                "efi_boot: efi_firmware_code and efi_firmware_vars need efi_boot = true".into(),
+            );
+        }
+        None
+    };
 
     let iso_checksum = match (&checksum_s, iso_urls.is_empty()) {
         (Some(c), _) => match parse_checksum(c) {
@@ -817,6 +837,7 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
         cpus: cpus as u32,
         accelerator,
         machine_type,
+        efi,
         kernel,
         initrd,
         kernel_args,

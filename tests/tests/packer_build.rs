@@ -440,3 +440,66 @@ fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
     assert_nothing_left(&bed, &vm_name);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The tiny guest's kernel boots only from BIOS-style direct boot, so this
+/// checks what UEFI changes on the host side: libvirt accepts and starts
+/// the domain with OVMF and a per-build variables file, and the builder
+/// removes both when the build ends (here by the shutdown timeout).
+#[test]
+fn an_efi_domain_is_accepted_started_under_ovmf_and_removed() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = workdir("efi");
+    let vm_name = format!("pk-efi-{}", std::process::id());
+    let t = serde_json::json!({
+        "builders": [{
+            "type": "libvirt",
+            "libvirt_uri": bed.uri(),
+            "pool": POOL,
+            "network": NETWORK,
+            "vm_name": vm_name,
+            "efi_boot": true,
+            "machine_type": "q35",
+            "disk_size": "32M",
+            "accelerator": "qemu",
+            "memory": 256,
+            "kernel": guest.kernel.display().to_string(),
+            "initrd": guest.initrd.display().to_string(),
+            "kernel_args": guest.cmdline,
+            "communicator": "none",
+            "shutdown_timeout": "3s",
+            "output_directory": dir.join("out").display().to_string()
+        }]
+    });
+    let path = dir.join("efi.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&t).unwrap()).unwrap();
+    let child = packer(&bed, &dir, &["build", &path.to_string_lossy()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let xml = loop {
+        if let Ok(x) = bed.virsh(&["dumpxml", &vm_name]) {
+            if x.contains("state='running'")
+                || bed
+                    .virsh(&["domstate", &vm_name])
+                    .unwrap_or_default()
+                    .contains("running")
+            {
+                break x;
+            }
+        }
+        assert!(Instant::now() < deadline, "the EFI domain never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        xml.contains("OVMF_CODE.fd") && xml.contains(&format!("{vm_name}_VARS.fd")),
+        "{xml}"
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = show("packer build (efi)", &out);
+    assert!(text.contains("shutdown_timeout:"), "{text}");
+    assert_nothing_left(&bed, &vm_name);
+    let _ = std::fs::remove_dir_all(&dir);
+}

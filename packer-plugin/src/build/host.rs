@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kvmhost::libvirt::domain::{AddressSource as LvAddressSource, PowerState};
 use kvmhost::libvirt::domain_xml::{
     ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, DomainKind, InterfaceDef,
-    InterfaceSource, OsDef,
+    InterfaceSource, NvramDef, OsDef,
 };
 use kvmhost::libvirt::volume::{image_info, VolumeFormat, VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::Host;
@@ -368,7 +368,9 @@ impl HostHandle {
         };
         let out_s = out.to_path_buf();
         let fmt = format.as_str();
+        // A cancelled build must not leave qemu-img running.
         let output = tokio::process::Command::new("qemu-img")
+            .kill_on_drop(true)
             .args(["convert", "-f", &src_format, "-O", fmt])
             .args(if format == Format::Qcow2 {
                 &["-c"][..]
@@ -470,6 +472,11 @@ pub fn domain_def(
         os: OsDef {
             machine: cfg.machine_type.clone(),
             boot_devices,
+            firmware: cfg.efi.as_ref().map(|(code, _)| code.clone()),
+            nvram: cfg.efi.as_ref().map(|(_, vars)| NvramDef {
+                file: format!("/var/lib/libvirt/qemu/nvram/{}_VARS.fd", cfg.vm_name),
+                template: Some(vars.clone()),
+            }),
             kernel: cfg.kernel.as_ref().map(|p| p.display().to_string()),
             initrd: cfg.initrd.as_ref().map(|p| p.display().to_string()),
             cmdline: cfg.kernel_args.clone(),
@@ -555,5 +562,21 @@ mod tests {
         assert!(matches!(&d.interfaces[0].source, InterfaceSource::Bridge(b) if b == "br0"));
         // On a bridge the address comes from the guest agent.
         assert!(d.qemu_agent);
+        assert!(d.os.firmware.is_none() && d.os.nvram.is_none());
+    }
+
+    #[test]
+    fn efi_boot_adds_the_firmware_and_a_per_build_variables_file() {
+        let c = config(
+            json!({"kernel": "/proc/self/exe", "communicator": "none", "efi_boot": true, "vm_name": "e"}),
+        );
+        let d = domain_def(&c, "/p/e.qcow2", None, None, "52:54:00:00:00:03");
+        assert_eq!(
+            d.os.firmware.as_deref(),
+            Some("/usr/share/OVMF/OVMF_CODE.fd")
+        );
+        let nv = d.os.nvram.unwrap();
+        assert_eq!(nv.file, "/var/lib/libvirt/qemu/nvram/e_VARS.fd");
+        assert_eq!(nv.template.as_deref(), Some("/usr/share/OVMF/OVMF_VARS.fd"));
     }
 }
