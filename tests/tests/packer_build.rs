@@ -422,6 +422,24 @@ fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
     assert!(dir.join(format!("out/{vm_name}.qcow2")).is_file());
     assert_nothing_left(&bed, &vm_name);
 
+    // The output folder exists now: a second build stops at once...
+    let out = packer(&bed, &dir, &["build", &path.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = show("packer build (iso, output exists)", &out);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("output_directory:") && text.contains("-force"),
+        "{text}"
+    );
+    // ...unless forced, which replaces it.
+    let out = packer(&bed, &dir, &["build", "-force", &path.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = show("packer build -force (iso)", &out);
+    assert!(out.status.success(), "{text}");
+    assert!(dir.join(format!("out/{vm_name}.qcow2")).is_file());
+
     // A wrong checksum stops the build before anything is made.
     let mut bad = t.clone();
     bad["builders"][0]["iso_checksum"] = serde_json::json!(format!("sha256:{}", "0".repeat(64)));
