@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rmpv::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, NetAttach};
+use crate::config::Config;
 use crate::mux::Broker;
 use crate::packer::artifact::Artifact;
 use crate::packer::communicator::CommunicatorService;
@@ -512,14 +512,6 @@ fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<PathBuf, BuildError> {
     let out = dir.join("SHA256SUMS");
     std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)
-}
-
-/// Whether the NIC is on a libvirt network (for lease lookups).
-pub fn network_name(cfg: &Config) -> Option<&str> {
-    match &cfg.net {
-        NetAttach::Network(n) => Some(n),
-        NetAttach::Bridge(_) => None,
-    }
 }
 
 #[cfg(test)]

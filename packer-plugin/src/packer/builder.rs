@@ -13,7 +13,7 @@ use crate::handshake::Protocol;
 use crate::mux::Broker;
 use crate::packer::artifact::Artifact;
 use crate::packer::ui::Ui;
-use crate::rpc::value::{field, from_json, object, strings, to_json};
+use crate::rpc::value::{field, object, strings, to_json};
 use crate::rpc::{Client, ReplyFuture, Router, Service};
 use crate::spec;
 
@@ -192,18 +192,18 @@ impl Service for BuilderService {
     }
 }
 
-/// Builds a `Prepare` argument the way a JSON template's Packer sends it
-/// (for tests and our own client).
-pub fn json_prepare_arg(user: &serde_json::Value, packer: &serde_json::Value) -> Value {
-    object([(
-        "Configs",
-        Value::Array(vec![from_json(user), from_json(packer)]),
-    )])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::value::from_json;
+
+    /// Builds a `Prepare` argument the way Packer sends a JSON template's.
+    fn json_prepare_arg(user: &serde_json::Value, packer: &serde_json::Value) -> Value {
+        object([(
+            "Configs",
+            Value::Array(vec![from_json(user), from_json(packer)]),
+        )])
+    }
     use serde_json::json;
 
     #[test]
