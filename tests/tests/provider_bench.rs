@@ -200,80 +200,131 @@ fn tx_bytes(lab: &testbed::hosts::Lab) -> u64 {
         .unwrap()
 }
 
+/// Virtual size of the sparse upload benchmark's image.
+const IMAGE_SIZE: u64 = 4 << 30;
+/// Its data: EXTENTS extents of EXTENT bytes, spread over the image.
+const EXTENTS: u64 = 64;
+const EXTENT: u64 = 8 << 20;
+/// Each upload is timed this many times, alternating, and the median kept.
+const ROUNDS: usize = 3;
+
+/// A raw image of IMAGE_SIZE bytes holding EXTENTS extents of
+/// incompressible data at uneven offsets, the rest holes.
+fn sparse_image(path: &std::path::Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::File::create(path).unwrap();
+    f.set_len(IMAGE_SIZE).unwrap();
+    let stride = IMAGE_SIZE / EXTENTS;
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut block = vec![0u8; EXTENT as usize];
+    for part in 0..EXTENTS {
+        // Extents start at varying 64 KiB-aligned places inside their stride.
+        let at = part * stride + (part * 7 % 32) * (64 << 10);
+        for w in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_ne_bytes());
+        }
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&block).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// One timed transfer: wall time and bytes the client sent.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    time: Duration,
+    bytes: u64,
+}
+
+fn median_run(runs: &[Run]) -> Run {
+    let mut v = runs.to_vec();
+    v.sort_by_key(|r| r.time);
+    v[v.len() / 2]
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
 #[test]
 #[ignore = "benchmark"]
 fn bench_sparse_upload_over_ssh_against_virsh() {
-    use std::io::{Seek, SeekFrom, Write};
     let mut lab = testbed::hosts::Lab::new().unwrap();
     lab.add_host("up", true).unwrap();
     let host = &lab.hosts()[0];
     let uri = lab.ssh_uri(host);
-    // 1 GiB image holding 64 MiB of (incompressible) data in four places.
+    let pool_dir = host.daemon().pool_dir();
     let image =
         std::path::PathBuf::from(format!("/tmp/kvmbe-bench-image-{}.raw", std::process::id()));
-    let mut f = std::fs::File::create(&image).unwrap();
-    f.set_len(1 << 30).unwrap();
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for part in 0..4u64 {
-        f.seek(SeekFrom::Start(part * (256 << 20))).unwrap();
-        let block: Vec<u8> = (0..16 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        f.write_all(&block).unwrap();
-    }
-    drop(f);
+    sparse_image(&image);
+    let image_s = image.display().to_string();
+    let data = EXTENTS * EXTENT;
 
     let virsh = |args: &[&str]| {
         let mut argv = vec!["virsh", "-q", "-c", uri.as_str()];
         argv.extend_from_slice(args);
         lab.client().run(&argv).unwrap()
     };
-    virsh(&[
-        "vol-create-as",
-        POOL,
-        "virsh.raw",
-        "1G",
-        "--format",
-        "raw",
-        "--allocation",
-        "0",
-    ]);
-    let b0 = tx_bytes(&lab);
-    let t0 = Instant::now();
-    virsh(&[
-        "vol-upload",
-        "--sparse",
-        "--pool",
-        POOL,
-        "virsh.raw",
-        &image.display().to_string(),
-    ]);
-    let virsh_time = t0.elapsed();
-    let virsh_bytes = tx_bytes(&lab) - b0;
+    let size = IMAGE_SIZE.to_string();
+    let new_volume = |name: &str| {
+        virsh(&[
+            "vol-create-as",
+            POOL,
+            name,
+            &size,
+            "--format",
+            "raw",
+            "--allocation",
+            "0",
+        ]);
+        virsh(&["vol-path", "--pool", POOL, name])
+            .trim()
+            .to_string()
+    };
+    let same_as_image = |name: &str| {
+        let out = Command::new("cmp")
+            .arg(&image)
+            .arg(pool_dir.join(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "volume {name} differs from the image: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    let timed = |f: &mut dyn FnMut()| {
+        let b0 = tx_bytes(&lab);
+        let t0 = Instant::now();
+        f();
+        Run {
+            time: t0.elapsed(),
+            bytes: tx_bytes(&lab) - b0,
+        }
+    };
 
-    let work = tempfile::tempdir().unwrap();
-    let cli = dev_overrides_config(work.path()).unwrap();
-    std::fs::write(
-        work.path().join("main.tf"),
-        format!(
-            "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
-             provider \"libvirt\" {{\n  uri = \"{uri}\"\n}}\n\n\
-             resource \"libvirt_volume\" \"image\" {{\n  name   = \"ours.raw\"\n  pool   = \"{POOL}\"\n  source = \"{}\"\n}}\n",
-            image.display()
-        ),
-    )
-    .unwrap();
     let tf = terraforms()
         .unwrap()
         .into_iter()
         .find(|t| t.version == "1.11")
         .unwrap();
-    let apply = |args: &[&str]| {
+    let work = tempfile::tempdir().unwrap();
+    let cli = dev_overrides_config(work.path()).unwrap();
+    let main_tf = |content: &str| {
+        std::fs::write(
+            work.path().join("main.tf"),
+            format!(
+                "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
+                 provider \"libvirt\" {{\n  uri = \"{uri}\"\n}}\n\n\
+                 resource \"libvirt_volume\" \"image\" {{\n  name   = \"tf.raw\"\n  pool   = \"{POOL}\"\n  {content}\n}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let terraform = |args: &[&str]| {
         let out = lab
             .client()
             .cmd(&tf.program.display().to_string())
@@ -289,39 +340,107 @@ fn bench_sparse_upload_over_ssh_against_virsh() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    // Terraform's own start-up is measured apart and taken off.
-    let b0 = tx_bytes(&lab);
-    let t0 = Instant::now();
-    apply(&["apply", "-auto-approve", "-no-color"]);
-    let ours_time = t0.elapsed();
-    let ours_bytes = tx_bytes(&lab) - b0;
-    let pool = host.daemon().pool_dir();
-    let same = std::fs::read(pool.join("ours.raw")).unwrap() == std::fs::read(&image).unwrap();
-    assert!(same, "the uploaded volume differs from the image");
-    apply(&["destroy", "-auto-approve", "-no-color"]);
-    // The same apply without a source: Terraform's and the RPCs' share.
-    let tf_file = work.path().join("main.tf");
-    let text = std::fs::read_to_string(&tf_file).unwrap();
-    let empty = text.replace(
-        &format!("source = \"{}\"", image.display()),
-        "size   = 1073741824",
-    );
-    std::fs::write(&tf_file, empty).unwrap();
-    let t0 = Instant::now();
-    apply(&["apply", "-auto-approve", "-no-color"]);
-    let overhead = t0.elapsed();
-    apply(&["destroy", "-auto-approve", "-no-color"]);
+    let bed_upload = bin_dir().join("bed-upload").display().to_string();
+
+    let (mut virsh_runs, mut ours_runs, mut tf_runs, mut empty_runs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ours_inner = Vec::new();
+    for round in 0..ROUNDS {
+        // Who goes first alternates, so neither always meets a cold host.
+        for first in [round % 2 == 0, round % 2 == 1] {
+            if first {
+                new_volume("virsh.raw");
+                virsh_runs.push(timed(&mut || {
+                    virsh(&[
+                        "vol-upload",
+                        "--sparse",
+                        "--pool",
+                        POOL,
+                        "virsh.raw",
+                        &image_s,
+                    ]);
+                }));
+                if round == 0 {
+                    same_as_image("virsh.raw");
+                }
+                virsh(&["vol-delete", "--pool", POOL, "virsh.raw"]);
+            } else {
+                let key = new_volume("ours.raw");
+                let mut line = String::new();
+                ours_runs.push(timed(&mut || {
+                    line = lab
+                        .client()
+                        .run(&[&bed_upload, &uri, &key, &image_s])
+                        .unwrap();
+                }));
+                let field = |name: &str| -> f64 {
+                    line.split_whitespace()
+                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                        .unwrap_or_else(|| panic!("no {name} in bed-upload's output: {line}"))
+                        .parse()
+                        .unwrap()
+                };
+                assert_eq!(field("data_bytes") as u64, data, "{line}");
+                ours_inner.push(Duration::from_secs_f64(field("upload_s")));
+                if round == 0 {
+                    same_as_image("ours.raw");
+                }
+                virsh(&["vol-delete", "--pool", POOL, "ours.raw"]);
+            }
+        }
+        // The whole apply, then the same apply with no source: the
+        // difference is the upload plus reading the source for its checksum.
+        main_tf(&format!("source = \"{image_s}\""));
+        tf_runs.push(timed(&mut || {
+            terraform(&["apply", "-auto-approve", "-no-color"])
+        }));
+        if round == 0 {
+            same_as_image("tf.raw");
+        }
+        terraform(&["destroy", "-auto-approve", "-no-color"]);
+        main_tf(&format!("size   = {IMAGE_SIZE}"));
+        empty_runs.push(timed(&mut || {
+            terraform(&["apply", "-auto-approve", "-no-color"])
+        }));
+        terraform(&["destroy", "-auto-approve", "-no-color"]);
+    }
     let _ = std::fs::remove_file(&image);
-    let upload_only = ours_time.saturating_sub(overhead);
+
+    let v = median_run(&virsh_runs);
+    let o = median_run(&ours_runs);
+    let t = median_run(&tf_runs);
+    let e = median_run(&empty_runs);
+    let tf_upload = Run {
+        time: t.time.saturating_sub(e.time),
+        bytes: t.bytes.saturating_sub(e.bytes),
+    };
+    let inner = median(ours_inner);
+    let line = |what: &str, r: Run| {
+        println!(
+            "  {what:<44} {:>9.3} s {:>9.2} MB sent  throughput ours/virsh {:.2}  bytes ours/virsh {:.3}",
+            r.time.as_secs_f64(),
+            mb(r.bytes),
+            v.time.as_secs_f64() / r.time.as_secs_f64(),
+            r.bytes as f64 / v.bytes as f64,
+        );
+    };
     println!(
-        "upload part of the apply (apply minus the same apply without source, {overhead:?}): {upload_only:?}, throughput ratio {:.2}",
-        virsh_time.as_secs_f64() / upload_only.as_secs_f64()
+        "sparse upload over qemu+libssh of a {} GiB raw image holding {} MiB of data in {EXTENTS} extents \
+         (median of {ROUNDS}, client namespace's eth0 tx bytes; goal: throughput >= 0.9, bytes <= 1.0):",
+        IMAGE_SIZE >> 30,
+        data >> 20
     );
+    line("virsh vol-upload --sparse (process)", v);
+    line("kvmhost upload_file (bed-upload process)", o);
     println!(
-        "sparse upload of 1 GiB with 64 MiB data over qemu+libssh: virsh vol-upload --sparse {virsh_time:?} / {virsh_bytes} bytes sent; \
-         terraform apply (incl. sha256 of the source and Terraform itself) {ours_time:?} / {ours_bytes} bytes sent; \
-         throughput ratio {:.2} (goal >= 0.9), bytes ratio {:.2} (goal <= 1.0)",
-        virsh_time.as_secs_f64() / ours_time.as_secs_f64(),
-        ours_bytes as f64 / virsh_bytes as f64
+        "  {:<44} {:>9.3} s (connect excluded)",
+        "kvmhost upload_file (inside bed-upload)",
+        inner.as_secs_f64()
+    );
+    line("terraform apply minus apply without source", tf_upload);
+    println!(
+        "  (terraform apply with source {:.3} s, without {:.3} s)",
+        t.time.as_secs_f64(),
+        e.time.as_secs_f64()
     );
 }
