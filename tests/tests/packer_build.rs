@@ -333,6 +333,24 @@ fn a_failing_shell_provisioner_fails_the_build_and_leaves_nothing() {
         .unwrap()
         .iter()
         .any(|v| v.starts_with(&t.vm_name)));
+
+    // -on-error=ask with no terminal to ask on cleans up.
+    let mut v = v.clone();
+    let asked = format!("{}-ask", t.vm_name);
+    v["vm_name"] = serde_json::json!(asked);
+    let template = json_template(&v, &dir, "exit 7");
+    let out = packer(
+        &bed,
+        &dir,
+        &["build", "-on-error=ask", &template.to_string_lossy()],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    let text = show("packer build -on-error=ask (no terminal)", &out);
+    assert!(!out.status.success());
+    assert!(text.contains("exit status: 7"), "{text}");
+    assert_nothing_left(&bed, &asked);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

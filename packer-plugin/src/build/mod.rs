@@ -72,9 +72,22 @@ pub async fn run(cfg: Config, env: BuildEnv) -> Result<Option<Artifact>, BuildEr
         r = steps(&cfg, &env, shared.clone()) => r,
         _ = env.cancel.cancelled() => Err(BuildError::Cancelled),
     };
-    let keep = result.is_err()
-        && !matches!(result, Err(BuildError::Cancelled))
-        && matches!(cfg.packer.on_error.as_str(), "abort" | "ask");
+    let failed = result.is_err() && !matches!(result, Err(BuildError::Cancelled));
+    let keep = failed
+        && match cfg.packer.on_error.as_str() {
+            "abort" => true,
+            "ask" => {
+                if let Err(e) = &result {
+                    env.ui.error(e.to_string()).await;
+                }
+                let answer = env
+                    .ui
+                    .ask("[c] Clean up and exit, [a] abort without cleanup:")
+                    .await;
+                answer.trim().eq_ignore_ascii_case("a")
+            }
+            _ => false,
+        };
     if keep {
         env.ui
             .error(format!(

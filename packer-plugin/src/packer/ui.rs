@@ -34,6 +34,15 @@ impl Ui {
         self.send("Ui.Error", msg.as_ref()).await;
     }
 
+    /// Asks the user a question on Packer's terminal; empty when Packer
+    /// cannot ask (no terminal).
+    pub async fn ask(&self, query: &str) -> String {
+        match self.client.call("Ui.Ask", Value::from(query)).await {
+            Ok(v) => v.as_str().unwrap_or_default().to_string(),
+            Err(_) => String::new(),
+        }
+    }
+
     /// A machine-readable line (`-machine-readable`).
     pub async fn machine(&self, category: &str, args: &[String]) {
         let arg = object([
