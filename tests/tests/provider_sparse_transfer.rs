@@ -37,3 +37,31 @@ fn sparse_upload_and_download_move_only_the_data() {
     );
     host.delete_volume(&vol.key).unwrap();
 }
+
+#[test]
+fn zero_blocks_written_inside_data_are_not_sent() {
+    let d = Libvirtd::start().unwrap();
+    let src = d.dir().join("dense.raw");
+    // A fully allocated 4 MiB file: 64 KiB of data, then 64 KiB of
+    // written zeros, and so on; SEEK_HOLE sees no hole in it.
+    let block: Vec<u8> = (0..4u32 << 20)
+        .map(|i| {
+            if (i >> 16) % 2 == 0 {
+                (i % 251) as u8 | 1
+            } else {
+                0
+            }
+        })
+        .collect();
+    std::fs::write(&src, &block).unwrap();
+
+    let host = Host::open(&d.uri()).unwrap();
+    let vol = host
+        .create_volume(POOL, &VolumeSpec::new("d.raw", 4 << 20, VolumeFormat::Raw))
+        .unwrap();
+    let up = host.upload_file(&vol.key, &src).unwrap();
+    assert_eq!(up.data_bytes, 2 << 20, "{up:?}");
+    assert_eq!(up.hole_bytes, 2 << 20, "{up:?}");
+    assert_eq!(std::fs::read(&vol.path).unwrap(), block);
+    host.delete_volume(&vol.key).unwrap();
+}
