@@ -486,6 +486,7 @@ impl HookData {
 /// stream id, then call `Hook.Run("packer_provision")` with that id.
 async fn provision(env: &BuildEnv, ssh: Arc<Ssh>, hook_data: &HookData) -> Result<(), BuildError> {
     let id = env.broker.next_id();
+    let ui = Arc::new(UiProxy(env.ui.clone()));
     let router = Router::new()
         .with(
             "Communicator",
@@ -494,7 +495,8 @@ async fn provision(env: &BuildEnv, ssh: Arc<Ssh>, hook_data: &HookData) -> Resul
                 broker: env.broker.clone(),
             }),
         )
-        .with("Ui", Arc::new(UiProxy(env.ui.clone())));
+        .with("Ui", ui.clone())
+        .with_prefix("Ui", ui);
     let broker = env.broker.clone();
     let server = tokio::spawn(async move {
         if let Ok(conn) = broker.accept(id).await {

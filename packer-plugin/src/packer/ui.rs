@@ -60,22 +60,29 @@ impl Ui {
         let _ = self.client.call(method, Value::from(msg)).await;
     }
 
-    /// Forwards a raw Ui call (used to serve Packer's provisioners a Ui
-    /// that writes to this same Ui).
-    pub async fn forward(&self, method: &str, arg: Value) -> Result<Value, String> {
+    /// Forwards a raw call ("Service.Method") to Packer's side of this
+    /// stream (used to serve Packer's provisioners a Ui that writes to
+    /// this same Ui).
+    pub async fn forward_raw(&self, service_method: &str, arg: Value) -> Result<Value, String> {
         self.client
-            .call(&format!("Ui.{method}"), arg)
+            .call(service_method, arg)
             .await
             .map_err(|e| e.to_string())
     }
 }
 
 /// Serves `Ui` on a stream we own by forwarding each call to Packer's Ui.
+/// Registered both as `Ui` (gets the method) and as the `Ui` prefix (gets
+/// `Service.Method` of helpers Packer's Ui made, forwarded unchanged).
 pub struct UiProxy(pub Ui);
 
 impl Service for UiProxy {
     fn call(self: Arc<Self>, method: &str, arg: Value) -> ReplyFuture {
-        let method = method.to_string();
-        Box::pin(async move { self.0.forward(&method, arg).await })
+        let full = if method.contains('.') {
+            method.to_string()
+        } else {
+            format!("Ui.{method}")
+        };
+        Box::pin(async move { self.0.forward_raw(&full, arg).await })
     }
 }

@@ -37,6 +37,7 @@ pub trait Service: Send + Sync + 'static {
 #[derive(Default, Clone)]
 pub struct Router {
     services: HashMap<&'static str, Arc<dyn Service>>,
+    prefixed: Vec<(&'static str, Arc<dyn Service>)>,
 }
 
 impl Router {
@@ -51,14 +52,25 @@ impl Router {
         self
     }
 
+    /// Adds a service that answers for every service name starting with
+    /// `prefix` that has no service of its own; it gets the whole
+    /// `Service.Method` (Packer's Ui registers helpers such as
+    /// `Ui<id>.Add` for progress bars on the fly).
+    pub fn with_prefix(mut self, prefix: &'static str, svc: Arc<dyn Service>) -> Self {
+        self.prefixed.push((prefix, svc));
+        self
+    }
+
     fn dispatch(&self, service_method: &str, arg: Value) -> ReplyFuture {
         let Some((svc, method)) = service_method.split_once('.') else {
             let msg = format!("rpc: service/method request ill-formed: {service_method}");
             return Box::pin(async move { Err(msg) });
         };
-        match self.services.get(svc) {
-            Some(s) => s.clone().call(method, arg),
-            None => {
+        let prefixed = self.prefixed.iter().find(|(p, _)| svc.starts_with(p));
+        match (self.services.get(svc), prefixed) {
+            (Some(s), _) => s.clone().call(method, arg),
+            (None, Some((_, s))) => s.clone().call(service_method, arg),
+            (None, None) => {
                 let msg = format!("rpc: can't find service {service_method}");
                 Box::pin(async move { Err(msg) })
             }
@@ -211,6 +223,30 @@ mod tests {
                 }
             })
         }
+    }
+
+    struct Named;
+    impl Service for Named {
+        fn call(self: Arc<Self>, method: &str, _arg: Value) -> ReplyFuture {
+            let m = method.to_string();
+            Box::pin(async move { Ok(Value::from(m)) })
+        }
+    }
+
+    #[tokio::test]
+    async fn services_made_on_the_fly_reach_the_prefix_service_with_their_full_name() {
+        let r = Router::new()
+            .with("Ui", Arc::new(Named))
+            .with_prefix("Ui", Arc::new(Named));
+        assert_eq!(
+            r.dispatch("Ui.Say", Value::Nil).await,
+            Ok(Value::from("Say"))
+        );
+        assert_eq!(
+            r.dispatch("Uiabc123.Add", Value::Nil).await,
+            Ok(Value::from("Uiabc123.Add"))
+        );
+        assert!(r.dispatch("Other.X", Value::Nil).await.is_err());
     }
 
     #[tokio::test]
