@@ -13,10 +13,10 @@ variable "image_url" {
   default = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
 }
 
-# Put the image's digest here (sha512:HEX from the image's SHA512SUMS).
+# The image's digest, looked up in Debian's checksum list.
 variable "image_checksum" {
   type    = string
-  default = "none"
+  default = "file:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS"
 }
 
 # `qemu` where KVM is not available (much slower).

@@ -50,7 +50,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("vm_name", Kind::Str, "Name of the build domain and of the output disk file. Default `packer-<build name>`."),
     opt("iso_url", Kind::Str, "Source image: a local path, `file://` URL or `http(s)://` URL. A cloud disk image with `disk_image = true`, otherwise a bootable ISO."),
     opt("iso_urls", Kind::StrList, "Like `iso_url`, tried in order; the first that works is used."),
-    opt("iso_checksum", Kind::Str, "Checksum of the source: `sha256:HEX`, `sha512:HEX`, `md5:HEX`, a bare sha256 hex, or `none`. Required with `iso_url`."),
+    opt("iso_checksum", Kind::Str, "Checksum of the source: `sha256:HEX`, `sha512:HEX`, a bare hex digest, `file:URL` (a checksum list such as SHA256SUMS, local or http(s), holding the source's file name), or `none`. Required with `iso_url`."),
     opt("disk_image", Kind::Bool, "The source is a disk image to boot from (copied, never changed). Default false."),
     opt("disk_size", Kind::Str, "Size of the build disk: a number of MiB or a size with suffix `M`, `G`, `T`. Default: the source image's size (10G for an ISO install)."),
     opt("skip_resize_disk", Kind::Bool, "Keep the source disk's size even if `disk_size` is set. Default false."),
@@ -151,6 +151,8 @@ pub enum Checksum {
     Sha256(String),
     /// SHA-512, lowercase hex.
     Sha512(String),
+    /// A checksum list (`file:` URL or path) to look the source's name up in.
+    File(String),
 }
 
 /// Where the guest's NIC is plugged.
@@ -363,6 +365,12 @@ fn parse_checksum(s: &str) -> Result<Checksum, String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("none") {
         return Ok(Checksum::None);
+    }
+    if let Some(list) = s.strip_prefix("file:") {
+        if list.is_empty() {
+            return Err("`file:` needs the URL or path of a checksum list after it".into());
+        }
+        return Ok(Checksum::File(list.to_string()));
     }
     let (algo, hex) = match s.split_once(':') {
         Some((a, h)) => (a.to_ascii_lowercase(), h.trim().to_ascii_lowercase()),
@@ -947,5 +955,9 @@ mod tests {
         ));
         assert!(parse_checksum("md5:abc").is_err());
         assert_eq!(parse_checksum("NONE"), Ok(Checksum::None));
+        assert_eq!(
+            parse_checksum("file:https://x/SHA256SUMS"),
+            Ok(Checksum::File("https://x/SHA256SUMS".into()))
+        );
     }
 }

@@ -40,6 +40,14 @@ pub enum SourceError {
         /// The configured digest.
         want: String,
     },
+    /// The checksum list could not be read or does not name the source.
+    #[error("iso_checksum: {list}: {message}")]
+    List {
+        /// The list's URL or path.
+        list: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Every URL failed.
     #[error("iso_url: no source could be fetched:\n{0}")]
     AllFailed(String),
@@ -57,6 +65,12 @@ pub fn cache_dir() -> PathBuf {
 pub fn verify(path: &Path, want: &Checksum, what: &str) -> Result<(), SourceError> {
     let (algo, want_hex) = match want {
         Checksum::None => return Ok(()),
+        Checksum::File(list) => {
+            return Err(SourceError::List {
+                list: list.clone(),
+                message: "the list was not read before verifying".into(),
+            })
+        }
         Checksum::Sha256(h) => ("sha256", h),
         Checksum::Sha512(h) => ("sha512", h),
     };
@@ -113,7 +127,65 @@ pub async fn fetch(urls: &[String], checksum: &Checksum) -> Result<(PathBuf, boo
     Err(SourceError::AllFailed(failures.join("\n")))
 }
 
+/// The digest a checksum list gives for the file `name`: GNU lines
+/// (`HEX  name`, `HEX *name`) or BSD lines (`SHA256 (name) = HEX`).
+pub fn digest_in_list(text: &str, name: &str) -> Option<Checksum> {
+    let matches = |n: &str| n == name || n.rsplit('/').next() == Some(name);
+    let hex = text.lines().find_map(|line| {
+        let line = line.trim();
+        if let Some((left, hex)) = line.split_once(") = ") {
+            let n = left.split_once(" (")?.1;
+            return matches(n).then(|| hex.trim().to_string());
+        }
+        let (hex, rest) = line.split_once(char::is_whitespace)?;
+        let n = rest.trim_start().trim_start_matches('*');
+        matches(n).then(|| hex.to_string())
+    })?;
+    let hex = hex.to_ascii_lowercase();
+    if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    match hex.len() {
+        64 => Some(Checksum::Sha256(hex)),
+        128 => Some(Checksum::Sha512(hex)),
+        _ => None,
+    }
+}
+
+/// Turns a `file:` checksum into the digest for `url`'s file name.
+async fn resolve(url: &str, checksum: &Checksum) -> Result<Checksum, SourceError> {
+    let Checksum::File(list) = checksum else {
+        return Ok(checksum.clone());
+    };
+    let err = |message: String| SourceError::List {
+        list: list.clone(),
+        message,
+    };
+    let text = if list.starts_with("http://") || list.starts_with("https://") {
+        let resp = reqwest::get(list.as_str())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(err(format!("server answered {}", resp.status())));
+        }
+        resp.text().await.map_err(|e| err(e.to_string()))?
+    } else {
+        let path = list.strip_prefix("file://").unwrap_or(list);
+        tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| err(e.to_string()))?
+    };
+    let name = url.rsplit('/').next().unwrap_or(url);
+    digest_in_list(&text, name).ok_or_else(|| {
+        err(format!(
+            "no sha256 or sha512 digest for `{name}` in the list"
+        ))
+    })
+}
+
 async fn fetch_one(url: &str, checksum: &Checksum) -> Result<(PathBuf, bool), SourceError> {
+    let resolved = resolve(url, checksum).await?;
+    let checksum = &resolved;
     if url.starts_with("http://") || url.starts_with("https://") {
         return download(url, checksum).await;
     }
@@ -210,6 +282,54 @@ async fn download(url: &str, checksum: &Checksum) -> Result<(PathBuf, bool), Sou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checksum_lists_in_gnu_and_bsd_form_give_the_digest_for_the_name() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(128);
+        let gnu = format!("{a}  other.img\n{a}  disk.qcow2\n");
+        assert_eq!(
+            digest_in_list(&gnu, "disk.qcow2"),
+            Some(Checksum::Sha256(a.clone()))
+        );
+        let star = format!("{b} *dir/disk.qcow2\n");
+        assert_eq!(
+            digest_in_list(&star, "disk.qcow2"),
+            Some(Checksum::Sha512(b.clone()))
+        );
+        let bsd = format!("SHA256 (disk.qcow2) = {a}\n");
+        assert_eq!(
+            digest_in_list(&bsd, "disk.qcow2"),
+            Some(Checksum::Sha256(a))
+        );
+        assert_eq!(digest_in_list(&gnu, "missing.iso"), None);
+    }
+
+    #[tokio::test]
+    async fn a_file_checksum_is_looked_up_in_its_list_before_verifying() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        std::fs::write(&img, b"abc").unwrap();
+        let list = dir.path().join("SHA256SUMS");
+        std::fs::write(
+            &list,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  disk.img\n",
+        )
+        .unwrap();
+        let url = img.display().to_string();
+        let sum = Checksum::File(list.display().to_string());
+        fetch(std::slice::from_ref(&url), &sum).await.unwrap();
+        std::fs::write(&img, b"abd").unwrap();
+        assert!(matches!(
+            fetch(&[url], &sum).await,
+            Err(SourceError::Mismatch { .. })
+        ));
+        let missing = Checksum::File(dir.path().join("nope").display().to_string());
+        let e = fetch(&[img.display().to_string()], &missing)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("iso_checksum:"), "{e}");
+    }
 
     #[test]
     fn a_wrong_checksum_names_both_digests() {
