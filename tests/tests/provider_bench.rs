@@ -205,8 +205,21 @@ const IMAGE_SIZE: u64 = 4 << 30;
 /// Its data: EXTENTS extents of EXTENT bytes, spread over the image.
 const EXTENTS: u64 = 64;
 const EXTENT: u64 = 8 << 20;
+/// Size of the fully allocated image whose 64 KiB blocks alternate
+/// between data and written zeros (no holes for SEEK_HOLE to find).
+const DENSE_SIZE: u64 = 512 << 20;
 /// Each upload is timed this many times, alternating, and the median kept.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
+
+/// Incompressible bytes.
+fn noise(x: &mut u64, buf: &mut [u8]) {
+    for w in buf.chunks_exact_mut(8) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        w.copy_from_slice(&x.to_ne_bytes());
+    }
+}
 
 /// A raw image of IMAGE_SIZE bytes holding EXTENTS extents of
 /// incompressible data at uneven offsets, the rest holes.
@@ -220,16 +233,22 @@ fn sparse_image(path: &std::path::Path) {
     for part in 0..EXTENTS {
         // Extents start at varying 64 KiB-aligned places inside their stride.
         let at = part * stride + (part * 7 % 32) * (64 << 10);
-        for w in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_ne_bytes());
-        }
+        noise(&mut x, &mut block);
         f.seek(SeekFrom::Start(at)).unwrap();
         f.write_all(&block).unwrap();
     }
     f.sync_all().unwrap();
+}
+
+/// A raw image of DENSE_SIZE bytes, all written: 64 KiB of data, 64 KiB
+/// of zeros, and so on, as a filesystem image copied without holes is.
+fn dense_image(path: &std::path::Path) {
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let mut content = vec![0u8; DENSE_SIZE as usize];
+    for block in content.chunks_exact_mut(128 << 10) {
+        noise(&mut x, &mut block[..64 << 10]);
+    }
+    std::fs::write(path, content).unwrap();
 }
 
 /// One timed transfer: wall time and bytes the client sent.
@@ -249,6 +268,26 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
+fn secs(runs: &[Run]) -> String {
+    let v: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.2}", r.time.as_secs_f64()))
+        .collect();
+    v.join(" ")
+}
+
+/// Prints one measured line against virsh's median `v`.
+fn report(what: &str, runs: &[Run], r: Run, v: Run) {
+    println!(
+        "  {what:<44} {:>7.3} s {:>8.2} MB sent  throughput ours/virsh {:.2}  bytes ours/virsh {:.3}  (runs: {} s)",
+        r.time.as_secs_f64(),
+        mb(r.bytes),
+        v.time.as_secs_f64() / r.time.as_secs_f64(),
+        r.bytes as f64 / v.bytes as f64,
+        secs(runs),
+    );
+}
+
 #[test]
 #[ignore = "benchmark"]
 fn bench_sparse_upload_over_ssh_against_virsh() {
@@ -261,20 +300,22 @@ fn bench_sparse_upload_over_ssh_against_virsh() {
         std::path::PathBuf::from(format!("/tmp/kvmbe-bench-image-{}.raw", std::process::id()));
     sparse_image(&image);
     let image_s = image.display().to_string();
-    let data = EXTENTS * EXTENT;
+    let dense =
+        std::path::PathBuf::from(format!("/tmp/kvmbe-bench-dense-{}.raw", std::process::id()));
+    dense_image(&dense);
+    let dense_s = dense.display().to_string();
 
     let virsh = |args: &[&str]| {
         let mut argv = vec!["virsh", "-q", "-c", uri.as_str()];
         argv.extend_from_slice(args);
         lab.client().run(&argv).unwrap()
     };
-    let size = IMAGE_SIZE.to_string();
-    let new_volume = |name: &str| {
+    let new_volume = |name: &str, size: u64| {
         virsh(&[
             "vol-create-as",
             POOL,
             name,
-            &size,
+            &size.to_string(),
             "--format",
             "raw",
             "--allocation",
@@ -284,15 +325,15 @@ fn bench_sparse_upload_over_ssh_against_virsh() {
             .trim()
             .to_string()
     };
-    let same_as_image = |name: &str| {
+    let same_as = |source: &str, name: &str| {
         let out = Command::new("cmp")
-            .arg(&image)
+            .arg(source)
             .arg(pool_dir.join(name))
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "volume {name} differs from the image: {}",
+            "volume {name} differs from {source}: {}",
             String::from_utf8_lossy(&out.stdout)
         );
     };
@@ -304,6 +345,51 @@ fn bench_sparse_upload_over_ssh_against_virsh() {
             time: t0.elapsed(),
             bytes: tx_bytes(&lab) - b0,
         }
+    };
+    // `virsh vol-upload --sparse`, process start and connection included.
+    let by_virsh = |source: &str, size: u64, check: bool| {
+        new_volume("virsh.raw", size);
+        let run = timed(&mut || {
+            virsh(&[
+                "vol-upload",
+                "--sparse",
+                "--pool",
+                POOL,
+                "virsh.raw",
+                source,
+            ]);
+        });
+        if check {
+            same_as(source, "virsh.raw");
+        }
+        virsh(&["vol-delete", "--pool", POOL, "virsh.raw"]);
+        run
+    };
+    // kvmhost's upload in a process of its own, like virsh's; returns the
+    // upload's own time too (connection excluded).
+    let bed_upload = bin_dir().join("bed-upload").display().to_string();
+    let by_kvmhost = |source: &str, size: u64, data: u64, check: bool| {
+        let key = new_volume("ours.raw", size);
+        let mut line = String::new();
+        let run = timed(&mut || {
+            line = lab
+                .client()
+                .run(&[&bed_upload, &uri, &key, source])
+                .unwrap();
+        });
+        let field = |name: &str| -> f64 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("no {name} in bed-upload's output: {line}"))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(field("data_bytes") as u64, data, "{line}");
+        if check {
+            same_as(source, "ours.raw");
+        }
+        virsh(&["vol-delete", "--pool", POOL, "ours.raw"]);
+        (run, Duration::from_secs_f64(field("upload_s")))
     };
 
     let tf = terraforms()
@@ -340,52 +426,24 @@ fn bench_sparse_upload_over_ssh_against_virsh() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let bed_upload = bin_dir().join("bed-upload").display().to_string();
 
     let (mut virsh_runs, mut ours_runs, mut tf_runs, mut empty_runs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut dense_virsh, mut dense_ours) = (Vec::new(), Vec::new());
     let mut ours_inner = Vec::new();
     for round in 0..ROUNDS {
+        let check = round == 0;
         // Who goes first alternates, so neither always meets a cold host.
-        for first in [round % 2 == 0, round % 2 == 1] {
-            if first {
-                new_volume("virsh.raw");
-                virsh_runs.push(timed(&mut || {
-                    virsh(&[
-                        "vol-upload",
-                        "--sparse",
-                        "--pool",
-                        POOL,
-                        "virsh.raw",
-                        &image_s,
-                    ]);
-                }));
-                if round == 0 {
-                    same_as_image("virsh.raw");
-                }
-                virsh(&["vol-delete", "--pool", POOL, "virsh.raw"]);
+        for virsh_now in [round % 2 == 0, round % 2 == 1] {
+            if virsh_now {
+                virsh_runs.push(by_virsh(&image_s, IMAGE_SIZE, check));
+                dense_virsh.push(by_virsh(&dense_s, DENSE_SIZE, check));
             } else {
-                let key = new_volume("ours.raw");
-                let mut line = String::new();
-                ours_runs.push(timed(&mut || {
-                    line = lab
-                        .client()
-                        .run(&[&bed_upload, &uri, &key, &image_s])
-                        .unwrap();
-                }));
-                let field = |name: &str| -> f64 {
-                    line.split_whitespace()
-                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                        .unwrap_or_else(|| panic!("no {name} in bed-upload's output: {line}"))
-                        .parse()
-                        .unwrap()
-                };
-                assert_eq!(field("data_bytes") as u64, data, "{line}");
-                ours_inner.push(Duration::from_secs_f64(field("upload_s")));
-                if round == 0 {
-                    same_as_image("ours.raw");
-                }
-                virsh(&["vol-delete", "--pool", POOL, "ours.raw"]);
+                let (run, inner) = by_kvmhost(&image_s, IMAGE_SIZE, EXTENTS * EXTENT, check);
+                ours_runs.push(run);
+                ours_inner.push(inner);
+                // Half the dense image is zero blocks, which are not sent.
+                dense_ours.push(by_kvmhost(&dense_s, DENSE_SIZE, DENSE_SIZE / 2, check).0);
             }
         }
         // The whole apply, then the same apply with no source: the
@@ -394,8 +452,8 @@ fn bench_sparse_upload_over_ssh_against_virsh() {
         tf_runs.push(timed(&mut || {
             terraform(&["apply", "-auto-approve", "-no-color"])
         }));
-        if round == 0 {
-            same_as_image("tf.raw");
+        if check {
+            same_as(&image_s, "tf.raw");
         }
         terraform(&["destroy", "-auto-approve", "-no-color"]);
         main_tf(&format!("size   = {IMAGE_SIZE}"));
@@ -405,42 +463,59 @@ fn bench_sparse_upload_over_ssh_against_virsh() {
         terraform(&["destroy", "-auto-approve", "-no-color"]);
     }
     let _ = std::fs::remove_file(&image);
+    let _ = std::fs::remove_file(&dense);
 
     let v = median_run(&virsh_runs);
-    let o = median_run(&ours_runs);
-    let t = median_run(&tf_runs);
-    let e = median_run(&empty_runs);
-    let tf_upload = Run {
-        time: t.time.saturating_sub(e.time),
-        bytes: t.bytes.saturating_sub(e.bytes),
-    };
-    let inner = median(ours_inner);
-    let line = |what: &str, r: Run| {
-        println!(
-            "  {what:<44} {:>9.3} s {:>9.2} MB sent  throughput ours/virsh {:.2}  bytes ours/virsh {:.3}",
-            r.time.as_secs_f64(),
-            mb(r.bytes),
-            v.time.as_secs_f64() / r.time.as_secs_f64(),
-            r.bytes as f64 / v.bytes as f64,
-        );
-    };
     println!(
-        "sparse upload over qemu+libssh of a {} GiB raw image holding {} MiB of data in {EXTENTS} extents \
-         (median of {ROUNDS}, client namespace's eth0 tx bytes; goal: throughput >= 0.9, bytes <= 1.0):",
+        "sparse upload over qemu+libssh, median of {ROUNDS} (client namespace's eth0 tx bytes; goal: throughput >= 0.9, bytes <= 1.0)"
+    );
+    println!(
+        "a {} GiB raw image holding {} MiB of data in {EXTENTS} extents, the rest holes:",
         IMAGE_SIZE >> 30,
-        data >> 20
+        (EXTENTS * EXTENT) >> 20
     );
-    line("virsh vol-upload --sparse (process)", v);
-    line("kvmhost upload_file (bed-upload process)", o);
+    report("virsh vol-upload --sparse (process)", &virsh_runs, v, v);
+    report(
+        "kvmhost upload_file (bed-upload process)",
+        &ours_runs,
+        median_run(&ours_runs),
+        v,
+    );
     println!(
-        "  {:<44} {:>9.3} s (connect excluded)",
+        "  {:<44} {:>7.3} s (connection excluded)",
         "kvmhost upload_file (inside bed-upload)",
-        inner.as_secs_f64()
+        median(ours_inner).as_secs_f64()
     );
-    line("terraform apply minus apply without source", tf_upload);
+    // Each round's apply minus that round's sourceless apply.
+    let diffs: Vec<Run> = tf_runs
+        .iter()
+        .zip(&empty_runs)
+        .map(|(t, e)| Run {
+            time: t.time.saturating_sub(e.time),
+            bytes: t.bytes.saturating_sub(e.bytes),
+        })
+        .collect();
+    report(
+        "terraform apply minus apply without source",
+        &diffs,
+        median_run(&diffs),
+        v,
+    );
     println!(
-        "  (terraform apply with source {:.3} s, without {:.3} s)",
-        t.time.as_secs_f64(),
-        e.time.as_secs_f64()
+        "  (terraform apply with source: {} s; without: {} s)",
+        secs(&tf_runs),
+        secs(&empty_runs)
+    );
+    println!(
+        "a fully written {} MiB raw image, 64 KiB blocks alternating data and zeros:",
+        DENSE_SIZE >> 20
+    );
+    let dv = median_run(&dense_virsh);
+    report("virsh vol-upload --sparse (process)", &dense_virsh, dv, dv);
+    report(
+        "kvmhost upload_file (bed-upload process)",
+        &dense_ours,
+        median_run(&dense_ours),
+        dv,
     );
 }
