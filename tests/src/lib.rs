@@ -6,5 +6,6 @@ pub mod guest;
 pub mod hosts;
 pub mod libvirtd;
 pub mod netns;
+pub mod terraform;
 pub mod tools;
 pub mod util;

@@ -64,13 +64,24 @@ impl Terraform {
     /// and no prompts.
     pub fn cmd(&self, dir: &Path, cli_config: &Path) -> Command {
         let mut c = Command::new(&self.program);
+        self.configure(&mut c, dir, cli_config);
+        c
+    }
+
+    /// Sets up `c` (this Terraform, perhaps behind a wrapper such as
+    /// `ip netns exec`) as [`Terraform::cmd`] does.
+    pub fn configure<'c>(
+        &self,
+        c: &'c mut Command,
+        dir: &Path,
+        cli_config: &Path,
+    ) -> &'c mut Command {
         c.current_dir(dir)
             .env("CHECKPOINT_DISABLE", "1")
             .env("TF_CLI_CONFIG_FILE", cli_config)
             .env("TF_IN_AUTOMATION", "1")
             .env("TF_INPUT", "0")
-            .env_remove("TF_LOG");
-        c
+            .env_remove("TF_LOG")
     }
 }
 

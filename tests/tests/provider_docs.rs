@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use testbed::tools::{dev_overrides_config, PROVIDER_SOURCE};
+use testbed::terraform::required_providers;
+use testbed::tools::dev_overrides_config;
 use testbed::util::workspace_root;
 
 fn blocks(md: &str) -> Vec<String> {
@@ -57,11 +58,7 @@ fn every_docs_example_is_terraform_fmt_clean() {
 fn every_resource_and_data_source_has_a_page() {
     let work = tempfile::tempdir().unwrap();
     let cli = dev_overrides_config(work.path()).unwrap();
-    std::fs::write(
-        work.path().join("main.tf"),
-        format!("terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n"),
-    )
-    .unwrap();
+    std::fs::write(work.path().join("main.tf"), required_providers()).unwrap();
     let out = Command::new("terraform")
         .args(["providers", "schema", "-json"])
         .current_dir(work.path())

@@ -2,26 +2,12 @@
 //! domain and read back without a diff; `running` changes in place; a
 //! volume smaller than its image is refused on `size`.
 
-use std::process::Output;
-
 use testbed::libvirtd::{Libvirtd, POOL};
-use testbed::tools::{dev_overrides_config, terraforms, PROVIDER_SOURCE};
+use testbed::terraform::{header, TfProject};
 
 fn hcl(d: &Libvirtd, running: bool) -> String {
     format!(
-        r##"terraform {{
-  required_providers {{
-    libvirt = {{
-      source = "{PROVIDER_SOURCE}"
-    }}
-  }}
-}}
-
-provider "libvirt" {{
-  uri = "{uri}"
-}}
-
-resource "libvirt_domain" "uefi" {{
+        r##"{header}resource "libvirt_domain" "uefi" {{
   name     = "uefi"
   type     = "qemu"
   memory   = 256
@@ -49,7 +35,7 @@ resource "libvirt_domain" "uefi" {{
   }}
 }}
 "##,
-        uri = d.uri(),
+        header = header(&d.uri()),
         nvram = d.dir().join("uefi_VARS.fd").display(),
     )
 }
@@ -57,28 +43,9 @@ resource "libvirt_domain" "uefi" {{
 #[test]
 fn uefi_graphics_and_boot_order_apply_cleanly_and_running_changes_in_place() {
     let d = Libvirtd::start().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let cli = dev_overrides_config(work.path()).unwrap();
-    let tf = terraforms()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.version == "1.11")
-        .unwrap();
-    let run = |args: &[&str]| -> Output {
-        let out = tf.cmd(work.path(), &cli).args(args).output().unwrap();
-        eprintln!(
-            "== terraform {} -> {:?}\n{}{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
-    std::fs::write(work.path().join("main.tf"), hcl(&d, false)).unwrap();
-    assert!(run(&["apply", "-auto-approve", "-no-color"])
-        .status
-        .success());
+    let tf = TfProject::with_version("1.11").unwrap();
+    tf.write_main(&hcl(&d, false));
+    tf.apply();
     let xml = d.virsh(&["dumpxml", "uefi", "--inactive"]).unwrap();
     for want in [
         "OVMF_CODE.fd",
@@ -89,36 +56,22 @@ fn uefi_graphics_and_boot_order_apply_cleanly_and_running_changes_in_place() {
     ] {
         assert!(xml.contains(want), "{want} missing in\n{xml}");
     }
-    assert_eq!(
-        run(&["plan", "-detailed-exitcode", "-no-color"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(tf.plan_code().0, 0);
 
-    std::fs::write(work.path().join("main.tf"), hcl(&d, true)).unwrap();
-    let plan = run(&["plan", "-no-color"]);
+    tf.write_main(&hcl(&d, true));
+    let plan = tf.run(&["plan", "-no-color"]);
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(text.contains("1 to change, 0 to destroy"), "{text}");
     let uuid_before = d.virsh(&["domuuid", "uefi"]).unwrap();
-    assert!(run(&["apply", "-auto-approve", "-no-color"])
-        .status
-        .success());
+    tf.apply();
     assert!(d.virsh(&["domstate", "uefi"]).unwrap().contains("running"));
     assert_eq!(
         d.virsh(&["domuuid", "uefi"]).unwrap(),
         uuid_before,
         "changed in place"
     );
-    assert_eq!(
-        run(&["plan", "-detailed-exitcode", "-no-color"])
-            .status
-            .code(),
-        Some(0)
-    );
-    assert!(run(&["destroy", "-auto-approve", "-no-color"])
-        .status
-        .success());
+    assert_eq!(tf.plan_code().0, 0);
+    tf.destroy();
     assert!(d.domains().unwrap().is_empty());
 }
 
@@ -127,29 +80,13 @@ fn a_volume_smaller_than_its_image_is_refused_on_size() {
     let d = Libvirtd::start().unwrap();
     let image = d.dir().join("img.raw");
     std::fs::write(&image, vec![1u8; 2 << 20]).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let cli = dev_overrides_config(work.path()).unwrap();
-    let tf = terraforms()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.version == "1.11")
-        .unwrap();
-    std::fs::write(
-        work.path().join("main.tf"),
-        format!(
-            "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
-             provider \"libvirt\" {{\n  uri = \"{}\"\n}}\n\n\
-             resource \"libvirt_volume\" \"v\" {{\n  name   = \"small.raw\"\n  pool   = \"{POOL}\"\n  source = \"{}\"\n  size   = 1048576\n}}\n",
-            d.uri(),
-            image.display()
-        ),
-    )
-    .unwrap();
-    let out = tf
-        .cmd(work.path(), &cli)
-        .args(["apply", "-auto-approve", "-no-color"])
-        .output()
-        .unwrap();
+    let tf = TfProject::with_version("1.11").unwrap();
+    tf.write_main(&format!(
+        "{}resource \"libvirt_volume\" \"v\" {{\n  name   = \"small.raw\"\n  pool   = \"{POOL}\"\n  source = \"{}\"\n  size   = 1048576\n}}\n",
+        header(&d.uri()),
+        image.display()
+    ));
+    let out = tf.run(&["apply", "-auto-approve", "-no-color"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

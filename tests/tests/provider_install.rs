@@ -3,55 +3,26 @@
 //! file; the data sources then read the host.
 
 use testbed::libvirtd::Libvirtd;
-use testbed::tools::{mirror_config, terraforms, PROVIDER_SOURCE, PROVIDER_VERSION};
+use testbed::terraform::{pinned_required_providers, provider, TfProject};
+use testbed::tools::{terraforms, PROVIDER_SOURCE};
 
 #[test]
 fn terraform_init_installs_from_a_mirror_and_reads_node_info() {
     let d = Libvirtd::start().unwrap();
     for tf in terraforms().unwrap() {
-        let work = tempfile::tempdir().unwrap();
-        let cli = mirror_config(work.path()).unwrap();
-        std::fs::write(
-            work.path().join("main.tf"),
-            format!(
-                "terraform {{\n  required_providers {{\n    libvirt = {{\n      source  = \"{PROVIDER_SOURCE}\"\n      version = \"{PROVIDER_VERSION}\"\n    }}\n  }}\n}}\n\n\
-                 provider \"libvirt\" {{\n  uri = \"{}\"\n}}\n\n\
-                 data \"libvirt_node_info\" \"host\" {{}}\n\n\
-                 output \"cpus\" {{\n  value = data.libvirt_node_info.host.cpus\n}}\n",
-                d.uri()
-            ),
-        )
-        .unwrap();
-        let out = tf
-            .cmd(work.path(), &cli)
-            .args(["init", "-no-color"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            tf.version,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lock = std::fs::read_to_string(work.path().join(".terraform.lock.hcl")).unwrap();
+        let tf = TfProject::from_mirror(tf).unwrap();
+        tf.write_main(&format!(
+            "{}\n{}\n\
+             data \"libvirt_node_info\" \"host\" {{}}\n\n\
+             output \"cpus\" {{\n  value = data.libvirt_node_info.host.cpus\n}}\n",
+            pinned_required_providers(),
+            provider(&d.uri())
+        ));
+        tf.ok(&["init", "-no-color"]);
+        let lock = std::fs::read_to_string(tf.dir().join(".terraform.lock.hcl")).unwrap();
         assert!(lock.contains(PROVIDER_SOURCE), "{lock}");
-        let out = tf
-            .cmd(work.path(), &cli)
-            .args(["apply", "-auto-approve", "-no-color"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            tf.version,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = tf
-            .cmd(work.path(), &cli)
-            .args(["output", "-raw", "cpus"])
-            .output()
-            .unwrap();
-        let cpus: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        tf.apply();
+        let cpus: u32 = tf.ok(&["output", "-raw", "cpus"]).trim().parse().unwrap();
         assert!(cpus > 0);
     }
 }

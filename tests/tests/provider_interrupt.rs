@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use testbed::libvirtd::{Libvirtd, POOL};
-use testbed::tools::{dev_overrides_config, terraforms, PROVIDER_SOURCE};
+use testbed::terraform::{header, TfProject};
 
 #[test]
 fn ctrl_c_during_apply_leaves_only_what_the_state_knows() {
@@ -31,27 +31,17 @@ fn ctrl_c_during_apply_leaves_only_what_the_state_knows() {
     }
     drop(f);
 
-    let work = tempfile::tempdir().unwrap();
-    let cli = dev_overrides_config(work.path()).unwrap();
-    let mut hcl = format!(
-        "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
-         provider \"libvirt\" {{\n  uri = \"{}\"\n}}\n",
-        d.uri()
-    );
+    let mut hcl = header(&d.uri());
     for i in 0..3 {
         hcl += &format!(
             "\nresource \"libvirt_volume\" \"v{i}\" {{\n  name   = \"big{i}.raw\"\n  pool   = \"{POOL}\"\n  source = \"{}\"\n}}\n",
             image.display()
         );
     }
-    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
-    let tf = terraforms()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.version == "1.11")
-        .unwrap();
+    let tf = TfProject::with_version("1.11").unwrap();
+    tf.write_main(&hcl);
 
-    let mut cmd = tf.cmd(work.path(), &cli);
+    let mut cmd = tf.cmd();
     cmd.args(["apply", "-auto-approve", "-no-color", "-parallelism=1"]);
     // A group of its own, like a terminal's foreground job.
     cmd.process_group(0);
@@ -73,12 +63,7 @@ fn ctrl_c_during_apply_leaves_only_what_the_state_knows() {
     let status = child.wait().unwrap();
     assert!(!status.success(), "the interrupted apply reports failure");
 
-    let listed = tf
-        .cmd(work.path(), &cli)
-        .args(["state", "list"])
-        .output()
-        .unwrap();
-    let state = String::from_utf8_lossy(&listed.stdout);
+    let state = tf.ok(&["state", "list"]);
     let on_host: Vec<String> = d
         .volumes(POOL)
         .unwrap()
@@ -93,10 +78,5 @@ fn ctrl_c_during_apply_leaves_only_what_the_state_knows() {
             "{v} is on the host but not in the state:\n{state}"
         );
     }
-    let out = tf
-        .cmd(work.path(), &cli)
-        .args(["destroy", "-auto-approve", "-no-color"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    tf.destroy();
 }

@@ -3,70 +3,17 @@
 //! domain is deleted outside Terraform, import, destroy; the domain boots
 //! and its guest prints the cloud-init seed it was given.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::Duration;
 
 use testbed::guest::{TinyGuest, SEED_BEGIN};
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::tools::{dev_overrides_config, terraforms, Terraform, PROVIDER_SOURCE};
-
-struct Run<'a> {
-    tf: &'a Terraform,
-    dir: PathBuf,
-    cli: PathBuf,
-}
-
-impl Run<'_> {
-    fn exec(&self, args: &[&str]) -> Output {
-        let out = self
-            .tf
-            .cmd(&self.dir, &self.cli)
-            .args(args)
-            .output()
-            .unwrap();
-        eprintln!(
-            "== terraform {} ({}) -> {:?}\n{}{}",
-            args.join(" "),
-            self.tf.version,
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        assert!(out.status.success(), "terraform {} failed", args.join(" "));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `plan -detailed-exitcode`: 0 = no changes, 2 = changes.
-    fn plan_code(&self) -> (i32, String) {
-        let out = self.exec(&["plan", "-detailed-exitcode", "-no-color"]);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-}
+use testbed::terraform::{header, TfProject};
+use testbed::tools::{terraforms, Terraform};
 
 fn hcl(d: &Libvirtd, g: &TinyGuest, tag: &str, serial: &Path) -> String {
     format!(
-        r##"terraform {{
-  required_providers {{
-    libvirt = {{
-      source = "{PROVIDER_SOURCE}"
-    }}
-  }}
-}}
-
-provider "libvirt" {{
-  uri = "{uri}"
-}}
-
-resource "libvirt_volume" "data" {{
+        r##"{header}resource "libvirt_volume" "data" {{
   name = "{tag}-data.qcow2"
   pool = "{POOL}"
   size = 16777216
@@ -108,7 +55,7 @@ output "domain_id" {{
   value = libvirt_domain.vm.id
 }}
 "##,
-        uri = d.uri(),
+        header = header(&d.uri()),
         kernel = g.kernel.display(),
         initrd = g.initrd.display(),
         cmdline = g.cmdline,
@@ -116,23 +63,17 @@ output "domain_id" {{
     )
 }
 
-fn lifecycle(d: &Libvirtd, g: &TinyGuest, tf: &Terraform) {
+fn lifecycle(d: &Libvirtd, g: &TinyGuest, tf: Terraform) {
     let tag = format!("tf{}", tf.version.replace('.', ""));
-    let work = tempfile::tempdir().unwrap();
-    let cli = dev_overrides_config(work.path()).unwrap();
     let serial = d.serial_log(&format!("{tag}-vm"));
-    std::fs::write(work.path().join("main.tf"), hcl(d, g, &tag, &serial)).unwrap();
-    let run = Run {
-        tf,
-        dir: work.path().to_path_buf(),
-        cli,
-    };
+    let project = TfProject::new(tf).unwrap();
+    project.write_main(&hcl(d, g, &tag, &serial));
 
-    let (code, plan) = run.plan_code();
+    let (code, plan) = project.plan_code();
     assert_eq!(code, 2, "the first plan creates");
     assert!(plan.contains("3 to add"), "{plan}");
 
-    run.ok(&["apply", "-auto-approve", "-no-color"]);
+    project.apply();
     let (text, _) = Libvirtd::wait_for_text(
         &serial,
         &format!("hello-from-{tag}"),
@@ -142,28 +83,28 @@ fn lifecycle(d: &Libvirtd, g: &TinyGuest, tf: &Terraform) {
     assert!(text.contains(&format!("{SEED_BEGIN} user-data")), "{text}");
     assert!(d.domains().unwrap().contains(&format!("{tag}-vm")));
 
-    let (code, plan) = run.plan_code();
+    let (code, plan) = project.plan_code();
     assert_eq!(code, 0, "a second plan is empty:\n{plan}");
 
     // Drift: the domain deleted outside Terraform is planned again.
     d.virsh(&["destroy", &format!("{tag}-vm")]).unwrap();
     d.virsh(&["undefine", &format!("{tag}-vm")]).unwrap();
-    let (code, plan) = run.plan_code();
+    let (code, plan) = project.plan_code();
     assert_eq!(code, 2, "{plan}");
     assert!(plan.contains("libvirt_domain.vm will be created"), "{plan}");
-    run.ok(&["apply", "-auto-approve", "-no-color"]);
+    project.apply();
 
     // Import: forget the domain, import it by UUID, and the plan is empty.
-    let id = run.ok(&["output", "-raw", "domain_id"]);
-    run.ok(&["state", "rm", "libvirt_domain.vm"]);
-    run.ok(&["import", "-no-color", "libvirt_domain.vm", id.trim()]);
-    let (code, plan) = run.plan_code();
+    let id = project.ok(&["output", "-raw", "domain_id"]);
+    project.ok(&["state", "rm", "libvirt_domain.vm"]);
+    project.ok(&["import", "-no-color", "libvirt_domain.vm", id.trim()]);
+    let (code, plan) = project.plan_code();
     assert_eq!(code, 0, "the plan after import is empty:\n{plan}");
 
     // Drift: memory changed and a volume removed outside Terraform.
     d.virsh(&["setmaxmem", &format!("{tag}-vm"), "300M", "--config"])
         .unwrap();
-    let (code, plan) = run.plan_code();
+    let (code, plan) = project.plan_code();
     assert_eq!(code, 2, "{plan}");
     assert!(
         plan.contains("~ memory") && plan.contains("forces replacement"),
@@ -171,14 +112,14 @@ fn lifecycle(d: &Libvirtd, g: &TinyGuest, tf: &Terraform) {
     );
     d.virsh(&["vol-delete", "--pool", POOL, &format!("{tag}-data.qcow2")])
         .unwrap();
-    let (code, plan) = run.plan_code();
+    let (code, plan) = project.plan_code();
     assert_eq!(code, 2, "{plan}");
     assert!(
         plan.contains("libvirt_volume.data will be created"),
         "{plan}"
     );
 
-    run.ok(&["destroy", "-auto-approve", "-no-color"]);
+    project.destroy();
     assert!(!d.domains().unwrap().contains(&format!("{tag}-vm")));
     let vols = d.volumes(POOL).unwrap();
     assert!(
@@ -192,6 +133,6 @@ fn terraform_plans_applies_detects_drift_imports_and_destroys() {
     let g = TinyGuest::ensure().unwrap();
     let d = Libvirtd::start().unwrap();
     for tf in terraforms().unwrap() {
-        lifecycle(&d, &g, &tf);
+        lifecycle(&d, &g, tf);
     }
 }

@@ -4,12 +4,11 @@
 //! Terraform 1.15 applies it to two hosts; a new seed replaces the disk
 //! and the domain, and the guest boots with the new seed.
 
-use std::process::Output;
 use std::time::Duration;
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::tools::{dev_overrides_config, terraforms, PROVIDER_SOURCE};
+use testbed::terraform::{required_providers, TfProject};
 
 fn host_block(alias: &str, d: &Libvirtd, g: &TinyGuest, image: &str) -> String {
     let serial = d.serial_log(&format!("agent-{alias}"));
@@ -87,58 +86,30 @@ fn seed_style_hcl_applies_to_two_aliased_hosts_and_follows_a_new_seed() {
     let b = Libvirtd::start().unwrap();
     let image = a.dir().join("agent.raw");
     std::fs::write(&image, vec![0u8; 4 << 20]).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let cli = dev_overrides_config(work.path()).unwrap();
-    let tf = terraforms()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.version == "1.15")
-        .unwrap();
-    let mut hcl = format!(
-        "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n"
-    );
+    let tf = TfProject::with_version("1.15").unwrap();
+    let mut hcl = required_providers();
     hcl += &host_block("a", &a, &g, &image.display().to_string());
     hcl += &host_block("b", &b, &g, &image.display().to_string());
-    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
-    std::fs::write(
-        work.path().join("user-data.tpl"),
+    tf.write_main(&hcl);
+    tf.write(
+        "user-data.tpl",
         "#cloud-config\nhostname: ${hostname}\nrelease: one\n",
-    )
-    .unwrap();
-    let run = |args: &[&str]| -> Output {
-        let out = tf.cmd(work.path(), &cli).args(args).output().unwrap();
-        eprintln!(
-            "== terraform {} -> {:?}\n{}{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    );
 
-    assert!(run(&["apply", "-auto-approve", "-no-color"])
-        .status
-        .success());
+    tf.apply();
     for (d, alias) in [(&a, "a"), (&b, "b")] {
         let log = d.serial_log(&format!("agent-{alias}"));
         Libvirtd::wait_for_text(&log, "release: one", Duration::from_secs(120)).unwrap();
         assert!(d.domains().unwrap().contains(&format!("agent-{alias}")));
     }
-    assert_eq!(
-        run(&["plan", "-detailed-exitcode", "-no-color"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(tf.plan_code().0, 0);
 
     // A new seed replaces both cloud-init disks and, through the id, both domains.
-    std::fs::write(
-        work.path().join("user-data.tpl"),
+    tf.write(
+        "user-data.tpl",
         "#cloud-config\nhostname: ${hostname}\nrelease: two\n",
-    )
-    .unwrap();
-    let plan = run(&["plan", "-no-color"]);
+    );
+    let plan = tf.run(&["plan", "-no-color"]);
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(
         text.contains("libvirt_domain.agent_b must be replaced"),
@@ -149,25 +120,16 @@ fn seed_style_hcl_applies_to_two_aliased_hosts_and_follows_a_new_seed() {
         "{text}"
     );
     let _ = std::fs::remove_file(b.serial_log("agent-b"));
-    assert!(run(&["apply", "-auto-approve", "-no-color"])
-        .status
-        .success());
+    tf.apply();
     Libvirtd::wait_for_text(
         &b.serial_log("agent-b"),
         "release: two",
         Duration::from_secs(120),
     )
     .unwrap();
-    assert_eq!(
-        run(&["plan", "-detailed-exitcode", "-no-color"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(tf.plan_code().0, 0);
 
-    assert!(run(&["destroy", "-auto-approve", "-no-color"])
-        .status
-        .success());
+    tf.destroy();
     for d in [&a, &b] {
         assert!(d.domains().unwrap().is_empty());
         assert!(d

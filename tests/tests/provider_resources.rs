@@ -4,74 +4,11 @@
 //! diagnostic on the attribute, without a backtrace.
 
 use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use testbed::libvirtd::{Libvirtd, POOL};
-use testbed::tools::{dev_overrides_config, terraforms, Terraform, PROVIDER_SOURCE};
-
-struct Run {
-    tf: Terraform,
-    dir: PathBuf,
-    cli: PathBuf,
-}
-
-impl Run {
-    fn new(tf: Terraform, dir: &Path) -> Run {
-        let cli = dev_overrides_config(dir).unwrap();
-        Run {
-            tf,
-            dir: dir.to_path_buf(),
-            cli,
-        }
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        let out = self
-            .tf
-            .cmd(&self.dir, &self.cli)
-            .args(args)
-            .output()
-            .unwrap();
-        eprintln!(
-            "== terraform {} -> {:?}\n{}{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        assert!(out.status.success(), "terraform {} failed", args.join(" "));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn plan_code(&self) -> i32 {
-        self.exec(&["plan", "-detailed-exitcode", "-no-color"])
-            .status
-            .code()
-            .unwrap_or(-1)
-    }
-}
-
-fn header(uri: &str) -> String {
-    format!(
-        "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
-         provider \"libvirt\" {{\n  uri = \"{uri}\"\n}}\n\n"
-    )
-}
-
-fn tf111() -> Terraform {
-    terraforms()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.version == "1.11")
-        .unwrap()
-}
+use testbed::terraform::{header, TfProject};
 
 /// A 64 MiB raw image holding 1 MiB of data in the middle.
 fn sparse_image(path: &Path) -> String {
@@ -86,7 +23,6 @@ fn sparse_image(path: &Path) -> String {
 #[test]
 fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
     let d = Libvirtd::start().unwrap();
-    let work = tempfile::tempdir().unwrap();
     let image = d.dir().join("image.raw");
     let sha = sparse_image(&image);
     let pool_dir = d.dir().join("extra-pool");
@@ -99,9 +35,9 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
         pool_dir.display(),
         image.display()
     );
-    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
-    let run = Run::new(tf111(), work.path());
-    run.ok(&["apply", "-auto-approve", "-no-color"]);
+    let tf = TfProject::with_version("1.11").unwrap();
+    tf.write_main(&hcl);
+    tf.apply();
 
     // The upload kept the content and the holes.
     let uploaded = pool_dir.join("base.raw");
@@ -115,7 +51,7 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
         allocated < 8 << 20,
         "the volume is not sparse: {allocated} bytes allocated"
     );
-    let state = run.ok(&["state", "show", "-no-color", "libvirt_volume.base"]);
+    let state = tf.ok(&["state", "show", "-no-color", "libvirt_volume.base"]);
     assert!(state.contains("source_checksum"), "{state}");
     let overlay = d
         .virsh(&["vol-dumpxml", "overlay.qcow2", "--pool", POOL])
@@ -124,7 +60,7 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
         overlay.contains(&uploaded.display().to_string()),
         "{overlay}"
     );
-    assert_eq!(run.plan_code(), 0);
+    assert_eq!(tf.plan_code().0, 0);
 
     // Changing the image's content replaces the volume (and its overlay).
     let mut f = std::fs::OpenOptions::new()
@@ -134,7 +70,7 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
     f.seek(SeekFrom::Start(1 << 20)).unwrap();
     f.write_all(b"changed").unwrap();
     drop(f);
-    let plan = run.exec(&["plan", "-no-color"]);
+    let plan = tf.run(&["plan", "-no-color"]);
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(
         text.contains("libvirt_volume.base must be replaced"),
@@ -147,13 +83,13 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
         ("libvirt_network.lab", "lab".to_string()),
         ("libvirt_volume.overlay", format!("{POOL}/overlay.qcow2")),
     ] {
-        run.ok(&["state", "rm", addr]);
-        run.ok(&["import", "-no-color", addr, &id]);
+        tf.ok(&["state", "rm", addr]);
+        tf.ok(&["import", "-no-color", addr, &id]);
     }
-    run.ok(&["apply", "-auto-approve", "-no-color"]);
-    assert_eq!(run.plan_code(), 0);
+    tf.apply();
+    assert_eq!(tf.plan_code().0, 0);
 
-    run.ok(&["destroy", "-auto-approve", "-no-color"]);
+    tf.destroy();
     assert!(!pool_dir.exists(), "the pool's directory is left");
     assert!(d
         .virsh(&["net-list", "--all", "--name"])
@@ -165,14 +101,13 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
 #[test]
 fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
     let d = Libvirtd::start().unwrap();
-    let work = tempfile::tempdir().unwrap();
     let hcl = format!(
         "{}resource \"libvirt_volume\" \"v\" {{\n  name = \"v.qcow2\"\n  pool = \"nosuchpool\"\n  size = 1048576\n}}\n",
         header(&d.uri())
     );
-    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
-    let run = Run::new(tf111(), work.path());
-    let out = run.exec(&["apply", "-auto-approve", "-no-color"]);
+    let tf = TfProject::with_version("1.11").unwrap();
+    tf.write_main(&hcl);
+    let out = tf.run(&["apply", "-auto-approve", "-no-color"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -187,15 +122,11 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
         "{err}"
     );
 
-    std::fs::write(
-        work.path().join("main.tf"),
-        format!(
+    tf.write_main(&format!(
             "{}resource \"libvirt_network\" \"n\" {{\n  name      = \"n\"\n  addresses = [\"10.1.2.3\"]\n}}\n",
             header(&d.uri())
-        ),
-    )
-    .unwrap();
-    let out = run.exec(&["plan", "-no-color"]);
+    ));
+    let out = tf.run(&["plan", "-no-color"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -206,15 +137,11 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
 
     // A stylesheet xsltproc rejects fails the create on xml.xslt and
     // leaves no domain behind.
-    std::fs::write(
-        work.path().join("main.tf"),
-        format!(
+    tf.write_main(&format!(
             "{}resource \"libvirt_domain\" \"x\" {{\n  name = \"xslt-bad\"\n  type = \"qemu\"\n\n  xml {{\n    xslt = \"not a stylesheet\"\n  }}\n}}\n",
             header(&d.uri())
-        ),
-    )
-    .unwrap();
-    let out = run.exec(&["apply", "-auto-approve", "-no-color"]);
+    ));
+    let out = tf.run(&["apply", "-auto-approve", "-no-color"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("xsltproc rejected the stylesheet"), "{err}");

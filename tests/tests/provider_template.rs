@@ -3,13 +3,12 @@
 //! base with its own seed, where `{{hostname}}` became its name.
 
 use std::collections::BTreeMap;
-use std::process::Output;
 
 use kvmhost::libvirt::domain::PowerState;
 use kvmhost::libvirt::Host;
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::tools::{dev_overrides_config, terraforms, PROVIDER_SOURCE};
+use testbed::terraform::{header, TfProject};
 
 #[test]
 fn a_template_applies_instantiates_imports_and_destroys() {
@@ -17,27 +16,8 @@ fn a_template_applies_instantiates_imports_and_destroys() {
     let d = Libvirtd::start().unwrap();
     let base = d.dir().join("base.raw");
     std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let cli = dev_overrides_config(work.path()).unwrap();
-    let tf = terraforms()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.version == "1.11")
-        .unwrap();
     let hcl = format!(
-        r##"terraform {{
-  required_providers {{
-    libvirt = {{
-      source = "{PROVIDER_SOURCE}"
-    }}
-  }}
-}}
-
-provider "libvirt" {{
-  uri = "{uri}"
-}}
-
-resource "libvirt_volume" "base" {{
+        r##"{header}resource "libvirt_volume" "base" {{
   name   = "tmpl-base.raw"
   pool   = "{POOL}"
   source = "{base}"
@@ -56,29 +36,16 @@ resource "libvirt_domain_template" "agent" {{
   user_data      = "#cloud-config\nhostname: {{{{hostname}}}}\n"
 }}
 "##,
-        uri = d.uri(),
+        header = header(&d.uri()),
         base = base.display(),
         kernel = g.kernel.display(),
         initrd = g.initrd.display(),
         cmdline = g.cmdline,
     );
-    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
-    let run = |args: &[&str]| -> Output {
-        let out = tf.cmd(work.path(), &cli).args(args).output().unwrap();
-        eprintln!(
-            "== terraform {} -> {:?}\n{}{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
-    assert!(run(&["apply", "-auto-approve", "-no-color"])
-        .status
-        .success());
-    let plan = run(&["plan", "-detailed-exitcode", "-no-color"]);
-    assert_eq!(plan.status.code(), Some(0));
+    let tf = TfProject::with_version("1.11").unwrap();
+    tf.write_main(&hcl);
+    tf.apply();
+    assert_eq!(tf.plan_code().0, 0);
     assert!(d.domains().unwrap().contains(&"agent-template".to_string()));
 
     let host = Host::open(&d.uri()).unwrap();
@@ -102,24 +69,17 @@ resource "libvirt_domain_template" "agent" {{
     host.remove_instance("agent-1").unwrap();
     assert!(!d.domains().unwrap().contains(&"agent-1".to_string()));
 
-    assert!(run(&["state", "rm", "libvirt_domain_template.agent"])
-        .status
-        .success());
-    assert!(run(&[
+    tf.ok(&["state", "rm", "libvirt_domain_template.agent"]);
+    tf.ok(&[
         "import",
         "-no-color",
         "libvirt_domain_template.agent",
-        "agent-template"
-    ])
-    .status
-    .success());
+        "agent-template",
+    ]);
     // user_data cannot be told apart from the host's copy: it is stored there.
-    let plan = run(&["plan", "-detailed-exitcode", "-no-color"]);
-    assert_eq!(plan.status.code(), Some(0));
+    assert_eq!(tf.plan_code().0, 0);
 
-    assert!(run(&["destroy", "-auto-approve", "-no-color"])
-        .status
-        .success());
+    tf.destroy();
     assert!(!d.domains().unwrap().contains(&"agent-template".to_string()));
     let vols = d.volumes(POOL).unwrap();
     assert!(

@@ -3,53 +3,15 @@
 //! `terraform apply`; a host that never wakes fails the apply within the
 //! timeout, naming the host.
 
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use testbed::hosts::Lab;
 use testbed::libvirtd::POOL;
-use testbed::tools::{dev_overrides_config, terraforms, PROVIDER_SOURCE};
-
-fn terraform_in_lab(lab: &Lab, dir: &Path, args: &[&str]) -> Output {
-    let tf = terraforms()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.version == "1.11")
-        .unwrap();
-    let cli = dev_overrides_config(dir).unwrap();
-    let program = tf.program.display().to_string();
-    let out = lab
-        .client()
-        .cmd(&program)
-        .args(args)
-        .current_dir(dir)
-        .env("CHECKPOINT_DISABLE", "1")
-        .env("TF_CLI_CONFIG_FILE", cli)
-        .env("TF_IN_AUTOMATION", "1")
-        .env("TF_INPUT", "0")
-        .output()
-        .unwrap();
-    eprintln!(
-        "== terraform {} -> {:?}\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use testbed::terraform::{header, required_providers, TfProject};
 
 fn config(uri: &str, lab: &Lab, mac: &str, timeout: u32) -> String {
     format!(
-        r#"terraform {{
-  required_providers {{
-    libvirt = {{
-      source = "{PROVIDER_SOURCE}"
-    }}
-  }}
-}}
-
+        r#"{required_providers}
 provider "libvirt" {{
   uri         = "{uri}"
   keyfile     = "{key}"
@@ -68,6 +30,7 @@ resource "libvirt_volume" "v" {{
   size = 1048576
 }}
 "#,
+        required_providers = required_providers(),
         key = lab.keyfile().display(),
         kh = lab.known_hosts().display(),
         bcast = lab.broadcast(),
@@ -82,23 +45,19 @@ fn apply_wakes_a_sleeping_host_and_reaches_it_over_ssh() {
         (h.ip, h.mac.clone())
     };
     assert!(!lab.hosts()[0].is_awake());
-    let work = tempfile::tempdir().unwrap();
+    let tf = TfProject::with_version("1.11").unwrap();
     let uri = format!("qemu+libssh://root@{ip}/system?sshauth=privkey");
-    std::fs::write(work.path().join("main.tf"), config(&uri, &lab, &mac, 60)).unwrap();
+    tf.write_main(&config(&uri, &lab, &mac, 60));
 
     let t0 = Instant::now();
-    let out = terraform_in_lab(&lab, work.path(), &["apply", "-auto-approve", "-no-color"]);
+    let out = tf.run_in(lab.client(), &["apply", "-auto-approve", "-no-color"]);
     eprintln!("apply with wake-up took {:?}", t0.elapsed());
     assert!(out.status.success());
     assert!(lab.hosts()[0].is_awake());
     let vols = lab.hosts()[0].daemon().volumes(POOL).unwrap();
     assert!(vols.contains(&"woken.qcow2".to_string()), "{vols:?}");
 
-    let out = terraform_in_lab(
-        &lab,
-        work.path(),
-        &["destroy", "-auto-approve", "-no-color"],
-    );
+    let out = tf.run_in(lab.client(), &["destroy", "-auto-approve", "-no-color"]);
     assert!(out.status.success());
 }
 
@@ -106,16 +65,12 @@ fn apply_wakes_a_sleeping_host_and_reaches_it_over_ssh() {
 fn a_host_that_never_wakes_fails_within_the_timeout_naming_it() {
     let mut lab = Lab::new().unwrap();
     let ip = lab.add_host("gone", false).unwrap().ip;
-    let work = tempfile::tempdir().unwrap();
+    let tf = TfProject::with_version("1.11").unwrap();
     let uri = format!("qemu+libssh://root@{ip}/system?sshauth=privkey");
     // Nobody listens for this MAC: the host stays asleep.
-    std::fs::write(
-        work.path().join("main.tf"),
-        config(&uri, &lab, "52:54:00:de:ad:01", 5),
-    )
-    .unwrap();
+    tf.write_main(&config(&uri, &lab, "52:54:00:de:ad:01", 5));
     let t0 = Instant::now();
-    let out = terraform_in_lab(&lab, work.path(), &["apply", "-auto-approve", "-no-color"]);
+    let out = tf.run_in(lab.client(), &["apply", "-auto-approve", "-no-color"]);
     let took = t0.elapsed();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -133,14 +88,12 @@ fn a_host_no_resource_uses_is_not_woken() {
         (h.ip, h.mac.clone())
     };
     let local = testbed::libvirtd::Libvirtd::start().unwrap();
-    let work = tempfile::tempdir().unwrap();
+    let tf = TfProject::with_version("1.11").unwrap();
     let uri = format!("qemu+libssh://root@{ip}/system?sshauth=privkey");
     // The sleeping host is a second, aliased provider that nothing uses.
     let mut hcl = format!(
-        "terraform {{\n  required_providers {{\n    libvirt = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n\
-         provider \"libvirt\" {{\n  uri = \"{}\"\n}}\n\n\
-         resource \"libvirt_volume\" \"v\" {{\n  name = \"woken.qcow2\"\n  pool = \"{POOL}\"\n  size = 1048576\n}}\n",
-        local.uri()
+        "{}resource \"libvirt_volume\" \"v\" {{\n  name = \"woken.qcow2\"\n  pool = \"{POOL}\"\n  size = 1048576\n}}\n",
+        header(&local.uri())
     );
     hcl += &format!(
         "\nprovider \"libvirt\" {{\n  alias       = \"idle\"\n  uri         = \"{uri}\"\n  keyfile     = \"{}\"\n  known_hosts = \"{}\"\n\n  wake {{\n    mac       = \"{mac}\"\n    broadcast = \"{}\"\n  }}\n}}\n",
@@ -148,8 +101,8 @@ fn a_host_no_resource_uses_is_not_woken() {
         lab.known_hosts().display(),
         lab.broadcast()
     );
-    std::fs::write(work.path().join("main.tf"), hcl).unwrap();
-    let out = terraform_in_lab(&lab, work.path(), &["apply", "-auto-approve", "-no-color"]);
+    tf.write_main(&hcl);
+    let out = tf.run_in(lab.client(), &["apply", "-auto-approve", "-no-color"]);
     assert!(out.status.success());
     assert!(local
         .volumes(POOL)
@@ -157,10 +110,6 @@ fn a_host_no_resource_uses_is_not_woken() {
         .contains(&"woken.qcow2".to_string()));
     std::thread::sleep(Duration::from_secs(2));
     assert!(!lab.hosts()[0].is_awake(), "the unused host was woken");
-    let out = terraform_in_lab(
-        &lab,
-        work.path(),
-        &["destroy", "-auto-approve", "-no-color"],
-    );
+    let out = tf.run_in(lab.client(), &["destroy", "-auto-approve", "-no-color"]);
     assert!(out.status.success());
 }
