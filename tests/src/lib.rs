@@ -6,6 +6,7 @@ pub mod guest;
 pub mod hosts;
 pub mod libvirtd;
 pub mod netns;
+pub mod packer;
 pub mod terraform;
 pub mod tools;
 pub mod util;

@@ -130,12 +130,18 @@ pub fn mirror_config(dir: &Path) -> Result<PathBuf> {
 }
 
 /// `packer` (1.6.6) that finds our freshly built plugin and nothing of the
-/// machine's own configuration, working in `dir`.
+/// machine's own configuration, working in `dir`. The plugin is there
+/// twice: as `packer-plugin-libvirt` and as the single-component
+/// `packer-builder-libvirt`, since Packer 1.6.6 gives a multi-component
+/// plugin's builders prefixed names and only the single-component binary
+/// the plain type `libvirt`.
 pub fn packer(dir: &Path) -> Result<Command> {
     let c = packer_without_plugins(dir)?;
-    let link = dir.join(".packer-plugins/packer-plugin-libvirt");
-    if !link.exists() {
-        std::os::unix::fs::symlink(util::bin_dir().join("packer-plugin-libvirt"), &link)?;
+    for name in ["packer-plugin-libvirt", "packer-builder-libvirt"] {
+        let link = dir.join(".packer-plugins").join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(util::bin_dir().join("packer-plugin-libvirt"), &link)?;
+        }
     }
     Ok(c)
 }

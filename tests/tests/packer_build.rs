@@ -7,12 +7,12 @@
 //! an ISO source is checksummed, attached as a CD, and the boot command typed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::tools;
+use testbed::packer::{packer_in, show, workdir};
 
 const MARKER: &str = "built-by-packer-libvirt";
 
@@ -23,47 +23,10 @@ const XSLT: &str = r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org
 </xsl:stylesheet>
 "#;
 
-/// A work folder that QEMU (running as libvirt-qemu) can read.
-fn workdir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/tmp/kvmbe-packer-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
 /// `packer ARGS` inside the daemon's namespace (guests are reachable only
-/// there), with our plugin found as `packer-builder-libvirt` (type
-/// `libvirt`) and `packer-plugin-libvirt`.
+/// there).
 fn packer(bed: &Libvirtd, dir: &Path, args: &[&str]) -> Command {
-    let c = tools::packer(dir).unwrap();
-    let single = dir.join(".packer-plugins/packer-builder-libvirt");
-    if !single.exists() {
-        std::os::unix::fs::symlink(
-            testbed::util::bin_dir().join("packer-plugin-libvirt"),
-            &single,
-        )
-        .unwrap();
-    }
-    let mut n = bed.netns().cmd("packer");
-    n.args(args).current_dir(dir);
-    for (k, v) in c.get_envs() {
-        if let Some(v) = v {
-            n.env(k, v);
-        }
-    }
-    n
-}
-
-fn show(what: &str, out: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("== {what} -> {:?}\n{text}", out.status.code());
-    text
+    packer_in(bed.netns(), dir, args).unwrap()
 }
 
 struct Template {
@@ -230,7 +193,7 @@ fn assert_nothing_left(bed: &Libvirtd, vm_name: &str) {
 fn build_and_check(kind: &str) {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
-    let dir = workdir(kind);
+    let dir = workdir(kind).unwrap();
     let (t, v) = vars(&bed, &guest, &dir, kind);
     let shell = format!("echo {MARKER} > /root/marker && test -s /root/upload.txt");
     let template = if kind == "json" {
@@ -301,7 +264,7 @@ fn an_hcl2_template_builds_an_image_that_boots_with_the_provisioned_marker() {
 fn a_failing_shell_provisioner_fails_the_build_and_leaves_nothing() {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
-    let dir = workdir("fail");
+    let dir = workdir("fail").unwrap();
     let (t, v) = vars(&bed, &guest, &dir, "fail");
     let template = json_template(&v, &dir, "echo about to fail; exit 7");
     let out = packer(&bed, &dir, &["build", &template.to_string_lossy()])
@@ -358,7 +321,7 @@ fn a_failing_shell_provisioner_fails_the_build_and_leaves_nothing() {
 fn cancelling_during_the_build_leaves_no_domain_or_volume() {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
-    let dir = workdir("cancel");
+    let dir = workdir("cancel").unwrap();
     let (t, v) = vars(&bed, &guest, &dir, "cancel");
     // A provisioner that would keep the build going for minutes.
     let template = json_template(&v, &dir, "sleep 120");
@@ -393,7 +356,7 @@ fn cancelling_during_the_build_leaves_no_domain_or_volume() {
 fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
-    let dir = workdir("iso");
+    let dir = workdir("iso").unwrap();
     // The "installer": a CD whose script powers the guest off, which only
     // happens if the guest found the CD the builder attached.
     let iso = kvmhost::nocloud::Seed::nocloud(
@@ -485,7 +448,7 @@ fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
 fn an_efi_domain_is_accepted_started_under_ovmf_and_removed() {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
-    let dir = workdir("efi");
+    let dir = workdir("efi").unwrap();
     let vm_name = format!("pk-efi-{}", std::process::id());
     let t = serde_json::json!({
         "builders": [{

@@ -6,26 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use testbed::packer::show;
 use testbed::tools;
 
 fn packer(dir: &Path, args: &[&str]) -> Output {
-    let mut c = tools::packer(dir).unwrap();
-    let single = dir.join(".packer-plugins/packer-builder-libvirt");
-    if !single.exists() {
-        std::os::unix::fs::symlink(
-            testbed::util::bin_dir().join("packer-plugin-libvirt"),
-            &single,
-        )
-        .unwrap();
-    }
-    let out = c.args(args).output().unwrap();
-    eprintln!(
-        "== packer {} -> {:?}\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tools::packer(dir).unwrap().args(args).output().unwrap();
+    show(&format!("packer {}", args.join(" ")), &out);
     out
 }
 

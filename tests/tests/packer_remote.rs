@@ -9,7 +9,7 @@ use std::path::Path;
 use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
 use testbed::libvirtd::POOL;
-use testbed::tools;
+use testbed::packer::{packer_in, show, workdir};
 
 #[test]
 fn a_build_on_a_remote_host_downloads_the_disk_and_cleans_the_host() {
@@ -17,9 +17,7 @@ fn a_build_on_a_remote_host_downloads_the_disk_and_cleans_the_host() {
     lab.add_host("pk", true).unwrap();
     let host = &lab.hosts()[0];
     let guest = TinyGuest::ensure().unwrap();
-    let dir = std::path::PathBuf::from(format!("/tmp/kvmbe-packer-remote-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = workdir("remote").unwrap();
     let vm_name = format!("pk-remote-{}", std::process::id());
     let template = serde_json::json!({
         "builders": [{
@@ -47,31 +45,11 @@ fn a_build_on_a_remote_host_downloads_the_disk_and_cleans_the_host() {
     let path = dir.join("remote.json");
     std::fs::write(&path, serde_json::to_string_pretty(&template).unwrap()).unwrap();
 
-    let plain = tools::packer(&dir).unwrap();
-    let single = dir.join(".packer-plugins/packer-builder-libvirt");
-    std::os::unix::fs::symlink(
-        testbed::util::bin_dir().join("packer-plugin-libvirt"),
-        &single,
-    )
-    .unwrap();
-    let mut cmd = lab.client().cmd("packer");
-    cmd.args(["build", &path.to_string_lossy()])
-        .current_dir(&dir);
-    for (k, v) in plain.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!(
-        "== packer build (remote) -> {:?}\n{text}",
-        out.status.code()
-    );
+    let out = packer_in(lab.client(), &dir, &["build", &path.to_string_lossy()])
+        .unwrap()
+        .output()
+        .unwrap();
+    show("packer build (remote)", &out);
     assert!(out.status.success(), "remote build failed");
 
     let image = dir.join(format!("out/{vm_name}.raw"));
