@@ -78,6 +78,75 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// [`Shared::host`], its failure added to `diags`.
+    pub async fn connect(&self, diags: &mut Diagnostics) -> Option<Arc<Host>> {
+        self.host().await.map_err(|d| diags.add_error(d)).ok()
+    }
+
+    /// Runs `f` on the host; its error becomes a diagnostic saying
+    /// `summary`, on `attr` unless the error names its own field.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        diags: &mut Diagnostics,
+        summary: &str,
+        attr: Option<&str>,
+        f: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
+    ) -> Option<T> {
+        let host = self.connect(diags).await?;
+        match blocking(&host, f).await {
+            Ok(v) => Some(v),
+            Err(e) => fail(diags, to_diag(summary, &e, attr)),
+        }
+    }
+
+    /// Reads a resource back with `f`: `Some(None)` when it is gone from the
+    /// host (Terraform then plans to create it again).
+    pub async fn read_back<T: Send + 'static>(
+        &self,
+        diags: &mut Diagnostics,
+        summary: &str,
+        f: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
+    ) -> Option<Option<T>> {
+        let host = self.connect(diags).await?;
+        match blocking(&host, f).await {
+            Ok(v) => Some(Some(v)),
+            Err(e) if e.is_not_found() => Some(None),
+            Err(e) => fail(diags, to_diag(summary, &e, None)),
+        }
+    }
+
+    /// Deletes with `f`; what is already gone counts as deleted, so a
+    /// destroy after a removal outside Terraform succeeds.
+    pub async fn delete(
+        &self,
+        diags: &mut Diagnostics,
+        summary: &str,
+        f: impl FnOnce(&Host) -> Result<(), HostError> + Send + 'static,
+    ) -> Option<()> {
+        self.read_back(diags, summary, f).await.map(|_| ())
+    }
+
+    /// Looks up what `terraform import` names with `f`; a failure says
+    /// which ids the `what` takes (`hint`).
+    pub async fn import<T: Send + 'static>(
+        &self,
+        diags: &mut Diagnostics,
+        what: &str,
+        hint: &str,
+        f: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
+    ) -> Option<T> {
+        let host = self.connect(diags).await?;
+        match blocking(&host, f).await {
+            Ok(v) => Some(v),
+            Err(e) => fail(
+                diags,
+                Diagnostic::root(format!("Cannot import the {what}"), format!("{e}; {hint}")),
+            ),
+        }
+    }
+}
+
 /// Runs a blocking libvirt call on tokio's blocking pool.
 pub async fn blocking<T: Send + 'static>(
     host: &Arc<Host>,
@@ -104,12 +173,15 @@ pub fn to_diag(summary: &str, e: &HostError, default_attr: Option<&str>) -> Diag
     }
 }
 
-/// "a.b" -> attribute path a, b.
+/// "a.b" -> attribute path a, b; "disk.0.volume_id" -> disk, [0], volume_id.
 pub fn path_of(field: &str) -> AttributePath {
     let mut parts = field.split('.');
     let mut p = AttributePath::new(parts.next().unwrap_or_default().to_string());
     for part in parts {
-        p = p.attribute(part.to_string());
+        p = match part.parse::<i64>() {
+            Ok(i) => p.index(i),
+            Err(_) => p.attribute(part.to_string()),
+        };
     }
     p
 }

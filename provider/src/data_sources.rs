@@ -10,7 +10,7 @@ use tf_provider::schema::{Block, Description, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{map, DataSource, Diagnostics};
 
-use crate::common::{attr, blocking, comp_num, comp_str, fail, opt_str, req_str, to_diag, Shared};
+use crate::common::{attr, comp_num, comp_str, fail, opt_str, req_str, Shared};
 
 /// `libvirt_node_info`: CPUs and memory of the host.
 pub struct NodeInfoSource(pub Arc<Shared>);
@@ -56,18 +56,20 @@ impl DataSource for NodeInfoSource {
         _config: Self::State<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<Self::State<'a>> {
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, |h| h.node_info()).await {
-            Ok(n) => Some(NodeInfoState {
-                id: Value::Value(n.hostname.clone()),
-                hostname: Value::Value(n.hostname),
-                cpu_model: Value::Value(n.cpu_model),
-                cpus: Value::Value(n.cpus as i64),
-                memory_total_kb: Value::Value(n.memory_kib as i64),
-                memory_free_kb: Value::Value((n.free_memory_bytes / 1024) as i64),
-            }),
-            Err(e) => fail(diags, to_diag("Cannot read the host's node info", &e, None)),
-        }
+        let n = self
+            .0
+            .call(diags, "Cannot read the host's node info", None, |h| {
+                h.node_info()
+            })
+            .await?;
+        Some(NodeInfoState {
+            id: Value::Value(n.hostname.clone()),
+            hostname: Value::Value(n.hostname),
+            cpu_model: Value::Value(n.cpu_model),
+            cpus: Value::Value(n.cpus as i64),
+            memory_total_kb: Value::Value(n.memory_kib as i64),
+            memory_free_kb: Value::Value((n.free_memory_bytes / 1024) as i64),
+        })
     }
 }
 
@@ -123,19 +125,21 @@ impl DataSource for VolumeSource {
             .as_ref_option()
             .cloned()
             .unwrap_or_else(|| "default".into());
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.volume(&pool, &name)).await {
-            Ok(v) => Some(VolumeLookup {
-                id: Value::Value(v.key),
-                name: Value::Value(v.name),
-                pool: Value::Value(v.pool),
-                path: Value::Value(v.path),
-                size: Value::Value(v.capacity as i64),
-                allocation: Value::Value(v.allocation as i64),
-                format: Value::Value(v.format),
-            }),
-            Err(e) => fail(diags, to_diag("Cannot find the volume", &e, Some("name"))),
-        }
+        let v = self
+            .0
+            .call(diags, "Cannot find the volume", Some("name"), move |h| {
+                h.volume(&pool, &name)
+            })
+            .await?;
+        Some(VolumeLookup {
+            id: Value::Value(v.key),
+            name: Value::Value(v.name),
+            pool: Value::Value(v.pool),
+            path: Value::Value(v.path),
+            size: Value::Value(v.capacity as i64),
+            allocation: Value::Value(v.allocation as i64),
+            format: Value::Value(v.format),
+        })
     }
 }
 
@@ -192,35 +196,33 @@ impl DataSource for DomainSource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<Self::State<'a>> {
         let name = config.name.as_ref_option()?.clone();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        let found = blocking(&host, move |h| {
-            let st = h.domain_status(&name)?;
-            let def = h.domain_def(&st.uuid)?;
-            let leases = h
-                .domain_addresses(&st.uuid, AddressSource::Lease)
-                .unwrap_or_default();
-            Ok::<_, kvmhost::libvirt::Error>((st, def, leases))
+        let (st, def, leases) = self
+            .0
+            .call(diags, "Cannot find the domain", Some("name"), move |h| {
+                let st = h.domain_status(&name)?;
+                let def = h.domain_def(&st.uuid)?;
+                let leases = h
+                    .domain_addresses(&st.uuid, AddressSource::Lease)
+                    .unwrap_or_default();
+                Ok((st, def, leases))
+            })
+            .await?;
+        Some(DomainLookup {
+            id: Value::Value(st.uuid),
+            name: Value::Value(st.name),
+            kind: Value::Value(def.kind.as_str().to_string()),
+            memory: Value::Value(def.memory_mib as i64),
+            vcpu: Value::Value(def.vcpu as i64),
+            running: Value::Value(st.state == PowerState::Running),
+            autostart: Value::Value(st.autostart),
+            macs: Value::Value(
+                def.interfaces
+                    .iter()
+                    .filter_map(|i| i.mac.clone())
+                    .collect(),
+            ),
+            addresses: Value::Value(leases.into_iter().flat_map(|l| l.addresses).collect()),
         })
-        .await;
-        match found {
-            Ok((st, def, leases)) => Some(DomainLookup {
-                id: Value::Value(st.uuid),
-                name: Value::Value(st.name),
-                kind: Value::Value(def.kind.as_str().to_string()),
-                memory: Value::Value(def.memory_mib as i64),
-                vcpu: Value::Value(def.vcpu as i64),
-                running: Value::Value(st.state == PowerState::Running),
-                autostart: Value::Value(st.autostart),
-                macs: Value::Value(
-                    def.interfaces
-                        .iter()
-                        .filter_map(|i| i.mac.clone())
-                        .collect(),
-                ),
-                addresses: Value::Value(leases.into_iter().flat_map(|l| l.addresses).collect()),
-            }),
-            Err(e) => fail(diags, to_diag("Cannot find the domain", &e, Some("name"))),
-        }
     }
 }
 

@@ -101,17 +101,19 @@ impl Resource for CloudinitResource {
             return Some((Maybe(None), private));
         };
         let key = key_of(known(&s.id)?).to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.volume_by_key(&key)).await {
-            Ok(info) => {
-                s.name = Value::Value(info.name);
-                s.pool = Value::Value(info.pool);
-                s.path = Value::Value(info.path);
-                Some((Maybe(Some(s)), private))
-            }
-            Err(e) if e.is_not_found() => Some((Maybe(None), private)),
-            Err(e) => fail(diags, to_diag("Cannot read the cloud-init disk", &e, None)),
-        }
+        let found = self
+            .0
+            .read_back(diags, "Cannot read the cloud-init disk", move |h| {
+                h.volume_by_key(&key)
+            })
+            .await?;
+        let Some(info) = found else {
+            return Some((Maybe(None), private));
+        };
+        s.name = Value::Value(info.name);
+        s.pool = Value::Value(info.pool);
+        s.path = Value::Value(info.path);
+        Some((Maybe(Some(s)), private))
     }
 
     async fn plan_create<'a>(
@@ -185,7 +187,7 @@ impl Resource for CloudinitResource {
             }
         };
         let digest = content_digest(&user, &meta, net.as_deref());
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let host = self.0.connect(diags).await?;
         let made = blocking(&host, move |h| {
             let mut spec = VolumeSpec::new(&name, iso.len() as u64, VolumeFormat::Raw);
             spec.mode = Some(0o600);
@@ -240,15 +242,11 @@ impl Resource for CloudinitResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let key = key_of(known(&state.0?.id)?).to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.delete_volume(&key)).await {
-            Ok(()) => Some(()),
-            Err(e) if e.is_not_found() => Some(()),
-            Err(e) => fail(
-                diags,
-                to_diag("Cannot delete the cloud-init disk", &e, None),
-            ),
-        }
+        self.0
+            .delete(diags, "Cannot delete the cloud-init disk", move |h| {
+                h.delete_volume(&key)
+            })
+            .await
     }
 
     async fn import<'a>(
@@ -256,31 +254,28 @@ impl Resource for CloudinitResource {
         diags: &mut Diagnostics,
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
         let key = key_of(&id).to_string();
-        match blocking(&host, move |h| h.volume_by_key(&key)).await {
-            Ok(vol) => {
-                let id = if id.contains(';') {
-                    id
-                } else {
-                    make_id(&vol.key, "imported")
-                };
-                let s = CloudinitState {
-                    id: Value::Value(id),
-                    name: Value::Value(vol.name),
-                    pool: Value::Value(vol.pool),
-                    path: Value::Value(vol.path),
-                    ..Default::default()
-                };
-                Some((Maybe(Some(s)), ValueEmpty::Null))
-            }
-            Err(e) => fail(
+        let vol = self
+            .0
+            .import(
                 diags,
-                Diagnostic::root(
-                    "Cannot import the cloud-init disk",
-                    format!("{e}; give the id `<volume key>;<suffix>` or the volume key"),
-                ),
-            ),
-        }
+                "cloud-init disk",
+                "give the id `<volume key>;<suffix>` or the volume key",
+                move |h| h.volume_by_key(&key),
+            )
+            .await?;
+        let id = if id.contains(';') {
+            id
+        } else {
+            make_id(&vol.key, "imported")
+        };
+        let s = CloudinitState {
+            id: Value::Value(id),
+            name: Value::Value(vol.name),
+            pool: Value::Value(vol.pool),
+            path: Value::Value(vol.path),
+            ..Default::default()
+        };
+        Some((Maybe(Some(s)), ValueEmpty::Null))
     }
 }

@@ -20,8 +20,8 @@ use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
 use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
 use crate::common::{
-    attr, blocking, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, req_str,
-    to_diag, Maybe, Shared,
+    attr, blocking, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, path_of,
+    req_str, Maybe, Shared,
 };
 use crate::resources::cloudinit::key_of;
 
@@ -585,20 +585,8 @@ fn wait_for_leases(h: &Host, uuid: &str, st: &DomainState) -> Result<(), (String
     }
 }
 
-fn attr_path(field: &str) -> AttributePath {
-    let mut parts = field.split('.');
-    let mut p = AttributePath::new(parts.next().unwrap_or("name").to_string());
-    for part in parts {
-        p = match part.parse::<i64>() {
-            Ok(i) => p.index(i),
-            Err(_) => p.attribute(part.to_string()),
-        };
-    }
-    p
-}
-
 fn diag(summary: &str, field: &str, e: &HostError) -> Diagnostic {
-    Diagnostic::new(summary.to_string(), e.to_string(), attr_path(field))
+    Diagnostic::new(summary.to_string(), e.to_string(), path_of(field))
 }
 
 /// What libvirt says about the domain, gathered in one blocking call.
@@ -939,13 +927,14 @@ impl Resource for DomainResource {
             return Some((Maybe(None), private));
         };
         let id = known(&prior.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
         let p = prior.clone();
-        match blocking(&host, move |h| read_live(h, &id, &p)).await {
-            Ok(live) => Some((Maybe(Some(merge_live(&prior, &live))), private)),
-            Err(e) if e.is_not_found() => Some((Maybe(None), private)),
-            Err(e) => fail(diags, to_diag("Cannot read the domain", &e, None)),
-        }
+        let live = self
+            .0
+            .read_back(diags, "Cannot read the domain", move |h| {
+                read_live(h, &id, &p)
+            })
+            .await?;
+        Some((Maybe(live.map(|live| merge_live(&prior, &live))), private))
     }
 
     async fn plan_create<'a>(
@@ -1056,7 +1045,7 @@ impl Resource for DomainResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let st = planned.0?;
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let host = self.0.connect(diags).await?;
         let plan = st.clone();
         let made = blocking(&host, move |h| {
             let uuid = create_blocking(h, &plan)?;
@@ -1080,7 +1069,7 @@ impl Resource for DomainResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let st = planned.0?;
         let id = known(&st.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let host = self.0.connect(diags).await?;
         let plan = st.clone();
         let done = blocking(&host, move |h| {
             if let Some(a) = plan.autostart.as_ref_option() {
@@ -1115,12 +1104,11 @@ impl Resource for DomainResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let id = known(&state.0?.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.undefine_domain(&id)).await {
-            Ok(()) => Some(()),
-            Err(e) if e.is_not_found() => Some(()),
-            Err(e) => fail(diags, to_diag("Cannot delete the domain", &e, None)),
-        }
+        self.0
+            .delete(diags, "Cannot delete the domain", move |h| {
+                h.undefine_domain(&id)
+            })
+            .await
     }
 
     async fn import<'a>(
@@ -1128,8 +1116,7 @@ impl Resource for DomainResource {
         diags: &mut Diagnostics,
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        let found = blocking(&host, move |h| {
+        let import = move |h: &Host| {
             let def = h.domain_def(&id)?;
             // A domain this provider made carries its configuration;
             // one made elsewhere is described from its XML alone.
@@ -1157,19 +1144,13 @@ impl Resource for DomainResource {
                 st.boot_device = prior.boot_device.clone();
                 st.nvram = prior.nvram.clone();
             }
-            Ok::<_, HostError>(st)
-        })
-        .await;
-        match found {
-            Ok(st) => Some((Maybe(Some(st)), ValueEmpty::Null)),
-            Err(e) => fail(
-                diags,
-                Diagnostic::root(
-                    "Cannot import the domain",
-                    format!("{e}; give the domain's UUID or name"),
-                ),
-            ),
-        }
+            Ok(st)
+        };
+        let st = self
+            .0
+            .import(diags, "domain", "give the domain's UUID or name", import)
+            .await?;
+        Some((Maybe(Some(st)), ValueEmpty::Null))
     }
 }
 
@@ -1186,7 +1167,7 @@ mod tests {
 
     #[test]
     fn attribute_paths_follow_block_indexes() {
-        let p = attr_path("network_interface.1.mac");
+        let p = path_of("network_interface.1.mac");
         assert_eq!(
             p.to_string(),
             AttributePath::new("network_interface")

@@ -10,11 +10,11 @@ use tf_provider::schema::{
     AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
 };
 use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
+use tf_provider::{map, AttributePath, Diagnostics, Resource};
 
 use crate::common::{
-    attr, blocking, comp_str, fail, known, oc_bool, oc_str, opt_bool, opt_str, req_str, to_diag,
-    Maybe, Shared,
+    attr, comp_str, fail, known, oc_bool, oc_str, opt_bool, opt_str, req_str, to_diag, Maybe,
+    Shared,
 };
 
 /// `libvirt_network`.
@@ -186,12 +186,11 @@ impl Resource for NetworkResource {
             return Some((Maybe(None), private));
         };
         let id = known(&prior.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.network(&id)).await {
-            Ok(st) => Some((Maybe(Some(merge(&prior, &st))), private)),
-            Err(e) if e.is_not_found() => Some((Maybe(None), private)),
-            Err(e) => fail(diags, to_diag("Cannot read the network", &e, None)),
-        }
+        let live = self
+            .0
+            .read_back(diags, "Cannot read the network", move |h| h.network(&id))
+            .await?;
+        Some((Maybe(live.map(|st| merge(&prior, &st))), private))
     }
 
     async fn plan_create<'a>(
@@ -262,19 +261,14 @@ impl Resource for NetworkResource {
             Err((field, e)) => return fail(diags, to_diag("Invalid network", &e, Some(field))),
         };
         let autostart = s.autostart.as_ref_option().copied().unwrap_or(true);
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        let made = blocking(&host, move |h| {
-            let uuid = h.create_network(&def, autostart)?;
-            h.network(&uuid)
-        })
-        .await;
-        match made {
-            Ok(st) => Some((Maybe(Some(merge(&s, &st))), private)),
-            Err(e) => fail(
-                diags,
-                to_diag("Cannot create the network", &e, Some("name")),
-            ),
-        }
+        let st = self
+            .0
+            .call(diags, "Cannot create the network", Some("name"), move |h| {
+                let uuid = h.create_network(&def, autostart)?;
+                h.network(&uuid)
+            })
+            .await?;
+        Some((Maybe(Some(merge(&s, &st))), private))
     }
 
     async fn update<'a>(
@@ -289,19 +283,19 @@ impl Resource for NetworkResource {
         let s = planned.0?;
         let id = known(&s.id)?.to_string();
         let autostart = s.autostart.as_ref_option().copied().unwrap_or(true);
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| {
-            h.set_network_autostart(&id, autostart)
-                .and_then(|_| h.network(&id))
-        })
-        .await
-        {
-            Ok(st) => Some((Maybe(Some(merge(&s, &st))), private)),
-            Err(e) => fail(
+        let st = self
+            .0
+            .call(
                 diags,
-                to_diag("Cannot update the network", &e, Some("autostart")),
-            ),
-        }
+                "Cannot update the network",
+                Some("autostart"),
+                move |h| {
+                    h.set_network_autostart(&id, autostart)
+                        .and_then(|_| h.network(&id))
+                },
+            )
+            .await?;
+        Some((Maybe(Some(merge(&s, &st))), private))
     }
 
     async fn destroy<'a>(
@@ -312,12 +306,11 @@ impl Resource for NetworkResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let id = known(&state.0?.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.delete_network(&id)).await {
-            Ok(()) => Some(()),
-            Err(e) if e.is_not_found() => Some(()),
-            Err(e) => fail(diags, to_diag("Cannot delete the network", &e, None)),
-        }
+        self.0
+            .delete(diags, "Cannot delete the network", move |h| {
+                h.delete_network(&id)
+            })
+            .await
     }
 
     async fn import<'a>(
@@ -325,19 +318,18 @@ impl Resource for NetworkResource {
         diags: &mut Diagnostics,
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.network(&id)).await {
-            Ok(st) => Some((
-                Maybe(Some(merge(&NetworkState::default(), &st))),
-                ValueEmpty::Null,
-            )),
-            Err(e) => fail(
+        let st = self
+            .0
+            .import(
                 diags,
-                Diagnostic::root(
-                    "Cannot import the network",
-                    format!("{e}; give the network's UUID or name"),
-                ),
-            ),
-        }
+                "network",
+                "give the network's UUID or name",
+                move |h| h.network(&id),
+            )
+            .await?;
+        Some((
+            Maybe(Some(merge(&NetworkState::default(), &st))),
+            ValueEmpty::Null,
+        ))
     }
 }

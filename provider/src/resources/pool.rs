@@ -7,11 +7,9 @@ use kvmhost::libvirt::pool::{PoolInfo, PoolSpec};
 use serde::{Deserialize, Serialize};
 use tf_provider::schema::{Block, Description, Schema};
 use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
+use tf_provider::{map, AttributePath, Diagnostics, Resource};
 
-use crate::common::{
-    blocking, comp_num, comp_str, fail, known, opt_str, req_str, to_diag, Maybe, Shared,
-};
+use crate::common::{comp_num, comp_str, known, opt_str, req_str, Maybe, Shared};
 
 /// `libvirt_pool`.
 pub struct PoolResource(pub Arc<Shared>);
@@ -105,12 +103,13 @@ impl Resource for PoolResource {
             return Some((Maybe(None), private));
         };
         let id = known(&prior.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.pool_by_uuid(&id)).await {
-            Ok(info) => Some((Maybe(Some(state_of(&info))), private)),
-            Err(e) if e.is_not_found() => Some((Maybe(None), private)),
-            Err(e) => fail(diags, to_diag("Cannot read the storage pool", &e, None)),
-        }
+        let live = self
+            .0
+            .read_back(diags, "Cannot read the storage pool", move |h| {
+                h.pool_by_uuid(&id)
+            })
+            .await?;
+        Some((Maybe(live.map(|info| state_of(&info))), private))
     }
 
     async fn plan_create<'a>(
@@ -164,14 +163,16 @@ impl Resource for PoolResource {
             name: known(&p.name)?.to_string(),
             path: known(&p.path).unwrap_or_default().to_string(),
         };
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.create_dir_pool(&spec)).await {
-            Ok(info) => Some((Maybe(Some(state_of(&info))), private)),
-            Err(e) => fail(
+        let info = self
+            .0
+            .call(
                 diags,
-                to_diag("Cannot create the storage pool", &e, Some("name")),
-            ),
-        }
+                "Cannot create the storage pool",
+                Some("name"),
+                move |h| h.create_dir_pool(&spec),
+            )
+            .await?;
+        Some((Maybe(Some(state_of(&info))), private))
     }
 
     async fn update<'a>(
@@ -195,12 +196,11 @@ impl Resource for PoolResource {
     ) -> Option<()> {
         let s = state.0?;
         let name = known(&s.name)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.delete_pool(&name, true)).await {
-            Ok(()) => Some(()),
-            Err(e) if e.is_not_found() => Some(()),
-            Err(e) => fail(diags, to_diag("Cannot delete the storage pool", &e, None)),
-        }
+        self.0
+            .delete(diags, "Cannot delete the storage pool", move |h| {
+                h.delete_pool(&name, true)
+            })
+            .await
     }
 
     async fn import<'a>(
@@ -208,21 +208,15 @@ impl Resource for PoolResource {
         diags: &mut Diagnostics,
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        let lookup = id.clone();
-        let found = blocking(&host, move |h| {
-            h.pool_by_uuid(&lookup).or_else(|_| h.pool(&lookup))
-        })
-        .await;
-        match found {
-            Ok(info) => Some((Maybe(Some(state_of(&info))), ValueEmpty::Null)),
-            Err(e) => fail(
+        let info = self
+            .0
+            .import(
                 diags,
-                Diagnostic::root(
-                    "Cannot import the storage pool",
-                    format!("{e}; give the pool's UUID or name"),
-                ),
-            ),
-        }
+                "storage pool",
+                "give the pool's UUID or name",
+                move |h| h.pool_by_uuid(&id).or_else(|_| h.pool(&id)),
+            )
+            .await?;
+        Some((Maybe(Some(state_of(&info))), ValueEmpty::Null))
     }
 }

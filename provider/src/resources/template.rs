@@ -15,9 +15,7 @@ use tf_provider::schema::{
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
-use crate::common::{
-    attr, blocking, comp_str, fail, known, oc_num, oc_str, opt_str, req_str, to_diag, Maybe, Shared,
-};
+use crate::common::{attr, comp_str, fail, known, oc_num, oc_str, opt_str, req_str, Maybe, Shared};
 
 /// `libvirt_domain_template`.
 pub struct TemplateResource(pub Arc<Shared>);
@@ -225,12 +223,13 @@ impl Resource for TemplateResource {
             return Some((Maybe(None), private));
         };
         let id = known(&prior.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.template(&id).map(|t| (id, t))).await {
-            Ok((id, t)) => Some((Maybe(Some(merge(&prior, id, &t))), private)),
-            Err(e) if e.is_not_found() => Some((Maybe(None), private)),
-            Err(e) => fail(diags, to_diag("Cannot read the template", &e, None)),
-        }
+        let live = self
+            .0
+            .read_back(diags, "Cannot read the template", move |h| {
+                h.template(&id).map(|t| (id, t))
+            })
+            .await?;
+        Some((Maybe(live.map(|(id, t)| merge(&prior, id, &t))), private))
     }
 
     async fn plan_create<'a>(
@@ -315,23 +314,21 @@ impl Resource for TemplateResource {
             Ok(sp) => sp,
             Err(d) => return fail(diags, d),
         };
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        let made = blocking(&host, move |h| {
-            let uuid = h.define_template(&spec)?;
-            h.template(&uuid).map(|t| (uuid, t))
-        })
-        .await;
-        match made {
-            Ok((uuid, t)) => {
-                let mut out = merge(&s, uuid, &t);
-                out.user_data = s.user_data.clone();
-                Some((Maybe(Some(out)), private))
-            }
-            Err(e) => fail(
+        let (uuid, t) = self
+            .0
+            .call(
                 diags,
-                to_diag("Cannot define the template", &e, Some("name")),
-            ),
-        }
+                "Cannot define the template",
+                Some("name"),
+                move |h| {
+                    let uuid = h.define_template(&spec)?;
+                    h.template(&uuid).map(|t| (uuid, t))
+                },
+            )
+            .await?;
+        let mut out = merge(&s, uuid, &t);
+        out.user_data = s.user_data.clone();
+        Some((Maybe(Some(out)), private))
     }
 
     async fn update<'a>(
@@ -354,12 +351,11 @@ impl Resource for TemplateResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let id = known(&state.0?.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.delete_template(&id)).await {
-            Ok(()) => Some(()),
-            Err(e) if e.is_not_found() => Some(()),
-            Err(e) => fail(diags, to_diag("Cannot delete the template", &e, None)),
-        }
+        self.0
+            .delete(diags, "Cannot delete the template", move |h| {
+                h.delete_template(&id)
+            })
+            .await
     }
 
     async fn import<'a>(
@@ -367,25 +363,22 @@ impl Resource for TemplateResource {
         diags: &mut Diagnostics,
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        let found = blocking(&host, move |h| {
-            let t = h.template(&id)?;
-            let uuid = h.domain_status(&id)?.uuid;
-            Ok::<_, kvmhost::libvirt::Error>((uuid, t))
-        })
-        .await;
-        match found {
-            Ok((uuid, t)) => Some((
-                Maybe(Some(merge(&TemplateState::default(), uuid, &t))),
-                ValueEmpty::Null,
-            )),
-            Err(e) => fail(
+        let (uuid, t) = self
+            .0
+            .import(
                 diags,
-                Diagnostic::root(
-                    "Cannot import the template",
-                    format!("{e}; give the template's name or UUID"),
-                ),
-            ),
-        }
+                "template",
+                "give the template's name or UUID",
+                move |h| {
+                    let t = h.template(&id)?;
+                    let uuid = h.domain_status(&id)?.uuid;
+                    Ok((uuid, t))
+                },
+            )
+            .await?;
+        Some((
+            Maybe(Some(merge(&TemplateState::default(), uuid, &t))),
+            ValueEmpty::Null,
+        ))
     }
 }

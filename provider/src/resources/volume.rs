@@ -142,38 +142,36 @@ impl Resource for VolumeResource {
             return Some((Maybe(None), private));
         };
         let key = known(&s.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        let found = blocking(&host, move |h| {
-            let info = h.volume_by_key(&key)?;
-            let base = match &info.backing_path {
-                Some(p) => h.volume_by_path(p).ok(),
-                None => None,
-            };
-            Ok::<_, HostError>((info, base))
-        })
-        .await;
-        match found {
-            Ok((info, base)) => {
-                fill(&mut s, &info);
-                // Both ways of naming the base are filled, so a
-                // configuration written either way matches an import.
-                match base {
-                    Some(b) => {
-                        s.base_volume_id = Value::Value(b.key);
-                        s.base_volume_name = Value::Value(b.name);
-                        s.base_volume_pool = Value::Value(b.pool);
-                    }
-                    None => {
-                        s.base_volume_id = Value::Null;
-                        s.base_volume_name = Value::Null;
-                        s.base_volume_pool = Value::Null;
-                    }
-                }
-                Some((Maybe(Some(s)), private))
+        let found = self
+            .0
+            .read_back(diags, "Cannot read the volume", move |h| {
+                let info = h.volume_by_key(&key)?;
+                let base = match &info.backing_path {
+                    Some(p) => h.volume_by_path(p).ok(),
+                    None => None,
+                };
+                Ok((info, base))
+            })
+            .await?;
+        let Some((info, base)) = found else {
+            return Some((Maybe(None), private));
+        };
+        fill(&mut s, &info);
+        // Both ways of naming the base are filled, so a
+        // configuration written either way matches an import.
+        match base {
+            Some(b) => {
+                s.base_volume_id = Value::Value(b.key);
+                s.base_volume_name = Value::Value(b.name);
+                s.base_volume_pool = Value::Value(b.pool);
             }
-            Err(e) if e.is_not_found() => Some((Maybe(None), private)),
-            Err(e) => fail(diags, to_diag("Cannot read the volume", &e, None)),
+            None => {
+                s.base_volume_id = Value::Null;
+                s.base_volume_name = Value::Null;
+                s.base_volume_pool = Value::Null;
+            }
         }
+        Some((Maybe(Some(s)), private))
     }
 
     async fn plan_create<'a>(
@@ -310,7 +308,7 @@ impl Resource for VolumeResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let mut s = planned.0?;
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
+        let host = self.0.connect(diags).await?;
         let mut private = Maybe(None);
         let local = match known(&s.source).map(Source::parse) {
             None => None,
@@ -404,12 +402,11 @@ impl Resource for VolumeResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let key = known(&state.0?.id)?.to_string();
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        match blocking(&host, move |h| h.delete_volume(&key)).await {
-            Ok(()) => Some(()),
-            Err(e) if e.is_not_found() => Some(()),
-            Err(e) => fail(diags, to_diag("Cannot delete the volume", &e, None)),
-        }
+        self.0
+            .delete(diags, "Cannot delete the volume", move |h| {
+                h.delete_volume(&key)
+            })
+            .await
     }
 
     async fn import<'a>(
@@ -417,27 +414,21 @@ impl Resource for VolumeResource {
         diags: &mut Diagnostics,
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let host = self.0.host().await.map_err(|d| diags.add_error(d)).ok()?;
-        let lookup = id.clone();
-        let found = blocking(&host, move |h| match lookup.split_once('/') {
-            Some((pool, name)) if !lookup.starts_with('/') => h.volume(pool, name),
-            _ => h.volume_by_key(&lookup),
-        })
-        .await;
-        match found {
-            Ok(info) => {
-                let mut s = VolumeState::default();
-                fill(&mut s, &info);
-                Some((Maybe(Some(s)), Maybe(None)))
-            }
-            Err(e) => fail(
+        let info = self
+            .0
+            .import(
                 diags,
-                Diagnostic::root(
-                    "Cannot import the volume",
-                    format!("{e}; give the volume's key (its path) or POOL/NAME"),
-                ),
-            ),
-        }
+                "volume",
+                "give the volume's key (its path) or POOL/NAME",
+                move |h| match id.split_once('/') {
+                    Some((pool, name)) if !id.starts_with('/') => h.volume(pool, name),
+                    _ => h.volume_by_key(&id),
+                },
+            )
+            .await?;
+        let mut s = VolumeState::default();
+        fill(&mut s, &info);
+        Some((Maybe(Some(s)), Maybe(None)))
     }
 }
 
