@@ -5,38 +5,17 @@
 //! boot command, so the qemu builder gets `boot_wait = "0s"`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::tools;
-
-fn packer_in(bed: &Libvirtd, dir: &Path, args: &[&str]) -> Command {
-    let c = tools::packer(dir).unwrap();
-    let single = dir.join(".packer-plugins/packer-builder-libvirt");
-    if !single.exists() {
-        std::os::unix::fs::symlink(
-            testbed::util::bin_dir().join("packer-plugin-libvirt"),
-            &single,
-        )
-        .unwrap();
-    }
-    let mut n = bed.netns().cmd("packer");
-    n.args(args).current_dir(dir);
-    for (k, v) in c.get_envs() {
-        if let Some(v) = v {
-            n.env(k, v);
-        }
-    }
-    n
-}
 
 fn timed_build(bed: &Libvirtd, dir: &Path, template: &serde_json::Value, what: &str) -> f64 {
     let path = dir.join(format!("{what}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(template).unwrap()).unwrap();
     let t0 = Instant::now();
-    let out = packer_in(bed, dir, &["build", &path.to_string_lossy()])
+    let out = testbed::packer::packer_in(bed.netns(), dir, &["build", &path.to_string_lossy()])
+        .unwrap()
         .output()
         .unwrap();
     let secs = t0.elapsed().as_secs_f64();
@@ -53,11 +32,7 @@ fn timed_build(bed: &Libvirtd, dir: &Path, template: &serde_json::Value, what: &
 fn our_builder_against_packers_qemu_builder_on_the_same_guest() {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
-    let dir = std::path::PathBuf::from(format!("/tmp/kvmbe-packer-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = testbed::packer::workdir("bench").unwrap();
     let shell = serde_json::json!([{ "type": "shell", "inline": ["echo bench > /root/marker"] }]);
 
     let qemu = serde_json::json!({
