@@ -56,6 +56,12 @@ pub enum SeedError {
     /// The seed's files do not fit the 4 GiB an ISO 9660 file may hold.
     #[error("seed file {0:?} is larger than 4 GiB")]
     TooLarge(String),
+    /// The bytes read back are not an ISO 9660 image at all.
+    #[error("the seed image is not an ISO 9660 image ({0}); give a NoCloud seed made by this provider or by `genisoimage -J -r -V cidata`")]
+    NotIso(String),
+    /// The bytes read back look like ISO 9660 but point outside themselves.
+    #[error("the seed image is damaged: {0}; recreate the seed")]
+    Damaged(String),
 }
 
 impl Seed {
@@ -95,6 +101,57 @@ impl Seed {
     /// The files, in the order given.
     pub fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.files.iter().map(|(n, c)| (n.as_str(), c.as_slice()))
+    }
+
+    /// The file `name` at the root of the image, if there is one.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.as_slice())
+    }
+
+    /// The volume label (`cidata` for NoCloud).
+    pub fn volume_label(&self) -> &str {
+        &self.label
+    }
+
+    /// Reads the label and root-directory files of an ISO 9660 image:
+    /// the Joliet tree when there is one (it keeps long, lower-case
+    /// names), else the primary tree with Rock Ridge names when present.
+    /// Subdirectories are skipped: a NoCloud seed keeps its files at the root.
+    pub fn from_iso(img: &[u8]) -> Result<Seed, SeedError> {
+        let mut primary = None;
+        let mut joliet = None;
+        for sector in PVD..PVD + MAX_DESCRIPTORS {
+            let Some(d) = img.get(sector * SECTOR..(sector + 1) * SECTOR) else {
+                return Err(if sector == PVD {
+                    SeedError::NotIso(format!("only {} bytes long", img.len()))
+                } else {
+                    SeedError::Damaged("the volume descriptors have no terminator".into())
+                });
+            };
+            if &d[1..6] != b"CD001" {
+                return Err(if sector == PVD {
+                    SeedError::NotIso("no CD001 volume descriptor at sector 16".into())
+                } else {
+                    SeedError::Damaged(format!("volume descriptor {sector} lacks CD001"))
+                });
+            }
+            match d[0] {
+                1 if primary.is_none() => primary = Some(d),
+                2 if matches!(&d[88..91], b"%/@" | b"%/C" | b"%/E") => joliet = Some(d),
+                255 => break,
+                _ => {}
+            }
+        }
+        if let Some(d) = joliet {
+            return read_tree(img, d, true);
+        }
+        match primary {
+            Some(d) => read_tree(img, d, false),
+            None => Err(SeedError::NotIso("no primary volume descriptor".into())),
+        }
     }
 
     /// Writes the ISO 9660 + Joliet image.
@@ -232,6 +289,115 @@ impl Default for Seed {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Volume descriptors read before giving up on finding the terminator.
+const MAX_DESCRIPTORS: usize = 32;
+
+/// Reads the label and root files of the tree whose descriptor is `d`.
+fn read_tree(img: &[u8], d: &[u8], joliet: bool) -> Result<Seed, SeedError> {
+    let text = |b: &[u8]| -> Result<String, SeedError> {
+        let s = if joliet {
+            ucs2_text(b)?
+        } else {
+            String::from_utf8_lossy(b).into_owned()
+        };
+        Ok(s.trim_end_matches([' ', '\0']).to_string())
+    };
+    let label = text(&d[40..72])?;
+    let root = &d[156..190];
+    let dir = extent(img, root, "root directory")?;
+    let mut files = Vec::new();
+    let mut at = 0;
+    while at < dir.len() {
+        let len = dir[at] as usize;
+        if len == 0 {
+            // Records never straddle a sector; zeros pad to the next one.
+            at = (at / SECTOR + 1) * SECTOR;
+            continue;
+        }
+        let r = dir
+            .get(at..at + len)
+            .filter(|r| r.len() >= 34 && 33 + r[32] as usize <= r.len())
+            .ok_or_else(|| {
+                SeedError::Damaged(format!("directory record at byte {at} is cut short"))
+            })?;
+        at += len;
+        let id = &r[33..33 + r[32] as usize];
+        // Skip `.`, `..` and subdirectories.
+        if r[25] & 2 != 0 || id == [0] || id == [1] {
+            continue;
+        }
+        let name = if joliet {
+            ucs2_text(id)?
+        } else {
+            rock_ridge_name(r, id.len()).unwrap_or_else(|| String::from_utf8_lossy(id).into_owned())
+        };
+        let name = match name.rsplit_once(';') {
+            Some((n, v)) if v.bytes().all(|b| b.is_ascii_digit()) => n.to_string(),
+            _ => name,
+        };
+        // ISO 9660 names without an extension keep their dot (`USERDATA.`).
+        let name = match name.strip_suffix('.') {
+            Some(n) if !joliet && !n.is_empty() => n.to_string(),
+            _ => name,
+        };
+        let data = extent(img, r, &name)?;
+        files.push((name, data.to_vec()));
+    }
+    Ok(Seed { label, files })
+}
+
+/// The bytes a directory record points at, checked against the image.
+fn extent<'a>(img: &'a [u8], r: &[u8], what: &str) -> Result<&'a [u8], SeedError> {
+    let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let start = le32(&r[2..6]).checked_mul(SECTOR);
+    let len = le32(&r[10..14]);
+    start
+        .and_then(|s| img.get(s..s.checked_add(len)?))
+        .ok_or_else(|| {
+            SeedError::Damaged(format!(
+                "{what} ({len} bytes at sector {}) lies beyond the image's {} bytes",
+                le32(&r[2..6]),
+                img.len()
+            ))
+        })
+}
+
+/// The Rock Ridge `NM` (alternate name) of a primary directory record.
+fn rock_ridge_name(r: &[u8], id_len: usize) -> Option<String> {
+    let mut at = 33 + id_len + (id_len + 1) % 2;
+    let mut name = Vec::new();
+    while at + 4 <= r.len() {
+        let len = r[at + 2] as usize;
+        if len < 4 {
+            break;
+        }
+        let entry = r.get(at..at + len)?;
+        if &entry[..2] == b"NM" && len >= 5 {
+            name.extend_from_slice(&entry[5..]);
+            // Flag 1: the name continues in the next NM entry.
+            if entry[4] & 1 == 0 {
+                return String::from_utf8(name).ok();
+            }
+        }
+        at += len;
+    }
+    None
+}
+
+/// Joliet text: UCS-2, big-endian.
+fn ucs2_text(b: &[u8]) -> Result<String, SeedError> {
+    if !b.len().is_multiple_of(2) {
+        return Err(SeedError::Damaged(format!(
+            "a Joliet name has an odd length ({} bytes)",
+            b.len()
+        )));
+    }
+    let units = b.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+    Ok(char::decode_utf16(units)
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect())
 }
 
 /// A path table with the root directory only.

@@ -86,3 +86,120 @@ fn bad_names_and_labels_are_refused_with_what_to_do() {
     assert!(Seed::new().file(&"n".repeat(65), "").to_iso().is_err());
     assert!(Seed::new().file(&"n".repeat(64), "").to_iso().is_ok());
 }
+
+#[test]
+fn our_own_image_reads_back_to_the_same_files_and_label() {
+    let user = "#cloud-config\nhostname: agent-1\n".repeat(200);
+    let seed = Seed::nocloud(&user, "instance-id: i-1\n", Some("version: 2\n"));
+    let back = Seed::from_iso(&seed.to_iso().unwrap()).unwrap();
+    assert_eq!(back.volume_label(), "cidata");
+    let mut names: Vec<&str> = back.files().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, ["meta-data", "network-config", "user-data"]);
+    assert_eq!(back.get("user-data"), Some(user.as_bytes()));
+    assert_eq!(back.get("meta-data"), Some(&b"instance-id: i-1\n"[..]));
+    assert_eq!(back.get("network-config"), Some(&b"version: 2\n"[..]));
+
+    let empty = Seed::new().label("config-2").file("empty", "");
+    let back = Seed::from_iso(&empty.to_iso().unwrap()).unwrap();
+    assert_eq!(back, empty);
+}
+
+/// Writes `files` into a folder and makes an image with `genisoimage args`.
+fn genisoimage(files: &[(&str, &str)], args: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for (name, contents) in files {
+        std::fs::write(src.join(name), contents).unwrap();
+    }
+    let iso = dir.path().join("seed.iso");
+    let out = Command::new("genisoimage")
+        .arg("-quiet")
+        .args(args)
+        .arg("-o")
+        .arg(&iso)
+        .arg(&src)
+        .output()
+        .expect("genisoimage is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(iso).unwrap()
+}
+
+#[test]
+fn images_made_by_genisoimage_are_read_from_the_joliet_tree() {
+    let user = "#cloud-config\npackages: [git]\n".repeat(300);
+    let files = [
+        ("user-data", user.as_str()),
+        ("meta-data", "instance-id: web-1\nlocal-hostname: web\n"),
+        ("network-config", "version: 2\nethernets: {}\n"),
+    ];
+    let seed = Seed::from_iso(&genisoimage(&files, &["-J", "-r", "-V", "cidata"])).unwrap();
+    assert_eq!(seed.volume_label(), "cidata");
+    for (name, contents) in files {
+        assert_eq!(seed.get(name), Some(contents.as_bytes()), "{name}");
+    }
+    assert_eq!(seed.files().count(), 3);
+}
+
+#[test]
+fn without_joliet_the_rock_ridge_names_are_read() {
+    let files = [("user-data", "#cloud-config\n"), ("meta-data", "a: b\n")];
+    let seed = Seed::from_iso(&genisoimage(&files, &["-r", "-V", "cidata"])).unwrap();
+    assert_eq!(seed.get("user-data"), Some(&b"#cloud-config\n"[..]));
+    assert_eq!(seed.get("meta-data"), Some(&b"a: b\n"[..]));
+}
+
+#[test]
+fn without_joliet_or_rock_ridge_the_primary_names_are_read() {
+    let files = [("user-data", "u"), ("meta-data", "m")];
+    let seed = Seed::from_iso(&genisoimage(&files, &["-V", "cidata"])).unwrap();
+    let mut names: Vec<&str> = seed.files().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, ["META_DAT", "USER_DAT"]);
+    assert_eq!(seed.get("USER_DAT"), Some(&b"u"[..]));
+}
+
+#[test]
+fn other_bytes_are_refused_with_an_error_not_a_panic() {
+    let err = Seed::from_iso(b"#cloud-config\n").unwrap_err();
+    assert!(matches!(err, SeedError::NotIso(_)), "{err}");
+    assert!(err.to_string().contains("genisoimage"), "{err}");
+    let err = Seed::from_iso(&vec![0u8; 64 * 1024]).unwrap_err();
+    assert!(matches!(err, SeedError::NotIso(_)), "{err}");
+
+    let iso = Seed::nocloud("#cloud-config\n", "instance-id: a\n", None)
+        .to_iso()
+        .unwrap();
+    // Every truncation: an error or a seed, never a panic; cut before
+    // the file data it must be an error.
+    for cut in (0..iso.len()).step_by(97) {
+        let r = Seed::from_iso(&iso[..cut]);
+        if cut < FIRST_FILE * SECTOR {
+            assert!(r.is_err(), "cut at {cut}");
+        }
+    }
+    // Pseudo-random damage to the descriptors and directories.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..2000 {
+        let mut bad = iso.clone();
+        for _ in 0..8 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = PVD * SECTOR + (state as usize) % ((FIRST_FILE - PVD) * SECTOR);
+            bad[at] = (state >> 32) as u8;
+        }
+        let _ = Seed::from_iso(&bad);
+    }
+    let mut bad = iso.clone();
+    // Root directory extent far past the end.
+    bad[PVD * SECTOR + 156 + 2..PVD * SECTOR + 156 + 6].copy_from_slice(&u32::MAX.to_le_bytes());
+    bad[SVD * SECTOR + 156 + 2..SVD * SECTOR + 156 + 6].copy_from_slice(&u32::MAX.to_le_bytes());
+    let err = Seed::from_iso(&bad).unwrap_err();
+    assert!(matches!(err, SeedError::Damaged(_)), "{err}");
+}
