@@ -159,18 +159,40 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Maps a host error to a diagnostic; invalid input is pinned to the
-/// attribute it came from (`field` names map to schema attributes).
-pub fn to_diag(summary: &str, e: &HostError, default_attr: Option<&str>) -> Diagnostic {
-    let attr = match e {
-        HostError::Invalid { field, .. } => Some(path_of(field)),
-        _ => default_attr.map(path_of),
+/// The one place a host error becomes a diagnostic saying `summary`, with
+/// the error's own text (what is wrong and what to do) as its detail.
+///
+/// It is pinned to one attribute, chosen by one rule:
+/// 1. the caller's `attr` when it is the field the error names, located
+///    more precisely (`disk.0` for `disk`, `xml.0.xslt` for `xml.xslt`);
+/// 2. else the field the error names (invalid input knows where it came
+///    from better than the call that passed it on);
+/// 3. else the caller's `attr` (the attribute the failed call acted on);
+/// 4. else none: the diagnostic is about the whole resource.
+pub fn to_diag(summary: &str, e: &HostError, attr: Option<&str>) -> Diagnostic {
+    let own = match e {
+        HostError::Invalid { field, .. } => Some(*field),
+        _ => None,
+    };
+    let at = match (own, attr) {
+        (Some(f), Some(a)) if without_indexes(a) == f => Some(a),
+        (Some(f), _) => Some(f),
+        (None, a) => a,
     };
     let detail = e.to_string();
-    match attr {
-        Some(a) => Diagnostic::new(summary.to_string(), detail, a),
+    match at {
+        Some(a) => Diagnostic::new(summary.to_string(), detail, path_of(a)),
         None => Diagnostic::root(summary.to_string(), detail),
     }
+}
+
+/// "disk.0.volume_id" -> "disk.volume_id": an attribute path as the
+/// schema names it, without the list positions.
+fn without_indexes(path: &str) -> String {
+    path.split('.')
+        .filter(|p| p.parse::<i64>().is_err())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// "a.b" -> attribute path a, b; "disk.0.volume_id" -> disk, [0], volume_id.
@@ -251,4 +273,64 @@ pub fn opt_bool(desc: &str) -> Attribute {
 /// The known string, or `None` for null/unknown.
 pub fn known(v: &tf_provider::value::Value<String>) -> Option<&str> {
     v.as_ref_option().map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(field: &'static str) -> HostError {
+        HostError::Invalid {
+            field,
+            message: "must be at least 1".into(),
+        }
+    }
+
+    // Diagnostics carry a backtrace after the message when RUST_BACKTRACE
+    // is set, as it may be in a test run.
+    fn first_line(d: &Diagnostic) -> &str {
+        d.detail.lines().next().unwrap_or_default()
+    }
+
+    fn at(d: &Diagnostic) -> String {
+        d.attribute.to_string()
+    }
+
+    #[test]
+    fn invalid_input_lands_on_its_own_field_over_the_callers() {
+        let d = to_diag("Cannot create the domain", &invalid("memory"), Some("name"));
+        assert_eq!(at(&d), path_of("memory").to_string());
+        assert_eq!(d.summary, "Cannot create the domain");
+        assert_eq!(first_line(&d), "invalid memory: must be at least 1");
+    }
+
+    #[test]
+    fn the_callers_indexed_path_to_the_same_field_wins() {
+        let d = to_diag(
+            "Cannot create the domain",
+            &invalid("xml.xslt"),
+            Some("xml.0.xslt"),
+        );
+        assert_eq!(at(&d), path_of("xml.0.xslt").to_string());
+        let d = to_diag("Cannot create the domain", &invalid("disk"), Some("disk.2"));
+        assert_eq!(at(&d), path_of("disk.2").to_string());
+    }
+
+    #[test]
+    fn other_errors_land_on_the_callers_attribute_or_the_resource() {
+        let e = HostError::NotFound {
+            kind: "storage pool",
+            name: "nosuchpool".into(),
+        };
+        let d = to_diag("Cannot create the volume", &e, Some("pool"));
+        assert_eq!(at(&d), path_of("pool").to_string());
+        assert_eq!(
+            first_line(&d),
+            "storage pool 'nosuchpool' does not exist on the host"
+        );
+        let d = to_diag("Cannot read the volume", &e, None);
+        assert_eq!(at(&d), AttributePath::root().to_string());
+        let d = to_diag("Cannot read the volume", &invalid("size"), None);
+        assert_eq!(at(&d), path_of("size").to_string());
+    }
 }

@@ -19,6 +19,7 @@ use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 use crate::common::{
     attr, blocking, comp_str, fail, known, oc_str, opt_str, req_str, to_diag, Maybe, Shared,
 };
+use crate::resources::volume::create_volume_attr;
 
 /// `libvirt_cloudinit_disk`.
 pub struct CloudinitResource(pub Arc<Shared>);
@@ -206,19 +207,14 @@ impl Resource for CloudinitResource {
                 s.path = Value::Value(vol.path);
                 Some((Maybe(Some(s)), private))
             }
-            Err(e) => {
-                let attr = match &e {
-                    HostError::NotFound {
-                        kind: "storage pool",
-                        ..
-                    } => "pool",
-                    _ => "name",
-                };
-                fail(
-                    diags,
-                    to_diag("Cannot create the cloud-init disk", &e, Some(attr)),
-                )
-            }
+            Err(e) => fail(
+                diags,
+                to_diag(
+                    "Cannot create the cloud-init disk",
+                    &e,
+                    Some(create_volume_attr(&e)),
+                ),
+            ),
         }
     }
 

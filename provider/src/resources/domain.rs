@@ -17,11 +17,11 @@ use tf_provider::schema::{
     AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
 };
 use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
+use tf_provider::{map, AttributePath, Diagnostics, Resource};
 
 use crate::common::{
-    attr, blocking, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, path_of,
-    req_str, Maybe, Shared,
+    attr, blocking, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, req_str,
+    to_diag, Maybe, Shared,
 };
 use crate::resources::cloudinit::key_of;
 
@@ -322,14 +322,9 @@ fn cmdline_maps(line: &str) -> Vec<BTreeMap<String, Value<String>>> {
 /// Builds the domain definition from a planned state (blocking: volumes
 /// and networks are looked up). Errors name the attribute at fault.
 fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError)> {
-    let invalid = |field: &str, message: String| {
-        (
-            field.to_string(),
-            HostError::Invalid {
-                field: "domain",
-                message,
-            },
-        )
+    // `at` is where in the configuration, `field` the schema name of it.
+    let invalid = |at: String, field: &'static str, message: String| {
+        (at, HostError::Invalid { field, message })
     };
     let kind = DomainKind::parse(known(&st.kind).unwrap_or("kvm"), "type")
         .map_err(|e| ("type".to_string(), e))?;
@@ -412,7 +407,8 @@ fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError
                 ),
                 _ => {
                     return Err(invalid(
-                        &format!("disk.{i}"),
+                        format!("disk.{i}"),
+                        "disk",
                         "give exactly one of volume_id, file or block_device".into(),
                     ))
                 }
@@ -462,7 +458,8 @@ fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError
             (None, None, None, Some(m)) => InterfaceSource::Macvtap(m.to_string()),
             _ => {
                 return Err(invalid(
-                    &format!("network_interface.{i}"),
+                    format!("network_interface.{i}"),
+                    "network_interface",
                     "give exactly one of network_name, network_id, bridge or macvtap".into(),
                 ))
             }
@@ -481,7 +478,8 @@ fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError
                 None => 0,
                 Some(p) => p.parse().map_err(|_| {
                     invalid(
-                        &format!("console.{i}.target_port"),
+                        format!("console.{i}.target_port"),
+                        "console.target_port",
                         format!("'{p}' is not a port number"),
                     )
                 })?,
@@ -507,10 +505,7 @@ fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError
     if let Ok(json) = serde_json::to_string(&st.config_only()) {
         def.metadata.insert(META_KEY.to_string(), json);
     }
-    def.validate().map_err(|e| match &e {
-        HostError::Invalid { field, .. } => (field.to_string(), e),
-        _ => ("name".to_string(), e),
-    })?;
+    def.validate().map_err(|e| ("name".to_string(), e))?;
     Ok(def)
 }
 
@@ -576,17 +571,17 @@ fn wait_for_leases(h: &Host, uuid: &str, st: &DomainState) -> Result<(), (String
             return Err((
                 format!("network_interface.{i}.wait_for_lease"),
                 HostError::Invalid {
-                    field: "domain",
-                    message: format!("no DHCP lease within {} s", LEASE_WAIT.as_secs()),
+                    field: "network_interface.wait_for_lease",
+                    message: format!(
+                        "no DHCP lease within {} s; check that the network serves DHCP and \
+                         the guest asks for an address, or set wait_for_lease = false",
+                        LEASE_WAIT.as_secs()
+                    ),
                 },
             ));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-fn diag(summary: &str, field: &str, e: &HostError) -> Diagnostic {
-    Diagnostic::new(summary.to_string(), e.to_string(), path_of(field))
 }
 
 /// What libvirt says about the domain, gathered in one blocking call.
@@ -1054,7 +1049,7 @@ impl Resource for DomainResource {
         .await;
         match made {
             Ok(live) => Some((Maybe(Some(merge_live(&st, &live))), private)),
-            Err((field, e)) => fail(diags, diag("Cannot create the domain", &field, &e)),
+            Err((field, e)) => fail(diags, to_diag("Cannot create the domain", &e, Some(&field))),
         }
     }
 
@@ -1092,7 +1087,7 @@ impl Resource for DomainResource {
         .await;
         match done {
             Ok(live) => Some((Maybe(Some(merge_live(&st, &live))), private)),
-            Err((field, e)) => fail(diags, diag("Cannot update the domain", &field, &e)),
+            Err((field, e)) => fail(diags, to_diag("Cannot update the domain", &e, Some(&field))),
         }
     }
 
@@ -1157,6 +1152,7 @@ impl Resource for DomainResource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::path_of;
 
     #[test]
     fn cmdline_maps_round_trip() {

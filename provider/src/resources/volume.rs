@@ -489,13 +489,9 @@ fn create_blocking(
             spec = VolumeSpec::new(&name, size.unwrap_or(0), format);
         }
     }
-    let made = h.create_volume(&pool, &spec).map_err(|e| match &e {
-        HostError::NotFound {
-            kind: "storage pool",
-            ..
-        } => ("pool", e),
-        _ => ("name", e),
-    })?;
+    let made = h
+        .create_volume(&pool, &spec)
+        .map_err(|e| (create_volume_attr(&e), e))?;
     let filled = (|| {
         if let Some(path) = local {
             h.upload_file(&made.key, path).map_err(|e| ("source", e))?;
@@ -513,4 +509,17 @@ fn create_blocking(
         let _ = h.delete_volume(&made.key);
     }
     filled.map(|info| (info, base))
+}
+
+/// The attribute a failed `create_volume` acted on: `pool` when the pool
+/// is missing, else `name` (see [`to_diag`] for when the error's own
+/// field wins).
+pub(crate) fn create_volume_attr(e: &HostError) -> &'static str {
+    match e {
+        HostError::NotFound {
+            kind: "storage pool",
+            ..
+        } => "pool",
+        _ => "name",
+    }
 }
