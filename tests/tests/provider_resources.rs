@@ -30,7 +30,11 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
         "{}resource \"libvirt_pool\" \"extra\" {{\n  name = \"extra\"\n  type = \"dir\"\n  path = \"{}\"\n}}\n\n\
          resource \"libvirt_network\" \"lab\" {{\n  name      = \"lab\"\n  mode      = \"nat\"\n  addresses = [\"10.91.7.0/24\"]\n}}\n\n\
          resource \"libvirt_volume\" \"base\" {{\n  name   = \"base.raw\"\n  pool   = libvirt_pool.extra.name\n  source = \"{}\"\n}}\n\n\
-         resource \"libvirt_volume\" \"overlay\" {{\n  name             = \"overlay.qcow2\"\n  pool             = \"{POOL}\"\n  base_volume_name = libvirt_volume.base.name\n  base_volume_pool = libvirt_pool.extra.name\n}}\n",
+         resource \"libvirt_volume\" \"overlay\" {{\n  name             = \"overlay.qcow2\"\n  pool             = \"{POOL}\"\n  base_volume_name = libvirt_volume.base.name\n  base_volume_pool = libvirt_pool.extra.name\n}}\n\n\
+         resource \"libvirt_cloudinit_disk\" \"seed\" {{\n  name      = \"seed.iso\"\n  pool      = \"{POOL}\"\n  user_data = \"#cloud-config\\nmessage: imported\\n\"\n}}\n\n\
+         resource \"libvirt_cloudinit_disk\" \"full\" {{\n  name           = \"full.iso\"\n  pool           = \"{POOL}\"\n  user_data      = \"#cloud-config\\n\"\n  meta_data      = \"instance-id: full-1\\n\"\n  network_config = \"version: 2\\nethernets: {{}}\\n\"\n}}\n\n\
+         output \"seed_id\" {{\n  value = libvirt_cloudinit_disk.seed.id\n}}\n\n\
+         output \"full_id\" {{\n  value = libvirt_cloudinit_disk.full.id\n}}\n",
         header(&d.uri()),
         pool_dir.display(),
         image.display()
@@ -88,6 +92,62 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
     }
     tf.apply();
     assert_eq!(tf.plan_code().0, 0);
+
+    // Cloud-init disks import with their content read from the seed image:
+    // by volume key (the id's digest is computed again) and by full id.
+    let seed_id = tf.ok(&["output", "-raw", "seed_id"]);
+    let full_id = tf.ok(&["output", "-raw", "full_id"]);
+    let seed_key = seed_id.split(';').next().unwrap().to_string();
+    for (addr, id) in [
+        ("libvirt_cloudinit_disk.seed", seed_key.as_str()),
+        ("libvirt_cloudinit_disk.full", full_id.as_str()),
+    ] {
+        tf.ok(&["state", "rm", addr]);
+        tf.ok(&["import", "-no-color", addr, id]);
+    }
+    let (code, plan) = tf.plan_code();
+    assert_eq!(
+        code, 0,
+        "the plan after importing the seeds is empty:\n{plan}"
+    );
+    assert_eq!(tf.ok(&["output", "-raw", "seed_id"]), seed_id);
+    let full = tf.ok(&["state", "show", "-no-color", "libvirt_cloudinit_disk.full"]);
+    assert!(full.contains("instance-id: full-1"), "{full}");
+    assert!(full.contains("ethernets: {}"), "{full}");
+    let seed = tf.ok(&["state", "show", "-no-color", "libvirt_cloudinit_disk.seed"]);
+    assert!(!seed.contains("meta_data"), "{seed}");
+
+    // A seed whose content changed on the host is planned for replacement.
+    d.virsh(&["vol-delete", "--pool", POOL, "full.iso"])
+        .unwrap();
+    let other = d.dir().join("other-seed.iso");
+    let iso = kvmhost::nocloud::Seed::nocloud("#cloud-config\n", "instance-id: full-2\n", None)
+        .to_iso()
+        .unwrap();
+    std::fs::write(&other, &iso).unwrap();
+    d.virsh(&[
+        "vol-create-as",
+        POOL,
+        "full.iso",
+        &iso.len().to_string(),
+        "--format",
+        "raw",
+    ])
+    .unwrap();
+    d.virsh(&[
+        "vol-upload",
+        "--pool",
+        POOL,
+        "full.iso",
+        &other.display().to_string(),
+    ])
+    .unwrap();
+    let (code, plan) = tf.plan_code();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("libvirt_cloudinit_disk.full must be replaced"),
+        "{plan}"
+    );
 
     tf.destroy();
     assert!(!pool_dir.exists(), "the pool's directory is left");

@@ -2,11 +2,13 @@
 //! `cidata`) written by our own code and uploaded as a volume readable
 //! only by its owner, since `user_data` may carry secrets.
 
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
-use kvmhost::libvirt::Error as HostError;
+use kvmhost::libvirt::volume::{VolumeFormat, VolumeInfo, VolumeSpec};
+use kvmhost::libvirt::{Error as HostError, Host};
 use kvmhost::nocloud::Seed;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -45,6 +47,12 @@ pub fn make_id(key: &str, digest: &str) -> String {
 /// The volume key inside a cloud-init disk id (the part before `;`).
 pub fn key_of(id: &str) -> &str {
     id.split(';').next().unwrap_or(id)
+}
+
+/// What `create` writes as `meta-data` when none is given.
+fn default_meta(name: &str) -> String {
+    let host_name = name.split('.').next().unwrap_or(name);
+    format!("instance-id: {name}\nlocal-hostname: {host_name}\n")
 }
 
 fn content_digest(user: &str, meta: &str, net: Option<&str>) -> String {
@@ -105,12 +113,25 @@ impl Resource for CloudinitResource {
         let found = self
             .0
             .read_back(diags, "Cannot read the cloud-init disk", move |h| {
-                h.volume_by_key(&key)
+                volume_and_bytes(h, &key)
             })
             .await?;
-        let Some(info) = found else {
+        let Some((info, bytes)) = found else {
             return Some((Maybe(None), private));
         };
+        let content = match SeedContent::parse(&info, &bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                return fail(
+                    diags,
+                    Diagnostic::root(
+                        "Cannot read the cloud-init disk",
+                        format!("{e}; replace it with `terraform apply -replace=<address>`"),
+                    ),
+                )
+            }
+        };
+        content.refresh(&mut s, &info.name);
         s.name = Value::Value(info.name);
         s.pool = Value::Value(info.pool);
         s.path = Value::Value(info.path);
@@ -172,10 +193,7 @@ impl Resource for CloudinitResource {
         let user = known(&s.user_data).unwrap_or_default().to_string();
         let meta = match known(&s.meta_data) {
             Some(m) => m.to_string(),
-            None => {
-                let host_name = name.split('.').next().unwrap_or(&name);
-                format!("instance-id: {name}\nlocal-hostname: {host_name}\n")
-            }
+            None => default_meta(&name),
         };
         let net = known(&s.network_config).map(str::to_string);
         let iso = match Seed::nocloud(&user, &meta, net.as_deref()).to_iso() {
@@ -251,27 +269,155 @@ impl Resource for CloudinitResource {
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let key = key_of(&id).to_string();
-        let vol = self
+        let (vol, bytes) = self
             .0
             .import(
                 diags,
                 "cloud-init disk",
                 "give the id `<volume key>;<suffix>` or the volume key",
-                move |h| h.volume_by_key(&key),
+                move |h| volume_and_bytes(h, &key),
             )
             .await?;
+        let content = match SeedContent::parse(&vol, &bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                return fail(
+                    diags,
+                    Diagnostic::root("Cannot import the cloud-init disk", e),
+                )
+            }
+        };
+        // Without a suffix, the id gets the digest `create` would have
+        // given the same content, so domains naming the disk see no change.
         let id = if id.contains(';') {
             id
         } else {
-            make_id(&vol.key, "imported")
+            make_id(&vol.key, &content.digest(&vol.name))
         };
-        let s = CloudinitState {
+        let mut s = CloudinitState {
             id: Value::Value(id),
-            name: Value::Value(vol.name),
+            name: Value::Value(vol.name.clone()),
             pool: Value::Value(vol.pool),
             path: Value::Value(vol.path),
             ..Default::default()
         };
+        content.import(&mut s, &vol.name);
         Some((Maybe(Some(s)), ValueEmpty::Null))
     }
+}
+
+/// Largest volume read back as a seed; NoCloud seeds are tens of KiB, and
+/// anything far larger is not one.
+const SEED_MAX: u64 = 16 << 20;
+
+/// Looks up the volume `key` and, when it is small enough to be a seed,
+/// downloads its bytes (empty when it is not).
+fn volume_and_bytes(h: &Host, key: &str) -> Result<(VolumeInfo, Vec<u8>), HostError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let info = h.volume_by_key(key)?;
+    if info.capacity > SEED_MAX {
+        return Ok((info, Vec::new()));
+    }
+    let path = std::env::temp_dir().join(format!(
+        "libvirt-seed-{}-{}.iso",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let io = |source| HostError::Io {
+        path: path.clone(),
+        source,
+    };
+    // Owner-only before any byte lands: `user_data` may carry secrets.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    let read = h
+        .download_volume(&info.key, &path)
+        .and_then(|_| std::fs::read(&path).map_err(io));
+    let _ = std::fs::remove_file(&path);
+    Ok((info, read?))
+}
+
+/// The files of a seed read back from the host, as state values.
+struct SeedContent {
+    user: Option<String>,
+    meta: Option<String>,
+    net: Option<String>,
+}
+
+impl SeedContent {
+    /// Parses the downloaded image of volume `info`.
+    fn parse(info: &VolumeInfo, bytes: &[u8]) -> Result<Self, String> {
+        if info.capacity > SEED_MAX {
+            return Err(format!(
+                "volume {} holds {} bytes, more than a NoCloud seed ({SEED_MAX} at most)",
+                info.key, info.capacity
+            ));
+        }
+        let seed = Seed::from_iso(bytes).map_err(|e| format!("volume {}: {e}", info.key))?;
+        let text = |name: &str| {
+            seed.get(name)
+                .map(|b| {
+                    String::from_utf8(b.to_vec()).map_err(|_| {
+                        format!(
+                            "`{name}` on volume {} is not UTF-8 text, which `{}` must be",
+                            info.key,
+                            name.replace('-', "_")
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok(Self {
+            user: text("user-data")?,
+            meta: text("meta-data")?,
+            net: text("network-config")?,
+        })
+    }
+
+    /// The content `create` would have written for a state, unset values
+    /// standing for their defaults.
+    fn effective(&self, name: &str) -> (String, String, Option<String>) {
+        (
+            self.user.clone().unwrap_or_default(),
+            self.meta.clone().unwrap_or_else(|| default_meta(name)),
+            self.net.clone(),
+        )
+    }
+
+    /// The content digest `create` gives the same files.
+    fn digest(&self, name: &str) -> String {
+        let (user, meta, net) = self.effective(name);
+        content_digest(&user, &meta, net.as_deref())
+    }
+
+    /// Fills an imported state: what `create` writes for an unset value
+    /// (empty `user-data`, the default `meta-data`) reads back as unset.
+    fn import(&self, s: &mut CloudinitState, name: &str) {
+        let (user, meta, net) = self.effective(name);
+        s.user_data = value((!user.is_empty()).then_some(user));
+        s.meta_data = value((meta != default_meta(name)).then_some(meta));
+        s.network_config = value(net);
+    }
+
+    /// Refreshes a state: values whose content is on the disk stay as
+    /// they are (unset stays unset); changed content is taken as imported,
+    /// so the next plan replaces the disk.
+    fn refresh(&self, s: &mut CloudinitState, name: &str) {
+        let was = Self {
+            user: known(&s.user_data).map(str::to_string),
+            meta: known(&s.meta_data).map(str::to_string),
+            net: known(&s.network_config).map(str::to_string),
+        };
+        if was.effective(name) != self.effective(name) {
+            self.import(s, name);
+        }
+    }
+}
+
+fn value(v: Option<String>) -> Value<String> {
+    v.map_or(Value::Null, Value::Value)
 }
