@@ -23,8 +23,8 @@ sudo=""
 pkgs=(
   libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu
   libvirt-clients libvirt-dev qemu-system-x86 dnsmasq-base iptables nftables
-  protobuf-compiler pkg-config packer openssh-server openssh-client
-  busybox-static iproute2 python3-venv xsltproc
+  protobuf-compiler libprotobuf-dev pkg-config packer openssh-server openssh-client
+  busybox-static iproute2 python3-venv xsltproc ovmf
 )
 $want_test && pkgs+=(genisoimage iputils-ping)
 missing=()
