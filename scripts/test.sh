@@ -36,13 +36,16 @@ before=$(snapshot)
 say "cargo test: unit tests"
 # The fast tests first: a broken unit fails the run in seconds, before
 # any guest boots.
-cargo test --workspace --exclude kvmbe-tests --no-fail-fast
+# (Every step selects the whole workspace, so dependencies keep one feature
+# set and are built once.)
+cargo test --workspace --lib --bins --no-fail-fast
+cargo test --workspace --doc
 
 say "cargo test: end-to-end tests"
 # Guests run under TCG and take CPU: a few tests at a time is the fastest
 # on two cores.
 status=0
-cargo test -p kvmbe-tests --no-fail-fast -- --test-threads="${KVMBE_TEST_THREADS:-4}" || status=$?
+cargo test --workspace --test '*' --no-fail-fast -- --test-threads="${KVMBE_TEST_THREADS:-4}" || status=$?
 
 after=$(snapshot)
 if [ "$before" != "$after" ]; then

