@@ -229,7 +229,7 @@ async fn steps(
     }
 
     if let Some(ssh_cfg) = &cfg.ssh {
-        let deadline = Instant::now() + ssh_cfg.timeout;
+        let deadline = kvmhost::deadline::after(ssh_cfg.timeout);
         let addr = match &ssh_cfg.host {
             Some(h) => h.clone(),
             None => {
@@ -298,7 +298,7 @@ async fn steps(
 }
 
 async fn wait_powered_off(host: &HostHandle, cfg: &Config) -> Result<(), BuildError> {
-    let deadline = Instant::now() + cfg.shutdown_timeout;
+    let deadline = kvmhost::deadline::after(cfg.shutdown_timeout);
     host.wait_shut_off(&cfg.vm_name, deadline)
         .await
         .map_err(|_| {
