@@ -84,8 +84,14 @@ impl Resource for CloudinitResource {
                         sensitive: true,
                         ..attr(AttributeType::String, AttributeConstraint::Optional, "Content of `user-data` (often `#cloud-config`). Sensitive.")
                     },
-                    "meta_data" => opt_str("Content of `meta-data`. Default: `instance-id` and `local-hostname` from the name."),
-                    "network_config" => opt_str("Content of `network-config`; omitted when unset."),
+                    "meta_data" => Attribute {
+                        sensitive: true,
+                        ..opt_str("Content of `meta-data`. Default: `instance-id` and `local-hostname` from the name. Sensitive.")
+                    },
+                    "network_config" => Attribute {
+                        sensitive: true,
+                        ..opt_str("Content of `network-config` (netplan may hold Wi-Fi or VPN keys); omitted when unset. Sensitive.")
+                    },
                     "path" => comp_str("Path of the image on the host."),
                 },
                 ..Default::default()
