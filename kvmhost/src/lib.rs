@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod deadline;
 pub mod libvirt;
 pub mod nocloud;
 pub mod wake;

@@ -28,7 +28,9 @@ const PATH_M: usize = 20;
 const JPATH_L: usize = 21;
 const JPATH_M: usize = 22;
 const ROOT: usize = 23;
-const JROOT: usize = 24;
+/// Where file data starts when both root directories fit one sector each;
+/// larger directories push it further.
+#[cfg(test)]
 const FIRST_FILE: usize = 25;
 
 /// Longest Joliet file name, in UTF-16 code units.
@@ -160,37 +162,47 @@ impl Seed {
         let mut files: Vec<&(String, Vec<u8>)> = self.files.iter().collect();
         files.sort_by(|a, b| a.0.cmp(&b.0));
 
-        // Lay the file data out after the two directories.
+        let short = short_names(files.iter().map(|f| f.0.as_str()));
+        let short_ids: Vec<Vec<u8>> = short.iter().map(|s| s.as_bytes().to_vec()).collect();
+        let joliet_ids: Vec<Vec<u8>> = files.iter().map(|f| ucs2(&f.0)).collect();
+
+        // The two root directories, as many sectors as their records
+        // need, then the file data.
+        let root = Dir {
+            sector: ROOT,
+            sectors: dir_sectors(&short_ids),
+        };
+        let jroot = Dir {
+            sector: root.sector + root.sectors,
+            sectors: dir_sectors(&joliet_ids),
+        };
         let mut extents = Vec::with_capacity(files.len());
-        let mut next = FIRST_FILE;
+        let mut next = jroot.sector + jroot.sectors;
         for (_, data) in &files {
             extents.push(next);
             next += data.len().div_ceil(SECTOR);
         }
         let total = next;
+        if u32::try_from(total).is_err() {
+            return Err(SeedError::TooLarge("(all files together)".into()));
+        }
         let mut img = vec![0u8; total * SECTOR];
 
-        let short = short_names(files.iter().map(|f| f.0.as_str()));
-        let primary: Vec<Entry> = files
-            .iter()
-            .zip(&short)
-            .zip(&extents)
-            .map(|((f, s), &e)| Entry::file(s.as_bytes().to_vec(), e, f.1.len()))
-            .collect();
-        let joliet: Vec<Entry> = files
-            .iter()
-            .zip(&extents)
-            .map(|(f, &e)| Entry::file(ucs2(&f.0), e, f.1.len()))
-            .collect();
-
-        write_dir(&mut img, ROOT, &primary);
-        write_dir(&mut img, JROOT, &joliet);
-        for (sector, table) in [(PATH_L, ROOT), (JPATH_L, JROOT)] {
+        let entries = |ids: Vec<Vec<u8>>| -> Vec<Entry> {
+            ids.into_iter()
+                .zip(&files)
+                .zip(&extents)
+                .map(|((id, f), &e)| Entry::file(id, e, f.1.len()))
+                .collect()
+        };
+        write_dir(&mut img, root, &entries(short_ids));
+        write_dir(&mut img, jroot, &entries(joliet_ids));
+        for (sector, table) in [(PATH_L, root.sector), (JPATH_L, jroot.sector)] {
             write_path_table(&mut img, sector, table, false);
             write_path_table(&mut img, sector + 1, table, true);
         }
-        self.write_descriptor(&mut img, PVD, total, false);
-        self.write_descriptor(&mut img, SVD, total, true);
+        self.write_descriptor(&mut img, PVD, total, root);
+        self.write_descriptor(&mut img, SVD, total, jroot);
         let t = &mut img[TERMINATOR * SECTOR..];
         t[0] = 255;
         t[1..6].copy_from_slice(b"CD001");
@@ -234,7 +246,8 @@ impl Seed {
         Ok(())
     }
 
-    fn write_descriptor(&self, img: &mut [u8], sector: usize, total: usize, joliet: bool) {
+    fn write_descriptor(&self, img: &mut [u8], sector: usize, total: usize, root: Dir) {
+        let joliet = sector == SVD;
         let d = &mut img[sector * SECTOR..(sector + 1) * SECTOR];
         d[0] = if joliet { 2 } else { 1 };
         d[1..6].copy_from_slice(b"CD001");
@@ -263,10 +276,10 @@ impl Seed {
         both16(&mut d[124..128], 1);
         both16(&mut d[128..132], SECTOR as u16);
         both32(&mut d[132..140], PATH_TABLE_LEN as u32);
-        let (l, m, root) = if joliet {
-            (JPATH_L, JPATH_M, JROOT)
+        let (l, m) = if joliet {
+            (JPATH_L, JPATH_M)
         } else {
-            (PATH_L, PATH_M, ROOT)
+            (PATH_L, PATH_M)
         };
         d[140..144].copy_from_slice(&(l as u32).to_le_bytes());
         d[148..152].copy_from_slice(&(m as u32).to_be_bytes());
@@ -308,6 +321,10 @@ fn read_tree(img: &[u8], d: &[u8], joliet: bool) -> Result<Seed, SeedError> {
     let root = &d[156..190];
     let dir = extent(img, root, "root directory")?;
     let mut files = Vec::new();
+    // The files of a real image never overlap, so what they hold together
+    // fits in the image; records that repeat one extent would otherwise
+    // make a small image copy without end.
+    let mut copied = 0usize;
     let mut at = 0;
     while at < dir.len() {
         let len = dir[at] as usize;
@@ -343,6 +360,14 @@ fn read_tree(img: &[u8], d: &[u8], joliet: bool) -> Result<Seed, SeedError> {
             _ => name,
         };
         let data = extent(img, r, &name)?;
+        copied += data.len();
+        if copied > img.len() {
+            return Err(SeedError::Damaged(format!(
+                "its files add up to more bytes than the image holds ({} bytes); \
+                 records share their data",
+                img.len()
+            )));
+        }
         files.push((name, data.to_vec()));
     }
     Ok(Seed { label, files })
@@ -436,18 +461,17 @@ impl Entry {
         }
     }
 
-    fn dir(id: Vec<u8>, extent: usize) -> Self {
+    fn dir(id: Vec<u8>, dir: Dir) -> Self {
         Self {
             id,
-            extent,
-            len: SECTOR,
+            extent: dir.sector,
+            len: dir.sectors * SECTOR,
             dir: true,
         }
     }
 
     fn size(&self) -> usize {
-        let n = 33 + self.id.len();
-        n + n % 2
+        record_size(self.id.len())
     }
 
     fn write(&self, r: &mut [u8]) {
@@ -463,18 +487,57 @@ impl Entry {
     }
 }
 
-/// Writes a root directory: `.`, `..`, then the files. A seed's handful of
-/// small files always fits one sector.
-fn write_dir(img: &mut [u8], sector: usize, files: &[Entry]) {
-    let mut at = sector * SECTOR;
-    let entries = [Entry::dir(vec![0], sector), Entry::dir(vec![1], sector)];
+/// Where a directory lies: its first sector and how many it takes.
+#[derive(Debug, Clone, Copy)]
+struct Dir {
+    sector: usize,
+    sectors: usize,
+}
+
+/// The length of a directory record whose identifier has `id_len` bytes.
+fn record_size(id_len: usize) -> usize {
+    let n = 33 + id_len;
+    n + n % 2
+}
+
+/// The record sizes of a root directory: `.`, `..`, then the files.
+fn dir_records(ids: &[Vec<u8>]) -> impl Iterator<Item = usize> + '_ {
+    [1, 1]
+        .into_iter()
+        .chain(ids.iter().map(|i| i.len()))
+        .map(record_size)
+}
+
+/// Sectors a root directory with these file identifiers takes: a record
+/// never straddles a sector, so one that does not fit starts the next.
+fn dir_sectors(ids: &[Vec<u8>]) -> usize {
+    let mut sectors = 1;
+    let mut used = 0;
+    for size in dir_records(ids) {
+        if used + size > SECTOR {
+            sectors += 1;
+            used = 0;
+        }
+        used += size;
+    }
+    sectors
+}
+
+/// Writes a root directory: `.`, `..`, then the files, in the sectors
+/// `dir_sectors` gave it.
+fn write_dir(img: &mut [u8], dir: Dir, files: &[Entry]) {
+    let entries = [Entry::dir(vec![0], dir), Entry::dir(vec![1], dir)];
+    let mut sector = dir.sector;
+    let mut used = 0;
     for e in entries.iter().chain(files) {
-        assert!(
-            at + e.size() <= (sector + 1) * SECTOR,
-            "seed directory overflows a sector"
-        );
+        if used + e.size() > SECTOR {
+            sector += 1;
+            used = 0;
+        }
+        debug_assert!(sector < dir.sector + dir.sectors);
+        let at = sector * SECTOR + used;
         e.write(&mut img[at..at + e.size()]);
-        at += e.size();
+        used += e.size();
     }
 }
 

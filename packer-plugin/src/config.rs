@@ -340,7 +340,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         total += n * mult;
         rest = &rest[unit_len..];
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// Parses a disk size: plain MiB, or a number with `K`, `M`, `G`, `T`

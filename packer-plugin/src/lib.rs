@@ -11,5 +11,6 @@ pub mod handshake;
 pub mod mux;
 pub mod packer;
 pub mod rpc;
+pub mod secrets;
 pub mod serve;
 pub mod spec;

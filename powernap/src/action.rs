@@ -34,14 +34,17 @@ pub struct Action {
 
 impl Action {
     /// A single word naming a script in `actions_dir` runs that script the
-    /// seed's way; anything else is a shell command line.
-    pub fn resolve(spec: &ActionSpec, actions_dir: &Path) -> Self {
+    /// seed's way; anything else is a shell command line. A script that
+    /// someone other than root may change is refused.
+    pub fn resolve(spec: &ActionSpec, actions_dir: &Path) -> Result<Self, String> {
         let is_name = !spec.command.is_empty()
             && !spec
                 .command
                 .contains(|c: char| c.is_whitespace() || c == '/');
         let script = actions_dir.join(&spec.command);
         let runner = if is_name && spec.recover.is_none() && script.is_file() {
+            crate::trust::check_owner_and_mode(&script)
+                .map_err(|e| format!("action {}: {e}", spec.command))?;
             Runner::Script(script)
         } else {
             Runner::Shell {
@@ -49,10 +52,10 @@ impl Action {
                 recover: spec.recover.clone(),
             }
         };
-        Self {
+        Ok(Self {
             name: spec.command.clone(),
             runner,
-        }
+        })
     }
 
     /// The command for the action itself (`None` never happens) or its
@@ -176,7 +179,7 @@ mod tests {
     fn a_script_in_the_actions_dir_runs_the_seed_way() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("poweroff"), "#!/bin/sh\n").unwrap();
-        let a = Action::resolve(&spec("poweroff", None), dir.path());
+        let a = Action::resolve(&spec("poweroff", None), dir.path()).unwrap();
         assert_eq!(a.runner, Runner::Script(dir.path().join("poweroff")));
         let args = |c: Command| {
             c.get_args()
@@ -188,11 +191,23 @@ mod tests {
     }
 
     #[test]
+    fn a_script_others_may_write_is_refused_not_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("poweroff");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o757)).unwrap();
+        let e = Action::resolve(&spec("poweroff", None), dir.path()).unwrap_err();
+        assert!(e.contains(&script.display().to_string()), "{e}");
+        assert!(e.contains("writable by others"), "{e}");
+    }
+
+    #[test]
     fn anything_else_is_a_shell_command_line() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Action::resolve(&spec("poweroff", None), dir.path());
+        let a = Action::resolve(&spec("poweroff", None), dir.path()).unwrap();
         assert!(a.command(true).is_none());
-        let a = Action::resolve(&spec("touch /tmp/x", Some("rm /tmp/x")), dir.path());
+        let a = Action::resolve(&spec("touch /tmp/x", Some("rm /tmp/x")), dir.path()).unwrap();
         let c = a.command(true).unwrap();
         assert_eq!(c.get_program(), "/bin/sh");
         assert_eq!(c.get_args().nth(1).unwrap(), "rm /tmp/x");
@@ -208,7 +223,8 @@ mod tests {
                 Some(&format!("rm {}", f.display())),
             ),
             dir.path(),
-        );
+        )
+        .unwrap();
         let mut dry = SystemExecutor { dry_run: true };
         dry.run(&a, false);
         assert!(!f.exists());

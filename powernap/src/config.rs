@@ -142,6 +142,12 @@ pub struct ConfigError {
 impl Config {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // The config names commands to run as root: only root may write it.
+        crate::trust::check_owner_and_mode(path).map_err(|message| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            message,
+        })?;
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             line: 0,
@@ -418,6 +424,34 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_config_file_others_may_write_or_someone_else_owns_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("powernapd.conf");
+        std::fs::write(&path, "interval 1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Config::load(&path).is_ok());
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("writable by others") && e.contains("chmod go-w"),
+            "{e}"
+        );
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("owned by uid 4242") && e.contains("chown root"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

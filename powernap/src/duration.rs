@@ -47,7 +47,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    // `try_`: a number too large for a Duration is an error, not a panic.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
@@ -65,6 +66,18 @@ mod tests {
         assert_eq!(d("2d"), Duration::from_secs(172_800));
         assert_eq!(d("500ms"), Duration::from_millis(500));
         assert_eq!(d("10min"), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn durations_too_long_for_the_clock_are_an_error_not_a_panic() {
+        for s in [
+            "99999999999999999999h",
+            "1e300",
+            "99999999999999999999999999d",
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.contains(&format!("'{s}'")), "{s}: {e}");
+        }
     }
 
     #[test]

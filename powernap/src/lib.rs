@@ -15,3 +15,4 @@ pub mod hosts;
 pub mod idle;
 pub mod log;
 pub mod monitor;
+pub mod trust;

@@ -80,3 +80,49 @@ pub fn warn(msg: &str) {
 pub fn error(msg: &str) {
     write("ERROR", 3, msg);
 }
+
+/// Lets through at most `max` messages per `window`; the first message
+/// after a full window also says how many were dropped. Keeps a flood of
+/// packets from filling the disk with log lines.
+#[derive(Debug)]
+pub struct Limiter {
+    max: u32,
+    window: std::time::Duration,
+    start: Option<std::time::Instant>,
+    count: u32,
+    dropped: u64,
+}
+
+impl Limiter {
+    /// A limiter for `max` messages per `window`.
+    pub fn new(max: u32, window: std::time::Duration) -> Self {
+        Self {
+            max,
+            window,
+            start: None,
+            count: 0,
+            dropped: 0,
+        }
+    }
+
+    /// `Some(msg)` (with a note of what was dropped before it) when `msg`
+    /// may be logged at `now`, `None` when it must be dropped.
+    pub fn admit(&mut self, msg: &str, now: std::time::Instant) -> Option<String> {
+        let expired = self
+            .start
+            .is_none_or(|s| now.saturating_duration_since(s) >= self.window);
+        if expired {
+            self.start = Some(now);
+            self.count = 0;
+        }
+        if self.count >= self.max {
+            self.dropped += 1;
+            return None;
+        }
+        self.count += 1;
+        Some(match std::mem::take(&mut self.dropped) {
+            0 => msg.to_string(),
+            n => format!("{msg} ({n} similar messages dropped before this one)"),
+        })
+    }
+}

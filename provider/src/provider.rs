@@ -8,7 +8,7 @@ use kvmhost::libvirt::{Host, SshOptions};
 use serde::{Deserialize, Serialize};
 use tf_provider::schema::{Block, Description, NestedBlock, Schema};
 use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
+use tf_provider::{map, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
 use crate::common::{attr, opt_bool, opt_str, HostConfig, Shared};
 use crate::wake::parse_wake;
@@ -52,13 +52,8 @@ fn host_config(config: &Config) -> Result<HostConfig, tf_provider::Diagnostic> {
         known_hosts: config.known_hosts.as_ref_option().cloned(),
         no_verify: config.no_verify.as_ref_option().copied().unwrap_or(false),
     };
-    let uri = Host::uri_with_ssh(uri, &ssh).map_err(|e| {
-        tf_provider::Diagnostic::new(
-            "Invalid libvirt URI",
-            e.to_string(),
-            AttributePath::new("uri"),
-        )
-    })?;
+    let uri = Host::uri_with_ssh(uri, &ssh)
+        .map_err(|e| crate::common::to_diag("Invalid libvirt URI", &e, Some("uri")))?;
     let wake = match config.wake.as_ref_option() {
         None => None,
         Some(w) => {
@@ -99,7 +94,7 @@ impl Provider for LibvirtProvider {
                 attributes: map! {
                     "uri" => opt_str("libvirt connection URI. Default `qemu:///system`. For another host: `qemu+ssh://user@host/system`."),
                     "keyfile" => opt_str("Private key for `qemu+ssh://` (libvirt's `keyfile` URI parameter)."),
-                    "known_hosts" => opt_str("known_hosts file for `qemu+ssh://`; the host key is always verified unless `no_verify` is true."),
+                    "known_hosts" => opt_str("known_hosts file for `qemu+libssh://` (libvirt's OpenSSH transport `qemu+ssh://` ignores it and is refused with it; it checks `~/.ssh/known_hosts`, never prompting). The host key is always verified unless `no_verify` is true."),
                     "no_verify" => opt_bool("Skip SSH host key verification (`no_verify=1`). Default false."),
                 },
                 blocks: map! {

@@ -33,15 +33,39 @@ pub struct Local {
     /// [`checksum_file`] of its content.
     pub checksum: String,
     /// Removed on drop when the file was downloaded.
-    _temp: Option<TempFile>,
+    _temp: Option<tempfile::NamedTempFile>,
 }
 
-struct TempFile(PathBuf);
+/// The largest image downloaded: a server that sends without end must
+/// not fill the disk.
+pub const MAX_DOWNLOAD: u64 = 256 << 30;
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// True when a redirect goes from `https` to plain `http`, which would
+/// let anyone on the path swap the image.
+pub fn downgrade(from: &reqwest::Url, to: &reqwest::Url) -> bool {
+    from.scheme() == "https" && to.scheme() != "https"
+}
+
+/// The HTTP client of downloads: at most 10 redirects, never from https
+/// to http.
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let downgraded = attempt
+            .previous()
+            .last()
+            .is_some_and(|from| downgrade(from, attempt.url()));
+        if downgraded {
+            let to = attempt.url().to_string();
+            attempt.error(format!(
+                "refusing the redirect from https to plain http ({to})"
+            ))
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder().redirect(policy).build()
 }
 
 /// Size and modification time of a local file: a cheap change signal.
@@ -99,24 +123,33 @@ pub async fn fetch(source: &Source) -> Result<Local, String> {
                 _temp: None,
             })
         }
-        Source::Url(url) => download(url).await,
+        Source::Url(url) => download_capped(url, MAX_DOWNLOAD).await,
     }
 }
 
-async fn download(url: &str) -> Result<Local, String> {
-    let mut resp = reqwest::get(url)
+/// Downloads `url` to a private temporary file (mode 0600, a random
+/// name), refusing more than `cap` bytes.
+async fn download_capped(url: &str, cap: u64) -> Result<Local, String> {
+    let too_big = || format!("cannot download {url}: larger than {cap} bytes");
+    let mut resp = http_client()
+        .map_err(|e| format!("cannot download {url}: {e}"))?
+        .get(url)
+        .send()
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("cannot download {url}: {e}"))?;
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "terraform-provider-libvirt-{}-{}.img",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let temp = TempFile(path.clone());
-    let mut file = std::fs::File::create(&path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(too_big());
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("terraform-provider-libvirt-")
+        .suffix(".img")
+        .tempfile()
+        .map_err(|e| format!("cannot create a temporary file: {e}"))?;
+    let path = temp.path().to_path_buf();
+    let mut file = temp
+        .reopen()
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut len = 0u64;
     while let Some(chunk) = resp
         .chunk()
@@ -132,6 +165,9 @@ async fn download(url: &str) -> Result<Local, String> {
         };
         write.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         len += chunk.len() as u64;
+        if len > cap {
+            return Err(too_big());
+        }
     }
     file.set_len(len)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -188,6 +224,56 @@ mod tests {
             checksum_file(&sparse).unwrap(),
             checksum_file(&dense).unwrap()
         );
+    }
+
+    /// Serves `body` once, with a Content-Length header when `len`.
+    fn serve_once(body: Vec<u8>, len: bool) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).unwrap();
+            if len {
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", body.len());
+            } else {
+                let _ = write!(s, "HTTP/1.1 200 OK\r\n");
+            }
+            let _ = write!(s, "Connection: close\r\n\r\n");
+            let _ = s.write_all(&body);
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_download_is_private_while_it_lasts() {
+        use std::os::unix::fs::PermissionsExt;
+        let port = serve_once(b"secret image".to_vec(), true);
+        let local = fetch(&Source::Url(format!("http://127.0.0.1:{port}/img")))
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(&local.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    }
+
+    #[tokio::test]
+    async fn a_download_past_the_size_cap_is_refused() {
+        for len in [true, false] {
+            let port = serve_once(vec![1u8; 256 * 1024], len);
+            let e = download_capped(&format!("http://127.0.0.1:{port}/img"), 64 * 1024)
+                .await
+                .err()
+                .unwrap();
+            assert!(e.contains("larger than"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_from_https_to_plain_http_is_refused() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(downgrade(&u("https://a/x"), &u("http://b/x")));
+        assert!(!downgrade(&u("https://a/x"), &u("https://b/x")));
+        assert!(!downgrade(&u("http://a/x"), &u("https://b/x")));
     }
 
     #[tokio::test]

@@ -113,6 +113,10 @@ pub struct SshOptions {
 
 impl Host {
     /// Adds SSH options to a `qemu+ssh://` URI as libvirt query parameters.
+    /// The host key is always verified unless `no_verify`: the OpenSSH
+    /// transport gets `no_tty=1` (BatchMode, so it never offers to trust
+    /// a key) and refuses `known_hosts`, which only the libssh transports
+    /// read.
     ///
     /// Parameters already in the URI win, so a user's explicit URI is
     /// never rewritten behind their back.
@@ -140,6 +144,19 @@ impl Host {
             uri.split_once('?')
                 .is_some_and(|(_, q)| q.split('&').any(|kv| kv.split('=').next() == Some(key)))
         };
+        let openssh = scheme.ends_with("+ssh");
+        if openssh && (ssh.known_hosts.is_some() || present("known_hosts")) {
+            // libvirt runs OpenSSH with only `keyfile` and `no_verify`:
+            // the file would be ignored and the key checked against
+            // ~/.ssh/known_hosts instead.
+            return Err(Error::Invalid {
+                field: "known_hosts",
+                message: format!(
+                    "libvirt's ssh transport ('{scheme}') runs OpenSSH, which ignores known_hosts and checks ~/.ssh/known_hosts instead; \
+                     use qemu+libssh://user@host/system?sshauth=privkey (which reads this file), or drop known_hosts and pin the host key in ~/.ssh/known_hosts"
+                ),
+            });
+        }
         let mut params = Vec::new();
         if let Some(k) = &ssh.keyfile {
             if !present("keyfile") {
@@ -153,6 +170,11 @@ impl Host {
         }
         if ssh.no_verify && !present("no_verify") {
             params.push("no_verify=1".to_string());
+        }
+        if openssh && !ssh.no_verify && !present("no_tty") {
+            // BatchMode: OpenSSH never asks on a terminal whether to trust
+            // a key; an unknown or changed host key fails the connection.
+            params.push("no_tty=1".to_string());
         }
         if params.is_empty() {
             return Ok(uri.to_string());
@@ -204,11 +226,46 @@ mod tests {
             known_hosts: Some("/tmp/kh".into()),
             no_verify: false,
         };
-        let uri = Host::uri_with_ssh("qemu+ssh://root@10.0.0.2/system", &ssh).unwrap();
+        let uri = Host::uri_with_ssh("qemu+libssh://root@10.0.0.2/system", &ssh).unwrap();
         assert_eq!(
             uri,
-            "qemu+ssh://root@10.0.0.2/system?keyfile=/root/.ssh/id%20ed&known_hosts=/tmp/kh"
+            "qemu+libssh://root@10.0.0.2/system?keyfile=/root/.ssh/id%20ed&known_hosts=/tmp/kh"
         );
+    }
+
+    #[test]
+    fn known_hosts_with_the_openssh_transport_is_refused_naming_the_way_out() {
+        // libvirt's `ssh` transport runs OpenSSH with only keyfile and
+        // no_verify: a known_hosts given there would silently do nothing.
+        let ssh = SshOptions {
+            known_hosts: Some("/tmp/kh".into()),
+            ..Default::default()
+        };
+        let err = Host::uri_with_ssh("qemu+ssh://root@10.0.0.2/system", &ssh).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Invalid {
+                    field: "known_hosts",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("qemu+libssh://"), "{err}");
+        // In the URI itself too.
+        let err = Host::uri_with_ssh(
+            "qemu+ssh://root@10.0.0.2/system?known_hosts=/tmp/kh",
+            &SshOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("qemu+libssh://"), "{err}");
+    }
+
+    #[test]
+    fn the_openssh_transport_never_prompts_so_an_unknown_or_changed_key_fails() {
+        let uri = Host::uri_with_ssh("qemu+ssh://root@h/system", &SshOptions::default()).unwrap();
+        assert_eq!(uri, "qemu+ssh://root@h/system?no_tty=1");
     }
 
     #[test]
@@ -220,6 +277,9 @@ mod tests {
         };
         let uri = Host::uri_with_ssh("qemu+ssh://h/system?keyfile=/mine", &ssh).unwrap();
         assert_eq!(uri, "qemu+ssh://h/system?keyfile=/mine&no_verify=1");
+        let uri =
+            Host::uri_with_ssh("qemu+ssh://h/system?no_tty=0", &SshOptions::default()).unwrap();
+        assert_eq!(uri, "qemu+ssh://h/system?no_tty=0");
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl Host {
             return Ok(());
         }
         if !grace.is_zero() && dom.shutdown().is_ok() {
-            let until = Instant::now() + grace;
+            let until = crate::deadline::after(grace);
             while Instant::now() < until {
                 if !dom.is_active().unwrap_or(false) {
                     return Ok(());

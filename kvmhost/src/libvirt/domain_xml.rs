@@ -481,20 +481,26 @@ impl DomainDef {
     /// Runs an XSLT stylesheet over `xml` with `xsltproc`, as users of the
     /// `xml { xslt }` block expect for last-mile changes libvirt supports
     /// but the model does not.
+    ///
+    /// The stylesheet comes from configuration, so it runs with no network
+    /// and no file writes (`--nonet --nowrite --nomkdir`), from a private
+    /// folder (mode 0700, a random name) removed afterwards.
     pub fn apply_xslt(xml: &str, xslt: &str) -> Result<String> {
-        let dir =
-            std::env::temp_dir().join(format!("kvmhost-xslt-{}-{}", std::process::id(), unique()));
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let sheet = dir.join("style.xsl");
+        let dir = tempfile::Builder::new()
+            .prefix("kvmhost-xslt-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let sheet = dir.path().join("style.xsl");
         let result = (|| {
             std::fs::write(&sheet, xslt).map_err(|source| Error::Io {
                 path: sheet.clone(),
                 source,
             })?;
             let mut child = Command::new("xsltproc")
+                .args(["--nonet", "--nowrite", "--nomkdir"])
                 .arg(&sheet)
                 .arg("-")
                 .stdin(Stdio::piped())
@@ -527,15 +533,9 @@ impl DomainDef {
                 message: "the transformed XML is not UTF-8".into(),
             })
         })();
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
         result
     }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// True for a colon-separated 6-octet MAC address.
@@ -838,5 +838,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("invalid xml.xslt"), "{err}");
+    }
+
+    #[test]
+    fn a_stylesheet_can_neither_write_files_nor_reach_the_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join("planted");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let xslt = format!(
+            r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
+    xmlns:exsl="http://exslt.org/common" extension-element-prefixes="exsl">
+  <xsl:template match="/">
+    <exsl:document href="{}"><x/></exsl:document>
+    <xsl:copy-of select="document('http://127.0.0.1:{port}/x')"/>
+    <domain/>
+  </xsl:template>
+</xsl:stylesheet>"#,
+            planted.display()
+        );
+        let _ = DomainDef::apply_xslt("<domain/>", &xslt);
+        assert!(!planted.exists(), "the stylesheet wrote a file");
+        assert!(
+            listener.accept().is_err(),
+            "the stylesheet opened a connection"
+        );
+    }
+
+    #[test]
+    fn the_stylesheet_is_written_where_no_one_else_can_reach_it() {
+        // A local user who made the old predictable work folders first
+        // (as links to a folder of theirs) must get nothing.
+        let theirs = tempfile::tempdir().unwrap();
+        let tmp = std::env::temp_dir();
+        let mut links = Vec::new();
+        for n in 0..64 {
+            let p = tmp.join(format!("kvmhost-xslt-{}-{n}", std::process::id()));
+            if std::os::unix::fs::symlink(theirs.path(), &p).is_ok() {
+                links.push(p);
+            }
+        }
+        let xslt = r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/"><domain/></xsl:template>
+</xsl:stylesheet>"#;
+        let out = DomainDef::apply_xslt("<domain/>", xslt);
+        for l in &links {
+            let _ = std::fs::remove_file(l);
+        }
+        out.unwrap();
+        let leaked: Vec<_> = std::fs::read_dir(theirs.path()).unwrap().collect();
+        assert!(leaked.is_empty(), "{leaked:?}");
     }
 }

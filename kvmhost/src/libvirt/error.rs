@@ -68,8 +68,11 @@ impl Error {
     }
 }
 
-/// Turns a libvirt error into ours; "no such object" codes become
-/// [`Error::NotFound`] so callers can detect deletion done outside.
+/// Turns a libvirt error into ours; a "no such object" code about the
+/// object acted on (`kind`) becomes [`Error::NotFound`] so callers can
+/// detect deletion done outside. One about another object (starting a
+/// domain whose network is missing) keeps libvirt's message: calling it
+/// the domain's absence would mislead.
 pub(crate) fn lv(
     context: impl Into<String>,
     kind: &'static str,
@@ -78,13 +81,17 @@ pub(crate) fn lv(
     let context = context.into();
     let name = name.to_string();
     move |e| {
-        let missing = e.code().is_any(vec![
-            ErrorNumber::NoDomain,
-            ErrorNumber::NoStoragePool,
-            ErrorNumber::NoStorageVolume,
-            ErrorNumber::NoNetwork,
-        ]);
-        if missing {
+        let code = e.code();
+        let missing_kind = [
+            (ErrorNumber::NoDomain, "domain"),
+            (ErrorNumber::NoStoragePool, "storage pool"),
+            (ErrorNumber::NoStorageVolume, "volume"),
+            (ErrorNumber::NoNetwork, "network"),
+        ]
+        .into_iter()
+        .find(|(n, _)| code.is_any(vec![*n]))
+        .map(|(_, k)| k);
+        if missing_kind == Some(kind) {
             Error::NotFound { kind, name }
         } else {
             Error::Libvirt {

@@ -203,3 +203,65 @@ fn other_bytes_are_refused_with_an_error_not_a_panic() {
     let err = Seed::from_iso(&bad).unwrap_err();
     assert!(matches!(err, SeedError::Damaged(_)), "{err}");
 }
+
+#[test]
+fn a_directory_larger_than_a_sector_is_written_and_read_back() {
+    // 120 long names need several sectors in both trees.
+    let mut seed = Seed::new();
+    for i in 0..120 {
+        seed = seed.file(
+            &format!("provisioning-script-number-{i:03}.sh"),
+            format!("echo {i}\n"),
+        );
+    }
+    let iso = seed.to_iso().unwrap();
+    let listing = isoinfo(&iso, &["-J", "-f"]);
+    assert_eq!(listing.lines().count(), 120, "{listing}");
+    assert_eq!(
+        isoinfo(&iso, &["-J", "-x", "/provisioning-script-number-077.sh"]),
+        "echo 77\n"
+    );
+    assert_eq!(isoinfo(&iso, &["-f"]).lines().count(), 120);
+    let back = Seed::from_iso(&iso).unwrap();
+    assert_eq!(back.files().count(), 120);
+    assert_eq!(
+        back.get("provisioning-script-number-119.sh"),
+        Some(&b"echo 119\n"[..])
+    );
+}
+
+#[test]
+fn records_that_repeat_one_extent_are_refused_instead_of_copied_again_and_again() {
+    // One 1 MiB file and 60 empty ones, then every Joliet record made to
+    // point at the big file: a reader without a bound would copy 61 MiB.
+    let mut seed = Seed::new().file("big", vec![b'x'; 1 << 20]);
+    for i in 0..60 {
+        seed = seed.file(&format!("f{i:02}"), "");
+    }
+    let mut iso = seed.to_iso().unwrap();
+    let jroot = u32::from_le_bytes(
+        iso[SVD * SECTOR + 158..SVD * SECTOR + 162]
+            .try_into()
+            .unwrap(),
+    );
+    let dir = jroot as usize * SECTOR;
+    let mut at = dir;
+    let mut big = None;
+    while iso[at] != 0 {
+        let len = iso[at] as usize;
+        if iso[at + 32] == 6 {
+            // "big" in UCS-2 is 6 bytes; the `f..` names are 6 too, so
+            // take the first file record, which sorts first.
+            big.get_or_insert_with(|| iso[at + 2..at + 18].to_vec());
+            let b = big.clone().unwrap();
+            iso[at + 2..at + 18].copy_from_slice(&b);
+        }
+        at += len;
+    }
+    let err = Seed::from_iso(&iso).unwrap_err();
+    assert!(matches!(err, SeedError::Damaged(_)), "{err}");
+    assert!(
+        err.to_string().contains("more bytes than the image"),
+        "{err}"
+    );
+}

@@ -69,7 +69,10 @@ pub async fn run(cfg: Config, env: BuildEnv) -> Result<Option<Artifact>, BuildEr
     let shared: Shared = Arc::default();
     let started = Instant::now();
     let result = tokio::select! {
-        r = steps(&cfg, &env, shared.clone()) => r,
+        // A panic in a step still ends in the cleanup below.
+        r = crate::rpc::catch_panic(steps(&cfg, &env, shared.clone())) => r.unwrap_or_else(|p| {
+            Err(BuildError::Step(format!("internal error: {p}; please report this bug")))
+        }),
         _ = env.cancel.cancelled() => Err(BuildError::Cancelled),
     };
     let failed = result.is_err() && !matches!(result, Err(BuildError::Cancelled));
@@ -229,7 +232,7 @@ async fn steps(
     }
 
     if let Some(ssh_cfg) = &cfg.ssh {
-        let deadline = Instant::now() + ssh_cfg.timeout;
+        let deadline = kvmhost::deadline::after(ssh_cfg.timeout);
         let addr = match &ssh_cfg.host {
             Some(h) => h.clone(),
             None => {
@@ -256,7 +259,8 @@ async fn steps(
         ui.say("Shutting down the guest...").await;
         match &cfg.shutdown_command {
             Some(cmd) => {
-                ui.message(format!("Running `{cmd}`")).await;
+                // The command may hold a password: never shown.
+                ui.message("Running the shutdown_command").await;
                 shutdown_by_command(&host, cfg, ssh.clone(), cmd).await?;
             }
             None => {
@@ -298,7 +302,7 @@ async fn steps(
 }
 
 async fn wait_powered_off(host: &HostHandle, cfg: &Config) -> Result<(), BuildError> {
-    let deadline = Instant::now() + cfg.shutdown_timeout;
+    let deadline = kvmhost::deadline::after(cfg.shutdown_timeout);
     host.wait_shut_off(&cfg.vm_name, deadline)
         .await
         .map_err(|_| {

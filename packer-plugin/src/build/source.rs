@@ -152,6 +152,90 @@ pub fn digest_in_list(text: &str, name: &str) -> Option<Checksum> {
     }
 }
 
+/// The longest checksum list read: real ones (SHA256SUMS and the like)
+/// are a few KiB.
+pub const MAX_CHECKSUM_LIST: usize = 4 << 20;
+
+/// The largest source image downloaded: far above any install ISO or
+/// cloud image, yet a server that sends without end cannot fill the disk.
+pub const MAX_DOWNLOAD: u64 = 64 << 30;
+
+/// True when a redirect goes from `https` to plain `http`, which would
+/// let anyone on the path swap the image (or read the URL's secrets).
+pub fn downgrade(from: &reqwest::Url, to: &reqwest::Url) -> bool {
+    from.scheme() == "https" && to.scheme() != "https"
+}
+
+/// The HTTP client of downloads: at most 10 redirects, never from https
+/// to http.
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let downgraded = attempt
+            .previous()
+            .last()
+            .is_some_and(|from| downgrade(from, attempt.url()));
+        if downgraded {
+            let to = attempt.url().to_string();
+            attempt.error(format!(
+                "refusing the redirect from https to plain http ({to})"
+            ))
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder().redirect(policy).build()
+}
+
+/// Fails once `len` bytes are more than `cap`.
+fn check_cap(len: u64, cap: u64) -> Result<(), String> {
+    if len > cap {
+        Err(format!(
+            "larger than {cap} bytes; this is not an image, or raise the limit"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads a checksum list, at most [`MAX_CHECKSUM_LIST`] bytes.
+async fn read_list(list: &str) -> Result<String, String> {
+    let too_big = || format!("larger than {MAX_CHECKSUM_LIST} bytes: not a checksum list");
+    let mut bytes = Vec::new();
+    if list.starts_with("http://") || list.starts_with("https://") {
+        let mut resp = http_client()
+            .map_err(|e| e.to_string())?
+            .get(list)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("server answered {}", resp.status()));
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if bytes.len() + chunk.len() > MAX_CHECKSUM_LIST {
+                return Err(too_big());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+    } else {
+        use tokio::io::AsyncReadExt;
+        let path = list.strip_prefix("file://").unwrap_or(list);
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| e.to_string())?;
+        f.take(MAX_CHECKSUM_LIST as u64 + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        if bytes.len() > MAX_CHECKSUM_LIST {
+            return Err(too_big());
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| "not text: not a checksum list".to_string())
+}
+
 /// Turns a `file:` checksum into the digest for `url`'s file name.
 async fn resolve(url: &str, checksum: &Checksum) -> Result<Checksum, SourceError> {
     let Checksum::File(list) = checksum else {
@@ -161,20 +245,7 @@ async fn resolve(url: &str, checksum: &Checksum) -> Result<Checksum, SourceError
         list: list.clone(),
         message,
     };
-    let text = if list.starts_with("http://") || list.starts_with("https://") {
-        let resp = reqwest::get(list.as_str())
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(err(format!("server answered {}", resp.status())));
-        }
-        resp.text().await.map_err(|e| err(e.to_string()))?
-    } else {
-        let path = list.strip_prefix("file://").unwrap_or(list);
-        tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| err(e.to_string()))?
-    };
+    let text = read_list(list).await.map_err(err)?;
     let name = url.rsplit('/').next().unwrap_or(url);
     digest_in_list(&text, name).ok_or_else(|| {
         err(format!(
@@ -221,7 +292,18 @@ fn cache_name(url: &str, checksum: &Checksum) -> String {
 }
 
 async fn download(url: &str, checksum: &Checksum) -> Result<(PathBuf, bool), SourceError> {
-    let dir = cache_dir();
+    download_capped(url, checksum, &cache_dir(), MAX_DOWNLOAD).await
+}
+
+/// Downloads `url` into the cache folder `dir`, refusing more than `cap`
+/// bytes. The partial file is private (mode 0600, a random name) and
+/// removed on any failure.
+async fn download_capped(
+    url: &str,
+    checksum: &Checksum,
+    dir: &Path,
+    cap: u64,
+) -> Result<(PathBuf, bool), SourceError> {
     let target = dir.join(cache_name(url, checksum));
     let dl = |message: String| SourceError::Download {
         url: url.to_string(),
@@ -238,13 +320,10 @@ async fn download(url: &str, checksum: &Checksum) -> Result<(PathBuf, bool), Sou
             return Ok((target, true));
         }
     }
-    tokio::fs::create_dir_all(&dir)
+    tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| dl(format!("creating cache folder {}: {e}", dir.display())))?;
-    let part = target.with_extension("part");
-    let client = reqwest::Client::builder()
-        .build()
-        .map_err(|e| dl(e.to_string()))?;
+    let client = http_client().map_err(|e| dl(e.to_string()))?;
     let mut resp = client
         .get(url)
         .send()
@@ -253,29 +332,39 @@ async fn download(url: &str, checksum: &Checksum) -> Result<(PathBuf, bool), Sou
     if !resp.status().is_success() {
         return Err(dl(format!("server answered {}", resp.status())));
     }
-    let mut f = tokio::fs::File::create(&part)
-        .await
-        .map_err(|e| dl(format!("{}: {e}", part.display())))?;
+    if let Some(len) = resp.content_length() {
+        check_cap(len, cap).map_err(dl)?;
+    }
+    let part = tempfile::Builder::new()
+        .prefix(".download-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| dl(format!("creating a file in {}: {e}", dir.display())))?;
+    let part_path = part.path().to_path_buf();
+    let mut f = tokio::fs::File::from_std(
+        part.reopen()
+            .map_err(|e| dl(format!("{}: {e}", part_path.display())))?,
+    );
+    let mut len = 0u64;
     while let Some(chunk) = resp.chunk().await.map_err(|e| dl(e.to_string()))? {
+        len += chunk.len() as u64;
+        check_cap(len, cap).map_err(dl)?;
         f.write_all(&chunk)
             .await
-            .map_err(|e| dl(format!("{}: {e}", part.display())))?;
+            .map_err(|e| dl(format!("{}: {e}", part_path.display())))?;
     }
     f.flush().await.map_err(|e| dl(e.to_string()))?;
     drop(f);
-    let p = part.clone();
     let c = checksum.clone();
     let u = url.to_string();
-    let verified = tokio::task::spawn_blocking(move || verify(&p, &c, &u))
+    let part = tokio::task::spawn_blocking(move || verify(part.path(), &c, &u).map(|()| part))
         .await
-        .expect("checksum task");
-    if let Err(e) = verified {
-        let _ = std::fs::remove_file(&part);
-        return Err(e);
-    }
-    tokio::fs::rename(&part, &target)
-        .await
-        .map_err(|e| dl(format!("{}: {e}", target.display())))?;
+        .expect("checksum task")?;
+    // The image is public: only the partial file needed to be private.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(part.path(), std::fs::Permissions::from_mode(0o644));
+    part.persist(&target)
+        .map_err(|e| dl(format!("{}: {}", target.display(), e.error)))?;
     Ok((target, false))
 }
 
@@ -329,6 +418,68 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().starts_with("iso_checksum:"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_checksum_list_larger_than_any_real_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        std::fs::write(&img, b"abc").unwrap();
+        let list = dir.path().join("SHA256SUMS");
+        let line = format!("{}  other.img\n", "a".repeat(64));
+        std::fs::write(&list, line.repeat((MAX_CHECKSUM_LIST / line.len()) + 10)).unwrap();
+        let sum = Checksum::File(list.display().to_string());
+        let e = fetch(&[img.display().to_string()], &sum).await.unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("iso_checksum:"), "{text}");
+        assert!(text.contains("larger than"), "{text}");
+    }
+
+    /// Serves `body` once per connection, with a Content-Length when `len`.
+    async fn serve(body: Vec<u8>, len: bool) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf).await;
+                let head = if len {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string()
+                };
+                let _ = c.write_all(head.as_bytes()).await;
+                let _ = c.write_all(&body).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_download_past_the_size_cap_is_refused_and_leaves_nothing() {
+        let cache = tempfile::tempdir().unwrap();
+        for len in [true, false] {
+            let addr = serve(vec![7u8; 64 * 1024], len).await;
+            let url = format!("http://{addr}/disk.qcow2");
+            let e = download_capped(&url, &Checksum::None, cache.path(), 16 * 1024)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("larger than"), "{e}");
+            assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn a_redirect_from_https_to_plain_http_is_refused() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(downgrade(&u("https://a/x"), &u("http://b/x")));
+        assert!(!downgrade(&u("https://a/x"), &u("https://b/x")));
+        assert!(!downgrade(&u("http://a/x"), &u("http://b/x")));
+        assert!(!downgrade(&u("http://a/x"), &u("https://b/x")));
     }
 
     #[test]

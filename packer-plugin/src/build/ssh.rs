@@ -351,9 +351,11 @@ impl Ssh {
     }
 }
 
+/// Gives a downloaded file the guest's permission bits, never setuid,
+/// setgid or sticky: a guest must not plant privileged files on the host.
 fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & 0o7777));
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & 0o777));
 }
 
 fn safe_name(name: &str) -> Result<&str, SshError> {
@@ -650,6 +652,20 @@ mod tests {
     fn throwaway_keys_are_ed25519_in_authorized_keys_form() {
         let (_, public) = throwaway_key().unwrap();
         assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    }
+
+    #[test]
+    fn downloaded_files_never_get_setuid_setgid_or_sticky_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, "x").unwrap();
+        set_mode(&p, 0o6755);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        set_mode(&p, 0o1644);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o644);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::packer::artifact::Artifact;
 use crate::packer::ui::Ui;
 use crate::rpc::value::{field, object, strings, to_json};
 use crate::rpc::{Client, ReplyFuture, Router, Service};
+use crate::secrets::Secrets;
 use crate::spec;
 
 /// The builder as served to Packer.
@@ -23,6 +24,8 @@ pub struct BuilderService {
     protocol: Protocol,
     protobuf: bool,
     config: Mutex<Option<Config>>,
+    /// The template's secrets, masked in all output and errors.
+    secrets: Mutex<Secrets>,
     cancel: CancellationToken,
 }
 
@@ -35,6 +38,7 @@ impl BuilderService {
             protocol,
             protobuf,
             config: Mutex::new(None),
+            secrets: Mutex::default(),
             cancel: CancellationToken::new(),
         })
     }
@@ -53,14 +57,17 @@ impl BuilderService {
             Ok(v) => v,
             Err(e) => return prepare_reply(Some(e), &[]),
         };
-        match Config::parse(&user, &packer) {
+        let secrets = Secrets::from_prepare(&user, &packer);
+        let reply = match Config::parse(&user, &packer) {
             Ok(c) => {
-                let warnings = c.warnings();
+                let warnings: Vec<String> = c.warnings().iter().map(|w| secrets.mask(w)).collect();
                 *self.config.lock().expect("config lock") = Some(c);
                 prepare_reply(None, &warnings)
             }
-            Err(e) => prepare_reply(Some(e.to_string()), &[]),
-        }
+            Err(e) => prepare_reply(Some(secrets.mask(&e.to_string())), &[]),
+        };
+        *self.secrets.lock().expect("secrets lock") = secrets;
+        reply
     }
 
     async fn run(self: Arc<Self>, arg: Value) -> Result<Value, String> {
@@ -72,15 +79,18 @@ impl BuilderService {
             .expect("config lock")
             .clone()
             .ok_or_else(|| "Builder.Run called before a successful Prepare".to_string())?;
+        let secrets = self.secrets.lock().expect("secrets lock").clone();
         let conn = self.broker.dial(stream).await.map_err(|e| e.to_string())?;
         let client = Client::new(conn);
         let env = BuildEnv {
-            ui: Ui::new(client.clone()),
+            ui: Ui::new(client.clone()).masking(secrets.clone()),
             hook: client,
             broker: self.broker.clone(),
             cancel: self.cancel.clone(),
         };
-        let artifact = build::run(config, env).await.map_err(|e| e.to_string())?;
+        let artifact = build::run(config, env)
+            .await
+            .map_err(|e| secrets.mask(&e.to_string()))?;
         let Some(artifact) = artifact else {
             return Ok(Value::from(0));
         };
@@ -225,6 +235,32 @@ mod tests {
         let (user, packer) = split_configs(&arg).unwrap();
         assert_eq!(user["cpus"], json!(2));
         assert_eq!(packer["packer_debug"], json!(true));
+    }
+
+    #[tokio::test]
+    async fn a_failed_prepare_masks_the_templates_secrets() {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let (broker, _) = Broker::start(a.compat(), yamux::Mode::Server);
+        let builder = BuilderService::new(broker, Protocol::Current, false);
+        let arg = json_prepare_arg(
+            &json!({"memory": "tok-123", "ssh_password": "hunter2", "cpus": "hunter2"}),
+            &json!({
+                "packer_user_variables": {"token": "tok-123"},
+                "packer_sensitive_variables": ["token"],
+            }),
+        );
+        let reply = builder.prepare(&arg);
+        let err = field(&reply, "Error").unwrap();
+        let msg = field(err, "Message").unwrap().as_str().unwrap();
+        assert!(
+            msg.contains("memory") && msg.contains("<sensitive>"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("tok-123") && !msg.contains("hunter2"),
+            "{msg}"
+        );
     }
 
     #[test]

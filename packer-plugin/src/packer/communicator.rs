@@ -86,15 +86,7 @@ impl CommunicatorService {
             Some(size) => self.ssh.upload(&path, reader, size, mode).await,
             // scp announces the size first: spool the stream, then send it.
             None => {
-                let spool = Spool::new().map_err(|e| format!("spooling upload for {path}: {e}"))?;
-                let mut f = tokio::fs::File::create(&spool.0)
-                    .await
-                    .map_err(|e| format!("spooling upload for {path}: {e}"))?;
-                let size = tokio::io::copy(&mut reader, &mut f)
-                    .await
-                    .map_err(|e| format!("reading upload data for {path}: {e}"))?;
-                drop(f);
-                let f = tokio::fs::File::open(&spool.0)
+                let (f, size) = spool(&mut reader)
                     .await
                     .map_err(|e| format!("spooling upload for {path}: {e}"))?;
                 self.ssh.upload(&path, f, size, mode).await
@@ -154,27 +146,21 @@ impl Service for CommunicatorService {
     }
 }
 
-/// A temporary file removed when dropped.
-struct Spool(PathBuf);
-
-impl Spool {
-    fn new() -> std::io::Result<Spool> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "packer-libvirt-upload-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::File::create(&p)?;
-        Ok(Spool(p))
-    }
-}
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// Copies `reader` into an anonymous temporary file (no name anyone could
+/// open, mode 0600, gone when closed) and returns it rewound, with its size.
+async fn spool<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<(tokio::fs::File, u64)> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncSeekExt;
+    let f = tempfile::tempfile()?;
+    // O_TMPFILE files take 0666 & umask: make it owner-only before writing.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let mut f = tokio::fs::File::from_std(f);
+    let size = tokio::io::copy(reader, &mut f).await?;
+    f.flush().await?;
+    f.seek(std::io::SeekFrom::Start(0)).await?;
+    Ok((f, size))
 }
 
 /// Where a command's output goes: a Packer stream, or nowhere.
@@ -221,5 +207,25 @@ impl tokio::io::AsyncWrite for Sink {
             Sink::Conn(c) => std::pin::Pin::new(c).poll_shutdown(cx),
             Sink::Null => std::task::Poll::Ready(Ok(())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn uploads_are_spooled_where_no_one_else_can_read_them() {
+        use std::os::unix::fs::MetadataExt;
+        use tokio::io::AsyncReadExt;
+        let mut data: &[u8] = b"secret provisioning script";
+        let (mut f, size) = spool(&mut data).await.unwrap();
+        assert_eq!(size, 26);
+        let meta = f.metadata().await.unwrap();
+        assert_eq!(meta.mode() & 0o077, 0, "mode {:o}", meta.mode());
+        assert_eq!(meta.nlink(), 0, "the spool file has a name in a folder");
+        let mut back = String::new();
+        f.read_to_string(&mut back).await.unwrap();
+        assert_eq!(back, "secret provisioning script");
     }
 }

@@ -6,17 +6,28 @@ use rmpv::Value;
 
 use crate::rpc::value::object;
 use crate::rpc::{Client, ReplyFuture, Service};
+use crate::secrets::Secrets;
 
-/// The build's output to the user.
+/// The build's output to the user, with the template's secrets masked.
 #[derive(Clone)]
 pub struct Ui {
     client: Arc<Client>,
+    secrets: Arc<Secrets>,
 }
 
 impl Ui {
     /// A Ui over the client of the stream Packer gave `Builder.Run`.
     pub fn new(client: Arc<Client>) -> Self {
-        Ui { client }
+        Ui {
+            client,
+            secrets: Arc::default(),
+        }
+    }
+
+    /// This Ui, masking `secrets` in everything it shows.
+    pub fn masking(mut self, secrets: Secrets) -> Self {
+        self.secrets = Arc::new(secrets);
+        self
     }
 
     /// A step headline (`==> name: text`).
@@ -37,6 +48,7 @@ impl Ui {
     /// Asks the user a question on Packer's terminal; empty when Packer
     /// cannot ask (no terminal).
     pub async fn ask(&self, query: &str) -> String {
+        let query = self.secrets.mask(query);
         match self.client.call("Ui.Ask", Value::from(query)).await {
             Ok(v) => v.as_str().unwrap_or_default().to_string(),
             Err(_) => String::new(),
@@ -49,7 +61,11 @@ impl Ui {
             ("Category", Value::from(category)),
             (
                 "Args",
-                Value::Array(args.iter().map(|a| Value::from(a.as_str())).collect()),
+                Value::Array(
+                    args.iter()
+                        .map(|a| Value::from(self.secrets.mask(a)))
+                        .collect(),
+                ),
             ),
         ]);
         // A Ui that went away must not fail the build: nothing to report to.
@@ -57,6 +73,7 @@ impl Ui {
     }
 
     async fn send(&self, method: &str, msg: &str) {
+        let msg = self.secrets.mask(msg);
         let _ = self.client.call(method, Value::from(msg)).await;
     }
 
@@ -64,6 +81,7 @@ impl Ui {
     /// stream (used to serve Packer's provisioners a Ui that writes to
     /// this same Ui).
     pub async fn forward_raw(&self, service_method: &str, arg: Value) -> Result<Value, String> {
+        let arg = self.secrets.mask_value(arg);
         self.client
             .call(service_method, arg)
             .await
@@ -84,5 +102,60 @@ impl Service for UiProxy {
             format!("Ui.{method}")
         };
         Box::pin(async move { self.0.forward_raw(&full, arg).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mux::Broker;
+    use crate::rpc::Router;
+    use crate::secrets::Secrets;
+    use std::sync::Mutex;
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    /// Packer's Ui: records what it is asked to show.
+    #[derive(Default)]
+    struct Screen(Mutex<Vec<String>>);
+    impl Service for Screen {
+        fn call(self: Arc<Self>, method: &str, arg: Value) -> ReplyFuture {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{method}: {}", arg.as_str().unwrap_or("")));
+            Box::pin(async { Ok(Value::Nil) })
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_never_reach_packers_screen() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (packer, _) = Broker::start(a.compat(), yamux::Mode::Server);
+        let (plugin, _) = Broker::start(b.compat(), yamux::Mode::Client);
+        let screen = Arc::new(Screen::default());
+        let s = screen.clone();
+        tokio::spawn(async move {
+            let conn = packer.accept(0).await.unwrap();
+            Router::new().with("Ui", s).serve(conn).await;
+        });
+        let ui = Ui::new(Client::new(plugin.dial(0).await.unwrap()))
+            .masking(Secrets::new(["hunter2".to_string()]));
+        ui.say("Running `echo hunter2 | sudo -S poweroff`").await;
+        ui.error("ssh: password hunter2 refused").await;
+        // A provisioner's output, forwarded through our Ui service.
+        let proxy = Arc::new(UiProxy(ui.clone()));
+        proxy
+            .call("Message", Value::from("+ echo hunter2"))
+            .await
+            .unwrap();
+        let shown = screen.0.lock().unwrap().clone();
+        assert_eq!(
+            shown,
+            [
+                "Say: Running `echo <sensitive> | sudo -S poweroff`",
+                "Error: ssh: password <sensitive> refused",
+                "Message: + echo <sensitive>",
+            ]
+        );
     }
 }

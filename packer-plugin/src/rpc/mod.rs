@@ -100,7 +100,7 @@ impl Router {
             let router = router.clone();
             let wr = wr.clone();
             tokio::spawn(async move {
-                let reply = router.dispatch(&method, body).await;
+                let reply = guarded(&method, router.dispatch(&method, body)).await;
                 let (err, body) = match reply {
                     Ok(b) => (String::new(), b),
                     Err(e) => (e, Value::Nil),
@@ -115,6 +115,34 @@ impl Router {
             });
         }
     }
+}
+
+/// Runs a method's future; a panic in it becomes the method's error, so
+/// Packer gets an answer (and fails the build) instead of waiting for ever.
+pub async fn guarded<F>(method: &str, fut: F) -> Result<Value, String>
+where
+    F: std::future::Future<Output = Result<Value, String>>,
+{
+    catch_panic(fut).await.unwrap_or_else(|p| {
+        Err(format!(
+            "internal error in {method}: {p}; please report this bug"
+        ))
+    })
+}
+
+/// Runs `fut`, turning a panic inside it into `Err` with its message.
+pub async fn catch_panic<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into())
+        })
 }
 
 /// Errors of an outgoing call.
@@ -219,6 +247,7 @@ mod tests {
                         Ok(Value::from("waited"))
                     }
                     "Echo" => Ok(arg),
+                    "Panic" => panic!("a bug in a service"),
                     _ => Err(format!("no method {method}")),
                 }
             })
@@ -272,5 +301,30 @@ mod tests {
         assert_eq!(err.to_string(), "no method Nope");
         let err = c.call("Other.X", Value::Nil).await.unwrap_err();
         assert_eq!(err.to_string(), "rpc: can't find service Other.X");
+    }
+
+    #[tokio::test]
+    async fn a_service_that_panics_still_answers_with_an_error() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (server, _) = Broker::start(a.compat(), yamux::Mode::Server);
+        let (client, _) = Broker::start(b.compat(), yamux::Mode::Client);
+        tokio::spawn(async move {
+            let conn = server.accept(0).await.unwrap();
+            Router::new().with("Slow", Arc::new(Slow)).serve(conn).await;
+        });
+        let c = Client::new(client.dial(0).await.unwrap());
+        let reply = tokio::time::timeout(Duration::from_secs(5), c.call("Slow.Panic", Value::Nil))
+            .await
+            .expect("the call got no answer");
+        let err = reply.unwrap_err().to_string();
+        assert!(
+            err.contains("Slow.Panic") && err.contains("a bug in a service"),
+            "{err}"
+        );
+        // The connection still serves other calls.
+        assert_eq!(
+            c.call("Slow.Echo", Value::from(1)).await.unwrap(),
+            Value::from(1)
+        );
     }
 }

@@ -49,19 +49,26 @@ fn main() -> ExitCode {
         eprintln!("powernapd: {}: {e}", args.config.display());
         return ExitCode::from(EX_CONFIG);
     }
-    let actions: Vec<(Action, Timing)> = cfg
+    let actions: Result<Vec<(Action, Timing)>, String> = cfg
         .actions
         .iter()
         .map(|a| {
-            (
-                Action::resolve(a, &args.actions_dir),
+            Ok((
+                Action::resolve(a, &args.actions_dir)?,
                 Timing {
                     after: a.after,
                     warn: a.warn,
                 },
-            )
+            ))
         })
         .collect();
+    let actions = match actions {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("powernapd: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     if args.check {
         for m in &cfg.monitors {
             println!("monitor {m}");

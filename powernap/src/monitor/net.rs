@@ -66,8 +66,23 @@ impl Monitor for PortMonitor {
     }
 }
 
+/// Log lines about packets a listener may write per minute: anyone can
+/// send packets, and a flood must not fill the disk.
+const PACKET_LOG_LINES_PER_MINUTE: u32 = 10;
+
+/// Logs `msg` with `f` unless `limit` says too many went out already.
+fn limited(limit: &mut log::Limiter, f: fn(&str), msg: &str) {
+    if let Some(m) = limit.admit(msg, std::time::Instant::now()) {
+        f(&m);
+    }
+}
+
 fn listen(kind: PortListener, sock: UdpSocket, seen: &AtomicBool) {
     let mut buf = [0u8; 2048];
+    let mut limit = log::Limiter::new(
+        PACKET_LOG_LINES_PER_MINUTE,
+        std::time::Duration::from_secs(60),
+    );
     loop {
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -84,21 +99,29 @@ fn listen(kind: PortListener, sock: UdpSocket, seen: &AtomicBool) {
                 let macs = local_macs();
                 macs.iter().any(|m| contains_magic_packet(packet, *m))
             }
-            PortListener::Powerwake => answer(&sock, packet, from),
+            PortListener::Powerwake => answer(&sock, packet, from, &mut limit),
         };
         if active {
-            log::debug(&format!("{} packet from {from}", kind.name()));
+            limited(
+                &mut limit,
+                log::debug,
+                &format!("{} packet from {from}", kind.name()),
+            );
             seen.store(true, Ordering::SeqCst);
         }
     }
 }
 
 /// Replies to a powerwake request that is for us; true if it was.
-fn answer(sock: &UdpSocket, packet: &[u8], from: SocketAddr) -> bool {
+fn answer(sock: &UdpSocket, packet: &[u8], from: SocketAddr, limit: &mut log::Limiter) -> bool {
     let req = match PowerwakeRequest::parse(packet) {
         Ok(r) => r,
         Err(e) => {
-            log::debug(&format!("ignoring packet from {from}: {e}"));
+            limited(
+                limit,
+                log::debug,
+                &format!("ignoring packet from {from}: {e}"),
+            );
             return false;
         }
     };
@@ -108,14 +131,24 @@ fn answer(sock: &UdpSocket, packet: &[u8], from: SocketAddr) -> bool {
         RequestTarget::Mac(mac) => local_macs().contains(&mac),
     };
     if !for_us {
-        log::debug(&format!(
-            "ignoring powerwake request from {from}: not one of our MACs"
-        ));
+        limited(
+            limit,
+            log::debug,
+            &format!("ignoring powerwake request from {from}: not one of our MACs"),
+        );
         return false;
     }
     match sock.send_to(&req.reply(), from) {
-        Ok(_) => log::info(&format!("answered powerwake request from {from}")),
-        Err(e) => log::error(&format!("cannot answer powerwake request from {from}: {e}")),
+        Ok(_) => limited(
+            limit,
+            log::info,
+            &format!("answered powerwake request from {from}"),
+        ),
+        Err(e) => limited(
+            limit,
+            log::error,
+            &format!("cannot answer powerwake request from {from}: {e}"),
+        ),
     }
     true
 }
@@ -203,6 +236,42 @@ mod tests {
             .unwrap();
         assert!(c.recv_from(&mut buf).is_err(), "answered a foreign MAC");
         assert!(!m.check().unwrap());
+    }
+
+    #[test]
+    fn a_flood_of_packets_writes_a_bounded_number_of_log_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_file = dir.path().join("powernapd.log");
+        log::init(
+            true,
+            Some(&crate::config::LogTarget::File(log_file.clone())),
+        )
+        .unwrap();
+        let port = free_port();
+        let _m = PortMonitor::start(PortListener::Powerwake, port).unwrap();
+        let c = client();
+        let me = c.local_addr().unwrap().to_string();
+        let anyone = PowerwakeRequest {
+            nonce: 1,
+            target: RequestTarget::Anyone,
+        };
+        let mut buf = [0u8; 64];
+        for i in 0..300 {
+            let packet = if i % 2 == 0 {
+                anyone.to_bytes().to_vec()
+            } else {
+                b"not a powerwake packet".to_vec()
+            };
+            c.send_to(&packet, ("127.0.0.1", port)).unwrap();
+            if i % 2 == 0 {
+                c.recv_from(&mut buf).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let text = std::fs::read_to_string(&log_file).unwrap();
+        let lines = text.lines().filter(|l| l.contains(&me)).count();
+        assert!(lines <= 25, "{lines} lines for 300 packets:\n{text}");
+        assert!(lines >= 1, "nothing logged at all");
     }
 
     #[test]

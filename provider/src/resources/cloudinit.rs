@@ -2,8 +2,6 @@
 //! `cidata`) written by our own code and uploaded as a volume readable
 //! only by its owner, since `user_data` may carry secrets.
 
-use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -86,8 +84,14 @@ impl Resource for CloudinitResource {
                         sensitive: true,
                         ..attr(AttributeType::String, AttributeConstraint::Optional, "Content of `user-data` (often `#cloud-config`). Sensitive.")
                     },
-                    "meta_data" => opt_str("Content of `meta-data`. Default: `instance-id` and `local-hostname` from the name."),
-                    "network_config" => opt_str("Content of `network-config`; omitted when unset."),
+                    "meta_data" => Attribute {
+                        sensitive: true,
+                        ..opt_str("Content of `meta-data`. Default: `instance-id` and `local-hostname` from the name. Sensitive.")
+                    },
+                    "network_config" => Attribute {
+                        sensitive: true,
+                        ..opt_str("Content of `network-config` (netplan may hold Wi-Fi or VPN keys); omitted when unset. Sensitive.")
+                    },
                     "path" => comp_str("Path of the image on the host."),
                 },
                 ..Default::default()
@@ -313,31 +317,28 @@ const SEED_MAX: u64 = 16 << 20;
 /// Looks up the volume `key` and, when it is small enough to be a seed,
 /// downloads its bytes (empty when it is not).
 fn volume_and_bytes(h: &Host, key: &str) -> Result<(VolumeInfo, Vec<u8>), HostError> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     let info = h.volume_by_key(key)?;
     if info.capacity > SEED_MAX {
         return Ok((info, Vec::new()));
     }
-    let path = std::env::temp_dir().join(format!(
-        "libvirt-seed-{}-{}.iso",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    // Owner-only (0600) with a random name before any byte lands:
+    // `user_data` may carry secrets. Removed when dropped.
+    let temp = tempfile::Builder::new()
+        .prefix("libvirt-seed-")
+        .suffix(".iso")
+        .tempfile()
+        .map_err(|source| HostError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let path = temp.path().to_path_buf();
     let io = |source| HostError::Io {
         path: path.clone(),
         source,
     };
-    // Owner-only before any byte lands: `user_data` may carry secrets.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
     let read = h
         .download_volume(&info.key, &path)
         .and_then(|_| std::fs::read(&path).map_err(io));
-    let _ = std::fs::remove_file(&path);
     Ok((info, read?))
 }
 

@@ -526,7 +526,7 @@ fn create_blocking(h: &Host, st: &DomainState) -> Result<String, (String, HostEr
         }
         if st.running.as_ref_option().copied().unwrap_or(true) {
             h.start_domain(&uuid)
-                .map_err(|e| ("running".to_string(), e))?;
+                .map_err(|e| (start_error_field(h, st), e))?;
             wait_for_leases(h, &uuid, st)?;
         }
         Ok(())
@@ -536,6 +536,21 @@ fn create_blocking(h: &Host, st: &DomainState) -> Result<String, (String, HostEr
         return Err(e);
     }
     Ok(uuid)
+}
+
+/// The attribute a failed start concerns: libvirt resolves networks only
+/// at start, so an interface whose network is missing is the cause;
+/// otherwise `running`.
+fn start_error_field(h: &Host, st: &DomainState) -> String {
+    list(&st.network_interface)
+        .iter()
+        .enumerate()
+        .find(|(_, n)| {
+            known(&n.network_name)
+                .is_some_and(|name| h.network(name).is_err_and(|e| e.is_not_found()))
+        })
+        .map(|(i, _)| format!("network_interface.{i}.network_name"))
+        .unwrap_or_else(|| "running".to_string())
 }
 
 const LEASE_WAIT: Duration = Duration::from_secs(300);

@@ -182,8 +182,8 @@ impl Resource for TemplateResource {
                         sensitive: true,
                         ..attr(T::String, C::Optional, "`user-data` with placeholders `{{hostname}}`, `{{name}}` and any the launcher passes. Sensitive.")
                     },
-                    "meta_data" => opt_str("`meta-data` with placeholders. Default: `instance-id` and `local-hostname` of the instance."),
-                    "network_config" => opt_str("`network-config` with placeholders."),
+                    "meta_data" => Attribute { sensitive: true, ..opt_str("`meta-data` with placeholders. Default: `instance-id` and `local-hostname` of the instance. Sensitive.") },
+                    "network_config" => Attribute { sensitive: true, ..opt_str("`network-config` with placeholders. Sensitive.") },
                 },
                 ..Default::default()
             },
