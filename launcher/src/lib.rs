@@ -3,11 +3,12 @@
 //!
 //! [`config`] reads the TOML file, [`rules`] is the agent's targeting
 //! rules, [`schedule`] decides which job goes where, [`stacks`] talks to
-//! Buildkite's Stacks API, [`hosts`] does the host work through `kvmhost`,
-//! and [`daemon`] runs the loop.
+//! Buildkite's Stacks API with [`retry`].
 
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod retry;
 pub mod rules;
 pub mod schedule;
+pub mod stacks;
