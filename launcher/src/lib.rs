@@ -8,7 +8,13 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod daemon;
+pub mod hosts;
+pub mod http;
+pub mod metrics;
 pub mod retry;
 pub mod rules;
 pub mod schedule;
+pub mod sdnotify;
 pub mod stacks;
+pub mod webhook;

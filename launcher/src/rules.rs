@@ -24,6 +24,16 @@ impl AgentTags {
         Ok(Self(map))
     }
 
+    /// The tags as written, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// True when `key` is among the tags as written.
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
     /// The agent's value for `key`, with the implicit `queue=default`.
     pub fn get(&self, key: &str) -> Option<&str> {
         match self.0.get(key) {
