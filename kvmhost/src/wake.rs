@@ -19,9 +19,11 @@
 //! ```
 
 mod mac;
+mod open;
 mod packet;
 
 pub use mac::{Mac, MacParseError};
+pub use open::{open_waking, WakeOpenError};
 pub use packet::{
     contains_magic_packet, magic_packet, parse_reply, reply_packet, PacketError, PowerwakeRequest,
     RequestTarget, MAGIC_LEN, REPLY_LEN, REQUEST_LEN,

@@ -1,8 +1,20 @@
-//! The Buildkite agent launcher's library.
+//! The Buildkite agent launcher: turns jobs waiting for an agent into
+//! agent VMs on KVM hosts, one VM per job.
 //!
-//! So far it holds the rule that decides which agent may take which job;
-//! the daemon that polls Buildkite and starts VMs builds on it.
+//! [`config`] reads the TOML file, [`rules`] is the agent's targeting
+//! rules, [`schedule`] decides which job goes where, [`stacks`] talks to
+//! Buildkite's Stacks API with [`retry`].
 
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod daemon;
+pub mod hosts;
+pub mod http;
+pub mod metrics;
+pub mod retry;
 pub mod rules;
+pub mod schedule;
+pub mod sdnotify;
+pub mod stacks;
+pub mod webhook;

@@ -4,6 +4,7 @@
 pub mod buildkite;
 pub mod guest;
 pub mod hosts;
+pub mod launcher;
 pub mod libvirtd;
 pub mod netns;
 pub mod packer;

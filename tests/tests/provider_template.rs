@@ -47,6 +47,9 @@ resource "libvirt_domain_template" "agent" {{
     tf.apply();
     assert_eq!(tf.plan_code().0, 0);
     assert!(d.domains().unwrap().contains(&"agent-template".to_string()));
+    // user_data (the agent token) is not in the XML every local user can read.
+    let xml = d.virsh(&["dumpxml", "agent-template"]).unwrap();
+    assert!(!xml.contains("#cloud-config"), "{xml}");
 
     let host = Host::open(&d.uri()).unwrap();
     let inst = host

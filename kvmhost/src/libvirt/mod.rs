@@ -21,6 +21,7 @@ mod connection;
 pub mod domain;
 pub mod domain_xml;
 mod error;
+pub mod instance;
 pub mod network;
 pub mod pool;
 pub mod template;

@@ -1,29 +1,30 @@
 //! Templates and instances: a reusable VM kept inside libvirt.
 //!
 //! A template is a domain that is defined but never started. Its first
-//! disk is the base volume; its metadata holds the pool for instances and
-//! the cloud-init files, in which `{{hostname}}`-style placeholders are
-//! filled per instance. An instance is a copy-on-write overlay of the
-//! base, its own NoCloud seed, and a domain made from the template's
-//! definition, all through the same connection: nothing to copy to hosts.
+//! disk is the base volume; its metadata holds the pool for instances;
+//! its cloud-init files, in which `{{hostname}}`-style placeholders are
+//! filled per instance, sit in a root-only volume beside it (they hold
+//! secrets such as the agent token, and a domain's metadata is readable
+//! by every local user). Instances are made from it by
+//! [`super::instance`]: all through the same connection, nothing to copy
+//! to hosts.
 
 use std::collections::BTreeMap;
 
 use super::domain_xml::{DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef};
 use super::error::{Error, Result};
-use super::volume::{Backing, VolumeFormat, VolumeSpec};
+use super::volume::{VolumeFormat, VolumeSpec};
 use super::Host;
 use crate::nocloud::Seed;
 
-const KIND: &str = "kind";
+pub(super) const KIND: &str = "kind";
 const BASE: &str = "base-volume";
 const POOL: &str = "pool";
+const SEED_FILES: &str = "seed-files-volume";
+const SEED_FILES_SUFFIX: &str = ".seed-files.iso";
 const USER_DATA: &str = "user-data";
 const META_DATA: &str = "meta-data";
 const NETWORK_CONFIG: &str = "network-config";
-const TEMPLATE: &str = "template";
-const OVERLAY: &str = "overlay-volume";
-const SEED: &str = "seed-volume";
 
 /// A template to keep on a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,18 +45,7 @@ pub struct TemplateSpec {
     pub network_config: Option<String>,
 }
 
-/// An instance made from a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instance {
-    /// Domain UUID.
-    pub uuid: String,
-    /// Domain name (also its host name).
-    pub name: String,
-    /// Key of its overlay volume.
-    pub overlay_key: String,
-    /// Key of its seed volume.
-    pub seed_key: String,
-}
+pub use super::instance::Instance;
 
 /// Replaces each `{{key}}` by its value; unknown placeholders stay.
 pub fn fill_placeholders(text: &str, vars: &BTreeMap<String, String>) -> String {
@@ -68,6 +58,11 @@ pub fn fill_placeholders(text: &str, vars: &BTreeMap<String, String>) -> String 
 
 impl Host {
     /// Defines (or redefines) a template domain; returns its UUID.
+    ///
+    /// The cloud-init files (the agent token among them) go into a volume
+    /// of mode 0600 in the template's pool, not into the domain's
+    /// metadata: libvirt's read-only socket is open to every local user,
+    /// and `virsh -r dumpxml` shows metadata to all of them.
     pub fn define_template(&self, spec: &TemplateSpec) -> Result<String> {
         let base = self
             .volume_by_key(&spec.base_volume_key)
@@ -86,6 +81,7 @@ impl Host {
             e => e,
         })?;
         let mut def = spec.domain.clone();
+        def.validate()?;
         def.uuid = self.domain_status(&def.name).ok().map(|s| s.uuid);
         def.disks = vec![DiskDef {
             device: DiskDevice::Disk,
@@ -106,22 +102,53 @@ impl Host {
         for i in &mut def.interfaces {
             i.mac = None;
         }
+        let files = self.store_seed_files(spec)?;
         def.metadata.insert(KIND.into(), "template".into());
         def.metadata
             .insert(BASE.into(), spec.base_volume_key.clone());
         def.metadata.insert(POOL.into(), spec.pool.clone());
-        def.metadata
-            .insert(USER_DATA.into(), spec.user_data.clone());
-        for (k, v) in [
-            (META_DATA, &spec.meta_data),
-            (NETWORK_CONFIG, &spec.network_config),
-        ] {
-            match v {
-                Some(v) => def.metadata.insert(k.into(), v.clone()),
-                None => def.metadata.remove(k),
-            };
+        def.metadata.insert(SEED_FILES.into(), files.clone());
+        match self.define_domain(&def) {
+            Ok(uuid) => Ok(uuid),
+            Err(e) => {
+                if def.uuid.is_none() {
+                    let _ = self.delete_volume(&files);
+                }
+                Err(e)
+            }
         }
-        self.define_domain(&def)
+    }
+
+    /// Writes the template's cloud-init files, as a NoCloud image, into
+    /// the root-only volume `<template>.seed-files.iso`; returns its key.
+    fn store_seed_files(&self, spec: &TemplateSpec) -> Result<String> {
+        let mut seed = Seed::new()
+            .label("cidata")
+            .file(USER_DATA, spec.user_data.as_bytes());
+        if let Some(m) = &spec.meta_data {
+            seed = seed.file(META_DATA, m.as_bytes());
+        }
+        if let Some(n) = &spec.network_config {
+            seed = seed.file(NETWORK_CONFIG, n.as_bytes());
+        }
+        let iso = seed.to_iso().map_err(|e| Error::Invalid {
+            field: "user_data",
+            message: e.to_string(),
+        })?;
+        let name = format!("{}{SEED_FILES_SUFFIX}", spec.domain.name);
+        match self.volume(&spec.pool, &name) {
+            Ok(old) => self.delete_volume(&old.key)?,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let mut vs = VolumeSpec::new(&name, iso.len() as u64, VolumeFormat::Raw);
+        vs.mode = Some(0o600);
+        let vol = self.create_volume(&spec.pool, &vs)?;
+        if let Err(e) = self.upload_bytes(&vol.key, &iso) {
+            let _ = self.delete_volume(&vol.key);
+            return Err(e);
+        }
+        Ok(vol.key)
     }
 
     /// Reads a template back by name or UUID.
@@ -136,148 +163,66 @@ impl Host {
         }
         let get = |k: &str| meta.get(k).cloned();
         def.disks.clear();
-        for k in [KIND, BASE, POOL, USER_DATA, META_DATA, NETWORK_CONFIG] {
+        for k in [KIND, BASE, POOL, SEED_FILES] {
+            def.metadata.remove(k);
+        }
+        let (user_data, meta_data, network_config) = match get(SEED_FILES) {
+            Some(key) => self.read_seed_files(&key)?,
+            // Defined before the files moved out of the metadata; the next
+            // define moves them.
+            None => (
+                get(USER_DATA).unwrap_or_default(),
+                get(META_DATA),
+                get(NETWORK_CONFIG),
+            ),
+        };
+        for k in [USER_DATA, META_DATA, NETWORK_CONFIG] {
             def.metadata.remove(k);
         }
         Ok(TemplateSpec {
             domain: def,
             base_volume_key: get(BASE).unwrap_or_default(),
             pool: get(POOL).unwrap_or_default(),
-            user_data: get(USER_DATA).unwrap_or_default(),
-            meta_data: get(META_DATA),
-            network_config: get(NETWORK_CONFIG),
+            user_data,
+            meta_data,
+            network_config,
         })
     }
 
-    /// Removes a template's definition (its base volume stays).
+    fn read_seed_files(&self, key: &str) -> Result<(String, Option<String>, Option<String>)> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let path = dir.path().join("seed-files.iso");
+        self.download_volume(key, &path)?;
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let seed = Seed::from_iso(&bytes).map_err(|e| Error::Xml {
+            context: format!("cloud-init files of the template in volume {key}"),
+            message: e.to_string(),
+        })?;
+        let text = |n: &str| seed.get(n).map(|b| String::from_utf8_lossy(b).into_owned());
+        Ok((
+            text(USER_DATA).unwrap_or_default(),
+            text(META_DATA),
+            text(NETWORK_CONFIG),
+        ))
+    }
+
+    /// Removes a template's definition and its cloud-init files (its base
+    /// volume stays).
     pub fn delete_template(&self, id: &str) -> Result<()> {
         self.template(id)?;
-        self.undefine_domain(id)
-    }
-
-    /// Makes and starts an instance called `name`: an overlay of the base,
-    /// a seed whose placeholders get `vars` plus `hostname` and `name`,
-    /// and a domain. On failure whatever was made is removed.
-    pub fn instantiate(
-        &self,
-        template: &str,
-        name: &str,
-        vars: &BTreeMap<String, String>,
-    ) -> Result<Instance> {
-        let t = self.template(template)?;
-        let base = self.volume_by_key(&t.base_volume_key)?;
-        let mut vars = vars.clone();
-        vars.entry("hostname".into())
-            .or_insert_with(|| name.to_string());
-        vars.entry("name".into())
-            .or_insert_with(|| name.to_string());
-        let user = fill_placeholders(&t.user_data, &vars);
-        let meta = match &t.meta_data {
-            Some(m) => fill_placeholders(m, &vars),
-            None => format!("instance-id: {name}\nlocal-hostname: {name}\n"),
-        };
-        let net = t
-            .network_config
-            .as_ref()
-            .map(|n| fill_placeholders(n, &vars));
-        let iso = Seed::nocloud(&user, &meta, net.as_deref())
-            .to_iso()
-            .map_err(|e| Error::Invalid {
-                field: "user_data",
-                message: e.to_string(),
-            })?;
-
-        let mut made: Vec<String> = Vec::new();
-        let result = (|| {
-            let mut ov =
-                VolumeSpec::new(&format!("{name}.qcow2"), base.capacity, VolumeFormat::Qcow2);
-            ov.backing = Some(Backing {
-                path: base.path.clone(),
-                format: VolumeFormat::parse(&base.format, "base_volume_id")
-                    .unwrap_or(VolumeFormat::Raw),
-            });
-            let overlay = self.create_volume(&t.pool, &ov)?;
-            made.push(overlay.key.clone());
-            let mut sp = VolumeSpec::new(
-                &format!("{name}-seed.iso"),
-                iso.len() as u64,
-                VolumeFormat::Raw,
-            );
-            sp.mode = Some(0o600);
-            let seed = self.create_volume(&t.pool, &sp)?;
-            made.push(seed.key.clone());
-            self.upload_bytes(&seed.key, &iso)?;
-
-            let mut def = t.domain.clone();
-            def.name = name.to_string();
-            def.uuid = None;
-            for i in &mut def.interfaces {
-                i.mac = None;
-            }
-            def.disks = vec![
-                DiskDef {
-                    device: DiskDevice::Disk,
-                    source: DiskSource::File(overlay.path.clone()),
-                    format: Some("qcow2".into()),
-                    bus: DiskBus::Virtio,
-                    target: String::new(),
-                    wwn: None,
-                },
-                DiskDef {
-                    device: DiskDevice::Cdrom,
-                    source: DiskSource::File(seed.path.clone()),
-                    format: Some("raw".into()),
-                    bus: DiskBus::Sata,
-                    target: String::new(),
-                    wwn: None,
-                },
-            ];
-            def.assign_targets();
-            def.metadata = BTreeMap::from([
-                (KIND.to_string(), "instance".to_string()),
-                (TEMPLATE.to_string(), template.to_string()),
-                (OVERLAY.to_string(), overlay.key.clone()),
-                (SEED.to_string(), seed.key.clone()),
-            ]);
-            let uuid = self.define_domain(&def)?;
-            if let Err(e) = self.start_domain(&uuid) {
-                let _ = self.undefine_domain(&uuid);
-                return Err(e);
-            }
-            Ok(Instance {
-                uuid,
-                name: name.to_string(),
-                overlay_key: overlay.key,
-                seed_key: seed.key,
-            })
-        })();
-        if result.is_err() {
-            for key in made.iter().rev() {
-                let _ = self.delete_volume(key);
-            }
-        }
-        result
-    }
-
-    /// Powers off and removes an instance with its overlay and seed.
-    pub fn remove_instance(&self, id: &str) -> Result<()> {
-        let def = self.domain_def(id)?;
-        if def.metadata.get(KIND).map(String::as_str) != Some("instance") {
-            return Err(Error::Invalid {
-                field: "instance",
-                message: format!(
-                    "domain '{id}' was not made from a template; remove it as a domain"
-                ),
-            });
-        }
+        let files = self.domain_def(id)?.metadata.get(SEED_FILES).cloned();
         self.undefine_domain(id)?;
-        for k in [OVERLAY, SEED] {
-            if let Some(key) = def.metadata.get(k) {
-                match self.delete_volume(key) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
-                }
+        if let Some(key) = files {
+            match self.delete_volume(&key) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -287,7 +232,6 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::libvirt::domain::PowerState;
     use crate::libvirt::domain_xml::{DomainKind, OsDef};
 
     #[test]
@@ -300,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn template_round_trips_and_a_failed_instance_leaves_nothing() {
+    fn a_template_whose_files_cannot_be_stored_leaves_nothing_behind() {
         let host = Host::open("test:///default").unwrap();
         let base = host
             .create_volume(
@@ -326,12 +270,6 @@ mod tests {
             meta_data: None,
             network_config: None,
         };
-        host.define_template(&spec).unwrap();
-        let back = host.template("agent-template").unwrap();
-        assert_eq!(back.base_volume_key, base.key);
-        assert_eq!(back.user_data, spec.user_data);
-
-        // The test driver cannot upload: the failed instance leaves nothing.
         let vols = |h: &Host| {
             h.raw()
                 .lookup_storage_pool_by_name("default-pool")
@@ -340,19 +278,14 @@ mod tests {
                 .unwrap()
         };
         let before = vols(&host);
-        let err = host
-            .instantiate("agent-template", "agent-1", &BTreeMap::new())
-            .unwrap_err();
+        // The test driver cannot upload, so the files cannot be stored.
+        let err = host.define_template(&spec).unwrap_err();
         assert!(err.to_string().contains("upload"), "{err}");
         assert_eq!(vols(&host), before);
-        assert!(host.domain_status("agent-1").unwrap_err().is_not_found());
-        assert_eq!(
-            host.domain_status("agent-template").unwrap().state,
-            PowerState::ShutOff
-        );
-
-        host.delete_template("agent-template").unwrap();
-        assert!(host.template("agent-template").unwrap_err().is_not_found());
+        assert!(host
+            .domain_status("agent-template")
+            .unwrap_err()
+            .is_not_found());
     }
 
     #[test]

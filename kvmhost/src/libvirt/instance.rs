@@ -1,0 +1,436 @@
+//! Instances: short-lived VMs made from a template kept in libvirt.
+//!
+//! An instance is a **transient** domain (`on_poweroff destroy`): when
+//! the guest powers off, libvirt forgets it. Each disk of the template
+//! gets a copy-on-write overlay, and the instance gets its own NoCloud
+//! seed, rendered from the template's cloud-init files with the
+//! instance's values (its host name, and whatever the caller passes:
+//! tokens, the job to run). Overlays and seed are created with mode 0600;
+//! only their paths appear in the domain's XML.
+//!
+//! The domain's metadata says what it is (kind `instance`, its template,
+//! its volumes, the caller's labels), so a program that restarts can
+//! list the instances it made with [`Host::instances`]. Labels are
+//! readable by every local user: never put secrets there.
+//!
+//! Volumes outlive a domain that powered itself off; [`Host::sweep_instance_volumes`]
+//! removes those whose instance is gone.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use super::domain_xml::{DiskBus, DiskDef, DiskDevice, DiskSource};
+use super::error::{lv, Error, Result};
+use super::template::{fill_placeholders, KIND};
+use super::volume::{Backing, VolumeFormat, VolumeSpec};
+use super::xml::{child, child_text, parse};
+use super::Host;
+use crate::nocloud::Seed;
+
+const TEMPLATE: &str = "template";
+const OVERLAY: &str = "overlay-volume";
+const OVERLAYS: &str = "overlay-volumes";
+const SEED: &str = "seed-volume";
+const LABEL: &str = "label.";
+/// Infix of every instance volume's name: `<instance>--inst-...`.
+const VOLUME_INFIX: &str = "--inst-";
+
+/// What to make.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// Template name or UUID.
+    pub template: String,
+    /// Domain name, also the guest's host name.
+    pub name: String,
+    /// Values for the `{{key}}` placeholders of the template's files;
+    /// `hostname` and `name` default to the instance's name.
+    pub vars: BTreeMap<String, String>,
+    /// `user-data` to use when the template has none (placeholders filled too).
+    pub default_user_data: Option<String>,
+    /// The caller's own metadata (no secrets: any local user can read it).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An instance that was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Domain UUID.
+    pub uuid: String,
+    /// Domain name (also its host name).
+    pub name: String,
+    /// Key of the overlay of the template's first disk.
+    pub overlay_key: String,
+    /// Keys of the overlays of every template disk, in disk order.
+    pub overlay_keys: Vec<String>,
+    /// Key of its seed volume.
+    pub seed_key: String,
+}
+
+/// An instance found on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Domain UUID.
+    pub uuid: String,
+    /// Domain name.
+    pub name: String,
+    /// Template it was made from.
+    pub template: String,
+    /// The caller's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Memory it may use, KiB.
+    pub memory_kib: u64,
+}
+
+/// Memory of a host as `virt-launch --mem-limit` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// The host's memory, KiB.
+    pub total_kib: u64,
+    /// The larger of memory in use and the running domains' allocations, KiB.
+    pub in_use_kib: u64,
+}
+
+impl Host {
+    /// Makes and starts an instance as a transient domain. On failure
+    /// whatever was made is removed.
+    pub fn launch_instance(&self, spec: &InstanceSpec) -> Result<Instance> {
+        if spec.name.is_empty() || spec.name.contains('/') || spec.name.contains(VOLUME_INFIX) {
+            return Err(Error::Invalid {
+                field: "name",
+                message: format!(
+                    "'{}' cannot name an instance: it may not be empty or contain '/' or '{VOLUME_INFIX}'",
+                    spec.name
+                ),
+            });
+        }
+        let t = self.template(&spec.template)?;
+        let template_def = self.domain_def(&spec.template)?;
+        let name = spec.name.as_str();
+        let mut vars = spec.vars.clone();
+        vars.entry("hostname".into())
+            .or_insert_with(|| name.to_string());
+        vars.entry("name".into())
+            .or_insert_with(|| name.to_string());
+        let user = if t.user_data.is_empty() {
+            spec.default_user_data.clone().unwrap_or_default()
+        } else {
+            t.user_data.clone()
+        };
+        let user = fill_placeholders(&user, &vars);
+        let meta = match &t.meta_data {
+            Some(m) => fill_placeholders(m, &vars),
+            None => format!("instance-id: {name}\nlocal-hostname: {name}\n"),
+        };
+        let net = t
+            .network_config
+            .as_ref()
+            .map(|n| fill_placeholders(n, &vars));
+        let iso = Seed::nocloud(&user, &meta, net.as_deref())
+            .to_iso()
+            .map_err(|e| Error::Invalid {
+                field: "user_data",
+                message: e.to_string(),
+            })?;
+        let bases: Vec<&DiskDef> = template_def
+            .disks
+            .iter()
+            .filter(|d| d.device == DiskDevice::Disk)
+            .collect();
+
+        let mut made: Vec<String> = Vec::new();
+        let result = (|| {
+            let mut disks = Vec::new();
+            let mut overlay_keys = Vec::new();
+            for (i, d) in bases.iter().enumerate() {
+                let base = self.volume_by_path(d.source.path())?;
+                let mut ov = VolumeSpec::new(
+                    &format!("{name}{VOLUME_INFIX}disk{i}.qcow2"),
+                    base.capacity,
+                    VolumeFormat::Qcow2,
+                );
+                ov.backing = Some(Backing {
+                    path: base.path.clone(),
+                    format: VolumeFormat::parse(&base.format, "base_volume_id")
+                        .unwrap_or(VolumeFormat::Raw),
+                });
+                ov.mode = Some(0o600);
+                let overlay = self.create_volume(&t.pool, &ov)?;
+                made.push(overlay.key.clone());
+                overlay_keys.push(overlay.key.clone());
+                disks.push(DiskDef {
+                    device: DiskDevice::Disk,
+                    source: DiskSource::File(overlay.path.clone()),
+                    format: Some("qcow2".into()),
+                    bus: d.bus,
+                    target: d.target.clone(),
+                    wwn: None,
+                });
+            }
+            let mut sp = VolumeSpec::new(
+                &format!("{name}{VOLUME_INFIX}seed.iso"),
+                iso.len() as u64,
+                VolumeFormat::Raw,
+            );
+            sp.mode = Some(0o600);
+            let seed = self.create_volume(&t.pool, &sp)?;
+            made.push(seed.key.clone());
+            self.upload_bytes(&seed.key, &iso)?;
+            disks.push(DiskDef {
+                device: DiskDevice::Cdrom,
+                source: DiskSource::File(seed.path.clone()),
+                format: Some("raw".into()),
+                bus: DiskBus::Sata,
+                target: String::new(),
+                wwn: None,
+            });
+
+            let mut def = t.domain.clone();
+            def.name = name.to_string();
+            def.uuid = None;
+            for i in &mut def.interfaces {
+                i.mac = None;
+            }
+            def.disks = disks;
+            def.assign_targets();
+            // Console files may name the instance: `/var/log/vm/{{name}}.log`.
+            for c in &mut def.consoles {
+                for p in [&mut c.source_path, &mut c.log_file].into_iter().flatten() {
+                    *p = fill_placeholders(p, &vars);
+                }
+            }
+            let mut metadata = BTreeMap::from([
+                (KIND.to_string(), "instance".to_string()),
+                (TEMPLATE.to_string(), t.domain.name.clone()),
+                (
+                    OVERLAY.to_string(),
+                    overlay_keys.first().cloned().unwrap_or_default(),
+                ),
+                (OVERLAYS.to_string(), overlay_keys.join("\n")),
+                (SEED.to_string(), seed.key.clone()),
+            ]);
+            for (k, v) in &spec.labels {
+                metadata.insert(format!("{LABEL}{k}"), v.clone());
+            }
+            def.metadata = metadata;
+            def.validate()?;
+            // Transient: the domain goes away when the guest powers off
+            // (the model writes on_poweroff destroy).
+            let dom = self
+                .raw()
+                .create_domain_xml(&def.to_xml(), 0)
+                .map_err(|e| Error::Libvirt {
+                    context: format!("start instance '{name}'"),
+                    message: e.message().to_string(),
+                })?;
+            let uuid = dom.uuid_string().map_err(|e| Error::Libvirt {
+                context: format!("read the UUID of instance '{name}'"),
+                message: e.message().to_string(),
+            })?;
+            Ok(Instance {
+                uuid,
+                name: name.to_string(),
+                overlay_key: overlay_keys.first().cloned().unwrap_or_default(),
+                overlay_keys,
+                seed_key: seed.key,
+            })
+        })();
+        if result.is_err() {
+            for key in made.iter().rev() {
+                let _ = self.delete_volume(key);
+            }
+        }
+        result
+    }
+
+    /// Makes and starts an instance called `name` whose placeholders get
+    /// `vars` plus `hostname` and `name`.
+    pub fn instantiate(
+        &self,
+        template: &str,
+        name: &str,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Instance> {
+        self.launch_instance(&InstanceSpec {
+            template: template.to_string(),
+            name: name.to_string(),
+            vars: vars.clone(),
+            ..Default::default()
+        })
+    }
+
+    /// The running instances on the host, with their labels.
+    pub fn instances(&self) -> Result<Vec<InstanceInfo>> {
+        let doms = self
+            .raw()
+            .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .map_err(lv("list domains", "domain", ""))?;
+        let mut out = Vec::new();
+        for dom in doms {
+            // A domain that went away between listing and reading is skipped.
+            let Ok(xml) = dom.xml_desc(0) else { continue };
+            let def = super::domain_xml::DomainDef::from_xml(&xml)?;
+            if def.metadata.get(KIND).map(String::as_str) != Some("instance") {
+                continue;
+            }
+            let labels = def
+                .metadata
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(LABEL)?.to_string(), v.clone())))
+                .collect();
+            out.push(InstanceInfo {
+                uuid: def.uuid.clone().unwrap_or_default(),
+                name: def.name.clone(),
+                template: def.metadata.get(TEMPLATE).cloned().unwrap_or_default(),
+                labels,
+                memory_kib: def.memory_mib << 10,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Powers an instance off and removes it with its overlays and seed.
+    pub fn remove_instance(&self, id: &str) -> Result<()> {
+        let def = self.domain_def(id)?;
+        if def.metadata.get(KIND).map(String::as_str) != Some("instance") {
+            return Err(Error::Invalid {
+                field: "instance",
+                message: format!(
+                    "domain '{id}' was not made from a template; remove it as a domain"
+                ),
+            });
+        }
+        match self.undefine_domain(id) {
+            Ok(()) => {}
+            // A transient domain is gone once powered off.
+            Err(e) if e.is_not_found() => {}
+            // Destroyed but not undefinable: a transient domain, now gone.
+            Err(_) if self.domain_status(id).is_err_and(|s| s.is_not_found()) => {}
+            Err(e) => return Err(e),
+        }
+        let mut keys: Vec<String> = def
+            .metadata
+            .get(OVERLAYS)
+            .map(|o| o.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        keys.extend(def.metadata.get(OVERLAY).cloned());
+        keys.extend(def.metadata.get(SEED).cloned());
+        keys.dedup();
+        for key in keys.iter().filter(|k| !k.is_empty()) {
+            match self.delete_volume(key) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the overlays and seeds in `pool` of instances that are no
+    /// longer running, once untouched for `grace` (so volumes of an
+    /// instance being made right now are left alone). Returns their names.
+    pub fn sweep_instance_volumes(&self, pool: &str, grace: Duration) -> Result<Vec<String>> {
+        let running: HashSet<String> = self
+            .raw()
+            .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .map_err(lv("list domains", "domain", ""))?
+            .iter()
+            .filter_map(|d| d.name().ok())
+            .collect();
+        let p = self.raw().lookup_storage_pool_by_name(pool).map_err(lv(
+            format!("look up storage pool '{pool}'"),
+            "storage pool",
+            pool,
+        ))?;
+        let _ = p.refresh(0);
+        let vols = p.list_all_volumes(0).map_err(|e| Error::Libvirt {
+            context: format!("list volumes of pool '{pool}'"),
+            message: e.message().to_string(),
+        })?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut removed = Vec::new();
+        for vol in vols {
+            let Ok(name) = vol.name() else { continue };
+            let Some((owner, _)) = name.split_once(VOLUME_INFIX) else {
+                continue;
+            };
+            if running.contains(owner) {
+                continue;
+            }
+            let Ok(xml) = vol.xml_desc(0) else { continue };
+            let changed = last_change(&xml).unwrap_or(now);
+            if now.saturating_sub(changed) < grace {
+                continue;
+            }
+            if vol.delete(0).is_ok() {
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The host's memory as `virt-launch --mem-limit` counts it.
+    pub fn memory_use(&self) -> Result<MemoryUse> {
+        let node = self.node_info()?;
+        let used = node
+            .memory_kib
+            .saturating_sub(node.free_memory_bytes / 1024);
+        let doms = self
+            .raw()
+            .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .map_err(lv("list domains", "domain", ""))?;
+        let allocated: u64 = doms
+            .iter()
+            .filter_map(|d| d.info().ok())
+            .map(|i| i.max_mem)
+            .sum();
+        Ok(MemoryUse {
+            total_kib: node.memory_kib,
+            in_use_kib: used.max(allocated),
+        })
+    }
+}
+
+/// The newest of a volume's mtime and ctime, from its XML timestamps.
+fn last_change(xml: &str) -> Option<Duration> {
+    let doc = parse("volume XML", xml).ok()?;
+    let ts = child(child(doc.root_element(), "target")?, "timestamps")?;
+    ["mtime", "ctime"]
+        .iter()
+        .filter_map(|k| {
+            let t = child_text(ts, k)?;
+            let (s, frac) = t.split_once('.').unwrap_or((&t, "0"));
+            let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
+            Some(Duration::new(s.parse().ok()?, nanos))
+        })
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_timestamps_are_read_from_the_xml() {
+        let xml = "<volume><target><timestamps><atime>1.0</atime><mtime>1700000000.5</mtime><ctime>1600000000.25</ctime></timestamps></target></volume>";
+        assert_eq!(
+            last_change(xml),
+            Some(Duration::new(1_700_000_000, 500_000_000))
+        );
+        assert_eq!(last_change("<volume/>"), None);
+    }
+
+    #[test]
+    fn an_instance_name_that_would_confuse_the_sweep_is_refused() {
+        let host = Host::open("test:///default").unwrap();
+        let err = host
+            .launch_instance(&InstanceSpec {
+                template: "t".into(),
+                name: "a--inst-b".into(),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().starts_with("invalid name"), "{err}");
+    }
+}

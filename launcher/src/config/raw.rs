@@ -1,0 +1,481 @@
+//! The file as written, and the checks that turn it into [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    read_secret_file, AgentDef, Buildkite, Config, ConfigError, HostDef, Launcher, MemoryLimit,
+    Secret, Seg, Source, WakeDef, Webhook,
+};
+use crate::key_path;
+use crate::rules::AgentTags;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    #[serde(default)]
+    buildkite: RawBuildkite,
+    #[serde(default)]
+    launcher: RawLauncher,
+    webhook: Option<RawWebhook>,
+    metrics: Option<RawMetrics>,
+    #[serde(default)]
+    host: Vec<RawHost>,
+    #[serde(default)]
+    agent: Vec<RawAgent>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBuildkite {
+    source: Option<String>,
+    agent_endpoint: Option<String>,
+    agent_token_file: Option<PathBuf>,
+    api_endpoint: Option<String>,
+    api_token_file: Option<PathBuf>,
+    organization: Option<String>,
+    stack_key: Option<String>,
+    poll_interval: Option<u64>,
+    vm_agent_endpoint: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLauncher {
+    wake_timeout: Option<u64>,
+    boot_timeout: Option<u64>,
+    host_retry_after: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    listen: String,
+    token_file: PathBuf,
+    max_age: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: String,
+    uri: String,
+    wake: Option<RawWake>,
+    memory_limit: Option<String>,
+    max_vms: Option<u32>,
+    #[serde(default)]
+    priority: i32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWake {
+    mac: String,
+    broadcast: String,
+    port: Option<u16>,
+    powerwake_port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    tags: Vec<String>,
+    template: String,
+    hosts: Option<Vec<String>>,
+    max_instances: Option<u32>,
+    agent_token_file: Option<PathBuf>,
+}
+
+const AGENT_ENDPOINT: &str = "https://agent.buildkite.com/v3";
+const API_ENDPOINT: &str = "https://api.buildkite.com/v2";
+
+fn url(s: &str) -> Result<String, String> {
+    let t = s.trim_end_matches('/');
+    if (t.starts_with("http://") || t.starts_with("https://")) && t.len() > "https://".len() {
+        Ok(t.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an http(s) URL; write e.g. {AGENT_ENDPOINT}"
+        ))
+    }
+}
+
+fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Checks `raw`; `err` turns a key path and message into an error with its line.
+pub fn check(
+    path: &Path,
+    raw: Raw,
+    env: &impl Fn(&str) -> Option<String>,
+    err: &impl Fn(Vec<Seg>, String) -> ConfigError,
+) -> Result<Config, ConfigError> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| -> PathBuf {
+        if p.is_relative() {
+            base.join(p)
+        } else {
+            p.to_path_buf()
+        }
+    };
+    let secret = |p: &Option<PathBuf>, at: Vec<Seg>| -> Result<Option<Secret>, ConfigError> {
+        match p {
+            None => Ok(None),
+            Some(p) => read_secret_file(&resolve(p))
+                .map(Some)
+                .map_err(|m| err(at, m)),
+        }
+    };
+    let b = &raw.buildkite;
+    let env_err = |var: &str, m: String| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        key: format!("environment {var}"),
+        message: m,
+    };
+    let agent_endpoint = match env("BUILDKITE_AGENT_ENDPOINT") {
+        Some(v) => url(&v).map_err(|m| env_err("BUILDKITE_AGENT_ENDPOINT", m))?,
+        None => url(b.agent_endpoint.as_deref().unwrap_or(AGENT_ENDPOINT))
+            .map_err(|m| err(key_path!["buildkite", "agent_endpoint"], m))?,
+    };
+    let api_endpoint = match env("BUILDKITE_API_ENDPOINT") {
+        Some(v) => url(&v).map_err(|m| env_err("BUILDKITE_API_ENDPOINT", m))?,
+        None => url(b.api_endpoint.as_deref().unwrap_or(API_ENDPOINT))
+            .map_err(|m| err(key_path!["buildkite", "api_endpoint"], m))?,
+    };
+    let agent_token = match env("BUILDKITE_AGENT_TOKEN") {
+        Some(v) => Some(Secret::new(v)),
+        None => secret(
+            &b.agent_token_file,
+            key_path!["buildkite", "agent_token_file"],
+        )?,
+    };
+    let api_token = match env("BUILDKITE_API_TOKEN") {
+        Some(v) => Some(Secret::new(v)),
+        None => secret(&b.api_token_file, key_path!["buildkite", "api_token_file"])?,
+    };
+    let organization = env("BUILDKITE_ORGANIZATION").or(b.organization.clone());
+    let source = match b.source.as_deref() {
+        Some("stacks") => Source::Stacks,
+        Some("rest") => Source::Rest,
+        None if agent_token.is_some() => Source::Stacks,
+        None if api_token.is_some() => Source::Rest,
+        None => {
+            return Err(err(
+                key_path!["buildkite", "agent_token_file"],
+                "no Buildkite token: set agent_token_file (cluster agent token, Stacks API) or BUILDKITE_AGENT_TOKEN, or api_token_file and organization for the REST listing".into(),
+            ))
+        }
+        Some(other) => {
+            return Err(err(
+                key_path!["buildkite", "source"],
+                format!("{other:?} is not a job source; use \"stacks\" or \"rest\""),
+            ))
+        }
+    };
+    match source {
+        Source::Stacks if agent_token.is_none() => {
+            return Err(err(
+                key_path!["buildkite", "agent_token_file"],
+                "the Stacks API needs the cluster agent token: set agent_token_file or BUILDKITE_AGENT_TOKEN".into(),
+            ))
+        }
+        Source::Rest if api_token.is_none() => {
+            return Err(err(
+                key_path!["buildkite", "api_token_file"],
+                "the REST listing needs an API token: set api_token_file or BUILDKITE_API_TOKEN".into(),
+            ))
+        }
+        Source::Rest if organization.is_none() => {
+            return Err(err(
+                key_path!["buildkite", "organization"],
+                "the REST listing needs the organisation slug: set organization or BUILDKITE_ORGANIZATION".into(),
+            ))
+        }
+        _ => {}
+    }
+    let stack_key = b.stack_key.clone().unwrap_or_else(|| "kvm-launcher".into());
+    if !name_ok(&stack_key) {
+        return Err(err(
+            key_path!["buildkite", "stack_key"],
+            format!("{stack_key:?}: use 1-40 letters, digits, '-' or '_'"),
+        ));
+    }
+    let poll = b.poll_interval.unwrap_or(5);
+    let poll_max = if source == Source::Stacks { 30 } else { 3600 };
+    if poll == 0 || poll > poll_max {
+        return Err(err(
+            key_path!["buildkite", "poll_interval"],
+            format!(
+                "{poll} s: give 1 to {poll_max} seconds{}",
+                if source == Source::Stacks {
+                    " (Buildkite marks a queue disconnected when it is not polled for about 30 s)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let vm_agent_endpoint = match &b.vm_agent_endpoint {
+        Some(v) => url(v).map_err(|m| err(key_path!["buildkite", "vm_agent_endpoint"], m))?,
+        None => agent_endpoint.clone(),
+    };
+    let secs = |v: Option<u64>, def: u64, at: Vec<Seg>| -> Result<Duration, ConfigError> {
+        match v.unwrap_or(def) {
+            0 => Err(err(at, "must be at least 1 (seconds)".into())),
+            n if n > 3600 => Err(err(at, format!("{n} s: at most 3600 seconds"))),
+            n => Ok(Duration::from_secs(n)),
+        }
+    };
+    let l = &raw.launcher;
+    let launcher = Launcher {
+        wake_timeout: secs(l.wake_timeout, 300, key_path!["launcher", "wake_timeout"])?,
+        boot_timeout: secs(l.boot_timeout, 120, key_path!["launcher", "boot_timeout"])?,
+        host_retry_after: secs(
+            l.host_retry_after,
+            60,
+            key_path!["launcher", "host_retry_after"],
+        )?,
+    };
+    let addr = |s: &str, at: Vec<Seg>| -> Result<SocketAddr, ConfigError> {
+        s.parse().map_err(|_| {
+            err(
+                at,
+                format!("{s:?} is not an address:port; write e.g. \"127.0.0.1:8080\""),
+            )
+        })
+    };
+    let webhook = match &raw.webhook {
+        None => None,
+        Some(w) => Some(Webhook {
+            listen: addr(&w.listen, key_path!["webhook", "listen"])?,
+            token: secret(
+                &Some(w.token_file.clone()),
+                key_path!["webhook", "token_file"],
+            )?
+            .unwrap_or_default(),
+            max_age: secs(w.max_age, 300, key_path!["webhook", "max_age"])?,
+        }),
+    };
+    let metrics_listen = match &raw.metrics {
+        None => None,
+        Some(m) => Some(addr(&m.listen, key_path!["metrics", "listen"])?),
+    };
+
+    let mut hosts = Vec::new();
+    let mut host_index = BTreeMap::new();
+    for (i, h) in raw.host.iter().enumerate() {
+        if !name_ok(&h.name) {
+            return Err(err(
+                key_path!["host", i, "name"],
+                format!("{:?}: use 1-40 letters, digits, '-' or '_'", h.name),
+            ));
+        }
+        if host_index.insert(h.name.clone(), i).is_some() {
+            return Err(err(
+                key_path!["host", i, "name"],
+                format!("a host named {:?} is already defined above", h.name),
+            ));
+        }
+        if !h.uri.contains("://") {
+            return Err(err(
+                key_path!["host", i, "uri"],
+                format!(
+                    "{:?} is not a libvirt URI; write e.g. qemu:///system or qemu+ssh://root@vmhost01/system",
+                    h.uri
+                ),
+            ));
+        }
+        let wake = match &h.wake {
+            None => None,
+            Some(w) => Some(WakeDef {
+                mac: w.mac.parse().map_err(|e| {
+                    err(
+                        key_path!["host", i, "wake", "mac"],
+                        format!("{:?}: {e}; write it like 52:54:00:12:34:56", w.mac),
+                    )
+                })?,
+                broadcast: w.broadcast.parse::<Ipv4Addr>().map_err(|_| {
+                    err(
+                        key_path!["host", i, "wake", "broadcast"],
+                        format!(
+                            "{:?} is not an IPv4 address; give the broadcast address of the host's subnet, e.g. 10.0.0.255",
+                            w.broadcast
+                        ),
+                    )
+                })?,
+                port: w.port.unwrap_or(kvmhost::wake::DEFAULT_PORT),
+                powerwake_port: w.powerwake_port.unwrap_or(kvmhost::wake::WAIT_PORT),
+            }),
+        };
+        let memory_limit = match &h.memory_limit {
+            None => None,
+            Some(m) => Some(
+                MemoryLimit::parse(m).map_err(|e| err(key_path!["host", i, "memory_limit"], e))?,
+            ),
+        };
+        if h.max_vms == Some(0) {
+            return Err(err(
+                key_path!["host", i, "max_vms"],
+                "0 would never start a VM there; remove the host or give at least 1".into(),
+            ));
+        }
+        hosts.push(HostDef {
+            name: h.name.clone(),
+            uri: h.uri.clone(),
+            wake,
+            memory_limit,
+            max_vms: h.max_vms,
+            priority: h.priority,
+        });
+    }
+    if hosts.is_empty() {
+        return Err(err(
+            key_path!["host"],
+            "no [[host]] is defined; add at least one with name and uri".into(),
+        ));
+    }
+    // Hosts are tried by priority, then in file order.
+    let mut order: Vec<usize> = (0..hosts.len()).collect();
+    order.sort_by_key(|&i| (hosts[i].priority, i));
+
+    let mut agents = Vec::new();
+    let mut agent_names = BTreeMap::new();
+    for (i, a) in raw.agent.iter().enumerate() {
+        if !name_ok(&a.name) {
+            return Err(err(
+                key_path!["agent", i, "name"],
+                format!("{:?}: use 1-40 letters, digits, '-' or '_'", a.name),
+            ));
+        }
+        if agent_names.insert(a.name.clone(), i).is_some() {
+            return Err(err(
+                key_path!["agent", i, "name"],
+                format!("an agent named {:?} is already defined above", a.name),
+            ));
+        }
+        for (j, t) in a.tags.iter().enumerate() {
+            AgentTags::parse([t.as_str()]).map_err(|e| {
+                err(
+                    key_path!["agent", i, "tags", j],
+                    format!("{e}; write tags like \"queue=linux\""),
+                )
+            })?;
+        }
+        let tags = AgentTags::parse(a.tags.iter().map(String::as_str))
+            .map_err(|e| err(key_path!["agent", i, "tags"], e.to_string()))?;
+        if a.template.is_empty() {
+            return Err(err(
+                key_path!["agent", i, "template"],
+                "give the name of the template domain on the hosts".into(),
+            ));
+        }
+        let allowed: Vec<usize> = match &a.hosts {
+            None => order.clone(),
+            Some(names) => {
+                let mut picked = Vec::new();
+                for (j, n) in names.iter().enumerate() {
+                    match host_index.get(n) {
+                        Some(&h) => picked.push(h),
+                        None => {
+                            return Err(err(
+                                key_path!["agent", i, "hosts", j],
+                                format!(
+                                    "no [[host]] is named {n:?}; known hosts: {}",
+                                    hosts
+                                        .iter()
+                                        .map(|h| h.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            ))
+                        }
+                    }
+                }
+                order
+                    .iter()
+                    .copied()
+                    .filter(|h| picked.contains(h))
+                    .collect()
+            }
+        };
+        if allowed.is_empty() {
+            return Err(err(
+                key_path!["agent", i, "hosts"],
+                "an empty list would never start a VM; name at least one host".into(),
+            ));
+        }
+        if a.max_instances == Some(0) {
+            return Err(err(
+                key_path!["agent", i, "max_instances"],
+                "0 would never start a VM; remove the agent or give at least 1".into(),
+            ));
+        }
+        let agent_token = secret(
+            &a.agent_token_file,
+            key_path!["agent", i, "agent_token_file"],
+        )?;
+        if agent_token.is_none() && agent_token_missing(source, &raw.buildkite, env) {
+            return Err(err(
+                key_path!["agent", i, "agent_token_file"],
+                "the VMs need an agent token: set agent_token_file here or buildkite.agent_token_file".into(),
+            ));
+        }
+        agents.push(AgentDef {
+            name: a.name.clone(),
+            tags,
+            template: a.template.clone(),
+            hosts: allowed,
+            max_instances: a.max_instances,
+            agent_token,
+        });
+    }
+    if agents.is_empty() {
+        return Err(err(
+            key_path!["agent"],
+            "no [[agent]] is defined; add at least one with name, tags and template".into(),
+        ));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        buildkite: Buildkite {
+            source,
+            agent_endpoint,
+            agent_token,
+            api_endpoint,
+            api_token,
+            organization,
+            stack_key,
+            poll_interval: Duration::from_secs(poll),
+            vm_agent_endpoint,
+        },
+        launcher,
+        webhook,
+        metrics_listen,
+        hosts,
+        agents,
+    })
+}
+
+fn agent_token_missing(
+    _source: Source,
+    b: &RawBuildkite,
+    env: &impl Fn(&str) -> Option<String>,
+) -> bool {
+    b.agent_token_file.is_none() && env("BUILDKITE_AGENT_TOKEN").is_none()
+}

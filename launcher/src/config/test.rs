@@ -1,0 +1,206 @@
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"
+[buildkite]
+agent_endpoint = "http://127.0.0.1:9000/v3/"
+stack_key = "kvm"
+
+[[host]]
+name = "vmhost01"
+uri = "qemu:///system"
+memory_limit = "90%"
+max_vms = 4
+
+[[host]]
+name = "vmhost02"
+uri = "qemu+ssh://root@vmhost02/system"
+priority = -1
+wake = { mac = "52:54:00:12:34:56", broadcast = "10.0.0.255" }
+
+[[agent]]
+name = "debian"
+tags = ["queue=linux", "os=debian"]
+template = "debian-agent"
+
+[[agent]]
+name = "windows"
+tags = ["queue=windows"]
+template = "windows-agent"
+hosts = ["vmhost01"]
+max_instances = 2
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn token_env(k: &str) -> Option<String> {
+    (k == "BUILDKITE_AGENT_TOKEN").then(|| "cluster-token".to_string())
+}
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    parse(Path::new("/etc/launcher.toml"), text, token_env)
+}
+
+fn error(text: &str) -> String {
+    check(text).unwrap_err().to_string()
+}
+
+#[test]
+fn a_full_config_reads_into_typed_settings() {
+    let c = check(GOOD).unwrap();
+    assert_eq!(c.buildkite.source, Source::Stacks);
+    assert_eq!(c.buildkite.agent_endpoint, "http://127.0.0.1:9000/v3");
+    assert_eq!(c.buildkite.vm_agent_endpoint, "http://127.0.0.1:9000/v3");
+    assert_eq!(c.hosts[0].memory_limit, Some(MemoryLimit::Percent(90)));
+    assert_eq!(c.hosts[1].wake.as_ref().unwrap().port, 7);
+    // vmhost02 has the lower priority number, so it is tried first.
+    assert_eq!(c.agents[0].hosts, vec![1, 0]);
+    assert_eq!(c.agents[1].hosts, vec![0]);
+    assert_eq!(c.queues(), vec!["linux".to_string(), "windows".to_string()]);
+    assert_eq!(c.vm_token(&c.agents[0]).unwrap().expose(), "cluster-token");
+}
+
+#[test]
+fn tokens_never_show_in_debug_output() {
+    let c = check(GOOD).unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("cluster-token"), "{shown}");
+    assert!(shown.contains("<redacted>"));
+}
+
+#[test]
+fn an_unknown_key_names_file_line_and_key() {
+    let text = GOOD.replace("max_vms = 4", "max_vm = 4");
+    let e = error(&text);
+    assert!(
+        e.starts_with("/etc/launcher.toml:10: host[0].max_vm: unknown field `max_vm`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_wrong_type_names_file_line_and_key() {
+    let text = GOOD.replace("max_instances = 2", "max_instances = \"two\"");
+    let e = error(&text);
+    assert!(
+        e.starts_with("/etc/launcher.toml:28: agent[1].max_instances:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_value_names_file_line_and_key() {
+    let e = error(&GOOD.replace("\"90%\"", "\"lots\""));
+    assert!(
+        e.starts_with("/etc/launcher.toml:9: host[0].memory_limit: \"lots\" is not a size"),
+        "{e}"
+    );
+    let e = error(&GOOD.replace("52:54:00:12:34:56", "52:54:00"));
+    assert!(
+        e.starts_with("/etc/launcher.toml:16: host[1].wake.mac:"),
+        "{e}"
+    );
+    let e = error(&GOOD.replace("hosts = [\"vmhost01\"]", "hosts = [\"vmhost09\"]"));
+    assert!(
+        e.starts_with(
+            "/etc/launcher.toml:27: agent[1].hosts[0]: no [[host]] is named \"vmhost09\""
+        ),
+        "{e}"
+    );
+    let e = error(&GOOD.replace("\"os=debian\"", "\"debian\""));
+    assert!(
+        e.starts_with("/etc/launcher.toml:20: agent[0].tags[1]:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_key_names_its_table() {
+    let text = GOOD.replace("template = \"windows-agent\"\n", "");
+    let e = error(&text);
+    assert!(e.contains("agent[1]"), "{e}");
+    assert!(e.contains("missing field `template`"), "{e}");
+}
+
+#[test]
+fn broken_toml_names_the_line() {
+    let e = error("[buildkite\n");
+    assert!(e.starts_with("/etc/launcher.toml:1: "), "{e}");
+}
+
+#[test]
+fn the_environment_overrides_the_file() {
+    let env = |k: &str| match k {
+        "BUILDKITE_AGENT_ENDPOINT" => Some("http://10.0.0.1:1/v3".to_string()),
+        "BUILDKITE_AGENT_TOKEN" => Some("from-env".to_string()),
+        "BUILDKITE_API_ENDPOINT" => Some("http://10.0.0.1:1/v2".to_string()),
+        "BUILDKITE_API_TOKEN" => Some("api-env".to_string()),
+        "BUILDKITE_ORGANIZATION" => Some("acme".to_string()),
+        _ => None,
+    };
+    let c = parse(Path::new("c.toml"), GOOD, env).unwrap();
+    assert_eq!(c.buildkite.agent_endpoint, "http://10.0.0.1:1/v3");
+    assert_eq!(c.buildkite.agent_token.unwrap().expose(), "from-env");
+    assert_eq!(c.buildkite.api_endpoint, "http://10.0.0.1:1/v2");
+    assert_eq!(c.buildkite.api_token.unwrap().expose(), "api-env");
+    assert_eq!(c.buildkite.organization.as_deref(), Some("acme"));
+    // A bad override is named as such.
+    let bad = |k: &str| (k == "BUILDKITE_AGENT_ENDPOINT").then(|| "ftp://x".to_string());
+    let e = parse(Path::new("c.toml"), GOOD, bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("c.toml: environment BUILDKITE_AGENT_ENDPOINT:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn without_any_token_the_error_says_what_to_set() {
+    let e = parse(Path::new("c.toml"), GOOD, no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("BUILDKITE_AGENT_TOKEN"), "{e}");
+}
+
+#[test]
+fn token_files_are_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "secret-one\n").unwrap();
+    let text = GOOD.replace(
+        "stack_key = \"kvm\"",
+        "stack_key = \"kvm\"\nagent_token_file = \"token\"",
+    );
+    let c = parse(&dir.path().join("l.toml"), &text, no_env).unwrap();
+    assert_eq!(c.buildkite.agent_token.unwrap().expose(), "secret-one");
+    let text = text.replace("\"token\"", "\"missing\"");
+    let e = parse(&dir.path().join("l.toml"), &text, no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(":5: buildkite.agent_token_file: cannot read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn polling_slower_than_the_disconnect_timeout_is_refused() {
+    let text = GOOD.replace("stack_key = \"kvm\"", "poll_interval = 45");
+    let e = error(&text);
+    assert!(
+        e.starts_with("/etc/launcher.toml:4: buildkite.poll_interval: 45 s"),
+        "{e}"
+    );
+}
+
+#[test]
+fn memory_limits_read_as_virt_launch_counts_them() {
+    assert_eq!(MemoryLimit::parse("28GiB"), Ok(MemoryLimit::Kib(28 << 20)));
+    assert_eq!(MemoryLimit::parse("512M"), Ok(MemoryLimit::Kib(512 << 10)));
+    assert_eq!(MemoryLimit::parse("90%").unwrap().kib(1000), 900);
+    assert!(MemoryLimit::parse("150%").is_err());
+    assert!(MemoryLimit::parse("12 parsecs").is_err());
+}

@@ -1,0 +1,823 @@
+//! The loop: look at Buildkite, decide, reserve, wake and start, watch
+//! the jobs whose VMs are coming, and do it again every poll interval or
+//! at once when a webhook says a job was scheduled.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use kvmhost::libvirt::instance::InstanceSpec;
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::{Config, Source};
+use crate::hosts::{label, templates_of, HostRt};
+use crate::metrics::Metrics;
+use crate::schedule::{Action, Decision, DefView, Job, Plan};
+use crate::stacks::{Client, Notification};
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// One pass, then exit.
+    pub once: bool,
+    /// Decide and print, start nothing.
+    pub dry_run: bool,
+}
+
+/// Where a job's VM is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Waking the host or starting the VM.
+    Starting,
+    /// The VM was started under this name; its agent has not taken the job yet.
+    Booting(String),
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    job: Job,
+    queue: String,
+    def: usize,
+    host: usize,
+    phase: Phase,
+    since: Instant,
+    reserved_until: Instant,
+    cancelled: bool,
+}
+
+enum Event {
+    Started {
+        job: String,
+        vm: String,
+    },
+    Failed {
+        job: String,
+        host: usize,
+        why: String,
+    },
+    Woke {
+        host: usize,
+        took: Duration,
+    },
+}
+
+/// The running launcher.
+pub struct Daemon {
+    cfg: Arc<Config>,
+    opts: Options,
+    client: Client,
+    hosts: Vec<Arc<HostRt>>,
+    /// Counters served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Notified to run a pass at once (webhooks).
+    pub kick: Arc<Notify>,
+    inflight: HashMap<String, InFlight>,
+    retry: HashMap<String, (Job, String)>,
+    finished: HashSet<String>,
+    noted: HashMap<String, String>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    last_pass: Instant,
+    /// Set to the Unix time after each pass (feeds the systemd watchdog).
+    pub heartbeat: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// The stack key of a queue: `<stack_key>-<queue>`, queue names reduced
+/// to what stack keys allow.
+pub fn stack_key(prefix: &str, queue: &str) -> String {
+    let q: String = queue
+        .trim_start_matches("__")
+        .trim_end_matches("__")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{prefix}-{q}")
+}
+
+impl Daemon {
+    /// A daemon for `cfg`; nothing is contacted yet.
+    pub fn new(cfg: Config, opts: Options) -> Result<Self, String> {
+        if cfg.buildkite.source == Source::Rest {
+            return Err(format!(
+                "{}: buildkite.source = \"rest\" is not supported yet; use the Stacks API (a cluster agent token)",
+                cfg.path.display()
+            ));
+        }
+        let token = cfg
+            .buildkite
+            .agent_token
+            .clone()
+            .ok_or("no cluster agent token")?;
+        let client = Client::new(&cfg.buildkite.agent_endpoint, token);
+        let hosts = cfg.hosts.iter().cloned().map(HostRt::new).collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Daemon {
+            cfg: Arc::new(cfg),
+            opts,
+            client,
+            hosts,
+            metrics: Arc::new(Metrics::default()),
+            kick: Arc::new(Notify::new()),
+            inflight: HashMap::new(),
+            retry: HashMap::new(),
+            finished: HashSet::new(),
+            noted: HashMap::new(),
+            tx,
+            rx,
+            last_pass: Instant::now(),
+            heartbeat: None,
+        })
+    }
+
+    /// How long a reservation lasts: long enough to wake a host and boot.
+    fn reservation(&self) -> Duration {
+        let l = &self.cfg.launcher;
+        (l.wake_timeout + l.boot_timeout + Duration::from_secs(60)).min(Duration::from_secs(3600))
+    }
+
+    fn key(&self, queue: &str) -> String {
+        stack_key(&self.cfg.buildkite.stack_key, queue)
+    }
+
+    /// Registers a stack per queue (retried until it works or `stop`).
+    pub async fn register(&self) -> Result<(), String> {
+        for q in self.cfg.queues() {
+            self.client
+                .register(&self.key(&q), &q)
+                .await
+                .map_err(|e| format!("registering the stack for queue {q}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Deregisters every stack; errors are reported, not fatal.
+    pub async fn deregister(&self) {
+        for q in self.cfg.queues() {
+            if let Err(e) = self.client.deregister(&self.key(&q)).await {
+                eprintln!("deregistering the stack for queue {q}: {e}");
+            }
+        }
+    }
+
+    /// Runs passes until `stop` resolves (or once with `--once`).
+    pub async fn run(
+        &mut self,
+        out: &mut (dyn Write + Send),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), String> {
+        tokio::pin!(stop);
+        let mut first = true;
+        loop {
+            let decisions = self.pass(first).await;
+            first = false;
+            if self.opts.dry_run {
+                for d in &decisions {
+                    let line = serde_json::to_string(d).map_err(|e| e.to_string())?;
+                    writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                }
+                out.flush().map_err(|e| e.to_string())?;
+            }
+            if self.opts.once {
+                // Let started launches finish before leaving.
+                self.drain_launches(Duration::from_secs(600)).await;
+                return Ok(());
+            }
+            let every = self.cfg.buildkite.poll_interval;
+            let wait = if self.inflight.is_empty() {
+                every
+            } else {
+                every.min(Duration::from_secs(2))
+            };
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.kick.notified() => {}
+                ev = self.rx.recv() => {
+                    if let Some(ev) = ev { self.on_event(ev).await; }
+                }
+            }
+        }
+    }
+
+    async fn drain_launches(&mut self, limit: Duration) {
+        let t0 = Instant::now();
+        while self.inflight.values().any(|f| f.phase == Phase::Starting) && t0.elapsed() < limit {
+            match tokio::time::timeout(Duration::from_secs(1), self.rx.recv()).await {
+                Ok(Some(ev)) => self.on_event(ev).await,
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Woke { host, took } => {
+                self.metrics.woke(took);
+                if !took.is_zero() {
+                    eprintln!(
+                        "{}: awake after {:.1} s",
+                        self.cfg.hosts[host].name,
+                        took.as_secs_f64()
+                    );
+                }
+            }
+            Event::Started { job, vm } => {
+                let Some(f) = self.inflight.get_mut(&job) else {
+                    return;
+                };
+                let host = self.cfg.hosts[f.host].name.clone();
+                let def = self.cfg.agents[f.def].name.clone();
+                eprintln!("job {job}: started {vm} on {host}");
+                let since = parse_rfc3339(&f.job.scheduled_at)
+                    .and_then(|t| SystemTime::now().duration_since(t).ok());
+                self.metrics.vm_started(&host, &def, since);
+                f.phase = Phase::Booting(vm.clone());
+                f.since = Instant::now();
+                let (cancelled, queue, host_idx) = (f.cancelled, f.queue.clone(), f.host);
+                if cancelled {
+                    self.remove_vm(host_idx, &vm);
+                    self.inflight.remove(&job);
+                } else {
+                    self.note(&queue, &job, format!("booting {vm} on {host}"))
+                        .await;
+                }
+            }
+            Event::Failed { job, host, why } => {
+                let name = self.cfg.hosts[host].name.clone();
+                eprintln!("job {job}: {name}: {why}");
+                self.metrics.start_failed(&name);
+                if let Some(f) = self.inflight.remove(&job) {
+                    if !f.cancelled {
+                        // Placed again next pass, on another host if this one keeps failing.
+                        self.retry.insert(job, (f.job, f.queue));
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_vm(&self, host: usize, vm: &str) {
+        let Some(conn) = self.hosts[host].conn() else {
+            return;
+        };
+        let vm = vm.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = conn.remove_instance(&vm) {
+                if !e.is_not_found() {
+                    eprintln!("removing {vm}: {e}");
+                }
+            }
+        });
+    }
+
+    async fn note(&mut self, queue: &str, job: &str, detail: String) {
+        if self.opts.dry_run || self.noted.get(job) == Some(&detail) {
+            return;
+        }
+        let n = [Notification {
+            job_uuid: job.to_string(),
+            detail: detail.clone(),
+        }];
+        if self.client.notify(&self.key(queue), &n).await.is_ok() {
+            self.noted.insert(job.to_string(), detail);
+        }
+    }
+
+    /// One pass; returns its decisions.
+    pub async fn pass(&mut self, first: bool) -> Vec<Decision> {
+        let t0 = Instant::now();
+        while let Ok(ev) = self.rx.try_recv() {
+            self.on_event(ev).await;
+        }
+        self.probe_hosts(first).await;
+        if !self.opts.dry_run {
+            self.watch_inflight().await;
+        }
+
+        // Jobs that have a VM (ours, from libvirt, also after a restart).
+        let mut taken: HashSet<String> = self.inflight.keys().cloned().collect();
+        for h in &self.hosts {
+            for i in h.instances() {
+                if i.labels.get(label::LAUNCHER) == Some(&self.cfg.buildkite.stack_key) {
+                    if let Some(j) = i.labels.get(label::JOB) {
+                        taken.insert(j.clone());
+                    }
+                }
+            }
+        }
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut queue_of: HashMap<String, String> = HashMap::new();
+        let mut decisions = Vec::new();
+        let mut seen = 0;
+        for q in self.cfg.queues() {
+            let key = self.key(&q);
+            let mut after: Option<String> = None;
+            for _page in 0..2 {
+                match self
+                    .client
+                    .scheduled_jobs(&key, &q, after.as_deref(), 500)
+                    .await
+                {
+                    Ok(page) => {
+                        seen += page.jobs.len();
+                        for j in page.jobs {
+                            if taken.contains(&j.id) || self.finished.contains(&j.id) {
+                                continue;
+                            }
+                            if page.paused {
+                                decisions.push(Decision {
+                                    job: j.id,
+                                    definition: None,
+                                    host: None,
+                                    action: Action::Skip,
+                                    reason: format!("queue {q} is paused (dispatch_paused)"),
+                                });
+                                continue;
+                            }
+                            queue_of.insert(j.id.clone(), q.clone());
+                            jobs.push(j);
+                        }
+                        after = page.next;
+                        if after.is_none() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.error("buildkite");
+                        eprintln!("listing jobs of queue {q}: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        self.metrics.jobs_seen(seen);
+        for (id, (job, q)) in std::mem::take(&mut self.retry) {
+            if !taken.contains(&id) && !queue_of.contains_key(&id) {
+                queue_of.insert(id, q);
+                jobs.push(job);
+            }
+        }
+
+        // Capacity already promised to launches under way.
+        let mut pending: HashMap<usize, (u32, u64)> = HashMap::new();
+        let mut defs: Vec<DefView> = self
+            .cfg
+            .agents
+            .iter()
+            .map(|_| DefView {
+                running: 0,
+                memory_kib: 0,
+                broken_on: HashMap::new(),
+            })
+            .collect();
+        for (d, a) in self.cfg.agents.iter().enumerate() {
+            for &h in &a.hosts {
+                match self.hosts[h].template(&a.template) {
+                    Some(Ok(t)) => defs[d].memory_kib = defs[d].memory_kib.max(t.memory_kib),
+                    Some(Err(e)) if self.hosts[h].conn().is_some() => {
+                        defs[d].broken_on.insert(h, e);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for f in self.inflight.values() {
+            defs[f.def].running += 1;
+            if f.phase == Phase::Starting {
+                let p = pending.entry(f.host).or_default();
+                p.0 += 1;
+                p.1 += defs[f.def].memory_kib;
+            }
+        }
+        for h in &self.hosts {
+            for i in h.instances() {
+                if let Some(d) = i.labels.get(label::DEFINITION) {
+                    if let Some(idx) = self.cfg.agents.iter().position(|a| &a.name == d) {
+                        // Booting VMs are both in flight and listed: count once.
+                        let booting = i
+                            .labels
+                            .get(label::JOB)
+                            .is_some_and(|j| self.inflight.contains_key(j));
+                        if !booting {
+                            defs[idx].running += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let mut views: Vec<_> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let (n, kib) = pending.get(&i).copied().unwrap_or_default();
+                h.view(n, kib)
+            })
+            .collect();
+        let asleep = views
+            .iter()
+            .filter(|v| v.power != crate::schedule::Power::Awake)
+            .count();
+        let plan = Plan::new(&self.cfg);
+        decisions.extend(plan.pass(&jobs, &mut views, &mut defs));
+        if !self.opts.dry_run {
+            self.act(&decisions, &jobs, &queue_of).await;
+        }
+        let vms: usize = self.hosts.iter().map(|h| h.instances().len()).sum();
+        self.metrics
+            .pass(asleep, vms, self.last_pass.elapsed(), t0.elapsed());
+        self.last_pass = Instant::now();
+        if let Some(h) = &self.heartbeat {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            h.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
+        decisions
+    }
+
+    async fn probe_hosts(&self, force: bool) {
+        let templates = Arc::new(templates_of(&self.cfg));
+        let mut tasks = Vec::new();
+        for h in &self.hosts {
+            let h = h.clone();
+            let t = templates.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                h.probe(&t, force);
+                h.sweep();
+            }));
+        }
+        // A host that takes long to answer is read in the background and
+        // counts as it was until then.
+        let limit = if force {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(3)
+        };
+        let _ = tokio::time::timeout(limit, futures_join(tasks)).await;
+    }
+
+    async fn act(
+        &mut self,
+        decisions: &[Decision],
+        jobs: &[Job],
+        queue_of: &HashMap<String, String>,
+    ) {
+        let by_id: HashMap<&str, &Job> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+        let mut to_reserve: BTreeMap<String, Vec<&Decision>> = BTreeMap::new();
+        for d in decisions {
+            let Some(q) = queue_of.get(&d.job) else {
+                continue;
+            };
+            match d.action {
+                Action::Start | Action::Wake | Action::Finish => {
+                    to_reserve.entry(q.clone()).or_default().push(d)
+                }
+                Action::Wait => {
+                    let q = q.clone();
+                    self.note(&q, &d.job, d.reason.clone()).await;
+                }
+                Action::Skip => {}
+            }
+        }
+        let expiry = self.reservation();
+        for (q, ds) in to_reserve {
+            let key = self.key(&q);
+            let ids: Vec<String> = ds.iter().map(|d| d.job.clone()).collect();
+            let reserved: HashSet<String> = match self.client.reserve(&key, &ids, expiry).await {
+                Ok(r) => r.into_iter().collect(),
+                Err(e) => {
+                    self.metrics.error("buildkite");
+                    eprintln!("reserving jobs of queue {q}: {e}");
+                    continue;
+                }
+            };
+            self.metrics.jobs_reserved(reserved.len());
+            for d in ds {
+                if !reserved.contains(&d.job) {
+                    continue;
+                }
+                let Some(job) = by_id.get(d.job.as_str()) else {
+                    continue;
+                };
+                if d.action == Action::Finish {
+                    match self.client.finish(&key, &d.job, &d.reason).await {
+                        Ok(()) => {
+                            self.finished.insert(d.job.clone());
+                            self.metrics.job_finished();
+                            eprintln!("job {}: given up: {}", d.job, d.reason);
+                        }
+                        Err(e) => eprintln!("finishing job {}: {e}", d.job),
+                    }
+                    continue;
+                }
+                let def = self
+                    .cfg
+                    .agents
+                    .iter()
+                    .position(|a| Some(&a.name) == d.definition.as_ref());
+                let host = self
+                    .cfg
+                    .hosts
+                    .iter()
+                    .position(|h| Some(&h.name) == d.host.as_ref());
+                let (Some(def), Some(host)) = (def, host) else {
+                    continue;
+                };
+                self.inflight.insert(
+                    d.job.clone(),
+                    InFlight {
+                        job: (*job).clone(),
+                        queue: q.clone(),
+                        def,
+                        host,
+                        phase: Phase::Starting,
+                        since: Instant::now(),
+                        reserved_until: Instant::now() + expiry,
+                        cancelled: false,
+                    },
+                );
+                if d.action == Action::Wake {
+                    let name = self.cfg.hosts[host].name.clone();
+                    self.note(&q, &d.job, format!("waking {name}")).await;
+                }
+                self.spawn_launch((*job).clone(), q.clone(), def, host);
+            }
+        }
+    }
+
+    fn spawn_launch(&self, job: Job, queue: String, def: usize, host: usize) {
+        let cfg = self.cfg.clone();
+        let rt = self.hosts[host].clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let (conn, took) = match rt.wake(cfg.launcher.wake_timeout).await {
+                Ok(c) => c,
+                Err(why) => {
+                    rt.set_failing(why.clone(), cfg.launcher.host_retry_after);
+                    let _ = tx.send(Event::Failed {
+                        job: job.id,
+                        host,
+                        why,
+                    });
+                    return;
+                }
+            };
+            let _ = tx.send(Event::Woke { host, took });
+            let spec = instance_spec(&cfg, def, &job, &queue);
+            let r = tokio::task::spawn_blocking(move || crate::hosts::launch(&conn, &spec)).await;
+            let why = match r {
+                Ok(Ok(inst)) => {
+                    let _ = tx.send(Event::Started {
+                        job: job.id,
+                        vm: inst.name,
+                    });
+                    return;
+                }
+                Ok(Err(why)) => why,
+                Err(e) => format!("the start task failed: {e}"),
+            };
+            rt.set_failing(
+                format!("could not start a VM: {why}"),
+                cfg.launcher.host_retry_after,
+            );
+            let _ = tx.send(Event::Failed {
+                job: job.id,
+                host,
+                why,
+            });
+        });
+    }
+
+    /// Jobs whose VM is coming: cancelled ones lose their VM, taken ones
+    /// are left to it, the rest keep their reservation until the boot
+    /// timeout, then are placed again.
+    async fn watch_inflight(&mut self) {
+        let mut by_queue: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, f) in &self.inflight {
+            by_queue
+                .entry(f.queue.clone())
+                .or_default()
+                .push(id.clone());
+        }
+        for (q, ids) in by_queue {
+            let key = self.key(&q);
+            let states = match self.client.states(&key, &ids).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.metrics.error("buildkite");
+                    eprintln!("reading job states of queue {q}: {e}");
+                    continue;
+                }
+            };
+            let mut extend = Vec::new();
+            for id in ids {
+                let Some(state) = states.get(&id) else {
+                    continue;
+                };
+                let Some(f) = self.inflight.get_mut(&id) else {
+                    continue;
+                };
+                match state.as_str() {
+                    "scheduled" | "reserved" => {
+                        if let Phase::Booting(vm) = &f.phase {
+                            if f.since.elapsed() > self.cfg.launcher.boot_timeout {
+                                let (vm, host) = (vm.clone(), f.host);
+                                eprintln!("job {id}: {vm} did not take the job within the boot timeout; removing it");
+                                let f = self.inflight.remove(&id).expect("present");
+                                self.remove_vm(host, &vm);
+                                self.retry.insert(id, (f.job, f.queue));
+                                continue;
+                            }
+                        }
+                        let total = self.cfg.launcher.wake_timeout + self.cfg.launcher.boot_timeout;
+                        if f.reserved_until.saturating_duration_since(Instant::now()) < total / 2 {
+                            extend.push(id.clone());
+                        }
+                    }
+                    "assigned" | "accepted" | "running" => {
+                        self.inflight.remove(&id);
+                    }
+                    other => {
+                        eprintln!(
+                            "job {id} is {other} before its VM took it; the VM is not needed"
+                        );
+                        f.cancelled = true;
+                        if let Phase::Booting(vm) = &f.phase {
+                            let (vm, host) = (vm.clone(), f.host);
+                            self.inflight.remove(&id);
+                            self.remove_vm(host, &vm);
+                        }
+                    }
+                }
+            }
+            if !extend.is_empty() {
+                let expiry = self.reservation();
+                if let Ok(r) = self.client.reserve(&key, &extend, expiry).await {
+                    for id in r {
+                        if let Some(f) = self.inflight.get_mut(&id) {
+                            f.reserved_until = Instant::now() + expiry;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// The instance for `job` of definition `def`: its name, labels, the
+/// values for the template's placeholders, and the default user-data
+/// (a script that runs the agent for this one job, then powers off).
+pub fn instance_spec(cfg: &Config, def: usize, job: &Job, queue: &str) -> InstanceSpec {
+    let a = &cfg.agents[def];
+    let short: String = job
+        .id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
+    let name = format!("{}-{short}-{}", a.name, random_hex(4));
+    let token = cfg
+        .vm_token(a)
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default();
+    let mut tags: Vec<String> = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !a.tags.has("queue") {
+        tags.push(format!(
+            "queue={}",
+            if queue == "__default__" {
+                "default"
+            } else {
+                queue
+            }
+        ));
+    }
+    let tags = tags.join(",");
+    let endpoint = cfg.buildkite.vm_agent_endpoint.clone();
+    let vars = BTreeMap::from([
+        ("buildkite_agent_token".to_string(), token.clone()),
+        ("buildkite_agent_endpoint".to_string(), endpoint.clone()),
+        ("buildkite_job_id".to_string(), job.id.clone()),
+        ("buildkite_agent_tags".to_string(), tags.clone()),
+        ("buildkite_queue".to_string(), queue.to_string()),
+    ]);
+    let q = sh_quote;
+    let script = format!(
+        "#!/bin/sh\n# Written by buildkite-agent-launcher: run job {id}, then power off.\n\
+         export BUILDKITE_AGENT_TOKEN={token}\n\
+         export BUILDKITE_AGENT_ENDPOINT={endpoint}\n\
+         export BUILDKITE_BUILD_PATH=\"${{BUILDKITE_BUILD_PATH:-/var/lib/buildkite-agent/builds}}\"\n\
+         buildkite-agent start --acquire-job {id} --tags {tags} --name {name}\n\
+         poweroff\n",
+        id = q(&job.id),
+        token = q(&token),
+        endpoint = q(&endpoint),
+        tags = q(&tags),
+        name = q(&name),
+    );
+    InstanceSpec {
+        template: a.template.clone(),
+        name: name.clone(),
+        vars,
+        default_user_data: Some(script),
+        labels: BTreeMap::from([
+            (label::LAUNCHER.to_string(), cfg.buildkite.stack_key.clone()),
+            (label::JOB.to_string(), job.id.clone()),
+            (label::DEFINITION.to_string(), a.name.clone()),
+            (label::QUEUE.to_string(), queue.to_string()),
+        ]),
+    }
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n.div_ceil(2)];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    let mut s = hex::encode(buf);
+    s.truncate(n);
+    s
+}
+
+/// Parses `2026-01-02T03:04:05Z` or with fractional seconds / offset `+00:00`.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
+        rest = &frac[digits.len()..];
+        nanos = format!("{digits:0<9}").get(..9)?.parse().ok()?;
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o.get(1..3)?.parse::<i64>().ok()? * 3600
+                + o.get(4..6)?.parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + mi * 60 + se - offset;
+    (secs >= 0).then(|| SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_parse() {
+        let t = parse_rfc3339("2026-12-01T11:12:45Z").unwrap();
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, 1796123565);
+        let t2 = parse_rfc3339("2026-12-01T12:12:45.500+01:00").unwrap();
+        assert_eq!(t2.duration_since(t).unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn stack_keys_are_made_of_allowed_characters() {
+        assert_eq!(stack_key("kvm", "__default__"), "kvm-default");
+        assert_eq!(stack_key("kvm", "linux/arm64"), "kvm-linux-arm64");
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes() {
+        assert_eq!(sh_quote("a'b"), "'a'\\''b'");
+    }
+}

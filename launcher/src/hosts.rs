@@ -1,0 +1,297 @@
+//! The VM hosts as the daemon sees them: a libvirt connection when the
+//! host answers, what runs there, its memory, its templates, and whether
+//! it is asleep, being woken, or failing lately. Blocking libvirt calls
+//! run on tokio's blocking threads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvmhost::libvirt::instance::{Instance, InstanceInfo, InstanceSpec, MemoryUse};
+use kvmhost::libvirt::Host;
+use kvmhost::wake::{open_waking, WakeTarget};
+
+use crate::config::{Config, HostDef};
+use crate::schedule::{HostView, Power};
+
+/// Label keys the launcher puts on its instances.
+pub mod label {
+    /// The launcher's stack key: which launcher deployment made it.
+    pub const LAUNCHER: &str = "launcher";
+    /// The job it runs.
+    pub const JOB: &str = "job";
+    /// The agent definition.
+    pub const DEFINITION: &str = "definition";
+    /// The job's queue.
+    pub const QUEUE: &str = "queue";
+}
+
+/// What a template offers, read from a host.
+#[derive(Debug, Clone)]
+pub struct TemplateInfo {
+    /// Memory of one instance, KiB.
+    pub memory_kib: u64,
+    /// Pool of its instances' volumes.
+    pub pool: String,
+}
+
+#[derive(Default)]
+struct State {
+    conn: Option<Arc<Host>>,
+    waking: bool,
+    failing: Option<(Instant, String)>,
+    last_probe: Option<Instant>,
+    mem: Option<MemoryUse>,
+    instances: Vec<InstanceInfo>,
+    templates: HashMap<String, Result<TemplateInfo, String>>,
+    last_sweep: Option<Instant>,
+}
+
+/// One host of the config.
+pub struct HostRt {
+    /// Its settings.
+    pub def: HostDef,
+    state: Mutex<State>,
+    wake_lock: tokio::sync::Mutex<()>,
+}
+
+/// How often a host that does not answer is tried again without waking it.
+const ASLEEP_PROBE_EVERY: Duration = Duration::from_secs(30);
+
+impl HostRt {
+    /// A host not yet contacted.
+    pub fn new(def: HostDef) -> Arc<Self> {
+        Arc::new(HostRt {
+            def,
+            state: Mutex::new(State::default()),
+            wake_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open connection, if the host answers.
+    pub fn conn(&self) -> Option<Arc<Host>> {
+        self.st().conn.clone()
+    }
+
+    /// Marks the host as failing for `for_`, with why.
+    pub fn set_failing(&self, why: String, for_: Duration) {
+        let mut s = self.st();
+        s.failing = Some((Instant::now() + for_, why));
+        s.conn = None;
+    }
+
+    /// Instances found at the last probe.
+    pub fn instances(&self) -> Vec<InstanceInfo> {
+        self.st().instances.clone()
+    }
+
+    /// A template as last read on this host.
+    pub fn template(&self, name: &str) -> Option<Result<TemplateInfo, String>> {
+        self.st().templates.get(name).cloned()
+    }
+
+    /// Reads the host's state (never wakes it). A host that did not
+    /// answer lately is tried at most every 30 s unless `force`.
+    pub fn probe(self: &Arc<Self>, templates: &[String], force: bool) {
+        let (conn, skip) = {
+            let s = self.st();
+            let failing = s
+                .failing
+                .as_ref()
+                .is_some_and(|(until, _)| *until > Instant::now());
+            let recently = s
+                .last_probe
+                .is_some_and(|t| t.elapsed() < ASLEEP_PROBE_EVERY);
+            (
+                s.conn.clone(),
+                s.waking || failing || (s.conn.is_none() && recently && !force),
+            )
+        };
+        if skip {
+            return;
+        }
+        let conn = match conn.filter(|c| c.is_alive()) {
+            Some(c) => c,
+            None => match Host::open(&self.def.uri) {
+                Ok(h) => Arc::new(h),
+                Err(e) => {
+                    let mut s = self.st();
+                    s.conn = None;
+                    s.last_probe = Some(Instant::now());
+                    s.instances.clear();
+                    if self.def.wake.is_none() {
+                        s.failing = Some((
+                            Instant::now() + ASLEEP_PROBE_EVERY,
+                            format!("does not answer and has no wake settings: {e}"),
+                        ));
+                    }
+                    return;
+                }
+            },
+        };
+        let read = (|| -> kvmhost::libvirt::Result<_> {
+            let mem = conn.memory_use()?;
+            let inst = conn.instances()?;
+            Ok((mem, inst))
+        })();
+        let mut s = self.st();
+        s.last_probe = Some(Instant::now());
+        match read {
+            Ok((mem, inst)) => {
+                s.mem = Some(mem);
+                s.instances = inst;
+                s.failing = None;
+                s.conn = Some(conn.clone());
+            }
+            Err(_) => {
+                s.conn = None;
+                return;
+            }
+        }
+        let missing: Vec<String> = templates
+            .iter()
+            .filter(|t| !matches!(s.templates.get(*t), Some(Ok(_))))
+            .cloned()
+            .collect();
+        drop(s);
+        for t in missing {
+            let info = conn
+                .template(&t)
+                .map(|spec| TemplateInfo {
+                    memory_kib: spec.domain.memory_mib << 10,
+                    pool: spec.pool,
+                })
+                .map_err(|e| {
+                    if e.is_not_found() {
+                        format!("template '{t}' does not exist there")
+                    } else {
+                        e.to_string()
+                    }
+                });
+            self.st().templates.insert(t, info);
+        }
+    }
+
+    /// Removes volumes of instances that powered off, at most once a minute.
+    pub fn sweep(&self) {
+        let (conn, pools) = {
+            let mut s = self.st();
+            if s.last_sweep
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+            {
+                return;
+            }
+            s.last_sweep = Some(Instant::now());
+            let mut pools: Vec<String> = s
+                .templates
+                .values()
+                .filter_map(|t| t.as_ref().ok().map(|t| t.pool.clone()))
+                .collect();
+            pools.sort();
+            pools.dedup();
+            (s.conn.clone(), pools)
+        };
+        let Some(conn) = conn else { return };
+        for p in pools {
+            if let Ok(gone) = conn.sweep_instance_volumes(&p, Duration::from_secs(120)) {
+                for v in gone {
+                    eprintln!(
+                        "{}: removed volume {p}/{v} of an instance that is gone",
+                        self.def.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// The host as the scheduling pass sees it; `pending_vms` and
+    /// `pending_kib` are launches under way that libvirt does not list yet.
+    pub fn view(&self, pending_vms: u32, pending_kib: u64) -> HostView {
+        let s = self.st();
+        let power = match (&s.failing, s.waking, &s.conn) {
+            (Some((until, why)), _, _) if *until > Instant::now() => Power::Failing(why.clone()),
+            (_, true, _) => Power::Waking,
+            (_, _, Some(_)) => Power::Awake,
+            _ if self.def.wake.is_some() => Power::Asleep,
+            _ => Power::Unusable("does not answer and has no wake settings".into()),
+        };
+        let total = s.mem.map(|m| m.total_kib);
+        let limit_kib = match (self.def.memory_limit, total) {
+            (None, _) => u64::MAX,
+            (Some(l), Some(t)) => l.kib(t),
+            // Never seen awake: a size limit holds, a share is unknown.
+            (Some(crate::config::MemoryLimit::Kib(k)), None) => k,
+            (Some(_), None) => u64::MAX,
+        };
+        let awake = power == Power::Awake;
+        HostView {
+            power,
+            used_kib: if awake {
+                s.mem.map(|m| m.in_use_kib).unwrap_or(0)
+            } else {
+                0
+            } + pending_kib,
+            limit_kib,
+            vms: if awake { s.instances.len() as u32 } else { 0 } + pending_vms,
+            max_vms: self.def.max_vms,
+        }
+    }
+
+    /// Opens the host, waking it first when it sleeps; one wake at a
+    /// time per host, others wait for it. Returns the connection and how
+    /// long the wake took (zero when it was awake).
+    pub async fn wake(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> Result<(Arc<Host>, Duration), String> {
+        if let Some(c) = self.conn() {
+            return Ok((c, Duration::ZERO));
+        }
+        let _one = self.wake_lock.lock().await;
+        if let Some(c) = self.conn() {
+            return Ok((c, Duration::ZERO));
+        }
+        let Some(w) = self.def.wake.clone() else {
+            return Err("does not answer and has no wake settings".into());
+        };
+        self.st().waking = true;
+        let uri = self.def.uri.clone();
+        let targets = [
+            WakeTarget::new(w.mac, (w.broadcast, w.port).into()),
+            WakeTarget::new(w.mac, (w.broadcast, w.powerwake_port).into()),
+        ];
+        let r = tokio::task::spawn_blocking(move || {
+            open_waking(&uri, &targets, timeout, Duration::from_secs(1))
+        })
+        .await;
+        let mut s = self.st();
+        s.waking = false;
+        match r {
+            Ok(Ok((h, took))) => {
+                let h = Arc::new(h);
+                s.conn = Some(h.clone());
+                s.failing = None;
+                Ok((h, took))
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the wake task failed: {e}")),
+        }
+    }
+}
+
+/// Starts an instance on `host` (blocking; run it off the runtime).
+pub fn launch(host: &Host, spec: &InstanceSpec) -> Result<Instance, String> {
+    host.launch_instance(spec).map_err(|e| e.to_string())
+}
+
+/// The queue-independent names of the templates the config uses.
+pub fn templates_of(config: &Config) -> Vec<String> {
+    let mut t: Vec<String> = config.agents.iter().map(|a| a.template.clone()).collect();
+    t.sort();
+    t.dedup();
+    t
+}

@@ -1,0 +1,159 @@
+//! `buildkite-agent-launcher`: the daemon and its command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use launcher::config;
+use launcher::daemon::{Daemon, Options};
+use launcher::{http, sdnotify};
+
+const USAGE: &str = "usage:
+  buildkite-agent-launcher run --config FILE [--once] [--dry-run]
+  buildkite-agent-launcher check-config --config FILE
+
+run           poll Buildkite and start an agent VM per waiting job
+check-config  read FILE and report the first error (file, line, key)
+--once        one pass, then exit
+--dry-run     decide, start nothing; print one JSON object per decision
+The environment overrides the file: BUILDKITE_AGENT_ENDPOINT,
+BUILDKITE_AGENT_TOKEN, BUILDKITE_API_ENDPOINT, BUILDKITE_API_TOKEN,
+BUILDKITE_ORGANIZATION.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut cmd = None;
+    let mut path: Option<PathBuf> = None;
+    let mut opts = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "run" | "check-config" if cmd.is_none() => cmd = Some(a.clone()),
+            "--config" | "-c" => path = it.next().map(PathBuf::from),
+            s if s.starts_with("--config=") => path = Some(PathBuf::from(&s[9..])),
+            "--once" => opts.once = true,
+            "--dry-run" => opts.dry_run = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" => {
+                println!("buildkite-agent-launcher {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown argument {other:?}\n{USAGE}");
+                return ExitCode::from(64);
+            }
+        }
+    }
+    let (Some(cmd), Some(path)) = (cmd, path) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(64);
+    };
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(78);
+        }
+    };
+    if cmd == "check-config" {
+        println!(
+            "{}: ok ({} hosts, {} agent definitions, queues {})",
+            path.display(),
+            cfg.hosts.len(),
+            cfg.agents.len(),
+            cfg.queues().join(", ")
+        );
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
+    let poll = cfg.buildkite.poll_interval;
+    let webhook = cfg.webhook.clone();
+    let metrics_listen = cfg.metrics_listen;
+    let mut daemon = Daemon::new(cfg, opts)?;
+    if let Some(w) = webhook {
+        http::serve(
+            w.listen,
+            http::webhook_router(
+                w.token,
+                w.max_age,
+                daemon.kick.clone(),
+                daemon.metrics.clone(),
+            ),
+        )
+        .await?;
+    }
+    if let Some(addr) = metrics_listen {
+        http::serve(addr, http::metrics_router(daemon.metrics.clone())).await?;
+    }
+    daemon.register().await?;
+    sdnotify::notify("READY=1\nSTATUS=polling Buildkite");
+
+    // The watchdog is fed only while passes keep completing.
+    let heartbeat = Arc::new(AtomicU64::new(now_secs()));
+    daemon.heartbeat = Some(heartbeat.clone());
+    if let Some(every) = sdnotify::watchdog_interval() {
+        let stale = poll * 3 + Duration::from_secs(60);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let age = now_secs().saturating_sub(heartbeat.load(Ordering::Relaxed));
+                if age <= stale.as_secs() {
+                    sdnotify::notify("WATCHDOG=1");
+                }
+            }
+        });
+    }
+
+    let stop = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("stopping: no new jobs are taken; running VMs are left alone");
+    };
+    let mut out = std::io::stdout();
+    let result = daemon.run(&mut out, stop).await;
+    sdnotify::notify("STOPPING=1");
+    daemon.deregister().await;
+    result
+}

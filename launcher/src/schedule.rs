@@ -1,0 +1,293 @@
+//! One scheduling pass: which waiting job gets which agent definition on
+//! which host, and what to do about it. Pure: it reads a snapshot of the
+//! hosts and definitions and returns decisions; the daemon acts on them.
+//!
+//! Jobs are taken by priority (higher first), then oldest first. For each,
+//! the definitions whose tags accept the job's rules are tried in config
+//! order, and for each definition its hosts in host order, awake hosts
+//! before sleeping ones. A host takes a VM while it is under its VM cap
+//! and its memory, counted as `virt-launch --mem-limit` counts it (the
+//! larger of used memory and the running domains' allocations), stays
+//! within the limit with the VM added.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::rules::AgentTags;
+
+/// A job waiting for an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Job UUID.
+    pub id: String,
+    /// `agent_query_rules`.
+    pub rules: Vec<String>,
+    /// Higher runs first.
+    pub priority: i64,
+    /// When it was scheduled (RFC 3339; compared as text).
+    pub scheduled_at: String,
+}
+
+/// What a host can do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Power {
+    /// Answers; counts are live.
+    Awake,
+    /// Sleeping; can be woken.
+    Asleep,
+    /// A wake is under way.
+    Waking,
+    /// Failed to wake or start lately; passed over for now.
+    Failing(String),
+    /// Cannot serve this launcher (no wake settings while asleep, ...).
+    Unusable(String),
+}
+
+/// A host as the pass sees it.
+#[derive(Debug, Clone)]
+pub struct HostView {
+    /// Its state.
+    pub power: Power,
+    /// Memory in use, VMs included (KiB).
+    pub used_kib: u64,
+    /// The limit for new VMs (KiB); `u64::MAX` when none.
+    pub limit_kib: u64,
+    /// VMs of ours running or starting there.
+    pub vms: u32,
+    /// The host's VM cap.
+    pub max_vms: Option<u32>,
+}
+
+/// A definition as the pass sees it.
+#[derive(Debug, Clone)]
+pub struct DefView {
+    /// VMs of this kind running or starting.
+    pub running: u32,
+    /// Memory of one VM (KiB), from its template; 0 while unknown.
+    pub memory_kib: u64,
+    /// Hosts whose template for it is missing or broken, with why.
+    pub broken_on: HashMap<usize, String>,
+}
+
+/// What to do about a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Start a VM on an awake host now.
+    Start,
+    /// Wake the host (or wait for its wake under way), then start the VM.
+    Wake,
+    /// No room now; look again next pass.
+    Wait,
+    /// No VM can ever be had for it here: give the job up with a reason.
+    Finish,
+    /// Not ours to act on (no definition fits, queue paused, VM already coming).
+    Skip,
+}
+
+/// One decision, printed as a JSON line with `--dry-run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Job UUID.
+    pub job: String,
+    /// Agent definition chosen or considered.
+    pub definition: Option<String>,
+    /// Host chosen.
+    pub host: Option<String>,
+    /// What to do.
+    pub action: Action,
+    /// Why, for a person.
+    pub reason: String,
+}
+
+/// Inputs of a pass that do not change between passes.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    config: &'a Config,
+    parsed: Vec<AgentTags>,
+}
+
+impl<'a> Plan<'a> {
+    /// Prepares passes over `config`'s definitions and hosts.
+    pub fn new(config: &'a Config) -> Self {
+        Plan {
+            parsed: config.agents.iter().map(|a| a.tags.clone()).collect(),
+            config,
+        }
+    }
+
+    /// Decides for each of `jobs`. `hosts` and `defs` (indexed as in the
+    /// config) are updated with the VMs the decisions add.
+    pub fn pass(
+        &self,
+        jobs: &[Job],
+        hosts: &mut [HostView],
+        defs: &mut [DefView],
+    ) -> Vec<Decision> {
+        let mut order: Vec<&Job> = jobs.iter().collect();
+        order.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.scheduled_at.cmp(&b.scheduled_at))
+        });
+        // Jobs share few distinct rule sets: match each set once.
+        let mut matches: HashMap<&[String], Result<Vec<usize>, String>> = HashMap::new();
+        let mut out = Vec::with_capacity(order.len());
+        for job in order {
+            let fits = matches
+                .entry(job.rules.as_slice())
+                .or_insert_with(|| self.matching(&job.rules));
+            let decision = match fits {
+                Err(e) => Decision {
+                    job: job.id.clone(),
+                    definition: None,
+                    host: None,
+                    action: Action::Skip,
+                    reason: e.clone(),
+                },
+                Ok(list) if list.is_empty() => Decision {
+                    job: job.id.clone(),
+                    definition: None,
+                    host: None,
+                    action: Action::Skip,
+                    reason: format!("no [[agent]] has tags for the rules {:?}", job.rules),
+                },
+                Ok(list) => self.place(job, list, hosts, defs),
+            };
+            out.push(decision);
+        }
+        out
+    }
+
+    fn matching(&self, rules: &[String]) -> Result<Vec<usize>, String> {
+        let mut found = Vec::new();
+        for (i, tags) in self.parsed.iter().enumerate() {
+            if tags.accepts(rules).map_err(|e| e.to_string())? {
+                found.push(i);
+            }
+        }
+        Ok(found)
+    }
+
+    fn place(
+        &self,
+        job: &Job,
+        defs_fit: &[usize],
+        hosts: &mut [HostView],
+        defs: &mut [DefView],
+    ) -> Decision {
+        let mut temporary: Vec<String> = Vec::new();
+        let mut permanent: Vec<String> = Vec::new();
+        for &d in defs_fit {
+            let def = &self.config.agents[d];
+            if let Some(max) = def.max_instances {
+                if defs[d].running >= max {
+                    temporary.push(format!("{} has its {max} VMs running", def.name));
+                    continue;
+                }
+            }
+            let mem = defs[d].memory_kib;
+            let mut sleeping: Option<usize> = None;
+            for &h in &def.hosts {
+                let name = &self.config.hosts[h].name;
+                let host = &hosts[h];
+                if let Some(why) = defs[d].broken_on.get(&h) {
+                    permanent.push(format!("{name}: {why}"));
+                    continue;
+                }
+                match &host.power {
+                    Power::Unusable(why) => {
+                        permanent.push(format!("{name}: {why}"));
+                        continue;
+                    }
+                    Power::Failing(why) => {
+                        temporary.push(format!("{name}: {why}"));
+                        continue;
+                    }
+                    _ => {}
+                }
+                if mem > host.limit_kib {
+                    permanent.push(format!(
+                        "{name} may use at most {} MiB, {} needs {} MiB",
+                        host.limit_kib >> 10,
+                        def.name,
+                        mem >> 10
+                    ));
+                    continue;
+                }
+                if let Some(max) = host.max_vms {
+                    if host.vms >= max {
+                        temporary.push(format!("{name} has its {max} VMs"));
+                        continue;
+                    }
+                }
+                if host.used_kib.saturating_add(mem) > host.limit_kib {
+                    temporary.push(format!(
+                        "no host has {} MiB free ({name}: {} MiB)",
+                        mem >> 10,
+                        host.limit_kib.saturating_sub(host.used_kib) >> 10
+                    ));
+                    continue;
+                }
+                if host.power == Power::Awake {
+                    commit(&mut hosts[h], &mut defs[d], mem);
+                    return Decision {
+                        job: job.id.clone(),
+                        definition: Some(def.name.clone()),
+                        host: Some(name.clone()),
+                        action: Action::Start,
+                        reason: format!("{name} is awake and has room"),
+                    };
+                }
+                sleeping.get_or_insert(h);
+            }
+            if let Some(h) = sleeping {
+                let name = &self.config.hosts[h].name;
+                let reason = if hosts[h].power == Power::Waking {
+                    format!("{name} is waking; the VM starts when it answers")
+                } else {
+                    format!("no awake host has room; waking {name}")
+                };
+                hosts[h].power = Power::Waking;
+                commit(&mut hosts[h], &mut defs[d], mem);
+                return Decision {
+                    job: job.id.clone(),
+                    definition: Some(def.name.clone()),
+                    host: Some(name.clone()),
+                    action: Action::Wake,
+                    reason,
+                };
+            }
+        }
+        let definition = Some(self.config.agents[defs_fit[0]].name.clone());
+        if temporary.is_empty() {
+            Decision {
+                job: job.id.clone(),
+                definition,
+                host: None,
+                action: Action::Finish,
+                reason: format!("no host can ever run it: {}", permanent.join("; ")),
+            }
+        } else {
+            temporary.dedup();
+            Decision {
+                job: job.id.clone(),
+                definition,
+                host: None,
+                action: Action::Wait,
+                reason: temporary.join("; "),
+            }
+        }
+    }
+}
+
+fn commit(host: &mut HostView, def: &mut DefView, mem: u64) {
+    host.vms += 1;
+    host.used_kib = host.used_kib.saturating_add(mem);
+    def.running += 1;
+}
+
+#[cfg(test)]
+mod test;

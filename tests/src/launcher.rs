@@ -1,0 +1,216 @@
+//! Running `buildkite-agent-launcher` on the test bed: an agent template
+//! made of the tiny guest, a config file pointing at the stand-in and
+//! the bed's hosts, the built binary started and stopped by the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use kvmhost::libvirt::domain_xml::{
+    ConsoleDef, DomainDef, DomainKind, InterfaceDef, InterfaceSource, OsDef,
+};
+use kvmhost::libvirt::template::TemplateSpec;
+use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
+use kvmhost::libvirt::Host;
+
+use crate::buildkite::{Config, StandIn};
+use crate::guest::TinyGuest;
+use crate::libvirtd::{NETWORK, POOL};
+use crate::netns::Netns;
+use crate::util;
+
+/// Defines template `name` on `host` from the tiny guest (seed variant,
+/// 256 MiB, TCG), its serial console written to `<log_dir>/<vm>.serial.log`.
+/// An empty `user_data` leaves the launcher's own script in charge.
+pub fn define_agent_template(
+    host: &Host,
+    guest: &TinyGuest,
+    name: &str,
+    log_dir: &Path,
+    user_data: &str,
+) -> Result<()> {
+    let base = match host.volume(POOL, "agent-base.raw") {
+        Ok(v) => v,
+        Err(_) => host.create_volume(
+            POOL,
+            &VolumeSpec::new("agent-base.raw", 1 << 20, VolumeFormat::Raw),
+        )?,
+    };
+    host.define_template(&TemplateSpec {
+        domain: DomainDef {
+            name: name.into(),
+            kind: DomainKind::Qemu,
+            memory_mib: 256,
+            vcpu: 1,
+            os: OsDef {
+                kernel: Some(guest.kernel.display().to_string()),
+                initrd: Some(guest.initrd.display().to_string()),
+                cmdline: Some(guest.cmdline.clone()),
+                ..Default::default()
+            },
+            interfaces: vec![InterfaceDef {
+                source: InterfaceSource::Network(NETWORK.into()),
+                mac: None,
+                model: Some("virtio".into()),
+            }],
+            consoles: vec![ConsoleDef {
+                kind: "file".into(),
+                target_type: "serial".into(),
+                target_port: 0,
+                source_path: Some(log_dir.join("{{name}}.serial.log").display().to_string()),
+                source_host: None,
+                source_service: None,
+                log_file: None,
+            }],
+            ..Default::default()
+        },
+        base_volume_key: base.key,
+        pool: POOL.into(),
+        user_data: user_data.into(),
+        meta_data: None,
+        network_config: None,
+    })?;
+    Ok(())
+}
+
+/// Starts a stand-in whose socket lives in `ns` (its loopback), so a
+/// launcher running there reaches it as `http://127.0.0.1:PORT`.
+pub fn standin_in(ns: &Netns, config: Config) -> Result<StandIn> {
+    let path = format!("/var/run/netns/{}", ns.name());
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<StandIn> {
+            let f = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this thread only; the fd is open for the call.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            anyhow::ensure!(
+                rc == 0,
+                "setns into {path}: {}",
+                std::io::Error::last_os_error()
+            );
+            StandIn::start(config)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stand-in's thread panicked"))?
+    })
+}
+
+/// The launcher binary as built.
+pub fn binary() -> PathBuf {
+    util::bin_dir().join("buildkite-agent-launcher")
+}
+
+/// A folder with a config file and token file for one launcher.
+#[derive(Debug)]
+pub struct LauncherDir {
+    /// The folder (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl LauncherDir {
+    /// Writes `token` to `token` (0600) and `config` to `launcher.toml`.
+    pub fn new(config: &str, token: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let t = dir.path().join("token");
+        std::fs::write(&t, format!("{token}\n"))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::write(dir.path().join("launcher.toml"), config)?;
+        Ok(Self { dir })
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("launcher.toml")
+    }
+
+    /// A command running the launcher with `args` then `--config FILE`,
+    /// inside `ns` when given, with no BUILDKITE_* from the test's environment.
+    pub fn command(&self, ns: Option<&Netns>, args: &[&str]) -> Command {
+        let mut c = match ns {
+            Some(ns) => ns.cmd(binary().to_str().expect("utf-8 path")),
+            None => Command::new(binary()),
+        };
+        c.args(args).arg("--config").arg(self.config());
+        for v in [
+            "BUILDKITE_AGENT_ENDPOINT",
+            "BUILDKITE_AGENT_TOKEN",
+            "BUILDKITE_API_ENDPOINT",
+            "BUILDKITE_API_TOKEN",
+            "BUILDKITE_ORGANIZATION",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    /// Runs the launcher to completion.
+    pub fn output(&self, ns: Option<&Netns>, args: &[&str]) -> Result<Output> {
+        self.command(ns, args).output().context(
+            "running buildkite-agent-launcher (build it first: cargo build --workspace --bins)",
+        )
+    }
+
+    /// Starts the launcher in the background, its log in `launcher.log`.
+    pub fn spawn(&self, ns: Option<&Netns>, args: &[&str]) -> Result<Running> {
+        let log = self.dir.path().join("launcher.log");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = self
+            .command(ns, args)
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting buildkite-agent-launcher")?;
+        Ok(Running { child, log })
+    }
+}
+
+/// A launcher running in the background; killed on drop.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl Running {
+    /// Its PID (the `ip netns exec` wrapper execs into it).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for it to exit; returns its status.
+    pub fn stop(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        util::signal(self.pid(), libc::SIGTERM);
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What it printed so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

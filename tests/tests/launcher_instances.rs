@@ -1,0 +1,176 @@
+//! Templates and instances on a real libvirtd, as the launcher uses them:
+//! the template's cloud-init files (the agent token) are not readable by
+//! local users through libvirt; an instance is a transient domain with an
+//! overlay and its own seed, listed with its labels, gone from libvirt
+//! when its guest powers off, its volumes swept afterwards.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use kvmhost::libvirt::domain_xml::{
+    ConsoleDef, DomainDef, DomainKind, InterfaceDef, InterfaceSource, OsDef,
+};
+use kvmhost::libvirt::instance::InstanceSpec;
+use kvmhost::libvirt::template::TemplateSpec;
+use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
+use kvmhost::libvirt::Host;
+use testbed::guest::{TinyGuest, POWEROFF, READY};
+use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
+
+const TOKEN: &str = "agent-token-5ecret-7f3a";
+
+fn template(d: &Libvirtd, g: &TinyGuest, base_key: &str, user_data: &str) -> TemplateSpec {
+    TemplateSpec {
+        domain: DomainDef {
+            name: "agent-template".into(),
+            kind: DomainKind::Qemu,
+            memory_mib: 256,
+            vcpu: 1,
+            os: OsDef {
+                kernel: Some(g.kernel.display().to_string()),
+                initrd: Some(g.initrd.display().to_string()),
+                cmdline: Some(g.cmdline.clone()),
+                ..Default::default()
+            },
+            interfaces: vec![InterfaceDef {
+                source: InterfaceSource::Network(NETWORK.into()),
+                mac: None,
+                model: Some("virtio".into()),
+            }],
+            consoles: vec![ConsoleDef {
+                kind: "file".into(),
+                target_type: "serial".into(),
+                target_port: 0,
+                source_path: Some(d.dir().join("{{name}}.serial.log").display().to_string()),
+                source_host: None,
+                source_service: None,
+                log_file: None,
+            }],
+            ..Default::default()
+        },
+        base_volume_key: base_key.into(),
+        pool: POOL.into(),
+        user_data: user_data.into(),
+        meta_data: None,
+        network_config: None,
+    }
+}
+
+fn base(host: &Host) -> String {
+    host.create_volume(
+        POOL,
+        &VolumeSpec::new("base.raw", 1 << 20, VolumeFormat::Raw),
+    )
+    .unwrap()
+    .key
+}
+
+#[test]
+fn a_templates_token_is_not_in_the_xml_any_local_user_can_read() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    let key = base(&host);
+    let user = format!("#cloud-config\nbuildkite_token: {TOKEN}\nhostname: {{{{hostname}}}}\n");
+    host.define_template(&template(&d, &g, &key, &user))
+        .unwrap();
+
+    // What `virsh -r dumpxml` shows any local user.
+    let xml = d.virsh(&["dumpxml", "agent-template"]).unwrap();
+    assert!(
+        !xml.contains(TOKEN),
+        "the token is in the template's XML:\n{xml}"
+    );
+    let inactive = d
+        .virsh(&["dumpxml", "--inactive", "agent-template"])
+        .unwrap();
+    assert!(!inactive.contains(TOKEN));
+    // The files sit in a volume only root can read, and read back whole.
+    let files = d
+        .volumes(POOL)
+        .unwrap()
+        .into_iter()
+        .find(|v| v.starts_with("agent-template"))
+        .expect("a volume holds the template's files");
+    let mode = std::fs::metadata(d.pool_dir().join(&files))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{files}");
+    assert_eq!(host.template("agent-template").unwrap().user_data, user);
+
+    host.delete_template("agent-template").unwrap();
+    assert_eq!(d.volumes(POOL).unwrap(), vec!["base.raw".to_string()]);
+}
+
+#[test]
+fn an_instance_is_transient_labelled_and_gone_after_power_off() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    let key = base(&host);
+    // The tiny guest runs a user-data that starts with #! after READY.
+    let user = "#!/bin/sh\necho job={{job}} host={{hostname}}\nsleep 1\npoweroff\n";
+    host.define_template(&template(&d, &g, &key, user)).unwrap();
+
+    let spec = InstanceSpec {
+        template: "agent-template".into(),
+        name: "agent-7f3a".into(),
+        vars: BTreeMap::from([("job".to_string(), "J-1".to_string())]),
+        default_user_data: None,
+        labels: BTreeMap::from([("job".to_string(), "J-1".to_string())]),
+    };
+    let inst = host.launch_instance(&spec).unwrap();
+    let found = host.instances().unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name, "agent-7f3a");
+    assert_eq!(found[0].template, "agent-template");
+    assert_eq!(found[0].labels.get("job").map(String::as_str), Some("J-1"));
+    assert_eq!(found[0].memory_kib, 256 << 10);
+    // Transient: libvirt has no persistent definition to leave behind.
+    let persistent = d.virsh(&["dominfo", "agent-7f3a"]).unwrap();
+    assert!(
+        persistent
+            .lines()
+            .any(|l| l.starts_with("Persistent:") && l.ends_with("no")),
+        "{persistent}"
+    );
+    for k in inst.overlay_keys.iter().chain([&inst.seed_key]) {
+        let mode = std::fs::metadata(k).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{k}");
+    }
+    assert_eq!(
+        host.volume_by_key(&inst.overlay_key).unwrap().backing_path,
+        Some(host.volume_by_key(&key).unwrap().path)
+    );
+
+    let log = d.dir().join("agent-7f3a.serial.log");
+    let (text, _) = Libvirtd::wait_for_text(&log, POWEROFF, Duration::from_secs(90)).unwrap();
+    assert!(text.contains(READY));
+    assert!(text.contains("job=J-1 host=agent-7f3a"), "{text}");
+    let t0 = Instant::now();
+    while d.domains().unwrap().contains(&"agent-7f3a".to_string()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the instance is still there"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(host.instances().unwrap().is_empty());
+
+    // Its volumes stay until swept; a fresh one within the grace is kept.
+    assert_eq!(
+        host.sweep_instance_volumes(POOL, Duration::from_secs(3600))
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    let mut swept = host.sweep_instance_volumes(POOL, Duration::ZERO).unwrap();
+    swept.sort();
+    assert_eq!(
+        swept,
+        vec!["agent-7f3a--inst-disk0.qcow2", "agent-7f3a--inst-seed.iso"]
+    );
+    host.delete_template("agent-template").unwrap();
+    assert_eq!(d.volumes(POOL).unwrap(), vec!["base.raw".to_string()]);
+}

@@ -1,0 +1,220 @@
+//! `buildkite-agent-launcher` against the Buildkite stand-in and a real
+//! libvirtd: check-config errors, `--dry-run` decisions, a job that gets
+//! exactly one VM even across restarts, a paused queue, and a host that
+//! never answers (fall-back to the next).
+
+use std::time::{Duration, Instant};
+
+use kvmhost::libvirt::Host;
+use serde_json::Value;
+use testbed::buildkite::{BuildSpec, Config, Fault, JobSpec, JobState, StandIn};
+use testbed::guest::{TinyGuest, POWEROFF};
+use testbed::launcher::{define_agent_template, LauncherDir};
+use testbed::libvirtd::Libvirtd;
+
+fn config(bk: &StandIn, hosts: &str) -> String {
+    format!(
+        r#"[buildkite]
+agent_endpoint = "{url}/v3"
+agent_token_file = "token"
+stack_key = "bed"
+poll_interval = 1
+
+[launcher]
+boot_timeout = 60
+wake_timeout = 20
+host_retry_after = 60
+
+{hosts}
+[[agent]]
+name = "linux"
+tags = ["queue=linux"]
+template = "agent-template"
+
+[[agent]]
+name = "windows"
+tags = ["queue=windows"]
+template = "agent-template"
+"#,
+        url = bk.url()
+    )
+}
+
+fn host_block(name: &str, uri: &str) -> String {
+    format!("[[host]]\nname = \"{name}\"\nuri = \"{uri}\"\nmax_vms = 4\n\n")
+}
+
+fn lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+fn decision<'a>(ds: &'a [Value], job: &str) -> &'a Value {
+    ds.iter()
+        .find(|d| d["job"] == job)
+        .unwrap_or_else(|| panic!("no decision for {job} in {ds:?}"))
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let bk = StandIn::start(Config::default()).unwrap();
+    let text =
+        config(&bk, &host_block("h1", "qemu:///nowhere")).replace("max_vms = 4", "max_vms = 0");
+    let dir = LauncherDir::new(&text, bk.cluster_token()).unwrap();
+    let out = dir.output(None, &["check-config"]).unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "{}:15: host[0].max_vms: 0 would never start a VM there; remove the host or give at least 1",
+            dir.config().display()
+        )
+    );
+    let ok = LauncherDir::new(
+        &config(&bk, &host_block("h1", "qemu:///x")),
+        bk.cluster_token(),
+    )
+    .unwrap();
+    let out = ok.output(None, &["check-config"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dry_run_prints_a_decision_per_job_and_starts_nothing() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    define_agent_template(&host, &g, "agent-template", d.dir(), "").unwrap();
+    let bk = StandIn::start(Config::default()).unwrap();
+    bk.add_pipeline("app").unwrap();
+    let b = bk
+        .add_build(
+            "app",
+            BuildSpec::new(vec![
+                JobSpec::new(&["queue=linux"]),
+                JobSpec::new(&["queue=linux", "os=mac"]),
+                JobSpec::new(&["queue=windows"]),
+            ]),
+        )
+        .unwrap();
+    bk.set_queue_paused("windows", true);
+    // "h0" never answers and has no wake settings: passed over for "h1".
+    let hosts = host_block("h0", "qemu+unix:///system?socket=/nonexistent/sock")
+        + &host_block("h1", &d.uri());
+    let dir = LauncherDir::new(&config(&bk, &hosts), bk.cluster_token()).unwrap();
+    let out = dir.output(None, &["run", "--once", "--dry-run"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ds = lines(&out.stdout);
+    let linux = decision(&ds, &b.job_ids[0]);
+    assert_eq!(linux["action"], "start", "{linux}");
+    assert_eq!(linux["host"], "h1");
+    assert_eq!(linux["definition"], "linux");
+    let mac = decision(&ds, &b.job_ids[1]);
+    assert_eq!(mac["action"], "skip");
+    assert!(mac["reason"].as_str().unwrap().contains("os=mac"), "{mac}");
+    let windows = decision(&ds, &b.job_ids[2]);
+    assert_eq!(windows["action"], "skip");
+    assert_eq!(
+        windows["reason"],
+        "queue windows is paused (dispatch_paused)"
+    );
+
+    // Nothing was reserved or started, and the stacks are gone again.
+    assert!(bk
+        .requests()
+        .iter()
+        .all(|r| !r.path.ends_with("batch-reserve")));
+    assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
+    assert!(bk.stacks().is_empty(), "{:?}", bk.stacks());
+}
+
+#[test]
+fn a_job_gets_one_vm_which_survives_a_launcher_restart_without_a_duplicate() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    // The guest has no agent: it says which job it was given and powers off.
+    define_agent_template(
+        &host,
+        &g,
+        "agent-template",
+        d.dir(),
+        "#!/bin/sh\necho acquire={{buildkite_job_id}} tags={{buildkite_agent_tags}}\nsleep 5\npoweroff\n",
+    )
+    .unwrap();
+    let bk = StandIn::start(Config::default()).unwrap();
+    bk.add_pipeline("app").unwrap();
+    let b = bk
+        .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
+        .unwrap();
+    let job = &b.job_ids[0];
+    // The first listing fails with a 502 and the next with a body that is not JSON.
+    bk.inject_fault(Fault::server_error(502).on_path("/scheduled-jobs").times(1))
+        .unwrap();
+    bk.inject_fault(Fault::malformed().on_path("/scheduled-jobs").times(1))
+        .unwrap();
+    let dir = LauncherDir::new(
+        &config(&bk, &host_block("h1", &d.uri())),
+        bk.cluster_token(),
+    )
+    .unwrap();
+
+    let t0 = Instant::now();
+    let out = dir.output(None, &["run", "--once"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = t0.elapsed();
+    let inst = host.instances().unwrap();
+    assert_eq!(inst.len(), 1, "{inst:?}");
+    assert_eq!(inst[0].labels["job"], *job);
+    assert_eq!(inst[0].labels["definition"], "linux");
+    assert!(inst[0].name.starts_with("linux-"), "{}", inst[0].name);
+    let reserves = bk
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("batch-reserve"))
+        .count();
+    assert_eq!(reserves, 1);
+    eprintln!("one pass with two faults, to the VM start call: {took:?}");
+
+    // A second launcher run finds the VM in libvirt and starts no other.
+    let out = dir.output(None, &["run", "--once"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(host.instances().unwrap().len(), 1);
+
+    let log = d.dir().join(format!("{}.serial.log", inst[0].name));
+    let (text, _) = Libvirtd::wait_for_text(&log, POWEROFF, Duration::from_secs(90)).unwrap();
+    assert!(
+        text.contains(&format!("acquire={job} tags=queue=linux")),
+        "{text}"
+    );
+    let t0 = Instant::now();
+    while !host.instances().unwrap().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the VM is still there"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
+    // The stand-in still has the job scheduled: no agent ran it.
+    assert_eq!(bk.job(job).unwrap().state, JobState::Scheduled);
+}
