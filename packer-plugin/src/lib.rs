@@ -13,3 +13,4 @@ pub mod packer;
 pub mod rpc;
 pub mod serve;
 pub mod spec;
+pub mod template;
