@@ -351,7 +351,7 @@ impl HostHandle {
                     }
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -386,7 +386,7 @@ impl HostHandle {
             if Instant::now() >= deadline {
                 return Err(BuildError::Step("the guest is still running".into()));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

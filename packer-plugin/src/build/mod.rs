@@ -511,7 +511,7 @@ async fn connect_ssh(
                         cfg.timeout
                     )));
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
