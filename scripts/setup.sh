@@ -24,7 +24,7 @@ pkgs=(
   libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu
   libvirt-clients libvirt-dev qemu-system-x86 dnsmasq-base iptables nftables
   protobuf-compiler libprotobuf-dev pkg-config packer openssh-server openssh-client
-  busybox-static iproute2 python3-venv xsltproc ovmf
+  busybox-static iproute2 python3-venv xsltproc ovmf xz-utils bzip2 gzip
 )
 $want_test && pkgs+=(genisoimage iputils-ping)
 missing=()

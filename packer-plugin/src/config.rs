@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::spec::{CtyType, ObjectSpec, Spec};
+use crate::template;
 
 /// The type of an option's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub enum Kind {
     StrList,
     /// A map of strings.
     StrMap,
+    /// A list of lists of strings (`qemuargs`).
+    StrListList,
 }
 
 /// One option of the builder.
@@ -76,7 +79,6 @@ pub const OPTIONS: &[Opt] = &[
     opt("output_directory", Kind::Str, "Folder for the image; must not exist unless `-force`. Default `output-<build name>`."),
     opt("boot_wait", Kind::Duration, "Time to wait after start before typing `boot_command`. Default 10s."),
     opt("boot_command", Kind::StrList, "Keys typed into the console after `boot_wait`: text plus `<enter>`, `<tab>`, `<esc>`, `<wait>`, `<waitNs>`, `<f1>`..`<f12>`, ..."),
-    opt("headless", Kind::Bool, "Accepted for templates moved from the QEMU builder; the build domain never has a display."),
     opt("communicator", Kind::Str, "`ssh` (default) or `none` (no provisioners; the guest must power off by itself)."),
     opt("domain_xslt", Kind::Str, "An XSLT stylesheet applied to the generated domain XML before it is defined (needs `xsltproc`), for what the options do not cover; the same as the Terraform provider's `xml { xslt }`."),
     opt("ssh_host", Kind::Str, "Address to connect to instead of the discovered one."),
@@ -88,6 +90,139 @@ pub const OPTIONS: &[Opt] = &[
     opt("ssh_handshake_attempts", Kind::Num, "How many SSH handshakes may fail before the build fails. Default 10."),
     opt("shutdown_command", Kind::Str, "Command run over SSH to power the guest off (`poweroff`, `sudo shutdown -P now`). Without it the guest gets an ACPI power-button press."),
     opt("shutdown_timeout", Kind::Duration, "How long to wait for the guest to power off. Default 5m."),
+    opt("use_backing_file", Kind::Bool, "With `disk_image = true` and `format = \"qcow2\"`: the output holds only what the build changed, as a qcow2 overlay whose backing file is the source image (the cached download or the local file), as the QEMU builder writes it. Default false: a full, standalone copy."),
+    opt("disk_cache", Kind::Str, "Cache mode of the build's hard disks: `writeback`, `writethrough`, `none`, `unsafe` or `directsync`. Default: QEMU's (`writeback`)."),
+    opt("disk_discard", Kind::Str, "Whether the guest's discard (TRIM) requests free space in the disk file: `ignore` or `unmap`. Default `ignore`."),
+    opt("disk_detect_zeroes", Kind::Str, "Whether QEMU turns written zeroes into holes: `off`, `on` or `unmap` (needs `disk_discard = \"unmap\"`). Default `off`."),
+    opt("disk_additional_size", Kind::StrList, "Sizes of extra empty disks (`20G`, or MiB as a number), attached after the first and written to the output as `<vm_name>-1`, `<vm_name>-2`, ... like the QEMU builder names them."),
+    opt("net_device", Kind::Str, "Model of the guest's NIC, as the QEMU builder names it: `virtio-net` (default), `e1000`, `e1000e`, `rtl8139`, `vmxnet3`, `i82551`, `i82557b`, `i82559er`, `ne2k_pci`, `pcnet`."),
+    opt("boot_key_interval", Kind::Duration, "Pause between key presses while typing `boot_command`. Default: no pause beyond libvirt's own (about 10 ms a key)."),
+    opt("efi_drop_efivars", Kind::Bool, "Leave the UEFI variables file out of the output. Accepted for templates from the QEMU builder; this builder never puts `efivars.fd` in the output, so it changes nothing."),
+    opt("ssh_wait_timeout", Kind::Duration, "Older name of `ssh_timeout`; used when `ssh_timeout` is not set."),
+    opt("qemuargs", Kind::StrListList, "Extra QEMU arguments, each a list (`[\"-device\", \"usb-tablet\"]`), passed through libvirt's `<qemu:commandline>` after the arguments libvirt makes. `{{ .HTTPIP }}`, `{{ .HTTPPort }}`, `{{ .Name }}` and `{{ .OutputDir }}` are filled in."),
+    opt("http_directory", Kind::Str, "A folder served over HTTP to the guest during the build (preseed, kickstart); `{{ .HTTPIP }}` and `{{ .HTTPPort }}` in `boot_command` give its address."),
+    opt("http_content", Kind::StrMap, "Files served over HTTP to the guest, URL path (`/preseed.cfg`) to content; wins over `http_directory` for the same path."),
+    opt("http_port_min", Kind::Num, "Lowest port for the HTTP server. Default 8000."),
+    opt("http_port_max", Kind::Num, "Highest port for the HTTP server. Default 9000."),
+    opt("http_bind_address", Kind::Str, "Address the HTTP server listens on. Default: all addresses. `{{ .HTTPIP }}` is the host's address on the guest's network either way."),
+];
+
+/// Options of the QEMU builder that only mean something to its own QEMU
+/// process (a port forward, a VNC display, a window): accepted, so that
+/// templates move over unchanged, with a warning that says why they do
+/// nothing here.
+pub const IGNORED: &[Opt] = &[
+    opt(
+        "headless",
+        Kind::Bool,
+        "libvirt runs the guest without a window; the build domain has no display.",
+    ),
+    opt(
+        "host_port_min",
+        Kind::Num,
+        "the guest's own address is used for SSH; there is no port forward on this machine.",
+    ),
+    opt(
+        "host_port_max",
+        Kind::Num,
+        "the guest's own address is used for SSH; there is no port forward on this machine.",
+    ),
+    opt(
+        "vnc_bind_address",
+        Kind::Str,
+        "the build domain has no VNC display; use `virsh console` for its serial console.",
+    ),
+    opt(
+        "vnc_port_min",
+        Kind::Num,
+        "the build domain has no VNC display.",
+    ),
+    opt(
+        "vnc_port_max",
+        Kind::Num,
+        "the build domain has no VNC display.",
+    ),
+    opt(
+        "vnc_use_password",
+        Kind::Bool,
+        "the build domain has no VNC display.",
+    ),
+    opt(
+        "display",
+        Kind::Str,
+        "libvirt runs the guest without a window.",
+    ),
+    opt(
+        "use_default_display",
+        Kind::Bool,
+        "libvirt runs the guest without a window.",
+    ),
+    opt(
+        "qemu_binary",
+        Kind::Str,
+        "libvirt chooses the QEMU binary (its domain capabilities).",
+    ),
+    opt(
+        "skip_nat_mapping",
+        Kind::Bool,
+        "there is no port forward on this machine.",
+    ),
+    opt(
+        "winrm_username",
+        Kind::Str,
+        "the WinRM communicator is not supported yet.",
+    ),
+    opt(
+        "winrm_password",
+        Kind::Str,
+        "the WinRM communicator is not supported yet.",
+    ),
+    opt(
+        "winrm_timeout",
+        Kind::Duration,
+        "the WinRM communicator is not supported yet.",
+    ),
+    opt(
+        "winrm_use_ssl",
+        Kind::Bool,
+        "the WinRM communicator is not supported yet.",
+    ),
+    opt(
+        "winrm_insecure",
+        Kind::Bool,
+        "the WinRM communicator is not supported yet.",
+    ),
+    opt(
+        "winrm_port",
+        Kind::Num,
+        "the WinRM communicator is not supported yet.",
+    ),
+    opt(
+        "winrm_host",
+        Kind::Str,
+        "the WinRM communicator is not supported yet.",
+    ),
+    opt(
+        "winrm_use_ntlm",
+        Kind::Bool,
+        "the WinRM communicator is not supported yet.",
+    ),
+];
+
+/// NIC models by the QEMU builder's `net_device` names, as libvirt names them.
+const NET_DEVICES: &[(&str, &str)] = &[
+    ("virtio-net", "virtio"),
+    ("virtio-net-pci", "virtio"),
+    ("virtio", "virtio"),
+    ("e1000", "e1000"),
+    ("e1000e", "e1000e"),
+    ("rtl8139", "rtl8139"),
+    ("vmxnet3", "vmxnet3"),
+    ("i82551", "i82551"),
+    ("i82557b", "i82557b"),
+    ("i82559er", "i82559er"),
+    ("ne2k_pci", "ne2k_pci"),
+    ("pcnet", "pcnet"),
 ];
 
 /// The HCL2 spec of all options (every one optional: errors come from
@@ -95,6 +230,7 @@ pub const OPTIONS: &[Opt] = &[
 pub fn hcl_spec() -> ObjectSpec {
     OPTIONS
         .iter()
+        .chain(IGNORED)
         .map(|o| {
             let ty = match o.kind {
                 Kind::Str | Kind::Duration => CtyType::String,
@@ -102,6 +238,9 @@ pub fn hcl_spec() -> ObjectSpec {
                 Kind::Bool => CtyType::Bool,
                 Kind::StrList => CtyType::List(Box::new(CtyType::String)),
                 Kind::StrMap => CtyType::Map(Box::new(CtyType::String)),
+                Kind::StrListList => {
+                    CtyType::List(Box::new(CtyType::List(Box::new(CtyType::String))))
+                }
             };
             (
                 o.name.to_string(),
@@ -210,6 +349,8 @@ pub struct PackerSettings {
 pub struct Config {
     /// Packer's own settings.
     pub packer: PackerSettings,
+    /// The template engine's context, for what is rendered during the build.
+    pub template: template::Context,
     /// libvirt URI.
     pub libvirt_uri: String,
     /// Storage pool.
@@ -272,6 +413,46 @@ pub struct Config {
     pub shutdown_command: Option<String>,
     /// Shutdown wait.
     pub shutdown_timeout: Duration,
+    /// Output as an overlay backed by the source image.
+    pub use_backing_file: bool,
+    /// Disk driver settings: cache, discard, detect_zeroes.
+    pub disk_driver: DiskDriver,
+    /// Sizes in bytes of the extra empty disks.
+    pub disk_additional_sizes: Vec<u64>,
+    /// NIC model as libvirt names it.
+    pub net_model: String,
+    /// Pause between key presses of the boot command.
+    pub boot_key_interval: Option<Duration>,
+    /// Extra QEMU arguments, rendered during the build.
+    pub qemuargs: Vec<Vec<String>>,
+    /// The HTTP server for the guest, if one is wanted.
+    pub http: Option<HttpConfig>,
+    /// Warnings for accepted options that do nothing here.
+    pub ignored: Vec<String>,
+}
+
+/// The hard disks' driver settings (`None` = QEMU's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskDriver {
+    /// `cache` mode.
+    pub cache: Option<String>,
+    /// `discard` mode.
+    pub discard: Option<String>,
+    /// `detect_zeroes` mode.
+    pub detect_zeroes: Option<String>,
+}
+
+/// The HTTP server the guest can fetch files from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Folder served, if any.
+    pub directory: Option<PathBuf>,
+    /// Inline files by URL path.
+    pub content: BTreeMap<String, String>,
+    /// Port range to pick from.
+    pub ports: (u16, u16),
+    /// Listen address, if fixed.
+    pub bind: Option<String>,
 }
 
 /// All problems found in a configuration.
@@ -303,6 +484,9 @@ struct Raw {
     durs: BTreeMap<&'static str, Duration>,
     lists: BTreeMap<&'static str, Vec<String>>,
     maps: BTreeMap<&'static str, BTreeMap<String, String>>,
+    listlists: BTreeMap<&'static str, Vec<Vec<String>>>,
+    /// Warnings for options given that do nothing here.
+    ignored: Vec<String>,
 }
 
 /// Parses a Go duration string (`1h30m`, `90s`, `500ms`).
@@ -402,6 +586,84 @@ fn parse_checksum(s: &str) -> Result<Checksum, String> {
     })
 }
 
+fn has_disk_extension(name: &str) -> bool {
+    [".qcow2", ".raw", ".img"]
+        .iter()
+        .any(|e| name.len() > e.len() && name.ends_with(e))
+}
+
+/// The known option nearest to a misspelt one, if one is near.
+fn suggestion(name: &str) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .chain(IGNORED)
+        .map(|o| (edit_distance(name, o.name), o.name))
+        .filter(|(d, _)| *d <= 2 || *d * 4 <= name.len())
+        .min()
+        .map(|(_, n)| n)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Options whose templates are rendered during the build, when
+/// `{{ .HTTPIP }}`, `{{ .HTTPPort }}` and `{{ .Name }}` are known.
+pub const RENDERED_AT_RUN_TIME: &[&str] = &["boot_command", "qemuargs"];
+
+/// The template context from Packer's `packer_*` settings.
+fn template_context(packer: &Map<String, Value>) -> template::Context {
+    let text = |k: &str| packer.get(k).and_then(scalar_string).unwrap_or_default();
+    let mut ctx = template::Context::now();
+    ctx.build_name = text("packer_build_name");
+    ctx.build_type = text("packer_builder_type");
+    ctx.packer_version = text("packer_core_version");
+    ctx.template_path = text("packer_template_path");
+    if let Some(Value::Object(vars)) = packer.get("packer_user_variables") {
+        for (k, v) in vars {
+            if let Some(s) = scalar_string(v) {
+                ctx.user.insert(k.clone(), s);
+            }
+        }
+    }
+    ctx
+}
+
+/// Renders every string inside `v`; an error says where (`[2]`, `["key"]`).
+fn render_value(v: &Value, ctx: &template::Context) -> Result<Value, (String, String)> {
+    Ok(match v {
+        Value::String(s) => {
+            Value::String(template::render(s, ctx).map_err(|e| (String::new(), e))?)
+        }
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, e)| render_value(e, ctx).map_err(|(at, e)| (format!("[{i}]{at}"), e)))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, e)| {
+                    render_value(e, ctx)
+                        .map(|e| (k.clone(), e))
+                        .map_err(|(at, e)| (format!("[{k:?}]{at}"), e))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
 fn describe(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -433,6 +695,7 @@ impl Config {
         let mut errs = Vec::new();
         let mut raw = Raw::default();
         let mut settings = PackerSettings::default();
+        let template = template_context(packer);
         for (src, is_user) in [(packer, false), (user, true)] {
             for (k, v) in src {
                 if k.starts_with("packer_") {
@@ -452,18 +715,39 @@ impl Config {
                 if !is_user || v.is_null() {
                     continue;
                 }
+                if let Some(o) = IGNORED.iter().find(|o| o.name == k) {
+                    raw.ignored
+                        .push(format!("{k}: ignored by the libvirt builder: {}", o.doc));
+                    continue;
+                }
                 let Some(o) = OPTIONS.iter().find(|o| o.name == k) else {
                     errs.push(format!(
-                        "{k}: unknown option (see the builder's README for the list)"
+                        "{k}: unknown option{} (see the builder's README for the list)",
+                        suggestion(k)
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default()
                     ));
                     continue;
                 };
-                if let Err(e) = raw.take(o, v) {
+                // Options the build renders itself, once it knows
+                // `{{ .HTTPIP }}` and friends.
+                let v = if RENDERED_AT_RUN_TIME.contains(&o.name) {
+                    v.clone()
+                } else {
+                    match render_value(v, &template) {
+                        Ok(v) => v,
+                        Err((at, e)) => {
+                            errs.push(format!("{k}{at}: template: {e}"));
+                            continue;
+                        }
+                    }
+                };
+                if let Err(e) = raw.take(o, &v) {
                     errs.push(format!("{k}: {e}"));
                 }
             }
         }
-        let cfg = build(raw, settings, &mut errs);
+        let cfg = build(raw, settings, template, &mut errs);
         if errs.is_empty() {
             Ok(cfg.expect("a config when there are no errors"))
         } else {
@@ -473,9 +757,32 @@ impl Config {
 }
 
 impl Config {
+    /// The output disk's file name: `vm_name` as given when it already
+    /// ends in a disk extension (as QEMU builder templates write it),
+    /// else `<vm_name>.<format>`.
+    pub fn output_file_name(&self) -> String {
+        if has_disk_extension(&self.vm_name) {
+            self.vm_name.clone()
+        } else {
+            format!("{}.{}", self.vm_name, self.format.as_str())
+        }
+    }
+
+    /// `vm_name` without a disk extension, for the build's volume names.
+    pub fn volume_stem(&self) -> &str {
+        if has_disk_extension(&self.vm_name) {
+            self.vm_name
+                .rsplit_once('.')
+                .map(|(stem, _)| stem)
+                .unwrap_or(&self.vm_name)
+        } else {
+            &self.vm_name
+        }
+    }
+
     /// Things that are allowed but probably not meant.
     pub fn warnings(&self) -> Vec<String> {
-        let mut w = Vec::new();
+        let mut w = self.ignored.clone();
         if let Some(ssh) = &self.ssh {
             if ssh.password.is_none()
                 && ssh.private_key_file.is_none()
@@ -546,6 +853,34 @@ impl Raw {
                 };
                 self.lists.insert(o.name, list);
             }
+            Kind::StrListList => {
+                let Value::Array(outer) = v else {
+                    return Err(format!(
+                        "expected a list of lists of strings, got {}",
+                        describe(v)
+                    ));
+                };
+                let mut out = Vec::new();
+                for (i, inner) in outer.iter().enumerate() {
+                    let Value::Array(items) = inner else {
+                        return Err(format!(
+                            "item {i} must be a list of strings like [\"-device\", \"usb-tablet\"], got {}",
+                            describe(inner)
+                        ));
+                    };
+                    out.push(
+                        items
+                            .iter()
+                            .map(|e| {
+                                scalar_string(e).ok_or_else(|| {
+                                    format!("item {i} holds {}, not a string", describe(e))
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                    );
+                }
+                self.listlists.insert(o.name, out);
+            }
             Kind::StrMap => {
                 let Value::Object(m) = v else {
                     return Err(format!("expected a map of strings, got {}", describe(v)));
@@ -564,7 +899,12 @@ impl Raw {
     }
 }
 
-fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option<Config> {
+fn build(
+    mut raw: Raw,
+    packer: PackerSettings,
+    template: template::Context,
+    errs: &mut Vec<String>,
+) -> Option<Config> {
     let mut s = |k: &str| raw.strs.remove(k).filter(|v| !v.is_empty());
     let build_name = if packer.build_name.is_empty() {
         "libvirt".to_string()
@@ -608,6 +948,12 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
     let ssh_password = s("ssh_password");
     let ssh_key = s("ssh_private_key_file").map(PathBuf::from);
     let shutdown_command = s("shutdown_command");
+    let disk_cache = s("disk_cache");
+    let disk_discard = s("disk_discard");
+    let disk_detect_zeroes = s("disk_detect_zeroes");
+    let net_device = s("net_device");
+    let http_directory = s("http_directory").map(PathBuf::from);
+    let http_bind = s("http_bind_address");
 
     iso_urls.extend(raw.lists.remove("iso_urls").unwrap_or_default());
     let disk_image = raw.bools.remove("disk_image").unwrap_or(false);
@@ -781,6 +1127,7 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
         .remove("boot_wait")
         .unwrap_or(Duration::from_secs(10));
     let boot_command = raw.lists.remove("boot_command").unwrap_or_default();
+    let ssh_wait_timeout = raw.durs.remove("ssh_wait_timeout");
     let ssh = match communicator.as_str() {
         "ssh" => {
             if ssh_username.is_none() {
@@ -807,11 +1154,19 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
                 timeout: raw
                     .durs
                     .remove("ssh_timeout")
+                    .or(ssh_wait_timeout)
                     .unwrap_or(Duration::from_secs(300)),
                 handshake_attempts: raw.nums.remove("ssh_handshake_attempts").unwrap_or(10) as u32,
             })
         }
         "none" => None,
+        "winrm" => {
+            errs.push(
+                "communicator: `winrm` is not supported yet by the libvirt builder (Windows guests come in a later release); use ssh, or none with a guest that powers itself off"
+                    .into(),
+            );
+            None
+        }
         c => {
             errs.push(format!(
                 "communicator: `{c}` is not supported: use ssh or none"
@@ -826,11 +1181,109 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
         .durs
         .remove("shutdown_timeout")
         .unwrap_or(Duration::from_secs(300));
+    let one_of = |name: &str, v: Option<String>, allowed: &[&str], errs: &mut Vec<String>| {
+        if let Some(x) = &v {
+            if !allowed.contains(&x.as_str()) {
+                errs.push(format!(
+                    "{name}: `{x}` is not one of {}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+        v
+    };
+    let disk_driver = DiskDriver {
+        cache: one_of(
+            "disk_cache",
+            disk_cache,
+            &["writeback", "writethrough", "none", "unsafe", "directsync"],
+            errs,
+        ),
+        discard: one_of("disk_discard", disk_discard, &["ignore", "unmap"], errs),
+        detect_zeroes: one_of(
+            "disk_detect_zeroes",
+            disk_detect_zeroes,
+            &["off", "on", "unmap"],
+            errs,
+        ),
+    };
+    let use_backing_file = raw.bools.remove("use_backing_file").unwrap_or(false);
+    if use_backing_file && (!disk_image || format != Format::Qcow2) {
+        errs.push(
+            "use_backing_file: needs disk_image = true and format = \"qcow2\" (the output is an overlay of the source image)".into(),
+        );
+    }
+    let mut disk_additional_sizes = Vec::new();
+    for (i, d) in raw
+        .lists
+        .remove("disk_additional_size")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match parse_size(d) {
+            Some(v) if v > 0 => disk_additional_sizes.push(v),
+            _ => errs.push(format!(
+                "disk_additional_size[{i}]: `{d}` is not a size: write MiB as a number, or like 20G"
+            )),
+        }
+    }
+    let net_model = match net_device.as_deref() {
+        None => "virtio".to_string(),
+        Some(d) => match NET_DEVICES.iter().find(|(n, _)| *n == d) {
+            Some((_, m)) => m.to_string(),
+            None => {
+                errs.push(format!(
+                    "net_device: `{d}` is not one of {}",
+                    NET_DEVICES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                "virtio".to_string()
+            }
+        },
+    };
+    let boot_key_interval = raw.durs.remove("boot_key_interval");
+    let _ = raw.bools.remove("efi_drop_efivars");
+    let qemuargs = raw.listlists.remove("qemuargs").unwrap_or_default();
+    for (i, a) in qemuargs.iter().enumerate() {
+        if a.is_empty() || !a[0].starts_with('-') {
+            errs.push(format!(
+                "qemuargs[{i}]: each item is an option and its values, like [\"-device\", \"usb-tablet\"]"
+            ));
+        }
+    }
+    let http_content = raw.maps.remove("http_content").unwrap_or_default();
+    let port_min = raw.nums.remove("http_port_min").unwrap_or(8000);
+    let port_max = raw.nums.remove("http_port_max").unwrap_or(9000);
+    if port_min == 0 || port_min > port_max || port_max > 65535 {
+        errs.push(format!(
+            "http_port_min: {port_min}..{port_max} is not a port range (1..65535, min <= max)"
+        ));
+    }
+    if let Some(d) = &http_directory {
+        if !d.is_dir() {
+            errs.push(format!("http_directory: `{}` is not a folder", d.display()));
+        }
+    }
+    let http = if http_directory.is_some() || !http_content.is_empty() {
+        Some(HttpConfig {
+            directory: http_directory,
+            content: http_content,
+            ports: (port_min as u16, port_max as u16),
+            bind: http_bind,
+        })
+    } else {
+        None
+    };
     if !errs.is_empty() {
         return None;
     }
     Some(Config {
         packer,
+        template,
         libvirt_uri,
         pool,
         vm_name,
@@ -862,6 +1315,14 @@ fn build(mut raw: Raw, packer: PackerSettings, errs: &mut Vec<String>) -> Option
         ssh,
         shutdown_command,
         shutdown_timeout,
+        use_backing_file,
+        disk_driver,
+        disk_additional_sizes,
+        net_model,
+        boot_key_interval,
+        qemuargs,
+        http,
+        ignored: std::mem::take(&mut raw.ignored),
     })
 }
 
@@ -916,9 +1377,124 @@ mod tests {
     }
 
     #[test]
+    fn json_option_values_go_through_the_template_engine() {
+        let packer = json!({
+            "packer_build_name": "img", "packer_builder_type": "libvirt",
+            "packer_user_variables": {"sum": "a".repeat(64), "mem": "512", "name": "Agent"}
+        });
+        let user = json!({
+            "disk_image": true, "iso_url": "/tmp/x.qcow2", "ssh_username": "root",
+            "iso_checksum": "sha256:{{user `sum`}}", "memory": "{{user `mem`}}",
+            "vm_name": "{{user `name` | lower}}-{{build_name}}",
+            "cd_content": {"meta-data": "local-hostname: {{build_type}}\n"},
+            "boot_command": ["<wait>http://{{ .HTTPIP }}:{{ .HTTPPort }}/<enter>"]
+        });
+        let c = Config::parse(user.as_object().unwrap(), packer.as_object().unwrap()).unwrap();
+        assert_eq!(c.iso_checksum, Checksum::Sha256("a".repeat(64)));
+        assert_eq!(c.memory_mib, 512);
+        assert_eq!(c.vm_name, "agent-img");
+        assert_eq!(c.cd_content["meta-data"], "local-hostname: libvirt\n");
+        // Rendered during the build, when the HTTP server runs.
+        assert_eq!(
+            c.boot_command[0],
+            "<wait>http://{{ .HTTPIP }}:{{ .HTTPPort }}/<enter>"
+        );
+
+        let e = parse(json!({
+            "disk_image": true, "iso_url": "/tmp/x.qcow2", "iso_checksum": "none",
+            "ssh_username": "{{user `u`", "cd_content": {"user-data": "{{nope}}"},
+            "shutdown_command": "{{ .HTTPIP }}"
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ssh_username: template: unclosed action"), "{e}");
+        assert!(
+            e.contains("cd_content[\"user-data\"]: template: function `nope` is not defined"),
+            "{e}"
+        );
+        assert!(
+            e.contains("shutdown_command: template: `.HTTPIP` has no value here"),
+            "{e}"
+        );
+    }
+
+    /// The options of the seed's Debian agent template, as written for the
+    /// QEMU builder.
+    fn seed_debian() -> Value {
+        json!({
+            "iso_url": "/tmp/debian-13-genericcloud-amd64.qcow2", "iso_checksum": "none",
+            "disk_image": true, "ssh_private_key_file": "/proc/self/exe",
+            "cd_content": {"meta-data": "", "user-data": "#cloud-config\n"}, "cd_label": "cidata",
+            "use_backing_file": false, "cpus": 4, "memory": 4096, "disk_size": 24000,
+            "accelerator": "kvm", "headless": true, "host_port_min": 2222, "host_port_max": 2229,
+            "ssh_username": "root", "ssh_wait_timeout": "1000s",
+            "shutdown_command": "passwd -d root && /sbin/shutdown -hP now",
+            "disk_discard": "unmap", "disk_detect_zeroes": "unmap", "disk_cache": "unsafe",
+            "format": "qcow2", "output_directory": "out", "vm_name": "debian-build-agent.qcow2",
+            "disk_additional_size": ["20G"], "net_device": "vmxnet3", "boot_key_interval": "50ms",
+            "efi_boot": true, "efi_drop_efivars": true, "machine_type": "q35",
+            "qemuargs": [["-device", "usb-tablet"], ["-smbios", "type=2"]]
+        })
+    }
+
+    #[test]
+    fn the_seed_templates_options_carry_the_qemu_builders_meaning() {
+        let c = parse(seed_debian()).unwrap();
+        assert_eq!(c.ssh.as_ref().unwrap().timeout, Duration::from_secs(1000));
+        assert_eq!(c.disk_driver.cache.as_deref(), Some("unsafe"));
+        assert_eq!(c.disk_driver.discard.as_deref(), Some("unmap"));
+        assert_eq!(c.disk_driver.detect_zeroes.as_deref(), Some("unmap"));
+        assert_eq!(c.disk_additional_sizes, [20 << 30]);
+        assert_eq!(c.net_model, "vmxnet3");
+        assert_eq!(c.boot_key_interval, Some(Duration::from_millis(50)));
+        assert_eq!(c.qemuargs.len(), 2);
+        // vm_name is used as given: no second extension, volumes without it.
+        assert_eq!(c.output_file_name(), "debian-build-agent.qcow2");
+        assert_eq!(c.volume_stem(), "debian-build-agent");
+        assert_eq!(
+            parse(json!({"kernel": "/proc/self/exe", "communicator": "none", "vm_name": "v"}))
+                .unwrap()
+                .output_file_name(),
+            "v.qcow2"
+        );
+        // QEMU-process options are accepted, each with a warning saying why
+        // it does nothing.
+        let w = c.warnings().join("\n");
+        for o in ["headless:", "host_port_min:", "host_port_max:"] {
+            assert!(w.contains(o) && w.contains("ignored"), "{o} in {w}");
+        }
+    }
+
+    #[test]
+    fn winrm_misspellings_and_bad_values_are_refused_by_name() {
+        let mut v = seed_debian();
+        v["communicator"] = json!("winrm");
+        v["winrm_username"] = json!("Administrator");
+        v["disk_chache"] = json!("unsafe");
+        v["net_device"] = json!("tulip");
+        v["disk_discard"] = json!("trim");
+        v["use_backing_file"] = json!(true);
+        v["format"] = json!("raw");
+        v["qemuargs"] = json!([["usb-tablet"]]);
+        v["disk_additional_size"] = json!(["lots"]);
+        let e = parse(v).unwrap_err().to_string();
+        for want in [
+            "communicator: `winrm` is not supported yet",
+            "disk_chache: unknown option; did you mean `disk_cache`?",
+            "net_device: `tulip` is not one of",
+            "disk_discard: `trim` is not one of ignore, unmap",
+            "use_backing_file: needs disk_image = true and format = \"qcow2\"",
+            "qemuargs[0]:",
+            "disk_additional_size[0]: `lots`",
+        ] {
+            assert!(e.contains(want), "{want} missing from:\n{e}");
+        }
+    }
+
+    #[test]
     fn hcl2_nulls_mean_unset() {
         let mut user = serde_json::Map::new();
-        for o in OPTIONS {
+        for o in OPTIONS.iter().chain(IGNORED) {
             user.insert(o.name.to_string(), Value::Null);
         }
         user.insert("kernel".into(), json!("/proc/self/exe"));
@@ -932,7 +1508,7 @@ mod tests {
     #[test]
     fn the_readme_documents_every_option() {
         let readme = include_str!("../README.md");
-        for o in OPTIONS {
+        for o in OPTIONS.iter().chain(IGNORED) {
             assert!(
                 readme.contains(&format!("| `{}` |", o.name)),
                 "README misses {}",

@@ -14,3 +14,4 @@ pub mod rpc;
 pub mod secrets;
 pub mod serve;
 pub mod spec;
+pub mod template;

@@ -1,8 +1,14 @@
 //! Benchmark: the same image (the tiny root-disk guest, TCG, one shell
 //! provisioner, `poweroff`) built by Packer 1.6.6's own `qemu` builder and
 //! by our `libvirt` builder, in one run. Prints the wall-time and output
-//! size ratios (ours / qemu; the goal is <= 1.0 for both). Neither types a
-//! boot command, so the qemu builder gets `boot_wait = "0s"`.
+//! size ratios (ours / qemu; the goal is <= 1.0 for both, 0.7 for time).
+//!
+//! Fairness: neither types a boot command, so neither waits before
+//! looking for SSH. Packer turns a zero `boot_wait` into its 10 s default,
+//! so the qemu builder gets `-1s` (a negative wait is skipped). Each
+//! builder runs twice, interleaved (qemu, ours, ours, qemu), and the
+//! faster run of each counts, so a burst of load on this shared machine
+//! does not decide the ratio; every run is printed.
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,10 +20,14 @@ fn timed_build(bed: &Libvirtd, dir: &Path, template: &serde_json::Value, what: &
     let path = dir.join(format!("{what}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(template).unwrap()).unwrap();
     let t0 = Instant::now();
-    let out = testbed::packer::packer_in(bed.netns(), dir, &["build", &path.to_string_lossy()])
-        .unwrap()
-        .output()
-        .unwrap();
+    let out = testbed::packer::packer_in(
+        bed.netns(),
+        dir,
+        &["build", "-timestamp-ui", &path.to_string_lossy()],
+    )
+    .unwrap()
+    .output()
+    .unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let text = format!(
         "{}{}",
@@ -25,6 +35,9 @@ fn timed_build(bed: &Libvirtd, dir: &Path, template: &serde_json::Value, what: &
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{what} build failed:\n{text}");
+    if std::env::var_os("KVMBE_BENCH_LOG").is_some() {
+        eprintln!("== {what}\n{text}");
+    }
     secs
 }
 
@@ -44,7 +57,7 @@ fn our_builder_against_packers_qemu_builder_on_the_same_guest() {
             "skip_resize_disk": true,
             "accelerator": "tcg",
             "headless": true,
-            "boot_wait": "0s",
+            "boot_wait": "-1s",
             "memory": 256,
             "format": "qcow2",
             "disk_interface": "virtio",
@@ -90,8 +103,29 @@ fn our_builder_against_packers_qemu_builder_on_the_same_guest() {
         "provisioners": shell
     });
 
-    let t_qemu = timed_build(&bed, &dir, &qemu, "qemu");
-    let t_ours = timed_build(&bed, &dir, &ours, "libvirt");
+    let mut runs_qemu = Vec::new();
+    let mut runs_ours = Vec::new();
+    for round in 0..2 {
+        let _ = std::fs::remove_dir_all(dir.join("out-qemu"));
+        let _ = std::fs::remove_dir_all(dir.join("out-ours"));
+        if round == 0 {
+            runs_qemu.push(timed_build(&bed, &dir, &qemu, "qemu"));
+            runs_ours.push(timed_build(&bed, &dir, &ours, "libvirt"));
+        } else {
+            runs_ours.push(timed_build(&bed, &dir, &ours, "libvirt"));
+            runs_qemu.push(timed_build(&bed, &dir, &qemu, "qemu"));
+        }
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (t_qemu, t_ours) = (best(&runs_qemu), best(&runs_ours));
+    let all = |v: &[f64]| {
+        v.iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("packer qemu builder runs: {} s", all(&runs_qemu));
+    println!("our libvirt builder runs: {} s", all(&runs_ours));
     let size_qemu = std::fs::metadata(dir.join("out-qemu/bench.qcow2"))
         .unwrap()
         .len();
@@ -99,10 +133,10 @@ fn our_builder_against_packers_qemu_builder_on_the_same_guest() {
         std::fs::metadata(dir.join(format!("out-ours/bench-{}.qcow2", std::process::id())))
             .unwrap()
             .len();
-    println!("packer qemu builder: {t_qemu:.2} s, {size_qemu} bytes");
-    println!("our libvirt builder: {t_ours:.2} s, {size_ours} bytes");
+    println!("packer qemu builder: best {t_qemu:.2} s, {size_qemu} bytes");
+    println!("our libvirt builder: best {t_ours:.2} s, {size_ours} bytes");
     println!(
-        "ratio ours/qemu: wall time {:.2} (goal <= 1.0), output size {:.2} (goal <= 1.0)",
+        "ratio ours/qemu: wall time {:.2} (goal <= 0.7, at most 1.0), output size {:.2} (goal <= 1.0)",
         t_ours / t_qemu,
         size_ours as f64 / size_qemu as f64
     );

@@ -197,14 +197,50 @@ fn build_and_check(kind: &str) {
     let (t, v) = vars(&bed, &guest, &dir, kind);
     let shell = format!("echo {MARKER} > /root/marker && test -s /root/upload.txt");
     let template = if kind == "json" {
-        // The seed CD: the guest takes its hostname from meta-data.
+        // The seed CD: the guest takes its hostname from meta-data, here
+        // made by the template engine from a user variable and a function.
         let mut v = v.clone();
         v["cd_content"] = serde_json::json!({
-            "meta-data": "local-hostname: pk-seeded\n",
+            "meta-data": "local-hostname: {{user `host_prefix`}}-{{ build_type | lower }}\n",
             "user-data": "#cloud-config\n"
         });
+        // Options given through variables, as JSON templates do.
+        let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(&guest.root_disk).unwrap(),
+        ));
+        let variables = serde_json::json!({
+            "vm_name": t.vm_name, "memory": "256", "image_sha256": sum, "host_prefix": "PK-Seeded"
+        });
+        v["vm_name"] = serde_json::json!("{{user `vm_name`}}");
+        v["memory"] = serde_json::json!("{{user `memory`}}");
+        v["iso_checksum"] = serde_json::json!("sha256:{{user `image_sha256`}}");
         let shell = format!("{shell} && hostname >> /root/marker");
-        json_template(&v, &dir, &shell)
+        let path = json_template(&v, &dir, &shell);
+        let mut t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        t["variables"] = variables;
+        std::fs::write(&path, serde_json::to_string_pretty(&t).unwrap()).unwrap();
+
+        // A template the engine cannot read is refused, naming the option.
+        let mut broken = t.clone();
+        broken["builders"][0]["memory"] = serde_json::json!("{{user `memory`");
+        let broken_path = dir.join("broken.json");
+        std::fs::write(&broken_path, serde_json::to_string_pretty(&broken).unwrap()).unwrap();
+        let out = packer(&bed, &dir, &["validate", &broken_path.to_string_lossy()])
+            .output()
+            .unwrap();
+        let text = show("packer validate (broken template)", &out);
+        assert!(!out.status.success());
+        assert!(text.contains("memory: template: unclosed action"), "{text}");
+        let out = packer(&bed, &dir, &["validate", &path.to_string_lossy()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            show("packer validate (json)", &out)
+        );
+        path
     } else {
         // domain_xslt: the stylesheet's change reaches the guest.
         let mut v = v.clone();
@@ -240,7 +276,7 @@ fn build_and_check(kind: &str) {
     assert!(read.contains("uploaded by the file provisioner"), "{read}");
     if kind == "json" {
         // The guest read the seed CD.
-        assert!(read.contains("pk-seeded"), "{read}");
+        assert!(read.contains("PK-Seeded-libvirt"), "{read}");
         // UploadDir, Download and shell-local ran too.
         assert!(read.contains("tree a") && read.contains("tree b"), "{read}");
         let downloaded = std::fs::read_to_string(dir.join("downloaded-marker")).unwrap();

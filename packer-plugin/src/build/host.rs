@@ -94,7 +94,7 @@ impl HostHandle {
         record: &(dyn Fn(Leftover) + Sync),
     ) -> Result<VolumeInfo, BuildError> {
         let pool = cfg.pool.clone();
-        let name = format!("{}.qcow2", cfg.vm_name);
+        let name = format!("{}.qcow2", cfg.volume_stem());
         let want = cfg.disk_size.filter(|_| !cfg.skip_resize_disk);
         let vol = match source {
             Some(src) => {
@@ -102,7 +102,7 @@ impl HostHandle {
                 let info = image_info(&src).map_err(|e| format!("iso_url: {e}"))?;
                 let name = match info.format {
                     VolumeFormat::Qcow2 => name,
-                    _ => format!("{}.img", cfg.vm_name),
+                    _ => format!("{}.img", cfg.volume_stem()),
                 };
                 let spec = VolumeSpec::new(&name, info.virtual_size, info.format);
                 let vol = self
@@ -146,6 +146,32 @@ impl HostHandle {
             .await
     }
 
+    /// Creates the empty extra disks of `disk_additional_size`.
+    pub async fn create_additional_disks(
+        &self,
+        cfg: &Config,
+        record: &(dyn Fn(Leftover) + Sync),
+    ) -> Result<Vec<VolumeInfo>, BuildError> {
+        let mut out = Vec::new();
+        for (i, size) in cfg.disk_additional_sizes.iter().enumerate() {
+            let spec = VolumeSpec::new(
+                &format!("{}-{}.qcow2", cfg.volume_stem(), i + 1),
+                *size,
+                VolumeFormat::Qcow2,
+            );
+            let pool = cfg.pool.clone();
+            let vol = self
+                .with(move |h| {
+                    h.create_volume(&pool, &spec)
+                        .map_err(|e| format!("disk_additional_size[{i}]: {e}"))
+                })
+                .await?;
+            record(Leftover::Volume(vol.key.clone()));
+            out.push(vol);
+        }
+        Ok(out)
+    }
+
     /// Uploads a local ISO into a volume; returns its path on the host.
     pub async fn upload_iso(
         &self,
@@ -184,7 +210,7 @@ impl HostHandle {
         record: &(dyn Fn(Leftover) + Sync),
     ) -> Result<String, BuildError> {
         let spec = VolumeSpec::new(
-            &format!("{}-cd.iso", cfg.vm_name),
+            &format!("{}-cd.iso", cfg.volume_stem()),
             iso.len() as u64,
             VolumeFormat::Raw,
         );
@@ -207,26 +233,29 @@ impl HostHandle {
     }
 
     /// Defines the build domain.
+    #[allow(clippy::too_many_arguments)]
     pub async fn define(
         &self,
         cfg: &Config,
-        disk: &str,
+        disks: &[&str],
         install_iso: Option<&str>,
         seed: Option<&str>,
         mac: &str,
+        qemuargs: &[Vec<String>],
         record: &(dyn Fn(Leftover) + Sync),
     ) -> Result<(), BuildError> {
-        let def = domain_def(cfg, disk, install_iso, seed, mac);
+        let def = domain_def(cfg, disks, install_iso, seed, mac);
+        let xml = super::domain_xml::finish(&def.to_xml(), &cfg.disk_driver, qemuargs);
         let name = cfg.vm_name.clone();
         let xslt = cfg.domain_xslt.clone();
         self.with(move |h| match &xslt {
             None => h
-                .define_domain(&def)
+                .define_domain_xml(&xml)
                 .map(|_| ())
                 .map_err(|e| format!("defining domain {}: {e}", def.name)),
             Some(sheet) => {
-                let xml = DomainDef::apply_xslt(&def.to_xml(), sheet)
-                    .map_err(|e| format!("domain_xslt: {e}"))?;
+                let xml =
+                    DomainDef::apply_xslt(&xml, sheet).map_err(|e| format!("domain_xslt: {e}"))?;
                 h.define_domain_xml(&xml).map(|_| ()).map_err(|e| {
                     format!(
                         "domain_xslt: defining the transformed domain {}: {e}",
@@ -240,6 +269,19 @@ impl HostHandle {
         Ok(())
     }
 
+    /// The bridge device of the libvirt network `name`.
+    pub async fn network_bridge(&self, name: &str) -> Result<String, BuildError> {
+        let n = name.to_string();
+        self.with(move |h| {
+            h.network(&n)
+                .map_err(|e| format!("network: {e}"))?
+                .def
+                .bridge
+                .ok_or_else(|| format!("network: `{n}` has no bridge device"))
+        })
+        .await
+    }
+
     /// Starts the domain.
     pub async fn start(&self, name: &str) -> Result<(), BuildError> {
         let name = name.to_string();
@@ -248,7 +290,12 @@ impl HostHandle {
     }
 
     /// Types the boot command into the guest's keyboard.
-    pub async fn type_boot_command(&self, name: &str, lines: &[String]) -> Result<(), BuildError> {
+    pub async fn type_boot_command(
+        &self,
+        name: &str,
+        lines: &[String],
+        interval: Option<Duration>,
+    ) -> Result<(), BuildError> {
         let actions =
             crate::build::keys::parse(&lines.concat()).map_err(|e| format!("boot_command: {e}"))?;
         for a in actions {
@@ -260,6 +307,9 @@ impl HostHandle {
                             .map_err(|e| format!("boot_command: {e}"))
                     })
                     .await?;
+                    if let Some(d) = interval {
+                        tokio::time::sleep(d).await;
+                    }
                 }
                 crate::build::keys::Action::Wait(d) => tokio::time::sleep(d).await,
             }
@@ -301,7 +351,7 @@ impl HostHandle {
                     }
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -336,7 +386,7 @@ impl HostHandle {
             if Instant::now() >= deadline {
                 return Err(BuildError::Step("the guest is still running".into()));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -347,6 +397,7 @@ impl HostHandle {
         disk: &VolumeInfo,
         out: &Path,
         format: Format,
+        backing: Option<&Path>,
     ) -> Result<(), BuildError> {
         let (src, src_format, _tmp) = if self.is_local() && Path::new(&disk.path).exists() {
             (PathBuf::from(&disk.path), disk.format.clone(), None)
@@ -369,14 +420,22 @@ impl HostHandle {
         let out_s = out.to_path_buf();
         let fmt = format.as_str();
         // A cancelled build must not leave qemu-img running.
-        let output = tokio::process::Command::new("qemu-img")
-            .kill_on_drop(true)
+        let mut cmd = tokio::process::Command::new("qemu-img");
+        cmd.kill_on_drop(true)
             .args(["convert", "-f", &src_format, "-O", fmt])
             .args(if format == Format::Qcow2 {
                 &["-c"][..]
             } else {
                 &[][..]
-            })
+            });
+        if let Some(b) = backing {
+            // Only what differs from the source image is written; the
+            // overlay names the source as its backing file.
+            let info = image_info(b).map_err(|e| format!("use_backing_file: {e}"))?;
+            let abs = std::path::absolute(b).map_err(|e| format!("use_backing_file: {e}"))?;
+            cmd.arg("-B").arg(abs).args(["-F", info.format.as_str()]);
+        }
+        let output = cmd
             .arg(&src)
             .arg(&out_s)
             .output()
@@ -422,7 +481,7 @@ impl Drop for TempFile {
 /// The build domain's definition.
 pub fn domain_def(
     cfg: &Config,
-    disk: &str,
+    hard_disks: &[&str],
     install_iso: Option<&str>,
     seed: Option<&str>,
     mac: &str,
@@ -433,19 +492,24 @@ pub fn domain_def(
         "ide" => DiskBus::Ide,
         _ => DiskBus::Virtio,
     };
-    let disk_format = if disk.ends_with(".qcow2") {
-        "qcow2"
-    } else {
-        "raw"
-    };
-    let mut disks = vec![DiskDef {
-        device: DiskDevice::Disk,
-        source: DiskSource::File(disk.to_string()),
-        format: Some(disk_format.into()),
-        bus,
-        target: String::new(),
-        wwn: None,
-    }];
+    let mut disks: Vec<DiskDef> = hard_disks
+        .iter()
+        .map(|disk| DiskDef {
+            device: DiskDevice::Disk,
+            source: DiskSource::File(disk.to_string()),
+            format: Some(
+                if disk.ends_with(".qcow2") {
+                    "qcow2"
+                } else {
+                    "raw"
+                }
+                .into(),
+            ),
+            bus,
+            target: String::new(),
+            wwn: None,
+        })
+        .collect();
     for cd in [install_iso, seed].into_iter().flatten() {
         disks.push(DiskDef {
             device: DiskDevice::Cdrom,
@@ -493,7 +557,7 @@ pub fn domain_def(
                 NetAttach::Bridge(b) => InterfaceSource::Bridge(b.clone()),
             },
             mac: Some(mac.to_string()),
-            model: Some("virtio".into()),
+            model: Some(cfg.net_model.clone()),
         }],
         consoles: vec![ConsoleDef {
             kind: "pty".into(),
@@ -530,7 +594,7 @@ mod tests {
         );
         let d = domain_def(
             &c,
-            "/p/v.qcow2",
+            &["/p/v.qcow2"],
             Some("/p/v-install.iso"),
             Some("/p/v-cd.iso"),
             "52:54:00:00:00:01",
@@ -552,7 +616,7 @@ mod tests {
             "kernel": "/proc/self/exe", "kernel_args": "console=ttyS0", "accelerator": "tcg",
             "net_bridge": "br0", "ssh_username": "u", "disk_interface": "scsi", "memory": 512, "cpus": 2
         }));
-        let d = domain_def(&c, "/p/v.img", None, None, "52:54:00:00:00:02");
+        let d = domain_def(&c, &["/p/v.img"], None, None, "52:54:00:00:00:02");
         assert_eq!(d.kind, DomainKind::Qemu);
         assert_eq!(d.cpu_mode, None);
         assert_eq!((d.memory_mib, d.vcpu), (512, 2));
@@ -570,7 +634,7 @@ mod tests {
         let c = config(
             json!({"kernel": "/proc/self/exe", "communicator": "none", "efi_boot": true, "vm_name": "e"}),
         );
-        let d = domain_def(&c, "/p/e.qcow2", None, None, "52:54:00:00:00:03");
+        let d = domain_def(&c, &["/p/e.qcow2"], None, None, "52:54:00:00:00:03");
         assert_eq!(
             d.os.firmware.as_deref(),
             Some("/usr/share/OVMF/OVMF_CODE.fd")

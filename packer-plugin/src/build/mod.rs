@@ -3,7 +3,9 @@
 //! Whatever a step creates on the host is recorded at once, so success,
 //! failure and cancellation all remove it.
 
+pub mod domain_xml;
 pub mod host;
+pub mod http;
 pub mod keys;
 pub mod source;
 pub mod ssh;
@@ -159,6 +161,14 @@ async fn steps(
             ui.message(format!("Using cached copy {}", path.display()))
                 .await;
         }
+        let path = match source::unpack(&path).await.map_err(|e| e.to_string())? {
+            Some(unpacked) => {
+                ui.message(format!("Decompressed to {}", unpacked.display()))
+                    .await;
+                unpacked
+            }
+            None => path,
+        };
         Some(path)
     };
 
@@ -176,6 +186,7 @@ async fn steps(
         .await?;
     ui.message(format!("Disk {} ({} bytes)", disk.path, disk.capacity))
         .await;
+    let extra_disks = host.create_additional_disks(cfg, &record).await?;
 
     let install_iso = match (&source, cfg.disk_image) {
         (Some(p), false) => {
@@ -208,26 +219,72 @@ async fn steps(
         Some(host.upload_seed(cfg, &iso, &record).await?)
     };
 
+    // What `boot_command` and `qemuargs` may refer to.
+    let mut fields = cfg.template.clone();
+    fields
+        .fields
+        .insert("Name".to_string(), cfg.vm_name.clone());
+    fields.fields.insert(
+        "OutputDir".to_string(),
+        cfg.output_directory.display().to_string(),
+    );
+    let http_server = match &cfg.http {
+        Some(h) => {
+            let ip = host_ip_for_guest(&host, cfg).await?;
+            let server = http::start(h).await?;
+            ui.say(format!(
+                "Serving HTTP for the guest at http://{ip}:{}/",
+                server.port
+            ))
+            .await;
+            fields.fields.insert("HTTPIP".into(), ip.to_string());
+            fields
+                .fields
+                .insert("HTTPPort".into(), server.port.to_string());
+            Some((ip, server))
+        }
+        None => None,
+    };
+    let render = |what: &str, i: usize, t: &str| {
+        crate::template::render(t, &fields)
+            .map_err(|e| BuildError::Step(format!("{what}[{i}]: template: {e}")))
+    };
+    let qemuargs = cfg
+        .qemuargs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| a.iter().map(|t| render("qemuargs", i, t)).collect())
+        .collect::<Result<Vec<Vec<String>>, _>>()?;
+    let boot_command = cfg
+        .boot_command
+        .iter()
+        .enumerate()
+        .map(|(i, t)| render("boot_command", i, t))
+        .collect::<Result<Vec<String>, _>>()?;
+
     let mac = cfg.mac_address.clone().unwrap_or_else(random_mac);
     ui.say(format!("Defining domain {}...", cfg.vm_name)).await;
+    let mut hard_disks = vec![disk.path.as_str()];
+    hard_disks.extend(extra_disks.iter().map(|d| d.path.as_str()));
     host.define(
         cfg,
-        &disk.path,
+        &hard_disks,
         install_iso.as_deref(),
         seed.as_deref(),
         &mac,
+        &qemuargs,
         &record,
     )
     .await?;
     ui.say("Starting the domain...").await;
     host.start(&cfg.vm_name).await?;
 
-    if !cfg.boot_command.is_empty() {
+    if !boot_command.is_empty() {
         ui.say(format!("Waiting {:?} for boot...", cfg.boot_wait))
             .await;
         tokio::time::sleep(cfg.boot_wait).await;
         ui.say("Typing the boot command...").await;
-        host.type_boot_command(&cfg.vm_name, &cfg.boot_command)
+        host.type_boot_command(&cfg.vm_name, &boot_command, cfg.boot_key_interval)
             .await?;
     }
 
@@ -253,6 +310,7 @@ async fn steps(
             user: ssh_cfg.username.clone(),
             password: ssh_cfg.password.clone().unwrap_or_default(),
             public_key: throwaway.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
+            http: http_server.as_ref().map(|(ip, s)| (ip.to_string(), s.port)),
         };
         provision(env, ssh.clone(), &data).await?;
 
@@ -282,23 +340,56 @@ async fn steps(
     .await;
     std::fs::create_dir_all(&cfg.output_directory)
         .map_err(|e| format!("output_directory: {}: {e}", cfg.output_directory.display()))?;
-    let file_name = format!("{}.{}", cfg.vm_name, cfg.format.as_str());
+    drop(http_server);
+    let file_name = cfg.output_file_name();
     let out = cfg.output_directory.join(&file_name);
-    host.export_disk(&disk, &out, cfg.format).await?;
-    let sums = write_sha256sums(&cfg.output_directory, &[&file_name])?;
+    let backing = source.as_deref().filter(|_| cfg.use_backing_file);
+    host.export_disk(&disk, &out, cfg.format, backing).await?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     ui.message(format!("{} ({size} bytes)", out.display()))
         .await;
+    // Extra disks are named as the QEMU builder names them.
+    let mut names = vec![file_name.clone()];
+    let mut files = vec![out.clone()];
+    for (i, d) in extra_disks.iter().enumerate() {
+        let name = format!("{}-{}", cfg.vm_name, i + 1);
+        let path = cfg.output_directory.join(&name);
+        host.export_disk(d, &path, cfg.format, None).await?;
+        ui.message(format!("{}", path.display())).await;
+        names.push(name);
+        files.push(path);
+    }
+    let sums = write_sha256sums(
+        &cfg.output_directory,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    files.push(sums);
 
     let mut state = std::collections::BTreeMap::new();
     state.insert("diskName".to_string(), file_name.clone());
     state.insert("diskType".to_string(), cfg.format.as_str().to_string());
     Ok(Some(Artifact {
         dir: cfg.output_directory.clone(),
-        files: vec![out, sums],
+        files,
         id: file_name,
         state,
     }))
+}
+
+/// This machine's address on the guest's network, for `{{ .HTTPIP }}`.
+async fn host_ip_for_guest(
+    host: &HostHandle,
+    cfg: &Config,
+) -> Result<std::net::Ipv4Addr, BuildError> {
+    let bridge = match &cfg.net {
+        crate::config::NetAttach::Bridge(b) => b.clone(),
+        crate::config::NetAttach::Network(n) => host.network_bridge(n).await?,
+    };
+    http::address_of(&bridge).ok_or_else(|| {
+        BuildError::Step(format!(
+            "http_directory: this machine has no IPv4 address on bridge `{bridge}`, so the guest cannot reach the HTTP server; serve from the libvirt host itself, or use cd_content"
+        ))
+    })
 }
 
 async fn wait_powered_off(host: &HostHandle, cfg: &Config) -> Result<(), BuildError> {
@@ -424,7 +515,7 @@ async fn connect_ssh(
                         cfg.timeout
                     )));
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
@@ -459,23 +550,32 @@ pub struct HookData {
     pub password: String,
     /// The throwaway public key, if one was made.
     pub public_key: String,
+    /// The HTTP server's address and port, if one runs.
+    pub http: Option<(String, u16)>,
 }
 
 impl HookData {
     fn to_value(&self) -> Value {
-        // The HTTP server of Packer's own builders has no counterpart here:
-        // say so in the words Packer's builders use.
+        // Without an HTTP server, say so in the words Packer's builders use.
         let no_http =
             |what: &str| Value::from(format!("ERR_HTTP_{what}_NOT_IMPLEMENTED_BY_BUILDER"));
+        let (http_ip, http_port, http_addr) = match &self.http {
+            Some((ip, port)) => (
+                Value::from(ip.as_str()),
+                Value::from(port.to_string()),
+                Value::from(format!("{ip}:{port}")),
+            ),
+            None => (no_http("IP"), no_http("PORT"), no_http("ADDR")),
+        };
         object([
             ("ID", Value::from(self.id.as_str())),
             (
                 "PackerRunUUID",
                 Value::from(std::env::var("PACKER_RUN_UUID").unwrap_or_default()),
             ),
-            ("PackerHTTPIP", no_http("IP")),
-            ("PackerHTTPPort", no_http("PORT")),
-            ("PackerHTTPAddr", no_http("ADDR")),
+            ("PackerHTTPIP", http_ip),
+            ("PackerHTTPPort", http_port),
+            ("PackerHTTPAddr", http_addr),
             ("Host", Value::from(self.host.as_str())),
             ("Port", Value::from(self.port)),
             ("User", Value::from(self.user.as_str())),

@@ -48,6 +48,14 @@ pub enum SourceError {
         /// What went wrong.
         message: String,
     },
+    /// A compressed source could not be decompressed.
+    #[error("iso_url: decompressing {path}: {message}")]
+    Unpack {
+        /// The compressed file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// Every URL failed.
     #[error("iso_url: no source could be fetched:\n{0}")]
     AllFailed(String),
@@ -59,6 +67,71 @@ pub fn cache_dir() -> PathBuf {
     std::env::var_os("PACKER_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("packer_cache"))
+}
+
+/// The decompressor for a compressed source, by its file name's ending
+/// (the checksum is of the compressed file, as the image sites publish it).
+fn decompressor(path: &Path) -> Option<(&'static str, &'static str, &'static str)> {
+    let name = path.file_name()?.to_str()?;
+    [
+        (".xz", "xz", "xz-utils"),
+        (".gz", "gzip", "gzip"),
+        (".bz2", "bzip2", "bzip2"),
+    ]
+    .into_iter()
+    .find(|(ext, _, _)| name.len() > ext.len() && name.ends_with(ext))
+}
+
+/// Decompresses an `.xz`, `.gz` or `.bz2` source into Packer's cache
+/// folder (reused while newer than the source); `None` for any other file.
+pub async fn unpack(path: &Path) -> Result<Option<PathBuf>, SourceError> {
+    let Some((ext, tool, package)) = decompressor(path) else {
+        return Ok(None);
+    };
+    let err = |message: String| SourceError::Unpack {
+        path: path.to_path_buf(),
+        message,
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n[..n.len() - ext.len()].to_string())
+        .ok_or_else(|| err("no file name".into()))?;
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    let src_meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    // Named after the compressed file's size and time, so a changed
+    // source is never answered by a stale copy.
+    let stamp = src_meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let out = dir.join(format!("{stamp}-{}-{name}", src_meta.len()));
+    if out.is_file() {
+        return Ok(Some(out));
+    }
+    let part = out.with_extension("part");
+    let file = std::fs::File::create(&part).map_err(|e| err(format!("{}: {e}", part.display())))?;
+    let status = tokio::process::Command::new(tool)
+        .kill_on_drop(true)
+        .args(["-dc"])
+        .arg(path)
+        .stdout(file)
+        .status()
+        .await
+        .map_err(|e| err(format!("running {tool} (install {package}): {e}")));
+    let ok = matches!(&status, Ok(s) if s.success());
+    if !ok {
+        let _ = std::fs::remove_file(&part);
+        status?;
+        return Err(err(format!(
+            "{tool} -dc failed: the file is damaged or not {ext}"
+        )));
+    }
+    std::fs::rename(&part, &out).map_err(|e| err(e.to_string()))?;
+    Ok(Some(out))
 }
 
 /// Hashes a file with the checksum's algorithm and compares.
