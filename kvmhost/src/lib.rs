@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod deadline;
+pub mod duration;
 pub mod libvirt;
 pub mod nocloud;
 pub mod wake;

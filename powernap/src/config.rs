@@ -1,7 +1,7 @@
 //! `powernapd.conf`: the seed's line-oriented format, parsed into typed
 //! settings; every error names the file, the line and what to write instead.
 
-use crate::duration::parse_duration;
+use kvmhost::duration::parse_duration;
 use regex::Regex;
 use std::fmt;
 use std::path::{Path, PathBuf};

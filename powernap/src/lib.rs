@@ -10,7 +10,6 @@
 pub mod action;
 pub mod config;
 pub mod daemon;
-pub mod duration;
 pub mod hosts;
 pub mod idle;
 pub mod log;

@@ -1,4 +1,5 @@
-//! Durations as the config file writes them: `90`, `30s`, `5m`, `1h30m`.
+//! Durations as people write them in config files and on command lines:
+//! `90`, `30s`, `5m`, `1h30m`, `30d`.
 
 use std::time::Duration;
 
