@@ -185,7 +185,9 @@ pub fn record_state(root: &Path, programs: &Programs) -> Result<Deployed> {
 /// A file name for a Terraform root: its folder name and a digest of its
 /// path, so two roots named alike stay apart.
 fn root_key(root: &Path) -> String {
+    // Files starting with a dot in `builds/deployed/` are writes under way.
     let name = root.file_name().unwrap_or_default().to_string_lossy();
+    let name = name.trim_start_matches('.');
     let digest = hex::encode(Sha256::digest(root.as_os_str().as_encoded_bytes()));
     format!("{name}-{}", &digest[..8])
 }
