@@ -2,7 +2,9 @@
 # Installs what the project needs on Debian 12, idempotently, and builds it.
 #   scripts/setup.sh          packages for running the tools, then the build
 #   scripts/setup.sh --test   also what the tests use (Terraform 1.15 in a
-#                             venv, tools that check our output)
+#                             venv, tools that check our output, and
+#                             Packer 1.9, OpenTofu, buildkite-agent and
+#                             dmacvicar's provider built with Go)
 # Caches live outside the checkout, in $KVMBE_CACHE (/var/cache/kvmbe for root, else ~/.cache/kvmbe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +78,13 @@ sys.exit(cli._invoke_cli(sys.argv[1:], 1, 2))
 SHIM
   chmod +x "$cache/bin/terraform-1.15"
   command -v terraform >/dev/null || ln -sf terraform-1.15 "$cache/bin/terraform"
+fi
+
+# --- Programs our users run, built from their Go modules ---------------
+# Packer 1.9, OpenTofu, buildkite-agent and dmacvicar's provider, for the
+# tests; built once into $cache/peers (see scripts/peers.sh).
+if $want_test; then
+  scripts/peers.sh
 fi
 
 # --- Build ---------------------------------------------------------------
