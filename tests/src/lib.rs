@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod libvirtd;
 pub mod netns;
 pub mod packer;
+pub mod peers;
 pub mod terraform;
 pub mod tools;
 pub mod util;
