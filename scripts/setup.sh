@@ -2,7 +2,9 @@
 # Installs what the project needs on Debian 12, idempotently, and builds it.
 #   scripts/setup.sh          packages for running the tools, then the build
 #   scripts/setup.sh --test   also what the tests use (Terraform 1.15 in a
-#                             venv, tools that check our output)
+#                             venv, tools that check our output, and
+#                             Packer 1.9, OpenTofu, buildkite-agent and
+#                             dmacvicar's provider built with Go)
 # Caches live outside the checkout, in $KVMBE_CACHE (/var/cache/kvmbe for root, else ~/.cache/kvmbe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +99,13 @@ if $want_test && ! { [ -n "$path_tf" ] && terraform version 2>/dev/null | head -
   tf_shim 1.11 0.11.0 "$cache/venv-1.11"
 fi
 [ -n "$path_tf" ] || ln -sf terraform-1.15 "$cache/bin/terraform"
+
+# --- Programs our users run, built from their Go modules ---------------
+# Packer 1.9, OpenTofu, buildkite-agent and dmacvicar's provider, for the
+# tests; built once into $cache/peers (see scripts/peers.sh).
+if $want_test; then
+  scripts/peers.sh
+fi
 
 # --- Build ---------------------------------------------------------------
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}

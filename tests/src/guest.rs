@@ -147,6 +147,50 @@ impl TinyGuest {
             .with_context(|| format!("chmod 0644 {}", dest.display()))
     }
 
+    /// The seed variant carrying extra programs: for each `(file, path)`,
+    /// `file` (e.g. the real `buildkite-agent`) appears at the absolute
+    /// `path` in the guest, mode 0755. The initramfs is written to
+    /// `<dir>/initrd-carrying.img` as the guest's own initramfs followed by
+    /// a second, uncompressed newc archive with the files (the kernel
+    /// unpacks both); `dir` must be readable by QEMU's user. The root-disk
+    /// variant is unchanged.
+    pub fn carrying(&self, files: &[(&Path, &str)], dir: &Path) -> Result<TinyGuest> {
+        let mut image =
+            fs::read(&self.initrd).with_context(|| format!("reading {}", self.initrd.display()))?;
+        // The next archive starts on a 4-byte boundary; the kernel skips
+        // zero bytes between archives.
+        image.resize(image.len().next_multiple_of(4), 0);
+        let mut cpio = Cpio::default();
+        for (file, path) in files {
+            let Some(rel) = path.strip_prefix('/').filter(|r| !r.is_empty()) else {
+                bail!(
+                    "guest path {path:?} for {} must be absolute",
+                    file.display()
+                );
+            };
+            let data = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let mut parent = String::new();
+            let parts: Vec<&str> = rel.split('/').collect();
+            for part in &parts[..parts.len() - 1] {
+                if !parent.is_empty() {
+                    parent.push('/');
+                }
+                parent.push_str(part);
+                cpio.entry(&parent, 0o040755, &[]);
+            }
+            cpio.entry(rel, 0o100755, &data);
+        }
+        image.extend_from_slice(&cpio.finish());
+        let out = dir.join("initrd-carrying.img");
+        fs::write(&out, &image).with_context(|| format!("writing {}", out.display()))?;
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("chmod 0644 {}", out.display()))?;
+        Ok(TinyGuest {
+            initrd: out,
+            ..self.clone()
+        })
+    }
+
     /// Fails, saying what to change, when a user other than the owner
     /// (such as `libvirt-qemu`) cannot reach the kernel and disks, e.g.
     /// because the cache is under root's 0700 home.
@@ -346,5 +390,77 @@ fn flock_exclusive(file: &File, path: &Path) -> Result<()> {
         if err.kind() != std::io::ErrorKind::Interrupted {
             return Err(err).with_context(|| format!("locking {}", path.display()));
         }
+    }
+}
+
+/// A newc ("070701") cpio archive, as the kernel's initramfs unpacker
+/// reads it: owner root, fixed times, directories listed before files.
+#[derive(Default)]
+struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.ino += 1;
+        let name_len = name.len() + 1;
+        let fields = [
+            self.ino,
+            mode,
+            0,                 // uid
+            0,                 // gid
+            1,                 // nlink
+            1_700_000_000,     // mtime
+            data.len() as u32, // filesize
+            0,
+            0,
+            0,
+            0,
+            name_len as u32,
+            0, // check
+        ];
+        self.out.extend_from_slice(b"070701");
+        for f in fields {
+            self.out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        let len = self.out.len().next_multiple_of(4);
+        self.out.resize(len, 0);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cpio;
+
+    #[test]
+    fn newc_entries_are_aligned_and_end_with_the_trailer() {
+        let mut c = Cpio::default();
+        c.entry("usr", 0o040755, &[]);
+        c.entry("usr/x", 0o100755, b"abc");
+        let out = c.finish();
+        assert_eq!(out.len() % 4, 0);
+        assert!(out.starts_with(b"070701"));
+        // Header (110 bytes) + "usr\0" = 114, padded to 116.
+        assert_eq!(&out[116..122], b"070701");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("usr/x\0"), "{text}");
+        assert!(text.contains("abc"));
+        assert!(text.contains("TRAILER!!!"));
+        // filesize field of the second entry.
+        assert_eq!(&out[116 + 6 + 6 * 8..116 + 6 + 7 * 8], b"00000003");
     }
 }

@@ -8,6 +8,7 @@ pub mod launcher;
 pub mod libvirtd;
 pub mod netns;
 pub mod packer;
+pub mod peers;
 pub mod terraform;
 pub mod tools;
 pub mod util;

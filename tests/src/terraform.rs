@@ -79,6 +79,13 @@ impl TfProject {
         Ok(TfProject { tf, work, cli })
     }
 
+    /// The same project using the CLI config `cli` instead, e.g. one that
+    /// installs another provider (see [`crate::peers::dmacvicar_mirror_config`]).
+    pub fn with_cli_config(mut self, cli: PathBuf) -> TfProject {
+        self.cli = cli;
+        self
+    }
+
     /// The project's folder.
     pub fn dir(&self) -> &Path {
         self.work.path()

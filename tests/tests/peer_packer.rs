@@ -1,0 +1,116 @@
+//! Packer 1.9, built from its Go module, finds our plugin where
+//! `packer init` installs it for a template's `required_plugins`
+//! (`<plugins>/github.com/kvmbe/libvirt/packer-plugin-libvirt_v<ver>_x5.0_linux_amd64`
+//! with its `_SHA256SUM`), validates a template that asks for it, and
+//! builds an image of the tiny root-disk guest on the namespaced libvirtd.
+
+use std::path::Path;
+use std::time::Instant;
+
+use testbed::guest::TinyGuest;
+use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
+use testbed::packer::{show, workdir};
+use testbed::peers::{packer_1_9, packer_1_9_in, required_plugins, PLUGIN_SOURCE};
+
+const MARKER: &str = "built-by-packer-1.9";
+
+fn template(bed: &Libvirtd, guest: &TinyGuest, dir: &Path, vm_name: &str) -> String {
+    let v = serde_json::json!({
+        "libvirt_uri": bed.uri(),
+        "pool": POOL,
+        "network": NETWORK,
+        "vm_name": vm_name,
+        "disk_image": true,
+        "iso_url": guest.root_disk.display().to_string(),
+        "iso_checksum": "none",
+        "accelerator": "qemu",
+        "machine_type": "q35",
+        "memory": 256,
+        "kernel": guest.kernel.display().to_string(),
+        "initrd": guest.root_initrd.display().to_string(),
+        "kernel_args": guest.root_cmdline,
+        "ssh_username": "root",
+        "ssh_private_key_file": guest.ssh_key.display().to_string(),
+        "ssh_timeout": "2m",
+        "shutdown_command": "poweroff",
+        "shutdown_timeout": "1m",
+        "output_directory": dir.join("output").display().to_string(),
+    });
+    let mut body = String::new();
+    for (k, v) in v.as_object().unwrap() {
+        body.push_str(&format!("  {k} = {v}\n"));
+    }
+    format!(
+        "{}\nsource \"libvirt\" \"tiny\" {{\n{body}}}\n\nbuild {{\n  sources = [\"source.libvirt.tiny\"]\n  provisioner \"shell\" {{\n    inline = [\"echo {MARKER} > /root/marker\", \"echo marker=$(cat /root/marker)\"]\n  }}\n}}\n",
+        required_plugins()
+    )
+}
+
+#[test]
+fn packer_1_9_loads_our_plugin_from_the_required_plugins_layout_and_builds() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = workdir("peer19").unwrap();
+    let vm_name = format!("pk19-{}", std::process::id());
+    let path = dir.join("tiny.pkr.hcl");
+    std::fs::write(&path, template(&bed, &guest, &dir, &vm_name)).unwrap();
+
+    // The installed plugin is the one the template's requirement picks.
+    let out = packer_1_9(&dir)
+        .unwrap()
+        .args(["plugins", "required", "tiny.pkr.hcl"])
+        .output()
+        .unwrap();
+    let text = show("packer plugins required", &out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(PLUGIN_SOURCE), "{text}");
+    let out = packer_1_9(&dir)
+        .unwrap()
+        .args(["plugins", "installed"])
+        .output()
+        .unwrap();
+    let text = show("packer plugins installed", &out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("github.com/kvmbe/libvirt/packer-plugin-libvirt_v"),
+        "{text}"
+    );
+
+    let out = packer_1_9(&dir)
+        .unwrap()
+        .args(["validate", "tiny.pkr.hcl"])
+        .output()
+        .unwrap();
+    let text = show("packer validate", &out);
+    assert!(out.status.success(), "{text}");
+
+    // A broken checksum file makes Packer refuse the plugin.
+    let plugin_dir = dir.join(".packer.d/plugins").join(PLUGIN_SOURCE);
+    let sum_file = std::fs::read_dir(&plugin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_SHA256SUM"))
+        .unwrap();
+    // packer_1_9 installs the plugin afresh: break its sum after that.
+    let mut c = packer_1_9(&dir).unwrap();
+    std::fs::write(&sum_file, "0".repeat(64)).unwrap();
+    let out = c.args(["validate", "tiny.pkr.hcl"]).output().unwrap();
+    let text = show("packer validate (bad _SHA256SUM)", &out);
+    assert!(!out.status.success(), "{text}");
+
+    let t0 = Instant::now();
+    let out = packer_1_9_in(bed.netns(), &dir, &["build", "tiny.pkr.hcl"])
+        .unwrap()
+        .output()
+        .unwrap();
+    let text = show("packer 1.9 build", &out);
+    eprintln!("packer 1.9 build took {:.1}s", t0.elapsed().as_secs_f64());
+    assert!(out.status.success(), "packer build failed");
+    assert!(text.contains(&format!("marker={MARKER}")), "{text}");
+    let image = dir.join(format!("output/{vm_name}.qcow2"));
+    assert!(image.is_file(), "no {}", image.display());
+    let sums = std::fs::read_to_string(dir.join("output/SHA256SUMS")).unwrap();
+    assert!(sums.contains(&format!("{vm_name}.qcow2")), "{sums}");
+    assert!(!bed.domains().unwrap().contains(&vm_name));
+    let _ = std::fs::remove_dir_all(&dir);
+}
