@@ -5,9 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kvmhost::libvirt::pool::{PoolInfo, PoolSpec};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{Block, Description, Schema};
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostics, Resource};
+use tfplugin::schema::{Block, Description, Schema};
+use tfplugin::value::{Value, ValueEmpty};
+use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
 use crate::common::{comp_num, comp_str, known, opt_str, req_str, Maybe, Shared};
 
