@@ -50,9 +50,10 @@ impl Handshake {
     /// A gRPC channel to the plugin, presenting `me` (if any) as client
     /// certificate. A refused TLS handshake shows as a failing call.
     pub async fn channel(&self, me: Option<&Identity>) -> Result<Channel, String> {
-        if self.network != "unix" {
-            return Err(format!("network {} is not supported here", self.network));
+        if self.network != "unix" && self.network != "tcp" {
+            return Err(format!("network {} is not supported", self.network));
         }
+        let unix = self.network == "unix";
         let path = self.address.clone();
         let connector = match &self.cert {
             Some(c) => Some(tokio_rustls::TlsConnector::from(Arc::new(
@@ -64,13 +65,17 @@ impl Handshake {
             let path = path.clone();
             let connector = connector.clone();
             async move {
-                let s = tokio::net::UnixStream::connect(&path).await?;
+                let s: Box<dyn Io> = if unix {
+                    Box::new(tokio::net::UnixStream::connect(&path).await?)
+                } else {
+                    Box::new(tokio::net::TcpStream::connect(&path).await?)
+                };
                 let io: Box<dyn Io> = match connector {
-                    Some(c) => Box::new(
-                        c.connect(ServerName::try_from("localhost").expect("valid name"), s)
-                            .await?,
-                    ),
-                    None => Box::new(s),
+                    Some(c) => {
+                        let name = ServerName::try_from("localhost").expect("a valid name");
+                        Box::new(c.connect(name, s).await?)
+                    }
+                    None => s,
                 };
                 Ok::<_, std::io::Error>(TokioIo::new(io))
             }
