@@ -24,6 +24,38 @@ pub struct ProviderService {
     /// schema call.
     init_diags: Diagnostics,
     stop: Arc<tokio::sync::Notify>,
+    record: Option<Recorder>,
+}
+
+/// Writes each call's request and response, as protobuf bytes, into a
+/// folder (`TFPLUGIN_RECORD_DIR`): `007-PlanResourceChange.req.pb`, `.resp.pb`.
+/// The bytes hold the values Terraform sends, sensitive ones included:
+/// for capturing test vectors, never for production runs.
+struct Recorder {
+    dir: std::path::PathBuf,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Recorder {
+    fn from_env() -> Option<Self> {
+        let dir = std::path::PathBuf::from(std::env::var_os("TFPLUGIN_RECORD_DIR")?);
+        std::fs::create_dir_all(&dir).ok()?;
+        let next = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        Some(Self {
+            dir,
+            next: next.into(),
+        })
+    }
+
+    fn write(&self, method: &str, req: &impl prost::Message, resp: &impl prost::Message) {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let base = format!("{:03}-{}-{method}", n, std::process::id());
+        let _ = std::fs::write(self.dir.join(format!("{base}.req.pb")), req.encode_to_vec());
+        let _ = std::fs::write(
+            self.dir.join(format!("{base}.resp.pb")),
+            resp.encode_to_vec(),
+        );
+    }
 }
 
 impl ProviderService {
@@ -53,6 +85,7 @@ impl ProviderService {
             data_sources,
             init_diags: diags,
             stop: Arc::new(tokio::sync::Notify::new()),
+            record: Recorder::from_env(),
         }
     }
 
@@ -118,6 +151,21 @@ impl ProviderService {
     }
 }
 
+impl ProviderService {
+    #[allow(clippy::result_large_err)]
+    fn recorded<Q: prost::Message, A: prost::Message>(
+        &self,
+        method: &str,
+        req: &Option<Q>,
+        resp: A,
+    ) -> Result<Response<A>, Status> {
+        if let (Some(r), Some(q)) = (&self.record, req) {
+            r.write(method, q, &resp);
+        }
+        answer(resp)
+    }
+}
+
 fn read(v: Option<proto::DynamicValue>) -> RawValue {
     RawValue::from_proto(v)
 }
@@ -144,41 +192,50 @@ impl provider_server::Provider for ProviderService {
             v.sort_by(|a, b| a.type_name.cmp(&b.type_name));
             v
         };
-        answer(proto::GetMetadataResponse {
-            server_capabilities: Self::capabilities(),
-            diagnostics: self.init_diags.clone().into_proto(),
-            data_sources: names(self.data_sources.keys().collect()),
-            resources: names(self.resources.keys().collect()),
-            functions: vec![],
-        })
+        self.recorded(
+            "GetMetadata",
+            &Some(proto::Empty {}),
+            proto::GetMetadataResponse {
+                server_capabilities: Self::capabilities(),
+                diagnostics: self.init_diags.clone().into_proto(),
+                data_sources: names(self.data_sources.keys().collect()),
+                resources: names(self.resources.keys().collect()),
+                functions: vec![],
+            },
+        )
     }
 
     async fn get_provider_schema(
         &self,
         _: Request<proto::Empty>,
     ) -> Result<Response<proto::GetProviderSchemaResponse>, Status> {
-        answer(proto::GetProviderSchemaResponse {
-            provider: self.schema.as_ref().map(Schema::to_proto),
-            resource_schemas: self
-                .resources
-                .iter()
-                .map(|(k, (_, s))| (k.clone(), s.to_proto()))
-                .collect(),
-            data_source_schemas: self
-                .data_sources
-                .iter()
-                .map(|(k, (_, s))| (k.clone(), s.to_proto()))
-                .collect(),
-            diagnostics: self.init_diags.clone().into_proto(),
-            provider_meta: self.meta_schema.as_ref().map(Schema::to_proto),
-            server_capabilities: Self::capabilities(),
-        })
+        self.recorded(
+            "GetProviderSchema",
+            &Some(proto::Empty {}),
+            proto::GetProviderSchemaResponse {
+                provider: self.schema.as_ref().map(Schema::to_proto),
+                resource_schemas: self
+                    .resources
+                    .iter()
+                    .map(|(k, (_, s))| (k.clone(), s.to_proto()))
+                    .collect(),
+                data_source_schemas: self
+                    .data_sources
+                    .iter()
+                    .map(|(k, (_, s))| (k.clone(), s.to_proto()))
+                    .collect(),
+                diagnostics: self.init_diags.clone().into_proto(),
+                provider_meta: self.meta_schema.as_ref().map(Schema::to_proto),
+                server_capabilities: Self::capabilities(),
+            },
+        )
     }
 
     async fn validate_provider_config(
         &self,
         req: Request<proto::ValidateProviderConfigRequest>,
     ) -> Result<Response<proto::ValidateProviderConfigResponse>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         if self
@@ -189,15 +246,20 @@ impl provider_server::Provider for ProviderService {
         {
             diags.fail_unexplained();
         }
-        answer(proto::ValidateProviderConfigResponse {
-            diagnostics: diags.into_proto(),
-        })
+        self.recorded(
+            "ValidateProviderConfig",
+            &copy,
+            proto::ValidateProviderConfigResponse {
+                diagnostics: diags.into_proto(),
+            },
+        )
     }
 
     async fn validate_resource_config(
         &self,
         req: Request<proto::ValidateConfigRequest>,
     ) -> Result<Response<proto::Diagnostics1>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         if let Some((r, _)) = self.resource(&mut diags, &req.type_name) {
@@ -205,15 +267,20 @@ impl provider_server::Provider for ProviderService {
                 diags.fail_unexplained();
             }
         }
-        answer(proto::Diagnostics1 {
-            diagnostics: diags.into_proto(),
-        })
+        self.recorded(
+            "ValidateResourceConfig",
+            &copy,
+            proto::Diagnostics1 {
+                diagnostics: diags.into_proto(),
+            },
+        )
     }
 
     async fn validate_data_resource_config(
         &self,
         req: Request<proto::ValidateConfigRequest>,
     ) -> Result<Response<proto::Diagnostics1>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         if let Some(d) = self.data_source(&mut diags, &req.type_name) {
@@ -221,15 +288,20 @@ impl provider_server::Provider for ProviderService {
                 diags.fail_unexplained();
             }
         }
-        answer(proto::Diagnostics1 {
-            diagnostics: diags.into_proto(),
-        })
+        self.recorded(
+            "ValidateDataResourceConfig",
+            &copy,
+            proto::Diagnostics1 {
+                diagnostics: diags.into_proto(),
+            },
+        )
     }
 
     async fn upgrade_resource_state(
         &self,
         req: Request<proto::UpgradeResourceStateRequest>,
     ) -> Result<Response<proto::UpgradeResourceStateResponse>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         let state = self
@@ -238,16 +310,21 @@ impl provider_server::Provider for ProviderService {
         if state.is_none() {
             diags.fail_unexplained();
         }
-        answer(proto::UpgradeResourceStateResponse {
-            upgraded_state: state.map(RawValue::into_proto),
-            diagnostics: diags.into_proto(),
-        })
+        self.recorded(
+            "UpgradeResourceState",
+            &copy,
+            proto::UpgradeResourceStateResponse {
+                upgraded_state: state.map(RawValue::into_proto),
+                diagnostics: diags.into_proto(),
+            },
+        )
     }
 
     async fn configure_provider(
         &self,
         req: Request<proto::ConfigureProviderRequest>,
     ) -> Result<Response<proto::Diagnostics1>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         if self
@@ -258,15 +335,20 @@ impl provider_server::Provider for ProviderService {
         {
             diags.fail_unexplained();
         }
-        answer(proto::Diagnostics1 {
-            diagnostics: diags.into_proto(),
-        })
+        self.recorded(
+            "ConfigureProvider",
+            &copy,
+            proto::Diagnostics1 {
+                diagnostics: diags.into_proto(),
+            },
+        )
     }
 
     async fn read_resource(
         &self,
         req: Request<proto::ReadResourceRequest>,
     ) -> Result<Response<proto::ReadResourceResponse>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         let mut out = None;
@@ -284,17 +366,22 @@ impl provider_server::Provider for ProviderService {
             }
         }
         let (state, private) = out.unzip();
-        answer(proto::ReadResourceResponse {
-            new_state: state.map(RawValue::into_proto),
-            diagnostics: diags.into_proto(),
-            private: private.unwrap_or_default(),
-        })
+        self.recorded(
+            "ReadResource",
+            &copy,
+            proto::ReadResourceResponse {
+                new_state: state.map(RawValue::into_proto),
+                diagnostics: diags.into_proto(),
+                private: private.unwrap_or_default(),
+            },
+        )
     }
 
     async fn plan_resource_change(
         &self,
         req: Request<proto::PlanResourceChangeRequest>,
     ) -> Result<Response<proto::PlanResourceChangeResponse>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         let mut out = None;
@@ -327,19 +414,24 @@ impl provider_server::Provider for ProviderService {
             Some((s, p, r)) => (Some(s.into_proto()), p, r),
             None => (None, vec![], vec![]),
         };
-        answer(proto::PlanResourceChangeResponse {
-            planned_state: state,
-            requires_replace: replace.into_iter().map(|p| p.into_proto()).collect(),
-            planned_private: private,
-            diagnostics: diags.into_proto(),
-            legacy_type_system: false,
-        })
+        self.recorded(
+            "PlanResourceChange",
+            &copy,
+            proto::PlanResourceChangeResponse {
+                planned_state: state,
+                requires_replace: replace.into_iter().map(|p| p.into_proto()).collect(),
+                planned_private: private,
+                diagnostics: diags.into_proto(),
+                legacy_type_system: false,
+            },
+        )
     }
 
     async fn apply_resource_change(
         &self,
         req: Request<proto::ApplyResourceChangeRequest>,
     ) -> Result<Response<proto::ApplyResourceChangeResponse>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         let mut out = None;
@@ -366,18 +458,23 @@ impl provider_server::Provider for ProviderService {
             }
         }
         let (state, private) = out.unzip();
-        answer(proto::ApplyResourceChangeResponse {
-            new_state: state.map(RawValue::into_proto),
-            private: private.unwrap_or_default(),
-            diagnostics: diags.into_proto(),
-            legacy_type_system: false,
-        })
+        self.recorded(
+            "ApplyResourceChange",
+            &copy,
+            proto::ApplyResourceChangeResponse {
+                new_state: state.map(RawValue::into_proto),
+                private: private.unwrap_or_default(),
+                diagnostics: diags.into_proto(),
+                legacy_type_system: false,
+            },
+        )
     }
 
     async fn import_resource_state(
         &self,
         req: Request<proto::ImportResourceStateRequest>,
     ) -> Result<Response<proto::ImportResourceStateResponse>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         let mut imported = vec![];
@@ -391,16 +488,21 @@ impl provider_server::Provider for ProviderService {
                 None => diags.fail_unexplained(),
             }
         }
-        answer(proto::ImportResourceStateResponse {
-            imported_resources: imported,
-            diagnostics: diags.into_proto(),
-        })
+        self.recorded(
+            "ImportResourceState",
+            &copy,
+            proto::ImportResourceStateResponse {
+                imported_resources: imported,
+                diagnostics: diags.into_proto(),
+            },
+        )
     }
 
     async fn move_resource_state(
         &self,
         req: Request<proto::MoveResourceStateRequest>,
     ) -> Result<Response<proto::MoveResourceStateResponse>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         // A move keeps the resource type (state from another provider of
@@ -428,18 +530,23 @@ impl provider_server::Provider for ProviderService {
         if state.is_none() {
             diags.fail_unexplained();
         }
-        answer(proto::MoveResourceStateResponse {
-            target_state: state.map(RawValue::into_proto),
-            diagnostics: diags.into_proto(),
-            // Private state belongs to the provider that wrote it.
-            target_private: vec![],
-        })
+        self.recorded(
+            "MoveResourceState",
+            &copy,
+            proto::MoveResourceStateResponse {
+                target_state: state.map(RawValue::into_proto),
+                diagnostics: diags.into_proto(),
+                // Private state belongs to the provider that wrote it.
+                target_private: vec![],
+            },
+        )
     }
 
     async fn read_data_source(
         &self,
         req: Request<proto::ReadDataSourceRequest>,
     ) -> Result<Response<proto::ReadDataSourceResponse>, Status> {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
         let req = req.into_inner();
         let mut diags = Diagnostics::default();
         let mut state = None;
@@ -451,19 +558,27 @@ impl provider_server::Provider for ProviderService {
                 diags.fail_unexplained();
             }
         }
-        answer(proto::ReadDataSourceResponse {
-            state: state.map(RawValue::into_proto),
-            diagnostics: diags.into_proto(),
-        })
+        self.recorded(
+            "ReadDataSource",
+            &copy,
+            proto::ReadDataSourceResponse {
+                state: state.map(RawValue::into_proto),
+                diagnostics: diags.into_proto(),
+            },
+        )
     }
 
     async fn get_functions(
         &self,
         _: Request<proto::Empty>,
     ) -> Result<Response<proto::GetFunctionsResponse>, Status> {
-        answer(proto::GetFunctionsResponse {
-            diagnostics: self.init_diags.clone().into_proto(),
-        })
+        self.recorded(
+            "GetFunctions",
+            &Some(proto::Empty {}),
+            proto::GetFunctionsResponse {
+                diagnostics: self.init_diags.clone().into_proto(),
+            },
+        )
     }
 
     async fn stop_provider(
@@ -471,8 +586,12 @@ impl provider_server::Provider for ProviderService {
         _: Request<proto::Empty>,
     ) -> Result<Response<proto::StopProviderResponse>, Status> {
         self.stop.notify_waiters();
-        answer(proto::StopProviderResponse {
-            error: String::new(),
-        })
+        self.recorded(
+            "StopProvider",
+            &Some(proto::Empty {}),
+            proto::StopProviderResponse {
+                error: String::new(),
+            },
+        )
     }
 }
