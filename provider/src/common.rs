@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use kvmhost::libvirt::{Error as HostError, Host};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Description};
-use tf_provider::{AttributePath, Diagnostic, Diagnostics};
+use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Description};
+use tfplugin::{AttributePath, Diagnostic, Diagnostics};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::wake::WakeConfig;
@@ -271,7 +271,7 @@ pub fn opt_bool(desc: &str) -> Attribute {
 }
 
 /// The known string, or `None` for null/unknown.
-pub fn known(v: &tf_provider::value::Value<String>) -> Option<&str> {
+pub fn known(v: &tfplugin::value::Value<String>) -> Option<&str> {
     v.as_ref_option().map(String::as_str)
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kvmhost::libvirt::domain::{AddressSource, PowerState};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{Block, Description, Schema};
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, DataSource, Diagnostics};
+use tfplugin::schema::{Block, Description, Schema};
+use tfplugin::value::{Value, ValueEmpty};
+use tfplugin::{map, DataSource, Diagnostics};
 
 use crate::common::{attr, comp_num, comp_str, fail, opt_str, req_str, Shared};
 
@@ -167,7 +167,7 @@ impl DataSource for DomainSource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        use tf_provider::schema::{AttributeConstraint as C, AttributeType as T};
+        use tfplugin::schema::{AttributeConstraint as C, AttributeType as T};
         Some(Schema {
             version: 0,
             block: Block {
@@ -313,10 +313,10 @@ impl DataSource for ImageBuildSource {
             }),
             Err(msg) => fail(
                 diags,
-                tf_provider::Diagnostic::new(
+                tfplugin::Diagnostic::new(
                     "No image build found",
                     msg,
-                    tf_provider::AttributePath::new("directory"),
+                    tfplugin::AttributePath::new("directory"),
                 ),
             ),
         }

@@ -25,8 +25,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(tf_provider::serve(
+    runtime.block_on(tfplugin::serve(
         "libvirt",
         provider::LibvirtProvider::default(),
-    ))
+    ))?;
+    Ok(())
 }

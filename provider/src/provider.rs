@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kvmhost::libvirt::{Host, SshOptions};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{Block, Description, NestedBlock, Schema};
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, Diagnostics, DynamicDataSource, DynamicResource, Provider};
+use tfplugin::schema::{Block, Description, NestedBlock, Schema};
+use tfplugin::value::{Value, ValueEmpty};
+use tfplugin::{map, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
 use crate::common::{attr, opt_bool, opt_str, HostConfig, Shared};
 use crate::wake::parse_wake;
@@ -20,7 +20,7 @@ pub struct Config {
     keyfile: Value<String>,
     known_hosts: Value<String>,
     no_verify: Value<bool>,
-    #[serde(with = "tf_provider::value::serde_as_vec")]
+    #[serde(with = "tfplugin::value::serde_as_vec")]
     wake: Value<WakeBlock>,
 }
 
@@ -41,7 +41,7 @@ pub struct LibvirtProvider {
 
 const DEFAULT_URI: &str = "qemu:///system";
 
-fn host_config(config: &Config) -> Result<HostConfig, tf_provider::Diagnostic> {
+fn host_config(config: &Config) -> Result<HostConfig, tfplugin::Diagnostic> {
     let uri = config
         .uri
         .as_ref_option()
@@ -85,7 +85,7 @@ impl Provider for LibvirtProvider {
     type MetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        use tf_provider::schema::{AttributeConstraint as C, AttributeType as T};
+        use tfplugin::schema::{AttributeConstraint as C, AttributeType as T};
         Some(Schema {
             version: 0,
             block: Block {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use kvmhost::libvirt::Host;
 use kvmhost::wake::{send_wake, Mac, WakeTarget};
-use tf_provider::{AttributePath, Diagnostic};
+use tfplugin::{AttributePath, Diagnostic};
 
 use crate::common::HostConfig;
 

@@ -111,9 +111,23 @@ fn pools_networks_and_sparse_volumes_apply_import_and_destroy() {
         "the plan after importing the seeds is empty:\n{plan}"
     );
     assert_eq!(tf.ok(&["output", "-raw", "seed_id"]), seed_id);
-    let full = tf.ok(&["state", "show", "-no-color", "libvirt_cloudinit_disk.full"]);
-    assert!(full.contains("instance-id: full-1"), "{full}");
-    assert!(full.contains("ethernets: {}"), "{full}");
+    // meta_data and network_config are sensitive: `state show` hides them,
+    // the state file holds them.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tf.dir().join("terraform.tfstate")).unwrap())
+            .unwrap();
+    let full = state["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "libvirt_cloudinit_disk" && r["name"] == "full")
+        .map(|r| r["instances"][0]["attributes"].clone())
+        .unwrap();
+    assert_eq!(full["meta_data"], "instance-id: full-1\n", "{full}");
+    assert_eq!(
+        full["network_config"], "version: 2\nethernets: {}\n",
+        "{full}"
+    );
     let seed = tf.ok(&["state", "show", "-no-color", "libvirt_cloudinit_disk.seed"]);
     assert!(!seed.contains("meta_data"), "{seed}");
 

@@ -10,11 +10,9 @@ use kvmhost::libvirt::{Error as HostError, Host};
 use kvmhost::nocloud::Seed;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tf_provider::schema::{
-    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
-};
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
+use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
+use tfplugin::value::{Value, ValueEmpty};
+use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
 use crate::common::{
     attr, blocking, comp_str, fail, known, oc_str, opt_str, req_str, to_diag, Maybe, Shared,

@@ -13,11 +13,11 @@ use kvmhost::libvirt::domain_xml::{
 };
 use kvmhost::libvirt::{Error as HostError, Host};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{
+use tfplugin::schema::{
     AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
 };
-use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostics, Resource};
+use tfplugin::value::{serde_as_vec, Value, ValueEmpty};
+use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
 use crate::common::{
     attr, blocking, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, req_str,

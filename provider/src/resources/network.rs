@@ -6,11 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kvmhost::libvirt::network::{NetworkDef, NetworkMode, NetworkStatus};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{
+use tfplugin::schema::{
     AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
 };
-use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostics, Resource};
+use tfplugin::value::{serde_as_vec, Value, ValueEmpty};
+use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
 use crate::common::{
     attr, comp_str, fail, known, oc_bool, oc_str, opt_bool, opt_str, req_str, to_diag, Maybe,

@@ -1,15 +1,19 @@
 //! `libvirt_pool`: a directory storage pool.
+//!
+//! Schema version 1 accepts the directory either as `path` or, as
+//! dmacvicar/libvirt 0.8 writes it, as `target { path }`. Stored state of
+//! version 0 (ours, with `path`; dmacvicar's, with `target`) upgrades to it.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use kvmhost::libvirt::pool::{PoolInfo, PoolSpec};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{Block, Description, Schema};
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostics, Resource};
+use tfplugin::schema::{Block, Description, NestedBlock, Schema};
+use tfplugin::value::{serde_as_vec, RawValue, Value, ValueEmpty};
+use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
-use crate::common::{comp_num, comp_str, known, opt_str, req_str, Maybe, Shared};
+use crate::common::{comp_num, comp_str, known, oc_str, req_str, Maybe, Shared};
 
 /// `libvirt_pool`.
 pub struct PoolResource(pub Arc<Shared>);
@@ -25,6 +29,53 @@ pub struct PoolState {
     capacity: Value<i64>,
     allocation: Value<i64>,
     available: Value<i64>,
+    // `default`: state stored before the block existed has no `target`.
+    #[serde(default, with = "serde_as_vec")]
+    target: Value<Target>,
+}
+
+/// `target { path }`, dmacvicar/libvirt's way to write the directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    path: Value<String>,
+}
+
+/// The schema version; see the module docs for what changed.
+const VERSION: i64 = 1;
+
+impl PoolState {
+    /// The directory the configuration names, from `path` or `target`.
+    fn wanted_path(&self) -> Value<String> {
+        match (&self.path, self.target.as_ref_option()) {
+            (Value::Null, Some(t)) => t.path.clone(),
+            (p, _) => p.clone(),
+        }
+    }
+}
+
+/// Version-0 state as JSON to version 1: dmacvicar's state keeps the
+/// directory in `target[0].path` (its `path` empty); ours in `path`.
+/// Attributes version 1 does not know (dmacvicar's `xml`, `source`) are
+/// dropped when the result is read as [`PoolState`].
+pub fn upgrade_v0(mut v0: serde_json::Value) -> serde_json::Value {
+    let target_path = v0
+        .pointer("/target/0/path")
+        .and_then(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    if let Some(obj) = v0.as_object_mut() {
+        let path_empty = match obj.get("path") {
+            None | Some(serde_json::Value::Null) => true,
+            Some(serde_json::Value::String(p)) => p.is_empty(),
+            Some(_) => false,
+        };
+        if path_empty {
+            if let Some(t) = target_path {
+                obj.insert("path".into(), t.into());
+            }
+        }
+    }
+    v0
 }
 
 fn state_of(info: &PoolInfo) -> PoolState {
@@ -40,6 +91,15 @@ fn state_of(info: &PoolInfo) -> PoolState {
         capacity: Value::Value(info.capacity as i64),
         allocation: Value::Value(info.allocation as i64),
         available: Value::Value(info.available as i64),
+        target: Value::Null,
+    }
+}
+
+/// The live pool, with `target` as the configuration wrote it.
+fn state_with_target(info: &PoolInfo, written: &PoolState) -> PoolState {
+    PoolState {
+        target: written.target.clone(),
+        ..state_of(info)
     }
 }
 
@@ -51,9 +111,9 @@ impl Resource for PoolResource {
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
         Some(Schema {
-            version: 0,
+            version: VERSION,
             block: Block {
-                version: 0,
+                version: VERSION,
                 description: Description::markdown(
                     "A directory storage pool. Any change replaces it.",
                 ),
@@ -61,10 +121,18 @@ impl Resource for PoolResource {
                     "id" => comp_str("UUID of the pool."),
                     "name" => req_str("Pool name, unique on the host."),
                     "type" => req_str("Pool type; only `dir` is supported."),
-                    "path" => opt_str("Directory that holds the volumes; created if missing. Required for `dir`."),
+                    "path" => oc_str("Directory that holds the volumes; created if missing. Required for `dir`, here or as `target { path }`."),
                     "capacity" => comp_num("Bytes in total."),
                     "allocation" => comp_num("Bytes used."),
                     "available" => comp_num("Bytes free."),
+                },
+                blocks: map! {
+                    "target" => NestedBlock::Optional(Block {
+                        version: VERSION,
+                        description: Description::plain("The directory, as dmacvicar/libvirt writes it (same as `path`)."),
+                        attributes: map! { "path" => req_str("Directory that holds the volumes.") },
+                        ..Default::default()
+                    }),
                 },
                 ..Default::default()
             },
@@ -82,12 +150,19 @@ impl Resource for PoolResource {
                 );
             }
         }
-        if c.path.is_null() {
-            diags.error(
+        let target = c.target.as_ref_option().map(|t| &t.path);
+        match (&c.path, target) {
+            (Value::Null, None) => diags.error(
                 "Missing pool path",
-                "a dir pool needs path = \"/some/directory\"",
+                "a dir pool needs path = \"/some/directory\" (or target { path = \"...\" })",
                 AttributePath::new("path"),
-            );
+            ),
+            (Value::Value(p), Some(Value::Value(t))) if p != t => diags.error(
+                "Conflicting pool paths",
+                format!("path is '{p}' but target.path is '{t}'; write the directory once"),
+                AttributePath::new("target").index(0).attribute("path"),
+            ),
+            _ => {}
         }
         Some(())
     }
@@ -109,7 +184,10 @@ impl Resource for PoolResource {
                 h.pool_by_uuid(&id)
             })
             .await?;
-        Some((Maybe(live.map(|info| state_of(&info))), private))
+        Some((
+            Maybe(live.map(|info| state_with_target(&info, &prior))),
+            private,
+        ))
     }
 
     async fn plan_create<'a>(
@@ -120,6 +198,7 @@ impl Resource for PoolResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let mut s = proposed.0?;
+        s.path = s.wanted_path();
         s.id = Value::Unknown;
         s.capacity = Value::Unknown;
         s.allocation = Value::Unknown;
@@ -132,10 +211,18 @@ impl Resource for PoolResource {
         _diags: &mut Diagnostics,
         _prior: Self::State<'a>,
         proposed: Self::State<'a>,
-        _config: Self::State<'a>,
+        config: Self::State<'a>,
         private: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
+        let mut proposed = proposed;
+        if let (Some(p), Some(c)) = (proposed.0.as_mut(), config.0.as_ref()) {
+            // `path` is computed when only `target` names the directory:
+            // a new target directory must show as a new path.
+            if c.path.is_null() && c.target.is_value() {
+                p.path = c.wanted_path();
+            }
+        }
         let replace = ["name", "type", "path"].map(AttributePath::new).to_vec();
         Some((proposed, private, replace))
     }
@@ -161,7 +248,7 @@ impl Resource for PoolResource {
         let p = planned.0?;
         let spec = PoolSpec {
             name: known(&p.name)?.to_string(),
-            path: known(&p.path).unwrap_or_default().to_string(),
+            path: known(&p.wanted_path()).unwrap_or_default().to_string(),
         };
         let info = self
             .0
@@ -172,7 +259,7 @@ impl Resource for PoolResource {
                 move |h| h.create_dir_pool(&spec),
             )
             .await?;
-        Some((Maybe(Some(state_of(&info))), private))
+        Some((Maybe(Some(state_with_target(&info, &p))), private))
     }
 
     async fn update<'a>(
@@ -218,5 +305,64 @@ impl Resource for PoolResource {
             )
             .await?;
         Some((Maybe(Some(state_of(&info))), ValueEmpty::Null))
+    }
+
+    async fn upgrade<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        version: i64,
+        prior_state: RawValue,
+    ) -> Option<Self::State<'a>> {
+        if version != 0 {
+            diags.root_error(
+                "Cannot upgrade the stored libvirt_pool state",
+                format!("schema version {version} is unknown to this provider (it knows 0 and {VERSION})"),
+            );
+            return None;
+        }
+        let v0 = prior_state.json(diags)?;
+        let v1 = serde_json::to_vec(&upgrade_v0(v0)).ok()?;
+        RawValue::Json(v1).deserialize(diags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgraded(v0: serde_json::Value) -> PoolState {
+        let mut d = Diagnostics::default();
+        let v1 = serde_json::to_vec(&upgrade_v0(v0)).unwrap();
+        RawValue::Json(v1).deserialize(&mut d).unwrap()
+    }
+
+    #[test]
+    fn our_version_0_state_keeps_its_path_and_gains_no_target() {
+        let s = upgraded(serde_json::json!({
+            "id": "u", "name": "p", "type": "dir", "path": "/srv/p",
+            "capacity": 1, "allocation": 2, "available": 3
+        }));
+        assert_eq!(s.path, Value::Value("/srv/p".into()));
+        assert!(s.target.is_null());
+        assert_eq!(s.available, Value::Value(3));
+    }
+
+    // The attributes of dmacvicar/libvirt 0.8's libvirt_pool as its state
+    // holds them (written from its schema, not recorded from its binary).
+    #[test]
+    fn dmacvicar_state_moves_target_path_into_path_and_drops_the_rest() {
+        let s = upgraded(serde_json::json!({
+            "id": "u", "name": "p", "type": "dir", "path": null,
+            "target": [{"path": "/srv/p"}],
+            "source": [], "xml": [],
+            "capacity": 1, "allocation": 2, "available": 3
+        }));
+        assert_eq!(s.path, Value::Value("/srv/p".into()));
+        assert_eq!(
+            s.target,
+            Value::Value(Target {
+                path: Value::Value("/srv/p".into())
+            })
+        );
     }
 }

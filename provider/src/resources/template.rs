@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use kvmhost::libvirt::domain_xml::{DomainDef, DomainKind, InterfaceDef, InterfaceSource, OsDef};
 use kvmhost::libvirt::template::TemplateSpec;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{
+use tfplugin::schema::{
     Attribute, AttributeConstraint as C, AttributeType as T, Block, Description, Schema,
 };
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
+use tfplugin::value::{Value, ValueEmpty};
+use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
 use crate::common::{attr, comp_str, fail, known, oc_num, oc_str, opt_str, req_str, Maybe, Shared};
 

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use kvmhost::libvirt::volume::{image_info, Backing, VolumeFormat, VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::{Error as HostError, Host};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{Block, Description, Schema};
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{map, AttributePath, Diagnostic, Diagnostics, Resource};
+use tfplugin::schema::{Block, Description, Schema};
+use tfplugin::value::{Value, ValueEmpty};
+use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
 use crate::common::{
     blocking, comp_str, fail, known, oc_num, oc_str, opt_str, req_str, to_diag, Maybe, Shared,

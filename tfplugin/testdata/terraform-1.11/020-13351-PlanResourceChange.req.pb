@@ -1,0 +1,5 @@
+
+libvirt_pool
+Àg
+eˆªallocationÀ©availableÀ¨capacityÀ¢idÀ¤name£rec¤path¿/tmp/kvmbe-bed-13076-0/rec-pool¦target¤type£dir"g
+eˆªallocationÀ©availableÀ¨capacityÀ¢idÀ¤name£rec¤path¿/tmp/kvmbe-bed-13076-0/rec-pool¦target¤type£dir

@@ -1,0 +1,3 @@
+
+libvirt_poolg
+eˆªallocationÀ©availableÀ¨capacityÀ¢idÀ¤name£rec¤path¿/tmp/kvmbe-bed-13076-0/rec-pool¦target¤type£dir

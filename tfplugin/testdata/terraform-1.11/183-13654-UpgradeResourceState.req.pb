@@ -1,0 +1,3 @@
+
+libvirt_poolÉ
+Æ{"allocation":51073363968,"available":219479810048,"capacity":270553174016,"id":"d389e998-00da-4700-b4a9-7fd908ac0c3c","name":"rec","path":"/tmp/kvmbe-bed-13076-0/rec-pool","target":[],"type":"dir"}

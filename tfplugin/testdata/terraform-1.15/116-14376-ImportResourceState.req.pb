@@ -1,0 +1,2 @@
+
+libvirt_poolrec
