@@ -76,6 +76,7 @@ pub struct Daemon {
     retry: HashMap<String, (Job, String)>,
     finished: HashSet<String>,
     noted: HashMap<String, String>,
+    logged: HashMap<String, String>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
     last_pass: Instant,
@@ -129,6 +130,7 @@ impl Daemon {
             retry: HashMap::new(),
             finished: HashSet::new(),
             noted: HashMap::new(),
+            logged: HashMap::new(),
             tx,
             rx,
             last_pass: Instant::now(),
@@ -428,6 +430,20 @@ impl Daemon {
             .count();
         let plan = Plan::new(&self.cfg);
         decisions.extend(plan.pass(&jobs, &mut views, &mut defs));
+        for d in &decisions {
+            let line = format!("{:?} {}", d.action, d.reason);
+            if self.logged.get(&d.job) != Some(&line) {
+                eprintln!(
+                    "job {}: {} ({})",
+                    d.job,
+                    serde_json::to_string(&d.action)
+                        .unwrap_or_default()
+                        .trim_matches('"'),
+                    d.reason
+                );
+                self.logged.insert(d.job.clone(), line);
+            }
+        }
         if !self.opts.dry_run {
             self.act(&decisions, &jobs, &queue_of).await;
         }
@@ -574,7 +590,11 @@ impl Daemon {
             };
             let _ = tx.send(Event::Woke { host, took });
             let spec = instance_spec(&cfg, def, &job, &queue);
-            let r = tokio::task::spawn_blocking(move || crate::hosts::launch(&conn, &spec)).await;
+            let rt2 = rt.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                rt2.with_conn(&conn, |c| crate::hosts::launch(c, &spec))
+            })
+            .await;
             let why = match r {
                 Ok(Ok(inst)) => {
                     let _ = tx.send(Event::Started {

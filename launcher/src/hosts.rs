@@ -53,6 +53,9 @@ pub struct HostRt {
     pub def: HostDef,
     state: Mutex<State>,
     wake_lock: tokio::sync::Mutex<()>,
+    // One libvirt call at a time per host: libvirt's libssh transport
+    // crashed (SIGSEGV) when two threads used one connection at once.
+    io: Mutex<()>,
 }
 
 /// How often a host that does not answer is tried again without waking it.
@@ -65,6 +68,7 @@ impl HostRt {
             def,
             state: Mutex::new(State::default()),
             wake_lock: tokio::sync::Mutex::new(()),
+            io: Mutex::new(()),
         })
     }
 
@@ -75,6 +79,13 @@ impl HostRt {
     /// The open connection, if the host answers.
     pub fn conn(&self) -> Option<Arc<Host>> {
         self.st().conn.clone()
+    }
+
+    /// Runs `f` on the host's connection, alone (blocking; call it from
+    /// a blocking thread).
+    pub fn with_conn<T>(&self, conn: &Host, f: impl FnOnce(&Host) -> T) -> T {
+        let _alone = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        f(conn)
     }
 
     /// Marks the host as failing for `for_`, with why.
@@ -97,6 +108,10 @@ impl HostRt {
     /// Reads the host's state (never wakes it). A host that did not
     /// answer lately is tried at most every 30 s unless `force`.
     pub fn probe(self: &Arc<Self>, templates: &[String], force: bool) {
+        // A probe still running from an earlier pass is enough.
+        let Ok(_alone) = self.io.try_lock() else {
+            return;
+        };
         let (conn, skip) = {
             let s = self.st();
             let failing = s
@@ -196,6 +211,7 @@ impl HostRt {
             (s.conn.clone(), pools)
         };
         let Some(conn) = conn else { return };
+        let _alone = self.io.lock().unwrap_or_else(|e| e.into_inner());
         for p in pools {
             if let Ok(gone) = conn.sweep_instance_volumes(&p, Duration::from_secs(120)) {
                 for v in gone {

@@ -106,6 +106,9 @@ pub fn binary() -> PathBuf {
 pub struct LauncherDir {
     /// The folder (removed on drop).
     pub dir: tempfile::TempDir,
+    /// Put first on PATH (e.g. [`crate::hosts::Lab::ssh_path_dir`], whose
+    /// `ssh` pins the lab's keys for `qemu+ssh://`).
+    pub path_first: Option<PathBuf>,
 }
 
 impl LauncherDir {
@@ -117,7 +120,10 @@ impl LauncherDir {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o600))?;
         std::fs::write(dir.path().join("launcher.toml"), config)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            path_first: None,
+        })
     }
 
     /// The config file.
@@ -133,6 +139,10 @@ impl LauncherDir {
             None => Command::new(binary()),
         };
         c.args(args).arg("--config").arg(self.config());
+        if let Some(p) = &self.path_first {
+            let path = std::env::var("PATH").unwrap_or_default();
+            c.env("PATH", format!("{}:{path}", p.display()));
+        }
         for v in [
             "BUILDKITE_AGENT_ENDPOINT",
             "BUILDKITE_AGENT_TOKEN",
