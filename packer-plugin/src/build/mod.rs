@@ -503,7 +503,12 @@ async fn connect_ssh(
         match Ssh::connect(addr, cfg.port, &cfg.username, auths).await {
             Ok(s) => return Ok(s),
             Err(e) => {
+                // A refused key often means cloud-init has not written it
+                // yet: give it a second per attempt, as Packer's spaced
+                // attempts do, instead of spending them all at once.
+                let mut pause = Duration::from_millis(100);
                 if e.to_string().contains("authentication") {
+                    pause = Duration::from_secs(1);
                     auth_failures += 1;
                     if auth_failures >= cfg.handshake_attempts {
                         return Err(BuildError::Step(e.to_string()));
@@ -515,7 +520,7 @@ async fn connect_ssh(
                         cfg.timeout
                     )));
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(pause).await;
             }
         }
     }
