@@ -254,6 +254,52 @@ impl Block {
     }
 }
 
+impl Block {
+    /// Stored JSON state shaped to this block: attributes the block does
+    /// not have (state another provider wrote) are dropped, missing ones
+    /// become null, missing list, set and optional blocks empty, missing
+    /// map blocks `{}`; nested blocks likewise. Anything but an object is
+    /// left alone (null state stays null).
+    pub fn normalize_json(&self, v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        let J::Object(mut obj) = v else { return v };
+        let mut out = serde_json::Map::new();
+        for name in self.attributes.keys() {
+            out.insert(name.clone(), obj.remove(name).unwrap_or(J::Null));
+        }
+        for (name, nb) in &self.blocks {
+            let got = obj.remove(name).unwrap_or(J::Null);
+            let shaped = match nb {
+                NestedBlock::List(b) | NestedBlock::Set(b) | NestedBlock::Optional(b) => {
+                    match got {
+                        J::Array(items) => {
+                            J::Array(items.into_iter().map(|i| b.normalize_json(i)).collect())
+                        }
+                        J::Null => J::Array(vec![]),
+                        other => other,
+                    }
+                }
+                NestedBlock::Map(b) => match got {
+                    J::Object(m) => J::Object(
+                        m.into_iter()
+                            .map(|(k, i)| (k, b.normalize_json(i)))
+                            .collect(),
+                    ),
+                    J::Null => J::Object(serde_json::Map::new()),
+                    other => other,
+                },
+                NestedBlock::Group(b) => b.normalize_json(match got {
+                    J::Null => J::Object(serde_json::Map::new()),
+                    other => other,
+                }),
+                NestedBlock::Single(b) => b.normalize_json(got),
+            };
+            out.insert(name.clone(), shaped);
+        }
+        J::Object(out)
+    }
+}
+
 impl Schema {
     pub(crate) fn to_proto(&self) -> proto::Schema {
         proto::Schema {
@@ -283,6 +329,30 @@ mod tests {
     fn types_are_written_in_cty_json() {
         let t = AttributeType::List(AttributeType::Map(AttributeType::String.into()).into());
         assert_eq!(t.to_json().to_string(), r#"["list",["map","string"]]"#);
+    }
+
+    #[test]
+    fn foreign_state_is_shaped_to_the_schema() {
+        let b = Block {
+            attributes: map! { "name" => Attribute::default(), "size" => Attribute::default() },
+            blocks: map! {
+                "disk" => NestedBlock::List(Block {
+                    attributes: map! { "file" => Attribute::default() },
+                    ..Default::default()
+                }),
+                "cpu" => NestedBlock::Optional(Block::default()),
+            },
+            ..Default::default()
+        };
+        let v = serde_json::json!({"name": "a", "xml": [], "disk": [{"file": "f", "scsi": true}]});
+        assert_eq!(
+            b.normalize_json(v),
+            serde_json::json!({"name": "a", "size": null, "disk": [{"file": "f"}], "cpu": []})
+        );
+        assert_eq!(
+            b.normalize_json(serde_json::Value::Null),
+            serde_json::Value::Null
+        );
     }
 
     #[test]

@@ -146,7 +146,23 @@ impl ProviderService {
             );
             return None;
         }
-        r.upgrade(diags, version, schema.version, RawValue::Json(raw.json))
+        let mut json = raw.json;
+        if version == schema.version && !json.is_empty() {
+            // State of the current version, perhaps written by another
+            // provider of the same types: shaped to our schema first, so
+            // that the typed state reads it whatever its serde attributes.
+            match serde_json::from_slice(&json) {
+                Ok(v) => json = serde_json::to_vec(&schema.block.normalize_json(v)).unwrap_or(json),
+                Err(e) => {
+                    diags.root_error(
+                        "Cannot read the stored state",
+                        format!("it is not JSON: {e}"),
+                    );
+                    return None;
+                }
+            }
+        }
+        r.upgrade(diags, version, schema.version, RawValue::Json(json))
             .await
     }
 }
