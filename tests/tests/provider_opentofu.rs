@@ -3,19 +3,15 @@
 //! (private state), a cloud-init seed (sensitive) and a data source apply,
 //! plan empty, import and destroy.
 //!
-//! Needs OpenTofu at `$KVMBE_CACHE/peers/bin/tofu`:
-//! `cargo test -p kvmbe-tests --test provider_opentofu -- --ignored`.
+//! OpenTofu is the test bed's peer build (`testbed::peers::opentofu`).
 
 use testbed::libvirtd::{Libvirtd, POOL};
+use testbed::peers::opentofu;
 use testbed::terraform::{header, TfProject};
-use testbed::tools::Terraform;
-use testbed::util::cache_dir;
 
 #[test]
-#[ignore = "needs OpenTofu at $KVMBE_CACHE/peers/bin/tofu"]
 fn opentofu_applies_plans_empty_imports_and_destroys() {
-    let program = cache_dir().join("peers/bin/tofu");
-    assert!(program.exists(), "{} is not installed", program.display());
+    let tofu = opentofu().unwrap();
     let d = Libvirtd::start().unwrap();
     let pool_dir = d.dir().join("tofu-pool");
     let source = d.dir().join("src.raw");
@@ -30,11 +26,7 @@ fn opentofu_applies_plans_empty_imports_and_destroys() {
         pool_dir.display(),
         source.display()
     );
-    let tf = TfProject::new(Terraform {
-        version: "tofu".into(),
-        program,
-    })
-    .unwrap();
+    let tf = TfProject::new(tofu).unwrap();
     tf.write_main(&hcl);
     let out = tf.apply();
     assert!(out.contains("cpus"), "{out}");

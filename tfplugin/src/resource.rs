@@ -282,8 +282,14 @@ pub trait DynamicResource: Send + Sync {
     ) -> Option<RawValue>;
 }
 
-fn private_raw(b: Vec<u8>) -> RawValue {
+/// Private state as this provider wrote it. Bytes it cannot read were
+/// written by another provider (state moved with `replace-provider`, e.g.
+/// dmacvicar/libvirt's JSON): they mean nothing to us and read as null.
+fn private_state<T: DeserializeOwned>(diags: &mut Diagnostics, b: Vec<u8>) -> Option<T> {
+    let mut ignored = Diagnostics::default();
     RawValue::MessagePack(b)
+        .deserialize(&mut ignored)
+        .or_else(|| RawValue::default().deserialize(diags))
 }
 
 fn encode_private<T: Serialize>(diags: &mut Diagnostics, v: &T) -> Option<Vec<u8>> {
@@ -309,7 +315,7 @@ impl<R: Resource> DynamicResource for R {
         meta: RawValue,
     ) -> Option<(RawValue, Vec<u8>)> {
         let state = state.deserialize(diags)?;
-        let private = private_raw(private).deserialize(diags)?;
+        let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
         let (s, p) = Resource::read(self, diags, state, private, meta).await?;
         Some((RawValue::serialize(diags, &s)?, encode_private(diags, &p)?))
@@ -341,7 +347,7 @@ impl<R: Resource> DynamicResource for R {
         let prior = prior.deserialize(diags)?;
         let proposed = proposed.deserialize(diags)?;
         let config = config.deserialize(diags)?;
-        let private = private_raw(private).deserialize(diags)?;
+        let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
         let (s, p, replace) =
             Resource::plan_update(self, diags, prior, proposed, config, private, meta).await?;
@@ -360,7 +366,7 @@ impl<R: Resource> DynamicResource for R {
         meta: RawValue,
     ) -> Option<Vec<u8>> {
         let prior = prior.deserialize(diags)?;
-        let private = private_raw(private).deserialize(diags)?;
+        let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
         let p = Resource::plan_destroy(self, diags, prior, private, meta).await?;
         encode_private(diags, &p)
@@ -376,7 +382,7 @@ impl<R: Resource> DynamicResource for R {
     ) -> Option<(RawValue, Vec<u8>)> {
         let planned = planned.deserialize(diags)?;
         let config = config.deserialize(diags)?;
-        let private = private_raw(private).deserialize(diags)?;
+        let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
         let (s, p) = Resource::create(self, diags, planned, config, private, meta).await?;
         Some((RawValue::serialize(diags, &s)?, encode_private(diags, &p)?))
@@ -394,7 +400,7 @@ impl<R: Resource> DynamicResource for R {
         let prior = prior.deserialize(diags)?;
         let planned = planned.deserialize(diags)?;
         let config = config.deserialize(diags)?;
-        let private = private_raw(private).deserialize(diags)?;
+        let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
         let (s, p) = Resource::update(self, diags, prior, planned, config, private, meta).await?;
         Some((RawValue::serialize(diags, &s)?, encode_private(diags, &p)?))
@@ -408,7 +414,7 @@ impl<R: Resource> DynamicResource for R {
         meta: RawValue,
     ) -> Option<()> {
         let prior = prior.deserialize(diags)?;
-        let private = private_raw(private).deserialize(diags)?;
+        let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
         Resource::destroy(self, diags, prior, private, meta).await
     }
@@ -520,5 +526,22 @@ impl<P: Provider> DynamicProvider for P {
     ) -> Option<()> {
         let config = config.deserialize(diags)?;
         Provider::configure(self, diags, version, config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Value, ValueEmpty};
+
+    #[test]
+    fn private_state_another_provider_wrote_reads_as_null() {
+        let mut d = Diagnostics::default();
+        let sdk_json = br#"{"schema_version":"0"}"#.to_vec();
+        let p: ValueEmpty = private_state(&mut d, sdk_json).unwrap();
+        assert!(p.is_null());
+        let ours: Value<i64> = private_state(&mut d, vec![0x07]).unwrap();
+        assert_eq!(ours, Value::Value(7));
+        assert!(d.errors.is_empty());
     }
 }
