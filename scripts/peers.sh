@@ -30,6 +30,12 @@ if [ ! -x "$go" ]; then
 fi
 export GOMODCACHE=$KVMBE_CACHE/go/mod GOCACHE=$KVMBE_CACHE/go/build
 export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+# Modules come from the module proxy only: no fallback to fetching a
+# repository directly when the proxy lacks something.
+GOPROXY=$("$go" env GOPROXY | sed 's/[,|]direct$//')
+export GOPROXY
+# Packer asks HashiCorp for newer versions unless told not to.
+export CHECKPOINT_DISABLE=1
 mkdir -p "$peers/bin" "$GOMODCACHE" "$GOCACHE"
 
 # licence_ok DIR: the module's own licence file is MPL-2.0, Apache-2.0 or MIT.
@@ -43,50 +49,78 @@ licence_ok() {
   return 1
 }
 
-# peer NAME WRAPPER MODULE VERSION PACKAGE OUT VERSION_CMD VERSION_TEXT [ENV=VALUE...]
-# Builds PACKAGE (of MODULE at VERSION, as tests/peers/WRAPPER requires it)
-# into OUT, unless OUT is there, was built from MODULE VERSION and, when
-# VERSION_CMD is given, prints VERSION_TEXT.
-peer() {
-  local name=$1 wrapper=$2 module=$3 version=$4 pkg=$5 out=$6 vcmd=$7 vtext=$8
-  shift 8
-  local dir=$root/tests/peers/$wrapper
-  if [ -x "$out" ] && "$go" version -m "$out" 2>/dev/null | grep -qP "^\t(mod|dep)\t\Q$module\E\t\Q$version\E\t" &&
-    { [ -z "$vcmd" ] || "$out" $vcmd 2>&1 | grep -qF "$vtext"; }; then
+# The programs, one a line: NAME|WRAPPER|MODULE|VERSION|PACKAGE|OUT|VERSION_CMD|VERSION_TEXT|ENV
+# PACKAGE of MODULE at VERSION (as tests/peers/WRAPPER requires it) is
+# built into OUT, unless OUT is there, was built from MODULE VERSION and,
+# when VERSION_CMD is given, prints VERSION_TEXT.
+mirror=$peers/tf-mirror/registry.terraform.io/dmacvicar/libvirt
+table=(
+  "Packer|packer|github.com/hashicorp/packer|v1.9.4|github.com/hashicorp/packer|$peers/bin/packer-1.9|version|Packer v1.9.4|"
+  "OpenTofu|tofu|github.com/opentofu/opentofu|v1.12.6|github.com/opentofu/opentofu/cmd/tofu|$peers/bin/tofu|version|OpenTofu v1.12.6|"
+  # v3.78.0: every later release the module proxy serves needs
+  # drjosh.dev/zzglob, which it does not serve.
+  "buildkite-agent|buildkite-agent|github.com/buildkite/agent/v3|v3.78.0|github.com/buildkite/agent/v3|$peers/bin/buildkite-agent|--version|version 3.78.0|CGO_ENABLED=0"
+  "dmacvicar terraform-provider-libvirt|libvirt-0.8.3|github.com/dmacvicar/terraform-provider-libvirt|v0.8.3|github.com/dmacvicar/terraform-provider-libvirt|$mirror/0.8.3/linux_amd64/terraform-provider-libvirt_v0.8.3|||"
+)
+# Not built, because the module proxy does not serve them: dmacvicar's
+# provider 0.9.x (v0.9.0, v0.9.1, v0.9.5 to v0.9.7 refused) and
+# ivoronin/packer-plugin-sshkey (v1.0.3 to v1.4.0 refused).
+
+# Outputs are read whole before grep looks at them: `grep -q` stops
+# reading at the first match, and under pipefail the writer's SIGPIPE
+# would fail the check.
+present() { # OUT MODULE VERSION VERSION_CMD VERSION_TEXT
+  [ -x "$1" ] || return 1
+  local info said
+  info=$("$go" version -m "$1" 2>/dev/null) || return 1
+  grep -qP "^\t(mod|dep)\t\Q$2\E\t\Q$3\E\t" <<<"$info" || return 1
+  [ -z "$4" ] && return 0
+  # shellcheck disable=SC2086 # VERSION_CMD is one word
+  said=$("$1" $4 2>&1) || return 1
+  grep -qF "$5" <<<"$said"
+}
+
+todo=()
+for row in "${table[@]}"; do
+  IFS='|' read -r name wrapper module version pkg out vcmd vtext env <<<"$row"
+  if present "$out" "$module" "$version" "$vcmd" "$vtext"; then
     say "peers: $name $version present ($out)"
-    return
+  else
+    todo+=("$row")
   fi
-  local src
+done
+[ ${#todo[@]} -gt 0 ] || exit 0
+
+# On a cold cache most of the time goes to fetching modules, not to the
+# compiler: fetch what every build needs at once, then build one by one.
+say "peers: fetching the Go modules of ${#todo[@]} program(s)"
+start=$SECONDS
+pids=()
+for row in "${todo[@]}"; do
+  IFS='|' read -r name wrapper module version pkg out vcmd vtext env <<<"$row"
+  (cd "$root/tests/peers/$wrapper" && "$go" list -deps "$pkg" >/dev/null) &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+say "peers: modules fetched in $((SECONDS - start)) s"
+
+for row in "${todo[@]}"; do
+  IFS='|' read -r name wrapper module version pkg out vcmd vtext env <<<"$row"
+  dir=$root/tests/peers/$wrapper
   src=$(cd "$dir" && "$go" mod download -json "$module" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
   if [ -z "$src" ] || ! licence_ok "$src"; then
     say "peers: $module $version: no MPL-2.0, Apache-2.0 or MIT licence file in $src; not building it"
     exit 1
   fi
   say "peers: building $name $version ($pkg) into $out"
-  local start=$SECONDS
+  start=$SECONDS
   mkdir -p "$(dirname "$out")"
-  (cd "$dir" && env "$@" "$go" build -trimpath -o "$out.part" "$pkg")
+  # shellcheck disable=SC2086 # env is empty or one VAR=value word
+  (cd "$dir" && env $env "$go" build -trimpath -o "$out.part" "$pkg")
   mv -f "$out.part" "$out"
-  if [ -n "$vcmd" ] && ! "$out" $vcmd 2>&1 | grep -qF "$vtext"; then
-    say "peers: $out $vcmd does not say '$vtext'"
+  if ! present "$out" "$module" "$version" "$vcmd" "$vtext"; then
+    say "peers: $out does not report $module $version${vtext:+ ('$vtext')}"
     exit 1
   fi
   say "peers: $name $version built in $((SECONDS - start)) s"
-}
-
-peer "Packer" packer github.com/hashicorp/packer v1.9.4 \
-  github.com/hashicorp/packer "$peers/bin/packer-1.9" version "Packer v1.9.4"
-peer "OpenTofu" tofu github.com/opentofu/opentofu v1.12.6 \
-  github.com/opentofu/opentofu/cmd/tofu "$peers/bin/tofu" version "OpenTofu v1.12.6"
-# v3.78.0: every later release the module proxy serves needs
-# drjosh.dev/zzglob, which it does not serve.
-peer "buildkite-agent" buildkite-agent github.com/buildkite/agent/v3 v3.78.0 \
-  github.com/buildkite/agent/v3 "$peers/bin/buildkite-agent" --version "version 3.78.0" \
-  CGO_ENABLED=0
-mirror=$peers/tf-mirror/registry.terraform.io/dmacvicar/libvirt
-peer "dmacvicar terraform-provider-libvirt" libvirt-0.8.3 github.com/dmacvicar/terraform-provider-libvirt v0.8.3 \
-  github.com/dmacvicar/terraform-provider-libvirt \
-  "$mirror/0.8.3/linux_amd64/terraform-provider-libvirt_v0.8.3" "" ""
-# Not built, because the module proxy does not serve them: dmacvicar's
-# provider 0.9.x (v0.9.0, v0.9.1, v0.9.5 to v0.9.7 refused) and
-# ivoronin/packer-plugin-sshkey (v1.0.3 to v1.4.0 refused).
+done

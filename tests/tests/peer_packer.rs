@@ -1,11 +1,14 @@
 //! Packer 1.9, built from its Go module, finds our plugin where
 //! `packer init` installs it for a template's `required_plugins`
 //! (`<plugins>/github.com/kvmbe/libvirt/packer-plugin-libvirt_v<ver>_x5.0_linux_amd64`
-//! with its `_SHA256SUM`), validates a template that asks for it, and
-//! builds an image of the tiny root-disk guest on the namespaced libvirtd.
+//! with its `_SHA256SUM`), validates a template that asks for it (and
+//! uses a data source and `templatefile()`, which Debian's 1.6.6 lacks),
+//! and builds an image of the tiny root-disk guest on the namespaced
+//! libvirtd.
 
 use std::path::Path;
-use std::time::Instant;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
@@ -40,8 +43,29 @@ fn template(bed: &Libvirtd, guest: &TinyGuest, dir: &Path, vm_name: &str) -> Str
     for (k, v) in v.as_object().unwrap() {
         body.push_str(&format!("  {k} = {v}\n"));
     }
+    // What Debian's Packer 1.6.6 lacks besides `required_plugins`: a data
+    // source and templatefile().
+    std::fs::write(dir.join("marker.pkrtpl"), "echo ${marker} > /root/marker\n").unwrap();
     format!(
-        "{}\nsource \"libvirt\" \"tiny\" {{\n{body}}}\n\nbuild {{\n  sources = [\"source.libvirt.tiny\"]\n  provisioner \"shell\" {{\n    inline = [\"echo {MARKER} > /root/marker\", \"echo marker=$(cat /root/marker)\"]\n  }}\n}}\n",
+        r#"{}
+data "null" "marker" {{
+  input = "{MARKER}"
+}}
+
+locals {{
+  write_marker = templatefile("${{path.root}}/marker.pkrtpl", {{ marker = data.null.marker.output }})
+}}
+
+source "libvirt" "tiny" {{
+{body}}}
+
+build {{
+  sources = ["source.libvirt.tiny"]
+  provisioner "shell" {{
+    inline = [local.write_marker, "echo marker=$(cat /root/marker)"]
+  }}
+}}
+"#,
         required_plugins()
     )
 }
@@ -112,5 +136,47 @@ fn packer_1_9_loads_our_plugin_from_the_required_plugins_layout_and_builds() {
     let sums = std::fs::read_to_string(dir.join("output/SHA256SUMS")).unwrap();
     assert!(sums.contains(&format!("{vm_name}.qcow2")), "{sums}");
     assert!(!bed.domains().unwrap().contains(&vm_name));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cancelling_a_packer_1_9_build_leaves_no_domain_or_volume() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = workdir("peer19-cancel").unwrap();
+    let vm_name = format!("pk19c-{}", std::process::id());
+    // A provisioner that would keep the build going for minutes.
+    let hcl = template(&bed, &guest, &dir, &vm_name).replace(
+        "inline = [local.write_marker,",
+        "inline = [\"sleep 120\", local.write_marker,",
+    );
+    assert!(hcl.contains("sleep 120"), "{hcl}");
+    std::fs::write(dir.join("tiny.pkr.hcl"), hcl).unwrap();
+    let mut cmd = packer_1_9_in(bed.netns(), &dir, &["build", "tiny.pkr.hcl"]).unwrap();
+    // Its own process group, so the interrupt reaches every Packer process
+    // as a terminal's Ctrl-C would.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !bed.domains().unwrap().contains(&vm_name) {
+        assert!(Instant::now() < deadline, "the build domain never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    testbed::util::signal(-(child.id() as i32), libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let text = show("packer 1.9 build (cancelled)", &out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.to_lowercase().contains("cancel") || text.contains("interrupt"),
+        "{text}"
+    );
+    assert!(!bed.domains().unwrap().contains(&vm_name));
+    let vols = bed.volumes(POOL).unwrap();
+    assert!(!vols.iter().any(|v| v.starts_with(&vm_name)), "{vols:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
