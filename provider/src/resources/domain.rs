@@ -887,11 +887,12 @@ impl Resource for DomainResource {
             }
         }
         for (i, n) in list(&c.network_interface).iter().enumerate() {
-            let given = [&n.network_name, &n.network_id, &n.bridge, &n.macvtap]
-                .iter()
-                .filter(|v| !v.is_null())
-                .count();
-            if given != 1 {
+            // Unknown values (a module's inputs in `terraform validate`)
+            // may yet be null or not: only known values decide.
+            let sources = [&n.network_name, &n.network_id, &n.bridge, &n.macvtap];
+            let known_given = sources.iter().filter(|v| v.is_value()).count();
+            let maybe_given = sources.iter().filter(|v| !v.is_null()).count();
+            if known_given > 1 || maybe_given == 0 {
                 diags.error(
                     "Invalid network interface",
                     "give exactly one of network_name, network_id, bridge or macvtap",

@@ -192,7 +192,9 @@ impl Resource for TemplateResource {
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
         if let Some(c) = config.0 {
-            if !c.network_name.is_null() && !c.bridge.is_null() {
+            // Unknown values (a module's inputs in `terraform validate`)
+            // may yet be null: only known ones conflict.
+            if c.network_name.is_value() && c.bridge.is_value() {
                 diags.error(
                     "Conflicting network",
                     "give network_name or bridge, not both",

@@ -88,15 +88,18 @@ impl Resource for VolumeResource {
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
         let Some(c) = config.0 else { return Some(()) };
+        // Conflicts count only values already known: in `terraform
+        // validate` a module's inputs are unknown, and one may yet be null.
         let has_base = !c.base_volume_id.is_null() || !c.base_volume_name.is_null();
-        if !c.source.is_null() && has_base {
+        let base_known = c.base_volume_id.is_value() || c.base_volume_name.is_value();
+        if c.source.is_value() && base_known {
             diags.error(
                 "Conflicting volume content",
                 "a volume is either uploaded from `source` or an overlay of a base volume, not both",
                 AttributePath::new("source"),
             );
         }
-        if !c.base_volume_id.is_null() && !c.base_volume_name.is_null() {
+        if c.base_volume_id.is_value() && c.base_volume_name.is_value() {
             diags.error(
                 "Conflicting base volume",
                 "give base_volume_id or base_volume_name, not both",

@@ -1,0 +1,276 @@
+//! The deployment under `packer/` and `terraform/`: every root module
+//! initialises from a filesystem mirror and validates under Terraform 1.11
+//! and OpenTofu, and is `terraform fmt` clean; every Packer template
+//! validates under Packer 1.9 with our builder (the Windows one as to
+//! syntax: WinRM is not spoken yet). The agent
+//! template module, applied with a token, keeps the token out of the plan,
+//! the apply output, `terraform show` and the template's readable XML,
+//! and puts it in the root-only seed volume on the host.
+//!
+//! Validation runs in a network namespace of its own with only loopback:
+//! nothing it does can reach the network.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use testbed::guest::TinyGuest;
+use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
+use testbed::netns::Netns;
+use testbed::packer::workdir;
+use testbed::peers;
+use testbed::terraform::terraform;
+use testbed::tools::{mirror_config, Terraform};
+use testbed::util::{bin_dir, workspace_root};
+
+/// The repository's `packer/` and `terraform/` copied into a fresh folder,
+/// so that `terraform init` writes nothing into the checkout.
+fn copy_deployment(dest: &Path) {
+    for part in ["packer", "terraform"] {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(workspace_root().join(part))
+            .arg(dest)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cp: {out:?}");
+    }
+}
+
+fn show(what: &str, out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("== {what} -> {:?}\n{text}", out.status.code());
+    text
+}
+
+fn tf(ns: &Netns, t: &Terraform, dir: &Path, cli: &Path, args: &[&str]) -> Output {
+    let mut c = ns.cmd(&t.program.display().to_string());
+    t.configure(&mut c, dir, cli);
+    c.args(args);
+    let out = c.output().unwrap();
+    show(
+        &format!("{} {} in {}", t.version, args.join(" "), dir.display()),
+        &out,
+    );
+    out
+}
+
+fn roots(top: &Path) -> Vec<PathBuf> {
+    ["build-agents", "build-infrastructure"]
+        .iter()
+        .map(|r| top.join("terraform").join(r))
+        .collect()
+}
+
+#[test]
+fn every_root_module_validates_under_terraform_and_opentofu() {
+    let work = tempfile::tempdir().unwrap();
+    copy_deployment(work.path());
+    let cli = mirror_config(work.path()).unwrap();
+    let ns = Netns::new("validate").unwrap();
+    let mut tfs = vec![terraform("1.11").unwrap()];
+    tfs.push(peers::opentofu().unwrap());
+    for t in &tfs {
+        for root in roots(work.path()) {
+            let _ = std::fs::remove_dir_all(root.join(".terraform"));
+            let _ = std::fs::remove_file(root.join(".terraform.lock.hcl"));
+            let out = tf(
+                &ns,
+                t,
+                &root,
+                &cli,
+                &["init", "-backend=false", "-input=false", "-no-color"],
+            );
+            assert!(
+                out.status.success(),
+                "{} init {}",
+                t.version,
+                root.display()
+            );
+            let out = tf(&ns, t, &root, &cli, &["validate", "-no-color"]);
+            assert!(
+                out.status.success(),
+                "{} validate {}",
+                t.version,
+                root.display()
+            );
+        }
+    }
+    let out = tf(
+        &ns,
+        &tfs[0],
+        &work.path().join("terraform"),
+        &cli,
+        &["fmt", "-check", "-recursive", "-diff", "-no-color"],
+    );
+    assert!(out.status.success(), "terraform/ is not fmt clean");
+}
+
+fn templates(top: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for group in ["build-agents", "build-infrastructure"] {
+        for image in std::fs::read_dir(top.join("packer").join(group)).unwrap() {
+            let image = image.unwrap().path();
+            for f in std::fs::read_dir(&image).unwrap() {
+                let f = f.unwrap().path();
+                if f.to_string_lossy().ends_with(".pkr.hcl") {
+                    found.push(f);
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_packer_template_validates_under_packer_1_9() {
+    let work = workdir("layout").unwrap();
+    copy_deployment(&work);
+    let ns = Netns::new("validate").unwrap();
+    let plain = peers::packer_1_9(&work).unwrap();
+    let found = templates(&work);
+    let names: Vec<_> = found
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "debian-agent.pkr.hcl",
+            "freebsd-agent.pkr.hcl",
+            "windows-agent.pkr.hcl",
+            "cache.pkr.hcl"
+        ]
+    );
+    for template in &found {
+        let dir = template.parent().unwrap();
+        let windows = template.ends_with("windows-agent.pkr.hcl");
+        let mut c = ns.cmd(&plain.get_program().to_string_lossy());
+        for (k, v) in plain.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c.current_dir(dir).arg("validate");
+        if windows {
+            c.arg("-syntax-only");
+        }
+        c.args(["-var", "output_dir=builds/validate"]);
+        if template.ends_with("debian-agent.pkr.hcl") {
+            c.arg("-var").arg(format!(
+                "powernapd_path={}",
+                bin_dir().join("powernapd").display()
+            ));
+        }
+        c.arg(template.file_name().unwrap());
+        let out = c.output().unwrap();
+        let text = show(&format!("packer validate {}", template.display()), &out);
+        assert!(out.status.success(), "{}: {text}", template.display());
+    }
+}
+
+#[test]
+fn the_agent_token_reaches_the_seed_volume_and_nowhere_else() {
+    const TOKEN: &str = "kvmbe-secret-agent-token-5f1e2d";
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let work = workdir("secrets").unwrap();
+    copy_deployment(&work);
+    // An image folder with one build of the tiny guest, as kvmbe build
+    // leaves it.
+    let image = work.join("images/debian-agent-image");
+    let build = image.join("builds/2026-12-01T00:00:00Z");
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::copy(&guest.root_disk, build.join("debian-agent.qcow2")).unwrap();
+    let root = work.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("main.tf"),
+        format!(
+            r#"terraform {{
+  required_providers {{
+    libvirt = {{
+      source = "kvmbe/libvirt"
+    }}
+  }}
+}}
+
+provider "libvirt" {{
+  uri = "{uri}"
+}}
+
+variable "buildkite_agent_token" {{
+  type      = string
+  sensitive = true
+}}
+
+module "agent" {{
+  source                = "../terraform/build-agents/agent-template"
+  name                  = "debian-agent"
+  image_dir             = "{image}"
+  user_data_template    = "../terraform/build-agents/user-data/debian-agent.tftpl"
+  pool                  = "{POOL}"
+  network_name          = "{NETWORK}"
+  type                  = "qemu"
+  memory                = 256
+  vcpu                  = 1
+  buildkite_agent_token = var.buildkite_agent_token
+}}
+"#,
+            uri = bed.uri(),
+            image = image.display(),
+        ),
+    )
+    .unwrap();
+    let t = terraform("1.11").unwrap();
+    let cli = mirror_config(&work).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = t.cmd(&root, &cli);
+        c.args(args).env("TF_VAR_buildkite_agent_token", TOKEN);
+        let out = c.output().unwrap();
+        let text = show(&format!("terraform {}", args.join(" ")), &out);
+        assert!(out.status.success(), "terraform {}", args.join(" "));
+        text
+    };
+    let mut said = String::new();
+    said += &run(&["init", "-input=false", "-no-color"]);
+    said += &run(&["plan", "-no-color", "-out=tfplan"]);
+    said += &run(&["apply", "-no-color", "-auto-approve", "tfplan"]);
+    said += &run(&["show", "-no-color"]);
+    said += &run(&["plan", "-no-color"]);
+    assert!(!said.contains(TOKEN), "the token is in Terraform's output");
+
+    // The template's readable XML does not hold it; its seed volume does,
+    // root-only.
+    let xml = bed.virsh(&["-r", "dumpxml", "debian-agent"]).unwrap();
+    assert!(!xml.contains(TOKEN), "the token is in the template's XML");
+    let mut in_a_volume = Vec::new();
+    for entry in std::fs::read_dir(bed.pool_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()) {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                meta.mode() & 0o077,
+                0,
+                "{} is readable by others",
+                path.display()
+            );
+            assert_eq!(meta.uid(), 0, "{} is not root's", path.display());
+            in_a_volume.push(path);
+        }
+    }
+    assert_eq!(
+        in_a_volume.len(),
+        1,
+        "the token is in one volume: {in_a_volume:?}"
+    );
+
+    run(&["destroy", "-no-color", "-auto-approve"]);
+    std::fs::remove_dir_all(&work).unwrap();
+}
