@@ -274,3 +274,20 @@ module "agent" {{
     run(&["destroy", "-no-color", "-auto-approve"]);
     std::fs::remove_dir_all(&work).unwrap();
 }
+
+#[test]
+fn the_images_powernapd_configs_pass_powernapds_own_check() {
+    let conf = workspace_root().join("packer/build-agents/debian-agent-image/files/powernapd.conf");
+    let out = Command::new(bin_dir().join("powernapd"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = show("powernapd --check", &out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("monitor process ^/usr/bin/buildkite-agent"),
+        "{text}"
+    );
+}
