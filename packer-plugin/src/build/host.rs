@@ -351,7 +351,7 @@ impl HostHandle {
                     }
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -369,9 +369,25 @@ impl HostHandle {
         Ok(())
     }
 
-    /// Waits until the domain is shut off.
-    pub async fn wait_shut_off(&self, name: &str, deadline: Instant) -> Result<(), BuildError> {
+    /// Waits until the domain is shut off, or, for a disk on this machine,
+    /// until QEMU has let go of it: QEMU holds a lock on its disk images
+    /// while it runs, and releases it when it exits, after flushing.
+    /// libvirt takes a second or more after that to report the domain
+    /// shut off (it tears down the NIC, labels and cgroups first); the
+    /// disk can be read meanwhile, and removing the domain later waits for
+    /// libvirt to finish.
+    pub async fn wait_shut_off(
+        &self,
+        name: &str,
+        disk: &str,
+        deadline: Instant,
+    ) -> Result<(), BuildError> {
+        // Trust the lock only if QEMU holds it now.
+        let watch_lock = self.is_local() && disk_locked(Path::new(disk)) == Some(true);
         loop {
+            if watch_lock && disk_locked(Path::new(disk)) == Some(false) {
+                return Ok(());
+            }
             let n = name.to_string();
             let state = self
                 .with(move |h| {
@@ -468,6 +484,23 @@ impl HostHandle {
         .await
         .map_err(|e| e.to_string())
     }
+}
+
+/// Whether some process holds a lock on `path` (QEMU's image locking uses
+/// open file description locks); `None` when that cannot be told.
+pub fn disk_locked(path: &Path) -> Option<bool> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(path).ok()?;
+    // SAFETY: an all-zero flock is a valid value to fill in below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: F_OFD_GETLK reads and writes the flock we own.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    if r != 0 {
+        return None;
+    }
+    Some(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 struct TempFile(PathBuf);
@@ -627,6 +660,29 @@ mod tests {
         // On a bridge the address comes from the guest agent.
         assert!(d.qemu_agent);
         assert!(d.os.firmware.is_none() && d.os.nvram.is_none());
+    }
+
+    #[test]
+    fn a_held_image_lock_is_seen_and_its_release_too() {
+        use std::os::unix::io::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk.qcow2");
+        std::fs::write(&p, b"x").unwrap();
+        assert_eq!(disk_locked(&p), Some(false));
+        // A shared lock on one byte, as QEMU takes them.
+        let holder = std::fs::OpenOptions::new().read(true).open(&p).unwrap();
+        // SAFETY: a zeroed flock filled in below; the fd is open.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_RDLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = 100;
+        fl.l_len = 1;
+        let r = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        assert_eq!(r, 0);
+        assert_eq!(disk_locked(&p), Some(true));
+        drop(holder);
+        assert_eq!(disk_locked(&p), Some(false));
+        assert_eq!(disk_locked(&dir.path().join("missing")), None);
     }
 
     #[test]

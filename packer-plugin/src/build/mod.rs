@@ -319,7 +319,7 @@ async fn steps(
             Some(cmd) => {
                 // The command may hold a password: never shown.
                 ui.message("Running the shutdown_command").await;
-                shutdown_by_command(&host, cfg, ssh.clone(), cmd).await?;
+                shutdown_by_command(&host, cfg, ssh.clone(), cmd, &disk.path).await?;
             }
             None => {
                 host.acpi_shutdown(&cfg.vm_name, cfg.shutdown_timeout)
@@ -330,7 +330,7 @@ async fn steps(
     } else {
         ui.say("No communicator: waiting for the guest to power off by itself...")
             .await;
-        wait_powered_off(&host, cfg).await?;
+        wait_powered_off(&host, cfg, &disk.path).await?;
     }
 
     ui.say(format!(
@@ -392,9 +392,13 @@ async fn host_ip_for_guest(
     })
 }
 
-async fn wait_powered_off(host: &HostHandle, cfg: &Config) -> Result<(), BuildError> {
+async fn wait_powered_off(
+    host: &HostHandle,
+    cfg: &Config,
+    disk: &str,
+) -> Result<(), BuildError> {
     let deadline = kvmhost::deadline::after(cfg.shutdown_timeout);
-    host.wait_shut_off(&cfg.vm_name, deadline)
+    host.wait_shut_off(&cfg.vm_name, disk, deadline)
         .await
         .map_err(|_| {
             BuildError::Step(format!(
@@ -412,10 +416,11 @@ async fn shutdown_by_command(
     cfg: &Config,
     ssh: Arc<Ssh>,
     cmd: &str,
+    disk: &str,
 ) -> Result<(), BuildError> {
     let command = cmd.to_string();
     let mut run = tokio::spawn(async move { ssh.run(&command).await });
-    let off = wait_powered_off(host, cfg);
+    let off = wait_powered_off(host, cfg, disk);
     tokio::pin!(off);
     tokio::select! {
         r = &mut off => r,
