@@ -1,81 +1,38 @@
-//! The seed's template shapes under Packer 1.9 (built in the test bed as
-//! `$KVMBE_CACHE/peers/bin/packer-1.9`), with our plugin installed in the
-//! layout `packer init` leaves for `required_plugins`: a Debian-agent
-//! template (`packer {}` block, `data "sshkey"`, `templatefile()` user-data
-//! in `cd_content`, `file` and `shell` provisioners, a `shell-local`
-//! post-processor writing `SHA256SUMS`) builds the tiny guest end to end;
-//! the FreeBSD (`boot_command`, `.xz` image), macOS (`qemuargs`, EFI) and
-//! multi-disk shapes validate.
+//! The seed's template shapes under Packer 1.9 (built by the test bed's
+//! peers), with our plugin installed in the layout `packer init` leaves
+//! for `required_plugins`: a Debian-agent template (`packer {}` block,
+//! `templatefile()` user-data in `cd_content` carrying the install key,
+//! `file` and `shell` provisioners, a `shell-local` post-processor writing
+//! `SHA256SUMS`) builds the tiny guest end to end; the FreeBSD
+//! (`boot_command`, `.xz` image), macOS (`qemuargs`, EFI) and multi-disk
+//! shapes validate.
+//!
+//! The seed takes its install key from the `sshkey` data source
+//! (ivoronin/packer-plugin-sshkey); the Go module proxy serves none of its
+//! releases, so the test bed cannot build it, and this template makes the
+//! key pair with `ssh-keygen` instead, reading it with `file()`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
 use testbed::packer::{show, workdir};
-use testbed::util;
+use testbed::peers;
 
-fn peer_bin(name: &str) -> PathBuf {
-    let p = util::cache_dir().join("peers/bin").join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: the test bed builds it (scripts/setup.sh, peers)",
-        p.display()
-    );
-    p
-}
-
-/// Installs a plugin binary as `packer init` would for `source`
-/// (`github.com/NS/NAME`): `<dir>/github.com/NS/NAME/packer-plugin-NAME_vVER_x5.0_linux_amd64`
-/// and its `_SHA256SUM`, the version taken from the plugin's `describe`.
-fn install_plugin(dir: &Path, source: &str, bin: &Path) {
-    let out = Command::new(bin).arg("describe").output().unwrap();
-    let desc: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{} describe: {e}", bin.display()));
-    let version = desc["version"].as_str().unwrap().to_string();
-    let name = source.rsplit('/').next().unwrap();
-    let folder = dir.join(source);
-    std::fs::create_dir_all(&folder).unwrap();
-    let file = format!("packer-plugin-{name}_v{version}_x5.0_linux_amd64");
-    std::fs::copy(bin, folder.join(&file)).unwrap();
-    let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        std::fs::read(bin).unwrap(),
-    ));
-    std::fs::write(folder.join(format!("{file}_SHA256SUM")), sum).unwrap();
-}
-
-/// Packer 1.9 working in `dir`, seeing only the plugins installed under
-/// `dir/plugins`; inside `bed`'s namespace when given (guests are reachable
+/// Packer 1.9 working in `dir` with our plugin installed as `packer init`
+/// installs it; inside `bed`'s namespace when given (guests are reachable
 /// only there).
 fn packer19(dir: &Path, bed: Option<&Libvirtd>, args: &[&str]) -> std::process::Output {
-    let bin = peer_bin("packer-1.9");
     let mut c = match bed {
-        Some(b) => b.netns().cmd(&bin.to_string_lossy()),
-        None => Command::new(&bin),
+        Some(b) => peers::packer_1_9_in(b.netns(), dir, args).unwrap(),
+        None => {
+            let mut c = peers::packer_1_9(dir).unwrap();
+            c.args(args);
+            c
+        }
     };
-    c.args(args)
-        .current_dir(dir)
-        .env("CHECKPOINT_DISABLE", "1")
-        .env("PACKER_PLUGIN_PATH", dir.join("plugins"))
-        .env("PACKER_CONFIG_DIR", dir.join(".packer.d"))
-        .env("PACKER_CACHE_DIR", dir.join("packer_cache"))
-        .env("PACKER_NO_COLOR", "1");
     c.output().unwrap()
-}
-
-fn plugins(dir: &Path, with_sshkey: bool) {
-    install_plugin(
-        &dir.join("plugins"),
-        "github.com/kvmbe/libvirt",
-        &util::bin_dir().join("packer-plugin-libvirt"),
-    );
-    if with_sshkey {
-        install_plugin(
-            &dir.join("plugins"),
-            "github.com/ivoronin/sshkey",
-            &peer_bin("packer-plugin-sshkey"),
-        );
-    }
 }
 
 const REQUIRED_LIBVIRT: &str = r#"
@@ -89,9 +46,15 @@ fn a_debian_agent_shaped_template_builds_end_to_end_under_packer_1_9() {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
     let dir = workdir("seed19-debian").unwrap();
-    plugins(&dir, true);
+    // The install key, as the sshkey data source would make it.
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "install", "-f"])
+        .arg(dir.join("install_key"))
+        .status()
+        .unwrap();
+    assert!(st.success());
     // The tiny guest runs a user-data that starts with `#!`; the seed's
-    // cloud-config does the same job (authorise the generated key).
+    // cloud-config does the same job (authorise the install key).
     std::fs::write(
         dir.join("user-data.tpl"),
         "#!/bin/sh\nmkdir -p /root/.ssh\necho '${ssh_public_key}' >> /root/.ssh/authorized_keys\n",
@@ -102,10 +65,6 @@ fn a_debian_agent_shaped_template_builds_end_to_end_under_packer_1_9() {
     let template = format!(
         r#"packer {{
   required_plugins {{{REQUIRED_LIBVIRT}
-    sshkey = {{
-      source  = "github.com/ivoronin/sshkey"
-      version = ">= 1.0.0"
-    }}
   }}
 }}
 
@@ -113,8 +72,6 @@ variable "output_dir" {{
   type    = string
   default = "output"
 }}
-
-data "sshkey" "install" {{}}
 
 source "libvirt" "debian" {{
   libvirt_uri  = "{uri}"
@@ -127,11 +84,11 @@ source "libvirt" "debian" {{
   initrd       = "{initrd}"
   kernel_args  = "{cmdline}"
 
-  ssh_private_key_file = data.sshkey.install.private_key_path
+  ssh_private_key_file = "install_key"
 
   cd_content = {{
     "meta-data" = ""
-    "user-data" = templatefile("user-data.tpl", {{ ssh_public_key = data.sshkey.install.public_key }})
+    "user-data" = templatefile("user-data.tpl", {{ ssh_public_key = trimspace(file("install_key.pub")) }})
   }}
   cd_label = "cidata"
 
@@ -253,7 +210,6 @@ const COMMON: &str = r#"
 #[test]
 fn the_freebsd_macos_and_multi_disk_shapes_validate_under_packer_1_9() {
     let dir = workdir("seed19-shapes").unwrap();
-    plugins(&dir, false);
 
     let freebsd = format!(
         r#"  iso_url      = "https://download.freebsd.org/ftp/releases/VM-IMAGES/14.3-RELEASE/amd64/Latest/FreeBSD-14.3-RELEASE-amd64-BASIC-CLOUDINIT-ufs.qcow2.xz"

@@ -392,11 +392,7 @@ async fn host_ip_for_guest(
     })
 }
 
-async fn wait_powered_off(
-    host: &HostHandle,
-    cfg: &Config,
-    disk: &str,
-) -> Result<(), BuildError> {
+async fn wait_powered_off(host: &HostHandle, cfg: &Config, disk: &str) -> Result<(), BuildError> {
     let deadline = kvmhost::deadline::after(cfg.shutdown_timeout);
     host.wait_shut_off(&cfg.vm_name, disk, deadline)
         .await
