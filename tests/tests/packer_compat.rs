@@ -137,7 +137,7 @@ fn a_seed_shaped_json_template_builds_with_the_qemu_builders_meaning() {
 }
 
 #[test]
-fn winrm_and_misspelt_options_are_refused_by_name() {
+fn winrm_and_misspelt_options_are_refused_and_packers_template_values_reach_the_engine() {
     let dir = workdir("compat-refused").unwrap();
     let t = serde_json::json!({
         "builders": [{
@@ -164,6 +164,31 @@ fn winrm_and_misspelt_options_are_refused_by_name() {
     );
     assert!(
         text.contains("disk_chache: unknown option; did you mean `disk_cache`?"),
+        "{text}"
+    );
+
+    // Packer passes the template's path, its version and the build name:
+    // the engine's functions see them (shown here through vm_name's error,
+    // which quotes the rendered value).
+    let t = serde_json::json!({
+        "builders": [{
+            "type": "libvirt",
+            "kernel": "/proc/self/exe",
+            "communicator": "none",
+            "vm_name": "{{template_dir}}|{{packer_version}}|{{build_name}}|{{isotime \"2006\"}}"
+        }]
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&t).unwrap()).unwrap();
+    let out = testbed::tools::packer(&dir)
+        .unwrap()
+        .args(["validate", &path.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = show("packer validate (template functions)", &out);
+    let year = Command::new("date").args(["-u", "+%Y"]).output().unwrap();
+    let year = String::from_utf8_lossy(&year.stdout).trim().to_string();
+    assert!(
+        text.contains(&format!("`{}|1.6.6|libvirt|{year}`", dir.display())),
         "{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);
