@@ -82,11 +82,16 @@ pub struct Daemon {
     last_pass: Instant,
     /// Set to the Unix time after each pass (feeds the systemd watchdog).
     pub heartbeat: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// This process's part of its stack keys.
+    id: String,
 }
 
-/// The stack key of a queue: `<stack_key>-<queue>`, queue names reduced
-/// to what stack keys allow.
-pub fn stack_key(prefix: &str, queue: &str) -> String {
+/// The stack key of a queue for one launcher process:
+/// `<stack_key>-<queue>-<id>`, queue names reduced to what stack keys
+/// allow. Each process has its own stacks because Buildkite's
+/// reservations are per stack: two launchers sharing one stack would both
+/// be told they reserved the same job.
+pub fn stack_key(prefix: &str, queue: &str, id: &str) -> String {
     let q: String = queue
         .trim_start_matches("__")
         .trim_end_matches("__")
@@ -98,8 +103,9 @@ pub fn stack_key(prefix: &str, queue: &str) -> String {
                 '-'
             }
         })
+        .take(30)
         .collect();
-    format!("{prefix}-{q}")
+    format!("{prefix}-{q}-{id}")
 }
 
 impl Daemon {
@@ -135,6 +141,7 @@ impl Daemon {
             rx,
             last_pass: Instant::now(),
             heartbeat: None,
+            id: random_hex(6),
         })
     }
 
@@ -145,7 +152,7 @@ impl Daemon {
     }
 
     fn key(&self, queue: &str) -> String {
-        stack_key(&self.cfg.buildkite.stack_key, queue)
+        stack_key(&self.cfg.buildkite.stack_key, queue, &self.id)
     }
 
     /// Registers a stack per queue (retried until it works or `stop`).
@@ -355,6 +362,14 @@ impl Daemon {
                     Err(e) => {
                         self.metrics.error("buildkite");
                         eprintln!("listing jobs of queue {q}: {e}");
+                        // Another launcher sharing the stack deregistered it
+                        // on its way out: register again, list next pass.
+                        if e.status() == Some(404) {
+                            match self.client.register(&key, &q).await {
+                                Ok(()) => eprintln!("registered the stack for queue {q} again"),
+                                Err(e) => eprintln!("registering the stack for queue {q}: {e}"),
+                            }
+                        }
                         break;
                     }
                 }
@@ -832,8 +847,8 @@ mod tests {
 
     #[test]
     fn stack_keys_are_made_of_allowed_characters() {
-        assert_eq!(stack_key("kvm", "__default__"), "kvm-default");
-        assert_eq!(stack_key("kvm", "linux/arm64"), "kvm-linux-arm64");
+        assert_eq!(stack_key("kvm", "__default__", "a1"), "kvm-default-a1");
+        assert_eq!(stack_key("kvm", "linux/arm64", "a1"), "kvm-linux-arm64-a1");
     }
 
     #[test]

@@ -88,11 +88,10 @@ impl HostRt {
         f(conn)
     }
 
-    /// Marks the host as failing for `for_`, with why.
+    /// Marks the host as failing for `for_`, with why (its connection,
+    /// if any, stays: a failed VM start says nothing against it).
     pub fn set_failing(&self, why: String, for_: Duration) {
-        let mut s = self.st();
-        s.failing = Some((Instant::now() + for_, why));
-        s.conn = None;
+        self.st().failing = Some((Instant::now() + for_, why));
     }
 
     /// Instances found at the last probe.
@@ -233,7 +232,8 @@ impl HostRt {
             (_, true, _) => Power::Waking,
             (_, _, Some(_)) => Power::Awake,
             _ if self.def.wake.is_some() => Power::Asleep,
-            _ => Power::Unusable("does not answer and has no wake settings".into()),
+            // Down for now; it may come back, so jobs wait rather than finish.
+            _ => Power::Failing("does not answer and has no wake settings".into()),
         };
         let total = s.mem.map(|m| m.total_kib);
         let limit_kib = match (self.def.memory_limit, total) {

@@ -134,8 +134,18 @@ impl<'a> Plan<'a> {
         });
         // Jobs share few distinct rule sets: match each set once.
         let mut matches: HashMap<&[String], Result<Vec<usize>, String>> = HashMap::new();
+        // Room only shrinks during a pass: once jobs with some rules must
+        // wait (or can never run), later ones with the same rules too.
+        let mut settled: HashMap<&[String], Decision> = HashMap::new();
         let mut out = Vec::with_capacity(order.len());
         for job in order {
+            if let Some(d) = settled.get(job.rules.as_slice()) {
+                out.push(Decision {
+                    job: job.id.clone(),
+                    ..d.clone()
+                });
+                continue;
+            }
             let fits = matches
                 .entry(job.rules.as_slice())
                 .or_insert_with(|| self.matching(&job.rules));
@@ -156,6 +166,12 @@ impl<'a> Plan<'a> {
                 },
                 Ok(list) => self.place(job, list, hosts, defs),
             };
+            if matches!(
+                decision.action,
+                Action::Wait | Action::Finish | Action::Skip
+            ) {
+                settled.insert(job.rules.as_slice(), decision.clone());
+            }
             out.push(decision);
         }
         out

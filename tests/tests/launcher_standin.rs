@@ -218,3 +218,70 @@ fn a_job_gets_one_vm_which_survives_a_launcher_restart_without_a_duplicate() {
     // The stand-in still has the job scheduled: no agent ran it.
     assert_eq!(bk.job(job).unwrap().state, JobState::Scheduled);
 }
+
+#[test]
+fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    define_agent_template(
+        &host,
+        &g,
+        "agent-template",
+        d.dir(),
+        "#!/bin/sh\nsleep 120\n",
+    )
+    .unwrap();
+    let bk = StandIn::start(Config::default()).unwrap();
+    bk.add_pipeline("app").unwrap();
+    let text = config(&bk, &host_block("h1", &d.uri())).replace("max_vms = 4", "max_vms = 20");
+    let one = LauncherDir::new(&text, bk.cluster_token()).unwrap();
+    let two = LauncherDir::new(&text, bk.cluster_token()).unwrap();
+    let mut a = one.spawn(None, &["run"]).unwrap();
+    let mut b = two.spawn(None, &["run"]).unwrap();
+    let jobs = vec![JobSpec::new(&["queue=linux"]); 6];
+    let build = bk.add_build("app", BuildSpec::new(jobs)).unwrap();
+    let t0 = Instant::now();
+    while host.instances().unwrap().len() < 6 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "{}\n---\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A few more passes of both: still one VM per job.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut per_job: Vec<String> = host
+        .instances()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.labels["job"].clone())
+        .collect();
+    per_job.sort();
+    let mut want = build.job_ids.clone();
+    want.sort();
+    assert_eq!(per_job, want, "{}\n---\n{}", a.log_text(), b.log_text());
+    let started = |r: &testbed::launcher::Running| r.log_text().matches(": started ").count();
+    assert_eq!(started(&a) + started(&b), 6);
+    // One leaves (deregistering the shared stack); the other carries on.
+    assert!(a.stop(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let late = bk
+        .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
+        .unwrap();
+    let t0 = Instant::now();
+    while !host
+        .instances()
+        .unwrap()
+        .iter()
+        .any(|i| i.labels["job"] == late.job_ids[0])
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", b.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(b.stop(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    for i in host.instances().unwrap() {
+        host.remove_instance(&i.name).unwrap();
+    }
+}

@@ -319,7 +319,13 @@ impl Host {
             match self.delete_volume(key) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
+                // A pool refresh by another client between lookup and
+                // delete makes libvirt say "not found" by name: try again.
+                Err(_) => match self.delete_volume(key) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                },
             }
         }
         Ok(())

@@ -204,3 +204,18 @@ fn memory_limits_read_as_virt_launch_counts_them() {
     assert!(MemoryLimit::parse("150%").is_err());
     assert!(MemoryLimit::parse("12 parsecs").is_err());
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cluster-token", "webhook-token"] {
+        std::fs::write(dir.path().join(f), "x\n").unwrap();
+    }
+    let example = include_str!("../../../examples/launcher/launcher.toml").replace(
+        "/etc/buildkite-agent-launcher/",
+        &format!("{}/", dir.path().display()),
+    );
+    let c = parse(&dir.path().join("launcher.toml"), &example, no_env).unwrap();
+    assert_eq!(c.hosts.len(), 2);
+    assert_eq!(c.queues(), vec!["linux".to_string(), "windows".to_string()]);
+}
