@@ -61,4 +61,5 @@ fn a_build_masks_the_shutdown_command_and_sensitive_variables() {
         "the shutdown command was printed:\n{text}"
     );
     assert!(text.contains("the password is <sensitive>"), "{text}");
+    assert!(text.contains("Running the shutdown_command"), "{text}");
 }
