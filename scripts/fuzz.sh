@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${FUZZ_RUNS:-20000}
-all=(iso_read iso_write powerwake_packet rpc_decode packer_config powernapd_config)
+all=(iso_read iso_write powerwake_packet rpc_decode packer_config powernapd_config
+  launcher_config launcher_webhook)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

@@ -1,9 +1,9 @@
 //! powernapd's config file and durations on any text.
 #![no_main]
 
+use kvmhost::duration::parse_duration;
 use libfuzzer_sys::fuzz_target;
 use powernap::config::Config;
-use powernap::duration::parse_duration;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
