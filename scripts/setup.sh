@@ -2,9 +2,10 @@
 # Installs what the project needs on Debian 12, idempotently, and builds it.
 #   scripts/setup.sh          packages for running the tools, then the build
 #   scripts/setup.sh --test   also what the tests use (Terraform 1.15 in a
-#                             venv, tools that check our output, and
+#                             venv, tools that check our output,
 #                             Packer 1.9, OpenTofu, buildkite-agent and
-#                             dmacvicar's provider built with Go)
+#                             dmacvicar's provider built with Go, the
+#                             nightly toolchain and cargo-fuzz)
 # Caches live outside the checkout, in $KVMBE_CACHE (/var/cache/kvmbe for root, else ~/.cache/kvmbe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -105,6 +106,20 @@ fi
 # tests; built once into $cache/peers (see scripts/peers.sh).
 if $want_test; then
   scripts/peers.sh
+fi
+
+# --- Fuzzing (tests only) -------------------------------------------------
+# scripts/fuzz.sh runs the fuzz targets in fuzz/ with cargo-fuzz, which
+# needs the nightly toolchain.
+if $want_test; then
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    say "rustup: installing the nightly toolchain (for cargo fuzz)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    say "cargo: installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+  fi
 fi
 
 # --- Build ---------------------------------------------------------------

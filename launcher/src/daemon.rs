@@ -148,7 +148,10 @@ impl Daemon {
     /// How long a reservation lasts: long enough to wake a host and boot.
     fn reservation(&self) -> Duration {
         let l = &self.cfg.launcher;
-        (l.wake_timeout + l.boot_timeout + Duration::from_secs(60)).min(Duration::from_secs(3600))
+        l.wake_timeout
+            .saturating_add(l.boot_timeout)
+            .saturating_add(Duration::from_secs(60))
+            .min(Duration::from_secs(3600))
     }
 
     fn key(&self, queue: &str) -> String {

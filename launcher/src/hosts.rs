@@ -91,7 +91,8 @@ impl HostRt {
     /// Marks the host as failing for `for_`, with why (its connection,
     /// if any, stays: a failed VM start says nothing against it).
     pub fn set_failing(&self, why: String, for_: Duration) {
-        self.st().failing = Some((Instant::now() + for_, why));
+        // A configured retry time may be too long for the clock.
+        self.st().failing = Some((kvmhost::deadline::after(for_), why));
     }
 
     /// Instances found at the last probe.
@@ -310,4 +311,22 @@ pub fn templates_of(config: &Config) -> Vec<String> {
     t.sort();
     t.dedup();
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_time_too_long_for_the_clock_does_not_panic() {
+        let h = HostRt::new(HostDef {
+            name: "h".into(),
+            uri: "test:///default".into(),
+            wake: None,
+            memory_limit: None,
+            max_vms: None,
+            priority: 0,
+        });
+        h.set_failing("down".into(), Duration::MAX);
+    }
 }

@@ -278,28 +278,24 @@ fn elf_section(f: &mut std::fs::File, name: &str) -> Option<(u64, u64)> {
     None
 }
 
-/// Creates the unix socket Packer connects to, in the temp folder.
+/// Creates the unix socket Packer connects to, in a private folder
+/// (mode 0700, a random name) of the temp folder, so no other local user
+/// can connect first and drive the builder. The caller removes the socket
+/// and its folder once Packer is connected.
 pub fn listen() -> std::io::Result<(tokio::net::UnixListener, PathBuf)> {
-    let dir = std::env::temp_dir();
-    for attempt in 0..100u32 {
-        let name = format!(
-            "packer-plugin-{}-{}-{attempt}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        );
-        let path = dir.join(name);
-        match tokio::net::UnixListener::bind(&path) {
-            Ok(l) => return Ok((l, path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
-            Err(e) => return Err(e),
+    let dir = tempfile::Builder::new()
+        .prefix("packer-plugin-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()?
+        .keep();
+    let path = dir.join("plugin.sock");
+    match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => Ok((l, path)),
+        Err(e) => {
+            let _ = std::fs::remove_dir(&dir);
+            Err(e)
         }
     }
-    Err(std::io::Error::other(
-        "no free socket name in the temp folder",
-    ))
 }
 
 #[cfg(test)]
@@ -311,6 +307,25 @@ mod tests {
         let p = Path::new("/tmp/s");
         assert_eq!(Protocol::Legacy.line(p), "5|unix|/tmp/s");
         assert_eq!(Protocol::Current.line(p), "5|0|unix|/tmp/s");
+    }
+
+    #[tokio::test]
+    async fn the_socket_lies_in_a_folder_only_we_can_enter() {
+        use std::os::unix::fs::MetadataExt;
+        let (_listener, path) = listen().unwrap();
+        let dir = path.parent().unwrap();
+        let meta = std::fs::metadata(dir).unwrap();
+        let mode = meta.mode() & 0o7777;
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir(dir);
+        assert_eq!(
+            mode,
+            0o700,
+            "socket folder {} has mode {mode:o}",
+            dir.display()
+        );
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(meta.uid(), unsafe { libc::geteuid() });
     }
 
     #[test]

@@ -51,6 +51,11 @@ impl Secrets {
         Secrets(v)
     }
 
+    /// These secrets and `more`.
+    pub fn with(self, more: impl IntoIterator<Item = String>) -> Self {
+        Self::new(self.0.into_iter().chain(more))
+    }
+
     /// `text` with every secret replaced by [`MASK`].
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_string();

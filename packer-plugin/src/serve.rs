@@ -68,6 +68,9 @@ pub async fn serve(protocol: Protocol, protobuf: bool) -> Result<(), ServeError>
     }
     let accepted = listener.accept().await;
     let _ = std::fs::remove_file(&path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
     let (sock, _) = accepted?;
     let (broker, closed) = Broker::start(sock.compat(), yamux::Mode::Server);
     let main = broker.accept(0).await?;

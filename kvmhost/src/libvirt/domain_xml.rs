@@ -488,6 +488,7 @@ impl DomainDef {
     pub fn apply_xslt(xml: &str, xslt: &str) -> Result<String> {
         let dir = tempfile::Builder::new()
             .prefix("kvmhost-xslt-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(|source| Error::Io {
                 path: std::env::temp_dir(),

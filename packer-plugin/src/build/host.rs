@@ -209,11 +209,13 @@ impl HostHandle {
         iso: &[u8],
         record: &(dyn Fn(Leftover) + Sync),
     ) -> Result<String, BuildError> {
-        let spec = VolumeSpec::new(
+        let mut spec = VolumeSpec::new(
             &format!("{}-cd.iso", cfg.volume_stem()),
             iso.len() as u64,
             VolumeFormat::Raw,
         );
+        // cd_content may hold secrets: owner-only, as the provider's seeds.
+        spec.mode = Some(0o600);
         let pool = cfg.pool.clone();
         let vol = self
             .with(move |h| {

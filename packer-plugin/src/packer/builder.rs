@@ -57,9 +57,12 @@ impl BuilderService {
             Ok(v) => v,
             Err(e) => return prepare_reply(Some(e), &[]),
         };
-        let secrets = Secrets::from_prepare(&user, &packer);
+        let mut secrets = Secrets::from_prepare(&user, &packer);
         let reply = match Config::parse(&user, &packer) {
             Ok(c) => {
+                // The values after the template engine ran, too.
+                let password = c.ssh.as_ref().and_then(|s| s.password.clone());
+                secrets = secrets.with(password.into_iter().chain(c.shutdown_command.clone()));
                 let warnings: Vec<String> = c.warnings().iter().map(|w| secrets.mask(w)).collect();
                 *self.config.lock().expect("config lock") = Some(c);
                 prepare_reply(None, &warnings)
@@ -260,6 +263,29 @@ mod tests {
         assert!(
             !msg.contains("tok-123") && !msg.contains("hunter2"),
             "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_shutdown_command_is_masked_as_the_template_engine_renders_it() {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let (broker, _) = Broker::start(a.compat(), yamux::Mode::Server);
+        let builder = BuilderService::new(broker, Protocol::Current, false);
+        let arg = json_prepare_arg(
+            &json!({
+                "disk_image": true, "iso_url": "/tmp/x.qcow2", "iso_checksum": "none",
+                "ssh_username": "root", "ssh_password": "pw",
+                "shutdown_command": "echo {{user `pw`}} | sudo -S poweroff",
+            }),
+            &json!({"packer_user_variables": {"pw": "hunter3"}}),
+        );
+        let reply = builder.prepare(&arg);
+        assert_eq!(field(&reply, "Error"), Some(&Value::Nil), "{reply}");
+        let secrets = builder.secrets.lock().unwrap().clone();
+        assert_eq!(
+            secrets.mask("ran echo hunter3 | sudo -S poweroff"),
+            "ran <sensitive>"
         );
     }
 
