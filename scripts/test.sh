@@ -41,6 +41,9 @@ say "cargo test: unit tests"
 cargo test --workspace --lib --bins --no-fail-fast
 cargo test --workspace --doc
 
+say "fuzz: every target, a fixed number of executions"
+scripts/fuzz.sh
+
 say "cargo test: end-to-end tests"
 # Guests run under TCG and take CPU: a few tests at a time is the fastest
 # on two cores.

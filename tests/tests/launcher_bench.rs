@@ -94,6 +94,7 @@ fn summary(d: &[Duration]) -> String {
 }
 
 #[test]
+#[ignore = "a benchmark: cargo test -p kvmbe-tests --test launcher_bench -- --ignored --nocapture --test-threads=1"]
 fn job_to_vm_start_call_with_webhook_and_with_polling() {
     let g = TinyGuest::ensure().unwrap();
     let d = Libvirtd::start().unwrap();
