@@ -1,4 +1,4 @@
-//! The real Terraform (1.11 and 1.15) drives our provider against the
+//! The real Terraform (1.11 and 1.15) and OpenTofu drive our provider against the
 //! namespaced libvirtd: plan, apply, an empty second plan, drift after a
 //! domain is deleted outside Terraform, import, destroy; the domain boots
 //! and its guest prints the cloud-init seed it was given.
@@ -135,4 +135,11 @@ fn terraform_plans_applies_detects_drift_imports_and_destroys() {
     for tf in terraforms().unwrap() {
         lifecycle(&d, &g, tf);
     }
+}
+
+#[test]
+fn opentofu_plans_applies_detects_drift_imports_and_destroys() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    lifecycle(&d, &g, testbed::peers::opentofu().unwrap());
 }
