@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use virt::domain::{Domain, DomainState};
 
-use super::domain_xml::DomainDef;
+use super::domain_xml::{DiskSource, DomainDef};
 use super::error::{lv, Error, Result};
 use super::Host;
 
@@ -88,9 +88,18 @@ impl Host {
         })
     }
 
-    /// The live definition of a domain (by UUID or name).
+    /// The live definition of a domain (by UUID or name). Disks naming a
+    /// pool volume (`<disk type='volume'>`) come with the volume's path.
     pub fn domain_def(&self, id: &str) -> Result<DomainDef> {
-        DomainDef::from_xml(&self.domain_xml(id)?)
+        let mut def = DomainDef::from_xml(&self.domain_xml(id)?)?;
+        for d in &mut def.disks {
+            if let DiskSource::Volume { pool, volume } = &d.source {
+                if let Ok(v) = self.volume(pool, volume) {
+                    d.source = DiskSource::File(v.path);
+                }
+            }
+        }
+        Ok(def)
     }
 
     /// The domain's XML as libvirt stores it (inactive definition).

@@ -128,13 +128,24 @@ pub enum DiskSource {
     File(String),
     /// A block device on the host.
     Block(String),
+    /// A volume named by pool and name (`<disk type='volume'>`, as
+    /// dmacvicar/libvirt writes). [`crate::libvirt::Host::domain_def`]
+    /// turns these into [`DiskSource::File`] with the volume's path.
+    Volume {
+        /// Pool name.
+        pool: String,
+        /// Volume name in the pool.
+        volume: String,
+    },
 }
 
 impl DiskSource {
-    /// The host path.
+    /// The host path; for a [`DiskSource::Volume`] not yet resolved, the
+    /// volume's name.
     pub fn path(&self) -> &str {
         match self {
             DiskSource::File(p) | DiskSource::Block(p) => p,
+            DiskSource::Volume { volume, .. } => volume,
         }
     }
 }
@@ -552,6 +563,7 @@ fn disk_xml(x: &mut String, d: &DiskDef) {
     let (kind, attr) = match &d.source {
         DiskSource::File(_) => ("file", "file"),
         DiskSource::Block(_) => ("block", "dev"),
+        DiskSource::Volume { .. } => ("volume", "volume"),
     };
     let device = match d.device {
         DiskDevice::Disk => "disk",
@@ -562,7 +574,14 @@ fn disk_xml(x: &mut String, d: &DiskDef) {
         "<driver name='qemu' type='{}'/>",
         esc(d.format.as_deref().unwrap_or("raw"))
     ));
-    x.push_str(&format!("<source {attr}='{}'/>", esc(d.source.path())));
+    match &d.source {
+        DiskSource::Volume { pool, volume } => x.push_str(&format!(
+            "<source pool='{}' volume='{}'/>",
+            esc(pool),
+            esc(volume)
+        )),
+        s => x.push_str(&format!("<source {attr}='{}'/>", esc(s.path()))),
+    }
     x.push_str(&format!(
         "<target dev='{}' bus='{}'/>",
         esc(&d.target),
@@ -646,6 +665,13 @@ fn read_devices(devices: roxmltree::Node, def: &mut DomainDef) {
             (Some("block"), Some(s)) => {
                 s.attribute("dev").map(|p| DiskSource::Block(p.to_string()))
             }
+            (Some("volume"), Some(s)) => match (s.attribute("pool"), s.attribute("volume")) {
+                (Some(pool), Some(volume)) => Some(DiskSource::Volume {
+                    pool: pool.to_string(),
+                    volume: volume.to_string(),
+                }),
+                _ => None,
+            },
             (_, Some(s)) => s.attribute("file").map(|p| DiskSource::File(p.to_string())),
             _ => None,
         };
@@ -735,6 +761,25 @@ fn read_devices(devices: roxmltree::Node, def: &mut DomainDef) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_disks_parse_and_round_trip() {
+        let xml =
+            "<domain type='qemu'><name>vm</name><memory unit='KiB'>262144</memory><vcpu>1</vcpu>\
+            <os><type>hvm</type></os><devices>\
+            <disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>\
+            <source pool='bed' volume='root.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+            </devices></domain>";
+        let d = DomainDef::from_xml(xml).unwrap();
+        let want = DiskSource::Volume {
+            pool: "bed".into(),
+            volume: "root.qcow2".into(),
+        };
+        assert_eq!(d.disks[0].source, want);
+        assert_eq!(d.disks[0].source.path(), "root.qcow2");
+        let again = DomainDef::from_xml(&d.to_xml()).unwrap();
+        assert_eq!(again.disks[0].source, want);
+    }
 
     fn sample() -> DomainDef {
         let mut d = DomainDef {

@@ -11,7 +11,7 @@ use kvmhost::nocloud::Seed;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
-use tfplugin::value::{Value, ValueEmpty};
+use tfplugin::value::{RawValue, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
 use crate::common::{
@@ -45,6 +45,27 @@ pub fn key_of(id: &str) -> &str {
     id.split(';').next().unwrap_or(id)
 }
 
+/// Schema version: 1 since state written by dmacvicar/libvirt 0.8 (also
+/// version 0) is normalized on upgrade, see [`upgrade_v0`].
+const VERSION: i64 = 1;
+
+/// Version-0 state to version 1. Ours is unchanged; dmacvicar/libvirt
+/// 0.8's (no `path`, empty strings for unset contents) gets null for its
+/// empty contents. Its id, `<path>;<uuid>`, is kept: the part before `;`
+/// is the volume key as in ours, and domains name the disk by that id.
+pub fn upgrade_v0(mut v0: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v0.as_object_mut() {
+        if !o.contains_key("path") {
+            for k in ["user_data", "meta_data", "network_config"] {
+                if o.get(k).is_some_and(|v| v.as_str() == Some("")) {
+                    o.insert(k.to_string(), serde_json::Value::Null);
+                }
+            }
+        }
+    }
+    v0
+}
+
 /// What `create` writes as `meta-data` when none is given.
 fn default_meta(name: &str) -> String {
     let host_name = name.split('.').next().unwrap_or(name);
@@ -68,7 +89,7 @@ impl Resource for CloudinitResource {
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
         Some(Schema {
-            version: 0,
+            version: VERSION,
             block: Block {
                 version: 0,
                 description: Description::markdown(
@@ -306,6 +327,24 @@ impl Resource for CloudinitResource {
         content.import(&mut s, &vol.name);
         Some((Maybe(Some(s)), ValueEmpty::Null))
     }
+
+    async fn upgrade<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        version: i64,
+        prior_state: RawValue,
+    ) -> Option<Self::State<'a>> {
+        if version != 0 {
+            diags.root_error(
+                "Cannot upgrade the stored libvirt_cloudinit_disk state",
+                format!("schema version {version} is unknown to this provider (it knows 0 and {VERSION})"),
+            );
+            return None;
+        }
+        let v0 = prior_state.json(diags)?;
+        let v1 = serde_json::to_vec(&upgrade_v0(v0)).ok()?;
+        RawValue::Json(v1).deserialize(diags)
+    }
 }
 
 /// Largest volume read back as a seed; NoCloud seeds are tens of KiB, and
@@ -405,13 +444,22 @@ impl SeedContent {
     /// Refreshes a state: values whose content is on the disk stay as
     /// they are (unset stays unset); changed content is taken as imported,
     /// so the next plan replaces the disk.
+    ///
+    /// An unset value also matches an empty file (dmacvicar/libvirt 0.8
+    /// writes every file, empty when unset), and an unset `meta_data` also
+    /// the default one.
     fn refresh(&self, s: &mut CloudinitState, name: &str) {
-        let was = Self {
-            user: known(&s.user_data).map(str::to_string),
-            meta: known(&s.meta_data).map(str::to_string),
-            net: known(&s.network_config).map(str::to_string),
-        };
-        if was.effective(name) != self.effective(name) {
+        let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        let same =
+            |was: &Value<String>, disk: &Option<String>, default: Option<&str>| match known(was) {
+                Some(w) => disk.as_deref() == Some(w),
+                None => empty(disk) || disk.as_deref() == default,
+            };
+        let meta_default = default_meta(name);
+        let unchanged = same(&s.user_data, &self.user, None)
+            && same(&s.meta_data, &self.meta, Some(&meta_default))
+            && same(&s.network_config, &self.net, None);
+        if !unchanged {
             self.import(s, name);
         }
     }
@@ -419,4 +467,53 @@ impl SeedContent {
 
 fn value(v: Option<String>) -> Value<String> {
     v.map_or(Value::Null, Value::Value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dmacvicar_empty_contents_become_null_and_the_id_stays() {
+        let v0 = serde_json::json!({
+            "id": "/p/seed.iso;2a294c50-4feb-4610-80b0-6e15baeafb90",
+            "meta_data": "", "name": "seed.iso", "network_config": "",
+            "pool": "bed", "user_data": "#cloud-config\n"
+        });
+        let mut d = Diagnostics::default();
+        let v1 = serde_json::to_vec(&upgrade_v0(v0)).unwrap();
+        let s: CloudinitState = RawValue::Json(v1).deserialize(&mut d).unwrap();
+        assert_eq!(
+            s.id,
+            Value::Value("/p/seed.iso;2a294c50-4feb-4610-80b0-6e15baeafb90".into())
+        );
+        assert_eq!(key_of(known(&s.id).unwrap()), "/p/seed.iso");
+        assert!(s.meta_data.is_null() && s.network_config.is_null());
+        assert_eq!(s.user_data, Value::Value("#cloud-config\n".into()));
+        // Ours has `path`: empty strings are what the user wrote.
+        let ours = serde_json::json!({"id": "k;d", "path": "/p", "meta_data": ""});
+        assert_eq!(upgrade_v0(ours.clone()), ours);
+    }
+
+    #[test]
+    fn refresh_takes_empty_files_for_unset_values() {
+        let disk = SeedContent {
+            user: Some("u".into()),
+            meta: Some(String::new()),
+            net: Some(String::new()),
+        };
+        let mut s = CloudinitState {
+            user_data: Value::Value("u".into()),
+            ..Default::default()
+        };
+        disk.refresh(&mut s, "seed.iso");
+        assert!(s.meta_data.is_null() && s.network_config.is_null());
+        let changed = SeedContent {
+            user: Some("v".into()),
+            meta: None,
+            net: None,
+        };
+        changed.refresh(&mut s, "seed.iso");
+        assert_eq!(s.user_data, Value::Value("v".into()));
+    }
 }
