@@ -298,7 +298,7 @@ fn schema_block() -> Block {
             "type" => oc_str("`kvm` (default) or `qemu` (emulation, for hosts without KVM)."),
             "memory" => oc_num("Memory in MiB. Default 512."),
             "vcpu" => oc_num("Virtual CPUs. Default 1."),
-            "running" => oc_bool("Whether the domain runs. Default true."),
+            "running" => oc_bool("`true` (default): Terraform keeps the domain running (started at create; a refresh that finds it stopped plans `false -> true` and the apply starts it). `false`: Terraform neither starts nor stops it; its power belongs to others (a launcher, powernap), the state keeps `false` whatever the power, and an apply never stops it."),
             "autostart" => oc_bool("Start with libvirtd. Default false."),
             "cloudinit" => opt_str("Id of a `libvirt_cloudinit_disk`, attached as a CD-ROM."),
             "firmware" => opt_str("UEFI firmware (loader) path on the host."),
@@ -782,7 +782,10 @@ fn merge_live(prior: &DomainState, live: &Live) -> DomainState {
     st.kind = s(d.kind.as_str());
     st.memory = Value::Value(d.memory_mib as i64);
     st.vcpu = Value::Value(d.vcpu as i64);
-    st.running = Value::Value(live.running);
+    // `running = false` gives the domain's power to others (a launcher,
+    // powernap): its state stays false whatever the power, so no plan
+    // ever proposes to stop it.
+    st.running = Value::Value(live.running && prior.running != Value::Value(false));
     st.autostart = Value::Value(live.autostart);
     let live_machine = d.os.machine.clone();
     st.machine = match (known(&prior.machine), live_machine) {
@@ -1140,7 +1143,7 @@ impl Resource for DomainResource {
 
     async fn plan_update<'a>(
         &self,
-        _diags: &mut Diagnostics,
+        diags: &mut Diagnostics,
         _prior: Self::State<'a>,
         proposed: Self::State<'a>,
         _config: Self::State<'a>,
@@ -1179,6 +1182,14 @@ impl Resource for DomainResource {
         .filter(|a| !same_domain_for(a, &prior, &planned))
         .map(AttributePath::new)
         .collect();
+        if prior.running == Value::Value(true) && planned.running == Value::Value(false) {
+            diags.warning(
+                "running = false does not stop the domain",
+                "The domain keeps running: with running = false its power belongs to others \
+                 (a launcher, powernap, virsh). Shut it down from inside or with `virsh shutdown`.",
+                AttributePath::new("running"),
+            );
+        }
         Some((proposed, private, replace))
     }
 
@@ -1232,16 +1243,12 @@ impl Resource for DomainResource {
                 h.set_domain_autostart(&id, *a)
                     .map_err(|e| ("autostart".to_string(), e))?;
             }
-            match plan.running.as_ref_option() {
-                Some(true) => {
-                    h.start_domain(&id)
-                        .map_err(|e| ("running".to_string(), e))?;
-                    wait_for_leases(h, &id, &plan)?;
-                }
-                Some(false) => h
-                    .stop_domain(&id, Duration::from_secs(30))
-                    .map_err(|e| ("running".to_string(), e))?,
-                None => {}
+            // `running = false` never stops the domain: its power belongs
+            // to whoever started it.
+            if plan.running.as_ref_option() == Some(&true) {
+                h.start_domain(&id)
+                    .map_err(|e| ("running".to_string(), e))?;
+                wait_for_leases(h, &id, &plan)?;
             }
             read_live(h, &id, &plan).map_err(|e| ("name".to_string(), e))
         })
