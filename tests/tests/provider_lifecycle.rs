@@ -107,8 +107,10 @@ fn lifecycle(d: &Libvirtd, g: &TinyGuest, tf: Terraform) {
     let (code, plan) = project.plan_code();
     assert_eq!(code, 2, "{plan}");
     assert!(
-        plan.contains("~ memory") && plan.contains("forces replacement"),
-        "{plan}"
+        plan.contains("~ memory")
+            && plan.contains("update in-place")
+            && !plan.contains("forces replacement"),
+        "memory changes in place:\n{plan}"
     );
     d.virsh(&["vol-delete", "--pool", POOL, &format!("{tag}-data.qcow2")])
         .unwrap();

@@ -1,6 +1,7 @@
 //! HCL written the way the seed deploys agents: one aliased provider per
 //! host, an image volume, a cloud-init disk and a domain per host, the
-//! domain replaced when its image changes (`replace_triggered_by`).
+//! domain replaced when its image or its seed changes
+//! (`replace_triggered_by`; without it a new seed only swaps the CD).
 //! Terraform 1.15 applies it to two hosts; a new seed replaces the disk
 //! and the domain, and the guest boots with the new seed.
 
@@ -67,7 +68,10 @@ resource "libvirt_domain" "agent_{alias}" {{
   }}
 
   lifecycle {{
-    replace_triggered_by = [libvirt_volume.image_{alias}.id]
+    replace_triggered_by = [
+      libvirt_volume.image_{alias}.id,
+      libvirt_cloudinit_disk.seed_{alias}.id,
+    ]
   }}
 }}
 "##,
@@ -104,7 +108,8 @@ fn seed_style_hcl_applies_to_two_aliased_hosts_and_follows_a_new_seed() {
     }
     assert_eq!(tf.plan_code().0, 0);
 
-    // A new seed replaces both cloud-init disks and, through the id, both domains.
+    // A new seed replaces both cloud-init disks and, through
+    // replace_triggered_by, both domains.
     tf.write(
         "user-data.tpl",
         "#cloud-config\nhostname: ${hostname}\nrelease: two\n",
@@ -112,7 +117,9 @@ fn seed_style_hcl_applies_to_two_aliased_hosts_and_follows_a_new_seed() {
     let plan = tf.run(&["plan", "-no-color"]);
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(
-        text.contains("libvirt_domain.agent_b must be replaced"),
+        text.contains(
+            "libvirt_domain.agent_b will be replaced due to changes in replace_triggered_by"
+        ),
         "{text}"
     );
     assert!(

@@ -169,6 +169,72 @@ impl Host {
         }
     }
 
+    /// Whether the domain is running now (or paused).
+    pub fn domain_active(&self, id: &str) -> Result<bool> {
+        let dom = self.lookup_domain(id)?;
+        dom.is_active()
+            .map_err(lv(format!("read the state of domain '{id}'"), "domain", id))
+    }
+
+    /// Changes a running domain's memory (the balloon target) to
+    /// `mib`. libvirt cannot go beyond the maximum the domain was started
+    /// with: `Ok(false)` then, and nothing is changed.
+    pub fn set_live_memory(&self, id: &str, mib: u64) -> Result<bool> {
+        let dom = self.lookup_domain(id)?;
+        let max_kib = dom.max_memory().map_err(lv(
+            format!("read the maximum memory of domain '{id}'"),
+            "domain",
+            id,
+        ))?;
+        if mib * 1024 > max_kib {
+            return Ok(false);
+        }
+        dom.set_memory_flags(mib * 1024, virt::sys::VIR_DOMAIN_MEM_LIVE)
+            .map_err(lv(format!("set the memory of domain '{id}'"), "domain", id))?;
+        Ok(true)
+    }
+
+    /// Changes a running domain's active vCPUs to `n` (hot-plug or
+    /// unplug). Beyond the domain's maximum: `Ok(false)`, nothing changed.
+    pub fn set_live_vcpus(&self, id: &str, n: u32) -> Result<bool> {
+        let dom = self.lookup_domain(id)?;
+        let max = dom.max_vcpus().map_err(lv(
+            format!("read the maximum vCPUs of domain '{id}'"),
+            "domain",
+            id,
+        ))?;
+        if u64::from(n) > max {
+            return Ok(false);
+        }
+        dom.set_vcpus_flags(n, virt::sys::VIR_DOMAIN_VCPU_LIVE)
+            .map_err(lv(format!("set the vCPUs of domain '{id}'"), "domain", id))?;
+        Ok(true)
+    }
+
+    /// Puts the image `path` into the running domain's CD-ROM drive
+    /// `target` (e.g. `sda`) on `bus`.
+    pub fn change_live_cdrom(&self, id: &str, target: &str, bus: &str, path: &str) -> Result<()> {
+        let dom = self.lookup_domain(id)?;
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('\'', "&apos;")
+        };
+        let xml = format!(
+            "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='{}' bus='{}'/><readonly/></disk>",
+            esc(path),
+            esc(target),
+            esc(bus)
+        );
+        dom.update_device_flags(&xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(lv(
+                format!("change the CD-ROM of domain '{id}'"),
+                "domain",
+                id,
+            ))
+    }
+
     /// Sets whether libvirtd starts the domain at boot.
     pub fn set_domain_autostart(&self, id: &str, on: bool) -> Result<()> {
         let dom = self.lookup_domain(id)?;

@@ -165,7 +165,8 @@ pub enum DiskBus {
 }
 
 impl DiskBus {
-    fn as_str(self) -> &'static str {
+    /// libvirt's name of the bus.
+    pub fn as_str(self) -> &'static str {
         match self {
             DiskBus::Virtio => "virtio",
             DiskBus::Scsi => "scsi",

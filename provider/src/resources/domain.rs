@@ -290,7 +290,7 @@ fn schema_block() -> Block {
     Block {
         version: 0,
         description: Description::markdown(
-            "A virtual machine. `running` and `autostart` change in place; any other change replaces the domain.",
+            "A virtual machine. `running`, `autostart`, `memory`, `vcpu` and `cloudinit` change in place; any other change replaces the domain.",
         ),
         attributes: map! {
             "id" => comp_str("UUID of the domain."),
@@ -633,6 +633,95 @@ fn create_blocking(h: &Host, st: &DomainState) -> Result<String, (String, HostEr
         return Err(e);
     }
     Ok(uuid)
+}
+
+/// Applies the changes that `plan_update` lets through in place:
+/// `memory`, `vcpu` and `cloudinit` go into the persistent definition
+/// (redefined from the plan, same UUID). A running domain also gets them
+/// live where libvirt can: memory through the balloon up to the maximum
+/// it started with, vCPUs up to its maximum, the new seed into its CD-ROM
+/// drive. What could not be done live is returned as (attribute, note):
+/// it takes effect at the domain's next start.
+fn redefine_in_place(
+    h: &Host,
+    id: &str,
+    before: &DomainState,
+    plan: &DomainState,
+) -> Result<Vec<(&'static str, String)>, (String, HostError)> {
+    let memory = plan.memory != before.memory;
+    let vcpu = plan.vcpu != before.vcpu;
+    let cloudinit = plan.cloudinit != before.cloudinit;
+    let mut notes = Vec::new();
+    if !(memory || vcpu || cloudinit) {
+        return Ok(notes);
+    }
+    let old_def = h.domain_def(id).map_err(|e| ("name".to_string(), e))?;
+    let mut def = build_def(h, plan)?;
+    def.uuid = old_def.uuid.clone();
+    let mut xml = def.to_xml();
+    if let Some(xslt) = plan.xml.as_ref_option().and_then(|x| known(&x.xslt)) {
+        xml = DomainDef::apply_xslt(&xml, xslt).map_err(|e| ("xml.0.xslt".to_string(), e))?;
+    }
+    h.define_domain_xml(&xml)
+        .map_err(|e| ("name".to_string(), e))?;
+    if !h.domain_active(id).unwrap_or(false) {
+        return Ok(notes);
+    }
+    let later = "takes effect when the domain next starts; it was not restarted";
+    if memory {
+        let mib = plan.memory.as_ref_option().copied().unwrap_or(512).max(1) as u64;
+        match h.set_live_memory(id, mib) {
+            Ok(true) => {}
+            Ok(false) => notes.push((
+                "memory",
+                format!("{mib} MiB is more than the running domain's maximum: {later}"),
+            )),
+            Err(e) => notes.push(("memory", format!("{e}: {later}"))),
+        }
+    }
+    if vcpu {
+        let n = plan.vcpu.as_ref_option().copied().unwrap_or(1).max(1) as u32;
+        match h.set_live_vcpus(id, n) {
+            Ok(true) => {}
+            Ok(false) => notes.push((
+                "vcpu",
+                format!("{n} vCPUs is more than the running domain's maximum: {later}"),
+            )),
+            Err(e) => notes.push(("vcpu", format!("{e}: {later}"))),
+        }
+    }
+    if cloudinit {
+        let old_path = known(&before.cloudinit).map(key_of);
+        let cds: Vec<&DiskDef> = old_def
+            .disks
+            .iter()
+            .filter(|d| d.device == DiskDevice::Cdrom)
+            .collect();
+        let drive = cds
+            .iter()
+            .find(|d| Some(d.source.path()) == old_path)
+            .or(cds.last());
+        let new_path = match known(&plan.cloudinit) {
+            Some(ci) => Some(
+                h.volume_by_key(key_of(ci))
+                    .map_err(|e| ("cloudinit".to_string(), e))?
+                    .path,
+            ),
+            None => None,
+        };
+        match (drive, new_path) {
+            (Some(d), Some(p)) => {
+                if let Err(e) = h.change_live_cdrom(id, &d.target, d.bus.as_str(), &p) {
+                    notes.push(("cloudinit", format!("{e}: {later}")));
+                }
+            }
+            _ => notes.push((
+                "cloudinit",
+                format!("the running domain has no CD-ROM drive to change: {later}"),
+            )),
+        }
+    }
+    Ok(notes)
 }
 
 /// The attribute a failed start concerns: libvirt resolves networks only
@@ -1155,12 +1244,11 @@ impl Resource for DomainResource {
         // `same_domain_for`).
         let prior = _prior.0.clone().unwrap_or_default();
         let planned = proposed.0.clone().unwrap_or_default();
+        // `memory`, `vcpu` and `cloudinit` change in place (see
+        // `redefine_in_place`).
         let replace = [
             "name",
             "type",
-            "memory",
-            "vcpu",
-            "cloudinit",
             "firmware",
             "machine",
             "arch",
@@ -1182,6 +1270,22 @@ impl Resource for DomainResource {
         .filter(|a| !same_domain_for(a, &prior, &planned))
         .map(AttributePath::new)
         .collect();
+        let resized = prior.memory != planned.memory || prior.vcpu != planned.vcpu;
+        if resized && prior.id.is_value() {
+            diags.warning(
+                "memory and vcpu change in place",
+                "The domain is not restarted. A stopped domain gets the new values at its next \
+                 start. A running one gets them live where libvirt can (memory through the \
+                 balloon up to what it was started with, vCPUs up to its maximum); what \
+                 libvirt cannot change live takes effect at the next start, and the apply \
+                 says so.",
+                if prior.memory != planned.memory {
+                    AttributePath::new("memory")
+                } else {
+                    AttributePath::new("vcpu")
+                },
+            );
+        }
         if prior.running == Value::Value(true) && planned.running == Value::Value(false) {
             diags.warning(
                 "running = false does not stop the domain",
@@ -1228,17 +1332,19 @@ impl Resource for DomainResource {
     async fn update<'a>(
         &self,
         diags: &mut Diagnostics,
-        _prior: Self::State<'a>,
+        prior: Self::State<'a>,
         planned: Self::State<'a>,
         _config: Self::State<'a>,
         private: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let st = planned.0?;
+        let before = prior.0.unwrap_or_default();
         let id = known(&st.id)?.to_string();
         let host = self.0.connect(diags).await?;
         let plan = st.clone();
         let done = blocking(&host, move |h| {
+            let notes = redefine_in_place(h, &id, &before, &plan)?;
             if let Some(a) = plan.autostart.as_ref_option() {
                 h.set_domain_autostart(&id, *a)
                     .map_err(|e| ("autostart".to_string(), e))?;
@@ -1250,11 +1356,21 @@ impl Resource for DomainResource {
                     .map_err(|e| ("running".to_string(), e))?;
                 wait_for_leases(h, &id, &plan)?;
             }
-            read_live(h, &id, &plan).map_err(|e| ("name".to_string(), e))
+            let live = read_live(h, &id, &plan).map_err(|e| ("name".to_string(), e))?;
+            Ok((live, notes))
         })
         .await;
         match done {
-            Ok(live) => Some((Maybe(Some(merge_live(&st, &live))), private)),
+            Ok((live, notes)) => {
+                for (attr, note) in notes {
+                    diags.warning(
+                        "Changed in the definition only",
+                        note,
+                        AttributePath::new(attr),
+                    );
+                }
+                Some((Maybe(Some(merge_live(&st, &live))), private))
+            }
             Err((field, e)) => fail(diags, to_diag("Cannot update the domain", &e, Some(&field))),
         }
     }
