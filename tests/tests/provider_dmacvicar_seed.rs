@@ -1,9 +1,10 @@
 //! The seed's resources as dmacvicar's provider 0.8.3 wrote them move to
 //! ours, step by step as `provider/docs/index.md` tells users to migrate:
-//! a root volume from a file `source`, a cloud-init disk, and two domains
+//! root volumes from a file `source`, cloud-init disks, and three domains
 //! (an agent: `running = false`, bridge NIC, disk by `volume_id`,
 //! `cloudinit`, `cpu { mode }`, `xml { xslt }`; an always-on VM:
-//! `running = true`, `autostart = true`) are applied by 0.8.3, then
+//! `running = true`, `autostart = true`) and a UEFI one (`firmware`,
+//! `nvram`, `machine = "q35"`) are applied by 0.8.3, then
 //! 1. `required_providers` names `kvmbe/libvirt` (the version pin changes),
 //! 2. `terraform state replace-provider dmacvicar/libvirt kvmbe/libvirt`,
 //! 3. `terraform init`,
@@ -40,12 +41,18 @@ const XSLT: &str = r#"<?xml version="1.0"?>
 
 struct Seed {
     uri: String,
+    nvram: String,
     image: String,
     prefix: String,
 }
 
 fn hcl(source: &str, version: &str, s: &Seed) -> String {
-    let Seed { uri, image, prefix } = s;
+    let Seed {
+        uri,
+        nvram,
+        image,
+        prefix,
+    } = s;
     format!(
         r##"terraform {{
   required_providers {{
@@ -103,6 +110,25 @@ resource "libvirt_domain" "agent" {{
 
   lifecycle {{
     replace_triggered_by = [libvirt_cloudinit_disk.agent_seed.id]
+  }}
+}}
+
+resource "libvirt_domain" "windows" {{
+  name     = "{prefix}-windows"
+  type     = "qemu"
+  memory   = 256
+  vcpu     = 1
+  running  = false
+  machine  = "q35"
+  firmware = "/usr/share/OVMF/OVMF_CODE.fd"
+
+  nvram {{
+    file     = "{nvram}"
+    template = "/usr/share/OVMF/OVMF_VARS.fd"
+  }}
+
+  network_interface {{
+    bridge = "{BRIDGE}"
   }}
 }}
 
@@ -174,6 +200,7 @@ fn seed_state_of_dmacvicar_0_8_3_migrates_and_plans_empty() {
     assert!(made.success());
     let seed = Seed {
         uri: bed.uri(),
+        nvram: bed.dir().join("windows_VARS.fd").display().to_string(),
         image: image.display().to_string(),
         prefix: format!("seed{}", std::process::id()),
     };
