@@ -3,7 +3,8 @@
 //! root volumes from a file `source`, cloud-init disks, and three domains
 //! (an agent: `running = false`, bridge NIC, disk by `volume_id`,
 //! `cloudinit`, `cpu { mode }`, `xml { xslt }`; an always-on VM:
-//! `running = true`, `autostart = true`) and a UEFI one (`firmware`,
+//! `running = true`, `autostart = true`, memory as a string like the
+//! seed's) and a UEFI one (`firmware`,
 //! `nvram`, `machine = "q35"`) are applied by 0.8.3, then
 //! 1. `required_providers` names `kvmbe/libvirt` (the version pin changes),
 //! 2. `terraform state replace-provider dmacvicar/libvirt kvmbe/libvirt`,
@@ -149,8 +150,9 @@ resource "libvirt_volume" "infra_root" {{
 resource "libvirt_domain" "infra" {{
   name      = "{prefix}-infra"
   type      = "qemu"
-  memory    = 256
+  memory    = "256"
   vcpu      = 1
+  running   = true
   autostart = true
   cloudinit = libvirt_cloudinit_disk.infra_seed.id
 
