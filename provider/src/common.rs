@@ -271,6 +271,37 @@ pub fn opt_bool(desc: &str) -> Attribute {
 }
 
 /// The known string, or `None` for null/unknown.
+/// The JSON of a resource's stored state at schema version 0, the only
+/// older version there is; any other version is an error naming the
+/// resource type and the versions this provider knows (0 and `current`).
+pub fn state_v0_json(
+    diags: &mut Diagnostics,
+    type_name: &str,
+    current: i64,
+    version: i64,
+    prior_state: tfplugin::value::RawValue,
+) -> Option<serde_json::Value> {
+    if version != 0 {
+        diags.root_error(
+            format!("Cannot upgrade the stored {type_name} state"),
+            format!(
+                "schema version {version} is unknown to this provider (it knows 0 and {current})"
+            ),
+        );
+        return None;
+    }
+    prior_state.json(diags)
+}
+
+/// Reads upgraded state JSON as the resource's typed state.
+pub fn state_from_json<T: serde::de::DeserializeOwned>(
+    diags: &mut Diagnostics,
+    upgraded: serde_json::Value,
+) -> Option<T> {
+    let bytes = serde_json::to_vec(&upgraded).ok()?;
+    tfplugin::value::RawValue::Json(bytes).deserialize(diags)
+}
+
 pub fn known(v: &tfplugin::value::Value<String>) -> Option<&str> {
     v.as_ref_option().map(String::as_str)
 }

@@ -334,16 +334,14 @@ impl Resource for CloudinitResource {
         version: i64,
         prior_state: RawValue,
     ) -> Option<Self::State<'a>> {
-        if version != 0 {
-            diags.root_error(
-                "Cannot upgrade the stored libvirt_cloudinit_disk state",
-                format!("schema version {version} is unknown to this provider (it knows 0 and {VERSION})"),
-            );
-            return None;
-        }
-        let v0 = prior_state.json(diags)?;
-        let v1 = serde_json::to_vec(&upgrade_v0(v0)).ok()?;
-        RawValue::Json(v1).deserialize(diags)
+        let v0 = crate::common::state_v0_json(
+            diags,
+            "libvirt_cloudinit_disk",
+            VERSION,
+            version,
+            prior_state,
+        )?;
+        crate::common::state_from_json(diags, upgrade_v0(v0))
     }
 }
 

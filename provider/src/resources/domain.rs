@@ -1438,14 +1438,8 @@ impl Resource for DomainResource {
         version: i64,
         prior_state: RawValue,
     ) -> Option<Self::State<'a>> {
-        if version != 0 {
-            diags.root_error(
-                "Cannot upgrade the stored libvirt_domain state",
-                format!("schema version {version} is unknown to this provider (it knows 0 and {VERSION})"),
-            );
-            return None;
-        }
-        let v0 = prior_state.json(diags)?;
+        let v0 =
+            crate::common::state_v0_json(diags, "libvirt_domain", VERSION, version, prior_state)?;
         // dmacvicar's state does not say which CPU mode was configured:
         // the domain's persistent definition does.
         let mut live_mode = None;
@@ -1460,8 +1454,7 @@ impl Resource for DomainResource {
                     .flatten();
             }
         }
-        let v1 = serde_json::to_vec(&upgrade_v0(v0, live_mode.as_deref())).ok()?;
-        RawValue::Json(v1).deserialize(diags)
+        crate::common::state_from_json(diags, upgrade_v0(v0, live_mode.as_deref()))
     }
 }
 
