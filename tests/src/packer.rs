@@ -20,6 +20,29 @@ pub fn workdir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A [`workdir`] removed when dropped, a failing test's too.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A fresh `/tmp/kvmbe-packer-NAME-PID` as [`workdir`] makes it.
+    pub fn new(name: &str) -> Result<ScratchDir> {
+        workdir(name).map(ScratchDir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `packer ARGS` working in `dir` inside the network namespace `ns` (where
 /// the guests are reachable), set up as [`tools::packer`] sets it up.
 pub fn packer_in(ns: &Netns, dir: &Path, args: &[&str]) -> Result<Command> {

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::packer::{show, workdir};
+use testbed::packer::{show, ScratchDir};
 use testbed::terraform::{header, TfProject};
 use testbed::tools;
 use testbed::util::bin_dir;
@@ -115,7 +115,7 @@ fn image_file(build: &Path) -> PathBuf {
 fn retention_keeps_the_deployed_build_until_the_state_moves_on() {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
-    let work = workdir("kvmbe").unwrap();
+    let work = ScratchDir::new("kvmbe").unwrap();
     let image = work.join("agent-image");
     std::fs::create_dir_all(&image).unwrap();
     let vm_name = format!("kvmbe-agent-{}.qcow2", std::process::id());
@@ -223,12 +223,11 @@ resource "libvirt_volume" "agent" {{
         .unwrap()
         .iter()
         .all(|v| !v.starts_with("kvmbe-agent")));
-    std::fs::remove_dir_all(&work).unwrap();
 }
 
 #[test]
 fn a_failed_build_keeps_its_log_and_changes_nothing() {
-    let work = workdir("kvmbe-fail").unwrap();
+    let work = ScratchDir::new("kvmbe-fail").unwrap();
     let image = work.join("broken-image");
     std::fs::create_dir_all(&image).unwrap();
     std::fs::write(
@@ -260,5 +259,4 @@ fn a_failed_build_keeps_its_log_and_changes_nothing() {
         text.contains(&logs[0]),
         "the error says where the log is: {text}"
     );
-    std::fs::remove_dir_all(&work).unwrap();
 }

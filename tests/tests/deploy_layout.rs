@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
 use testbed::netns::Netns;
-use testbed::packer::workdir;
+use testbed::packer::ScratchDir;
 use testbed::peers;
 use testbed::terraform::terraform;
 use testbed::tools::{mirror_config, Terraform};
@@ -128,7 +128,7 @@ fn templates(top: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_packer_template_validates_under_packer_1_9() {
-    let work = workdir("layout").unwrap();
+    let work = ScratchDir::new("layout").unwrap();
     copy_deployment(&work);
     let ns = Netns::new("validate").unwrap();
     let plain = peers::packer_1_9(&work).unwrap();
@@ -178,7 +178,7 @@ fn the_agent_token_reaches_the_seed_volume_and_nowhere_else() {
     const TOKEN: &str = "kvmbe-secret-agent-token-5f1e2d";
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
-    let work = workdir("secrets").unwrap();
+    let work = ScratchDir::new("secrets").unwrap();
     copy_deployment(&work);
     // An image folder with one build of the tiny guest, as kvmbe build
     // leaves it.
@@ -272,7 +272,6 @@ module "agent" {{
     );
 
     run(&["destroy", "-no-color", "-auto-approve"]);
-    std::fs::remove_dir_all(&work).unwrap();
 }
 
 #[test]
