@@ -188,38 +188,6 @@ template = "agent-template"
         log.contains("hello from the agent, 42"),
         "the command's output is not in the log:\n{log}"
     );
-    // The agent's calls, in order, each answered with success; its
-    // bootstrap asked for the build's meta-data with the job's token.
-    let calls: Vec<(String, String, Option<u16>)> = bk
-        .requests()
-        .into_iter()
-        .filter(|r| !r.path.starts_with("/v3/stacks") && !r.path.starts_with("/v3/metrics"))
-        .map(|r| (r.method, r.path.replace(&job, ":id"), r.status))
-        .collect();
-    let order = [
-        ("POST", "/v3/register"),
-        ("POST", "/v3/connect"),
-        ("PUT", "/v3/jobs/:id/acquire"),
-        ("PUT", "/v3/jobs/:id/start"),
-        ("POST", "/v3/jobs/:id/data/exists"),
-        ("POST", "/v3/jobs/:id/chunks"),
-        ("PUT", "/v3/jobs/:id/finish"),
-        ("POST", "/v3/disconnect"),
-    ];
-    let mut at = 0;
-    for (method, path) in order {
-        let found = calls[at..]
-            .iter()
-            .position(|(m, p, _)| m == method && p == path)
-            .unwrap_or_else(|| panic!("no {method} {path} after call {at}: {calls:?}"));
-        at += found;
-    }
-    assert!(
-        calls
-            .iter()
-            .all(|(_, _, s)| s.is_some_and(|s| (200..300).contains(&s))),
-        "a call failed: {calls:?}"
-    );
     eprintln!("the job's log:\n{log}");
 
     // The VM powers off and libvirt forgets it.
@@ -249,6 +217,43 @@ template = "agent-template"
                 .disconnected_at
         },
     );
+    // The agent's calls, in order, each answered with success; its
+    // bootstrap asked for the build's meta-data with the job's token.
+    let calls: Vec<(String, String, Option<u16>)> = bk
+        .requests()
+        .into_iter()
+        .filter(|r| !r.path.starts_with("/v3/stacks") && !r.path.starts_with("/v3/metrics"))
+        .map(|r| (r.method, r.path.replace(&job, ":id"), r.status))
+        .collect();
+    let order = [
+        ("POST", "/v3/register"),
+        ("POST", "/v3/connect"),
+        ("PUT", "/v3/jobs/:id/acquire"),
+        ("PUT", "/v3/jobs/:id/start"),
+        ("POST", "/v3/jobs/:id/chunks"),
+        ("PUT", "/v3/jobs/:id/finish"),
+        ("POST", "/v3/disconnect"),
+    ];
+    let mut at = 0;
+    for (method, path) in order {
+        let found = calls[at..]
+            .iter()
+            .position(|(m, p, _)| m == method && p == path)
+            .unwrap_or_else(|| panic!("no {method} {path} after call {at}: {calls:?}"));
+        at += found;
+    }
+    assert!(
+        calls
+            .iter()
+            .any(|(m, p, _)| m == "POST" && p == "/v3/jobs/:id/data/exists"),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|(_, _, s)| s.is_some_and(|s| (200..300).contains(&s))),
+        "a call failed: {calls:?}"
+    );
     assert!(
         console().contains("agent-exit=0"),
         "the agent did not exit 0:\n{}",
@@ -277,4 +282,9 @@ template = "agent-template"
 #[test]
 fn the_real_agent_runs_the_job_in_a_vm_on_an_awake_host() {
     run(true);
+}
+
+#[test]
+fn the_real_agent_runs_the_job_in_a_vm_on_a_host_the_launcher_wakes() {
+    run(false);
 }
