@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kvmhost::libvirt::Host;
 use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState};
-use testbed::guest::TinyGuest;
+use testbed::guest::{TinyGuest, POWEROFF};
 use testbed::hosts::Lab;
 use testbed::launcher::{define_agent_template_sized, standin_in, LauncherDir, Running};
 use testbed::peers::buildkite_agent;
@@ -254,10 +254,12 @@ template = "agent-template"
             .all(|(_, _, s)| s.is_some_and(|s| (200..300).contains(&s))),
         "a call failed: {calls:?}"
     );
+    // The guest powered itself off after the agent exited 0.
+    let text = console();
+    let exit = text.find("agent-exit=0");
     assert!(
-        console().contains("agent-exit=0"),
-        "the agent did not exit 0:\n{}",
-        console()
+        exit.is_some_and(|at| text[at..].contains(POWEROFF)),
+        "the agent did not exit 0, or the guest did not power off after it:\n{text}"
     );
     let log = launcher.log_text();
     assert!(!log.contains(bk.cluster_token()), "the token is in the log");
