@@ -263,6 +263,9 @@ template = "agent-template"
     );
     let log = launcher.log_text();
     assert!(!log.contains(bk.cluster_token()), "the token is in the log");
+    // A job run to the end between two of the launcher's looks is taken,
+    // not a reason to remove its VM.
+    assert!(!log.contains("the VM is not needed"), "{log}");
 
     let acquired = run.acquired_at.unwrap();
     let started = run.started_at.unwrap();
