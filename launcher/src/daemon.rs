@@ -682,7 +682,12 @@ impl Daemon {
                             extend.push(id.clone());
                         }
                     }
-                    "assigned" | "accepted" | "running" => {
+                    // Finished counts as taken: a short job can be
+                    // acquired, run and finished between two looks, and
+                    // its VM is then powering off on its own. (A job
+                    // finished before any VM took it costs nothing either:
+                    // the agent's acquire is refused and the VM powers off.)
+                    "assigned" | "accepted" | "running" | "finished" => {
                         self.inflight.remove(&id);
                     }
                     other => {

@@ -30,6 +30,19 @@ pub fn define_agent_template(
     log_dir: &Path,
     user_data: &str,
 ) -> Result<()> {
+    define_agent_template_sized(host, guest, name, log_dir, user_data, 256)
+}
+
+/// As [`define_agent_template`], with `memory_mib` of memory (a guest
+/// carrying the real agent in its initramfs needs about 512).
+pub fn define_agent_template_sized(
+    host: &Host,
+    guest: &TinyGuest,
+    name: &str,
+    log_dir: &Path,
+    user_data: &str,
+    memory_mib: u64,
+) -> Result<()> {
     let base = match host.volume(POOL, "agent-base.raw") {
         Ok(v) => v,
         Err(_) => host.create_volume(
@@ -41,7 +54,7 @@ pub fn define_agent_template(
         domain: DomainDef {
             name: name.into(),
             kind: DomainKind::Qemu,
-            memory_mib: 256,
+            memory_mib,
             vcpu: 1,
             os: OsDef {
                 kernel: Some(guest.kernel.display().to_string()),
@@ -74,8 +87,9 @@ pub fn define_agent_template(
     Ok(())
 }
 
-/// Starts a stand-in whose socket lives in `ns` (its loopback), so a
-/// launcher running there reaches it as `http://127.0.0.1:PORT`.
+/// Starts a stand-in whose socket lives in `ns`, so a launcher running
+/// there reaches it as `http://127.0.0.1:PORT` (and, with `config.bind`
+/// `0.0.0.0`, others reach it on the namespace's addresses).
 pub fn standin_in(ns: &Netns, config: Config) -> Result<StandIn> {
     let path = format!("/var/run/netns/{}", ns.name());
     std::thread::scope(|s| {

@@ -719,3 +719,177 @@ async fn a_paused_default_queue_is_reported_and_goes_disconnected_without_polls(
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!bk.queue_connected("default"));
 }
+
+/// One agent API client: registers with `token` and `tags`.
+struct AgentCalls {
+    base: String,
+    http: Client,
+    token: String,
+}
+
+impl AgentCalls {
+    async fn register(bk: &StandIn, token: &str, tags: &[&str]) -> Result<AgentCalls, StatusCode> {
+        let http = client();
+        let r = http
+            .post(format!("{}/v3/register", bk.url()))
+            .header("Authorization", format!("Token {token}"))
+            .json(&json!({"name": "a1", "hostname": "h", "version": "3.78.0", "meta_data": tags}))
+            .send()
+            .await
+            .unwrap();
+        if !r.status().is_success() {
+            return Err(r.status());
+        }
+        let body: Value = r.json().await.unwrap();
+        Ok(AgentCalls {
+            base: format!("{}/v3", bk.url()),
+            http,
+            token: body["access_token"].as_str().unwrap().to_string(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", format!("Token {}", self.token))
+    }
+
+    async fn put(&self, path: &str, body: Value) -> Response {
+        self.request(reqwest::Method::PUT, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn chunk(&self, job: &str, seq: u64, offset: u64, data: &[u8]) -> StatusCode {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(data).unwrap();
+        let body = gz.finish().unwrap();
+        self.request(
+            reqwest::Method::POST,
+            &format!(
+                "/jobs/{job}/chunks?sequence={seq}&offset={offset}&size={}",
+                data.len()
+            ),
+        )
+        .header("Content-Type", "text/plain")
+        .header("Content-Encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+    }
+}
+
+#[tokio::test]
+async fn the_agent_api_acquires_only_what_an_agent_may_run_and_keeps_its_log() {
+    let bk = StandIn::start(Config::default()).unwrap();
+    bk.add_pipeline("app").unwrap();
+    let b = bk
+        .add_build(
+            "app",
+            BuildSpec::new(vec![
+                JobSpec::new(&["queue=kvm", "os=linux"]).command("make test"),
+                JobSpec::new(&["queue=kvm"]).state(JobState::Waiting),
+                JobSpec::new(&["queue=other"]),
+            ]),
+        )
+        .unwrap();
+    let (job, waiting, elsewhere) = (&b.job_ids[0], &b.job_ids[1], &b.job_ids[2]);
+
+    assert_eq!(
+        AgentCalls::register(&bk, bk.api_token(), &["queue=kvm"])
+            .await
+            .err(),
+        Some(StatusCode::UNAUTHORIZED),
+        "a REST token registers no agent"
+    );
+    // Either the registration token or the cluster token registers.
+    let wrong_tags = AgentCalls::register(&bk, bk.agent_token(), &["queue=kvm", "os=mac"])
+        .await
+        .unwrap();
+    let agent = AgentCalls::register(&bk, bk.cluster_token(), &["queue=kvm", "os=linux"])
+        .await
+        .unwrap();
+    assert_eq!(bk.registered_agents().len(), 2);
+
+    let r = wrong_tags
+        .put(&format!("/jobs/{job}/acquire"), json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = agent
+        .put(&format!("/jobs/{elsewhere}/acquire"), json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = agent
+        .put(&format!("/jobs/{waiting}/acquire"), json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::LOCKED);
+    assert_eq!(r.headers()["retry-after"], "1");
+
+    // A job a stack reserved is still the agent's to acquire.
+    let stacks = Stacks {
+        bk: &bk,
+        http: client(),
+    };
+    assert_eq!(stacks.register().await, StatusCode::CREATED);
+    let reserved = stacks
+        .json(
+            reqwest::Method::PUT,
+            "/lx/scheduled-jobs/batch-reserve",
+            Some(json!({"job_uuids": [job], "reservation_expiry_seconds": 600})),
+        )
+        .await;
+    assert_eq!(reserved["reserved"], json!([job]));
+    let r = agent.put(&format!("/jobs/{job}/acquire"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let acquired: Value = r.json().await.unwrap();
+    assert_eq!(acquired["id"], job.as_str());
+    assert_eq!(acquired["state"], "accepted");
+    assert_eq!(acquired["env"]["BUILDKITE_COMMAND"], "make test");
+    assert_eq!(acquired["env"]["BUILDKITE_AGENT_NAME"], "a1");
+    assert_eq!(acquired["env"]["BUILDKITE_PIPELINE_SLUG"], "app");
+    assert!(acquired["token"].as_str().is_some_and(|t| !t.is_empty()));
+    // Only once, and only by the agent holding it.
+    let r = agent.put(&format!("/jobs/{job}/acquire"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = wrong_tags
+        .put(&format!("/jobs/{job}/start"), json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    let r = agent.put(&format!("/jobs/{job}/start"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(bk.job(job).unwrap().state, JobState::Running);
+    // Chunks out of order land at their offsets.
+    assert_eq!(
+        agent.chunk(job, 2, 6, b"world\n").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(agent.chunk(job, 1, 0, b"hello ").await, StatusCode::CREATED);
+    let r = agent
+        .put(
+            &format!("/jobs/{job}/finish"),
+            json!({"exit_status": "3", "chunks_failed_count": 0}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        bk.job(job).unwrap().state,
+        JobState::Finished { exit_status: 3 }
+    );
+    let run = bk.job_run(job).unwrap();
+    assert_eq!(run.log_text(), "hello world\n");
+    assert_eq!(run.exit_status.as_deref(), Some("3"));
+    let r = agent
+        .put(&format!("/jobs/{job}/finish"), json!({"exit_status": "0"}))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "finished twice"
+    );
+}

@@ -7,7 +7,10 @@ use anyhow::{bail, Context};
 /// How a stand-in behaves; `Config::default()` suits most tests.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Port on 127.0.0.1 to listen on; 0 picks a free one.
+    /// Address to listen on: 127.0.0.1 unless agents in guests must reach it
+    /// (e.g. `0.0.0.0` inside a test's own network namespace).
+    pub bind: std::net::IpAddr,
+    /// Port to listen on; 0 picks a free one.
     pub port: u16,
     /// Organization slug served under `/v2/organizations/{org}`.
     pub org: String,
@@ -36,6 +39,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
             port: 0,
             org: "test-org".to_string(),
             cluster_name: "test-cluster".to_string(),

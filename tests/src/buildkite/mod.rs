@@ -1,4 +1,4 @@
-//! A stand-in for Buildkite's APIs on loopback, following the documented
+//! A stand-in for Buildkite's APIs (on loopback unless told otherwise), following the documented
 //! shapes: the REST builds listing (Bearer token, `Link` paging, rate
 //! limits), the Stacks API for custom schedulers (cluster token), agent
 //! metrics (agent token), and job webhooks (token or HMAC signature).
@@ -16,6 +16,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+mod agents;
 mod config;
 mod faults;
 mod metrics;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
+pub use agents::{JobRun, RegisteredAgent};
 pub use config::{Config, RateLimit, WebhookAuth, WebhookConfig};
 pub use faults::{Fault, FaultKind};
 pub use model::{BuildRef, BuildSpec, Job, JobSpec, JobState, Stack};
@@ -55,18 +57,22 @@ pub struct StandIn {
 }
 
 impl StandIn {
-    /// Binds 127.0.0.1 (on `config.port`, 0 for a free port) and serves on its own runtime thread.
+    /// Binds `config.bind` (127.0.0.1 by default) on `config.port` (0 for
+    /// a free port) and serves on its own runtime thread.
     pub fn start(config: Config) -> anyhow::Result<StandIn> {
         config.validate()?;
         let listener =
-            std::net::TcpListener::bind(("127.0.0.1", config.port)).with_context(|| {
+            std::net::TcpListener::bind((config.bind, config.port)).with_context(|| {
                 format!(
-                    "binding the Buildkite stand-in on 127.0.0.1:{}",
-                    config.port
+                    "binding the Buildkite stand-in on {}:{}",
+                    config.bind, config.port
                 )
             })?;
         listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("buildkite-standin")
@@ -131,6 +137,40 @@ impl StandIn {
     /// Base URL, `http://127.0.0.1:PORT` (REST under `/v2`, agent APIs under `/v3`).
     pub fn url(&self) -> &str {
         &self.state.base_url
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.state
+            .base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Agents registered through the agent API.
+    pub fn registered_agents(&self) -> Vec<RegisteredAgent> {
+        self.state
+            .read(|store| store.agent_api.agents.values().cloned().collect())
+    }
+
+    /// What an agent did with a job (acquired, started, log, finished), if any agent took it.
+    pub fn job_run(&self, job_id: &str) -> Option<JobRun> {
+        self.state
+            .read(|store| store.agent_api.runs.get(job_id).cloned())
+    }
+
+    /// A build's meta-data as agents set it.
+    pub fn build_meta_data(&self, build_id: &str) -> std::collections::BTreeMap<String, String> {
+        self.state.read(|store| {
+            store
+                .agent_api
+                .meta_data
+                .get(build_id)
+                .cloned()
+                .unwrap_or_default()
+        })
     }
 
     /// Organization slug.

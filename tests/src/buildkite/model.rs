@@ -7,6 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 
+use super::agents::AgentApi;
+
 /// Where a job is in its life, using the agent API's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
@@ -327,6 +329,8 @@ pub struct Store {
     pub jobs: HashMap<String, Job>,
     /// Registered stacks by key.
     pub stacks: BTreeMap<String, Stack>,
+    /// Agents registered through the agent API, and what they ran.
+    pub agent_api: AgentApi,
     /// Queues by key.
     pub queues: BTreeMap<String, Queue>,
     /// Idle and busy agent counts per queue, for the metrics endpoint.
@@ -346,6 +350,7 @@ impl Store {
             stacks: BTreeMap::new(),
             queues: BTreeMap::new(),
             agents: BTreeMap::new(),
+            agent_api: AgentApi::default(),
             next_seq: 0,
         }
     }

@@ -19,14 +19,14 @@ use super::ratelimit::{self, Limiter};
 use super::render::{message, webhook_body};
 use super::requestlog::RecordedRequest;
 use super::webhook::{Deliveries, Outgoing};
-use super::{faults, metrics, requestlog, rest, stacks};
+use super::{agents, faults, metrics, requestlog, rest, stacks};
 
 /// Everything the handlers and the control API share.
 #[derive(Debug)]
 pub struct AppState {
     /// The configuration it was started with.
     pub config: Config,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (or the bound address when not unspecified).
     pub base_url: String,
     /// Organization UUID reported by stack registration.
     pub org_id: String,
@@ -128,8 +128,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v3/metrics", get(metrics::all_queues))
         .route("/v3/metrics/queue", get(metrics::one_queue))
         .route_layer(from_fn_with_state(state.clone(), metrics_guard));
+    // Each agent call checks its own token: registration or cluster token
+    // for `register`, the access token it was given for the rest.
+    let agent = Router::new()
+        .route("/v3/register", post(agents::register))
+        .route("/v3/connect", post(agents::connect))
+        .route("/v3/disconnect", post(agents::disconnect))
+        .route("/v3/ping", get(agents::ping))
+        .route("/v3/heartbeat", post(agents::heartbeat))
+        .route("/v3/jobs/{id}", get(agents::job_state))
+        .route("/v3/jobs/{id}/acquire", put(agents::acquire))
+        .route("/v3/jobs/{id}/accept", put(agents::accept))
+        .route("/v3/jobs/{id}/start", put(agents::start))
+        .route("/v3/jobs/{id}/finish", put(agents::finish))
+        .route("/v3/jobs/{id}/chunks", post(agents::chunk))
+        .route("/v3/jobs/{id}/header_times", post(agents::header_times))
+        .route("/v3/{scope}/{id}/data/{op}", post(agents::meta_data));
     Router::new()
         .merge(rest)
+        .merge(agent)
         .merge(stacks)
         .merge(metrics)
         .fallback(|| async { message(StatusCode::NOT_FOUND, "Not Found") })
