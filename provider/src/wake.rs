@@ -1,10 +1,10 @@
 //! Opening the host connection, waking the host first when it sleeps.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvmhost::libvirt::Host;
-use kvmhost::wake::{send_wake, Mac, WakeTarget};
+use kvmhost::wake::{open_waking, Mac, WakeOpenError, WakeTarget};
 use tfplugin::{AttributePath, Diagnostic};
 
 use crate::common::HostConfig;
@@ -103,43 +103,23 @@ pub fn parse_wake(
 /// Errors here surface inside resource operations, where the provider's
 /// attributes have no path: they are reported without one.
 pub fn open_host(config: &HostConfig) -> Result<Host, Diagnostic> {
-    let first = match Host::open(&config.uri) {
-        Ok(h) => return Ok(h),
-        Err(e) => e,
-    };
     let Some(wake) = &config.wake else {
-        return Err(Diagnostic::root(
-            "Cannot connect to the libvirt host",
-            first.to_string(),
-        ));
+        return Host::open(&config.uri)
+            .map_err(|e| Diagnostic::root("Cannot connect to the libvirt host", e.to_string()));
     };
-    let start = Instant::now();
-    let mut last = first.to_string();
-    let mut sent = 0u32;
-    while start.elapsed() < wake.timeout {
-        for to in [wake.to, wake.powerwake_to] {
-            if let Err(e) = send_wake(&WakeTarget::new(wake.mac, to)) {
-                return Err(Diagnostic::root(
-                    "Cannot send the wake packet",
-                    e.to_string(),
-                ));
-            }
-        }
-        sent += 1;
-        std::thread::sleep(Duration::from_secs(1));
-        match Host::open(&config.uri) {
-            Ok(h) => return Ok(h),
-            Err(e) => last = e.to_string(),
-        }
+    let targets = [
+        WakeTarget::new(wake.mac, wake.to),
+        WakeTarget::new(wake.mac, wake.powerwake_to),
+    ];
+    match open_waking(&config.uri, &targets, wake.timeout, Duration::from_secs(1)) {
+        Ok((host, _took)) => Ok(host),
+        Err(WakeOpenError::Send(e)) => Err(Diagnostic::root(
+            "Cannot send the wake packet",
+            e.to_string(),
+        )),
+        Err(e) => Err(Diagnostic::root(
+            "The libvirt host did not wake up",
+            format!("{e} (wake packets to {} for {})", wake.to, wake.mac),
+        )),
     }
-    Err(Diagnostic::root(
-        "The libvirt host did not wake up",
-        format!(
-            "{} did not answer within {} s after {sent} wake packets to {} for {}; last error: {last}",
-            config.uri,
-            wake.timeout.as_secs(),
-            wake.to,
-            wake.mac
-        ),
-    ))
 }
