@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use anyhow::Result;
 
+use crate::guest::TinyGuest;
+use crate::libvirtd::{Libvirtd, NETWORK, POOL};
 use crate::netns::Netns;
 use crate::tools;
 
@@ -18,6 +20,52 @@ pub fn workdir(name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     Ok(dir)
+}
+
+/// Our `libvirt` builder's settings that build from the tiny root-disk
+/// guest on `bed` (TCG, direct kernel boot, root over SSH with the guest's
+/// key, `poweroff`), naming the build `vm_name` and writing to `output`.
+/// Tests add or change settings on top.
+pub fn tiny_guest_source(
+    bed: &Libvirtd,
+    guest: &TinyGuest,
+    vm_name: &str,
+    output: &Path,
+) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "libvirt_uri": bed.uri(),
+        "pool": POOL,
+        "network": NETWORK,
+        "vm_name": vm_name,
+        "disk_image": true,
+        "iso_url": guest.root_disk.display().to_string(),
+        "iso_checksum": "none",
+        "accelerator": "qemu",
+        "machine_type": "q35",
+        "memory": 256,
+        "kernel": guest.kernel.display().to_string(),
+        "initrd": guest.root_initrd.display().to_string(),
+        "kernel_args": guest.root_cmdline,
+        "ssh_username": "root",
+        "ssh_private_key_file": guest.ssh_key.display().to_string(),
+        "ssh_timeout": "2m",
+        "shutdown_command": "poweroff",
+        "shutdown_timeout": "1m",
+        "output_directory": output.display().to_string(),
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a JSON object literal"),
+    }
+}
+
+/// `settings` as the body of an HCL2 block: one `  key = value` line each
+/// (JSON values are valid HCL expressions).
+pub fn hcl_attributes(settings: &serde_json::Map<String, serde_json::Value>) -> String {
+    settings
+        .iter()
+        .map(|(k, v)| format!("  {k} = {v}\n"))
+        .collect()
 }
 
 /// A [`workdir`] removed when dropped, a failing test's too.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use testbed::guest::TinyGuest;
-use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::packer::{show, ScratchDir};
+use testbed::libvirtd::{Libvirtd, POOL};
+use testbed::packer::{hcl_attributes, show, tiny_guest_source, ScratchDir};
 use testbed::terraform::{header, TfProject};
 use testbed::tools;
 use testbed::util::bin_dir;
@@ -41,29 +41,15 @@ fn ok(out: &Output) -> String {
 }
 
 fn template(bed: &Libvirtd, guest: &TinyGuest, vm_name: &str) -> String {
+    let mut source = tiny_guest_source(bed, guest, vm_name, Path::new("-"));
+    source.remove("output_directory");
     format!(
         r#"variable "output_dir" {{
   type = string
 }}
 
 source "libvirt" "agent" {{
-  libvirt_uri          = "{uri}"
-  pool                 = "{POOL}"
-  network              = "{NETWORK}"
-  vm_name              = "{vm_name}"
-  disk_image           = true
-  iso_url              = "{disk}"
-  iso_checksum         = "none"
-  accelerator          = "qemu"
-  memory               = 256
-  kernel               = "{kernel}"
-  initrd               = "{initrd}"
-  kernel_args          = "{cmdline}"
-  ssh_username         = "root"
-  ssh_private_key_file = "{key}"
-  ssh_timeout          = "2m"
-  shutdown_command     = "poweroff"
-  output_directory     = var.output_dir
+{}  output_directory = var.output_dir
 }}
 
 build {{
@@ -73,12 +59,7 @@ build {{
   }}
 }}
 "#,
-        uri = bed.uri(),
-        disk = guest.root_disk.display(),
-        kernel = guest.kernel.display(),
-        initrd = guest.root_initrd.display(),
-        cmdline = guest.root_cmdline,
-        key = guest.ssh_key.display(),
+        hcl_attributes(&source)
     )
 }
 

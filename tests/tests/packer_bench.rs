@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use testbed::guest::TinyGuest;
-use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
+use testbed::libvirtd::Libvirtd;
+use testbed::packer::tiny_guest_source;
 
 fn timed_build(bed: &Libvirtd, dir: &Path, template: &serde_json::Value, what: &str) -> f64 {
     let path = dir.join(format!("{what}.json"));
@@ -79,27 +80,19 @@ fn our_builder_against_packers_qemu_builder_on_the_same_guest() {
         }],
         "provisioners": shell
     });
+    // The same guest and settings as the QEMU builder's run, and its
+    // default machine type.
+    let mut builder = tiny_guest_source(
+        &bed,
+        &guest,
+        &format!("bench-{}", std::process::id()),
+        &dir.join("out-ours"),
+    );
+    builder.remove("machine_type");
+    builder.remove("shutdown_timeout");
+    builder.insert("type".into(), "libvirt".into());
     let ours = serde_json::json!({
-        "builders": [{
-            "type": "libvirt",
-            "libvirt_uri": bed.uri(),
-            "pool": POOL,
-            "network": NETWORK,
-            "vm_name": format!("bench-{}", std::process::id()),
-            "disk_image": true,
-            "iso_url": guest.root_disk.display().to_string(),
-            "iso_checksum": "none",
-            "accelerator": "qemu",
-            "memory": 256,
-            "kernel": guest.kernel.display().to_string(),
-            "initrd": guest.root_initrd.display().to_string(),
-            "kernel_args": guest.root_cmdline,
-            "ssh_username": "root",
-            "ssh_private_key_file": guest.ssh_key.display().to_string(),
-            "ssh_timeout": "2m",
-            "shutdown_command": "poweroff",
-            "output_directory": dir.join("out-ours").display().to_string()
-        }],
+        "builders": [builder],
         "provisioners": shell
     });
 

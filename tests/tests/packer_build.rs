@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::packer::{packer_in, show, workdir};
+use testbed::packer::{hcl_attributes, packer_in, show, tiny_guest_source, workdir};
 
 const MARKER: &str = "built-by-packer-libvirt";
 
@@ -47,27 +47,7 @@ fn vars(
     std::fs::create_dir_all(dir.join("tree/sub")).unwrap();
     std::fs::write(dir.join("tree/a.txt"), "tree a\n").unwrap();
     std::fs::write(dir.join("tree/sub/b.txt"), "tree b\n").unwrap();
-    let v = serde_json::json!({
-        "libvirt_uri": bed.uri(),
-        "pool": POOL,
-        "network": NETWORK,
-        "vm_name": vm_name,
-        "disk_image": true,
-        "iso_url": guest.root_disk.display().to_string(),
-        "iso_checksum": "none",
-        "accelerator": "qemu",
-        "machine_type": "q35",
-        "memory": 256,
-        "kernel": guest.kernel.display().to_string(),
-        "initrd": guest.root_initrd.display().to_string(),
-        "kernel_args": guest.root_cmdline,
-        "ssh_username": "root",
-        "ssh_private_key_file": guest.ssh_key.display().to_string(),
-        "ssh_timeout": "2m",
-        "shutdown_command": "poweroff",
-        "shutdown_timeout": "1m",
-        "output_directory": output.display().to_string(),
-    });
+    let v = serde_json::Value::Object(tiny_guest_source(bed, guest, &vm_name, &output));
     (Template { vm_name, output }, v)
 }
 
@@ -92,10 +72,7 @@ fn json_template(builder: &serde_json::Value, dir: &Path, shell: &str) -> PathBu
 }
 
 fn hcl_template(builder: &serde_json::Value, dir: &Path, shell: &str) -> PathBuf {
-    let mut body = String::new();
-    for (k, v) in builder.as_object().unwrap() {
-        body.push_str(&format!("  {k} = {v}\n"));
-    }
+    let body = hcl_attributes(builder.as_object().unwrap());
     let t = format!(
         "source \"libvirt\" \"tiny\" {{\n{body}}}\n\nbuild {{\n  sources = [\"source.libvirt.tiny\"]\n  provisioner \"file\" {{\n    source = \"{}\"\n    destination = \"/root/upload.txt\"\n  }}\n  provisioner \"shell\" {{\n    inline = [{}]\n  }}\n  provisioner \"shell-local\" {{\n    inline = [\"echo build-host=${{build.Host}} id=${{build.ID}}\"]\n  }}\n}}\n",
         dir.join("upload.txt").display(),

@@ -3,8 +3,8 @@
 //! and sensitive variables are masked as `<sensitive>`.
 
 use testbed::guest::TinyGuest;
-use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::packer::{packer_in, show, workdir};
+use testbed::libvirtd::Libvirtd;
+use testbed::packer::{packer_in, show, tiny_guest_source, workdir};
 
 const SECRET: &str = "s3cr3t-Pw-4711";
 /// Written into the template as is: only the builder knows it is secret.
@@ -16,32 +16,17 @@ fn a_build_masks_the_shutdown_command_and_sensitive_variables() {
     let guest = TinyGuest::ensure().unwrap();
     let dir = workdir("secrets").unwrap();
     let vm_name = format!("pk-secrets-{}", std::process::id());
+    let mut builder = tiny_guest_source(&bed, &guest, &vm_name, &dir.join("output"));
+    builder.insert("type".into(), "libvirt".into());
+    builder.insert("ssh_password".into(), LITERAL.into());
+    builder.insert(
+        "shutdown_command".into(),
+        format!("echo '{{{{user `pw`}}}}' '{LITERAL}' >/dev/null; poweroff").into(),
+    );
     let template = serde_json::json!({
         "variables": { "pw": SECRET },
         "sensitive-variables": ["pw"],
-        "builders": [{
-            "type": "libvirt",
-            "libvirt_uri": bed.uri(),
-            "pool": POOL,
-            "network": NETWORK,
-            "vm_name": vm_name,
-            "disk_image": true,
-            "iso_url": guest.root_disk.display().to_string(),
-            "iso_checksum": "none",
-            "accelerator": "qemu",
-            "machine_type": "q35",
-            "memory": 256,
-            "kernel": guest.kernel.display().to_string(),
-            "initrd": guest.root_initrd.display().to_string(),
-            "kernel_args": guest.root_cmdline,
-            "ssh_username": "root",
-            "ssh_private_key_file": guest.ssh_key.display().to_string(),
-            "ssh_timeout": "2m",
-            "ssh_password": LITERAL,
-            "shutdown_command": format!("echo '{{{{user `pw`}}}}' '{LITERAL}' >/dev/null; poweroff"),
-            "shutdown_timeout": "1m",
-            "output_directory": dir.join("output").display().to_string(),
-        }],
+        "builders": [builder],
         "provisioners": [
             { "type": "shell", "inline": ["echo the password is {{user `pw`}}"] }
         ]

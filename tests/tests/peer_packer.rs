@@ -11,38 +11,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use testbed::guest::TinyGuest;
-use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::packer::{show, workdir};
+use testbed::libvirtd::{Libvirtd, POOL};
+use testbed::packer::{hcl_attributes, show, tiny_guest_source, workdir};
 use testbed::peers::{packer_1_9, packer_1_9_in, required_plugins, PLUGIN_SOURCE};
 
 const MARKER: &str = "built-by-packer-1.9";
 
 fn template(bed: &Libvirtd, guest: &TinyGuest, dir: &Path, vm_name: &str) -> String {
-    let v = serde_json::json!({
-        "libvirt_uri": bed.uri(),
-        "pool": POOL,
-        "network": NETWORK,
-        "vm_name": vm_name,
-        "disk_image": true,
-        "iso_url": guest.root_disk.display().to_string(),
-        "iso_checksum": "none",
-        "accelerator": "qemu",
-        "machine_type": "q35",
-        "memory": 256,
-        "kernel": guest.kernel.display().to_string(),
-        "initrd": guest.root_initrd.display().to_string(),
-        "kernel_args": guest.root_cmdline,
-        "ssh_username": "root",
-        "ssh_private_key_file": guest.ssh_key.display().to_string(),
-        "ssh_timeout": "2m",
-        "shutdown_command": "poweroff",
-        "shutdown_timeout": "1m",
-        "output_directory": dir.join("output").display().to_string(),
-    });
-    let mut body = String::new();
-    for (k, v) in v.as_object().unwrap() {
-        body.push_str(&format!("  {k} = {v}\n"));
-    }
+    let body = hcl_attributes(&tiny_guest_source(bed, guest, vm_name, &dir.join("output")));
     // What Debian's Packer 1.6.6 lacks besides `required_plugins`: a data
     // source and templatefile().
     std::fs::write(dir.join("marker.pkrtpl"), "echo ${marker} > /root/marker\n").unwrap();
