@@ -2,6 +2,7 @@
 //! made of the tiny guest, a config file pointing at the stand-in and
 //! the bed's hosts, the built binary started and stopped by the test.
 
+use crate::util::{OutputWithin, COMMAND_LIMIT};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -171,7 +172,7 @@ impl LauncherDir {
 
     /// Runs the launcher to completion.
     pub fn output(&self, ns: Option<&Netns>, args: &[&str]) -> Result<Output> {
-        self.command(ns, args).output().context(
+        self.command(ns, args).output_within(COMMAND_LIMIT).context(
             "running buildkite-agent-launcher (build it first: cargo build --workspace --bins)",
         )
     }

@@ -2,6 +2,7 @@
 //! our provider, the Terraform to run, and runs whose output is logged so
 //! a failing test shows what Terraform said.
 
+use crate::util::{OutputWithin, COMMAND_LIMIT};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -165,7 +166,7 @@ impl TfProject {
 
     fn logged(&self, mut c: Command, args: &[&str]) -> Output {
         let out = c
-            .output()
+            .output_within(COMMAND_LIMIT)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.tf.program.display()));
         eprintln!(
             "== terraform {} ({}) -> {:?}\n{}{}",

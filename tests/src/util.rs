@@ -52,3 +52,91 @@ pub fn cache_dir() -> PathBuf {
     }
     PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/kvmbe")
 }
+
+/// How long one command of a test (a `packer build`, a `terraform apply`)
+/// may run before it is called hung: far above any run seen, so only a
+/// hang reaches it, and well inside CI's limit for the whole suite.
+pub const COMMAND_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `Command::output` with a deadline: a command still running at `limit`
+/// is killed with its whole process group (Packer's plugins, Terraform's
+/// providers) and the call fails with what it printed so far, so a hang
+/// is a failing test that says where it stopped, not a stuck suite.
+pub trait OutputWithin {
+    /// Runs the command to completion or until `limit`.
+    fn output_within(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for std::process::Command {
+    fn output_within(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> std::io::Result<std::process::Output> {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                // The group: the command and everything it started.
+                signal(-(child.id() as i32), libc::SIGKILL);
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        match status {
+            Some(status) => Ok(std::process::Output {
+                status,
+                stdout,
+                stderr,
+            }),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "{:?} still ran after {} s and was killed; it printed:\n{}{}",
+                    self.get_program(),
+                    limit.as_secs(),
+                    String::from_utf8_lossy(&stdout),
+                    String::from_utf8_lossy(&stderr)
+                ),
+            )),
+        }
+    }
+}

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use testbed::util::{OutputWithin, COMMAND_LIMIT};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, POOL};
@@ -30,7 +31,7 @@ fn kvmbe(bed: &Libvirtd, work: &Path, tf: &TfProject, args: &[&str]) -> Output {
     }
     c.env("TERRAFORM", terraform.get_program());
     c.args(args);
-    let out = c.output().expect("kvmbe runs");
+    let out = c.output_within(COMMAND_LIMIT).expect("kvmbe runs");
     show(&format!("kvmbe {}", args.join(" ")), &out);
     out
 }
@@ -222,7 +223,11 @@ fn a_failed_build_keeps_its_log_and_changes_nothing() {
             c.env(k, v);
         }
     }
-    let out = c.args(["build", "--quiet"]).arg(&image).output().unwrap();
+    let out = c
+        .args(["build", "--quiet"])
+        .arg(&image)
+        .output_within(COMMAND_LIMIT)
+        .unwrap();
     let text = show("kvmbe build (broken)", &out);
     assert_eq!(out.status.code(), Some(2));
     assert!(text.contains("packer build failed"), "{text}");

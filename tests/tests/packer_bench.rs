@@ -12,6 +12,7 @@
 
 use std::path::Path;
 use std::time::Instant;
+use testbed::util::{OutputWithin, COMMAND_LIMIT};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::Libvirtd;
@@ -27,7 +28,7 @@ fn timed_build(bed: &Libvirtd, dir: &Path, template: &serde_json::Value, what: &
         &["build", "-timestamp-ui", &path.to_string_lossy()],
     )
     .unwrap()
-    .output()
+    .output_within(COMMAND_LIMIT)
     .unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let text = format!(

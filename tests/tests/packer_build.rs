@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testbed::util::{OutputWithin, COMMAND_LIMIT};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
@@ -137,7 +138,7 @@ fn boot_and_read_marker(bed: &Libvirtd, guest: &TinyGuest, image: &Path, name: &
             .arg(format!("root@{ip}"))
             .arg("cat /root/marker /root/upload.txt && { cat /root/tree/a.txt /root/tree/sub/b.txt 2>/dev/null; true; }")
             .stdin(Stdio::null())
-            .output()
+            .output_within(COMMAND_LIMIT)
             .unwrap();
         if out.status.success() {
             break String::from_utf8_lossy(&out.stdout).into_owned();
@@ -204,13 +205,13 @@ fn build_and_check(kind: &str) {
         let broken_path = dir.join("broken.json");
         std::fs::write(&broken_path, serde_json::to_string_pretty(&broken).unwrap()).unwrap();
         let out = packer(&bed, &dir, &["validate", &broken_path.to_string_lossy()])
-            .output()
+            .output_within(COMMAND_LIMIT)
             .unwrap();
         let text = show("packer validate (broken template)", &out);
         assert!(!out.status.success());
         assert!(text.contains("memory: template: unclosed action"), "{text}");
         let out = packer(&bed, &dir, &["validate", &path.to_string_lossy()])
-            .output()
+            .output_within(COMMAND_LIMIT)
             .unwrap();
         assert!(
             out.status.success(),
@@ -230,7 +231,7 @@ fn build_and_check(kind: &str) {
     };
     let t0 = Instant::now();
     let out = packer(&bed, &dir, &["build", &template.to_string_lossy()])
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show(&format!("packer build ({kind})"), &out);
     eprintln!(
@@ -281,7 +282,7 @@ fn a_failing_shell_provisioner_fails_the_build_and_leaves_nothing() {
     let (t, v) = vars(&bed, &guest, &dir, "fail");
     let template = json_template(&v, &dir, "echo about to fail; exit 7");
     let out = packer(&bed, &dir, &["build", &template.to_string_lossy()])
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer build (failing shell)", &out);
     assert!(!out.status.success());
@@ -298,7 +299,7 @@ fn a_failing_shell_provisioner_fails_the_build_and_leaves_nothing() {
         &dir,
         &["build", "-on-error=abort", &template.to_string_lossy()],
     )
-    .output()
+    .output_within(COMMAND_LIMIT)
     .unwrap();
     let text = show("packer build -on-error=abort (failing shell)", &out);
     assert!(!out.status.success());
@@ -321,7 +322,7 @@ fn a_failing_shell_provisioner_fails_the_build_and_leaves_nothing() {
         &["build", "-on-error=ask", &template.to_string_lossy()],
     )
     .stdin(Stdio::null())
-    .output()
+    .output_within(COMMAND_LIMIT)
     .unwrap();
     let text = show("packer build -on-error=ask (no terminal)", &out);
     assert!(!out.status.success());
@@ -408,7 +409,7 @@ fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
     let path = dir.join("iso.json");
     std::fs::write(&path, serde_json::to_string_pretty(&t).unwrap()).unwrap();
     let out = packer(&bed, &dir, &["build", &path.to_string_lossy()])
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer build (iso)", &out);
     assert!(out.status.success(), "iso build failed");
@@ -418,7 +419,7 @@ fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
 
     // The output folder exists now: a second build stops at once...
     let out = packer(&bed, &dir, &["build", &path.to_string_lossy()])
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer build (iso, output exists)", &out);
     assert!(!out.status.success());
@@ -428,7 +429,7 @@ fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
     );
     // ...unless forced, which replaces it.
     let out = packer(&bed, &dir, &["build", "-force", &path.to_string_lossy()])
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer build -force (iso)", &out);
     assert!(out.status.success(), "{text}");
@@ -441,7 +442,7 @@ fn an_iso_source_is_verified_attached_as_a_cd_and_the_boot_command_is_typed() {
         serde_json::json!(dir.join("out2").display().to_string());
     std::fs::write(&path, serde_json::to_string_pretty(&bad).unwrap()).unwrap();
     let out = packer(&bed, &dir, &["build", &path.to_string_lossy()])
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer build (bad checksum)", &out);
     assert!(!out.status.success());

@@ -6,6 +6,7 @@
 //! options only its own QEMU process understands are warned about.
 
 use std::process::Command;
+use testbed::util::{OutputWithin, COMMAND_LIMIT};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
@@ -84,7 +85,7 @@ fn a_seed_shaped_json_template_builds_with_the_qemu_builders_meaning() {
     std::fs::write(&path, serde_json::to_string_pretty(&t).unwrap()).unwrap();
     let out = packer_in(bed.netns(), &dir, &["build", &path.to_string_lossy()])
         .unwrap()
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer build (seed-shaped)", &out);
     assert!(out.status.success(), "build failed");
@@ -121,7 +122,7 @@ fn a_seed_shaped_json_template_builds_with_the_qemu_builders_meaning() {
     let info = Command::new("qemu-img")
         .args(["info", "--output=json"])
         .arg(&image)
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     let backing = info["backing-filename"].as_str().unwrap_or_default();
@@ -154,7 +155,7 @@ fn winrm_and_misspelt_options_are_refused_and_packers_template_values_reach_the_
     let out = testbed::tools::packer(&dir)
         .unwrap()
         .args(["validate", &path.to_string_lossy()])
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer validate (winrm, misspelt)", &out);
     assert!(!out.status.success());
@@ -182,7 +183,7 @@ fn winrm_and_misspelt_options_are_refused_and_packers_template_values_reach_the_
     let out = testbed::tools::packer(&dir)
         .unwrap()
         .args(["validate", &path.to_string_lossy()])
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer validate (template functions)", &out);
     let year = Command::new("date").args(["-u", "+%Y"]).output().unwrap();

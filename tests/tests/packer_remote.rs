@@ -5,6 +5,7 @@
 //! writes the image and removes everything it made on the host.
 
 use std::path::Path;
+use testbed::util::{OutputWithin, COMMAND_LIMIT};
 
 use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
@@ -47,7 +48,7 @@ fn a_build_on_a_remote_host_downloads_the_disk_and_cleans_the_host() {
 
     let out = packer_in(lab.client(), &dir, &["build", &path.to_string_lossy()])
         .unwrap()
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     show("packer build (remote)", &out);
     assert!(out.status.success(), "remote build failed");

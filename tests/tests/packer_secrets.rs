@@ -5,6 +5,7 @@
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::Libvirtd;
 use testbed::packer::{packer_in, show, tiny_guest_source, workdir};
+use testbed::util::{OutputWithin, COMMAND_LIMIT};
 
 const SECRET: &str = "s3cr3t-Pw-4711";
 /// Written into the template as is: only the builder knows it is secret.
@@ -35,7 +36,7 @@ fn a_build_masks_the_shutdown_command_and_sensitive_variables() {
     std::fs::write(&path, serde_json::to_string_pretty(&template).unwrap()).unwrap();
     let out = packer_in(bed.netns(), &dir, &["build", &path.to_string_lossy()])
         .unwrap()
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let text = show("packer build (secrets)", &out);
     let _ = std::fs::remove_dir_all(&dir);

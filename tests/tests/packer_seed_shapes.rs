@@ -14,6 +14,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use testbed::util::{OutputWithin, COMMAND_LIMIT};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
@@ -32,7 +33,7 @@ fn packer19(dir: &Path, bed: Option<&Libvirtd>, args: &[&str]) -> std::process::
             c
         }
     };
-    c.output().unwrap()
+    c.output_within(COMMAND_LIMIT).unwrap()
 }
 
 const REQUIRED_LIBVIRT: &str = r#"
@@ -174,7 +175,7 @@ build {{
             dir.display(),
             dir.display()
         ))
-        .output()
+        .output_within(COMMAND_LIMIT)
         .unwrap();
     let files = String::from_utf8_lossy(&files.stdout);
     assert!(

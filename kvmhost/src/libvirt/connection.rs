@@ -32,6 +32,35 @@ pub struct NodeInfo {
 }
 
 static ERROR_CALLBACK: Once = Once::new();
+static EVENT_LOOP: Once = Once::new();
+
+/// How often a quiet remote connection is probed, in seconds, and how
+/// many probes may go unanswered before libvirt calls the host dead.
+/// A host that vanished mid-call (powered off, cable pulled, daemon
+/// killed) then fails the call after about 20 s instead of blocking it
+/// forever. The probe also wakes a blocked call: libvirt's libssh
+/// transport can leave a reply sitting in libssh's buffer where poll()
+/// does not see it, and a stream download over it stalled until the
+/// next packet arrived.
+const KEEPALIVE_INTERVAL_S: i32 = 5;
+const KEEPALIVE_COUNT: u32 = 3;
+
+/// libvirt sends keepalive probes and answers the host's only when the
+/// process runs an event loop: one thread, started once, runs it.
+fn start_event_loop() {
+    EVENT_LOOP.call_once(|| {
+        if virt::event::event_register_default_impl().is_err() {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| loop {
+                if virt::event::event_run_default_impl().is_err() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+    });
+}
 
 /// libvirt's default handler prints every error to stderr, which a
 /// Terraform provider or Packer plugin would show as noise next to the
@@ -55,10 +84,16 @@ impl Host {
     /// Opens a read-write connection to `uri` (e.g. `qemu:///system`).
     pub fn open(uri: &str) -> Result<Host> {
         install_error_callback();
+        start_event_loop();
         let conn = Connect::open(Some(uri)).map_err(|e| Error::Connect {
             uri: uri.to_string(),
             message: e.message().to_string(),
         })?;
+        if is_remote(uri) {
+            // Refused only by daemons too old for keepalive; the calls
+            // still work, just without a dead-host timeout.
+            let _ = conn.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT);
+        }
         Ok(Host {
             conn,
             uri: uri.to_string(),
@@ -98,6 +133,17 @@ impl Host {
             free_memory_bytes: self.conn.free_memory().map_err(ctx("read free memory"))?,
         })
     }
+}
+
+/// Whether `uri` reaches libvirt over a network transport (ssh, libssh,
+/// tcp, tls), where a dead peer would otherwise block a call forever.
+fn is_remote(uri: &str) -> bool {
+    let scheme = uri.split("://").next().unwrap_or_default();
+    scheme.contains('+') && !scheme.ends_with("+unix")
+        || uri
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.starts_with('/'))
 }
 
 /// How to reach a host over SSH with libvirt's `ssh` transport.
@@ -200,6 +246,21 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_network_transports_count_as_remote() {
+        for uri in [
+            "qemu+ssh://root@h/system",
+            "qemu+libssh://root@10.0.0.2/system?sshauth=privkey",
+            "qemu+tcp://h/system",
+            "qemu://h/system",
+        ] {
+            assert!(is_remote(uri), "{uri}");
+        }
+        for uri in ["qemu:///system", "qemu+unix:///system", "test:///default"] {
+            assert!(!is_remote(uri), "{uri}");
+        }
+    }
 
     #[test]
     fn open_test_driver_reports_node_info() {
