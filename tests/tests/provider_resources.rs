@@ -222,3 +222,50 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
     assert!(err.contains("xml"), "{err}");
     assert!(!d.domains().unwrap().contains(&"xslt-bad".to_string()));
 }
+
+/// The seed's Windows agents pin a CPU model with a stylesheet matching
+/// `/domain/cpu` (dmacvicar/libvirt writes a `<cpu>` into every domain)
+/// and add a USB tablet under `/domain/devices`. On a domain without a
+/// `cpu` block the stylesheet has the same effect here, and the domain
+/// reads back with an empty plan.
+#[test]
+fn a_seed_shaped_stylesheet_pins_the_cpu_model_and_plans_empty() {
+    let d = Libvirtd::start().unwrap();
+    let sheet = r#"<?xml version="1.0" ?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:output omit-xml-declaration="yes" indent="yes"/>
+  <xsl:template match="node()|@*">
+    <xsl:copy><xsl:apply-templates select="node()|@*"/></xsl:copy>
+  </xsl:template>
+  <xsl:template match="/domain/cpu">
+    <cpu mode="custom" match="exact" check="none">
+      <model fallback="forbid">Haswell-noTSX-IBRS</model>
+    </cpu>
+  </xsl:template>
+  <xsl:template match="/domain/devices">
+    <xsl:copy>
+      <xsl:copy-of select="@*"/>
+      <xsl:copy-of select="node()"/>
+      <input type="tablet" bus="usb"/>
+    </xsl:copy>
+  </xsl:template>
+</xsl:stylesheet>
+"#;
+    let hcl = format!(
+        "{}resource \"libvirt_domain\" \"windows\" {{\n  name    = \"xslt-cpu\"\n  type    = \"qemu\"\n  memory  = 128\n  running = false\n\n  xml {{\n    xslt = <<-EOT\n{sheet}    EOT\n  }}\n}}\n",
+        header(&d.uri())
+    );
+    let tf = TfProject::with_version("1.15").unwrap();
+    tf.write_main(&hcl);
+    tf.apply();
+    let xml = d.virsh(&["dumpxml", "--inactive", "xslt-cpu"]).unwrap();
+    assert!(
+        xml.contains("<model fallback='forbid'>Haswell-noTSX-IBRS</model>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<input type='tablet' bus='usb'>"), "{xml}");
+    let (code, plan) = tf.plan_code();
+    assert_eq!(code, 0, "the plan is not empty:\n{plan}");
+    tf.destroy();
+    assert!(!d.domains().unwrap().contains(&"xslt-cpu".to_string()));
+}

@@ -497,7 +497,31 @@ impl DomainDef {
     /// The stylesheet comes from configuration, so it runs with no network
     /// and no file writes (`--nonet --nowrite --nomkdir`), from a private
     /// folder (mode 0700, a random name) removed afterwards.
+    ///
+    /// Stylesheets written for dmacvicar/libvirt's XML (the seed's
+    /// Windows agents replace `/domain/cpu` to pin a CPU model) expect a
+    /// `<cpu>` element in every domain, which that provider always writes
+    /// and this model writes only with a CPU mode. An empty `<cpu/>` is
+    /// therefore added before the transform when there is none, and
+    /// removed again if the stylesheet left it empty, so such stylesheets
+    /// have the same effect here and the others see no difference.
     pub fn apply_xslt(xml: &str, xslt: &str) -> Result<String> {
+        const EMPTY_CPU: &str = "<cpu/>";
+        let added_cpu = !xml.contains("<cpu") && xml.contains("</features>");
+        let input = if added_cpu {
+            xml.replacen("</features>", &format!("</features>{EMPTY_CPU}"), 1)
+        } else {
+            xml.to_string()
+        };
+        let out = Self::run_xsltproc(&input, xslt)?;
+        Ok(if added_cpu {
+            out.replace(EMPTY_CPU, "")
+        } else {
+            out
+        })
+    }
+
+    fn run_xsltproc(xml: &str, xslt: &str) -> Result<String> {
         let dir = tempfile::Builder::new()
             .prefix("kvmhost-xslt-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -885,6 +909,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("invalid xml.xslt"), "{err}");
+    }
+
+    const IDENTITY: &str = r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:output omit-xml-declaration="yes" indent="yes"/>
+  <xsl:template match="node()|@*"><xsl:copy><xsl:apply-templates select="node()|@*"/></xsl:copy></xsl:template>
+  __RULE__
+</xsl:stylesheet>"#;
+
+    fn plain_domain() -> DomainDef {
+        DomainDef {
+            name: "w".into(),
+            memory_mib: 256,
+            vcpu: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stylesheet_replacing_domain_cpu_works_on_a_domain_without_a_cpu_mode() {
+        // The shape of a stylesheet written for dmacvicar/libvirt 0.8.3,
+        // which writes <cpu/> into every domain.
+        let sheet = IDENTITY.replace(
+            "__RULE__",
+            r#"<xsl:template match="/domain/cpu"><cpu mode="custom" match="exact" check="none"><model fallback="forbid">Haswell-noTSX-IBRS</model></cpu></xsl:template>"#,
+        );
+        let out = DomainDef::apply_xslt(&plain_domain().to_xml(), &sheet).unwrap();
+        assert!(out.contains("Haswell-noTSX-IBRS"), "{out}");
+        assert_eq!(
+            DomainDef::from_xml(&out).unwrap().cpu_mode.as_deref(),
+            Some("custom")
+        );
+    }
+
+    #[test]
+    fn a_stylesheet_that_leaves_cpu_alone_adds_no_cpu_element() {
+        let sheet = IDENTITY.replace(
+            "__RULE__",
+            r#"<xsl:template match="/domain/vcpu/text()">2</xsl:template>"#,
+        );
+        let out = DomainDef::apply_xslt(&plain_domain().to_xml(), &sheet).unwrap();
+        assert!(!out.contains("<cpu"), "{out}");
+        let mut with_mode = plain_domain();
+        with_mode.cpu_mode = Some("host-passthrough".into());
+        let out = DomainDef::apply_xslt(&with_mode.to_xml(), &sheet).unwrap();
+        assert_eq!(
+            DomainDef::from_xml(&out).unwrap().cpu_mode.as_deref(),
+            Some("host-passthrough")
+        );
     }
 
     #[test]
