@@ -32,6 +32,41 @@ impl Netns {
         &self.name
     }
 
+    /// Runs `f` on a new thread whose network namespace is this one (a
+    /// namespace is per thread for `setns`), so in-process clients such as
+    /// a libvirt connection reach the namespace's network.
+    pub fn spawn_in<T, F>(&self, f: F) -> Result<std::thread::JoinHandle<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.name))
+            .with_context(|| format!("open namespace {}", self.name))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid namespace fd; CLONE_NEWNET changes only
+            // this thread's network namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            let entered = rc == 0;
+            let _ = tx.send(
+                entered
+                    .then_some(())
+                    .ok_or_else(std::io::Error::last_os_error),
+            );
+            drop(file);
+            if !entered {
+                panic!("setns failed");
+            }
+            f()
+        });
+        match rx.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(e)) => bail!("cannot enter namespace {}: {e}", self.name),
+            Err(_) => bail!("the thread for namespace {} died", self.name),
+        }
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
