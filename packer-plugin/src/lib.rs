@@ -14,4 +14,5 @@ pub mod rpc;
 pub mod secrets;
 pub mod serve;
 pub mod spec;
+pub mod sshkey;
 pub mod template;

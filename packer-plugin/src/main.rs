@@ -12,9 +12,11 @@ use packer_plugin_libvirt::{handshake, serve};
 const USAGE: &str = "packer-plugin-libvirt is a Packer plugin: Packer starts it.
 
 Install it where Packer finds plugins (see README.md), then use the builder
-`libvirt` in a template. Commands Packer runs:
+`libvirt` and the data source `libvirt-sshkey` in a template. Commands
+Packer runs:
   packer-plugin-libvirt describe
-  packer-plugin-libvirt start builder libvirt";
+  packer-plugin-libvirt start builder libvirt
+  packer-plugin-libvirt start datasource sshkey";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -44,6 +46,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        ["start", "datasource", names @ ..] => {
+            let protobuf = names.contains(&"--protobuf");
+            let name = names.iter().rev().find(|n| !n.starts_with("--")).copied();
+            match name {
+                Some("sshkey") => run_component(
+                    protobuf,
+                    serve::Component::Datasource(std::sync::Arc::new(
+                        packer_plugin_libvirt::sshkey::SshKey::default(),
+                    )),
+                ),
+                other => {
+                    eprintln!(
+                        "this plugin has one data source, `sshkey`; it was asked for `{}`",
+                        other.unwrap_or("")
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
         ["--version"] | ["version"] => {
             println!("{}", serve::VERSION);
             ExitCode::SUCCESS
@@ -56,6 +77,10 @@ fn main() -> ExitCode {
 }
 
 fn run_server(protobuf: bool) -> ExitCode {
+    run_component(protobuf, serve::Component::Builder)
+}
+
+fn run_component(protobuf: bool, component: serve::Component) -> ExitCode {
     if std::env::var(handshake::MAGIC_COOKIE_KEY).as_deref() != Ok(handshake::MAGIC_COOKIE_VALUE) {
         eprintln!("This is a Packer plugin: please do not run it directly. Packer runs it for you.\n\n{USAGE}");
         return ExitCode::FAILURE;
@@ -67,7 +92,11 @@ fn run_server(protobuf: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve::serve(handshake::detect(), protobuf)) {
+    match rt.block_on(serve::serve_component(
+        handshake::detect(),
+        protobuf,
+        component,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("packer-plugin-libvirt: {e}");

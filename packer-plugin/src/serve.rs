@@ -2,12 +2,14 @@
 //! main RPC stream with the builder on it.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::handshake::{self, Protocol};
 use crate::mux::Broker;
 use crate::packer::builder::BuilderService;
+use crate::packer::datasource::{DataSource, DatasourceService};
 use crate::rpc::Router;
 
 /// The plugin's version, as `describe` reports it and install paths name it.
@@ -18,6 +20,18 @@ pub const DEFAULT_NAME: &str = "-packer-default-plugin-name-";
 
 /// Builder names `start builder` accepts.
 pub const BUILDER_NAMES: &[&str] = &[DEFAULT_NAME, "libvirt"];
+
+/// Data source names `start datasource` accepts (`data "libvirt-sshkey"`
+/// in a template); Packer 1.6 has no data sources.
+pub const DATASOURCE_NAMES: &[&str] = &["sshkey"];
+
+/// What one plugin process serves.
+pub enum Component {
+    /// The `libvirt` builder.
+    Builder,
+    /// A data source.
+    Datasource(Arc<dyn DataSource>),
+}
 
 /// The JSON `describe` prints. Packer 1.6 prefixes each builder with the
 /// plugin name and knows no default name, so it gets `libvirt` (the type
@@ -35,7 +49,10 @@ pub fn describe(protocol: Protocol) -> String {
         "builders": [builder],
         "post_processors": [],
         "provisioners": [],
-        "datasources": [],
+        "datasources": match protocol {
+            Protocol::Legacy => &[][..],
+            Protocol::Current => DATASOURCE_NAMES,
+        },
     });
     if protocol == Protocol::Current {
         // Packer 1.12+ then starts us with `--protobuf` (when every plugin
@@ -59,6 +76,15 @@ pub enum ServeError {
 /// Prints the handshake, accepts Packer's one connection and serves the
 /// builder until Packer closes it.
 pub async fn serve(protocol: Protocol, protobuf: bool) -> Result<(), ServeError> {
+    serve_component(protocol, protobuf, Component::Builder).await
+}
+
+/// [`serve`] for any component this crate offers.
+pub async fn serve_component(
+    protocol: Protocol,
+    protobuf: bool,
+    component: Component,
+) -> Result<(), ServeError> {
     ignore_interrupts();
     let (listener, path) = handshake::listen()?;
     {
@@ -74,8 +100,15 @@ pub async fn serve(protocol: Protocol, protobuf: bool) -> Result<(), ServeError>
     let (sock, _) = accepted?;
     let (broker, closed) = Broker::start(sock.compat(), yamux::Mode::Server);
     let main = broker.accept(0).await?;
-    let builder = BuilderService::new(broker.clone(), protocol, protobuf);
-    let router = Router::new().with("Builder", builder);
+    let router = match component {
+        Component::Builder => Router::new().with(
+            "Builder",
+            BuilderService::new(broker.clone(), protocol, protobuf),
+        ),
+        Component::Datasource(ds) => {
+            Router::new().with("Datasource", DatasourceService::new(ds, protocol, protobuf))
+        }
+    };
     tokio::select! {
         _ = router.serve(main) => {}
         _ = closed => {}

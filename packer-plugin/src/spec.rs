@@ -348,6 +348,82 @@ pub fn cty_type(ty: &CtyType) -> Vec<u8> {
     gob::stream(&defs, GOB_TYPE, true, &gt)
 }
 
+/// A data source's result: an object whose attributes are all strings,
+/// as the complete gob stream `cty.Value`'s `GobEncode` gives wrapped in
+/// the stream Packer's `Datasource.Execute` client decodes (Packer 1.7 to
+/// 1.11, and later ones without `--protobuf`).
+pub fn cty_string_object_gob(attrs: &BTreeMap<String, String>) -> Vec<u8> {
+    const GOB_VALUE: i64 = 65;
+    const TY: i64 = 66;
+    const MAP: i64 = 67;
+    let ty = CtyType::Object(attrs.keys().map(|k| (k.clone(), CtyType::String)).collect());
+    let defs = [
+        TypeDef::Struct {
+            name: "gobValue",
+            id: GOB_VALUE,
+            fields: vec![("Version", gob::INT), ("Ty", TY), ("V", gob::INTERFACE)],
+        },
+        TypeDef::GobEncoder {
+            name: "Type",
+            id: TY,
+        },
+        TypeDef::Map {
+            name: "map[string]interface {}",
+            id: MAP,
+            key: gob::STRING,
+            elem: gob::INTERFACE,
+        },
+    ];
+    // The object's attributes: a map of interface values holding strings.
+    let mut map = Vec::new();
+    gob::put_uint(&mut map, attrs.len() as u64);
+    for (k, v) in attrs {
+        gob::put_bytes(&mut map, k.as_bytes());
+        let mut s = Vec::new();
+        gob::put_bytes(&mut s, v.as_bytes());
+        gob::put_interface(&mut map, "string", gob::STRING, false, &s);
+    }
+    let mut body = Vec::new();
+    let mut w = StructWriter::new(&mut body);
+    // Version 0 is the zero value: left out.
+    gob::put_bytes(w.field(2), &cty_type(&ty));
+    gob::put_interface(w.field(3), "map[string]interface {}", MAP, false, &map);
+    w.end();
+    let inner = gob::stream(&defs, GOB_VALUE, true, &body);
+    let mut outer_body = Vec::new();
+    gob::put_bytes(&mut outer_body, &inner);
+    gob::stream(
+        &[TypeDef::GobEncoder {
+            name: "Value",
+            id: 65,
+        }],
+        65,
+        false,
+        &outer_body,
+    )
+}
+
+/// The same result as `cty`'s msgpack encoding for a dynamic type (the
+/// type as JSON, then the value), which Packer started with `--protobuf`
+/// decodes.
+pub fn cty_string_object_msgpack(attrs: &BTreeMap<String, String>) -> Vec<u8> {
+    let types: serde_json::Map<String, serde_json::Value> = attrs
+        .keys()
+        .map(|k| (k.clone(), serde_json::Value::from("string")))
+        .collect();
+    let type_json = serde_json::json!(["object", types]).to_string();
+    let value = rmpv::Value::Map(
+        attrs
+            .iter()
+            .map(|(k, v)| (rmpv::Value::from(k.as_str()), rmpv::Value::from(v.as_str())))
+            .collect(),
+    );
+    let doc = rmpv::Value::Array(vec![rmpv::Value::Binary(type_json.into_bytes()), value]);
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &doc).expect("writing to a Vec cannot fail");
+    out
+}
+
 /// Appends a protobuf varint.
 fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -567,6 +643,27 @@ mod tests {
         );
         let set = vec![("x".to_string(), attr(CtyType::Set(Box::new(s())), false))];
         assert!(encode_protobuf(&set).is_err());
+    }
+
+    #[test]
+    fn a_string_object_in_msgpack_is_the_type_json_then_the_value() {
+        let attrs = BTreeMap::from([
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ]);
+        let bytes = cty_string_object_msgpack(&attrs);
+        let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        let parts = v.as_array().unwrap();
+        assert_eq!(parts.len(), 2);
+        let ty: serde_json::Value = serde_json::from_slice(parts[0].as_slice().unwrap()).unwrap();
+        assert_eq!(
+            ty,
+            serde_json::json!(["object", {"a": "string", "b": "string"}])
+        );
+        let map = parts[1].as_map().unwrap();
+        assert_eq!(map[0].0.as_str(), Some("a"));
+        assert_eq!(map[0].1.as_str(), Some("1"));
+        assert_eq!(map[1].1.as_str(), Some("2"));
     }
 
     #[test]

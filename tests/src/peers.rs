@@ -162,6 +162,29 @@ pub fn install_plugin(plugins: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Installs the bed's stand-in for the `sshkey` data-source plugin
+/// (`bed-packer-sshkey`) under `plugins` where `packer init` would put
+/// `github.com/ivoronin/sshkey` 1.1.0, so the seed's templates that ask for
+/// it run as written.
+pub fn install_sshkey_standin(plugins: &Path) -> Result<PathBuf> {
+    let src = util::bin_dir().join("bed-packer-sshkey");
+    if !src.is_file() {
+        bail!(
+            "{} is not built: run cargo build --workspace --bins",
+            src.display()
+        );
+    }
+    let version = plugin_version(&src)?;
+    let dir = plugins.join("github.com/ivoronin/sshkey");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bin = dir.join(format!("packer-plugin-sshkey_v{version}_x5.0_linux_amd64"));
+    std::fs::copy(&src, &bin)
+        .with_context(|| format!("copying {} to {}", src.display(), bin.display()))?;
+    let sum = hex::encode(Sha256::digest(std::fs::read(&bin)?));
+    std::fs::write(format!("{}_SHA256SUM", bin.display()), sum)?;
+    Ok(bin)
+}
+
 /// What the plugin binary says its version is.
 fn plugin_version(bin: &Path) -> Result<String> {
     let out = Command::new(bin)
@@ -183,6 +206,7 @@ pub fn packer_1_9(dir: &Path) -> Result<Command> {
     let config = dir.join(".packer.d");
     let plugins = config.join("plugins");
     install_plugin(&plugins)?;
+    install_sshkey_standin(&plugins)?;
     let mut c = Command::new(program);
     c.current_dir(dir)
         .env("CHECKPOINT_DISABLE", "1")

@@ -8,9 +8,11 @@
 //! shapes validate.
 //!
 //! The seed takes its install key from the `sshkey` data source
-//! (ivoronin/packer-plugin-sshkey); the Go module proxy serves none of its
-//! releases, so the test bed cannot build it, and this template makes the
-//! key pair with `ssh-keygen` instead, reading it with `file()`.
+//! (`github.com/ivoronin/sshkey` in `required_plugins`); the Go module
+//! proxy serves none of its releases, so the bed installs its stand-in
+//! (`bed-packer-sshkey`, our own `sshkey` data source) in that plugin's
+//! place and the template asks for it exactly as the seed's does. The
+//! same data source is offered by our plugin as `data "libvirt-sshkey"`.
 
 use std::path::Path;
 use std::process::Command;
@@ -47,13 +49,6 @@ fn a_debian_agent_shaped_template_builds_end_to_end_under_packer_1_9() {
     let bed = Libvirtd::start().unwrap();
     let guest = TinyGuest::ensure().unwrap();
     let dir = workdir("seed19-debian").unwrap();
-    // The install key, as the sshkey data source would make it.
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "install", "-f"])
-        .arg(dir.join("install_key"))
-        .status()
-        .unwrap();
-    assert!(st.success());
     // The tiny guest runs a user-data that starts with `#!`; the seed's
     // cloud-config does the same job (authorise the install key).
     std::fs::write(
@@ -66,7 +61,18 @@ fn a_debian_agent_shaped_template_builds_end_to_end_under_packer_1_9() {
     let template = format!(
         r#"packer {{
   required_plugins {{{REQUIRED_LIBVIRT}
+
+    sshkey = {{
+      source  = "github.com/ivoronin/sshkey"
+      version = ">= 1.1.0"
+    }}
   }}
+}}
+
+data "sshkey" "install" {{}}
+
+data "libvirt-sshkey" "spare" {{
+  name = "spare-{pid}"
 }}
 
 variable "output_dir" {{
@@ -85,11 +91,12 @@ source "libvirt" "debian" {{
   initrd       = "{initrd}"
   kernel_args  = "{cmdline}"
 
-  ssh_private_key_file = "install_key"
+  ssh_private_key_file = data.sshkey.install.private_key_path
 
   cd_content = {{
     "meta-data" = ""
-    "user-data" = templatefile("user-data.tpl", {{ ssh_public_key = trimspace(file("install_key.pub")) }})
+    "user-data" = templatefile("user-data.tpl", {{ ssh_public_key = data.sshkey.install.public_key }})
+    "spare.pub" = data.libvirt-sshkey.spare.public_key
   }}
   cd_label = "cidata"
 
@@ -139,6 +146,7 @@ build {{
 }}
 "#,
         uri = bed.uri(),
+        pid = std::process::id(),
         disk = guest.root_disk.display(),
         kernel = guest.kernel.display(),
         initrd = guest.root_initrd.display(),
@@ -182,6 +190,16 @@ build {{
         files.contains("seed-shaped") && files.contains("monitor users"),
         "{files}"
     );
+    // The data sources kept their keys in Packer's cache, private; the
+    // SSH login above used the one `data.sshkey.install` made.
+    let cache = testbed::util::cache_dir().join("packer_cache");
+    let spare = cache.join(format!("sshkey-spare-{}-ed25519", std::process::id()));
+    for key in [cache.join("sshkey-packer-ed25519"), spare.clone()] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    }
+    let _ = std::fs::remove_file(&spare);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

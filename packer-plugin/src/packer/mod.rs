@@ -5,4 +5,5 @@
 pub mod artifact;
 pub mod builder;
 pub mod communicator;
+pub mod datasource;
 pub mod ui;

@@ -1,0 +1,112 @@
+//! The `Datasource` service Packer 1.7+ calls for an HCL2 `data` block:
+//! `ConfigSpec`, `Configure`, `OutputSpec`, `Execute`, `Cancel`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rmpv::Value;
+
+use crate::handshake::Protocol;
+use crate::packer::builder::{split_configs, JsonMap};
+use crate::rpc::value::object;
+use crate::rpc::{ReplyFuture, Service};
+use crate::spec::{self, ObjectSpec};
+
+/// A data source: its settings, what it gives (all strings), and the
+/// work that gives it.
+pub trait DataSource: Send + Sync + 'static {
+    /// The HCL2 schema of the `data` block.
+    fn config_spec(&self) -> ObjectSpec;
+    /// The names of the string attributes the result has.
+    fn outputs(&self) -> &'static [&'static str];
+    /// Checks the block's settings (an error names the setting).
+    fn configure(&self, config: &JsonMap) -> Result<(), String>;
+    /// Produces the result, one value per name of [`DataSource::outputs`].
+    fn execute(&self) -> Result<BTreeMap<String, String>, String>;
+}
+
+/// A data source as served to Packer.
+pub struct DatasourceService {
+    ds: Arc<dyn DataSource>,
+    protocol: Protocol,
+    protobuf: bool,
+    configured: Mutex<bool>,
+}
+
+impl DatasourceService {
+    /// `ds` served to a Packer speaking `protocol`; `protobuf` when Packer
+    /// started the plugin with `--protobuf`.
+    pub fn new(ds: Arc<dyn DataSource>, protocol: Protocol, protobuf: bool) -> Arc<Self> {
+        Arc::new(DatasourceService {
+            ds,
+            protocol,
+            protobuf,
+            configured: Mutex::new(false),
+        })
+    }
+
+    fn encode_spec(&self, s: &ObjectSpec) -> Result<Vec<u8>, String> {
+        if self.protobuf {
+            spec::encode_protobuf(s)
+        } else {
+            Ok(spec::encode(s, self.protocol.flavor()))
+        }
+    }
+
+    fn output_spec(&self) -> ObjectSpec {
+        self.ds
+            .outputs()
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    spec::Spec::Attr {
+                        ty: spec::CtyType::String,
+                        required: false,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn configure(&self, arg: &Value) -> Result<Value, String> {
+        let (user, _packer) = split_configs(arg)?;
+        self.ds.configure(&user)?;
+        *self.configured.lock().expect("configured lock") = true;
+        Ok(object([("Error", Value::Nil)]))
+    }
+
+    fn execute(&self) -> Result<Value, String> {
+        if !*self.configured.lock().expect("configured lock") {
+            return Err("Datasource.Execute called before a successful Configure".into());
+        }
+        let result = self.ds.execute()?;
+        let bytes = if self.protobuf {
+            spec::cty_string_object_msgpack(&result)
+        } else {
+            spec::cty_string_object_gob(&result)
+        };
+        Ok(object([
+            ("Value", Value::Binary(bytes)),
+            ("Error", Value::Nil),
+        ]))
+    }
+}
+
+impl Service for DatasourceService {
+    fn call(self: Arc<Self>, method: &str, arg: Value) -> ReplyFuture {
+        let reply = match method {
+            "ConfigSpec" => self
+                .encode_spec(&self.ds.config_spec())
+                .map(|b| object([("ConfigSpec", Value::Binary(b))])),
+            "OutputSpec" => self
+                .encode_spec(&self.output_spec())
+                .map(|b| object([("OutputSpec", Value::Binary(b))])),
+            "Configure" => self.configure(&arg),
+            "Execute" => self.execute(),
+            "Cancel" => Ok(Value::Nil),
+            m => Err(format!("rpc: can't find method Datasource.{m}")),
+        };
+        Box::pin(async move { reply })
+    }
+}
