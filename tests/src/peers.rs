@@ -142,24 +142,7 @@ pub fn required_plugins() -> String {
 /// `<plugins>/github.com/kvmbe/libvirt/packer-plugin-libvirt_v<ver>_x5.0_linux_amd64`
 /// and its `_SHA256SUM` file. Returns the installed binary.
 pub fn install_plugin(plugins: &Path) -> Result<PathBuf> {
-    let src = util::bin_dir().join("packer-plugin-libvirt");
-    if !src.is_file() {
-        bail!(
-            "{} is not built: run cargo build --workspace --bins",
-            src.display()
-        );
-    }
-    let version = plugin_version(&src)?;
-    let dir = plugins.join(PLUGIN_SOURCE);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bin = dir.join(format!("packer-plugin-libvirt_v{version}_x5.0_linux_amd64"));
-    std::fs::copy(&src, &bin)
-        .with_context(|| format!("copying {} to {}", src.display(), bin.display()))?;
-    let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
-    let sum = hex::encode(Sha256::digest(&bytes));
-    let sum_path = PathBuf::from(format!("{}_SHA256SUM", bin.display()));
-    std::fs::write(&sum_path, sum).with_context(|| format!("writing {}", sum_path.display()))?;
-    Ok(bin)
+    install_as(plugins, "packer-plugin-libvirt", PLUGIN_SOURCE, "libvirt")
 }
 
 /// Installs the bed's stand-in for the `sshkey` data-source plugin
@@ -167,7 +150,18 @@ pub fn install_plugin(plugins: &Path) -> Result<PathBuf> {
 /// `github.com/ivoronin/sshkey` 1.1.0, so the seed's templates that ask for
 /// it run as written.
 pub fn install_sshkey_standin(plugins: &Path) -> Result<PathBuf> {
-    let src = util::bin_dir().join("bed-packer-sshkey");
+    install_as(
+        plugins,
+        "bed-packer-sshkey",
+        "github.com/ivoronin/sshkey",
+        "sshkey",
+    )
+}
+
+/// Copies the built binary `built` to `<plugins>/<source>/packer-plugin-<name>_v<ver>_x5.0_linux_amd64`
+/// (the version is what the binary says) with its `_SHA256SUM` file.
+fn install_as(plugins: &Path, built: &str, source: &str, name: &str) -> Result<PathBuf> {
+    let src = util::bin_dir().join(built);
     if !src.is_file() {
         bail!(
             "{} is not built: run cargo build --workspace --bins",
@@ -175,13 +169,15 @@ pub fn install_sshkey_standin(plugins: &Path) -> Result<PathBuf> {
         );
     }
     let version = plugin_version(&src)?;
-    let dir = plugins.join("github.com/ivoronin/sshkey");
+    let dir = plugins.join(source);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bin = dir.join(format!("packer-plugin-sshkey_v{version}_x5.0_linux_amd64"));
+    let bin = dir.join(format!("packer-plugin-{name}_v{version}_x5.0_linux_amd64"));
     std::fs::copy(&src, &bin)
         .with_context(|| format!("copying {} to {}", src.display(), bin.display()))?;
-    let sum = hex::encode(Sha256::digest(std::fs::read(&bin)?));
-    std::fs::write(format!("{}_SHA256SUM", bin.display()), sum)?;
+    let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+    let sum = hex::encode(Sha256::digest(&bytes));
+    let sum_path = PathBuf::from(format!("{}_SHA256SUM", bin.display()));
+    std::fs::write(&sum_path, sum).with_context(|| format!("writing {}", sum_path.display()))?;
     Ok(bin)
 }
 
