@@ -40,6 +40,22 @@ const XSLT: &str = r#"<?xml version="1.0"?>
 </xsl:stylesheet>
 "#;
 
+/// The seed's Windows agents pin their CPU model by replacing the
+/// `<cpu>` that 0.8.3 writes into every domain.
+const WINDOWS_XSLT: &str = r#"<?xml version="1.0"?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:output omit-xml-declaration="yes" indent="yes"/>
+  <xsl:template match="node()|@*">
+    <xsl:copy><xsl:apply-templates select="node()|@*"/></xsl:copy>
+  </xsl:template>
+  <xsl:template match="/domain/cpu">
+    <cpu mode="custom" match="exact" check="none">
+      <model fallback="forbid">Haswell-noTSX-IBRS</model>
+    </cpu>
+  </xsl:template>
+</xsl:stylesheet>
+"#;
+
 struct Seed {
     uri: String,
     nvram: String,
@@ -130,6 +146,11 @@ resource "libvirt_domain" "windows" {{
 
   network_interface {{
     bridge = "{BRIDGE}"
+  }}
+
+  xml {{
+    xslt = <<-EOT
+{WINDOWS_XSLT}    EOT
   }}
 }}
 
@@ -247,6 +268,10 @@ fn seed_state_of_dmacvicar_0_8_3_migrates_and_plans_empty() {
     // 4. The plan is empty.
     let (code, plan) = tf.plan_code();
     assert_eq!(code, 0, "0.8.3's seed state plans empty with ours:\n{plan}");
+    let windows = format!("{}-windows", seed.prefix);
+    let model = "<model fallback='forbid'>Haswell-noTSX-IBRS</model>";
+    let xml = bed.virsh(&["dumpxml", "--inactive", &windows]).unwrap();
+    assert!(xml.contains(model), "0.8.3 applied the stylesheet: {xml}");
 
     // Nothing is replaced by an apply either, and the VM keeps running.
     tf.apply();
@@ -256,6 +281,19 @@ fn seed_state_of_dmacvicar_0_8_3_migrates_and_plans_empty() {
     assert!(!running.lines().any(|l| l.trim() == agent), "{running}");
     let (code, plan) = tf.plan_code();
     assert_eq!(code, 0, "plan after apply:\n{plan}");
+
+    // Redefined by ours (a memory change is applied in place), the
+    // Windows domain still gets the stylesheet's CPU model.
+    tf.write_main(&hcl(PROVIDER_SOURCE, PROVIDER_VERSION, &seed).replacen(
+        "memory   = 256\n  vcpu     = 1\n  running  = false\n  machine  = \"q35\"",
+        "memory   = 320\n  vcpu     = 1\n  running  = false\n  machine  = \"q35\"",
+        1,
+    ));
+    tf.apply();
+    let xml = bed.virsh(&["dumpxml", "--inactive", &windows]).unwrap();
+    assert!(xml.contains("<memory unit='KiB'>327680</memory>"), "{xml}");
+    assert!(xml.contains(model), "ours applied the stylesheet: {xml}");
+    assert_eq!(ids(&tf), before, "nothing replaced");
 
     tf.destroy();
     let domains = bed.domains().unwrap();
