@@ -9,4 +9,6 @@ pub mod deadline;
 pub mod duration;
 pub mod libvirt;
 pub mod nocloud;
+#[cfg(feature = "source")]
+pub mod source;
 pub mod wake;

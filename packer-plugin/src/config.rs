@@ -282,17 +282,7 @@ impl Format {
 }
 
 /// A checksum to verify a download against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checksum {
-    /// Verification explicitly turned off.
-    None,
-    /// SHA-256, lowercase hex.
-    Sha256(String),
-    /// SHA-512, lowercase hex.
-    Sha512(String),
-    /// A checksum list (`file:` URL or path) to look the source's name up in.
-    File(String),
-}
+pub use kvmhost::source::Checksum;
 
 /// Where the guest's NIC is plugged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -543,47 +533,6 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult)
-}
-
-fn parse_checksum(s: &str) -> Result<Checksum, String> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("none") {
-        return Ok(Checksum::None);
-    }
-    if let Some(list) = s.strip_prefix("file:") {
-        if list.is_empty() {
-            return Err("`file:` needs the URL or path of a checksum list after it".into());
-        }
-        return Ok(Checksum::File(list.to_string()));
-    }
-    let (algo, hex) = match s.split_once(':') {
-        Some((a, h)) => (a.to_ascii_lowercase(), h.trim().to_ascii_lowercase()),
-        None => (
-            match s.len() {
-                128 => "sha512".into(),
-                _ => "sha256".into(),
-            },
-            s.to_ascii_lowercase(),
-        ),
-    };
-    let want = match algo.as_str() {
-        "sha256" => 64,
-        "sha512" => 128,
-        other => {
-            return Err(format!(
-                "checksum type `{other}` is not supported: use sha256:HEX, sha512:HEX or none"
-            ))
-        }
-    };
-    if hex.len() != want || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!(
-            "a {algo} checksum is {want} hex digits, got `{hex}`"
-        ));
-    }
-    Ok(match algo.as_str() {
-        "sha256" => Checksum::Sha256(hex),
-        _ => Checksum::Sha512(hex),
-    })
 }
 
 fn has_disk_extension(name: &str) -> bool {
@@ -973,7 +922,7 @@ fn build(
     };
 
     let iso_checksum = match (&checksum_s, iso_urls.is_empty()) {
-        (Some(c), _) => match parse_checksum(c) {
+        (Some(c), _) => match Checksum::parse(c) {
             Ok(c) => c,
             Err(e) => {
                 errs.push(format!("iso_checksum: {e}"));
@@ -1526,13 +1475,13 @@ mod tests {
         assert_eq!(parse_size("40960"), Some(40960 << 20));
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert!(matches!(
-            parse_checksum(&format!("sha256:{}", "a".repeat(64))),
+            Checksum::parse(&format!("sha256:{}", "a".repeat(64))),
             Ok(Checksum::Sha256(_))
         ));
-        assert!(parse_checksum("md5:abc").is_err());
-        assert_eq!(parse_checksum("NONE"), Ok(Checksum::None));
+        assert!(Checksum::parse("md5:abc").is_err());
+        assert_eq!(Checksum::parse("NONE"), Ok(Checksum::None));
         assert_eq!(
-            parse_checksum("file:https://x/SHA256SUMS"),
+            Checksum::parse("file:https://x/SHA256SUMS"),
             Ok(Checksum::File("https://x/SHA256SUMS".into()))
         );
     }

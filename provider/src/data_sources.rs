@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kvmhost::libvirt::domain::{AddressSource, PowerState};
+use kvmhost::source::{digest_in_list, Checksum};
 use serde::{Deserialize, Serialize};
 use tfplugin::schema::{Block, Description, Schema};
 use tfplugin::value::{Value, ValueEmpty};
@@ -258,12 +259,9 @@ pub fn latest_build(
         .ok_or_else(|| format!("no build of {file} under {}", builds.display()))?;
     let path = builds.join(&newest).join(&file);
     let sums = std::fs::read_to_string(builds.join(&newest).join("SHA256SUMS")).ok();
-    let sha = sums.and_then(|text| {
-        text.lines().find_map(|l| {
-            let mut it = l.split_whitespace();
-            let (sum, f) = (it.next()?, it.next()?);
-            (f.trim_start_matches('*') == file).then(|| sum.to_lowercase())
-        })
+    let sha = sums.and_then(|text| match digest_in_list(&text, &file) {
+        Some(Checksum::Sha256(hex)) => Some(hex),
+        _ => None,
     });
     Ok((newest, path, sha))
 }
@@ -332,13 +330,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (ts, sum) in [
             ("20240101-0101", None),
-            ("20240301-0900", Some("ABCD")),
+            ("20240301-0900", Some("AB".repeat(32))),
             ("20240201-0000", None),
         ] {
             let b = dir.path().join("builds").join(ts);
             std::fs::create_dir_all(&b).unwrap();
             std::fs::write(b.join("agent.qcow2"), ts).unwrap();
-            if let Some(s) = sum {
+            if let Some(s) = &sum {
                 std::fs::write(
                     b.join("SHA256SUMS"),
                     format!("{s}  agent.qcow2\nffff  other.qcow2\n"),
@@ -350,7 +348,7 @@ mod tests {
         let (v, p, sha) = latest_build(dir.path(), "agent").unwrap();
         assert_eq!(v, "20240301-0900");
         assert!(p.ends_with("builds/20240301-0900/agent.qcow2"));
-        assert_eq!(sha.as_deref(), Some("abcd"));
+        assert_eq!(sha, Some("ab".repeat(32)));
         assert!(latest_build(dir.path(), "missing")
             .unwrap_err()
             .contains("no build of missing.qcow2"));

@@ -1,30 +1,15 @@
 //! Image sources of `libvirt_volume`: a local file or an http(s) URL,
 //! fetched to a sparse local file so the upload can skip its holes.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use kvmhost::source as host;
 use sha2::{Digest, Sha256};
 
-/// Where a volume's content comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A file on the machine running Terraform.
-    File(PathBuf),
-    /// An http(s) URL.
-    Url(String),
-}
-
-impl Source {
-    /// Parses the `source` attribute.
-    pub fn parse(s: &str) -> Source {
-        if s.starts_with("http://") || s.starts_with("https://") {
-            Source::Url(s.to_string())
-        } else {
-            Source::File(PathBuf::from(s.strip_prefix("file://").unwrap_or(s)))
-        }
-    }
-}
+/// Where a volume's content comes from: a file on the machine running
+/// Terraform or an http(s) URL.
+pub use kvmhost::source::Location as Source;
 
 /// A source available as a local file.
 pub struct Local {
@@ -39,34 +24,6 @@ pub struct Local {
 /// The largest image downloaded: a server that sends without end must
 /// not fill the disk.
 pub const MAX_DOWNLOAD: u64 = 256 << 30;
-
-/// True when a redirect goes from `https` to plain `http`, which would
-/// let anyone on the path swap the image.
-pub fn downgrade(from: &reqwest::Url, to: &reqwest::Url) -> bool {
-    from.scheme() == "https" && to.scheme() != "https"
-}
-
-/// The HTTP client of downloads: at most 10 redirects, never from https
-/// to http.
-fn http_client() -> reqwest::Result<reqwest::Client> {
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let downgraded = attempt
-            .previous()
-            .last()
-            .is_some_and(|from| downgrade(from, attempt.url()));
-        if downgraded {
-            let to = attempt.url().to_string();
-            attempt.error(format!(
-                "refusing the redirect from https to plain http ({to})"
-            ))
-        } else if attempt.previous().len() >= 10 {
-            attempt.error("more than 10 redirects")
-        } else {
-            attempt.follow()
-        }
-    });
-    reqwest::Client::builder().redirect(policy).build()
-}
 
 /// Size and modification time of a local file: a cheap change signal.
 pub fn stamp(path: &Path) -> std::io::Result<(u64, i64)> {
@@ -128,50 +85,30 @@ pub async fn fetch(source: &Source) -> Result<Local, String> {
 }
 
 /// Downloads `url` to a private temporary file (mode 0600, a random
-/// name), refusing more than `cap` bytes.
+/// name), refusing more than `cap` bytes. Zero chunks become holes in the
+/// file, so the upload that follows finds them with SEEK_HOLE and does
+/// not send them.
 async fn download_capped(url: &str, cap: u64) -> Result<Local, String> {
-    let too_big = || format!("cannot download {url}: larger than {cap} bytes");
-    let mut resp = http_client()
-        .map_err(|e| format!("cannot download {url}: {e}"))?
-        .get(url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("cannot download {url}: {e}"))?;
-    if resp.content_length().is_some_and(|n| n > cap) {
-        return Err(too_big());
-    }
     let temp = tempfile::Builder::new()
         .prefix("terraform-provider-libvirt-")
         .suffix(".img")
         .tempfile()
         .map_err(|e| format!("cannot create a temporary file: {e}"))?;
-    let path = temp.path().to_path_buf();
-    let mut file = temp
-        .reopen()
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut len = 0u64;
-    while let Some(chunk) = resp
-        .chunk()
+    host::download(url, &temp, cap, host::Zeros::Holes)
         .await
-        .map_err(|e| format!("downloading {url} failed after {len} bytes: {e}"))?
-    {
-        // Zero blocks become holes in the temporary file, so the upload
-        // that follows finds them with SEEK_HOLE and does not send them.
-        let write = if kvmhost::libvirt::volume::is_zero(&chunk) {
-            file.seek(SeekFrom::Current(chunk.len() as i64)).map(|_| ())
-        } else {
-            file.write_all(&chunk)
-        };
-        write.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        len += chunk.len() as u64;
-        if len > cap {
-            return Err(too_big());
-        }
-    }
-    file.set_len(len)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    drop(file);
+        .map_err(|e| match e {
+            host::Error::Create { path, source } => {
+                format!("cannot open {}: {source}", path.display())
+            }
+            host::Error::Write { path, source } => {
+                format!("cannot write {}: {source}", path.display())
+            }
+            host::Error::Interrupted { after, message, .. } => {
+                format!("downloading {url} failed after {after} bytes: {message}")
+            }
+            e => format!("cannot download {url}: {}", e.detail()),
+        })?;
+    let path = temp.path().to_path_buf();
     let sum_path = path.clone();
     let checksum = tokio::task::spawn_blocking(move || checksum_file(&sum_path))
         .await
@@ -187,16 +124,7 @@ async fn download_capped(url: &str, cap: u64) -> Result<Local, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_and_paths_are_told_apart() {
-        assert_eq!(
-            Source::parse("https://x/a.qcow2"),
-            Source::Url("https://x/a.qcow2".into())
-        );
-        assert_eq!(Source::parse("file:///a/b"), Source::File("/a/b".into()));
-        assert_eq!(Source::parse("b.img"), Source::File("b.img".into()));
-    }
+    use std::io::Write;
 
     #[test]
     fn checksum_ignores_the_hole_layout_but_not_the_content() {
@@ -264,16 +192,9 @@ mod tests {
                 .await
                 .err()
                 .unwrap();
-            assert!(e.contains("larger than"), "{e}");
+            assert!(e.starts_with("cannot download http://"), "{e}");
+            assert!(e.contains("larger than 65536 bytes"), "{e}");
         }
-    }
-
-    #[test]
-    fn a_redirect_from_https_to_plain_http_is_refused() {
-        let u = |s: &str| reqwest::Url::parse(s).unwrap();
-        assert!(downgrade(&u("https://a/x"), &u("http://b/x")));
-        assert!(!downgrade(&u("https://a/x"), &u("https://b/x")));
-        assert!(!downgrade(&u("http://a/x"), &u("https://b/x")));
     }
 
     #[tokio::test]
