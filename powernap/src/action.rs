@@ -32,19 +32,37 @@ pub struct Action {
     pub runner: Runner,
 }
 
+/// Why an action cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// Its script in the actions folder may be changed by someone other
+    /// than root.
+    #[error("action {action}: {source}")]
+    Untrusted {
+        /// The action's command.
+        action: String,
+        /// Why the script is not trusted.
+        source: crate::trust::TrustError,
+    },
+}
+
 impl Action {
     /// A single word naming a script in `actions_dir` runs that script the
     /// seed's way; anything else is a shell command line. A script that
     /// someone other than root may change is refused.
-    pub fn resolve(spec: &ActionSpec, actions_dir: &Path) -> Result<Self, String> {
+    pub fn resolve(spec: &ActionSpec, actions_dir: &Path) -> Result<Self, ActionError> {
         let is_name = !spec.command.is_empty()
             && !spec
                 .command
                 .contains(|c: char| c.is_whitespace() || c == '/');
         let script = actions_dir.join(&spec.command);
         let runner = if is_name && spec.recover.is_none() && script.is_file() {
-            crate::trust::check_owner_and_mode(&script)
-                .map_err(|e| format!("action {}: {e}", spec.command))?;
+            crate::trust::check_owner_and_mode(&script).map_err(|source| {
+                ActionError::Untrusted {
+                    action: spec.command.clone(),
+                    source,
+                }
+            })?;
             Runner::Script(script)
         } else {
             Runner::Shell {
@@ -197,7 +215,9 @@ mod tests {
         let script = dir.path().join("poweroff");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o757)).unwrap();
-        let e = Action::resolve(&spec("poweroff", None), dir.path()).unwrap_err();
+        let e = Action::resolve(&spec("poweroff", None), dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&script.display().to_string()), "{e}");
         assert!(e.contains("writable by others"), "{e}");
     }

@@ -143,10 +143,10 @@ impl Config {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         // The config names commands to run as root: only root may write it.
-        crate::trust::check_owner_and_mode(path).map_err(|message| ConfigError {
+        crate::trust::check_owner_and_mode(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             line: 0,
-            message,
+            message: e.to_string(),
         })?;
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),

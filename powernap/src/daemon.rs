@@ -92,7 +92,7 @@ impl<C: Clock, E: Executor> Daemon<C, E> {
         // so stopping at the first active one would lose their packets.
         self.last_errors.resize(self.monitors.len(), None);
         for (m, last_error) in self.monitors.iter_mut().zip(&mut self.last_errors) {
-            let result = m.check();
+            let result = m.check().map_err(|e| e.to_string());
             match (&result, last_error.as_deref()) {
                 (Err(e), last) if last != Some(e.as_str()) => {
                     log::warn(&format!(
@@ -152,6 +152,7 @@ impl<C: Clock, E: Executor> Daemon<C, E> {
 mod tests {
     use super::*;
     use crate::action::Runner;
+    use crate::monitor::MonitorError;
     use std::cell::Cell;
     use std::collections::VecDeque;
     use std::rc::Rc;
@@ -176,13 +177,13 @@ mod tests {
     }
 
     /// A monitor that reports a scripted sequence, then idleness.
-    struct Scripted(VecDeque<Result<bool, String>>);
+    struct Scripted(VecDeque<Result<bool, MonitorError>>);
 
     impl Monitor for Scripted {
         fn describe(&self) -> String {
             "scripted".into()
         }
-        fn check(&mut self) -> Result<bool, String> {
+        fn check(&mut self) -> Result<bool, MonitorError> {
             self.0.pop_front().unwrap_or(Ok(false))
         }
     }
@@ -218,7 +219,7 @@ mod tests {
 
     /// A daemon checking every 2 s, acting after 10 s idle, warning 4 s
     /// before.
-    fn daemon(script: Vec<Result<bool, String>>) -> Harness {
+    fn daemon(script: Vec<Result<bool, MonitorError>>) -> Harness {
         let offset = Rc::new(Cell::new(Duration::ZERO));
         let suspended = Rc::new(Cell::new(Duration::ZERO));
         let clock = FakeClock {
@@ -271,7 +272,7 @@ mod tests {
     fn activity_holds_the_action_off_and_brings_recovery() {
         // Active at 2 s and 4 s, idle until 14 s, active at 16 s.
         let mut script = vec![Ok(true), Ok(true)];
-        script.extend(std::iter::repeat_n(Ok(false), 5));
+        script.extend((0..5).map(|_| Ok(false)));
         script.push(Ok(true));
         let mut h = daemon(script);
         for _ in 0..8 {
@@ -285,7 +286,8 @@ mod tests {
 
     #[test]
     fn a_monitor_that_cannot_tell_keeps_the_host_up() {
-        let mut h = daemon(vec![Err("broken".into()); 10]);
+        let broken = || Err(MonitorError::NoTcpTable);
+        let mut h = daemon((0..10).map(|_| broken()).collect());
         for _ in 0..10 {
             h.daemon.tick();
         }

@@ -18,8 +18,27 @@ static SINK: Mutex<Sink> = Mutex::new(Sink {
     syslog: None,
 });
 
+/// Why the configured log destination cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The log file cannot be opened for appending.
+    #[error("log {}: cannot open: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No datagram socket could be made.
+    #[error("log syslog: {0}")]
+    Socket(std::io::Error),
+    /// `/dev/log` does not answer.
+    #[error("log syslog: cannot connect to /dev/log: {0}")]
+    Connect(std::io::Error),
+}
+
 /// Sets the level and the extra destination.
-pub fn init(debug: bool, target: Option<&LogTarget>) -> Result<(), String> {
+pub fn init(debug: bool, target: Option<&LogTarget>) -> Result<(), LogError> {
     let mut s = SINK.lock().unwrap_or_else(|e| e.into_inner());
     s.debug = debug;
     match target {
@@ -29,13 +48,15 @@ pub fn init(debug: bool, target: Option<&LogTarget>) -> Result<(), String> {
                 .create(true)
                 .append(true)
                 .open(p)
-                .map_err(|e| format!("log {}: cannot open: {e}", p.display()))?;
+                .map_err(|source| LogError::File {
+                    path: p.clone(),
+                    source,
+                })?;
             s.file = Some(f);
         }
         Some(LogTarget::Syslog) => {
-            let sock = UnixDatagram::unbound().map_err(|e| format!("log syslog: {e}"))?;
-            sock.connect("/dev/log")
-                .map_err(|e| format!("log syslog: cannot connect to /dev/log: {e}"))?;
+            let sock = UnixDatagram::unbound().map_err(LogError::Socket)?;
+            sock.connect("/dev/log").map_err(LogError::Connect)?;
             s.syslog = Some(sock);
         }
     }

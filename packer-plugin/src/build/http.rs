@@ -30,12 +30,28 @@ struct Files {
     content: BTreeMap<String, String>,
 }
 
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// `http_bind_address` is not an address.
+    #[error("http_bind_address: `{0}` is not an IP address")]
+    BadAddress(String),
+    /// Every port of the range is taken.
+    #[error("http_port_min: no free port between {min} and {max} on {bind}")]
+    NoFreePort {
+        /// `http_port_min`.
+        min: u16,
+        /// `http_port_max`.
+        max: u16,
+        /// The address bound.
+        bind: std::net::IpAddr,
+    },
+}
+
 /// Starts the server on the first free port of the configured range.
-pub async fn start(cfg: &HttpConfig) -> Result<HttpServer, String> {
+pub async fn start(cfg: &HttpConfig) -> Result<HttpServer, HttpError> {
     let bind: std::net::IpAddr = match &cfg.bind {
-        Some(a) => a
-            .parse()
-            .map_err(|_| format!("http_bind_address: `{a}` is not an IP address"))?,
+        Some(a) => a.parse().map_err(|_| HttpError::BadAddress(a.clone()))?,
         None => Ipv4Addr::UNSPECIFIED.into(),
     };
     let mut listener = None;
@@ -45,11 +61,10 @@ pub async fn start(cfg: &HttpConfig) -> Result<HttpServer, String> {
             break;
         }
     }
-    let (listener, port) = listener.ok_or_else(|| {
-        format!(
-            "http_port_min: no free port between {} and {} on {bind}",
-            cfg.ports.0, cfg.ports.1
-        )
+    let (listener, port) = listener.ok_or(HttpError::NoFreePort {
+        min: cfg.ports.0,
+        max: cfg.ports.1,
+        bind,
     })?;
     let files = Arc::new(Files {
         directory: cfg.directory.clone(),
@@ -212,6 +227,28 @@ mod tests {
         assert!(get(p, "/../etc/passwd").await.starts_with("HTTP/1.0 404"));
         assert!(get(p, "/nothing").await.starts_with("HTTP/1.0 404"));
         assert!(get(p, "/pre%73eed.cfg").await.ends_with("from the folder"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_address_or_a_full_port_range_names_the_setting() {
+        let cfg = |bind: &str, ports| HttpConfig {
+            directory: None,
+            content: BTreeMap::new(),
+            ports,
+            bind: Some(bind.into()),
+        };
+        let e = start(&cfg("not-an-ip", (8000, 8000))).await.err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "http_bind_address: `not-an-ip` is not an IP address"
+        );
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = start(&cfg("127.0.0.1", (port, port))).await.err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("http_port_min: no free port between {port} and {port} on 127.0.0.1")
+        );
     }
 
     #[test]

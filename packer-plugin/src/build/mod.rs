@@ -45,7 +45,67 @@ pub enum BuildError {
     /// Packer cancelled the build (Ctrl-C).
     #[error("build was cancelled")]
     Cancelled,
-    /// A step failed.
+    /// The source image could not be had.
+    #[error("{0}")]
+    Source(#[from] source::SourceError),
+    /// The HTTP server for the guest could not start.
+    #[error("{0}")]
+    Http(#[from] http::HttpError),
+    /// The seed CD could not be made.
+    #[error("cd_content: {0}")]
+    Seed(#[from] kvmhost::nocloud::SeedError),
+    /// A `boot_command` or `qemuargs` entry is not a valid template.
+    #[error("{what}[{index}]: template: {message}")]
+    Template {
+        /// The setting.
+        what: &'static str,
+        /// The entry's index.
+        index: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No throwaway SSH key could be made.
+    #[error("making an SSH key: {0}")]
+    SshKey(std::io::Error),
+    /// SSH did not answer in time.
+    #[error("ssh_timeout: SSH did not come up within {timeout:?}: {message}")]
+    SshTimeout {
+        /// `ssh_timeout`.
+        timeout: Duration,
+        /// The last attempt's error.
+        message: String,
+    },
+    /// The output folder is there already and `-force` was not given.
+    #[error("output_directory: {} already exists: remove it or run packer build -force", .0.display())]
+    OutputExists(PathBuf),
+    /// The output folder could not be made, removed or written.
+    #[error("output_directory: {}: {source}", path.display())]
+    Output {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The guest did not power off in time.
+    #[error("shutdown_timeout: the guest did not power off within {0:?}")]
+    ShutdownTimeout(Duration),
+    /// The shutdown command failed before the guest was off.
+    #[error("shutdown_command `{command}` failed with exit status {code}: {stderr}")]
+    ShutdownCommand {
+        /// The command.
+        command: String,
+        /// Its exit status.
+        code: u32,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// The HTTP server's bridge has no address this machine can serve on.
+    #[error("http_directory: this machine has no IPv4 address on bridge `{0}`, so the guest cannot reach the HTTP server; serve from the libvirt host itself, or use cd_content")]
+    NoBridgeAddress(String),
+    /// A bug: a step panicked.
+    #[error("internal error: {0}; please report this bug")]
+    Internal(String),
+    /// A host, SSH or provisioning step failed; the text names the field.
     #[error("{0}")]
     Step(String),
 }
@@ -73,7 +133,7 @@ pub async fn run(cfg: Config, env: BuildEnv) -> Result<Option<Artifact>, BuildEr
     let result = tokio::select! {
         // A panic in a step still ends in the cleanup below.
         r = crate::rpc::catch_panic(steps(&cfg, &env, shared.clone())) => r.unwrap_or_else(|p| {
-            Err(BuildError::Step(format!("internal error: {p}; please report this bug")))
+            Err(BuildError::Internal(p))
         }),
         _ = env.cancel.cancelled() => Err(BuildError::Cancelled),
     };
@@ -154,14 +214,12 @@ async fn steps(
     } else {
         ui.say(format!("Retrieving source image {}", cfg.iso_urls[0]))
             .await;
-        let (path, cached) = source::fetch(&cfg.iso_urls, &cfg.iso_checksum)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (path, cached) = source::fetch(&cfg.iso_urls, &cfg.iso_checksum).await?;
         if cached {
             ui.message(format!("Using cached copy {}", path.display()))
                 .await;
         }
-        let path = match source::unpack(&path).await.map_err(|e| e.to_string())? {
+        let path = match source::unpack(&path).await? {
             Some(unpacked) => {
                 ui.message(format!("Decompressed to {}", unpacked.display()))
                     .await;
@@ -201,8 +259,7 @@ async fn steps(
 
     let throwaway = match &cfg.ssh {
         Some(s) if s.password.is_none() && s.private_key_file.is_none() => {
-            let (k, public) =
-                ssh::throwaway_key().map_err(|e| format!("making an SSH key: {e}"))?;
+            let (k, public) = ssh::throwaway_key().map_err(BuildError::SshKey)?;
             Some((Arc::new(k), public))
         }
         _ => None,
@@ -213,9 +270,7 @@ async fn steps(
     } else {
         ui.say(format!("Creating the CD `{}`...", cfg.cd_label))
             .await;
-        let iso = seed(cfg, throwaway.as_ref().map(|t| t.1.as_str()))?
-            .to_iso()
-            .map_err(|e| BuildError::Step(format!("cd_content: {e}")))?;
+        let iso = seed(cfg, throwaway.as_ref().map(|t| t.1.as_str()))?.to_iso()?;
         Some(host.upload_seed(cfg, &iso, &record).await?)
     };
 
@@ -245,9 +300,12 @@ async fn steps(
         }
         None => None,
     };
-    let render = |what: &str, i: usize, t: &str| {
-        crate::template::render(t, &fields)
-            .map_err(|e| BuildError::Step(format!("{what}[{i}]: template: {e}")))
+    let render = |what: &'static str, index: usize, t: &str| {
+        crate::template::render(t, &fields).map_err(|message| BuildError::Template {
+            what,
+            index,
+            message,
+        })
     };
     let qemuargs = cfg
         .qemuargs
@@ -338,8 +396,10 @@ async fn steps(
         cfg.output_directory.display()
     ))
     .await;
-    std::fs::create_dir_all(&cfg.output_directory)
-        .map_err(|e| format!("output_directory: {}: {e}", cfg.output_directory.display()))?;
+    std::fs::create_dir_all(&cfg.output_directory).map_err(|source| BuildError::Output {
+        path: cfg.output_directory.clone(),
+        source,
+    })?;
     drop(http_server);
     let file_name = cfg.output_file_name();
     let out = cfg.output_directory.join(&file_name);
@@ -385,23 +445,14 @@ async fn host_ip_for_guest(
         crate::config::NetAttach::Bridge(b) => b.clone(),
         crate::config::NetAttach::Network(n) => host.network_bridge(n).await?,
     };
-    http::address_of(&bridge).ok_or_else(|| {
-        BuildError::Step(format!(
-            "http_directory: this machine has no IPv4 address on bridge `{bridge}`, so the guest cannot reach the HTTP server; serve from the libvirt host itself, or use cd_content"
-        ))
-    })
+    http::address_of(&bridge).ok_or(BuildError::NoBridgeAddress(bridge))
 }
 
 async fn wait_powered_off(host: &HostHandle, cfg: &Config, disk: &str) -> Result<(), BuildError> {
     let deadline = kvmhost::deadline::after(cfg.shutdown_timeout);
     host.wait_shut_off(&cfg.vm_name, disk, deadline)
         .await
-        .map_err(|_| {
-            BuildError::Step(format!(
-                "shutdown_timeout: the guest did not power off within {:?}",
-                cfg.shutdown_timeout
-            ))
-        })
+        .map_err(|_| BuildError::ShutdownTimeout(cfg.shutdown_timeout))
 }
 
 /// Runs the shutdown command and waits for the power-off. The command
@@ -423,10 +474,11 @@ async fn shutdown_by_command(
         ran = &mut run => {
             if let Ok(Ok((Some(code), _, err))) = ran {
                 if code != 0 {
-                    return Err(BuildError::Step(format!(
-                        "shutdown_command `{cmd}` failed with exit status {code}: {}",
-                        String::from_utf8_lossy(&err).trim()
-                    )));
+                    return Err(BuildError::ShutdownCommand {
+                        command: cmd.to_string(),
+                        code,
+                        stderr: String::from_utf8_lossy(&err).trim().to_string(),
+                    });
                 }
             }
             off.await
@@ -438,18 +490,17 @@ async fn prepare_output(cfg: &Config, ui: &Ui) -> Result<(), BuildError> {
     let dir = &cfg.output_directory;
     if dir.exists() {
         if !cfg.packer.force {
-            return Err(BuildError::Step(format!(
-                "output_directory: {} already exists: remove it or run packer build -force",
-                dir.display()
-            )));
+            return Err(BuildError::OutputExists(dir.clone()));
         }
         ui.say(format!(
             "Deleting the previous output {} (-force)",
             dir.display()
         ))
         .await;
-        std::fs::remove_dir_all(dir)
-            .map_err(|e| format!("output_directory: {}: {e}", dir.display()))?;
+        std::fs::remove_dir_all(dir).map_err(|source| BuildError::Output {
+            path: dir.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -516,10 +567,10 @@ async fn connect_ssh(
                     }
                 }
                 if Instant::now() >= deadline {
-                    return Err(BuildError::Step(format!(
-                        "ssh_timeout: SSH did not come up within {:?}: {e}",
-                        cfg.timeout
-                    )));
+                    return Err(BuildError::SshTimeout {
+                        timeout: cfg.timeout,
+                        message: e.to_string(),
+                    });
                 }
                 tokio::time::sleep(pause).await;
             }

@@ -2,7 +2,7 @@
 //! been active for long enough, and answers powerwake requests.
 
 use clap::Parser;
-use powernap::action::{Action, SystemExecutor, DEFAULT_ACTIONS_DIR};
+use powernap::action::{Action, ActionError, SystemExecutor, DEFAULT_ACTIONS_DIR};
 use powernap::config::{Config, DEFAULT_PATH};
 use powernap::daemon::{Daemon, SystemClock};
 use powernap::idle::Timing;
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         eprintln!("powernapd: {}: {e}", args.config.display());
         return ExitCode::from(EX_CONFIG);
     }
-    let actions: Result<Vec<(Action, Timing)>, String> = cfg
+    let actions: Result<Vec<(Action, Timing)>, ActionError> = cfg
         .actions
         .iter()
         .map(|a| {
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         match monitor::start(spec) {
             Ok(m) => monitors.push(m),
             Err(e) => {
-                log::error(&e);
+                log::error(&e.to_string());
                 return ExitCode::from(EX_OSERR);
             }
         }

@@ -1,6 +1,6 @@
 //! `monitor libvirt [uri]`: a VM host is busy while any domain runs.
 
-use super::Monitor;
+use super::{Monitor, MonitorError};
 use kvmhost::libvirt::domain::PowerState;
 use kvmhost::libvirt::Host;
 
@@ -20,7 +20,7 @@ impl LibvirtMonitor {
     }
 
     /// The names of the domains that are not shut off.
-    pub fn live_domains(&mut self) -> Result<Vec<String>, String> {
+    pub fn live_domains(&mut self) -> Result<Vec<String>, MonitorError> {
         let result = self.query();
         if result.is_err() {
             self.host = None;
@@ -28,19 +28,19 @@ impl LibvirtMonitor {
         result
     }
 
-    fn query(&mut self) -> Result<Vec<String>, String> {
+    fn query(&mut self) -> Result<Vec<String>, MonitorError> {
         if !self.host.as_ref().is_some_and(Host::is_alive) {
-            self.host = Some(Host::open(&self.uri).map_err(|e| e.to_string())?);
+            self.host = Some(Host::open(&self.uri)?);
         }
         let host = self.host.as_ref().expect("opened above");
         let mut live = Vec::new();
-        for name in host.domain_names().map_err(|e| e.to_string())? {
+        for name in host.domain_names()? {
             match host.domain_status(&name) {
                 Ok(s) if s.state != PowerState::ShutOff => live.push(name),
                 Ok(_) => {}
                 // A transient domain that stopped since the listing.
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(live)
@@ -52,7 +52,7 @@ impl Monitor for LibvirtMonitor {
         format!("libvirt {}", self.uri)
     }
 
-    fn check(&mut self) -> Result<bool, String> {
+    fn check(&mut self) -> Result<bool, MonitorError> {
         self.live_domains().map(|names| !names.is_empty())
     }
 }
@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn an_unreachable_libvirt_is_an_error_not_idleness() {
         let mut m = LibvirtMonitor::new("qemu+unix:///system?socket=/nonexistent/sock".into());
-        let e = m.check().unwrap_err();
+        let e = m.check().unwrap_err().to_string();
         assert!(e.contains("nonexistent"), "{e}");
     }
 }

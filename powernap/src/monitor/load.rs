@@ -1,6 +1,6 @@
 //! `monitor load [threshold]`: the machine is busy computing.
 
-use super::Monitor;
+use super::{Monitor, MonitorError};
 
 /// Active while the 1-minute load average exceeds the threshold.
 pub struct LoadMonitor {
@@ -35,11 +35,16 @@ impl Monitor for LoadMonitor {
         }
     }
 
-    fn check(&mut self) -> Result<bool, String> {
-        let text = std::fs::read_to_string("/proc/loadavg")
-            .map_err(|e| format!("reading /proc/loadavg: {e}"))?;
-        let load = parse_loadavg(&text)
-            .ok_or_else(|| format!("unexpected /proc/loadavg contents: {text:?}"))?;
+    fn check(&mut self) -> Result<bool, MonitorError> {
+        let text =
+            std::fs::read_to_string("/proc/loadavg").map_err(|source| MonitorError::Proc {
+                path: "/proc/loadavg",
+                source,
+            })?;
+        let load = parse_loadavg(&text).ok_or_else(|| MonitorError::ProcFormat {
+            path: "/proc/loadavg",
+            text: text.clone(),
+        })?;
         Ok(load > self.threshold())
     }
 }

@@ -1,7 +1,7 @@
 //! UDP port monitors: `powerwake` (answers requests for our MACs), `wol`
 //! (magic packets for our MACs) and `udp` (any datagram).
 
-use super::Monitor;
+use super::{Monitor, MonitorError};
 use crate::log;
 use kvmhost::wake::{contains_magic_packet, Mac, PowerwakeRequest, RequestTarget};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -39,19 +39,24 @@ pub struct PortMonitor {
 
 impl PortMonitor {
     /// Binds `0.0.0.0:port` and starts listening.
-    pub fn start(kind: PortListener, port: u16) -> Result<Self, String> {
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(|e| {
-            format!(
-                "monitor {} port {port}: cannot listen on UDP port {port}: {e}",
-                kind.name()
-            )
+    pub fn start(kind: PortListener, port: u16) -> Result<Self, MonitorError> {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(|source| {
+            MonitorError::Bind {
+                kind: kind.name(),
+                port,
+                source,
+            }
         })?;
         let seen = Arc::new(AtomicBool::new(false));
         let flag = seen.clone();
         std::thread::Builder::new()
             .name(format!("{}-{port}", kind.name()))
             .spawn(move || listen(kind, sock, &flag))
-            .map_err(|e| format!("monitor {} port {port}: {e}", kind.name()))?;
+            .map_err(|source| MonitorError::Thread {
+                kind: kind.name(),
+                port,
+                source,
+            })?;
         Ok(Self { kind, port, seen })
     }
 }
@@ -61,7 +66,7 @@ impl Monitor for PortMonitor {
         format!("{} port {}", self.kind.name(), self.port)
     }
 
-    fn check(&mut self) -> Result<bool, String> {
+    fn check(&mut self) -> Result<bool, MonitorError> {
         Ok(self.seen.swap(false, Ordering::SeqCst))
     }
 }
@@ -280,7 +285,8 @@ mod tests {
         let port = taken.local_addr().unwrap().port();
         let e = PortMonitor::start(PortListener::Powerwake, port)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             e.starts_with(&format!("monitor powerwake port {port}: ")),
             "{e}"

@@ -1,6 +1,6 @@
 //! `monitor process <regex>`: a process whose command line matches runs.
 
-use super::Monitor;
+use super::{Monitor, MonitorError};
 use regex::Regex;
 
 /// Matches the regex against every process's command line, arguments
@@ -17,9 +17,12 @@ impl ProcessMonitor {
     }
 
     /// The first matching command line, if any (our own is skipped).
-    pub fn find(&self) -> Result<Option<(u32, String)>, String> {
+    pub fn find(&self) -> Result<Option<(u32, String)>, MonitorError> {
         let me = std::process::id();
-        let dir = std::fs::read_dir("/proc").map_err(|e| format!("reading /proc: {e}"))?;
+        let dir = std::fs::read_dir("/proc").map_err(|source| MonitorError::Proc {
+            path: "/proc",
+            source,
+        })?;
         for entry in dir.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -57,7 +60,7 @@ impl Monitor for ProcessMonitor {
         format!("process {}", self.re)
     }
 
-    fn check(&mut self) -> Result<bool, String> {
+    fn check(&mut self) -> Result<bool, MonitorError> {
         self.find().map(|found| found.is_some())
     }
 }

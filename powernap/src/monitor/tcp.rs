@@ -1,6 +1,6 @@
 //! `monitor tcp port N`: an established TCP connection on the port.
 
-use super::Monitor;
+use super::{Monitor, MonitorError};
 
 /// Active while a connection with local or remote port `port` is
 /// established (as the seed's netstat match does), IPv4 or IPv6.
@@ -37,7 +37,7 @@ impl Monitor for TcpMonitor {
         format!("tcp port {}", self.port)
     }
 
-    fn check(&mut self) -> Result<bool, String> {
+    fn check(&mut self) -> Result<bool, MonitorError> {
         let mut any_read = false;
         for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
             // tcp6 is absent when IPv6 is disabled.
@@ -51,7 +51,7 @@ impl Monitor for TcpMonitor {
         if any_read {
             Ok(false)
         } else {
-            Err("cannot read /proc/net/tcp".into())
+            Err(MonitorError::NoTcpTable)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `monitor users [max-idle <duration>]`: someone is logged in.
 
-use super::Monitor;
+use super::{Monitor, MonitorError};
 use std::time::{Duration, SystemTime};
 
 /// A login session from utmp.
@@ -97,7 +97,7 @@ impl Monitor for UsersMonitor {
         }
     }
 
-    fn check(&mut self) -> Result<bool, String> {
+    fn check(&mut self) -> Result<bool, MonitorError> {
         Ok(any_active(&sessions(), self.max_idle))
     }
 }
