@@ -296,6 +296,17 @@ fn encode_private<T: Serialize>(diags: &mut Diagnostics, v: &T) -> Option<Vec<u8
     crate::value::encode(diags, v)
 }
 
+/// A typed state and private state as the server sends them.
+fn encode_states<S: Serialize, P: Serialize>(
+    diags: &mut Diagnostics,
+    (state, private): (S, P),
+) -> Option<(RawValue, Vec<u8>)> {
+    Some((
+        RawValue::serialize(diags, &state)?,
+        encode_private(diags, &private)?,
+    ))
+}
+
 #[async_trait]
 impl<R: Resource> DynamicResource for R {
     fn schema(&self, diags: &mut Diagnostics) -> Option<Schema> {
@@ -317,8 +328,8 @@ impl<R: Resource> DynamicResource for R {
         let state = state.deserialize(diags)?;
         let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
-        let (s, p) = Resource::read(self, diags, state, private, meta).await?;
-        Some((RawValue::serialize(diags, &s)?, encode_private(diags, &p)?))
+        let states = Resource::read(self, diags, state, private, meta).await?;
+        encode_states(diags, states)
     }
 
     async fn plan_create(
@@ -331,8 +342,8 @@ impl<R: Resource> DynamicResource for R {
         let proposed = proposed.deserialize(diags)?;
         let config = config.deserialize(diags)?;
         let meta = meta.deserialize(diags)?;
-        let (s, p) = Resource::plan_create(self, diags, proposed, config, meta).await?;
-        Some((RawValue::serialize(diags, &s)?, encode_private(diags, &p)?))
+        let states = Resource::plan_create(self, diags, proposed, config, meta).await?;
+        encode_states(diags, states)
     }
 
     async fn plan_update(
@@ -384,8 +395,8 @@ impl<R: Resource> DynamicResource for R {
         let config = config.deserialize(diags)?;
         let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
-        let (s, p) = Resource::create(self, diags, planned, config, private, meta).await?;
-        Some((RawValue::serialize(diags, &s)?, encode_private(diags, &p)?))
+        let states = Resource::create(self, diags, planned, config, private, meta).await?;
+        encode_states(diags, states)
     }
 
     async fn update(
@@ -402,8 +413,8 @@ impl<R: Resource> DynamicResource for R {
         let config = config.deserialize(diags)?;
         let private = private_state(diags, private)?;
         let meta = meta.deserialize(diags)?;
-        let (s, p) = Resource::update(self, diags, prior, planned, config, private, meta).await?;
-        Some((RawValue::serialize(diags, &s)?, encode_private(diags, &p)?))
+        let states = Resource::update(self, diags, prior, planned, config, private, meta).await?;
+        encode_states(diags, states)
     }
 
     async fn destroy(
@@ -420,8 +431,8 @@ impl<R: Resource> DynamicResource for R {
     }
 
     async fn import(&self, diags: &mut Diagnostics, id: String) -> Option<(RawValue, Vec<u8>)> {
-        let (s, p) = Resource::import(self, diags, id).await?;
-        Some((RawValue::serialize(diags, &s)?, encode_private(diags, &p)?))
+        let states = Resource::import(self, diags, id).await?;
+        encode_states(diags, states)
     }
 
     async fn upgrade(

@@ -168,6 +168,30 @@ impl ProviderService {
 }
 
 impl ProviderService {
+    /// Serves one call: `work` gets the request and the answer's
+    /// diagnostics, and a `None` from it that added no error gets a generic
+    /// one; `answer` builds the response from its result, which is
+    /// recorded when recording.
+    async fn serve<Q, T, A>(
+        &self,
+        method: &str,
+        req: Request<Q>,
+        work: impl AsyncFnOnce(Q, &mut Diagnostics) -> Option<T>,
+        answer: impl FnOnce(Option<T>, Vec<proto::Diagnostic>) -> A,
+    ) -> Result<Response<A>, Status>
+    where
+        Q: prost::Message + Clone,
+        A: prost::Message,
+    {
+        let copy = self.record.is_some().then(|| req.get_ref().clone());
+        let mut diags = Diagnostics::default();
+        let out = work(req.into_inner(), &mut diags).await;
+        if out.is_none() {
+            diags.fail_unexplained();
+        }
+        self.recorded(method, &copy, answer(out, diags.into_proto()))
+    }
+
     #[allow(clippy::result_large_err)]
     fn recorded<Q: prost::Message, A: prost::Message>(
         &self,
@@ -251,337 +275,280 @@ impl provider_server::Provider for ProviderService {
         &self,
         req: Request<proto::ValidateProviderConfigRequest>,
     ) -> Result<Response<proto::ValidateProviderConfigResponse>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        if self
-            .provider
-            .validate(&mut diags, read(req.config))
-            .await
-            .is_none()
-        {
-            diags.fail_unexplained();
-        }
-        self.recorded(
+        self.serve(
             "ValidateProviderConfig",
-            &copy,
-            proto::ValidateProviderConfigResponse {
-                diagnostics: diags.into_proto(),
+            req,
+            async |req: proto::ValidateProviderConfigRequest, diags: &mut Diagnostics| {
+                self.provider.validate(diags, read(req.config)).await
             },
+            |_, diagnostics| proto::ValidateProviderConfigResponse { diagnostics },
         )
+        .await
     }
 
     async fn validate_resource_config(
         &self,
         req: Request<proto::ValidateConfigRequest>,
     ) -> Result<Response<proto::Diagnostics1>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        if let Some((r, _)) = self.resource(&mut diags, &req.type_name) {
-            if r.validate(&mut diags, read(req.config)).await.is_none() {
-                diags.fail_unexplained();
-            }
-        }
-        self.recorded(
+        self.serve(
             "ValidateResourceConfig",
-            &copy,
-            proto::Diagnostics1 {
-                diagnostics: diags.into_proto(),
+            req,
+            async |req: proto::ValidateConfigRequest, diags: &mut Diagnostics| {
+                let (r, _) = self.resource(diags, &req.type_name)?;
+                r.validate(diags, read(req.config)).await
             },
+            |_, diagnostics| proto::Diagnostics1 { diagnostics },
         )
+        .await
     }
 
     async fn validate_data_resource_config(
         &self,
         req: Request<proto::ValidateConfigRequest>,
     ) -> Result<Response<proto::Diagnostics1>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        if let Some(d) = self.data_source(&mut diags, &req.type_name) {
-            if d.validate(&mut diags, read(req.config)).await.is_none() {
-                diags.fail_unexplained();
-            }
-        }
-        self.recorded(
+        self.serve(
             "ValidateDataResourceConfig",
-            &copy,
-            proto::Diagnostics1 {
-                diagnostics: diags.into_proto(),
+            req,
+            async |req: proto::ValidateConfigRequest, diags: &mut Diagnostics| {
+                let d = self.data_source(diags, &req.type_name)?;
+                d.validate(diags, read(req.config)).await
             },
+            |_, diagnostics| proto::Diagnostics1 { diagnostics },
         )
+        .await
     }
 
     async fn upgrade_resource_state(
         &self,
         req: Request<proto::UpgradeResourceStateRequest>,
     ) -> Result<Response<proto::UpgradeResourceStateResponse>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        let state = self
-            .upgrade(&mut diags, &req.type_name, req.version, req.raw_state)
-            .await;
-        if state.is_none() {
-            diags.fail_unexplained();
-        }
-        self.recorded(
+        self.serve(
             "UpgradeResourceState",
-            &copy,
-            proto::UpgradeResourceStateResponse {
+            req,
+            async |req: proto::UpgradeResourceStateRequest, diags: &mut Diagnostics| {
+                self.upgrade(diags, &req.type_name, req.version, req.raw_state)
+                    .await
+            },
+            |state, diagnostics| proto::UpgradeResourceStateResponse {
                 upgraded_state: state.map(RawValue::into_proto),
-                diagnostics: diags.into_proto(),
+                diagnostics,
             },
         )
+        .await
     }
 
     async fn configure_provider(
         &self,
         req: Request<proto::ConfigureProviderRequest>,
     ) -> Result<Response<proto::Diagnostics1>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        if self
-            .provider
-            .configure(&mut diags, req.terraform_version, read(req.config))
-            .await
-            .is_none()
-        {
-            diags.fail_unexplained();
-        }
-        self.recorded(
+        self.serve(
             "ConfigureProvider",
-            &copy,
-            proto::Diagnostics1 {
-                diagnostics: diags.into_proto(),
+            req,
+            async |req: proto::ConfigureProviderRequest, diags: &mut Diagnostics| {
+                self.provider
+                    .configure(diags, req.terraform_version, read(req.config))
+                    .await
             },
+            |_, diagnostics| proto::Diagnostics1 { diagnostics },
         )
+        .await
     }
 
     async fn read_resource(
         &self,
         req: Request<proto::ReadResourceRequest>,
     ) -> Result<Response<proto::ReadResourceResponse>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        let mut out = None;
-        if let Some((r, _)) = self.resource(&mut diags, &req.type_name) {
-            out = r
-                .read(
-                    &mut diags,
-                    read(req.current_state),
-                    req.private,
-                    read(req.provider_meta),
-                )
-                .await;
-            if out.is_none() {
-                diags.fail_unexplained();
-            }
-        }
-        let (state, private) = out.unzip();
-        self.recorded(
+        self.serve(
             "ReadResource",
-            &copy,
-            proto::ReadResourceResponse {
-                new_state: state.map(RawValue::into_proto),
-                diagnostics: diags.into_proto(),
-                private: private.unwrap_or_default(),
+            req,
+            async |req: proto::ReadResourceRequest, diags: &mut Diagnostics| {
+                let (r, _) = self.resource(diags, &req.type_name)?;
+                let state = read(req.current_state);
+                r.read(diags, state, req.private, read(req.provider_meta))
+                    .await
+            },
+            |out, diagnostics| {
+                let (state, private) = out.unzip();
+                proto::ReadResourceResponse {
+                    new_state: state.map(RawValue::into_proto),
+                    diagnostics,
+                    private: private.unwrap_or_default(),
+                }
             },
         )
+        .await
     }
 
     async fn plan_resource_change(
         &self,
         req: Request<proto::PlanResourceChangeRequest>,
     ) -> Result<Response<proto::PlanResourceChangeResponse>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        let mut out = None;
-        if let Some((r, _)) = self.resource(&mut diags, &req.type_name) {
-            let prior = read(req.prior_state);
-            let proposed = read(req.proposed_new_state);
-            let config = read(req.config);
-            let meta = read(req.provider_meta);
-            let private = req.prior_private;
-            out = match (prior.is_null(), proposed.is_null()) {
-                (true, false) => r
-                    .plan_create(&mut diags, proposed, config, meta)
-                    .await
-                    .map(|(s, p)| (s, p, vec![])),
-                (false, false) => {
-                    r.plan_update(&mut diags, prior, proposed, config, private, meta)
-                        .await
-                }
-                (false, true) => r
-                    .plan_destroy(&mut diags, prior, private, meta)
-                    .await
-                    .map(|p| (RawValue::default(), p, vec![])),
-                (true, true) => Some((RawValue::default(), vec![], vec![])),
-            };
-            if out.is_none() {
-                diags.fail_unexplained();
-            }
-        }
-        let (state, private, replace) = match out {
-            Some((s, p, r)) => (Some(s.into_proto()), p, r),
-            None => (None, vec![], vec![]),
-        };
-        self.recorded(
+        self.serve(
             "PlanResourceChange",
-            &copy,
-            proto::PlanResourceChangeResponse {
-                planned_state: state,
-                requires_replace: replace.into_iter().map(|p| p.into_proto()).collect(),
-                planned_private: private,
-                diagnostics: diags.into_proto(),
-                legacy_type_system: false,
+            req,
+            async |req: proto::PlanResourceChangeRequest, diags: &mut Diagnostics| {
+                let (r, _) = self.resource(diags, &req.type_name)?;
+                let prior = read(req.prior_state);
+                let proposed = read(req.proposed_new_state);
+                let config = read(req.config);
+                let meta = read(req.provider_meta);
+                let private = req.prior_private;
+                match (prior.is_null(), proposed.is_null()) {
+                    (true, false) => r
+                        .plan_create(diags, proposed, config, meta)
+                        .await
+                        .map(|(s, p)| (s, p, vec![])),
+                    (false, false) => {
+                        r.plan_update(diags, prior, proposed, config, private, meta)
+                            .await
+                    }
+                    (false, true) => r
+                        .plan_destroy(diags, prior, private, meta)
+                        .await
+                        .map(|p| (RawValue::default(), p, vec![])),
+                    (true, true) => Some((RawValue::default(), vec![], vec![])),
+                }
+            },
+            |out, diagnostics| {
+                let (state, private, replace) = match out {
+                    Some((s, p, r)) => (Some(s.into_proto()), p, r),
+                    None => (None, vec![], vec![]),
+                };
+                proto::PlanResourceChangeResponse {
+                    planned_state: state,
+                    requires_replace: replace.into_iter().map(|p| p.into_proto()).collect(),
+                    planned_private: private,
+                    diagnostics,
+                    legacy_type_system: false,
+                }
             },
         )
+        .await
     }
 
     async fn apply_resource_change(
         &self,
         req: Request<proto::ApplyResourceChangeRequest>,
     ) -> Result<Response<proto::ApplyResourceChangeResponse>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        let mut out = None;
-        if let Some((r, _)) = self.resource(&mut diags, &req.type_name) {
-            let prior = read(req.prior_state);
-            let planned = read(req.planned_state);
-            let config = read(req.config);
-            let meta = read(req.provider_meta);
-            let private = req.planned_private;
-            out = match (prior.is_null(), planned.is_null()) {
-                (true, false) => r.create(&mut diags, planned, config, private, meta).await,
-                (false, false) => {
-                    r.update(&mut diags, prior, planned, config, private, meta)
-                        .await
-                }
-                (false, true) => r
-                    .destroy(&mut diags, prior, private, meta)
-                    .await
-                    .map(|()| (RawValue::default(), vec![])),
-                (true, true) => Some((RawValue::default(), vec![])),
-            };
-            if out.is_none() {
-                diags.fail_unexplained();
-            }
-        }
-        let (state, private) = out.unzip();
-        self.recorded(
+        self.serve(
             "ApplyResourceChange",
-            &copy,
-            proto::ApplyResourceChangeResponse {
-                new_state: state.map(RawValue::into_proto),
-                private: private.unwrap_or_default(),
-                diagnostics: diags.into_proto(),
-                legacy_type_system: false,
+            req,
+            async |req: proto::ApplyResourceChangeRequest, diags: &mut Diagnostics| {
+                let (r, _) = self.resource(diags, &req.type_name)?;
+                let prior = read(req.prior_state);
+                let planned = read(req.planned_state);
+                let config = read(req.config);
+                let meta = read(req.provider_meta);
+                let private = req.planned_private;
+                match (prior.is_null(), planned.is_null()) {
+                    (true, false) => r.create(diags, planned, config, private, meta).await,
+                    (false, false) => r.update(diags, prior, planned, config, private, meta).await,
+                    (false, true) => r
+                        .destroy(diags, prior, private, meta)
+                        .await
+                        .map(|()| (RawValue::default(), vec![])),
+                    (true, true) => Some((RawValue::default(), vec![])),
+                }
+            },
+            |out, diagnostics| {
+                let (state, private) = out.unzip();
+                proto::ApplyResourceChangeResponse {
+                    new_state: state.map(RawValue::into_proto),
+                    private: private.unwrap_or_default(),
+                    diagnostics,
+                    legacy_type_system: false,
+                }
             },
         )
+        .await
     }
 
     async fn import_resource_state(
         &self,
         req: Request<proto::ImportResourceStateRequest>,
     ) -> Result<Response<proto::ImportResourceStateResponse>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        let mut imported = vec![];
-        if let Some((r, _)) = self.resource(&mut diags, &req.type_name) {
-            match r.import(&mut diags, req.id).await {
-                Some((state, private)) => imported.push(proto::ImportedResource {
-                    type_name: req.type_name,
-                    state: Some(state.into_proto()),
-                    private,
-                }),
-                None => diags.fail_unexplained(),
-            }
-        }
-        self.recorded(
+        let type_name = req.get_ref().type_name.clone();
+        self.serve(
             "ImportResourceState",
-            &copy,
-            proto::ImportResourceStateResponse {
-                imported_resources: imported,
-                diagnostics: diags.into_proto(),
+            req,
+            async |req: proto::ImportResourceStateRequest, diags: &mut Diagnostics| {
+                let (r, _) = self.resource(diags, &req.type_name)?;
+                r.import(diags, req.id).await
+            },
+            |out, diagnostics| proto::ImportResourceStateResponse {
+                imported_resources: out
+                    .map(|(state, private)| proto::ImportedResource {
+                        type_name,
+                        state: Some(state.into_proto()),
+                        private,
+                    })
+                    .into_iter()
+                    .collect(),
+                diagnostics,
             },
         )
+        .await
     }
 
     async fn move_resource_state(
         &self,
         req: Request<proto::MoveResourceStateRequest>,
     ) -> Result<Response<proto::MoveResourceStateResponse>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        // A move keeps the resource type (state from another provider of
-        // the same types, e.g. dmacvicar/libvirt): the stored state then
-        // upgrades like our own. Moves between types have no mapping.
-        let state = if req.source_type_name == req.target_type_name {
-            self.upgrade(
-                &mut diags,
-                &req.target_type_name,
-                req.source_schema_version,
-                req.source_state,
-            )
-            .await
-        } else {
-            diags.root_error(
-                "Cannot move the resource",
-                format!(
-                    "state of '{}' cannot become '{}': this provider moves state only between \
-                     resources of the same type; remove it from the state and import it instead",
-                    req.source_type_name, req.target_type_name
-                ),
-            );
-            None
-        };
-        if state.is_none() {
-            diags.fail_unexplained();
-        }
-        self.recorded(
+        self.serve(
             "MoveResourceState",
-            &copy,
-            proto::MoveResourceStateResponse {
+            req,
+            async |req: proto::MoveResourceStateRequest, diags: &mut Diagnostics| {
+                // A move keeps the resource type (state from another provider
+                // of the same types, e.g. dmacvicar/libvirt): the stored state
+                // then upgrades like our own. Moves between types have no mapping.
+                if req.source_type_name != req.target_type_name {
+                    diags.root_error(
+                        "Cannot move the resource",
+                        format!(
+                            "state of '{}' cannot become '{}': this provider moves state only \
+                             between resources of the same type; remove it from the state and \
+                             import it instead",
+                            req.source_type_name, req.target_type_name
+                        ),
+                    );
+                    return None;
+                }
+                self.upgrade(
+                    diags,
+                    &req.target_type_name,
+                    req.source_schema_version,
+                    req.source_state,
+                )
+                .await
+            },
+            |state, diagnostics| proto::MoveResourceStateResponse {
                 target_state: state.map(RawValue::into_proto),
-                diagnostics: diags.into_proto(),
+                diagnostics,
                 // Private state belongs to the provider that wrote it.
                 target_private: vec![],
             },
         )
+        .await
     }
 
     async fn read_data_source(
         &self,
         req: Request<proto::ReadDataSourceRequest>,
     ) -> Result<Response<proto::ReadDataSourceResponse>, Status> {
-        let copy = self.record.is_some().then(|| req.get_ref().clone());
-        let req = req.into_inner();
-        let mut diags = Diagnostics::default();
-        let mut state = None;
-        if let Some(d) = self.data_source(&mut diags, &req.type_name) {
-            state = d
-                .read(&mut diags, read(req.config), read(req.provider_meta))
-                .await;
-            if state.is_none() {
-                diags.fail_unexplained();
-            }
-        }
-        self.recorded(
+        self.serve(
             "ReadDataSource",
-            &copy,
-            proto::ReadDataSourceResponse {
+            req,
+            async |req: proto::ReadDataSourceRequest, diags: &mut Diagnostics| {
+                let d = self.data_source(diags, &req.type_name)?;
+                d.read(diags, read(req.config), read(req.provider_meta))
+                    .await
+            },
+            |state, diagnostics| proto::ReadDataSourceResponse {
                 state: state.map(RawValue::into_proto),
-                diagnostics: diags.into_proto(),
+                diagnostics,
             },
         )
+        .await
     }
 
     async fn get_functions(

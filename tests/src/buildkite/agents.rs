@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::model::{Job, JobState, Store};
+use super::model::{Job, JobEvent, JobState, Store};
 use super::render::ApiError;
 use super::server::{bearer, AppState};
 use super::timefmt::rfc3339;
@@ -302,38 +302,43 @@ pub async fn register(
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
+/// Updates the agent whose access token the request carries with `f`,
+/// which gives the answer.
+fn with_agent(
+    state: &AppState,
+    headers: &HeaderMap,
+    f: impl FnOnce(&mut RegisteredAgent) -> Value,
+) -> ApiResult<Value> {
+    state.mutate(|store, _| {
+        let id = agent_id(store, headers)?;
+        let agent = store.agent_api.agents.get_mut(&id);
+        Ok(f(agent.expect("agent_id found it under the same lock")))
+    })
+}
+
 /// `POST /v3/connect`.
 pub async fn connect(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let r = state.mutate(|store, _| {
-        let id = agent_id(store, &headers)?;
-        if let Some(a) = store.agent_api.agents.get_mut(&id) {
-            a.connected_at = Some(SystemTime::now());
-        }
-        Ok(json!({"id": id, "connection_state": "connected"}))
+    let r = with_agent(&state, &headers, |a| {
+        a.connected_at = Some(SystemTime::now());
+        json!({"id": a.id, "connection_state": "connected"})
     });
     reply(r, StatusCode::OK)
 }
 
 /// `POST /v3/disconnect`.
 pub async fn disconnect(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let r = state.mutate(|store, _| {
-        let id = agent_id(store, &headers)?;
-        if let Some(a) = store.agent_api.agents.get_mut(&id) {
-            a.disconnected_at = Some(SystemTime::now());
-        }
-        Ok(json!({"id": id, "connection_state": "disconnected"}))
+    let r = with_agent(&state, &headers, |a| {
+        a.disconnected_at = Some(SystemTime::now());
+        json!({"id": a.id, "connection_state": "disconnected"})
     });
     reply(r, StatusCode::OK)
 }
 
 /// `GET /v3/ping`: nothing to do (jobs come by `--acquire-job` here).
 pub async fn ping(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let r = state.mutate(|store, _| {
-        let id = agent_id(store, &headers)?;
-        if let Some(a) = store.agent_api.agents.get_mut(&id) {
-            a.heartbeats += 1;
-        }
-        Ok(json!({"action": "idle"}))
+    let r = with_agent(&state, &headers, |a| {
+        a.heartbeats += 1;
+        json!({"action": "idle"})
     });
     reply(r, StatusCode::OK)
 }
@@ -351,12 +356,9 @@ pub async fn heartbeat(
     body: Bytes,
 ) -> Response {
     let r = parse::<HeartbeatRequest>(&body).and_then(|req| {
-        state.mutate(|store, _| {
-            let id = agent_id(store, &headers)?;
-            if let Some(a) = store.agent_api.agents.get_mut(&id) {
-                a.heartbeats += 1;
-            }
-            Ok(json!({"sent_at": req.sent_at, "received_at": rfc3339(SystemTime::now())}))
+        with_agent(&state, &headers, |a| {
+            a.heartbeats += 1;
+            json!({"sent_at": req.sent_at, "received_at": rfc3339(SystemTime::now())})
         })
     });
     reply(r, StatusCode::OK)
@@ -369,16 +371,30 @@ fn job_of<'a>(store: &'a Store, id: &str) -> ApiResult<&'a Job> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Job {id:?} not found")))
 }
 
-/// The job, checked to be held by this agent.
-fn own_job(store: &Store, agent: &str, id: &str) -> ApiResult<()> {
+/// The agent whose access token the request carries, checked to hold
+/// job `id`.
+fn job_holder(store: &Store, headers: &HeaderMap, id: &str) -> ApiResult<String> {
+    let agent = agent_id(store, headers)?;
     job_of(store, id)?;
     match store.agent_api.runs.get(id) {
-        Some(run) if run.agent_id == agent => Ok(()),
+        Some(run) if run.agent_id == agent => Ok(agent),
         _ => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("Job {id:?} is not assigned to this agent; acquire it first"),
         )),
     }
+}
+
+/// Moves job `id` to `to`; a move the job's state does not allow is 422.
+fn move_job(
+    store: &mut Store,
+    id: &str,
+    to: JobState,
+    events: &mut Vec<JobEvent>,
+) -> ApiResult<()> {
+    store
+        .set_job_state(id, to, events)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
 }
 
 /// `GET /v3/jobs/:id`: its state (the agent polls it to see cancellation).
@@ -388,8 +404,7 @@ pub async fn job_state(
     headers: HeaderMap,
 ) -> Response {
     let r = state.mutate(|store, _| {
-        let agent = agent_id(store, &headers)?;
-        own_job(store, &agent, &id)?;
+        job_holder(store, &headers, &id)?;
         let job = job_of(store, &id)?;
         Ok(json!({"state": job.state.agent_name()}))
     });
@@ -437,9 +452,7 @@ pub async fn acquire(
                 ),
             ));
         }
-        store
-            .set_job_state(&id, JobState::Accepted, events)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        move_job(store, &id, JobState::Accepted, events)?;
         store.agent_api.runs.insert(
             id.clone(),
             JobRun {
@@ -470,8 +483,7 @@ pub async fn accept(
     let base = base_of(&state, &headers);
     let token = bearer(&headers, "Token").unwrap_or("").to_string();
     let r = state.mutate(|store, _| {
-        let agent = agent_id(store, &headers)?;
-        own_job(store, &agent, &id)?;
+        let agent = job_holder(store, &headers, &id)?;
         Ok(job_body(store, job_of(store, &id)?, &base, &agent, &token))
     });
     reply(r, StatusCode::OK)
@@ -484,11 +496,8 @@ pub async fn start(
     headers: HeaderMap,
 ) -> Response {
     let r = state.mutate(|store, events| {
-        let agent = agent_id(store, &headers)?;
-        own_job(store, &agent, &id)?;
-        store
-            .set_job_state(&id, JobState::Running, events)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        job_holder(store, &headers, &id)?;
+        move_job(store, &id, JobState::Running, events)?;
         if let Some(run) = store.agent_api.runs.get_mut(&id) {
             run.started_at = Some(SystemTime::now());
         }
@@ -514,12 +523,9 @@ pub async fn finish(
 ) -> Response {
     let r = parse::<FinishRequest>(&body).and_then(|req| {
         state.mutate(|store, events| {
-            let agent = agent_id(store, &headers)?;
-            own_job(store, &agent, &id)?;
+            job_holder(store, &headers, &id)?;
             let exit_status = req.exit_status.trim().parse::<i32>().unwrap_or(-1);
-            store
-                .set_job_state(&id, JobState::Finished { exit_status }, events)
-                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+            move_job(store, &id, JobState::Finished { exit_status }, events)?;
             if let Some(run) = store.agent_api.runs.get_mut(&id) {
                 run.finished_at = Some(SystemTime::now());
                 run.exit_status = Some(req.exit_status.clone());
@@ -576,8 +582,7 @@ pub async fn chunk(
         .into_response();
     }
     let r = state.mutate(|store, _| {
-        let agent = agent_id(store, &headers)?;
-        own_job(store, &agent, &id)?;
+        job_holder(store, &headers, &id)?;
         let run = store.agent_api.runs.get_mut(&id).expect("checked above");
         let end = (q.offset + q.size) as usize;
         if run.log.len() < end {
@@ -604,8 +609,7 @@ pub async fn header_times(
 ) -> Response {
     let r = parse::<HeaderTimesRequest>(&body).and_then(|req| {
         state.mutate(|store, _| {
-            let agent = agent_id(store, &headers)?;
-            own_job(store, &agent, &id)?;
+            job_holder(store, &headers, &id)?;
             if let Some(run) = store.agent_api.runs.get_mut(&id) {
                 run.header_times.extend(req.header_times);
             }
