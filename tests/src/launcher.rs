@@ -209,6 +209,17 @@ impl Running {
         self.child.id() as i32
     }
 
+    /// Asks `f` until it gives a value; fails the test with the launcher's
+    /// log when `what` has not happened within `limit`.
+    pub fn wait_for<T>(&self, limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        util::wait_until(
+            limit,
+            what,
+            || format!("the launcher said:\n{}", self.log_text()),
+            f,
+        )
+    }
+
     /// Sends SIGTERM and waits up to `limit` for it to exit; returns its status.
     pub fn stop(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         util::signal(self.pid(), libc::SIGTERM);

@@ -140,3 +140,74 @@ impl OutputWithin for std::process::Command {
         }
     }
 }
+
+/// How often [`poll_until`] asks: fast next to any wait a test makes,
+/// slow enough not to load the 2 shared cores.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Asks `f` until it gives a value or `limit` has passed; `None` then.
+/// For waits on a condition, instead of a fixed sleep that is too long on
+/// a fast machine and too short on a loaded one.
+pub fn poll_until<T>(limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// [`poll_until`] that fails the test when `limit` passes, saying `what`
+/// did not happen and what `context` shows (a log, say).
+pub fn wait_until<T>(
+    limit: std::time::Duration,
+    what: &str,
+    context: impl FnOnce() -> String,
+    f: impl FnMut() -> Option<T>,
+) -> T {
+    poll_until(limit, f)
+        .unwrap_or_else(|| panic!("{what} did not happen within {limit:?}:\n{}", context()))
+}
+
+/// [`poll_until`] for async tests: asks `f` every 50 ms without blocking
+/// the runtime.
+pub async fn poll_until_async<T, F: std::future::Future<Output = Option<T>>>(
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn polling_returns_as_soon_as_the_condition_holds_and_gives_up_at_the_limit() {
+        let t0 = Instant::now();
+        let mut asked = 0;
+        let got = poll_until(Duration::from_secs(10), || {
+            asked += 1;
+            (asked == 3).then_some(asked)
+        });
+        assert_eq!(got, Some(3));
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(poll_until(Duration::from_millis(200), || None::<()>), None);
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+    }
+}

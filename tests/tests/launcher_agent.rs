@@ -6,34 +6,14 @@
 //! stand-in's agent API, acquires that job, runs its command, streams the
 //! log and finishes with exit status 0; the VM powers off and is gone.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use kvmhost::libvirt::Host;
 use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState};
 use testbed::guest::{TinyGuest, POWEROFF};
 use testbed::hosts::Lab;
-use testbed::launcher::{define_agent_template_sized, standin_in, LauncherDir, Running};
+use testbed::launcher::{define_agent_template_sized, standin_in, LauncherDir};
 use testbed::peers::buildkite_agent;
-
-fn wait_for<T>(
-    launcher: &Running,
-    limit: Duration,
-    what: &str,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what} did not happen within {limit:?}; the launcher said:\n{}",
-            launcher.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Seconds from `from` to `to`.
 fn secs(from: SystemTime, to: SystemTime) -> f64 {
@@ -119,12 +99,9 @@ template = "agent-template"
     let mut dir = LauncherDir::new(&config, bk.cluster_token()).unwrap();
     dir.path_first = Some(lab.ssh_path_dir().to_path_buf());
     let launcher = dir.spawn(Some(lab.client()), &["run"]).unwrap();
-    wait_for(
-        &launcher,
-        Duration::from_secs(30),
-        "stack registration",
-        || (!bk.stacks().is_empty()).then_some(()),
-    );
+    launcher.wait_for(Duration::from_secs(30), "stack registration", || {
+        (!bk.stacks().is_empty()).then_some(())
+    });
     assert_eq!(lab.hosts()[0].is_awake(), host_awake);
 
     let command = "echo \"hello from the agent, $((40 + 2))\"";
@@ -137,29 +114,21 @@ template = "agent-template"
     let job = b.job_ids[0].clone();
     let scheduled = SystemTime::now();
     let libvirt = Host::open(&lab.hosts()[0].daemon().uri()).unwrap();
-    let vm = wait_for(
-        &launcher,
-        Duration::from_secs(120),
-        "a VM for the job",
-        || {
-            libvirt
-                .instances()
-                .ok()?
-                .into_iter()
-                .find(|i| i.labels.get("job") == Some(&job))
-        },
-    );
+    let vm = launcher.wait_for(Duration::from_secs(120), "a VM for the job", || {
+        libvirt
+            .instances()
+            .ok()?
+            .into_iter()
+            .find(|i| i.labels.get("job") == Some(&job))
+    });
     let vm_seen = SystemTime::now();
     assert!(lab.hosts()[0].is_awake());
     let serial = log_dir.join(format!("{}.serial.log", vm.name));
     let console = || std::fs::read_to_string(&serial).unwrap_or_default();
 
-    let state = wait_for(
-        &launcher,
-        Duration::from_secs(240),
-        "the job to finish",
-        || bk.job(&job).map(|j| j.state).filter(|s| s.is_terminal()),
-    );
+    let state = launcher.wait_for(Duration::from_secs(240), "the job to finish", || {
+        bk.job(&job).map(|j| j.state).filter(|s| s.is_terminal())
+    });
     let finished = state == JobState::Finished { exit_status: 0 };
     assert!(
         finished,
@@ -191,8 +160,7 @@ template = "agent-template"
     eprintln!("the job's log:\n{log}");
 
     // The VM powers off and libvirt forgets it.
-    wait_for(
-        &launcher,
+    launcher.wait_for(
         Duration::from_secs(90),
         "the VM to power off and go",
         || {
@@ -206,17 +174,12 @@ template = "agent-template"
         },
     );
     let gone = SystemTime::now();
-    let agent_gone = wait_for(
-        &launcher,
-        Duration::from_secs(10),
-        "the agent to disconnect",
-        || {
-            bk.registered_agents()
-                .into_iter()
-                .find(|a| a.id == run.agent_id)?
-                .disconnected_at
-        },
-    );
+    let agent_gone = launcher.wait_for(Duration::from_secs(10), "the agent to disconnect", || {
+        bk.registered_agents()
+            .into_iter()
+            .find(|a| a.id == run.agent_id)?
+            .disconnected_at
+    });
     // The agent's calls, in order, each answered with success; its
     // bootstrap asked for the build's meta-data with the job's token.
     let calls: Vec<(String, String, Option<u16>)> = bk

@@ -251,8 +251,18 @@ fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // A few more passes of both: still one VM per job.
-    std::thread::sleep(Duration::from_secs(4));
+    // A few more passes (listings of the scheduled jobs): still one VM per job.
+    let listings = || {
+        bk.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/scheduled-jobs") && r.status.is_some())
+            .count()
+    };
+    let before = listings();
+    let passes = testbed::util::poll_until(Duration::from_secs(30), || {
+        (listings() >= before + 4).then_some(())
+    });
+    assert!(passes.is_some(), "{}\n---\n{}", a.log_text(), b.log_text());
     let mut per_job: Vec<String> = host
         .instances()
         .unwrap()

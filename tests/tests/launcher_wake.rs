@@ -10,27 +10,7 @@ use kvmhost::libvirt::Host;
 use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState};
 use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
-use testbed::launcher::{define_agent_template, standin_in, LauncherDir, Running};
-
-fn wait_for<T>(
-    launcher: &Running,
-    limit: Duration,
-    what: &str,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what} did not happen within {limit:?}; the launcher said:\n{}",
-            launcher.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use testbed::launcher::{define_agent_template, standin_in, LauncherDir};
 
 #[test]
 fn a_sleeping_host_is_woken_after_one_that_never_wakes_and_cancelled_jobs_lose_their_vm() {
@@ -88,12 +68,9 @@ template = "agent-template"
     let mut dir = LauncherDir::new(&config, bk.cluster_token()).unwrap();
     dir.path_first = Some(lab.ssh_path_dir().to_path_buf());
     let mut launcher = dir.spawn(Some(lab.client()), &["run"]).unwrap();
-    wait_for(
-        &launcher,
-        Duration::from_secs(20),
-        "stack registration",
-        || (!bk.stacks().is_empty()).then_some(()),
-    );
+    launcher.wait_for(Duration::from_secs(20), "stack registration", || {
+        (!bk.stacks().is_empty()).then_some(())
+    });
 
     let b = bk
         .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
@@ -101,18 +78,13 @@ template = "agent-template"
     let job = b.job_ids[0].clone();
     let sleepy = Host::open(&lab.hosts()[1].daemon().uri()).unwrap();
     let t0 = Instant::now();
-    let first = wait_for(
-        &launcher,
-        Duration::from_secs(120),
-        "a VM on sleepy",
-        || {
-            sleepy
-                .instances()
-                .ok()?
-                .into_iter()
-                .find(|i| i.labels.get("job") == Some(&job))
-        },
-    );
+    let first = launcher.wait_for(Duration::from_secs(120), "a VM on sleepy", || {
+        sleepy
+            .instances()
+            .ok()?
+            .into_iter()
+            .find(|i| i.labels.get("job") == Some(&job))
+    });
     eprintln!(
         "job to VM on the second host, after the first never woke: {:?}",
         t0.elapsed()
@@ -120,15 +92,10 @@ template = "agent-template"
     assert!(lab.hosts()[1].is_awake());
     assert!(!lab.hosts()[0].is_awake());
     // The notes on the job's page say what happened, in order.
-    let notes = wait_for(
-        &launcher,
-        Duration::from_secs(10),
-        "the booting note",
-        || {
-            let n = bk.job(&job)?.notifications;
-            (n.len() >= 3).then_some(n)
-        },
-    );
+    let notes = launcher.wait_for(Duration::from_secs(10), "the booting note", || {
+        let n = bk.job(&job)?.notifications;
+        (n.len() >= 3).then_some(n)
+    });
     assert_eq!(
         notes[..2],
         ["waking gone", "waking sleepy"],
@@ -145,21 +112,15 @@ template = "agent-template"
         .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
         .unwrap();
     let job2 = b2.job_ids[0].clone();
-    let second = wait_for(
-        &launcher,
-        Duration::from_secs(60),
-        "a VM for the second job",
-        || {
-            sleepy
-                .instances()
-                .ok()?
-                .into_iter()
-                .find(|i| i.labels.get("job") == Some(&job2))
-        },
-    );
+    let second = launcher.wait_for(Duration::from_secs(60), "a VM for the second job", || {
+        sleepy
+            .instances()
+            .ok()?
+            .into_iter()
+            .find(|i| i.labels.get("job") == Some(&job2))
+    });
     bk.set_job_state(&job2, JobState::Canceled).unwrap();
-    wait_for(
-        &launcher,
+    launcher.wait_for(
         Duration::from_secs(30),
         "the cancelled job's VM to go",
         || {

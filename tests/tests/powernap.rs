@@ -51,6 +51,18 @@ impl Napd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the (debug) log holds `count` checks that logged `text`.
+    fn wait_checks(&self, text: &str, count: usize, limit: Duration) {
+        let seen = util::poll_until(limit, || {
+            (self.log().matches(text).count() >= count).then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "fewer than {count} '{text}' checks after {limit:?}:\n{}",
+            self.log()
+        );
+    }
+
     /// Waits for `text` in the log (startup, warnings, actions).
     fn wait_log(&mut self, text: &str, limit: Duration) -> Duration {
         let t = Instant::now();
@@ -285,11 +297,11 @@ fn powernapd_acts_after_the_idle_time_only_when_no_monitored_process_runs() {
         slept.display(),
         woke.display()
     );
-    let mut napd = Napd::start(&ns, dir.path(), &config, &[]);
+    let mut napd = Napd::start(&ns, dir.path(), &config, &["--debug"]);
     napd.wait_log("started", Duration::from_secs(10));
 
-    // Busy: three idle times pass without the action.
-    std::thread::sleep(Duration::from_secs(9));
+    // Busy: three idle times (nine checks) pass without the action.
+    napd.wait_checks("active: process", 9, Duration::from_secs(30));
     assert!(!slept.exists(), "acted while busy:\n{}", napd.log());
     assert!(!napd.log().contains("will perform"), "{}", napd.log());
 
@@ -387,7 +399,8 @@ fn powernapd_on_a_vm_host_acts_only_when_no_domain_runs() {
     );
     let mut napd = Napd::start(&ns, dir.path(), &config, &["--debug"]);
     napd.wait_log("active: libvirt", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(5));
+    // More than two idle times' worth of checks that see the domain.
+    napd.wait_checks("active: libvirt", 5, Duration::from_secs(30));
     assert!(!slept.exists(), "acted while a domain ran:\n{}", napd.log());
 
     let destroyed = Instant::now();
