@@ -84,6 +84,7 @@ pub fn define_agent_template_sized(
         user_data: user_data.into(),
         meta_data: None,
         network_config: None,
+        ..Default::default()
     })?;
     Ok(())
 }

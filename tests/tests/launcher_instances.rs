@@ -54,6 +54,7 @@ fn template(d: &Libvirtd, g: &TinyGuest, base_key: &str, user_data: &str) -> Tem
         user_data: user_data.into(),
         meta_data: None,
         network_config: None,
+        ..Default::default()
     }
 }
 

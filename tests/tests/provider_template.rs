@@ -80,7 +80,8 @@ resource "libvirt_domain_template" "agent" {{
         "agent-template",
     ]);
     // user_data cannot be told apart from the host's copy: it is stored there.
-    assert_eq!(tf.plan_code().0, 0);
+    let (code, plan) = tf.plan_code();
+    assert_eq!(code, 0, "{plan}");
 
     tf.destroy();
     assert!(!d.domains().unwrap().contains(&"agent-template".to_string()));

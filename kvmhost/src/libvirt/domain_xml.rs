@@ -65,6 +65,9 @@ pub struct DomainDef {
     pub os: OsDef,
     /// `<cpu mode=...>`, e.g. "host-passthrough".
     pub cpu_mode: Option<String>,
+    /// `<cpu><model>`, e.g. "Haswell-noTSX-IBRS"; alone it means mode
+    /// `custom`.
+    pub cpu_model: Option<String>,
     /// Disks and CD-ROMs, in bus order.
     pub disks: Vec<DiskDef>,
     /// Network interfaces.
@@ -337,8 +340,14 @@ impl DomainDef {
         x.push_str(&format!("<vcpu>{}</vcpu>", self.vcpu));
         self.os_xml(&mut x);
         x.push_str("<features><acpi/><apic/></features>");
-        if let Some(mode) = &self.cpu_mode {
-            x.push_str(&format!("<cpu mode='{}'/>", esc(mode)));
+        match (&self.cpu_mode, &self.cpu_model) {
+            (Some(mode), None) => x.push_str(&format!("<cpu mode='{}'/>", esc(mode))),
+            (mode, Some(model)) => x.push_str(&format!(
+                "<cpu mode='{}' match='exact'><model fallback='allow'>{}</model></cpu>",
+                esc(mode.as_deref().unwrap_or("custom")),
+                esc(model)
+            )),
+            (None, None) => {}
         }
         x.push_str("<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>");
         x.push_str("<devices>");
@@ -468,6 +477,7 @@ impl DomainDef {
                 .unwrap_or(0),
             os,
             cpu_mode: child_attr(root, "cpu", "mode"),
+            cpu_model: child(root, "cpu").and_then(|c| child_text(c, "model")),
             ..Default::default()
         };
         if let Some(meta) = child(root, "metadata") {
@@ -820,6 +830,7 @@ mod tests {
                 ..Default::default()
             },
             cpu_mode: Some("host-passthrough".into()),
+            cpu_model: None,
             disks: vec![
                 DiskDef {
                     device: DiskDevice::Disk,
@@ -860,6 +871,21 @@ mod tests {
         };
         d.assign_targets();
         d
+    }
+
+    #[test]
+    fn a_cpu_model_alone_is_a_custom_cpu_and_reads_back() {
+        let mut d = sample();
+        d.cpu_mode = None;
+        d.cpu_model = Some("Haswell-noTSX-IBRS".into());
+        let xml = d.to_xml();
+        assert!(
+            xml.contains("<cpu mode='custom' match='exact'><model fallback='allow'>Haswell-noTSX-IBRS</model></cpu>"),
+            "{xml}"
+        );
+        let back = DomainDef::from_xml(&xml).unwrap();
+        assert_eq!(back.cpu_mode.as_deref(), Some("custom"));
+        assert_eq!(back.cpu_model.as_deref(), Some("Haswell-noTSX-IBRS"));
     }
 
     #[test]

@@ -2,26 +2,32 @@
 //!
 //! An instance is a **transient** domain (`on_poweroff destroy`): when
 //! the guest powers off, libvirt forgets it. Each disk of the template
-//! gets a copy-on-write overlay, and the instance gets its own NoCloud
-//! seed, rendered from the template's cloud-init files with the
-//! instance's values (its host name, and whatever the caller passes:
-//! tokens, the job to run). Overlays and seed are created with mode 0600;
-//! only their paths appear in the domain's XML.
+//! gets a copy-on-write overlay, and the instance gets its own seed
+//! (labelled as the template says), rendered from the template's
+//! cloud-init files with the instance's values (its host name, and
+//! whatever the caller passes: tokens, the job to run). Overlays and seed
+//! are created with mode 0600; only their paths appear in the domain's
+//! XML. A template with firmware gives each instance its own NVRAM file
+//! in the pool, which libvirt copies from the template's NVRAM template
+//! at the start (mode 0600, owned by QEMU's user). The template's XSLT
+//! stylesheet, if any, is applied to the instance's XML last.
 //!
 //! The domain's metadata says what it is (kind `instance`, its template,
 //! its volumes, the caller's labels), so a program that restarts can
 //! list the instances it made with [`Host::instances`]. Labels are
 //! readable by every local user: never put secrets there.
 //!
-//! Volumes outlive a domain that powered itself off; [`Host::sweep_instance_volumes`]
-//! removes those whose instance is gone.
+//! Volumes (overlays, seed, NVRAM: all named `<instance>--inst-...`)
+//! outlive a domain that powered itself off; [`Host::sweep_instance_volumes`]
+//! removes those whose instance is gone, [`Host::remove_instance`] those
+//! of an instance it stops.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use super::domain_xml::{DiskBus, DiskDef, DiskDevice, DiskSource};
+use super::domain_xml::{DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, NvramDef};
 use super::error::{lv, Error, Result};
-use super::template::{fill_placeholders, KIND};
+use super::template::{fill_placeholders, DEFAULT_LABEL, KIND, POOL};
 use super::volume::{Backing, VolumeFormat, VolumeSpec};
 use super::xml::{child, child_text, parse};
 use super::Host;
@@ -31,6 +37,9 @@ const TEMPLATE: &str = "template";
 const OVERLAY: &str = "overlay-volume";
 const OVERLAYS: &str = "overlay-volumes";
 const SEED: &str = "seed-volume";
+/// Name of the instance's NVRAM volume in its pool (the file libvirt
+/// creates is a volume once the pool is refreshed).
+const NVRAM: &str = "nvram-volume";
 const LABEL: &str = "label.";
 /// Infix of every instance volume's name: `<instance>--inst-...`.
 const VOLUME_INFIX: &str = "--inst-";
@@ -64,6 +73,8 @@ pub struct Instance {
     pub overlay_keys: Vec<String>,
     /// Key of its seed volume.
     pub seed_key: String,
+    /// Path of its own NVRAM file (templates with firmware).
+    pub nvram_path: Option<String>,
 }
 
 /// An instance found on a host.
@@ -121,16 +132,53 @@ impl Host {
             Some(m) => fill_placeholders(m, &vars),
             None => format!("instance-id: {name}\nlocal-hostname: {name}\n"),
         };
-        let net = t
-            .network_config
-            .as_ref()
-            .map(|n| fill_placeholders(n, &vars));
-        let iso = Seed::nocloud(&user, &meta, net.as_deref())
-            .to_iso()
-            .map_err(|e| Error::Invalid {
-                field: "user_data",
-                message: e.to_string(),
-            })?;
+        let mut seed = Seed::nocloud(
+            &user,
+            &meta,
+            t.network_config
+                .as_ref()
+                .map(|n| fill_placeholders(n, &vars))
+                .as_deref(),
+        )
+        .label(t.cloudinit_label.as_deref().unwrap_or(DEFAULT_LABEL));
+        for (file, text) in &t.cloudinit_files {
+            seed = seed.file(file, fill_placeholders(text, &vars).into_bytes());
+        }
+        let iso = seed.to_iso().map_err(|e| Error::Invalid {
+            field: "cloudinit_files",
+            message: e.to_string(),
+        })?;
+        let nvram = match &t.domain.os.firmware {
+            Some(_) => {
+                let pool = self.pool(&t.pool)?;
+                if pool.path.is_empty() {
+                    return Err(Error::Invalid {
+                        field: "pool",
+                        message: format!(
+                            "pool '{}' has no directory for the instances' NVRAM files: use a directory pool for a template with firmware",
+                            t.pool
+                        ),
+                    });
+                }
+                let volume = format!("{name}{VOLUME_INFIX}nvram.fd");
+                // A file left by an earlier instance of this name would be
+                // used as it is, not copied afresh from the template.
+                if self.volume(&t.pool, &volume).is_ok() {
+                    return Err(Error::Invalid {
+                        field: "name",
+                        message: format!(
+                            "pool '{}' already holds the NVRAM volume '{volume}' of an instance of this name: remove it or pick another name",
+                            t.pool
+                        ),
+                    });
+                }
+                Some((
+                    format!("{}/{volume}", pool.path.trim_end_matches('/')),
+                    volume,
+                ))
+            }
+            None => None,
+        };
         let bases: Vec<&DiskDef> = template_def
             .disks
             .iter()
@@ -192,6 +240,10 @@ impl Host {
             }
             def.disks = disks;
             def.assign_targets();
+            def.os.nvram = nvram.as_ref().map(|(file, _)| NvramDef {
+                file: file.clone(),
+                template: t.nvram_template.clone(),
+            });
             // Console files may name the instance: `/var/log/vm/{{name}}.log`.
             for c in &mut def.consoles {
                 for p in [&mut c.source_path, &mut c.log_file].into_iter().flatten() {
@@ -207,17 +259,25 @@ impl Host {
                 ),
                 (OVERLAYS.to_string(), overlay_keys.join("\n")),
                 (SEED.to_string(), seed.key.clone()),
+                (POOL.to_string(), t.pool.clone()),
             ]);
+            if let Some((_, volume)) = &nvram {
+                metadata.insert(NVRAM.to_string(), volume.clone());
+            }
             for (k, v) in &spec.labels {
                 metadata.insert(format!("{LABEL}{k}"), v.clone());
             }
             def.metadata = metadata;
             def.validate()?;
+            let mut xml = def.to_xml();
+            if let Some(xslt) = &t.xslt {
+                xml = DomainDef::apply_xslt(&xml, xslt)?;
+            }
             // Transient: the domain goes away when the guest powers off
             // (the model writes on_poweroff destroy).
             let dom = self
                 .raw()
-                .create_domain_xml(&def.to_xml(), 0)
+                .create_domain_xml(&xml, 0)
                 .map_err(|e| Error::Libvirt {
                     context: format!("start instance '{name}'"),
                     message: e.message().to_string(),
@@ -232,11 +292,18 @@ impl Host {
                 overlay_key: overlay_keys.first().cloned().unwrap_or_default(),
                 overlay_keys,
                 seed_key: seed.key,
+                nvram_path: nvram.as_ref().map(|(file, _)| file.clone()),
             })
         })();
         if result.is_err() {
             for key in made.iter().rev() {
                 let _ = self.delete_volume(key);
+            }
+            // libvirt may have made the NVRAM file before QEMU failed.
+            if let Some((_, volume)) = &nvram {
+                if let Ok(v) = self.volume(&t.pool, volume) {
+                    let _ = self.delete_volume(&v.key);
+                }
             }
         }
         result
@@ -314,6 +381,14 @@ impl Host {
             .unwrap_or_default();
         keys.extend(def.metadata.get(OVERLAY).cloned());
         keys.extend(def.metadata.get(SEED).cloned());
+        // libvirt made the NVRAM file: the pool knows it once refreshed.
+        if let (Some(pool), Some(volume)) = (def.metadata.get(POOL), def.metadata.get(NVRAM)) {
+            match self.volume(pool, volume) {
+                Ok(v) => keys.push(v.key),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
         keys.dedup();
         for key in keys.iter().filter(|k| !k.is_empty()) {
             match self.delete_volume(key) {
