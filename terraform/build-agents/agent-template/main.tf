@@ -28,15 +28,38 @@ resource "libvirt_domain_template" "agent" {
   base_volume_id = libvirt_volume.base.id
   memory         = var.memory
   vcpu           = var.vcpu
-  cpu_mode       = "host-passthrough"
+  # A CPU model (the seed's Windows agents pin one) is a custom CPU.
+  cpu_mode       = var.cpu_model == null ? "host-passthrough" : null
+  cpu_model      = var.cpu_model
   machine        = var.machine
   bridge         = var.bridge
   network_name   = var.network_name
+  network_model  = var.network_model
   type           = var.type
+  firmware       = var.firmware
+  nvram_template = var.nvram_template
+  qemu_agent     = var.qemu_agent
   # {{hostname}}, {{buildkite_job_id}}, ... are filled per VM by the
   # launcher; the token is filled here, from a sensitive variable, and
   # kept on the host in a root-only volume.
   user_data = templatefile(var.user_data_template, {
     buildkite_agent_token = var.buildkite_agent_token
   })
+  cloudinit_files = var.cloudinit_files
+  cloudinit_label = var.cloudinit_label
+
+  # Further disks after the image's, in order.
+  dynamic "disk" {
+    for_each = var.extra_base_volume_ids
+    content {
+      volume_id = disk.value
+    }
+  }
+
+  dynamic "xml" {
+    for_each = var.xslt == null ? [] : [var.xslt]
+    content {
+      xslt = xml.value
+    }
+  }
 }

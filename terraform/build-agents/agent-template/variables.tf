@@ -53,3 +53,58 @@ variable "buildkite_agent_token" {
   type      = string
   sensitive = true
 }
+
+variable "extra_base_volume_ids" {
+  type        = list(string)
+  default     = []
+  description = "Keys of further base volumes: each VM gets an overlay of each, in order, after the image."
+}
+
+variable "network_model" {
+  type        = string
+  default     = null
+  description = "NIC model, e.g. e1000 or vmxnet3 (default virtio)."
+}
+
+variable "cpu_model" {
+  type        = string
+  default     = null
+  description = "CPU model, e.g. Haswell-noTSX-IBRS; unset: host-passthrough."
+}
+
+variable "firmware" {
+  type        = string
+  default     = null
+  description = "UEFI loader, e.g. /usr/share/OVMF/OVMF_CODE.fd; each VM then gets its own NVRAM."
+}
+
+variable "nvram_template" {
+  type        = string
+  default     = null
+  description = "UEFI variables each VM's NVRAM starts as, e.g. /usr/share/OVMF/OVMF_VARS.fd."
+}
+
+variable "qemu_agent" {
+  type        = bool
+  default     = null
+  description = "Add the QEMU guest agent channel."
+}
+
+variable "xslt" {
+  type        = string
+  default     = null
+  description = "XSLT stylesheet applied to each VM's domain XML."
+}
+
+variable "cloudinit_files" {
+  type        = map(string)
+  default     = null
+  sensitive   = true
+  description = "Further cloud-init files by name, with the launcher's {{placeholders}}."
+}
+
+variable "cloudinit_label" {
+  type        = string
+  default     = null
+  description = "Label of each VM's cloud-init CD: cidata (default) or config-2."
+}
