@@ -298,6 +298,16 @@ impl DomainDef {
                 message: "must be at least 1".into(),
             });
         }
+        if let (Some(mode), Some(model)) = (&self.cpu_mode, &self.cpu_model) {
+            if mode != "custom" {
+                return Err(Error::Invalid {
+                    field: "cpu_model",
+                    message: format!(
+                        "CPU model '{model}' goes with cpu_mode custom (or none), not '{mode}': drop one of them"
+                    ),
+                });
+            }
+        }
         if let Some(mac) = self
             .interfaces
             .iter()
@@ -871,6 +881,15 @@ mod tests {
         };
         d.assign_targets();
         d
+    }
+
+    #[test]
+    fn a_cpu_model_with_host_passthrough_is_refused_naming_the_field() {
+        let mut d = sample();
+        d.cpu_model = Some("Haswell".into());
+        let err = d.validate().unwrap_err().to_string();
+        assert!(err.starts_with("invalid cpu_model"), "{err}");
+        assert!(err.contains("host-passthrough"), "{err}");
     }
 
     #[test]

@@ -223,6 +223,17 @@ fn validate_new(diags: &mut Diagnostics, c: &TemplateState) {
             AttributePath::new("base_volume_id"),
         );
     }
+    if let (Some(mode), true) = (known(&c.cpu_mode), c.cpu_model.is_value()) {
+        if mode != "custom" {
+            diags.error(
+                "CPU model with another CPU mode",
+                format!(
+                    "cpu_model goes with cpu_mode custom (or none), not '{mode}': drop one of them"
+                ),
+                AttributePath::new("cpu_model"),
+            );
+        }
+    }
     if c.nvram_template.is_value() && c.firmware.is_null() {
         diags.error(
             "NVRAM template without firmware",
@@ -808,6 +819,46 @@ mod tests {
                 "extra.txt".to_string(),
                 s("{{hostname}}")
             )]))
+        );
+    }
+
+    #[test]
+    fn contradictory_settings_are_refused_naming_the_attribute() {
+        let errors = |c: &TemplateState| {
+            let mut d = Diagnostics::default();
+            validate_new(&mut d, c);
+            format!("{d:?}")
+        };
+        assert_eq!(
+            errors(&configured()),
+            format!("{:?}", Diagnostics::default())
+        );
+        let mut c = configured();
+        c.cpu_mode = s("host-passthrough");
+        assert!(
+            errors(&c).contains("cpu_model goes with cpu_mode custom"),
+            "{}",
+            errors(&c)
+        );
+        let mut c = configured();
+        c.nvram_template = s("/usr/share/OVMF/OVMF_VARS.fd");
+        assert!(errors(&c).contains("needs firmware"), "{}", errors(&c));
+        let mut c = configured();
+        c.user_data = s("#cloud-config\n");
+        assert!(
+            errors(&c).contains("'user-data' is in cloudinit_files and in user_data"),
+            "{}",
+            errors(&c)
+        );
+        let mut c = configured();
+        c.cloudinit_label = s("config 2");
+        assert!(errors(&c).contains("seed label"), "{}", errors(&c));
+        let mut c = configured();
+        c.network_name = Value::Null;
+        assert!(
+            errors(&c).contains("give network_name or bridge too"),
+            "{}",
+            errors(&c)
         );
     }
 }
