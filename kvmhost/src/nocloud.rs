@@ -5,6 +5,8 @@
 //! (and cloudbase-init on Windows) read it from a CD-ROM or disk. The image
 //! carries a Joliet tree so the long, lower-case names survive; the
 //! primary tree holds 8.3 aliases for readers that know only ISO 9660.
+//! Files may sit in folders (`openstack/latest/meta_data.json` on an
+//! OpenStack config drive labelled `config-2`).
 //! It is written here rather than by `mkisofs` so that hosts need nothing
 //! installed, and it is deterministic: the same files give the same bytes.
 //!
@@ -35,6 +37,8 @@ const FIRST_FILE: usize = 25;
 
 /// Longest Joliet file name, in UTF-16 code units.
 const JOLIET_MAX: usize = 64;
+/// Most parts of a path: ISO 9660 nests directories 8 deep, root included.
+const MAX_DEPTH: usize = 8;
 
 /// The files of a seed and its volume label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +51,11 @@ pub struct Seed {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SeedError {
     /// A file name is empty, too long or has a character a CD cannot hold.
-    #[error("seed file name {0:?} is not usable: use 1 to 64 characters without '/', ';' or control characters")]
+    #[error("seed file name {0:?} is not usable: use up to 8 '/'-separated parts (folders, then the file) of 1 to 64 characters each, without ';', '\\' or control characters, none of them '.' or '..'")]
     BadName(String),
+    /// A file's name is also a folder on another file's path.
+    #[error("seed file {0:?} is also a folder of another file: rename one of them")]
+    FileIsFolder(String),
     /// Two files share a name.
     #[error("seed file {0:?} is given twice")]
     Duplicate(String),
@@ -94,7 +101,8 @@ impl Seed {
         self
     }
 
-    /// Adds a file at the root of the image.
+    /// Adds a file: at the root of the image, or in folders when `name`
+    /// has `/` (`openstack/latest/meta_data.json`).
     pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
         self.files.push((name.to_string(), contents.into()));
         self
@@ -105,7 +113,7 @@ impl Seed {
         self.files.iter().map(|(n, c)| (n.as_str(), c.as_slice()))
     }
 
-    /// The file `name` at the root of the image, if there is one.
+    /// The file `name` (a path for files in folders), if there is one.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.files
             .iter()
@@ -118,10 +126,10 @@ impl Seed {
         &self.label
     }
 
-    /// Reads the label and root-directory files of an ISO 9660 image:
-    /// the Joliet tree when there is one (it keeps long, lower-case
-    /// names), else the primary tree with Rock Ridge names when present.
-    /// Subdirectories are skipped: a NoCloud seed keeps its files at the root.
+    /// Reads the label and files of an ISO 9660 image: the Joliet tree
+    /// when there is one (it keeps long, lower-case names), else the
+    /// primary tree with Rock Ridge names when present. Files in folders
+    /// are named by their path (`openstack/latest/meta_data.json`).
     pub fn from_iso(img: &[u8]) -> Result<Seed, SeedError> {
         let mut primary = None;
         let mut joliet = None;
@@ -156,28 +164,34 @@ impl Seed {
         }
     }
 
-    /// Writes the ISO 9660 + Joliet image.
+    /// Writes the ISO 9660 + Joliet image. Names with `/` are files in
+    /// folders (`openstack/latest/meta_data.json` on a config drive).
     pub fn to_iso(&self) -> Result<Vec<u8>, SeedError> {
         self.check()?;
         let mut files: Vec<&(String, Vec<u8>)> = self.files.iter().collect();
         files.sort_by(|a, b| a.0.cmp(&b.0));
+        let tree = Tree::of(files.iter().map(|f| f.0.as_str()));
+        let short = tree.ids(false);
+        let joliet = tree.ids(true);
 
-        let short = short_names(files.iter().map(|f| f.0.as_str()));
-        let short_ids: Vec<Vec<u8>> = short.iter().map(|s| s.as_bytes().to_vec()).collect();
-        let joliet_ids: Vec<Vec<u8>> = files.iter().map(|f| ucs2(&f.0)).collect();
-
-        // The two root directories, as many sectors as their records
-        // need, then the file data.
-        let root = Dir {
-            sector: ROOT,
-            sectors: dir_sectors(&short_ids),
+        // The directories of both trees (roots first), as many sectors as
+        // their records need, then the file data.
+        let mut next = ROOT;
+        let mut place = |ids: &Vec<Vec<Vec<u8>>>| -> Vec<Dir> {
+            ids.iter()
+                .map(|children| {
+                    let d = Dir {
+                        sector: next,
+                        sectors: dir_sectors(children),
+                    };
+                    next += d.sectors;
+                    d
+                })
+                .collect()
         };
-        let jroot = Dir {
-            sector: root.sector + root.sectors,
-            sectors: dir_sectors(&joliet_ids),
-        };
+        let dirs = place(&short);
+        let jdirs = place(&joliet);
         let mut extents = Vec::with_capacity(files.len());
-        let mut next = jroot.sector + jroot.sectors;
         for (_, data) in &files {
             extents.push(next);
             next += data.len().div_ceil(SECTOR);
@@ -188,21 +202,31 @@ impl Seed {
         }
         let mut img = vec![0u8; total * SECTOR];
 
-        let entries = |ids: Vec<Vec<u8>>| -> Vec<Entry> {
-            ids.into_iter()
-                .zip(&files)
-                .zip(&extents)
-                .map(|((id, f), &e)| Entry::file(id, e, f.1.len()))
-                .collect()
-        };
-        write_dir(&mut img, root, &entries(short_ids));
-        write_dir(&mut img, jroot, &entries(joliet_ids));
-        for (sector, table) in [(PATH_L, root.sector), (JPATH_L, jroot.sector)] {
-            write_path_table(&mut img, sector, table, false);
-            write_path_table(&mut img, sector + 1, table, true);
+        let mut table_len = [0; 2];
+        for (t, (places, ids)) in [(&dirs, &short), (&jdirs, &joliet)].into_iter().enumerate() {
+            for (d, node) in tree.dirs.iter().enumerate() {
+                let entries: Vec<Entry> = node
+                    .children
+                    .iter()
+                    .zip(&ids[d])
+                    .map(|(c, id)| match *c {
+                        Child::File(f) => Entry::file(id.clone(), extents[f], files[f].1.len()),
+                        Child::Dir(sub) => Entry::dir(id.clone(), places[sub]),
+                    })
+                    .collect();
+                write_dir(&mut img, places[d], places[node.parent], &entries);
+            }
+            let names: Vec<&[u8]> = (0..tree.dirs.len()).map(|d| tree.dir_id(d, ids)).collect();
+            let (l, m) = if t == 0 {
+                (PATH_L, PATH_M)
+            } else {
+                (JPATH_L, JPATH_M)
+            };
+            table_len[t] = write_path_table(&mut img, l, &tree, places, &names, false)?;
+            write_path_table(&mut img, m, &tree, places, &names, true)?;
         }
-        self.write_descriptor(&mut img, PVD, total, root);
-        self.write_descriptor(&mut img, SVD, total, jroot);
+        self.write_descriptor(&mut img, PVD, total, dirs[0], table_len[0]);
+        self.write_descriptor(&mut img, SVD, total, jdirs[0], table_len[1]);
         let t = &mut img[TERMINATOR * SECTOR..];
         t[0] = 255;
         t[1..6].copy_from_slice(b"CD001");
@@ -226,13 +250,17 @@ impl Seed {
         }
         let mut seen = BTreeSet::new();
         for (name, data) in &self.files {
-            if name.is_empty()
-                || name.encode_utf16().count() > JOLIET_MAX
-                || name
-                    .chars()
-                    .any(|c| c.is_control() || matches!(c, '/' | ';' | '\\'))
-                || name == "."
-                || name == ".."
+            let parts: Vec<&str> = name.split('/').collect();
+            if parts.len() > MAX_DEPTH
+                || parts.iter().any(|part| {
+                    part.is_empty()
+                        || part.encode_utf16().count() > JOLIET_MAX
+                        || part
+                            .chars()
+                            .any(|c| c.is_control() || matches!(c, ';' | '\\'))
+                        || *part == "."
+                        || *part == ".."
+                })
             {
                 return Err(SeedError::BadName(name.clone()));
             }
@@ -243,10 +271,25 @@ impl Seed {
                 return Err(SeedError::Duplicate(name.clone()));
             }
         }
+        let folders: BTreeSet<&str> = self
+            .files
+            .iter()
+            .flat_map(|(name, _)| name.match_indices('/').map(move |(i, _)| &name[..i]))
+            .collect();
+        if let Some(both) = seen.intersection(&folders).next() {
+            return Err(SeedError::FileIsFolder(both.to_string()));
+        }
         Ok(())
     }
 
-    fn write_descriptor(&self, img: &mut [u8], sector: usize, total: usize, root: Dir) {
+    fn write_descriptor(
+        &self,
+        img: &mut [u8],
+        sector: usize,
+        total: usize,
+        root: Dir,
+        path_table_len: usize,
+    ) {
         let joliet = sector == SVD;
         let d = &mut img[sector * SECTOR..(sector + 1) * SECTOR];
         d[0] = if joliet { 2 } else { 1 };
@@ -275,7 +318,7 @@ impl Seed {
         both16(&mut d[120..124], 1);
         both16(&mut d[124..128], 1);
         both16(&mut d[128..132], SECTOR as u16);
-        both32(&mut d[132..140], PATH_TABLE_LEN as u32);
+        both32(&mut d[132..140], path_table_len as u32);
         let (l, m) = if joliet {
             (JPATH_L, JPATH_M)
         } else {
@@ -307,70 +350,106 @@ impl Default for Seed {
 /// Volume descriptors read before giving up on finding the terminator.
 const MAX_DESCRIPTORS: usize = 32;
 
-/// Reads the label and root files of the tree whose descriptor is `d`.
+/// Reads the label and files of the tree whose descriptor is `d`.
 fn read_tree(img: &[u8], d: &[u8], joliet: bool) -> Result<Seed, SeedError> {
-    let text = |b: &[u8]| -> Result<String, SeedError> {
-        let s = if joliet {
-            ucs2_text(b)?
-        } else {
-            String::from_utf8_lossy(b).into_owned()
-        };
-        Ok(s.trim_end_matches([' ', '\0']).to_string())
+    let label = if joliet {
+        ucs2_text(&d[40..72])?
+    } else {
+        String::from_utf8_lossy(&d[40..72]).into_owned()
     };
-    let label = text(&d[40..72])?;
+    let label = label.trim_end_matches([' ', '\0']).to_string();
     let root = &d[156..190];
     let dir = extent(img, root, "root directory")?;
-    let mut files = Vec::new();
-    // The files of a real image never overlap, so what they hold together
-    // fits in the image; records that repeat one extent would otherwise
-    // make a small image copy without end.
-    let mut copied = 0usize;
-    let mut at = 0;
-    while at < dir.len() {
-        let len = dir[at] as usize;
-        if len == 0 {
-            // Records never straddle a sector; zeros pad to the next one.
-            at = (at / SECTOR + 1) * SECTOR;
-            continue;
-        }
-        let r = dir
-            .get(at..at + len)
-            .filter(|r| r.len() >= 34 && 33 + r[32] as usize <= r.len())
-            .ok_or_else(|| {
-                SeedError::Damaged(format!("directory record at byte {at} is cut short"))
-            })?;
-        at += len;
-        let id = &r[33..33 + r[32] as usize];
-        // Skip `.`, `..` and subdirectories.
-        if r[25] & 2 != 0 || id == [0] || id == [1] {
-            continue;
-        }
-        let name = if joliet {
-            ucs2_text(id)?
-        } else {
-            rock_ridge_name(r, id.len()).unwrap_or_else(|| String::from_utf8_lossy(id).into_owned())
-        };
-        let name = match name.rsplit_once(';') {
-            Some((n, v)) if v.bytes().all(|b| b.is_ascii_digit()) => n.to_string(),
-            _ => name,
-        };
-        // ISO 9660 names without an extension keep their dot (`USERDATA.`).
-        let name = match name.strip_suffix('.') {
-            Some(n) if !joliet && !n.is_empty() => n.to_string(),
-            _ => name,
-        };
-        let data = extent(img, r, &name)?;
-        copied += data.len();
-        if copied > img.len() {
+    let mut reader = TreeReader {
+        img,
+        joliet,
+        files: Vec::new(),
+        read: 0,
+    };
+    reader.dir(dir, "", 1)?;
+    Ok(Seed {
+        label,
+        files: reader.files,
+    })
+}
+
+/// Walks the directories of one tree of an image.
+struct TreeReader<'a> {
+    img: &'a [u8],
+    joliet: bool,
+    files: Vec<(String, Vec<u8>)>,
+    /// Bytes of files and directories read so far. The extents of a real
+    /// image never overlap, so they fit in the image together; records
+    /// that repeat one extent (or a directory that holds itself) would
+    /// otherwise make a small image copy without end.
+    read: usize,
+}
+
+impl TreeReader<'_> {
+    fn count(&mut self, n: usize) -> Result<(), SeedError> {
+        self.read += n;
+        if self.read > self.img.len() {
             return Err(SeedError::Damaged(format!(
-                "its files add up to more bytes than the image holds ({} bytes); \
+                "its files and folders add up to more bytes than the image holds ({} bytes); \
                  records share their data",
-                img.len()
+                self.img.len()
             )));
         }
-        files.push((name, data.to_vec()));
+        Ok(())
     }
-    Ok(Seed { label, files })
+
+    /// Reads the files of directory `dir` (at `depth`, the root being 1),
+    /// named `prefix` + their name, and of the directories in it.
+    fn dir(&mut self, dir: &[u8], prefix: &str, depth: usize) -> Result<(), SeedError> {
+        self.count(dir.len())?;
+        let mut at = 0;
+        while at < dir.len() {
+            let len = dir[at] as usize;
+            if len == 0 {
+                // Records never straddle a sector; zeros pad to the next one.
+                at = (at / SECTOR + 1) * SECTOR;
+                continue;
+            }
+            let r = dir
+                .get(at..at + len)
+                .filter(|r| r.len() >= 34 && 33 + r[32] as usize <= r.len())
+                .ok_or_else(|| {
+                    SeedError::Damaged(format!("directory record at byte {at} is cut short"))
+                })?;
+            at += len;
+            let id = &r[33..33 + r[32] as usize];
+            if id == [0] || id == [1] {
+                continue;
+            }
+            let name = if self.joliet {
+                ucs2_text(id)?
+            } else {
+                rock_ridge_name(r, id.len())
+                    .unwrap_or_else(|| String::from_utf8_lossy(id).into_owned())
+            };
+            let name = match name.rsplit_once(';') {
+                Some((n, v)) if v.bytes().all(|b| b.is_ascii_digit()) => n.to_string(),
+                _ => name,
+            };
+            // ISO 9660 names without an extension keep their dot (`USERDATA.`).
+            let name = match name.strip_suffix('.') {
+                Some(n) if !self.joliet && !n.is_empty() => n.to_string(),
+                _ => name,
+            };
+            let path = format!("{prefix}{name}");
+            let data = extent(self.img, r, &path)?;
+            if r[25] & 2 != 0 {
+                // Deeper than ISO 9660 allows: not a seed's folder.
+                if depth < MAX_DEPTH {
+                    self.dir(data, &format!("{path}/"), depth + 1)?;
+                }
+                continue;
+            }
+            self.count(data.len())?;
+            self.files.push((path, data.to_vec()));
+        }
+        Ok(())
+    }
 }
 
 /// The bytes a directory record points at, checked against the image.
@@ -425,23 +504,173 @@ fn ucs2_text(b: &[u8]) -> Result<String, SeedError> {
         .collect())
 }
 
-/// A path table with the root directory only.
-const PATH_TABLE_LEN: usize = 10;
+/// Writes a path table (one sector): every directory in tree order, its
+/// identifier, extent and parent's number. Returns its length.
+fn write_path_table(
+    img: &mut [u8],
+    sector: usize,
+    tree: &Tree,
+    places: &[Dir],
+    names: &[&[u8]],
+    big_endian: bool,
+) -> Result<usize, SeedError> {
+    let t = &mut img[sector * SECTOR..(sector + 1) * SECTOR];
+    let mut at = 0;
+    for (d, node) in tree.dirs.iter().enumerate() {
+        let id = names[d];
+        let len = 8 + id.len() + id.len() % 2;
+        if at + len > SECTOR {
+            return Err(SeedError::TooLarge("(the folder names together)".into()));
+        }
+        let r = &mut t[at..at + len];
+        r[0] = id.len() as u8;
+        let loc = places[d].sector as u32;
+        let parent = (node.parent + 1) as u16;
+        if big_endian {
+            r[2..6].copy_from_slice(&loc.to_be_bytes());
+            r[6..8].copy_from_slice(&parent.to_be_bytes());
+        } else {
+            r[2..6].copy_from_slice(&loc.to_le_bytes());
+            r[6..8].copy_from_slice(&parent.to_le_bytes());
+        }
+        r[8..8 + id.len()].copy_from_slice(id);
+        at += len;
+    }
+    Ok(at)
+}
 
-fn write_path_table(img: &mut [u8], sector: usize, root: usize, big_endian: bool) {
-    let t = &mut img[sector * SECTOR..];
-    t[0] = 1;
-    let loc = root as u32;
-    t[2..6].copy_from_slice(&if big_endian {
-        loc.to_be_bytes()
-    } else {
-        loc.to_le_bytes()
-    });
-    t[6..8].copy_from_slice(&if big_endian {
-        1u16.to_be_bytes()
-    } else {
-        1u16.to_le_bytes()
-    });
+/// What a directory holds.
+#[derive(Debug, Clone, Copy)]
+enum Child {
+    /// The file at this index of the sorted files.
+    File(usize),
+    /// The directory at this index of [`Tree::dirs`].
+    Dir(usize),
+}
+
+/// A directory of the image.
+#[derive(Debug)]
+struct Node {
+    /// Index of its parent in [`Tree::dirs`] (the root is its own).
+    parent: usize,
+    /// Its files and directories, by name.
+    children: Vec<Child>,
+    /// The names of `children`.
+    names: Vec<String>,
+}
+
+/// The directories of an image, root first, then level by level (the
+/// order path tables need): a seed whose files are all at the root has
+/// the root alone.
+#[derive(Debug)]
+struct Tree {
+    dirs: Vec<Node>,
+}
+
+impl Tree {
+    /// The tree of `paths` (sorted, checked).
+    fn of<'a>(paths: impl Iterator<Item = &'a str>) -> Tree {
+        // Built by path first, then numbered level by level.
+        #[derive(Default)]
+        struct Folder<'a> {
+            files: Vec<(&'a str, usize)>,
+            folders: std::collections::BTreeMap<&'a str, Folder<'a>>,
+        }
+        let mut root = Folder::default();
+        for (i, path) in paths.enumerate() {
+            let mut parts: Vec<&str> = path.split('/').collect();
+            let file = parts.pop().unwrap_or_default();
+            let mut f = &mut root;
+            for p in parts {
+                f = f.folders.entry(p).or_default();
+            }
+            f.files.push((file, i));
+        }
+        let mut tree = Tree {
+            dirs: vec![Node {
+                parent: 0,
+                children: Vec::new(),
+                names: Vec::new(),
+            }],
+        };
+        let mut queue = std::collections::VecDeque::from([(0usize, &root)]);
+        while let Some((d, folder)) = queue.pop_front() {
+            let mut children: Vec<(&str, Child)> = folder
+                .files
+                .iter()
+                .map(|&(name, i)| (name, Child::File(i)))
+                .collect();
+            for (name, sub) in &folder.folders {
+                let n = tree.dirs.len();
+                tree.dirs.push(Node {
+                    parent: d,
+                    children: Vec::new(),
+                    names: Vec::new(),
+                });
+                children.push((name, Child::Dir(n)));
+                queue.push_back((n, sub));
+            }
+            children.sort_by(|a, b| a.0.cmp(b.0));
+            tree.dirs[d].names = children.iter().map(|c| c.0.to_string()).collect();
+            tree.dirs[d].children = children.into_iter().map(|c| c.1).collect();
+        }
+        tree
+    }
+
+    /// The identifiers of every directory's children, primary (8.3
+    /// aliases, unique per directory) or Joliet.
+    fn ids(&self, joliet: bool) -> Vec<Vec<Vec<u8>>> {
+        self.dirs
+            .iter()
+            .map(|node| {
+                if joliet {
+                    return node.names.iter().map(|n| ucs2(n)).collect();
+                }
+                let is_file = |c: &Child| matches!(c, Child::File(_));
+                let mut files = short_names(
+                    node.children
+                        .iter()
+                        .zip(&node.names)
+                        .filter(|(c, _)| is_file(c))
+                        .map(|(_, n)| n.as_str()),
+                )
+                .into_iter();
+                let mut dirs = short_dir_names(
+                    node.children
+                        .iter()
+                        .zip(&node.names)
+                        .filter(|(c, _)| !is_file(c))
+                        .map(|(_, n)| n.as_str()),
+                )
+                .into_iter();
+                node.children
+                    .iter()
+                    .map(|c| {
+                        let id = if is_file(c) {
+                            files.next()
+                        } else {
+                            dirs.next()
+                        };
+                        id.unwrap_or_default().into_bytes()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Directory `d`'s identifier in its parent (`[0]` for the root).
+    fn dir_id<'a>(&self, d: usize, ids: &'a [Vec<Vec<u8>>]) -> &'a [u8] {
+        if d == 0 {
+            return &[0];
+        }
+        let parent = &self.dirs[self.dirs[d].parent];
+        parent
+            .children
+            .iter()
+            .position(|c| matches!(c, Child::Dir(x) if *x == d))
+            .map(|i| ids[self.dirs[d].parent][i].as_slice())
+            .unwrap_or(&[0])
+    }
 }
 
 struct Entry {
@@ -500,7 +729,7 @@ fn record_size(id_len: usize) -> usize {
     n + n % 2
 }
 
-/// The record sizes of a root directory: `.`, `..`, then the files.
+/// The record sizes of a directory: `.`, `..`, then its children.
 fn dir_records(ids: &[Vec<u8>]) -> impl Iterator<Item = usize> + '_ {
     [1, 1]
         .into_iter()
@@ -508,7 +737,7 @@ fn dir_records(ids: &[Vec<u8>]) -> impl Iterator<Item = usize> + '_ {
         .map(record_size)
 }
 
-/// Sectors a root directory with these file identifiers takes: a record
+/// Sectors a directory with these child identifiers takes: a record
 /// never straddles a sector, so one that does not fit starts the next.
 fn dir_sectors(ids: &[Vec<u8>]) -> usize {
     let mut sectors = 1;
@@ -523,10 +752,10 @@ fn dir_sectors(ids: &[Vec<u8>]) -> usize {
     sectors
 }
 
-/// Writes a root directory: `.`, `..`, then the files, in the sectors
-/// `dir_sectors` gave it.
-fn write_dir(img: &mut [u8], dir: Dir, files: &[Entry]) {
-    let entries = [Entry::dir(vec![0], dir), Entry::dir(vec![1], dir)];
+/// Writes a directory: `.`, `..` (the root's is itself), then its files
+/// and directories, in the sectors `dir_sectors` gave it.
+fn write_dir(img: &mut [u8], dir: Dir, parent: Dir, files: &[Entry]) {
+    let entries = [Entry::dir(vec![0], dir), Entry::dir(vec![1], parent)];
     let mut sector = dir.sector;
     let mut used = 0;
     for e in entries.iter().chain(files) {
@@ -572,6 +801,36 @@ fn short_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
                 let suffix = n.to_string();
                 let keep = 8usize.saturating_sub(suffix.len()).min(stem.len());
                 candidate = format!("{}{suffix}.{ext};1", &stem[..keep]);
+            }
+            candidate
+        })
+        .collect()
+}
+
+/// ISO 9660 directory names (`OPENSTAC`), unique among themselves.
+fn short_dir_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut used = BTreeSet::new();
+    names
+        .map(|name| {
+            let mut stem: String = name
+                .chars()
+                .filter_map(|c| match c.to_ascii_uppercase() {
+                    c @ ('A'..='Z' | '0'..='9' | '_') => Some(c),
+                    '-' | ' ' => None,
+                    _ => Some('_'),
+                })
+                .take(8)
+                .collect();
+            if stem.is_empty() {
+                stem.push('_');
+            }
+            let mut candidate = stem.clone();
+            let mut n = 0;
+            while !used.insert(candidate.clone()) {
+                n += 1;
+                let suffix = n.to_string();
+                let keep = 8usize.saturating_sub(suffix.len()).min(stem.len());
+                candidate = format!("{}{suffix}", &stem[..keep]);
             }
             candidate
         })

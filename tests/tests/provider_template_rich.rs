@@ -1,7 +1,7 @@
 //! A template shaped like the seed's Windows and macOS agents, applied by
 //! Terraform and started through kvmhost as the launcher does: two
 //! overlay disks on the right bases, the NIC model, the guest-agent
-//! channel, the stylesheet's change, cloud-init files on a CD labelled
+//! channel, the stylesheet's change, cloud-init files (one in a folder) on a CD labelled
 //! `config-2`; with firmware, an NVRAM file per instance. Every volume of
 //! an instance goes when it does.
 
@@ -114,7 +114,7 @@ resource "libvirt_domain_template" "windows" {{
   cloudinit_files = {{
     "user-data"  = "#cloud-config\nhostname: {{{{hostname}}}}\ntoken: {{{{token}}}}\n"
     "meta-data"  = "instance-id: {{{{name}}}}\n"
-    "agent.json" = "{{\"name\": \"{{{{name}}}}\"}}"
+    "openstack/latest/meta_data.json" = "{{\"uuid\": \"{{{{name}}}}\"}}"
   }}
 }}
 
@@ -190,7 +190,10 @@ resource "libvirt_domain_template" "uefi" {{
         "#cloud-config\nhostname: win-1\ntoken: t0ken-for-the-job\n"
     );
     assert_eq!(file("meta-data"), "instance-id: win-1\n");
-    assert_eq!(file("agent.json"), "{\"name\": \"win-1\"}");
+    assert_eq!(
+        file("openstack/latest/meta_data.json"),
+        "{\"uuid\": \"win-1\"}"
+    );
 
     // Powered off (as the guest does when its job is done), the instance
     // is gone from libvirt; the launcher's sweep takes its volumes.

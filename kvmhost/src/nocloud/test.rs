@@ -72,9 +72,17 @@ fn the_same_files_give_the_same_bytes() {
 
 #[test]
 fn bad_names_and_labels_are_refused_with_what_to_do() {
-    let err = Seed::new().file("a/b", "").to_iso().unwrap_err();
-    assert_eq!(err, SeedError::BadName("a/b".into()));
-    assert!(err.to_string().contains("1 to 64 characters"));
+    for bad in ["a//b", "/a", "a/", "a/../b", "a;1", &["d"; 9].join("/")] {
+        let err = Seed::new().file(bad, "").to_iso().unwrap_err();
+        assert_eq!(err, SeedError::BadName(bad.into()));
+        assert!(err.to_string().contains("1 to 64 characters"), "{err}");
+    }
+    let err = Seed::new()
+        .file("openstack", "")
+        .file("openstack/latest/user_data", "")
+        .to_iso()
+        .unwrap_err();
+    assert_eq!(err, SeedError::FileIsFolder("openstack".into()));
     let err = Seed::new()
         .file("x", "")
         .file("x", "")
@@ -111,7 +119,9 @@ fn genisoimage(files: &[(&str, &str)], args: &[&str]) -> Vec<u8> {
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
     for (name, contents) in files {
-        std::fs::write(src.join(name), contents).unwrap();
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
     }
     let iso = dir.path().join("seed.iso");
     let out = Command::new("genisoimage")
@@ -264,4 +274,83 @@ fn records_that_repeat_one_extent_are_refused_instead_of_copied_again_and_again(
         err.to_string().contains("more bytes than the image"),
         "{err}"
     );
+}
+
+/// An OpenStack config drive as cloudbase-init and cloud-init read it.
+fn config_drive() -> Seed {
+    Seed::new()
+        .label("config-2")
+        .file("openstack/latest/meta_data.json", "{\"uuid\": \"win-1\"}")
+        .file("openstack/latest/user_data", "#ps1\nhostname win-1\n")
+        .file("openstack/2012-08-10/meta_data.json", "{}")
+        .file("readme", "top level\n")
+}
+
+#[test]
+fn isoinfo_reads_files_in_folders_from_both_trees() {
+    let iso = config_drive().to_iso().unwrap();
+    let listing = isoinfo(&iso, &["-J", "-f"]);
+    let mut names: Vec<&str> = listing.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "/openstack",
+            "/openstack/2012-08-10",
+            "/openstack/2012-08-10/meta_data.json",
+            "/openstack/latest",
+            "/openstack/latest/meta_data.json",
+            "/openstack/latest/user_data",
+            "/readme",
+        ]
+    );
+    assert_eq!(
+        isoinfo(&iso, &["-J", "-x", "/openstack/latest/user_data"]),
+        "#ps1\nhostname win-1\n"
+    );
+    // Readers without Joliet walk the primary tree's 8.3 names.
+    let primary = isoinfo(&iso, &["-f"]);
+    assert!(
+        primary.contains("/OPENSTAC/LATEST/META_DAT.JSO;1"),
+        "{primary}"
+    );
+    assert_eq!(
+        isoinfo(&iso, &["-x", "/OPENSTAC/LATEST/USER_DAT.;1"]),
+        "#ps1\nhostname win-1\n"
+    );
+}
+
+#[test]
+fn files_in_folders_read_back_by_their_paths() {
+    let seed = config_drive();
+    let back = Seed::from_iso(&seed.to_iso().unwrap()).unwrap();
+    assert_eq!(back.volume_label(), "config-2");
+    let mut want: Vec<(&str, &[u8])> = seed.files().collect();
+    let mut got: Vec<(&str, &[u8])> = back.files().collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn folders_made_by_genisoimage_are_read_in_both_trees() {
+    let files = [
+        ("openstack/latest/meta_data.json", "{}"),
+        ("openstack/latest/user_data", "#cloud-config\n"),
+        ("user-data", "#cloud-config\n"),
+    ];
+    for args in [
+        &["-J", "-r", "-V", "config-2"][..],
+        &["-r", "-V", "config-2"][..],
+    ] {
+        let seed = Seed::from_iso(&genisoimage(&files, args)).unwrap();
+        for (name, contents) in files {
+            assert_eq!(
+                seed.get(name),
+                Some(contents.as_bytes()),
+                "{name} with {args:?}"
+            );
+        }
+        assert_eq!(seed.files().count(), 3);
+    }
 }
