@@ -354,3 +354,35 @@ fn folders_made_by_genisoimage_are_read_in_both_trees() {
         assert_eq!(seed.files().count(), 3);
     }
 }
+
+#[test]
+fn a_folder_that_holds_itself_is_walked_no_deeper_than_iso_9660_allows() {
+    let mut iso = config_drive().to_iso().unwrap();
+    let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let root_record = SVD * SECTOR + 156;
+    let (root, root_len) = (
+        le32(&iso[root_record + 2..]),
+        le32(&iso[root_record + 10..]),
+    );
+    // Point the Joliet root's `openstack` at the root itself.
+    let mut at = root * SECTOR;
+    let target = ucs2("openstack");
+    loop {
+        let len = iso[at] as usize;
+        assert!(len > 0, "no openstack record in the Joliet root");
+        if iso[at + 33..at + 33 + iso[at + 32] as usize] == target[..] {
+            both32(&mut iso[at + 2..at + 10], root as u32);
+            both32(&mut iso[at + 10..at + 18], root_len as u32);
+            break;
+        }
+        at += len;
+    }
+    match Seed::from_iso(&iso) {
+        Ok(seed) => assert!(
+            seed.files().all(|(n, _)| n.split('/').count() <= MAX_DEPTH),
+            "{:?}",
+            seed.files().map(|f| f.0).collect::<Vec<_>>()
+        ),
+        Err(e) => assert!(matches!(e, SeedError::Damaged(_)), "{e}"),
+    }
+}
