@@ -53,14 +53,18 @@ fn instance_volumes(d: &Libvirtd, name: &str) -> Vec<String> {
 }
 
 fn launch(host: &Host, template: &str, name: &str) -> kvmhost::libvirt::template::Instance {
-    host.launch_instance(&InstanceSpec {
-        template: template.into(),
-        name: name.into(),
-        vars: BTreeMap::from([("token".to_string(), "t0ken-for-the-job".to_string())]),
-        labels: BTreeMap::from([("job".to_string(), "job-1".to_string())]),
-        ..Default::default()
-    })
-    .unwrap()
+    let t0 = std::time::Instant::now();
+    let inst = host
+        .launch_instance(&InstanceSpec {
+            template: template.into(),
+            name: name.into(),
+            vars: BTreeMap::from([("token".to_string(), "t0ken-for-the-job".to_string())]),
+            labels: BTreeMap::from([("job".to_string(), "job-1".to_string())]),
+            ..Default::default()
+        })
+        .unwrap();
+    eprintln!("launched {name} from {template} in {:?}", t0.elapsed());
+    inst
 }
 
 #[test]
