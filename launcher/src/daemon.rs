@@ -11,8 +11,9 @@ use kvmhost::libvirt::instance::InstanceSpec;
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::{Config, Source};
-use crate::hosts::{label, templates_of, HostRt};
+use crate::hosts::{label, templates_of, HostRt, Launch};
 use crate::metrics::Metrics;
+use crate::rest::{coming_state, Listing, RestClient};
 use crate::schedule::{Action, Decision, DefView, Job, Plan};
 use crate::stacks::{Client, Notification};
 
@@ -60,13 +61,30 @@ enum Event {
         host: usize,
         took: Duration,
     },
+    /// The host had no room when counted under its lock (another
+    /// launcher's VM came first): the job is placed again.
+    Full {
+        job: String,
+        host: usize,
+        why: String,
+    },
+    /// The job already has a VM there (found under the lock).
+    Duplicate {
+        job: String,
+        vm: String,
+    },
 }
 
 /// The running launcher.
 pub struct Daemon {
     cfg: Arc<Config>,
     opts: Options,
-    client: Client,
+    /// The Stacks API client (Stacks mode).
+    stacks: Option<Client>,
+    /// The REST client (REST mode).
+    rest: Option<RestClient>,
+    /// When the REST budget allows the next listing.
+    rest_resume: Option<Instant>,
     hosts: Vec<Arc<HostRt>>,
     /// Counters served at `/metrics`.
     pub metrics: Arc<Metrics>,
@@ -111,24 +129,33 @@ pub fn stack_key(prefix: &str, queue: &str, id: &str) -> String {
 impl Daemon {
     /// A daemon for `cfg`; nothing is contacted yet.
     pub fn new(cfg: Config, opts: Options) -> Result<Self, String> {
-        if cfg.buildkite.source == Source::Rest {
-            return Err(format!(
-                "{}: buildkite.source = \"rest\" is not supported yet; use the Stacks API (a cluster agent token)",
-                cfg.path.display()
-            ));
-        }
-        let token = cfg
-            .buildkite
-            .agent_token
-            .clone()
-            .ok_or("no cluster agent token")?;
-        let client = Client::new(&cfg.buildkite.agent_endpoint, token);
+        let (stacks, rest) = match cfg.buildkite.source {
+            Source::Stacks => {
+                let token = cfg
+                    .buildkite
+                    .agent_token
+                    .clone()
+                    .ok_or("no cluster agent token")?;
+                (
+                    Some(Client::new(&cfg.buildkite.agent_endpoint, token)),
+                    None,
+                )
+            }
+            Source::Rest => {
+                let b = &cfg.buildkite;
+                let token = b.api_token.clone().ok_or("no REST API token")?;
+                let org = b.organization.as_deref().ok_or("no organisation")?;
+                (None, Some(RestClient::new(&b.api_endpoint, token, org)))
+            }
+        };
         let hosts = cfg.hosts.iter().cloned().map(HostRt::new).collect();
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Daemon {
             cfg: Arc::new(cfg),
             opts,
-            client,
+            stacks,
+            rest,
+            rest_resume: None,
             hosts,
             metrics: Arc::new(Metrics::default()),
             kick: Arc::new(Notify::new()),
@@ -160,8 +187,11 @@ impl Daemon {
 
     /// Registers a stack per queue (retried until it works or `stop`).
     pub async fn register(&self) -> Result<(), String> {
+        let Some(client) = &self.stacks else {
+            return Ok(());
+        };
         for q in self.cfg.queues() {
-            self.client
+            client
                 .register(&self.key(&q), &q)
                 .await
                 .map_err(|e| format!("registering the stack for queue {q}: {e}"))?;
@@ -171,8 +201,11 @@ impl Daemon {
 
     /// Deregisters every stack; errors are reported, not fatal.
     pub async fn deregister(&self) {
+        let Some(client) = &self.stacks else {
+            return;
+        };
         for q in self.cfg.queues() {
-            if let Err(e) = self.client.deregister(&self.key(&q)).await {
+            if let Err(e) = client.deregister(&self.key(&q)).await {
                 eprintln!("deregistering the stack for queue {q}: {e}");
             }
         }
@@ -262,6 +295,19 @@ impl Daemon {
                         .await;
                 }
             }
+            Event::Duplicate { job, vm } => {
+                eprintln!("job {job}: {vm} already runs it; no second VM");
+                self.inflight.remove(&job);
+            }
+            Event::Full { job, host, why } => {
+                let name = self.cfg.hosts[host].name.clone();
+                eprintln!("job {job}: {name} has no room after all ({why}); placing it again");
+                if let Some(f) = self.inflight.remove(&job) {
+                    if !f.cancelled {
+                        self.retry.insert(job, (f.job, f.queue));
+                    }
+                }
+            }
             Event::Failed { job, host, why } => {
                 let name = self.cfg.hosts[host].name.clone();
                 eprintln!("job {job}: {name}: {why}");
@@ -291,6 +337,10 @@ impl Daemon {
     }
 
     async fn note(&mut self, queue: &str, job: &str, detail: String) {
+        // The REST API has no notes on a job's page: the log says it.
+        let Some(client) = &self.stacks else {
+            return;
+        };
         if self.opts.dry_run || self.noted.get(job) == Some(&detail) {
             return;
         }
@@ -298,7 +348,7 @@ impl Daemon {
             job_uuid: job.to_string(),
             detail: detail.clone(),
         }];
-        if self.client.notify(&self.key(queue), &n).await.is_ok() {
+        if client.notify(&self.key(queue), &n).await.is_ok() {
             self.noted.insert(job.to_string(), detail);
         }
     }
@@ -310,8 +360,14 @@ impl Daemon {
             self.on_event(ev).await;
         }
         self.probe_hosts(first).await;
+        // REST mode lists first: the listing also says how the jobs whose
+        // VM is coming are doing.
+        let listing = match self.rest.is_some() {
+            true => Some(self.rest_listing().await),
+            false => None,
+        };
         if !self.opts.dry_run {
-            self.watch_inflight().await;
+            self.watch_inflight(listing.as_ref()).await;
         }
 
         // Jobs that have a VM (ours, from libvirt, also after a restart).
@@ -329,15 +385,28 @@ impl Daemon {
         let mut queue_of: HashMap<String, String> = HashMap::new();
         let mut decisions = Vec::new();
         let mut seen = 0;
+        if let Some(l) = listing {
+            seen = l.jobs.len();
+            if l.complete {
+                // A job placed again must still be waiting.
+                self.retry
+                    .retain(|id, _| l.states.get(id).map(String::as_str) == Some("scheduled"));
+            }
+            for (j, q) in l.jobs {
+                if taken.contains(&j.id) || self.finished.contains(&j.id) {
+                    continue;
+                }
+                queue_of.insert(j.id.clone(), q);
+                jobs.push(j);
+            }
+        }
+        let stacks = self.stacks.clone();
         for q in self.cfg.queues() {
+            let Some(client) = &stacks else { break };
             let key = self.key(&q);
             let mut after: Option<String> = None;
             for _page in 0..2 {
-                match self
-                    .client
-                    .scheduled_jobs(&key, &q, after.as_deref(), 500)
-                    .await
-                {
+                match client.scheduled_jobs(&key, &q, after.as_deref(), 500).await {
                     Ok(page) => {
                         seen += page.jobs.len();
                         for j in page.jobs {
@@ -368,7 +437,7 @@ impl Daemon {
                         // Another launcher sharing the stack deregistered it
                         // on its way out: register again, list next pass.
                         if e.status() == Some(404) {
-                            match self.client.register(&key, &q).await {
+                            match client.register(&key, &q).await {
                                 Ok(()) => eprintln!("registered the stack for queue {q} again"),
                                 Err(e) => eprintln!("registering the stack for queue {q}: {e}"),
                             }
@@ -479,6 +548,31 @@ impl Daemon {
         decisions
     }
 
+    /// One REST listing, unless the budget ran out and has not reset yet
+    /// (then nothing is seen and nothing is known).
+    async fn rest_listing(&mut self) -> Listing {
+        if self.rest_resume.is_some_and(|t| Instant::now() < t) {
+            return Listing::default();
+        }
+        let Some(rest) = self.rest.clone() else {
+            return Listing::default();
+        };
+        match rest.list(&self.cfg.queues()).await {
+            Ok(l) => {
+                self.rest_resume = l.resume_at;
+                if !l.complete {
+                    self.metrics.error("buildkite");
+                }
+                l
+            }
+            Err(e) => {
+                self.metrics.error("buildkite");
+                eprintln!("listing builds: {e}");
+                Listing::default()
+            }
+        }
+    }
+
     async fn probe_hosts(&self, force: bool) {
         let templates = Arc::new(templates_of(&self.cfg));
         let mut tasks = Vec::new();
@@ -524,18 +618,26 @@ impl Daemon {
             }
         }
         let expiry = self.reservation();
+        let stacks = self.stacks.clone();
         for (q, ds) in to_reserve {
             let key = self.key(&q);
             let ids: Vec<String> = ds.iter().map(|d| d.job.clone()).collect();
-            let reserved: HashSet<String> = match self.client.reserve(&key, &ids, expiry).await {
-                Ok(r) => r.into_iter().collect(),
-                Err(e) => {
-                    self.metrics.error("buildkite");
-                    eprintln!("reserving jobs of queue {q}: {e}");
-                    continue;
-                }
+            // REST has no reservation: the VM's labels in libvirt are what
+            // keeps a job from getting a second VM.
+            let reserved: HashSet<String> = match &stacks {
+                None => ids.into_iter().collect(),
+                Some(client) => match client.reserve(&key, &ids, expiry).await {
+                    Ok(r) => {
+                        self.metrics.jobs_reserved(r.len());
+                        r.into_iter().collect()
+                    }
+                    Err(e) => {
+                        self.metrics.error("buildkite");
+                        eprintln!("reserving jobs of queue {q}: {e}");
+                        continue;
+                    }
+                },
             };
-            self.metrics.jobs_reserved(reserved.len());
             for d in ds {
                 if !reserved.contains(&d.job) {
                     continue;
@@ -544,7 +646,12 @@ impl Daemon {
                     continue;
                 };
                 if d.action == Action::Finish {
-                    match self.client.finish(&key, &d.job, &d.reason).await {
+                    // REST cannot finish a job it does not run: the
+                    // decision's log line is all a person gets.
+                    let Some(client) = &stacks else {
+                        continue;
+                    };
+                    match client.finish(&key, &d.job, &d.reason).await {
                         Ok(()) => {
                             self.finished.insert(d.job.clone());
                             self.metrics.job_finished();
@@ -609,19 +716,32 @@ impl Daemon {
             let _ = tx.send(Event::Woke { host, took });
             let spec = instance_spec(&cfg, def, &job, &queue);
             let rt2 = rt.clone();
+            let id = job.id.clone();
             let r = tokio::task::spawn_blocking(move || {
-                rt2.with_conn(&conn, |c| crate::hosts::launch(c, &spec))
+                rt2.with_conn(&conn, |c| crate::hosts::launch(c, &spec, &rt2.def, &id))
             })
             .await;
             let why = match r {
-                Ok(Ok(inst)) => {
+                Ok(Launch::Started(inst)) => {
                     let _ = tx.send(Event::Started {
                         job: job.id,
                         vm: inst.name,
                     });
                     return;
                 }
-                Ok(Err(why)) => why,
+                Ok(Launch::Full(why)) => {
+                    let _ = tx.send(Event::Full {
+                        job: job.id,
+                        host,
+                        why,
+                    });
+                    return;
+                }
+                Ok(Launch::Duplicate(vm)) => {
+                    let _ = tx.send(Event::Duplicate { job: job.id, vm });
+                    return;
+                }
+                Ok(Launch::Failed(why)) => why,
                 Err(e) => format!("the start task failed: {e}"),
             };
             rt.set_failing(
@@ -639,7 +759,7 @@ impl Daemon {
     /// Jobs whose VM is coming: cancelled ones lose their VM, taken ones
     /// are left to it, the rest keep their reservation until the boot
     /// timeout, then are placed again.
-    async fn watch_inflight(&mut self) {
+    async fn watch_inflight(&mut self, listing: Option<&Listing>) {
         let mut by_queue: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (id, f) in &self.inflight {
             by_queue
@@ -649,13 +769,25 @@ impl Daemon {
         }
         for (q, ids) in by_queue {
             let key = self.key(&q);
-            let states = match self.client.states(&key, &ids).await {
-                Ok(s) => s,
-                Err(e) => {
-                    self.metrics.error("buildkite");
-                    eprintln!("reading job states of queue {q}: {e}");
-                    continue;
-                }
+            let states: HashMap<String, String> = match (listing, &self.stacks) {
+                // Only a complete listing says a job is gone.
+                (Some(l), _) if !l.complete => continue,
+                (Some(l), _) => ids
+                    .iter()
+                    .map(|id| {
+                        let s = coming_state(l.states.get(id).map(String::as_str));
+                        (id.clone(), s.to_string())
+                    })
+                    .collect(),
+                (None, Some(client)) => match client.states(&key, &ids).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.metrics.error("buildkite");
+                        eprintln!("reading job states of queue {q}: {e}");
+                        continue;
+                    }
+                },
+                (None, None) => continue,
             };
             let mut extend = Vec::new();
             for id in ids {
@@ -703,9 +835,9 @@ impl Daemon {
                     }
                 }
             }
-            if !extend.is_empty() {
+            if let (false, Some(client)) = (extend.is_empty(), &self.stacks) {
                 let expiry = self.reservation();
-                if let Ok(r) = self.client.reserve(&key, &extend, expiry).await {
+                if let Ok(r) = client.reserve(&key, &extend, expiry).await {
                     for id in r {
                         if let Some(f) = self.inflight.get_mut(&id) {
                             f.reserved_until = Instant::now() + expiry;

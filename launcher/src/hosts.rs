@@ -300,9 +300,79 @@ impl HostRt {
     }
 }
 
-/// Starts an instance on `host` (blocking; run it off the runtime).
-pub fn launch(host: &Host, spec: &InstanceSpec) -> Result<Instance, String> {
-    host.launch_instance(spec).map_err(|e| e.to_string())
+/// Name of the host lock launchers take around the room check and the
+/// start call (an inactive domain that never runs; see [`kvmhost::libvirt::lock`]).
+pub const LOCK_NAME: &str = "buildkite-agent-launcher-lock";
+/// How long a launcher may hold the lock before another takes it over
+/// (a launcher that died holding it).
+pub const LOCK_HOLD: Duration = Duration::from_secs(120);
+/// How long a launcher waits for the lock before placing the job again.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// How a start on a host went.
+#[derive(Debug)]
+pub enum Launch {
+    /// The VM was started.
+    Started(Instance),
+    /// The host has no room now (counted under the lock, any launcher's VMs).
+    Full(String),
+    /// A VM for this job already runs there (this or another launcher's).
+    Duplicate(String),
+    /// The start failed.
+    Failed(String),
+}
+
+/// Starts an instance on `host` if it has room (blocking; run it off the
+/// runtime). Under the host's lock, shared by every launcher that starts
+/// VMs there whichever machine it runs on: counts the host's instances
+/// and memory as libvirt has them now, refuses a second VM for the job,
+/// then starts. The lock is released when the start call returns, by
+/// which time libvirt lists the new VM, so the next launcher counts it.
+pub fn launch(host: &Host, spec: &InstanceSpec, def: &HostDef, job: &str) -> Launch {
+    let owner = format!(
+        "buildkite-agent-launcher pid {} job {job}",
+        std::process::id()
+    );
+    let lock = match host.lock(LOCK_NAME, &owner, LOCK_HOLD, LOCK_WAIT) {
+        Ok(l) => l,
+        Err(e) => return Launch::Full(format!("the host lock: {e}")),
+    };
+    let r = (|| -> Result<Launch, kvmhost::libvirt::Error> {
+        let running = host.instances()?;
+        if let Some(i) = running
+            .iter()
+            .find(|i| i.labels.get(label::JOB).map(String::as_str) == Some(job))
+        {
+            return Ok(Launch::Duplicate(i.name.clone()));
+        }
+        if let Some(max) = def.max_vms {
+            if running.len() >= max as usize {
+                return Ok(Launch::Full(format!(
+                    "{} of max_vms = {max} VMs run there",
+                    running.len()
+                )));
+            }
+        }
+        if let Some(limit) = def.memory_limit {
+            let mem = host.memory_use()?;
+            let vm = host.template(&spec.template)?.domain.memory_mib << 10;
+            let cap = limit.kib(mem.total_kib);
+            if mem.in_use_kib.saturating_add(vm) > cap {
+                return Ok(Launch::Full(format!(
+                    "{} MiB in use + {} MiB for the VM > memory_limit {} MiB",
+                    mem.in_use_kib >> 10,
+                    vm >> 10,
+                    cap >> 10
+                )));
+            }
+        }
+        Ok(match host.launch_instance(spec) {
+            Ok(i) => Launch::Started(i),
+            Err(e) => Launch::Failed(e.to_string()),
+        })
+    })();
+    lock.release();
+    r.unwrap_or_else(|e| Launch::Failed(e.to_string()))
 }
 
 /// The queue-independent names of the templates the config uses.

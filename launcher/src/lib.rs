@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod hosts;
 pub mod http;
 pub mod metrics;
+pub mod rest;
 pub mod retry;
 pub mod rules;
 pub mod schedule;

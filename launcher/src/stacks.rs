@@ -358,7 +358,7 @@ pub fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-fn without_url(e: &reqwest::Error) -> String {
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(u) = e.url() {
         s = s.replace(&format!(" ({u})"), "").replace(u.as_str(), "");
@@ -371,7 +371,7 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
-fn message_of(bytes: &[u8]) -> String {
+pub(crate) fn message_of(bytes: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Msg {
         message: String,

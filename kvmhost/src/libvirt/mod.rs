@@ -22,6 +22,7 @@ pub mod domain;
 pub mod domain_xml;
 mod error;
 pub mod instance;
+pub mod lock;
 pub mod network;
 pub mod pool;
 pub mod template;

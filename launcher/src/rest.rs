@@ -1,0 +1,403 @@
+//! A client of Buildkite's REST builds listing (`/v2`, API token), the job
+//! source for organisations without clusters: every page of the builds
+//! that are scheduled or running (`Link: <…>; rel="next"`, 100 a page),
+//! their `script` jobs in state `scheduled`, and the state of every job of
+//! those builds (to follow jobs whose VM is coming).
+//!
+//! The REST API has no reservation: de-duplication is the caller's (the
+//! instances' labels in libvirt). Its budget is per organisation: the
+//! answer's `RateLimit-Remaining` and `RateLimit-Reset` are followed, so a
+//! listing that would run out waits for the window to reset (or, when
+//! that is far, stops and says when to look again); 429 (`Retry-After`),
+//! 5xx, timeouts and bodies that do not parse are retried with backoff and
+//! jitter.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, AUTHORIZATION};
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use crate::config::Secret;
+use crate::retry::{retry, ApiError, Policy};
+use crate::rules::job_queue;
+use crate::schedule::Job;
+use crate::stacks::{message_of, wait_hint, without_url};
+
+/// Builds a page.
+pub const PER_PAGE: u32 = 100;
+/// Pages read at most in one listing (10,000 builds).
+pub const MAX_PAGES: usize = 100;
+/// A listing that ran out of budget waits this long at most for the
+/// window to reset; a longer wait ends the listing for this pass.
+pub const MAX_BUDGET_WAIT: Duration = Duration::from_secs(15);
+
+/// A REST client for one organisation.
+#[derive(Debug, Clone)]
+pub struct RestClient {
+    http: reqwest::Client,
+    base: String,
+    token: Secret,
+    org: String,
+    policy: Policy,
+}
+
+/// What one listing found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// `script` jobs in state `scheduled`, with their queue key
+    /// (`__default__` for the default queue), in listing order.
+    pub jobs: Vec<(Job, String)>,
+    /// REST state of every job of the builds listed.
+    pub states: HashMap<String, String>,
+    /// Pages read.
+    pub pages: usize,
+    /// Every page was read: a job missing from `states` is in no
+    /// scheduled or running build.
+    pub complete: bool,
+    /// When the budget allows the next listing, if it ran out.
+    pub resume_at: Option<Instant>,
+}
+
+#[derive(Deserialize)]
+struct RawBuild {
+    #[serde(default)]
+    jobs: Vec<RawJob>,
+}
+
+#[derive(Deserialize)]
+struct RawJob {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    agent_query_rules: Option<Vec<String>>,
+    #[serde(default)]
+    priority: Option<serde_json::Value>,
+    #[serde(default)]
+    scheduled_at: Option<String>,
+}
+
+/// What the answer's rate-limit headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Budget {
+    /// `RateLimit-Remaining`.
+    pub remaining: Option<u64>,
+    /// `RateLimit-Reset` (seconds until the window resets).
+    pub reset: Option<Duration>,
+}
+
+impl Budget {
+    fn of(h: &HeaderMap) -> Self {
+        let num = |n: &str| -> Option<u64> { h.get(n)?.to_str().ok()?.trim().parse().ok() };
+        Budget {
+            remaining: num("ratelimit-remaining"),
+            reset: num("ratelimit-reset").map(Duration::from_secs),
+        }
+    }
+}
+
+impl RestClient {
+    /// A client of the API at `base` (the `/v2` URL) for organisation `org`.
+    pub fn new(base: &str, token: Secret, org: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!(
+                "buildkite-agent-launcher/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .expect("a plain reqwest client builds");
+        RestClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            org: org.to_string(),
+            policy: Policy::default(),
+        }
+    }
+
+    /// Uses `policy` for retries.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The first page's URL.
+    pub fn first_page(&self) -> String {
+        format!(
+            "{}/organizations/{}/builds?state%5B%5D=scheduled&state%5B%5D=running&per_page={PER_PAGE}",
+            self.base,
+            escape(&self.org)
+        )
+    }
+
+    /// Lists every page of scheduled and running builds; keeps the
+    /// scheduled `script` jobs of `queues` (all queues when empty). A page
+    /// that still fails after the retries ends the listing early
+    /// (`complete` is false) unless it was the first, which is an error.
+    pub async fn list(&self, queues: &[String]) -> Result<Listing, ApiError> {
+        let mut out = Listing::default();
+        let mut url = Some(self.first_page());
+        while let Some(u) = url.take() {
+            if out.pages >= MAX_PAGES {
+                eprintln!(
+                    "buildkite: more than {MAX_PAGES} pages of scheduled and running builds; the rest waits for the next pass"
+                );
+                return Ok(out);
+            }
+            let (builds, next, budget) = match self.page(&u).await {
+                Ok(p) => p,
+                Err(e) if out.pages == 0 => return Err(e),
+                Err(e) => {
+                    eprintln!(
+                        "buildkite: listing builds stopped after {} pages: {e}",
+                        out.pages
+                    );
+                    return Ok(out);
+                }
+            };
+            out.pages += 1;
+            for b in builds {
+                for j in b.jobs {
+                    let Some(id) = j.id.filter(|i| !i.is_empty()) else {
+                        continue;
+                    };
+                    let state = j.state.unwrap_or_default();
+                    out.states.insert(id.clone(), state.clone());
+                    if j.kind.as_deref() != Some("script") || state != "scheduled" {
+                        continue;
+                    }
+                    let rules = j.agent_query_rules.unwrap_or_default();
+                    let queue = match job_queue(&rules) {
+                        "default" => "__default__".to_string(),
+                        q => q.to_string(),
+                    };
+                    if !queues.is_empty() && !queues.contains(&queue) {
+                        continue;
+                    }
+                    let priority = match &j.priority {
+                        Some(serde_json::Value::Object(m)) => {
+                            m.get("number").and_then(|n| n.as_i64()).unwrap_or(0)
+                        }
+                        Some(v) => v.as_i64().unwrap_or(0),
+                        None => 0,
+                    };
+                    out.jobs.push((
+                        Job {
+                            id,
+                            rules,
+                            priority,
+                            scheduled_at: j.scheduled_at.unwrap_or_default(),
+                        },
+                        queue,
+                    ));
+                }
+            }
+            if let Some(n) = &next {
+                if !n.starts_with(&self.base) {
+                    return Err(ApiError::Permanent {
+                        status: None,
+                        message: format!(
+                            "the next page's link {n:?} leaves the configured API endpoint {}; not following it with the token",
+                            self.base
+                        ),
+                    });
+                }
+            }
+            // The last request of the window was spent: wait for the
+            // reset when it is near, else look again after it.
+            if next.is_some() && budget.remaining == Some(0) {
+                let reset = budget.reset.unwrap_or(Duration::from_secs(1));
+                if reset > MAX_BUDGET_WAIT {
+                    eprintln!(
+                        "buildkite: REST rate limit spent after {} pages; the listing goes on in {} s",
+                        out.pages,
+                        reset.as_secs()
+                    );
+                    out.resume_at = Some(Instant::now() + reset);
+                    return Ok(out);
+                }
+                tokio::time::sleep(reset).await;
+            }
+            url = next;
+        }
+        out.complete = true;
+        Ok(out)
+    }
+
+    async fn page(&self, url: &str) -> Result<(Vec<RawBuild>, Option<String>, Budget), ApiError> {
+        retry(
+            self.policy,
+            || self.once(url),
+            |e, wait| {
+                eprintln!(
+                    "buildkite: GET builds: {e}; retrying in {} ms",
+                    wait.as_millis()
+                )
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            ApiError::Transient { message, wait } => ApiError::Transient {
+                message: format!("GET builds: {message}"),
+                wait,
+            },
+            ApiError::Permanent { status, message } => ApiError::Permanent {
+                status,
+                message: format!("GET builds: {message}"),
+            },
+        })
+    }
+
+    async fn once(&self, url: &str) -> Result<(Vec<RawBuild>, Option<String>, Budget), ApiError> {
+        let resp = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
+            .send()
+            .await
+            .map_err(|e| ApiError::Transient {
+                message: if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    format!("cannot reach Buildkite: {}", without_url(&e))
+                },
+                wait: None,
+            })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| ApiError::Transient {
+            message: format!("reading the answer: {}", without_url(&e)),
+            wait: None,
+        })?;
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(ApiError::Transient {
+                message: format!("HTTP {status}"),
+                wait: wait_hint(&headers),
+            });
+        }
+        if !status.is_success() {
+            let hint = match status.as_u16() {
+                401 => "; check the API token (api_token_file or BUILDKITE_API_TOKEN)",
+                403 => "; the API token needs the read_builds scope",
+                404 => "; check the organisation slug (organization or BUILDKITE_ORGANIZATION)",
+                _ => "",
+            };
+            return Err(ApiError::Permanent {
+                status: Some(status.as_u16()),
+                message: format!("HTTP {status}: {}{hint}", message_of(&bytes)),
+            });
+        }
+        let builds: Vec<RawBuild> =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::Transient {
+                message: format!("the answer does not parse: {e}"),
+                wait: None,
+            })?;
+        Ok((builds, next_link(&headers), Budget::of(&headers)))
+    }
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn next_link(h: &HeaderMap) -> Option<String> {
+    for v in h.get_all("link") {
+        let Ok(v) = v.to_str() else { continue };
+        for part in v.split(',') {
+            let mut bits = part.split(';');
+            let Some(url) = bits.next() else { continue };
+            let next = bits.any(|p| {
+                let p = p.trim().to_ascii_lowercase();
+                p == "rel=\"next\"" || p == "rel=next"
+            });
+            if next {
+                let url = url.trim().trim_start_matches('<').trim_end_matches('>');
+                if !url.is_empty() {
+                    return Some(url.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// What a REST job state means for a job whose VM is coming, in the
+/// Stacks API's words: `scheduled` (still waiting), `running` (an agent
+/// has it or had it) or the state itself (it will not run: cancelled,
+/// expired, skipped, ...). A job missing from a complete listing is in a
+/// build that is no longer scheduled or running: `canceled`.
+pub fn coming_state(state: Option<&str>) -> &str {
+    match state {
+        Some("scheduled") => "scheduled",
+        Some(
+            "assigned" | "accepted" | "running" | "passed" | "failed" | "finished" | "timing_out"
+            | "timed_out",
+        ) => "running",
+        Some(other) => other,
+        None => "canceled",
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "link",
+            "<http://x/v2/b?page=1>; rel=\"first\", <http://x/v2/b?page=1>; rel=\"prev\", \
+             <http://x/v2/b?page=3>; rel=\"next\", <http://x/v2/b?page=9>; rel=\"last\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("http://x/v2/b?page=3"));
+        h.insert(
+            "link",
+            "<http://x/v2/b?page=1>; rel=\"first\"".parse().unwrap(),
+        );
+        assert_eq!(next_link(&h), None);
+        assert_eq!(next_link(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn budgets_are_read_from_the_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-remaining", "0".parse().unwrap());
+        h.insert("ratelimit-reset", "42".parse().unwrap());
+        assert_eq!(
+            Budget::of(&h),
+            Budget {
+                remaining: Some(0),
+                reset: Some(Duration::from_secs(42))
+            }
+        );
+    }
+
+    #[test]
+    fn rest_states_map_to_what_the_daemon_acts_on() {
+        assert_eq!(coming_state(Some("scheduled")), "scheduled");
+        assert_eq!(coming_state(Some("accepted")), "running");
+        assert_eq!(coming_state(Some("passed")), "running");
+        assert_eq!(coming_state(Some("canceled")), "canceled");
+        assert_eq!(coming_state(None), "canceled");
+    }
+}

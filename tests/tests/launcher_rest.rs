@@ -1,0 +1,240 @@
+//! `buildkite-agent-launcher` in REST mode (`source = "rest"`, API token,
+//! organisations without clusters) against the Buildkite stand-in's
+//! builds listing and a real libvirtd: a listed job gets exactly one VM,
+//! also across a launcher restart; jobs on three pages are all seen,
+//! also when the rate-limit budget runs out between pages; a 429 and a
+//! 5xx lose no job.
+
+use std::time::{Duration, Instant};
+
+use kvmhost::libvirt::Host;
+use serde_json::Value;
+use testbed::buildkite::{BuildSpec, Config, Fault, JobSpec, JobState, RateLimit, StandIn};
+use testbed::guest::{TinyGuest, POWEROFF};
+use testbed::launcher::{define_agent_template, LauncherDir};
+use testbed::libvirtd::Libvirtd;
+
+fn rest_config(bk: &StandIn, host_uri: &str) -> String {
+    format!(
+        r#"[buildkite]
+source = "rest"
+api_endpoint = "{url}/v2"
+api_token_file = "api-token"
+organization = "{org}"
+agent_endpoint = "{url}/v3"
+agent_token_file = "token"
+stack_key = "bed"
+poll_interval = 1
+
+[launcher]
+boot_timeout = 60
+wake_timeout = 20
+
+[[host]]
+name = "h1"
+uri = "{host_uri}"
+max_vms = 4
+
+[[agent]]
+name = "linux"
+tags = ["queue=linux"]
+template = "agent-template"
+"#,
+        url = bk.url(),
+        org = bk.org(),
+    )
+}
+
+fn dir_for(bk: &StandIn, text: &str) -> LauncherDir {
+    let dir = LauncherDir::new(text, bk.agent_token()).unwrap();
+    std::fs::write(
+        dir.dir.path().join("api-token"),
+        format!("{}\n", bk.api_token()),
+    )
+    .unwrap();
+    dir
+}
+
+fn listings(bk: &StandIn) -> Vec<testbed::buildkite::RecordedRequest> {
+    bk.requests()
+        .into_iter()
+        .filter(|r| r.path == format!("/v2/organizations/{}/builds", bk.org()))
+        .collect()
+}
+
+#[test]
+fn a_rest_listed_job_gets_one_vm_also_after_a_restart_and_a_429_and_a_5xx_lose_nothing() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    // The guest has no agent: it says which job it was given and powers off.
+    define_agent_template(
+        &host,
+        &g,
+        "agent-template",
+        d.dir(),
+        "#!/bin/sh\necho acquire={{buildkite_job_id}} tags={{buildkite_agent_tags}}\nsleep 5\npoweroff\n",
+    )
+    .unwrap();
+    // A short window, so that the 429's reset is a second or two away.
+    let bk = StandIn::start(Config {
+        rest_rate_limit: RateLimit {
+            limit: 200,
+            window: Duration::from_secs(2),
+        },
+        ..Config::default()
+    })
+    .unwrap();
+    bk.add_pipeline("app").unwrap();
+    let b = bk
+        .add_build(
+            "app",
+            BuildSpec::new(vec![
+                JobSpec::new(&["queue=linux"]),
+                // Another queue's job: not ours, no VM, no decision.
+                JobSpec::new(&["queue=mac"]),
+            ]),
+        )
+        .unwrap();
+    let job = &b.job_ids[0];
+    // The first listing is rate limited, the next answers 502.
+    bk.inject_fault(Fault::rate_limited().on_path("/builds"))
+        .unwrap();
+    bk.inject_fault(Fault::server_error(502).on_path("/builds"))
+        .unwrap();
+    let dir = dir_for(&bk, &rest_config(&bk, &d.uri()));
+    let out = dir.output(None, &["run", "--once"]).unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    let inst = host.instances().unwrap();
+    assert_eq!(inst.len(), 1, "{inst:?}\n{log}");
+    assert_eq!(inst[0].labels["job"], *job);
+    assert_eq!(inst[0].labels["queue"], "linux");
+    assert!(log.contains("429"), "{log}");
+    assert!(log.contains("502"), "{log}");
+    let reqs = listings(&bk);
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[0].status, Some(429));
+    assert_eq!(reqs[1].status, Some(502));
+    assert_eq!(reqs[2].status, Some(200));
+    // The listing asks for what it needs, with the API token as a Bearer token.
+    let q = reqs[2].query.clone().unwrap_or_default();
+    assert!(q.contains("per_page=100"), "{q}");
+    assert!(q.contains("state%5B%5D=scheduled"), "{q}");
+    assert!(q.contains("state%5B%5D=running"), "{q}");
+    assert_eq!(
+        reqs[2].authorization.as_deref(),
+        Some(format!("Bearer {}", bk.api_token()).as_str())
+    );
+    // The 429 was waited out (its RateLimit-Reset), not hammered.
+    let gap = reqs[1].at.duration_since(reqs[0].at).unwrap_or_default();
+    assert!(gap >= Duration::from_millis(900), "{gap:?}");
+    // REST mode registers no stack.
+    assert!(bk.stacks().is_empty());
+    assert!(!bk
+        .requests()
+        .iter()
+        .any(|r| r.path.starts_with("/v3/stacks")));
+
+    // A restarted launcher finds the VM in libvirt and starts no other,
+    // although the job is still scheduled in Buildkite.
+    let out = dir.output(None, &["run", "--once"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(host.instances().unwrap().len(), 1);
+    // And a running launcher neither, over several passes.
+    let mut running = dir.spawn(None, &["run"]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(host.instances().unwrap().len(), 1, "{}", running.log_text());
+    assert!(running
+        .stop(Duration::from_secs(20))
+        .is_some_and(|s| s.success()));
+
+    let serial = d.dir().join(format!("{}.serial.log", inst[0].name));
+    let (text, _) = Libvirtd::wait_for_text(&serial, POWEROFF, Duration::from_secs(90)).unwrap();
+    assert!(
+        text.contains(&format!("acquire={job} tags=queue=linux")),
+        "{text}"
+    );
+    let t0 = Instant::now();
+    while !host.instances().unwrap().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the VM is still there"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
+    assert_eq!(bk.job(job).unwrap().state, JobState::Scheduled);
+}
+
+#[test]
+fn jobs_on_three_pages_are_all_seen_also_when_the_budget_runs_out_between_pages() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    define_agent_template(&host, &g, "agent-template", d.dir(), "").unwrap();
+    // Two requests per 3 s: the third page waits for the window to reset.
+    let bk = StandIn::start(Config {
+        rest_rate_limit: RateLimit {
+            limit: 2,
+            window: Duration::from_secs(3),
+        },
+        ..Config::default()
+    })
+    .unwrap();
+    bk.add_pipeline("app").unwrap();
+    // Newest first, 100 a page: 223 builds put one linux job on each page.
+    let mut linux = Vec::new();
+    for n in 0..223 {
+        let rules: &[&str] = if n % 111 == 0 {
+            &["queue=linux"]
+        } else {
+            &["queue=other"]
+        };
+        let b = bk
+            .add_build("app", BuildSpec::new(vec![JobSpec::new(rules)]))
+            .unwrap();
+        if n % 111 == 0 {
+            linux.push(b.job_ids[0].clone());
+        }
+    }
+    assert_eq!(linux.len(), 3);
+    let dir = dir_for(&bk, &rest_config(&bk, &d.uri()));
+    let t0 = Instant::now();
+    let out = dir.output(None, &["run", "--once", "--dry-run"]).unwrap();
+    let took = t0.elapsed();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    let ds: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for j in &linux {
+        let d = ds
+            .iter()
+            .find(|d| d["job"] == j.as_str())
+            .unwrap_or_else(|| panic!("no decision for {j}: {ds:?}\n{log}"));
+        assert_eq!(d["action"], "start", "{d}");
+        assert_eq!(d["host"], "h1");
+    }
+    // Only our queue's jobs are decided on.
+    assert_eq!(ds.len(), 3, "{ds:?}");
+    let reqs = listings(&bk);
+    let pages: Vec<String> = reqs
+        .iter()
+        .map(|r| r.query.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(reqs.len(), 3, "{pages:?}\n{log}");
+    assert!(
+        pages[1].contains("page=2") && pages[2].contains("page=3"),
+        "{pages:?}"
+    );
+    // No request was refused: the launcher waited for the reset instead.
+    assert!(reqs.iter().all(|r| r.status == Some(200)), "{reqs:?}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
+}
