@@ -448,10 +448,14 @@ impl Daemon {
             }
         }
         self.metrics.jobs_seen(seen);
+        // Jobs to place again: reserved by us (Stacks), so no listing
+        // shows them; kept until they get a VM.
+        let mut again: HashMap<String, (Job, String)> = HashMap::new();
         for (id, (job, q)) in std::mem::take(&mut self.retry) {
             if !taken.contains(&id) && !queue_of.contains_key(&id) {
-                queue_of.insert(id, q);
-                jobs.push(job);
+                queue_of.insert(id.clone(), q.clone());
+                jobs.push(job.clone());
+                again.insert(id, (job, q));
             }
         }
 
@@ -517,6 +521,13 @@ impl Daemon {
             .count();
         let plan = Plan::new(&self.cfg);
         decisions.extend(plan.pass(&jobs, &mut views, &mut defs));
+        for d in &decisions {
+            if matches!(d.action, Action::Wait | Action::Skip) {
+                if let Some(r) = again.remove(&d.job) {
+                    self.retry.insert(d.job.clone(), r);
+                }
+            }
+        }
         for d in &decisions {
             let line = format!("{:?} {}", d.action, d.reason);
             if self.logged.get(&d.job) != Some(&line) {

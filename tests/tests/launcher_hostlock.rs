@@ -1,0 +1,112 @@
+//! Two launchers share one host with `max_vms = 1`, each with a job
+//! waiting when they start, so that both first passes find the host empty
+//! and start a VM at the same moment (the Stacks reservation does not
+//! keep them apart: they hold different jobs). The room check and the
+//! start call happen under the host lock kept in libvirt, so the host
+//! never runs two agent VMs at once, and the job that found the host full
+//! gets its VM once the first one is gone.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use kvmhost::libvirt::Host;
+use testbed::buildkite::{BuildSpec, Config, JobSpec, StandIn};
+use testbed::guest::TinyGuest;
+use testbed::launcher::{define_agent_template, LauncherDir};
+use testbed::libvirtd::Libvirtd;
+
+#[test]
+fn two_launchers_never_put_two_vms_on_a_host_with_max_vms_1() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    define_agent_template(
+        &host,
+        &g,
+        "agent-template",
+        d.dir(),
+        "#!/bin/sh\nsleep 6\npoweroff\n",
+    )
+    .unwrap();
+    let bk = StandIn::start(Config::default()).unwrap();
+    bk.add_pipeline("app").unwrap();
+    // Both jobs wait before either launcher starts, so both launchers'
+    // first passes each take one and find the host empty.
+    let build = bk
+        .add_build(
+            "app",
+            BuildSpec::new(vec![
+                JobSpec::new(&["queue=linux"]),
+                JobSpec::new(&["queue=arm"]),
+            ]),
+        )
+        .unwrap();
+    let config = |queue: &str| {
+        format!(
+            r#"[buildkite]
+agent_endpoint = "{url}/v3"
+agent_token_file = "token"
+stack_key = "bed"
+poll_interval = 1
+
+[launcher]
+boot_timeout = 60
+wake_timeout = 20
+
+[[host]]
+name = "h1"
+uri = "{uri}"
+max_vms = 1
+
+[[agent]]
+name = "{queue}"
+tags = ["queue={queue}"]
+template = "agent-template"
+"#,
+            url = bk.url(),
+            uri = d.uri()
+        )
+    };
+    let one = LauncherDir::new(&config("linux"), bk.cluster_token()).unwrap();
+    let two = LauncherDir::new(&config("arm"), bk.cluster_token()).unwrap();
+    let mut a = one.spawn(None, &["run"]).unwrap();
+    let mut b = two.spawn(None, &["run"]).unwrap();
+    let logs = |a: &testbed::launcher::Running, b: &testbed::launcher::Running| {
+        format!("{}\n---\n{}", a.log_text(), b.log_text())
+    };
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut most = 0;
+    let t0 = Instant::now();
+    while seen.len() < 2 {
+        let now = host.instances().unwrap();
+        most = most.max(now.len());
+        assert!(
+            now.len() <= 1,
+            "two VMs at once on a host with max_vms = 1: {now:?}\n{}",
+            logs(&a, &b)
+        );
+        seen.extend(now.into_iter().map(|i| i.labels["job"].clone()));
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "jobs with a VM so far: {seen:?}\n{}",
+            logs(&a, &b)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let want: BTreeSet<String> = build.job_ids.iter().cloned().collect();
+    assert_eq!(seen, want);
+    assert_eq!(most, 1);
+    let text = logs(&a, &b);
+    let full = text.matches("has no room after all").count();
+    eprintln!(
+        "starts refused under the host lock: {full}; both jobs ran one after the other in {:?}",
+        t0.elapsed()
+    );
+    assert!(a.stop(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    assert!(b.stop(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    for i in host.instances().unwrap() {
+        host.remove_instance(&i.name).unwrap();
+    }
+    // The lock is not left behind.
+    assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
+}
