@@ -1,5 +1,5 @@
 //! From a job appearing in the stand-in to the VM start call, with a
-//! webhook and with Stacks polling, printed beside the seed launcher's
+//! webhook, with Stacks polling and with REST polling, printed beside the seed launcher's
 //! design figures (3 s after a webhook, 300 s by polling).
 //!
 //! `cargo build --workspace --bins && cargo test -p kvmbe-tests --test launcher_bench -- --nocapture --test-threads=1`
@@ -23,10 +23,16 @@ fn free_port() -> u16 {
 }
 
 /// Adds one job at a time and times it until its VM is listed by libvirt.
-fn measure(bk: &StandIn, host: &Host, d: &Libvirtd, dir: &LauncherDir) -> Vec<Duration> {
+fn measure(
+    bk: &StandIn,
+    host: &Host,
+    d: &Libvirtd,
+    dir: &LauncherDir,
+    ready: &dyn Fn() -> bool,
+) -> Vec<Duration> {
     let mut launcher = dir.spawn(None, &["run"]).unwrap();
     let t0 = Instant::now();
-    while bk.stacks().is_empty() {
+    while !ready() {
         assert!(
             t0.elapsed() < Duration::from_secs(20),
             "{}",
@@ -135,10 +141,28 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
     // Webhooks, with polling slowed to 30 s so that it cannot be what found the job.
     let dir = LauncherDir::new(&config(30, true), bk.cluster_token()).unwrap();
     std::fs::write(dir.dir.path().join("hook"), secret).unwrap();
-    let hook = measure(&bk, &host, &d, &dir);
+    let stacks_up = || !bk.stacks().is_empty();
+    let hook = measure(&bk, &host, &d, &dir, &stacks_up);
     // Stacks polling at the default 5 s, no webhook receiver.
     let dir = LauncherDir::new(&config(5, false), bk.cluster_token()).unwrap();
-    let poll = measure(&bk, &host, &d, &dir);
+    let poll = measure(&bk, &host, &d, &dir, &stacks_up);
+    // REST polling at 5 s (one page a pass here).
+    let rest = format!(
+        "[buildkite]\nsource = \"rest\"\napi_endpoint = \"{url}/v2\"\napi_token_file = \"api-token\"\n\
+         organization = \"{org}\"\nagent_endpoint = \"{url}/v3\"\nagent_token_file = \"token\"\n\
+         stack_key = \"bench\"\npoll_interval = 5\n\n\
+         [launcher]\nhost_retry_after = 1\n\n\
+         [[host]]\nname = \"h1\"\nuri = \"{uri}\"\n\n\
+         [[agent]]\nname = \"linux\"\ntags = [\"queue=linux\"]\ntemplate = \"agent-template\"\n",
+        url = bk.url(),
+        org = bk.org(),
+        uri = d.uri()
+    );
+    let dir = LauncherDir::new(&rest, bk.agent_token()).unwrap();
+    std::fs::write(dir.dir.path().join("api-token"), bk.api_token()).unwrap();
+    bk.clear_requests();
+    let listed = || bk.requests().iter().any(|r| r.path.ends_with("/builds"));
+    let rest = measure(&bk, &host, &d, &dir, &listed);
     println!("job appears -> VM start call returned (libvirt lists the VM), {SAMPLES} jobs each:");
     println!(
         "  webhook (signed):     {}   seed launcher design: 3 s after the webhook",
@@ -148,6 +172,11 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
         "  Stacks polling (5 s): {}   seed launcher design: up to 300 s",
         summary(&poll)
     );
+    println!(
+        "  REST polling (5 s):   {}   seed launcher design: up to 300 s (first page only)",
+        summary(&rest)
+    );
     assert!(hook.iter().all(|d| *d < Duration::from_secs(3)), "{hook:?}");
+    assert!(rest.iter().all(|d| *d < Duration::from_secs(7)), "{rest:?}");
     assert!(poll.iter().all(|d| *d < Duration::from_secs(7)), "{poll:?}");
 }

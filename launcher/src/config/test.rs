@@ -219,3 +219,20 @@ fn the_example_config_is_valid() {
     assert_eq!(c.hosts.len(), 2);
     assert_eq!(c.queues(), vec!["linux".to_string(), "windows".to_string()]);
 }
+
+#[test]
+fn the_rest_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["api-token", "agent-token", "webhook-token"] {
+        std::fs::write(dir.path().join(f), "x\n").unwrap();
+    }
+    let example = include_str!("../../../examples/launcher/launcher-rest.toml").replace(
+        "/etc/buildkite-agent-launcher/",
+        &format!("{}/", dir.path().display()),
+    );
+    let c = parse(&dir.path().join("launcher-rest.toml"), &example, no_env).unwrap();
+    assert_eq!(c.buildkite.source, Source::Rest);
+    assert_eq!(c.buildkite.organization.as_deref(), Some("acme"));
+    assert_eq!(c.buildkite.api_endpoint, "https://api.buildkite.com/v2");
+    assert_eq!(c.queues(), vec!["linux".to_string()]);
+}
