@@ -238,3 +238,68 @@ fn jobs_on_three_pages_are_all_seen_also_when_the_budget_runs_out_between_pages(
     assert!(took >= Duration::from_secs(1), "{took:?}");
     assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
 }
+
+#[test]
+fn a_rest_job_cancelled_while_its_vm_boots_loses_the_vm_and_a_taken_job_keeps_it() {
+    let g = TinyGuest::ensure().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    // No agent in the guest: the VMs stay up until removed.
+    define_agent_template(
+        &host,
+        &g,
+        "agent-template",
+        d.dir(),
+        "#!/bin/sh\nsleep 300\n",
+    )
+    .unwrap();
+    let bk = StandIn::start(Config::default()).unwrap();
+    bk.add_pipeline("app").unwrap();
+    let b = bk
+        .add_build(
+            "app",
+            BuildSpec::new(vec![
+                JobSpec::new(&["queue=linux"]),
+                JobSpec::new(&["queue=linux"]),
+            ]),
+        )
+        .unwrap();
+    let (cancelled, taken) = (&b.job_ids[0], &b.job_ids[1]);
+    let dir = dir_for(&bk, &rest_config(&bk, &d.uri()));
+    let mut l = dir.spawn(None, &["run"]).unwrap();
+    let t0 = Instant::now();
+    while host.instances().unwrap().len() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", l.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One job is cancelled before any agent took it; an agent takes the other.
+    bk.set_job_state(cancelled, JobState::Canceled).unwrap();
+    bk.set_job_state(taken, JobState::Accepted).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let jobs: Vec<String> = host
+            .instances()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.labels["job"].clone())
+            .collect();
+        if jobs == vec![taken.clone()] {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{jobs:?}\n{}",
+            l.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few more passes: the taken job's VM stays, nothing new starts.
+    std::thread::sleep(Duration::from_secs(3));
+    let left = host.instances().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}\n{}", l.log_text());
+    assert_eq!(left[0].labels["job"], *taken);
+    assert!(l.stop(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    for i in left {
+        host.remove_instance(&i.name).unwrap();
+    }
+}
