@@ -902,3 +902,82 @@ async fn the_agent_api_acquires_only_what_an_agent_may_run_and_keeps_its_log() {
         "finished twice"
     );
 }
+
+#[tokio::test]
+async fn ping_assigns_the_job_an_agent_fits_and_accept_takes_it() {
+    let bk = StandIn::start(Config::default()).unwrap();
+    bk.add_pipeline("app").unwrap();
+    let b = bk
+        .add_build(
+            "app",
+            BuildSpec::new(vec![
+                JobSpec::new(&["queue=kvm"]).command("true"),
+                JobSpec::new(&["queue=kvm"]).priority(5),
+                JobSpec::new(&["queue=other"]),
+            ]),
+        )
+        .unwrap();
+    let (old, urgent, elsewhere) = (&b.job_ids[0], &b.job_ids[1], &b.job_ids[2]);
+    let ping = |a: &AgentCalls| {
+        let r = a.request(reqwest::Method::GET, "/ping");
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let mac = AgentCalls::register(&bk, bk.agent_token(), &["queue=mac"])
+        .await
+        .unwrap();
+    assert_eq!(ping(&mac).await, json!({"action": "idle"}));
+
+    // Higher priority first; the job is assigned to the agent until it accepts.
+    let a = AgentCalls::register(&bk, bk.agent_token(), &["queue=kvm"])
+        .await
+        .unwrap();
+    let p = ping(&a).await;
+    assert_eq!(p["job"]["id"], urgent.as_str(), "{p}");
+    assert_eq!(p["job"]["state"], "assigned");
+    assert!(p["job"]["env"]["BUILDKITE_JOB_ID"] == urgent.as_str());
+    assert_eq!(bk.job(urgent).unwrap().state, JobState::Assigned);
+    assert_eq!(
+        ping(&a).await["job"]["id"],
+        urgent.as_str(),
+        "handed out again"
+    );
+    // Another agent gets the next job, never the one assigned.
+    let b2 = AgentCalls::register(&bk, bk.agent_token(), &["queue=kvm"])
+        .await
+        .unwrap();
+    assert_eq!(ping(&b2).await["job"]["id"], old.as_str());
+    let r = b2.put(&format!("/jobs/{urgent}/accept"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = a.put(&format!("/jobs/{urgent}/accept"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let accepted: Value = r.json().await.unwrap();
+    assert_eq!(accepted["state"], "accepted");
+    assert_eq!(bk.job(urgent).unwrap().state, JobState::Accepted);
+    let r = a.put(&format!("/jobs/{urgent}/start"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(bk.job(urgent).unwrap().state, JobState::Running);
+
+    // A paused queue dispatches nothing.
+    let late = bk.add_job(&b.id, JobSpec::new(&["queue=kvm"])).unwrap();
+    bk.set_queue_paused("kvm", true);
+    let c = AgentCalls::register(&bk, bk.agent_token(), &["queue=kvm"])
+        .await
+        .unwrap();
+    assert_eq!(ping(&c).await, json!({"action": "idle"}));
+    bk.set_queue_paused("kvm", false);
+    assert_eq!(ping(&c).await["job"]["id"], late.as_str());
+    assert_eq!(bk.job(elsewhere).unwrap().state, JobState::Scheduled);
+
+    // A disconnected agent is told so.
+    let r = a
+        .request(reqwest::Method::POST, "/disconnect")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(ping(&a).await["action"], "disconnect");
+}

@@ -334,11 +334,72 @@ pub async fn disconnect(State(state): State<Arc<AppState>>, headers: HeaderMap) 
     reply(r, StatusCode::OK)
 }
 
-/// `GET /v3/ping`: nothing to do (jobs come by `--acquire-job` here).
+/// `GET /v3/ping`, as the agent's ping loop uses it (agents started
+/// without `--acquire-job`): a job assigned to this agent and not yet
+/// accepted is handed out again; else the oldest scheduled job whose
+/// rules the agent's tags meet, on a queue whose dispatch is not paused
+/// and not reserved by a stack, becomes `assigned` to it and is answered
+/// as `{"job": {...}}` (the agent then accepts it); else `{"action":
+/// "idle"}`. A disconnected agent is told `{"action": "disconnect"}`.
 pub async fn ping(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let r = with_agent(&state, &headers, |a| {
-        a.heartbeats += 1;
-        json!({"action": "idle"})
+    let base = base_of(&state, &headers);
+    let token = bearer(&headers, "Token").unwrap_or("").to_string();
+    let r = state.mutate(|store, events| {
+        let id = agent_id(store, &headers)?;
+        let agent = store
+            .agent_api
+            .agents
+            .get_mut(&id)
+            .expect("found by agent_id");
+        agent.heartbeats += 1;
+        if agent.disconnected_at.is_some() {
+            return Ok(json!({"action": "disconnect", "message": "This agent has disconnected"}));
+        }
+        let tags = agent.tags.clone();
+        let held = store.jobs.values().find(|j| {
+            j.state == JobState::Assigned
+                && store
+                    .agent_api
+                    .runs
+                    .get(&j.id)
+                    .is_some_and(|r| r.agent_id == id)
+        });
+        if let Some(j) = held {
+            return Ok(json!({"job": job_body(store, j, &base, &id, &token)}));
+        }
+        let now = std::time::Instant::now();
+        let mut ready: Vec<&Job> = store
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Scheduled && !j.reserved_at(now))
+            .filter(|j| {
+                !store
+                    .queues
+                    .get(&store.queue_of(j))
+                    .is_some_and(|q| q.dispatch_paused)
+            })
+            .filter(|j| agent_fits(store, j, &tags))
+            .collect();
+        // Higher priority first, then oldest, as Buildkite dispatches.
+        ready.sort_by_key(|j| {
+            (
+                std::cmp::Reverse(j.spec.priority),
+                super::model::job_order(j),
+            )
+        });
+        let Some(job_id) = ready.first().map(|j| j.id.clone()) else {
+            return Ok(json!({"action": "idle"}));
+        };
+        move_job(store, &job_id, JobState::Assigned, events)?;
+        store.agent_api.runs.insert(
+            job_id.clone(),
+            JobRun {
+                agent_id: id.clone(),
+                acquired_at: Some(SystemTime::now()),
+                ..Default::default()
+            },
+        );
+        Ok(json!({"job": job_body(store, job_of(store, &job_id)?, &base, &id, &token)}))
     });
     reply(r, StatusCode::OK)
 }
@@ -474,7 +535,8 @@ pub async fn acquire(
     }
 }
 
-/// `PUT /v3/jobs/:id/accept`: the job this agent acquired, as it stands.
+/// `PUT /v3/jobs/:id/accept`: a job ping assigned to this agent becomes
+/// accepted; one it acquired is answered as it stands.
 pub async fn accept(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -482,8 +544,23 @@ pub async fn accept(
 ) -> Response {
     let base = base_of(&state, &headers);
     let token = bearer(&headers, "Token").unwrap_or("").to_string();
-    let r = state.mutate(|store, _| {
+    let r = state.mutate(|store, events| {
         let agent = job_holder(store, &headers, &id)?;
+        // A job handed out by ping is assigned until accepted; one
+        // acquired is accepted already.
+        match job_of(store, &id)?.state {
+            JobState::Assigned => move_job(store, &id, JobState::Accepted, events)?,
+            JobState::Accepted => {}
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "Job {id:?} is {} and cannot be accepted",
+                        other.agent_name()
+                    ),
+                ))
+            }
+        }
         Ok(job_body(store, job_of(store, &id)?, &base, &agent, &token))
     });
     reply(r, StatusCode::OK)
