@@ -334,8 +334,15 @@ pub fn launch(host: &Host, spec: &InstanceSpec, def: &HostDef, job: &str) -> Lau
         std::process::id()
     );
     let lock = match host.lock(LOCK_NAME, &owner, LOCK_HOLD, LOCK_WAIT) {
-        Ok(l) => l,
-        Err(e) => return Launch::Full(format!("the host lock: {e}")),
+        Ok(Ok(l)) => l,
+        // Another launcher is starting a VM there (or died doing so).
+        Ok(Err(holder)) => {
+            return Launch::Full(format!(
+                "the host lock is still taken after {} s ({holder})",
+                LOCK_WAIT.as_secs()
+            ))
+        }
+        Err(e) => return Launch::Failed(format!("the host lock: {e}")),
     };
     let r = (|| -> Result<Launch, kvmhost::libvirt::Error> {
         let running = host.instances()?;

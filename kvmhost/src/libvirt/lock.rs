@@ -79,15 +79,17 @@ fn xml_escape(s: &str) -> String {
 impl Host {
     /// Takes the host lock `name` for `owner` (shown to whoever waits),
     /// held at most `hold` (after that another taker may take it over);
-    /// waits up to `wait` while someone else holds it. `name` must be a
-    /// domain name no real domain uses.
+    /// waits up to `wait` while someone else holds it, then returns
+    /// `Ok(Err(holder))` with the holder's description. `name` must be a
+    /// domain name no real domain uses. An error is a lock that cannot be
+    /// taken at all (the host refuses the definition).
     pub fn lock(
         &self,
         name: &str,
         owner: &str,
         hold: Duration,
         wait: Duration,
-    ) -> Result<HostLock> {
+    ) -> Result<std::result::Result<HostLock, String>> {
         if name.is_empty() || name.contains('/') {
             return Err(Error::Invalid {
                 field: "lock name",
@@ -100,6 +102,7 @@ impl Host {
         };
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(20);
+        let mut vanished = 0;
         loop {
             let until = unix_now().saturating_add(hold.as_secs().max(1));
             let xml = format!(
@@ -111,10 +114,10 @@ impl Host {
             );
             let refused = match self.raw().define_domain_xml(&xml) {
                 Ok(dom) => {
-                    return Ok(HostLock {
+                    return Ok(Ok(HostLock {
                         dom: Some(dom),
                         name: name.to_string(),
-                    })
+                    }))
                 }
                 Err(e) => e.message().to_string(),
             };
@@ -150,21 +153,18 @@ impl Host {
                         }
                         _ => {}
                     }
+                    vanished = 0;
                     if Instant::now() >= deadline {
-                        return Err(Error::Libvirt {
-                            context: format!("take the host lock '{name}'"),
-                            message: format!(
-                                "still held after {} s: {}",
-                                wait.as_secs(),
-                                desc.unwrap_or_else(|| "no description".into())
-                            ),
-                        });
+                        return Ok(Err(desc.unwrap_or_else(|| "no description".into())));
                     }
                 }
+                // Refused although no domain has the name: released in
+                // between, or the host will not define it at all.
                 Err(_) => {
-                    if Instant::now() >= deadline {
+                    vanished += 1;
+                    if vanished >= 3 || Instant::now() >= deadline {
                         return Err(Error::Libvirt {
-                            context: format!("take the host lock '{name}'"),
+                            context: format!("define the host lock '{name}'"),
                             message: refused,
                         });
                     }
@@ -205,21 +205,24 @@ mod tests {
         let h = Host::open("test:///default").unwrap();
         let a = h
             .lock("t-lock", "a", Duration::from_secs(60), Duration::ZERO)
+            .unwrap()
             .unwrap();
         let t0 = Instant::now();
-        let e = h
+        let holder = h
             .lock(
                 "t-lock",
                 "b",
                 Duration::from_secs(60),
                 Duration::from_millis(300),
             )
+            .unwrap()
             .unwrap_err();
         assert!(t0.elapsed() >= Duration::from_millis(300));
-        assert!(e.to_string().contains("held by a"), "{e}");
+        assert!(holder.contains("held by a"), "{holder}");
         a.release();
         let b = h
             .lock("t-lock", "b", Duration::from_secs(60), Duration::ZERO)
+            .unwrap()
             .unwrap();
         drop(b);
         // A holder that died: its time is past, the next taker takes over.
@@ -229,8 +232,25 @@ mod tests {
         h.raw().define_domain_xml(stale).unwrap();
         let c = h
             .lock("t-lock", "c", Duration::from_secs(60), Duration::ZERO)
+            .unwrap()
             .unwrap();
         drop(c);
         assert!(h.raw().lookup_domain_by_name("t-lock").is_err());
+    }
+
+    #[test]
+    fn a_name_no_domain_can_have_is_an_error_at_once() {
+        let h = Host::open("test:///default").unwrap();
+        let t0 = Instant::now();
+        let e = h
+            .lock(
+                "bad/name",
+                "a",
+                Duration::from_secs(60),
+                Duration::from_secs(10),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("lock name"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 }
