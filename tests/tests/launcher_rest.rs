@@ -13,6 +13,7 @@ use testbed::buildkite::{BuildSpec, Config, Fault, JobSpec, JobState, RateLimit,
 use testbed::guest::{TinyGuest, POWEROFF};
 use testbed::launcher::{define_agent_template, LauncherDir};
 use testbed::libvirtd::Libvirtd;
+use testbed::util::wait_until;
 
 fn rest_config(bk: &StandIn, host_uri: &str) -> String {
     format!(
@@ -53,6 +54,23 @@ fn dir_for(bk: &StandIn, text: &str) -> LauncherDir {
     )
     .unwrap();
     dir
+}
+
+/// Waits until the stand-in has answered `more` listings after the
+/// `seen` so far: that many more passes of a running launcher.
+fn wait_for_passes(bk: &StandIn, seen: usize, more: usize, log: impl FnOnce() -> String) {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{more} more listings"),
+        log,
+        || {
+            let done = listings(bk)
+                .iter()
+                .filter(|r| r.status == Some(200))
+                .count();
+            (done >= seen + more).then_some(())
+        },
+    );
 }
 
 fn listings(bk: &StandIn) -> Vec<testbed::buildkite::RecordedRequest> {
@@ -146,8 +164,12 @@ fn a_rest_listed_job_gets_one_vm_also_after_a_restart_and_a_429_and_a_5xx_lose_n
     );
     assert_eq!(host.instances().unwrap().len(), 1);
     // And a running launcher neither, over several passes.
+    let seen = listings(&bk)
+        .iter()
+        .filter(|r| r.status == Some(200))
+        .count();
     let mut running = dir.spawn(None, &["run"]).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for_passes(&bk, seen, 3, || running.log_text());
     assert_eq!(host.instances().unwrap().len(), 1, "{}", running.log_text());
     assert!(running
         .stop(Duration::from_secs(20))
@@ -159,14 +181,12 @@ fn a_rest_listed_job_gets_one_vm_also_after_a_restart_and_a_429_and_a_5xx_lose_n
         text.contains(&format!("acquire={job} tags=queue=linux")),
         "{text}"
     );
-    let t0 = Instant::now();
-    while !host.instances().unwrap().is_empty() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the VM is still there"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "the VM going away",
+        || format!("{:?}", host.instances()),
+        || host.instances().unwrap().is_empty().then_some(()),
+    );
     assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
     assert_eq!(bk.job(job).unwrap().state, JobState::Scheduled);
 }
@@ -267,34 +287,31 @@ fn a_rest_job_cancelled_while_its_vm_boots_loses_the_vm_and_a_taken_job_keeps_it
     let (cancelled, taken) = (&b.job_ids[0], &b.job_ids[1]);
     let dir = dir_for(&bk, &rest_config(&bk, &d.uri()));
     let mut l = dir.spawn(None, &["run"]).unwrap();
-    let t0 = Instant::now();
-    while host.instances().unwrap().len() < 2 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "{}", l.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        "two VMs",
+        || l.log_text(),
+        || (host.instances().unwrap().len() >= 2).then_some(()),
+    );
     // One job is cancelled before any agent took it; an agent takes the other.
     bk.set_job_state(cancelled, JobState::Canceled).unwrap();
     bk.set_job_state(taken, JobState::Accepted).unwrap();
-    let t0 = Instant::now();
-    loop {
-        let jobs: Vec<String> = host
-            .instances()
+    let vms_of = || -> Vec<String> {
+        host.instances()
             .unwrap()
             .into_iter()
             .map(|i| i.labels["job"].clone())
-            .collect();
-        if jobs == vec![taken.clone()] {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{jobs:?}\n{}",
-            l.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "only the taken job's VM left",
+        || format!("{:?}\n{}", vms_of(), l.log_text()),
+        || (vms_of() == vec![taken.clone()]).then_some(()),
+    );
     // A few more passes: the taken job's VM stays, nothing new starts.
-    std::thread::sleep(Duration::from_secs(3));
+    let seen = listings(&bk).len();
+    wait_for_passes(&bk, seen, 3, || l.log_text());
     let left = host.instances().unwrap();
     assert_eq!(left.len(), 1, "{left:?}\n{}", l.log_text());
     assert_eq!(left[0].labels["job"], *taken);
