@@ -124,9 +124,12 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
     })
     .unwrap();
     bk.add_pipeline("app").unwrap();
-    let config = |poll: u32, webhook: bool| {
+    let config = |poll: Option<u32>, webhook: bool| {
+        let poll = poll
+            .map(|p| format!("poll_interval = {p}\n"))
+            .unwrap_or_default();
         let mut c = format!(
-            "[buildkite]\nagent_endpoint = \"{}/v3\"\nagent_token_file = \"token\"\nstack_key = \"bench\"\npoll_interval = {poll}\n\n\
+            "[buildkite]\nagent_endpoint = \"{}/v3\"\nagent_token_file = \"token\"\nstack_key = \"bench\"\n{poll}\n\
              [launcher]\nhost_retry_after = 1\n\n\
              [[host]]\nname = \"h1\"\nuri = \"{}\"\n\n\
              [[agent]]\nname = \"linux\"\ntags = [\"queue=linux\"]\ntemplate = \"agent-template\"\n",
@@ -139,12 +142,12 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
         c
     };
     // Webhooks, with polling slowed to 30 s so that it cannot be what found the job.
-    let dir = LauncherDir::new(&config(30, true), bk.cluster_token()).unwrap();
+    let dir = LauncherDir::new(&config(Some(30), true), bk.cluster_token()).unwrap();
     std::fs::write(dir.dir.path().join("hook"), secret).unwrap();
     let stacks_up = || !bk.stacks().is_empty();
     let hook = measure(&bk, &host, &d, &dir, &stacks_up);
-    // Stacks polling at the default 5 s, no webhook receiver.
-    let dir = LauncherDir::new(&config(5, false), bk.cluster_token()).unwrap();
+    // Stacks polling at the default interval (1 s), no webhook receiver.
+    let dir = LauncherDir::new(&config(None, false), bk.cluster_token()).unwrap();
     let poll = measure(&bk, &host, &d, &dir, &stacks_up);
     // REST polling at 5 s (one page a pass here).
     let rest = format!(
@@ -169,7 +172,7 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
         summary(&hook)
     );
     println!(
-        "  Stacks polling (5 s): {}   seed launcher design: up to 300 s",
+        "  Stacks polling (1 s): {}   seed launcher design: up to 300 s",
         summary(&poll)
     );
     println!(

@@ -216,7 +216,13 @@ pub fn check(
             format!("{stack_key:?}: use 1-40 letters, digits, '-' or '_'"),
         ));
     }
-    let poll = b.poll_interval.unwrap_or(5);
+    // Stacks: a second, so a polled job waits half a second on average
+    // (one small request per queue a second; a 429 slows the launcher
+    // down as Buildkite asks). REST spends its per-organisation budget a
+    // page at a time, so it polls less often.
+    let poll = b
+        .poll_interval
+        .unwrap_or(if source == Source::Stacks { 1 } else { 5 });
     let poll_max = if source == Source::Stacks { 30 } else { 3600 };
     if poll == 0 || poll > poll_max {
         return Err(err(

@@ -236,3 +236,9 @@ fn the_rest_example_config_is_valid() {
     assert_eq!(c.buildkite.api_endpoint, "https://api.buildkite.com/v2");
     assert_eq!(c.queues(), vec!["linux".to_string()]);
 }
+
+#[test]
+fn stacks_mode_polls_every_second_by_default() {
+    let c = check(GOOD).unwrap();
+    assert_eq!(c.buildkite.poll_interval, std::time::Duration::from_secs(1));
+}
