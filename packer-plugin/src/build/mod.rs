@@ -404,7 +404,24 @@ async fn steps(
     let file_name = cfg.output_file_name();
     let out = cfg.output_directory.join(&file_name);
     let backing = source.as_deref().filter(|_| cfg.use_backing_file);
+    // The guest is off: on this machine, libvirt's teardown of the build
+    // domain (about a second) runs while the disk is written. A remote
+    // host's disk comes over the same connection, so there it waits.
+    let domain_removal = host.is_local().then(|| {
+        let (host, name) = (host.clone(), cfg.vm_name.clone());
+        tokio::spawn(async move { host.remove(Leftover::Domain(name)).await })
+    });
     host.export_disk(&disk, &out, cfg.format, backing).await?;
+    if let Some(removal) = domain_removal {
+        if let Ok(Ok(())) = removal.await {
+            let gone = Leftover::Domain(cfg.vm_name.clone());
+            shared
+                .lock()
+                .expect("cleanup lock")
+                .leftovers
+                .retain(|l| *l != gone);
+        }
+    }
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     ui.message(format!("{} ({size} bytes)", out.display()))
         .await;
