@@ -124,10 +124,9 @@ fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-/// A work folder QEMU can read, removed when dropped unless kept.
+/// A work folder QEMU can read, removed when dropped.
 struct WorkDir {
     path: PathBuf,
-    keep: bool,
 }
 
 impl WorkDir {
@@ -137,15 +136,13 @@ impl WorkDir {
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        Ok(Self { path, keep: false })
+        Ok(Self { path })
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -212,7 +209,7 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
     );
     let guest = TinyGuest::ensure()?;
     guest.check_reachable_by_others()?;
-    let mut work = WorkDir::new()?;
+    let work = WorkDir::new()?;
 
     say(
         t0,
@@ -346,7 +343,7 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
     let mut dir = LauncherDir::new(&config, &token)?;
     dir.path_first = Some(lab.ssh_path_dir().to_path_buf());
     let Some(bk) = bk else {
-        return real_buildkite(&lab, &dir, t0, &mut work);
+        return real_buildkite(&lab, &dir, t0, &work);
     };
     say(
         t0,
@@ -360,7 +357,14 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
     )
     .map_err(|e| anyhow::anyhow!("{e}; the launcher said:\n{}", launcher.log_text()))?;
 
-    say(t0, &format!("{} jobs on queue linux", args.jobs));
+    say(
+        t0,
+        &format!(
+            "{} job{} on queue linux",
+            args.jobs,
+            if args.jobs == 1 { "" } else { "s" }
+        ),
+    );
     let specs = (1..=args.jobs)
         .map(|n| {
             JobSpec::new(&["queue=linux"])
@@ -505,7 +509,7 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         println!("the launcher said:\n{}", launcher.log_text());
     }
 
-    finish(launcher, &lab, t0, args, &mut work)?;
+    finish(launcher, &lab, t0, args, &work)?;
     drop(bk);
     drop(lab);
     say(
@@ -534,7 +538,7 @@ fn finish(
     lab: &Lab,
     t0: Instant,
     args: &Args,
-    work: &mut WorkDir,
+    work: &WorkDir,
 ) -> Result<()> {
     if args.keep {
         keep_until_enter(lab, work, t0);
@@ -547,7 +551,7 @@ fn finish(
     Ok(())
 }
 
-fn keep_until_enter(lab: &Lab, work: &mut WorkDir, t0: Instant) {
+fn keep_until_enter(lab: &Lab, work: &WorkDir, t0: Instant) {
     say(
         t0,
         "--keep: everything runs until you press Enter (or Ctrl-C)",
@@ -564,13 +568,30 @@ fn keep_until_enter(lab: &Lab, work: &mut WorkDir, t0: Instant) {
         "    work folder (image builds, Terraform root): {}",
         work.path.display()
     );
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
+    // Polled, so that Ctrl-C (which does not interrupt a blocking read)
+    // ends the wait too.
+    let mut fd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while !STOP.load(Ordering::SeqCst) {
+        // SAFETY: one valid pollfd for the call.
+        let n = unsafe { libc::poll(&mut fd, 1, 200) };
+        if n > 0 {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            break;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+    }
 }
 
 /// With a real agent token: the launcher serves Buildkite's queue `linux`
 /// with the deployed hosts until Enter or Ctrl-C. Nothing is checked.
-fn real_buildkite(lab: &Lab, dir: &LauncherDir, t0: Instant, work: &mut WorkDir) -> Result<bool> {
+fn real_buildkite(lab: &Lab, dir: &LauncherDir, t0: Instant, work: &WorkDir) -> Result<bool> {
     say(
         t0,
         "BUILDKITE_AGENT_TOKEN is set: the launcher serves queue linux of your Buildkite cluster until Enter or Ctrl-C",
