@@ -511,6 +511,8 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
 
     finish(launcher, &lab, t0, args, &work)?;
     drop(bk);
+    drop(h1c);
+    drop(h2c);
     drop(lab);
     say(
         t0,
