@@ -32,8 +32,9 @@ use testbed::util::{bin_dir, workspace_root, OutputWithin};
 /// The image's and the template's name.
 const AGENT: &str = "tiny-agent";
 /// How long the sleeping host's powernapd waits with no domain running
-/// before it puts the host back to sleep.
-const NAP_AFTER: Duration = Duration::from_secs(10);
+/// before it puts the host back to sleep. Its part of `terraform apply`
+/// (woken, image uploaded, template defined) must fit in it: 4-6 s here.
+const NAP_AFTER: Duration = Duration::from_secs(12);
 /// One command (a build, a deploy) may take this long.
 const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 
