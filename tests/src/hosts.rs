@@ -1,7 +1,9 @@
 //! VM hosts on a LAN: each a network namespace with its own libvirtd,
 //! reachable as `qemu+ssh://` through its own sshd (key-only, host key
 //! pinned in a known_hosts file), and able to sleep: no address and no
-//! sshd until a Wake-on-LAN magic packet for its MAC arrives.
+//! sshd until a Wake-on-LAN magic packet for its MAC arrives. A napping
+//! host ([`Lab::add_napping_host`]) also goes back to sleep: its own
+//! powernapd sends it there once no domain has run for a while.
 //!
 //! Clients (Terraform, the launcher, `powerwake`) run in the lab's client
 //! namespace, [`Lab::client`], which sits on the same LAN.
