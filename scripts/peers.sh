@@ -13,6 +13,10 @@
 # Each is built from a small module of ours under tests/peers/<name>/ (a
 # go.mod with a `tool` line and the go.sum that pins every dependency),
 # which also repeats the release's own `replace` directives.
+#
+#   scripts/peers.sh                    all of them
+#   scripts/peers.sh buildkite-agent    only those named (by their folder
+#                                       under tests/peers/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -80,9 +84,24 @@ present() { # OUT MODULE VERSION VERSION_CMD VERSION_TEXT
   grep -qF "$5" <<<"$said"
 }
 
+wanted() { # WRAPPER: named on the command line, or nothing was named
+  [ ${#only[@]} -eq 0 ] && return 0
+  local w
+  for w in "${only[@]}"; do [ "$w" = "$1" ] && return 0; done
+  return 1
+}
+only=("$@")
+for w in "${only[@]}"; do
+  if [ ! -d "$root/tests/peers/$w" ]; then
+    say "peers: no program '$w' (the names are the folders under tests/peers/)"
+    exit 64
+  fi
+done
+
 todo=()
 for row in "${table[@]}"; do
   IFS='|' read -r name wrapper module version pkg out vcmd vtext env <<<"$row"
+  wanted "$wrapper" || continue
   if present "$out" "$module" "$version" "$vcmd" "$vtext"; then
     say "peers: $name $version present ($out)"
   else

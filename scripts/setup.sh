@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs on Debian 12, idempotently, and builds it.
 #   scripts/setup.sh          packages for running the tools, then the build
+#   scripts/setup.sh --main-job  also buildkite-agent (built with Go), which
+#                             the main job (scripts/quickstart.sh) runs
+#                             in its VMs
 #   scripts/setup.sh --test   also what the tests use (Terraform 1.15 in a
 #                             venv, tools that check our output,
 #                             Packer 1.9, OpenTofu, buildkite-agent and
@@ -10,7 +13,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=false
-[ "${1:-}" = --test ] && want_test=true
+want_main_job=false
+case "${1:-}" in
+  --test) want_test=true ;;
+  --main-job) want_main_job=true ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--main-job | --test]" >&2; exit 64 ;;
+esac
 if [ -z "${KVMBE_CACHE:-}" ]; then
   # QEMU (user libvirt-qemu) reads the test guest's kernel from the cache.
   if [ "$(id -u)" = 0 ]; then KVMBE_CACHE=/var/cache/kvmbe; else KVMBE_CACHE=$HOME/.cache/kvmbe; fi
@@ -106,6 +115,8 @@ fi
 # tests; built once into $cache/peers (see scripts/peers.sh).
 if $want_test; then
   scripts/peers.sh
+elif $want_main_job; then
+  scripts/peers.sh buildkite-agent
 fi
 
 # --- Fuzzing (tests only) -------------------------------------------------

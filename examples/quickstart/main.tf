@@ -1,6 +1,6 @@
 # A tiny VM on this machine's libvirt: a pool, a data disk, a cloud-init
 # seed, and a domain that boots a kernel directly and writes its serial
-# console to a file. scripts/quickstart.sh fills terraform.tfvars.
+# console to a file. Fill terraform.tfvars as README.md shows.
 
 terraform {
   required_providers {

@@ -1,7 +1,9 @@
 //! VM hosts on a LAN: each a network namespace with its own libvirtd,
 //! reachable as `qemu+ssh://` through its own sshd (key-only, host key
 //! pinned in a known_hosts file), and able to sleep: no address and no
-//! sshd until a Wake-on-LAN magic packet for its MAC arrives.
+//! sshd until a Wake-on-LAN magic packet for its MAC arrives. A napping
+//! host ([`Lab::add_napping_host`]) also goes back to sleep: its own
+//! powernapd sends it there once no domain has run for a while.
 //!
 //! Clients (Terraform, the launcher, `powerwake`) run in the lab's client
 //! namespace, [`Lab::client`], which sits on the same LAN.
@@ -130,12 +132,26 @@ impl Lab {
     /// Adds a VM host. An `awake` host has its address and sshd now; a
     /// sleeping one gets them within a second of a magic packet.
     pub fn add_host(&mut self, name: &str, awake: bool) -> Result<&VmHost> {
+        self.add_host_with(name, awake, None)
+    }
+
+    /// Adds a VM host that goes back to sleep: its powernapd (`monitor
+    /// libvirt`, `monitor powerwake`) puts it to sleep once no domain has
+    /// run for `idle`, and a magic packet wakes it again, as often as
+    /// needed. Asleep, it has no address, no sshd and no powernapd; its
+    /// libvirtd keeps its domains, as a suspended machine would.
+    pub fn add_napping_host(&mut self, name: &str, awake: bool, idle: Duration) -> Result<&VmHost> {
+        self.add_host_with(name, awake, Some(idle))
+    }
+
+    fn add_host_with(&mut self, name: &str, awake: bool, nap: Option<Duration>) -> Result<&VmHost> {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir)?;
         let hostkey = dir.join("ssh_host_ed25519_key");
         keygen(&hostkey)?;
         std::fs::copy(self.dir.join("id_ed25519.pub"), dir.join("authorized_keys"))?;
-        let port = self.lan.attach("host", awake)?;
+        // A napping host's sleeper gives it its address, even at the start.
+        let port = self.lan.attach("host", awake && nap.is_none())?;
         let pubkey = std::fs::read_to_string(hostkey.with_extension("pub"))?;
         let mut kh = std::fs::read_to_string(self.known_hosts())?;
         let mut fields = pubkey.split_whitespace();
@@ -164,19 +180,47 @@ impl Lab {
             config.display(),
             dir.join("sshd.log").display()
         );
+        let sleeper = util::bin_dir().join("bed-sleeper");
         let mut extra = Extra::default();
         extra.before.push("mkdir -p /run/sshd".into());
-        if awake {
-            extra.before.push(sshd);
-        } else {
-            extra.before.push(format!(
+        match nap {
+            None if awake => extra.before.push(sshd),
+            None => extra.before.push(format!(
                 "{} --dev eth0 --mac {} --ip {}/24 -- {} 2>{} &",
-                util::bin_dir().join("bed-sleeper").display(),
+                sleeper.display(),
                 port.mac,
                 port.ip,
                 sshd,
                 dir.join("wake.log").display()
-            ));
+            )),
+            Some(idle) => {
+                let d = dir.display();
+                // The idle action asks the sleeper to put the host to sleep.
+                std::fs::write(
+                    dir.join("powernapd.conf"),
+                    format!(
+                        "interval 1\nmonitor libvirt\nmonitor powerwake\n\
+                         action \"kill -USR1 $(cat {d}/sleeper.pid)\" after {}ms\n",
+                        idle.as_millis()
+                    ),
+                )?;
+                std::fs::write(
+                    dir.join("wake.sh"),
+                    format!(
+                        "#!/bin/sh\nset -e\n{sshd}\n{} -c {d}/powernapd.conf >>{d}/powernapd.log 2>&1 &\n\
+                         echo $! >{d}/powernapd.pid\n",
+                        util::bin_dir().join("powernapd").display()
+                    ),
+                )?;
+                extra.before.push(format!(
+                    "{} --dev eth0 --mac {} --ip {}/24{} --pidfile {d}/sleeper.pid \
+                     --stop {d}/sshd.pid --stop {d}/powernapd.pid -- sh {d}/wake.sh 2>>{d}/wake.log &",
+                    sleeper.display(),
+                    port.mac,
+                    port.ip,
+                    if awake { " --awake" } else { "" },
+                ));
+            }
         }
         let LanPort { ns, ip, mac } = port;
         let daemon = Libvirtd::start_in(ns, extra)?;
@@ -187,7 +231,11 @@ impl Lab {
             daemon,
             dir,
         });
-        Ok(self.hosts.last().expect("just pushed"))
+        let host = self.hosts.last().expect("just pushed");
+        if awake {
+            host.wait_awake(Duration::from_secs(10))?;
+        }
+        Ok(host)
     }
 
     /// The hosts added so far.
@@ -210,6 +258,23 @@ impl VmHost {
             .run(&["ip", "-4", "-br", "addr", "show", "eth0"])
             .map(|s| s.contains(&self.ip.to_string()))
             .unwrap_or(false)
+    }
+
+    /// Waits until the host has gone to sleep (no address); returns how
+    /// long that took.
+    pub fn wait_asleep(&self, limit: Duration) -> Result<Duration> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if !self.is_awake() {
+                return Ok(t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!(
+            "host {} did not go to sleep within {limit:?}; its powernapd said:\n{}",
+            self.name,
+            std::fs::read_to_string(self.dir.join("powernapd.log")).unwrap_or_default()
+        )
     }
 
     /// Waits until the host is awake and its sshd answers.

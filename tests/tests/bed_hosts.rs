@@ -1,5 +1,6 @@
 //! VM hosts on the lab LAN: reachable over `qemu+ssh` with a pinned host
-//! key, and a sleeping host wakes on a Wake-on-LAN magic packet.
+//! key, a sleeping host wakes on a Wake-on-LAN magic packet, and a napping
+//! host's powernapd puts it back to sleep once no domain runs.
 
 use std::time::Duration;
 use testbed::hosts::Lab;
@@ -57,4 +58,41 @@ fn a_sleeping_host_wakes_on_a_magic_packet_and_answers_qemu_ssh() {
     eprintln!("host woke {took:?} after the magic packet was sent");
     let pools = virsh_over_ssh(&lab, &lab.ssh_uri(host)).unwrap();
     assert_eq!(pools.trim(), "bed");
+}
+
+#[test]
+fn a_napping_host_sleeps_when_no_domain_runs_and_wakes_again() {
+    let mut lab = Lab::new().unwrap();
+    lab.add_napping_host("nappy", true, Duration::from_secs(2))
+        .unwrap();
+    let host = &lab.hosts()[0];
+    assert_eq!(
+        virsh_over_ssh(&lab, &lab.ssh_uri(host)).unwrap().trim(),
+        "bed"
+    );
+
+    // Asleep: no address (a connection would hang until TCP gives up,
+    // as with a real sleeping machine that clients still know the MAC of).
+    let took = host.wait_asleep(Duration::from_secs(20)).unwrap();
+    eprintln!("asleep {took:?} after starting awake");
+
+    // Woken, it stays up while a domain runs and sleeps again after.
+    send_magic_packet(&lab, &host.mac);
+    host.wait_awake(Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        virsh_over_ssh(&lab, &lab.ssh_uri(host)).unwrap().trim(),
+        "bed"
+    );
+    let xml = "<domain type='qemu'><name>busy</name><memory unit='MiB'>64</memory>\
+               <os><type arch='x86_64'>hvm</type></os></domain>";
+    let path = host.daemon().dir().join("busy.xml");
+    std::fs::write(&path, xml).unwrap();
+    host.daemon()
+        .virsh(&["create", &path.to_string_lossy(), "--paused"])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(host.is_awake(), "the host slept while a domain ran");
+    host.daemon().virsh(&["destroy", "busy"]).unwrap();
+    let took = host.wait_asleep(Duration::from_secs(20)).unwrap();
+    eprintln!("asleep {took:?} after its last domain stopped");
 }

@@ -29,9 +29,12 @@ resource "libvirt_domain_template" "agent" {
   memory         = var.memory
   vcpu           = var.vcpu
   # A CPU model (the seed's Windows agents pin one) is a custom CPU.
-  cpu_mode       = var.cpu_model == null ? "host-passthrough" : null
+  cpu_mode       = var.cpu_model == null ? var.cpu_mode : null
   cpu_model      = var.cpu_model
   machine        = var.machine
+  kernel         = var.kernel
+  initrd         = var.initrd
+  cmdline        = var.cmdline
   bridge         = var.bridge
   network_name   = var.network_name
   network_model  = var.network_model

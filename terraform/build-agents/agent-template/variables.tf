@@ -44,6 +44,28 @@ variable "vcpu" {
   default = 4
 }
 
+variable "cpu_mode" {
+  type        = string
+  default     = "host-passthrough"
+  description = "CPU mode when no cpu_model is given; null under emulation (type = \"qemu\"), which has no host CPU to pass through."
+}
+
+variable "kernel" {
+  type        = string
+  default     = null
+  description = "Kernel for direct boot (images without a boot loader); with initrd and cmdline."
+}
+
+variable "initrd" {
+  type    = string
+  default = null
+}
+
+variable "cmdline" {
+  type    = string
+  default = null
+}
+
 variable "machine" {
   type    = string
   default = null

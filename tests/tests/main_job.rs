@@ -1,0 +1,126 @@
+//! The README's main job (`main-job`, what `scripts/quickstart.sh` runs)
+//! end to end: it exits 0, its summary table lists every job as passed
+//! on a named host with both times present and positive, the sleeping
+//! host was woken and went back to sleep, and nothing of the run is left:
+//! no namespace, no daemon or QEMU, no folder.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testbed::util::{bin_dir, OutputWithin};
+
+/// One row of the summary table.
+#[derive(Debug)]
+struct Row {
+    job: String,
+    host: String,
+    to_vm: f64,
+    to_agent: f64,
+    result: String,
+}
+
+fn summary(text: &str) -> Vec<Row> {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !(l.starts_with("job ") && l.contains("s to VM start")));
+    assert!(lines.next().is_some(), "no summary table in:\n{text}");
+    lines
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 5, "a summary row has 5 columns: {l:?}");
+            let num = |s: &str| {
+                s.parse::<f64>()
+                    .unwrap_or_else(|_| panic!("{s:?} is not a number of seconds in {l:?}"))
+            };
+            Row {
+                job: f[0].into(),
+                host: f[1].into(),
+                to_vm: num(f[2]),
+                to_agent: num(f[3]),
+                result: f[4].into(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_main_job_runs_every_job_in_its_own_vm_and_leaves_nothing_behind() {
+    let t0 = Instant::now();
+    let out = Command::new(bin_dir().join("main-job"))
+        .env_remove("BUILDKITE_AGENT_TOKEN")
+        .output_within(Duration::from_secs(600))
+        .expect("main-job runs (cargo build --workspace --bins first)");
+    let wall = t0.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text}{err}\nmain-job took {:.1} s", wall.as_secs_f64());
+    assert!(out.status.success(), "main-job failed: {:?}", out.status);
+
+    let rows = summary(&text);
+    assert_eq!(
+        rows.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(),
+        ["job1", "job2", "job3"]
+    );
+    for r in &rows {
+        assert_eq!(r.result, "passed", "{r:?}");
+        assert!(
+            r.host == "vmhost01" || r.host == "vmhost02",
+            "a row names its host: {r:?}"
+        );
+        assert!(r.to_vm > 0.0 && r.to_agent > r.to_vm, "{r:?}");
+    }
+    // vmhost01 takes one VM at a time: the others wake vmhost02.
+    assert!(rows.iter().any(|r| r.host == "vmhost01"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.host == "vmhost02"), "{rows:?}");
+    assert!(text.contains("vmhost02 woken by the launcher"), "{text}");
+    assert!(text.contains("vmhost02 asleep again"), "{text}");
+    assert!(
+        text.contains("no agent VM left on vmhost01 or vmhost02"),
+        "{text}"
+    );
+    assert!(
+        text.contains("always-on VM 'service': running"),
+        "the always-on VM outlives the jobs: {text}"
+    );
+
+    // Nothing of the run is left.
+    let id = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run id "))
+        .and_then(|l| l.split(':').next())
+        .unwrap_or_else(|| panic!("no run id in:\n{text}"))
+        .to_string();
+    let marker = format!("-{id}-");
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&netns.stdout)
+        .lines()
+        .filter(|l| l.starts_with("kvmbe-") && l.contains(&marker))
+        .map(String::from)
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    let folders: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("kvmbe-") && (n.contains(&marker) || n.ends_with(&format!("-{id}")))
+        })
+        .collect();
+    assert!(folders.is_empty(), "folders left in /tmp: {folders:?}");
+    // No libvirtd, QEMU, sshd or powernapd of the run (their command lines
+    // name the run's folders).
+    let procs: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| !testbed::util::is_zombie(*p))
+        .filter_map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains(&format!("kvmbe-bed-{id}-")) || cmd.contains(&format!("kvmbe-lab-{id}-")))
+                .then(|| format!("{p}: {cmd}"))
+        })
+        .collect();
+    assert!(procs.is_empty(), "processes left: {procs:?}");
+}
