@@ -17,6 +17,7 @@
 //! # Ok::<(), kvmhost::libvirt::Error>(())
 //! ```
 
+pub mod address;
 mod connection;
 pub mod domain;
 pub mod domain_xml;

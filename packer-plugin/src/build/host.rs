@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kvmhost::libvirt::address::{wait_for_addresses_async, AddressWait, Family};
 use kvmhost::libvirt::domain::{AddressSource as LvAddressSource, PowerState};
 use kvmhost::libvirt::domain_xml::{
     ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, DomainKind, InterfaceDef,
@@ -326,34 +327,23 @@ impl HostHandle {
         mac: &str,
         deadline: Instant,
     ) -> Result<String, BuildError> {
-        let source = match cfg.address_source {
-            AddressSource::Lease => LvAddressSource::Lease,
-            AddressSource::Agent => LvAddressSource::Agent,
+        let (source, from) = match cfg.address_source {
+            AddressSource::Lease => (LvAddressSource::Lease, "network's DHCP leases"),
+            AddressSource::Agent => (LvAddressSource::Agent, "guest agent"),
         };
-        let mac = mac.to_ascii_lowercase();
-        loop {
-            let name = cfg.vm_name.clone();
-            let found = self
-                .with(move |h| Ok(h.domain_addresses(&name, source).unwrap_or_default()))
-                .await?;
-            let ip = found
-                .iter()
-                .filter(|i| i.mac.eq_ignore_ascii_case(&mac))
-                .flat_map(|i| i.addresses.iter())
-                .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok());
-            if let Some(ip) = ip {
-                return Ok(ip.clone());
-            }
-            if Instant::now() >= deadline {
-                return Err(BuildError::Step(format!(
-                    "ssh_timeout: the guest's NIC {mac} got no IPv4 address (from the {}) in time",
-                    match cfg.address_source {
-                        AddressSource::Lease => "network's DHCP leases",
-                        AddressSource::Agent => "guest agent",
-                    }
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let wait = AddressWait {
+            domain: cfg.vm_name.clone(),
+            macs: vec![mac.to_string()],
+            source,
+            family: Family::Ipv4,
+            deadline,
+        };
+        match wait_for_addresses_async(self.host.clone(), wait).await {
+            Ok(mut found) => Ok(found.remove(0)),
+            Err(missing) => Err(BuildError::Step(format!(
+                "ssh_timeout: the guest's NIC {} got no IPv4 address (from the {from}) in time",
+                missing.mac
+            ))),
         }
     }
 
