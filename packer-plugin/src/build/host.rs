@@ -12,10 +12,10 @@ use kvmhost::libvirt::domain_xml::{
     InterfaceSource, NvramDef, OsDef,
 };
 use kvmhost::libvirt::volume::{image_info, VolumeFormat, VolumeInfo, VolumeSpec};
-use kvmhost::libvirt::Host;
+use kvmhost::libvirt::{Host, Uri};
 
 use super::BuildError;
-use crate::config::{Accelerator, AddressSource, Config, Format, NetAttach};
+use crate::config::{files_are_local, Accelerator, AddressSource, Config, Format, NetAttach};
 
 /// Something on the host that the build made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,7 @@ pub enum Leftover {
 #[derive(Clone)]
 pub struct HostHandle {
     host: Arc<Host>,
+    uri: Uri,
 }
 
 /// Default size of an empty install disk.
@@ -48,12 +49,13 @@ where
 
 impl HostHandle {
     /// Opens the connection.
-    pub async fn open(uri: &str) -> Result<HostHandle, BuildError> {
-        let uri = uri.to_string();
+    pub async fn open(uri: &Uri) -> Result<HostHandle, BuildError> {
+        let text = uri.to_string();
         let host =
-            blocking(move || Host::open(&uri).map_err(|e| format!("libvirt_uri: {e}"))).await?;
+            blocking(move || Host::open(&text).map_err(|e| format!("libvirt_uri: {e}"))).await?;
         Ok(HostHandle {
             host: Arc::new(host),
+            uri: uri.clone(),
         })
     }
 
@@ -69,8 +71,7 @@ impl HostHandle {
     /// Whether the connection reaches the libvirt of this machine, so
     /// volume paths are local files.
     pub fn is_local(&self) -> bool {
-        let uri = self.host.uri();
-        uri.starts_with("qemu:///") || uri.starts_with("qemu+unix:///")
+        files_are_local(&self.uri)
     }
 
     /// Fails if a domain named `name` exists already.
