@@ -102,6 +102,9 @@ pub enum BuildError {
     /// The HTTP server's bridge has no address this machine can serve on.
     #[error("http_directory: this machine has no IPv4 address on bridge `{0}`, so the guest cannot reach the HTTP server; serve from the libvirt host itself, or use cd_content")]
     NoBridgeAddress(String),
+    /// A step on the libvirt host failed.
+    #[error("{0}")]
+    Host(#[from] host::HostError),
     /// A bug: a step panicked.
     #[error("internal error: {0}; please report this bug")]
     Internal(String),
