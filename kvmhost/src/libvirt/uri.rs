@@ -293,6 +293,14 @@ mod tests {
         Uri::parse(s).unwrap()
     }
 
+    fn opts(keyfile: Option<&str>, known_hosts: Option<&str>, no_verify: bool) -> SshOptions {
+        SshOptions {
+            keyfile: keyfile.map(str::to_string),
+            known_hosts: known_hosts.map(str::to_string),
+            no_verify,
+        }
+    }
+
     fn with_ssh(s: &str, ssh: &SshOptions) -> Result<String> {
         uri(s).with_ssh(ssh).map(|u| u.to_string())
     }
@@ -359,11 +367,7 @@ mod tests {
 
     #[test]
     fn ssh_options_become_query_parameters() {
-        let ssh = SshOptions {
-            keyfile: Some("/root/.ssh/id ed".into()),
-            known_hosts: Some("/tmp/kh".into()),
-            no_verify: false,
-        };
+        let ssh = opts(Some("/root/.ssh/id ed"), Some("/tmp/kh"), false);
         let u = uri("qemu+libssh://root@10.0.0.2/system")
             .with_ssh(&ssh)
             .unwrap();
@@ -378,10 +382,7 @@ mod tests {
     fn known_hosts_with_the_openssh_transport_is_refused_naming_the_way_out() {
         // libvirt's `ssh` transport runs OpenSSH with only keyfile and
         // no_verify: a known_hosts given there would silently do nothing.
-        let ssh = SshOptions {
-            known_hosts: Some("/tmp/kh".into()),
-            ..Default::default()
-        };
+        let ssh = opts(None, Some("/tmp/kh"), false);
         let err = with_ssh("qemu+ssh://root@10.0.0.2/system", &ssh).unwrap_err();
         assert!(
             matches!(
@@ -411,11 +412,7 @@ mod tests {
 
     #[test]
     fn ssh_options_keep_parameters_the_user_wrote() {
-        let ssh = SshOptions {
-            keyfile: Some("/k".into()),
-            known_hosts: None,
-            no_verify: true,
-        };
+        let ssh = opts(Some("/k"), None, true);
         let u = with_ssh("qemu+ssh://h/system?keyfile=/mine", &ssh).unwrap();
         assert_eq!(u, "qemu+ssh://h/system?keyfile=/mine&no_verify=1");
         let u = with_ssh("qemu+ssh://h/system?no_tty=0", &SshOptions::default()).unwrap();
@@ -424,10 +421,7 @@ mod tests {
 
     #[test]
     fn ssh_options_on_a_local_uri_are_refused() {
-        let ssh = SshOptions {
-            keyfile: Some("/k".into()),
-            ..Default::default()
-        };
+        let ssh = opts(Some("/k"), None, false);
         let err = with_ssh("qemu:///system", &ssh).unwrap_err();
         assert!(err.to_string().contains("qemu+ssh://"), "{err}");
     }
