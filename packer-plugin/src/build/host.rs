@@ -174,6 +174,23 @@ impl HostHandle {
         files_are_local(&self.uri)
     }
 
+    /// Creates a volume in `pool` and records it as the build's; a
+    /// refusal names `field`.
+    async fn new_volume(
+        &self,
+        pool: &str,
+        spec: VolumeSpec,
+        field: String,
+        record: &(dyn Fn(Leftover) + Sync),
+    ) -> Result<VolumeInfo, HostError> {
+        let pool = pool.to_string();
+        let vol = self
+            .with(move |h| h.create_volume(&pool, &spec).map_err(setting(field)))
+            .await?;
+        record(Leftover::Volume(vol.key.clone()));
+        Ok(vol)
+    }
+
     /// Fails if a domain named `name` exists already.
     pub async fn check_free_name(&self, name: &str) -> Result<(), BuildError> {
         let name = name.to_string();
@@ -194,7 +211,6 @@ impl HostHandle {
         source: Option<&Path>,
         record: &(dyn Fn(Leftover) + Sync),
     ) -> Result<VolumeInfo, BuildError> {
-        let pool = cfg.pool.clone();
         let name = format!("{}.qcow2", cfg.volume_stem());
         let want = cfg.disk_size.filter(|_| !cfg.skip_resize_disk);
         let vol = match source {
@@ -207,9 +223,8 @@ impl HostHandle {
                 };
                 let spec = VolumeSpec::new(&name, info.virtual_size, info.format);
                 let vol = self
-                    .with(move |h| h.create_volume(&pool, &spec).map_err(setting("pool")))
+                    .new_volume(&cfg.pool, spec, "pool".into(), record)
                     .await?;
-                record(Leftover::Volume(vol.key.clone()));
                 let key = vol.key.clone();
                 self.with(move |h| {
                     h.upload_file(&key, &src)
@@ -227,9 +242,8 @@ impl HostHandle {
                 let spec =
                     VolumeSpec::new(&name, want.unwrap_or(DEFAULT_DISK), VolumeFormat::Qcow2);
                 let vol = self
-                    .with(move |h| h.create_volume(&pool, &spec).map_err(setting("pool")))
+                    .new_volume(&cfg.pool, spec, "pool".into(), record)
                     .await?;
-                record(Leftover::Volume(vol.key.clone()));
                 vol
             }
         };
@@ -252,14 +266,14 @@ impl HostHandle {
                 *size,
                 VolumeFormat::Qcow2,
             );
-            let pool = cfg.pool.clone();
             let vol = self
-                .with(move |h| {
-                    h.create_volume(&pool, &spec)
-                        .map_err(setting(format!("disk_additional_size[{i}]")))
-                })
+                .new_volume(
+                    &cfg.pool,
+                    spec,
+                    format!("disk_additional_size[{i}]"),
+                    record,
+                )
                 .await?;
-            record(Leftover::Volume(vol.key.clone()));
             out.push(vol);
         }
         Ok(out)
@@ -280,11 +294,9 @@ impl HostHandle {
             })?
             .len();
         let spec = VolumeSpec::new(name, size, VolumeFormat::Raw);
-        let pool = cfg.pool.clone();
         let vol = self
-            .with(move |h| h.create_volume(&pool, &spec).map_err(setting("pool")))
+            .new_volume(&cfg.pool, spec, "pool".into(), record)
             .await?;
-        record(Leftover::Volume(vol.key.clone()));
         let key = vol.key.clone();
         let p = path.to_path_buf();
         self.with(move |h| {
@@ -309,11 +321,9 @@ impl HostHandle {
         );
         // cd_content may hold secrets: owner-only, as the provider's seeds.
         spec.mode = Some(0o600);
-        let pool = cfg.pool.clone();
         let vol = self
-            .with(move |h| h.create_volume(&pool, &spec).map_err(setting("pool")))
+            .new_volume(&cfg.pool, spec, "pool".into(), record)
             .await?;
-        record(Leftover::Volume(vol.key.clone()));
         let key = vol.key.clone();
         let bytes = iso.to_vec();
         self.with(move |h| h.upload_bytes(&key, &bytes).map_err(HostError::UploadSeed))
