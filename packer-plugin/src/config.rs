@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kvmhost::libvirt::Uri;
 use serde_json::{Map, Value};
 
 use crate::spec::{CtyType, ObjectSpec, Spec};
@@ -44,6 +45,12 @@ pub struct Opt {
 
 const fn opt(name: &'static str, kind: Kind, doc: &'static str) -> Opt {
     Opt { name, kind, doc }
+}
+
+/// Whether the libvirt daemon `uri` reaches runs qemu on this machine,
+/// so the paths of its volumes, kernels and firmware are files here.
+pub fn files_are_local(uri: &Uri) -> bool {
+    uri.driver() == "qemu" && uri.is_local()
 }
 
 /// Every option the builder accepts.
@@ -342,7 +349,7 @@ pub struct Config {
     /// The template engine's context, for what is rendered during the build.
     pub template: template::Context,
     /// libvirt URI.
-    pub libvirt_uri: String,
+    pub libvirt_uri: Uri,
     /// Storage pool.
     pub pool: String,
     /// Domain and output file name.
@@ -862,6 +869,13 @@ fn build(
     };
 
     let libvirt_uri = s("libvirt_uri").unwrap_or_else(|| "qemu:///system".into());
+    let libvirt_uri = match Uri::parse(&libvirt_uri) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            errs.push(format!("libvirt_uri: {e}"));
+            None
+        }
+    };
     let pool = s("pool").unwrap_or_else(|| "default".into());
     let vm_name = s("vm_name").unwrap_or_else(|| format!("packer-{build_name}"));
     if vm_name.contains('/') || vm_name.starts_with('.') {
@@ -1000,7 +1014,7 @@ fn build(
     }
     // Kernel and initrd are read by the libvirt host: check them only when
     // that host is this machine.
-    let local = libvirt_uri.starts_with("qemu:///") || libvirt_uri.starts_with("qemu+unix:///");
+    let local = libvirt_uri.as_ref().is_some_and(files_are_local);
     for (name, p) in [("kernel", &kernel), ("initrd", &initrd)] {
         if let Some(p) = p.as_ref().filter(|_| local) {
             if !p.is_file() {
@@ -1233,7 +1247,7 @@ fn build(
     Some(Config {
         packer,
         template,
-        libvirt_uri,
+        libvirt_uri: libvirt_uri?,
         pool,
         vm_name,
         iso_urls,
@@ -1306,7 +1320,8 @@ mod tests {
     fn every_problem_is_reported_at_once_naming_its_option() {
         let e = parse(json!({
             "iso_url": "ftp://x", "memory": "lots", "accelerator": "hyperv",
-            "format": "vmdk", "bogus": 1, "ssh_timeout": "soon", "net_bridge": "br0", "network": "n"
+            "format": "vmdk", "bogus": 1, "ssh_timeout": "soon", "net_bridge": "br0", "network": "n",
+            "libvirt_uri": "vmhost01"
         }))
         .unwrap_err();
         let text = e.to_string();
@@ -1320,6 +1335,7 @@ mod tests {
             "iso_checksum:",
             "ssh_username:",
             "net_bridge:",
+            "libvirt_uri: 'vmhost01' is not a libvirt URI",
         ] {
             assert!(text.contains(field), "{field} missing from:\n{text}");
         }

@@ -171,7 +171,7 @@ pub async fn blocking<T: Send + 'static>(
 /// 4. else none: the diagnostic is about the whole resource.
 pub fn to_diag(summary: &str, e: &HostError, attr: Option<&str>) -> Diagnostic {
     let own = match e {
-        HostError::Invalid { field, .. } => Some(*field),
+        HostError::Invalid { field, .. } => Some(attribute_of(field)),
         _ => None,
     };
     let at = match (own, attr) {
@@ -179,10 +179,25 @@ pub fn to_diag(summary: &str, e: &HostError, attr: Option<&str>) -> Diagnostic {
         (Some(f), _) => Some(f),
         (None, a) => a,
     };
-    let detail = e.to_string();
+    let detail = match (e, own) {
+        (HostError::Invalid { message, .. }, Some(f)) => format!("invalid {f}: {message}"),
+        _ => e.to_string(),
+    };
     match at {
         Some(a) => Diagnostic::new(summary.to_string(), detail, path_of(a)),
         None => Diagnostic::root(summary.to_string(), detail),
+    }
+}
+
+/// kvmhost names the fields of its own types; where the provider's
+/// attribute for one is called otherwise, this names the attribute.
+fn attribute_of(field: &'static str) -> &'static str {
+    match field {
+        "interface.mac" => "network_interface.mac",
+        "xslt" => "xml.xslt",
+        "base_volume_key" => "base_volume_id",
+        "extra_base_volume_keys" => "disk.volume_id",
+        other => other,
     }
 }
 
@@ -333,6 +348,29 @@ mod tests {
         assert_eq!(at(&d), path_of("memory").to_string());
         assert_eq!(d.summary, "Cannot create the domain");
         assert_eq!(first_line(&d), "invalid memory: must be at least 1");
+    }
+
+    #[test]
+    fn kvmhost_fields_are_shown_as_the_provider_attributes_they_come_from() {
+        for (field, attr) in [
+            ("interface.mac", "network_interface.mac"),
+            ("xslt", "xml.xslt"),
+            ("base_volume_key", "base_volume_id"),
+            ("extra_base_volume_keys", "disk.volume_id"),
+        ] {
+            let d = to_diag("Cannot create the template", &invalid(field), None);
+            assert_eq!(at(&d), path_of(attr).to_string());
+            assert_eq!(
+                first_line(&d),
+                format!("invalid {attr}: must be at least 1")
+            );
+        }
+        let d = to_diag(
+            "Cannot create the domain",
+            &invalid("xslt"),
+            Some("xml.0.xslt"),
+        );
+        assert_eq!(at(&d), path_of("xml.0.xslt").to_string());
     }
 
     #[test]

@@ -1,12 +1,5 @@
-//! `terraform-provider-libvirt`: a Terraform provider (tfplugin6) for
-//! libvirt hosts, compatible with the `dmacvicar/libvirt` 0.8 HCL.
-
-mod common;
-mod data_sources;
-mod provider;
-mod resources;
-mod source;
-mod wake;
+//! `terraform-provider-libvirt`: serves the provider of the
+//! `terraform_provider_libvirt` library to Terraform.
 
 fn main() -> anyhow::Result<()> {
     // A backtrace in a panic message would reach users as a diagnostic
@@ -27,7 +20,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(tfplugin::serve(
         "libvirt",
-        provider::LibvirtProvider::default(),
+        terraform_provider_libvirt::LibvirtProvider::default(),
     ))?;
     Ok(())
 }

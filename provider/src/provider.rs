@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kvmhost::libvirt::{Host, SshOptions};
+use kvmhost::libvirt::{Error as HostError, SshOptions, Uri};
 use serde::{Deserialize, Serialize};
 use tfplugin::schema::{Block, Description, NestedBlock, Schema};
 use tfplugin::value::{Value, ValueEmpty};
@@ -52,17 +52,14 @@ fn host_config(config: &Config) -> Result<HostConfig, tfplugin::Diagnostic> {
         known_hosts: config.known_hosts.as_ref_option().cloned(),
         no_verify: config.no_verify.as_ref_option().copied().unwrap_or(false),
     };
-    let uri = Host::uri_with_ssh(uri, &ssh)
+    let uri = Uri::parse(uri)
+        .map_err(HostError::from)
+        .and_then(|u| u.with_ssh(&ssh))
         .map_err(|e| crate::common::to_diag("Invalid libvirt URI", &e, Some("uri")))?;
     let wake = match config.wake.as_ref_option() {
         None => None,
         Some(w) => {
-            let host = uri
-                .split_once("://")
-                .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or_default())
-                .map(|auth| auth.rsplit('@').next().unwrap_or_default())
-                .map(|hp| hp.split(':').next().unwrap_or_default())
-                .filter(|h| !h.is_empty());
+            let host = uri.host();
             Some(parse_wake(
                 w.mac
                     .as_ref_option()
@@ -76,7 +73,10 @@ fn host_config(config: &Config) -> Result<HostConfig, tfplugin::Diagnostic> {
             )?)
         }
     };
-    Ok(HostConfig { uri, wake })
+    Ok(HostConfig {
+        uri: uri.to_string(),
+        wake,
+    })
 }
 
 #[async_trait]

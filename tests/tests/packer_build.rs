@@ -11,6 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testbed::util::{OutputWithin, COMMAND_LIMIT};
 
+use kvmhost::libvirt::address::{AddressWait, Family};
+use kvmhost::libvirt::domain::AddressSource;
+use kvmhost::libvirt::Host;
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
 use testbed::packer::{hcl_attributes, packer_in, show, tiny_guest_source, workdir};
@@ -104,22 +107,17 @@ fn boot_and_read_marker(bed: &Libvirtd, guest: &TinyGuest, image: &Path, name: &
     std::fs::write(&xml_path, xml).unwrap();
     bed.virsh(&["create", &xml_path.to_string_lossy()]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
-    let ip = loop {
-        let leases = bed.virsh(&["net-dhcp-leases", NETWORK]).unwrap_or_default();
-        if let Some(ip) = leases
-            .lines()
-            .filter(|l| l.contains("52:54:00:aa:bb:01"))
-            .find_map(|l| {
-                l.split_whitespace()
-                    .find(|w| w.contains('/'))
-                    .map(|w| w.split('/').next().unwrap().to_string())
-            })
-        {
-            break ip;
-        }
-        assert!(Instant::now() < deadline, "the built image got no address");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let host = Host::open(&bed.uri()).unwrap();
+    let ip = host
+        .wait_for_addresses(&AddressWait {
+            domain: format!("{name}-check"),
+            macs: vec!["52:54:00:aa:bb:01".into()],
+            source: AddressSource::Lease,
+            family: Family::Ipv4,
+            deadline,
+        })
+        .expect("the built image got no address")
+        .remove(0);
     let read = loop {
         let out = bed
             .netns()

@@ -315,7 +315,7 @@ impl DomainDef {
             .find(|m| !is_mac(m))
         {
             return Err(Error::Invalid {
-                field: "network_interface.mac",
+                field: "interface.mac",
                 message: format!("'{mac}' is not a MAC address like 52:54:00:12:34:56"),
             });
         }
@@ -578,7 +578,7 @@ impl DomainDef {
             let _ = writer.join();
             if !out.status.success() {
                 return Err(Error::Invalid {
-                    field: "xml.xslt",
+                    field: "xslt",
                     message: format!(
                         "xsltproc rejected the stylesheet: {}",
                         String::from_utf8_lossy(&out.stderr).trim()
@@ -586,7 +586,7 @@ impl DomainDef {
                 });
             }
             String::from_utf8(out.stdout).map_err(|_| Error::Invalid {
-                field: "xml.xslt",
+                field: "xslt",
                 message: "the transformed XML is not UTF-8".into(),
             })
         })();
@@ -938,7 +938,7 @@ mod tests {
         let mut d = sample();
         d.interfaces[0].mac = Some("52:54:00".into());
         let err = d.validate().unwrap_err().to_string();
-        assert!(err.starts_with("invalid network_interface.mac"), "{err}");
+        assert!(err.starts_with("invalid interface.mac"), "{err}");
     }
 
     #[test]
@@ -953,7 +953,7 @@ mod tests {
         let err = DomainDef::apply_xslt("<domain/>", "not xslt")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("invalid xml.xslt"), "{err}");
+        assert!(err.starts_with("invalid xslt"), "{err}");
     }
 
     const IDENTITY: &str = r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">

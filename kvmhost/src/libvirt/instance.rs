@@ -198,7 +198,7 @@ impl Host {
                 );
                 ov.backing = Some(Backing {
                     path: base.path.clone(),
-                    format: VolumeFormat::parse(&base.format, "base_volume_id")
+                    format: VolumeFormat::parse(&base.format, "base_volume_key")
                         .unwrap_or(VolumeFormat::Raw),
                 });
                 ov.mode = Some(0o600);

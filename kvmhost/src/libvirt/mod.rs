@@ -17,6 +17,7 @@
 //! # Ok::<(), kvmhost::libvirt::Error>(())
 //! ```
 
+pub mod address;
 mod connection;
 pub mod domain;
 pub mod domain_xml;
@@ -26,9 +27,11 @@ pub mod lock;
 pub mod network;
 pub mod pool;
 pub mod template;
+pub mod uri;
 pub mod volume;
 mod volume_download;
 mod xml;
 
-pub use connection::{Host, NodeInfo, SshOptions};
+pub use connection::{Host, NodeInfo};
 pub use error::{Error, Result};
+pub use uri::{SshOptions, Uri, UriError};

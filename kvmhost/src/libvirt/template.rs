@@ -138,11 +138,11 @@ impl Host {
         for (i, key) in keys.enumerate() {
             let base = self.volume_by_key(key).map_err(|e| match e {
                 Error::NotFound { .. } if i == 0 => Error::Invalid {
-                    field: "base_volume_id",
+                    field: "base_volume_key",
                     message: format!("no volume has the key '{key}'"),
                 },
                 Error::NotFound { .. } => Error::Invalid {
-                    field: "disk.volume_id",
+                    field: "extra_base_volume_keys",
                     message: format!("no volume has the key '{key}' (disk {i})"),
                 },
                 e => e,
@@ -434,7 +434,7 @@ mod tests {
             ..Default::default()
         };
         let err = host.define_template(&spec).unwrap_err().to_string();
-        assert!(err.starts_with("invalid base_volume_id"), "{err}");
+        assert!(err.starts_with("invalid base_volume_key"), "{err}");
     }
 
     fn small_spec(host: &Host, name: &str) -> TemplateSpec {
@@ -463,7 +463,7 @@ mod tests {
         let mut spec = small_spec(&host, "two-disks");
         spec.extra_base_volume_keys = vec!["/nope".into()];
         let err = host.define_template(&spec).unwrap_err().to_string();
-        assert!(err.starts_with("invalid disk.volume_id"), "{err}");
+        assert!(err.starts_with("invalid extra_base_volume_keys"), "{err}");
         assert!(err.contains("'/nope' (disk 1)"), "{err}");
     }
 
@@ -504,7 +504,7 @@ mod tests {
         let mut spec = small_spec(&host, "xslt");
         spec.xslt = Some("<not-a-stylesheet/>".into());
         let err = host.define_template(&spec).unwrap_err().to_string();
-        assert!(err.starts_with("invalid xml.xslt"), "{err}");
+        assert!(err.starts_with("invalid xslt"), "{err}");
         assert!(host.domain_status("xslt").unwrap_err().is_not_found());
     }
 }

@@ -298,14 +298,8 @@ pub fn check(
                 format!("a host named {:?} is already defined above", h.name),
             ));
         }
-        if !h.uri.contains("://") {
-            return Err(err(
-                key_path!["host", i, "uri"],
-                format!(
-                    "{:?} is not a libvirt URI; write e.g. qemu:///system or qemu+ssh://root@vmhost01/system",
-                    h.uri
-                ),
-            ));
+        if let Err(e) = kvmhost::libvirt::Uri::parse(&h.uri) {
+            return Err(err(key_path!["host", i, "uri"], e.to_string()));
         }
         let wake = match &h.wake {
             None => None,

@@ -110,6 +110,23 @@ fn a_bad_value_names_file_line_and_key() {
         ),
         "{e}"
     );
+    let e = error(&GOOD.replace("qemu+ssh://root@vmhost02/system", "vmhost02"));
+    assert!(
+        e.starts_with(
+            "/etc/launcher.toml:14: host[1].uri: 'vmhost02' is not a libvirt URI; write e.g. qemu:///system"
+        ),
+        "{e}"
+    );
+    let e = error(&GOOD.replace(
+        "qemu+ssh://root@vmhost02/system",
+        "qemu+ssh://vmhost02:ssh/system",
+    ));
+    assert!(
+        e.contains(
+            "host[1].uri: 'qemu+ssh://vmhost02:ssh/system' is not a libvirt URI (port 'ssh'"
+        ),
+        "{e}"
+    );
     let e = error(&GOOD.replace("\"os=debian\"", "\"debian\""));
     assert!(
         e.starts_with("/etc/launcher.toml:20: agent[0].tags[1]:"),

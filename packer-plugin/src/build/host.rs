@@ -5,16 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kvmhost::libvirt::address::{wait_for_addresses_async, AddressWait, Family};
 use kvmhost::libvirt::domain::{AddressSource as LvAddressSource, PowerState};
 use kvmhost::libvirt::domain_xml::{
     ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, DomainKind, InterfaceDef,
     InterfaceSource, NvramDef, OsDef,
 };
 use kvmhost::libvirt::volume::{image_info, VolumeFormat, VolumeInfo, VolumeSpec};
-use kvmhost::libvirt::Host;
+use kvmhost::libvirt::{Error as LvError, Host, Uri};
 
 use super::BuildError;
-use crate::config::{Accelerator, AddressSource, Config, Format, NetAttach};
+use crate::config::{files_are_local, Accelerator, AddressSource, Config, Format, NetAttach};
 
 /// Something on the host that the build made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,37 +30,139 @@ pub enum Leftover {
 #[derive(Clone)]
 pub struct HostHandle {
     host: Arc<Host>,
+    uri: Uri,
 }
 
 /// Default size of an empty install disk.
 const DEFAULT_DISK: u64 = 10 << 30;
 
-async fn blocking<T, F>(f: F) -> Result<T, BuildError>
+/// Why a host step failed; each message names the setting to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A libvirt call about one setting failed.
+    #[error("{field}: {source}")]
+    Setting {
+        /// The setting, e.g. `pool` or `disk_additional_size[1]`.
+        field: String,
+        /// libvirt's error.
+        source: LvError,
+    },
+    /// A libvirt call that no single setting explains failed.
+    #[error("{0}")]
+    Libvirt(#[from] LvError),
+    /// `vm_name` is taken on the host.
+    #[error("vm_name: a domain named `{0}` already exists on the host: choose another vm_name or remove it")]
+    NameTaken(String),
+    /// A local file could not be uploaded into its volume.
+    #[error("uploading {}: {source}", path.display())]
+    Upload {
+        /// The local file.
+        path: PathBuf,
+        /// libvirt's error.
+        source: LvError,
+    },
+    /// The seed CD could not be uploaded.
+    #[error("uploading the CD: {0}")]
+    UploadSeed(LvError),
+    /// The ISO to upload cannot be read.
+    #[error("iso_url: {}: {source}", path.display())]
+    IsoUnreadable {
+        /// The local ISO.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// libvirt refused the domain definition.
+    #[error("defining domain {name}: {source}")]
+    Define {
+        /// The domain.
+        name: String,
+        /// libvirt's error.
+        source: LvError,
+    },
+    /// libvirt refused the definition `domain_xslt` made.
+    #[error("domain_xslt: defining the transformed domain {name}: {source}")]
+    DefineTransformed {
+        /// The domain.
+        name: String,
+        /// libvirt's error.
+        source: LvError,
+    },
+    /// The network has no bridge to serve HTTP on.
+    #[error("network: `{0}` has no bridge device")]
+    NoBridge(String),
+    /// `boot_command` does not parse.
+    #[error("boot_command: {0}")]
+    BootCommand(String),
+    /// The guest got no address before `ssh_timeout`.
+    #[error("ssh_timeout: the guest's NIC {mac} got no IPv4 address (from the {from}) in time")]
+    NoAddress {
+        /// The NIC's MAC, lower case.
+        mac: String,
+        /// Where the address was looked for.
+        from: &'static str,
+    },
+    /// The guest ignored the power button.
+    #[error("shutdown_timeout: the guest did not power off within {0:?} after the power button; set shutdown_command")]
+    PowerButtonIgnored(Duration),
+    /// The guest did not shut off before the deadline.
+    #[error("the guest is still running")]
+    StillRunning,
+    /// The build disk could not be downloaded from a remote host.
+    #[error("downloading the disk: {0}")]
+    Download(LvError),
+    /// The source image to back the output on cannot be used.
+    #[error("use_backing_file: {0}")]
+    Backing(String),
+    /// qemu-img could not be run.
+    #[error("running qemu-img (install qemu-utils): {0}")]
+    QemuImgMissing(std::io::Error),
+    /// qemu-img failed.
+    #[error("qemu-img convert {} -> {}: {stderr}", src.display(), out.display())]
+    Convert {
+        /// The disk read.
+        src: PathBuf,
+        /// The file written.
+        out: PathBuf,
+        /// qemu-img's standard error, trimmed.
+        stderr: String,
+    },
+    /// A blocking host call panicked or was cancelled.
+    #[error("host task failed: {0}")]
+    Task(String),
+}
+
+/// `map_err` for a libvirt error about `field`.
+fn setting(field: impl Into<String>) -> impl FnOnce(LvError) -> HostError {
+    let field = field.into();
+    move |source| HostError::Setting { field, source }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, HostError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, String> + Send + 'static,
+    F: FnOnce() -> Result<T, HostError> + Send + 'static,
 {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BuildError::Step(format!("host task failed: {e}")))?
-        .map_err(BuildError::Step)
+        .map_err(|e| HostError::Task(e.to_string()))?
 }
 
 impl HostHandle {
     /// Opens the connection.
-    pub async fn open(uri: &str) -> Result<HostHandle, BuildError> {
-        let uri = uri.to_string();
-        let host =
-            blocking(move || Host::open(&uri).map_err(|e| format!("libvirt_uri: {e}"))).await?;
+    pub async fn open(uri: &Uri) -> Result<HostHandle, BuildError> {
+        let text = uri.to_string();
+        let host = blocking(move || Host::open(&text).map_err(setting("libvirt_uri"))).await?;
         Ok(HostHandle {
             host: Arc::new(host),
+            uri: uri.clone(),
         })
     }
 
-    async fn with<T, F>(&self, f: F) -> Result<T, BuildError>
+    async fn with<T, F>(&self, f: F) -> Result<T, HostError>
     where
         T: Send + 'static,
-        F: FnOnce(&Host) -> Result<T, String> + Send + 'static,
+        F: FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
     {
         let host = self.host.clone();
         blocking(move || f(&host)).await
@@ -68,21 +171,36 @@ impl HostHandle {
     /// Whether the connection reaches the libvirt of this machine, so
     /// volume paths are local files.
     pub fn is_local(&self) -> bool {
-        let uri = self.host.uri();
-        uri.starts_with("qemu:///") || uri.starts_with("qemu+unix:///")
+        files_are_local(&self.uri)
+    }
+
+    /// Creates a volume in `pool` and records it as the build's; a
+    /// refusal names `field`.
+    async fn new_volume(
+        &self,
+        pool: &str,
+        spec: VolumeSpec,
+        field: String,
+        record: &(dyn Fn(Leftover) + Sync),
+    ) -> Result<VolumeInfo, HostError> {
+        let pool = pool.to_string();
+        let vol = self
+            .with(move |h| h.create_volume(&pool, &spec).map_err(setting(field)))
+            .await?;
+        record(Leftover::Volume(vol.key.clone()));
+        Ok(vol)
     }
 
     /// Fails if a domain named `name` exists already.
     pub async fn check_free_name(&self, name: &str) -> Result<(), BuildError> {
         let name = name.to_string();
         self.with(move |h| match h.domain_status(&name) {
-            Ok(_) => Err(format!(
-                "vm_name: a domain named `{name}` already exists on the host: choose another vm_name or remove it"
-            )),
+            Ok(_) => Err(HostError::NameTaken(name)),
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         })
         .await
+        .map_err(BuildError::from)
     }
 
     /// Creates the build disk: a copy of the source image (resized to
@@ -93,38 +211,30 @@ impl HostHandle {
         source: Option<&Path>,
         record: &(dyn Fn(Leftover) + Sync),
     ) -> Result<VolumeInfo, BuildError> {
-        let pool = cfg.pool.clone();
         let name = format!("{}.qcow2", cfg.volume_stem());
         let want = cfg.disk_size.filter(|_| !cfg.skip_resize_disk);
         let vol = match source {
             Some(src) => {
                 let src = src.to_path_buf();
-                let info = image_info(&src).map_err(|e| format!("iso_url: {e}"))?;
+                let info = image_info(&src).map_err(setting("iso_url"))?;
                 let name = match info.format {
                     VolumeFormat::Qcow2 => name,
                     _ => format!("{}.img", cfg.volume_stem()),
                 };
                 let spec = VolumeSpec::new(&name, info.virtual_size, info.format);
                 let vol = self
-                    .with(move |h| {
-                        h.create_volume(&pool, &spec)
-                            .map_err(|e| format!("pool: {e}"))
-                    })
+                    .new_volume(&cfg.pool, spec, "pool".into(), record)
                     .await?;
-                record(Leftover::Volume(vol.key.clone()));
                 let key = vol.key.clone();
                 self.with(move |h| {
                     h.upload_file(&key, &src)
-                        .map_err(|e| format!("uploading {}: {e}", src.display()))
+                        .map_err(|source| HostError::Upload { path: src, source })
                 })
                 .await?;
                 if let Some(size) = want.filter(|s| *s > info.virtual_size) {
                     let key = vol.key.clone();
-                    self.with(move |h| {
-                        h.resize_volume(&key, size)
-                            .map_err(|e| format!("disk_size: {e}"))
-                    })
-                    .await?;
+                    self.with(move |h| h.resize_volume(&key, size).map_err(setting("disk_size")))
+                        .await?;
                 }
                 vol
             }
@@ -132,18 +242,15 @@ impl HostHandle {
                 let spec =
                     VolumeSpec::new(&name, want.unwrap_or(DEFAULT_DISK), VolumeFormat::Qcow2);
                 let vol = self
-                    .with(move |h| {
-                        h.create_volume(&pool, &spec)
-                            .map_err(|e| format!("pool: {e}"))
-                    })
+                    .new_volume(&cfg.pool, spec, "pool".into(), record)
                     .await?;
-                record(Leftover::Volume(vol.key.clone()));
                 vol
             }
         };
         let key = vol.key.clone();
-        self.with(move |h| h.volume_by_key(&key).map_err(|e| e.to_string()))
-            .await
+        Ok(self
+            .with(move |h| h.volume_by_key(&key).map_err(HostError::from))
+            .await?)
     }
 
     /// Creates the empty extra disks of `disk_additional_size`.
@@ -159,14 +266,14 @@ impl HostHandle {
                 *size,
                 VolumeFormat::Qcow2,
             );
-            let pool = cfg.pool.clone();
             let vol = self
-                .with(move |h| {
-                    h.create_volume(&pool, &spec)
-                        .map_err(|e| format!("disk_additional_size[{i}]: {e}"))
-                })
+                .new_volume(
+                    &cfg.pool,
+                    spec,
+                    format!("disk_additional_size[{i}]"),
+                    record,
+                )
                 .await?;
-            record(Leftover::Volume(vol.key.clone()));
             out.push(vol);
         }
         Ok(out)
@@ -181,22 +288,20 @@ impl HostHandle {
         record: &(dyn Fn(Leftover) + Sync),
     ) -> Result<String, BuildError> {
         let size = std::fs::metadata(path)
-            .map_err(|e| format!("iso_url: {}: {e}", path.display()))?
+            .map_err(|source| HostError::IsoUnreadable {
+                path: path.to_path_buf(),
+                source,
+            })?
             .len();
         let spec = VolumeSpec::new(name, size, VolumeFormat::Raw);
-        let pool = cfg.pool.clone();
         let vol = self
-            .with(move |h| {
-                h.create_volume(&pool, &spec)
-                    .map_err(|e| format!("pool: {e}"))
-            })
+            .new_volume(&cfg.pool, spec, "pool".into(), record)
             .await?;
-        record(Leftover::Volume(vol.key.clone()));
         let key = vol.key.clone();
         let p = path.to_path_buf();
         self.with(move |h| {
             h.upload_file(&key, &p)
-                .map_err(|e| format!("uploading {}: {e}", p.display()))
+                .map_err(|source| HostError::Upload { path: p, source })
         })
         .await?;
         Ok(vol.path)
@@ -216,21 +321,13 @@ impl HostHandle {
         );
         // cd_content may hold secrets: owner-only, as the provider's seeds.
         spec.mode = Some(0o600);
-        let pool = cfg.pool.clone();
         let vol = self
-            .with(move |h| {
-                h.create_volume(&pool, &spec)
-                    .map_err(|e| format!("pool: {e}"))
-            })
+            .new_volume(&cfg.pool, spec, "pool".into(), record)
             .await?;
-        record(Leftover::Volume(vol.key.clone()));
         let key = vol.key.clone();
         let bytes = iso.to_vec();
-        self.with(move |h| {
-            h.upload_bytes(&key, &bytes)
-                .map_err(|e| format!("uploading the CD: {e}"))
-        })
-        .await?;
+        self.with(move |h| h.upload_bytes(&key, &bytes).map_err(HostError::UploadSeed))
+            .await?;
         Ok(vol.path)
     }
 
@@ -254,15 +351,17 @@ impl HostHandle {
             None => h
                 .define_domain_xml(&xml)
                 .map(|_| ())
-                .map_err(|e| format!("defining domain {}: {e}", def.name)),
+                .map_err(|source| HostError::Define {
+                    name: def.name,
+                    source,
+                }),
             Some(sheet) => {
-                let xml =
-                    DomainDef::apply_xslt(&xml, sheet).map_err(|e| format!("domain_xslt: {e}"))?;
-                h.define_domain_xml(&xml).map(|_| ()).map_err(|e| {
-                    format!(
-                        "domain_xslt: defining the transformed domain {}: {e}",
-                        def.name
-                    )
+                let xml = DomainDef::apply_xslt(&xml, sheet).map_err(setting("domain_xslt"))?;
+                h.define_domain_xml(&xml).map(|_| ()).map_err(|source| {
+                    HostError::DefineTransformed {
+                        name: def.name,
+                        source,
+                    }
                 })
             }
         })
@@ -276,19 +375,21 @@ impl HostHandle {
         let n = name.to_string();
         self.with(move |h| {
             h.network(&n)
-                .map_err(|e| format!("network: {e}"))?
+                .map_err(setting("network"))?
                 .def
                 .bridge
-                .ok_or_else(|| format!("network: `{n}` has no bridge device"))
+                .ok_or(HostError::NoBridge(n))
         })
         .await
+        .map_err(BuildError::from)
     }
 
     /// Starts the domain.
     pub async fn start(&self, name: &str) -> Result<(), BuildError> {
         let name = name.to_string();
-        self.with(move |h| h.start_domain(&name).map_err(|e| e.to_string()))
-            .await
+        Ok(self
+            .with(move |h| h.start_domain(&name).map_err(HostError::from))
+            .await?)
     }
 
     /// Types the boot command into the guest's keyboard.
@@ -298,17 +399,13 @@ impl HostHandle {
         lines: &[String],
         interval: Option<Duration>,
     ) -> Result<(), BuildError> {
-        let actions =
-            crate::build::keys::parse(&lines.concat()).map_err(|e| format!("boot_command: {e}"))?;
+        let actions = crate::build::keys::parse(&lines.concat()).map_err(HostError::BootCommand)?;
         for a in actions {
             match a {
                 crate::build::keys::Action::Keys(codes) => {
                     let name = name.to_string();
-                    self.with(move |h| {
-                        h.send_keys(&name, &codes)
-                            .map_err(|e| format!("boot_command: {e}"))
-                    })
-                    .await?;
+                    self.with(move |h| h.send_keys(&name, &codes).map_err(setting("boot_command")))
+                        .await?;
                     if let Some(d) = interval {
                         tokio::time::sleep(d).await;
                     }
@@ -326,34 +423,24 @@ impl HostHandle {
         mac: &str,
         deadline: Instant,
     ) -> Result<String, BuildError> {
-        let source = match cfg.address_source {
-            AddressSource::Lease => LvAddressSource::Lease,
-            AddressSource::Agent => LvAddressSource::Agent,
+        let (source, from) = match cfg.address_source {
+            AddressSource::Lease => (LvAddressSource::Lease, "network's DHCP leases"),
+            AddressSource::Agent => (LvAddressSource::Agent, "guest agent"),
         };
-        let mac = mac.to_ascii_lowercase();
-        loop {
-            let name = cfg.vm_name.clone();
-            let found = self
-                .with(move |h| Ok(h.domain_addresses(&name, source).unwrap_or_default()))
-                .await?;
-            let ip = found
-                .iter()
-                .filter(|i| i.mac.eq_ignore_ascii_case(&mac))
-                .flat_map(|i| i.addresses.iter())
-                .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok());
-            if let Some(ip) = ip {
-                return Ok(ip.clone());
+        let wait = AddressWait {
+            domain: cfg.vm_name.clone(),
+            macs: vec![mac.to_string()],
+            source,
+            family: Family::Ipv4,
+            deadline,
+        };
+        match wait_for_addresses_async(self.host.clone(), wait).await {
+            Ok(mut found) => Ok(found.remove(0)),
+            Err(missing) => Err(HostError::NoAddress {
+                mac: missing.mac,
+                from,
             }
-            if Instant::now() >= deadline {
-                return Err(BuildError::Step(format!(
-                    "ssh_timeout: the guest's NIC {mac} got no IPv4 address (from the {}) in time",
-                    match cfg.address_source {
-                        AddressSource::Lease => "network's DHCP leases",
-                        AddressSource::Agent => "guest agent",
-                    }
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            .into()),
         }
     }
 
@@ -361,12 +448,10 @@ impl HostHandle {
     pub async fn acpi_shutdown(&self, name: &str, timeout: Duration) -> Result<(), BuildError> {
         let name = name.to_string();
         let started = Instant::now();
-        self.with(move |h| h.stop_domain(&name, timeout).map_err(|e| e.to_string()))
+        self.with(move |h| h.stop_domain(&name, timeout).map_err(HostError::from))
             .await?;
         if started.elapsed() >= timeout {
-            return Err(BuildError::Step(format!(
-                "shutdown_timeout: the guest did not power off within {timeout:?} after the power button; set shutdown_command"
-            )));
+            return Err(HostError::PowerButtonIgnored(timeout).into());
         }
         Ok(())
     }
@@ -395,14 +480,14 @@ impl HostHandle {
                 .with(move |h| {
                     h.domain_status(&n)
                         .map(|s| s.state)
-                        .map_err(|e| e.to_string())
+                        .map_err(HostError::from)
                 })
                 .await?;
             if state == PowerState::ShutOff {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(BuildError::Step("the guest is still running".into()));
+                return Err(HostError::StillRunning.into());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -423,11 +508,8 @@ impl HostHandle {
             let tmp = out.with_extension("download");
             let key = disk.key.clone();
             let t = tmp.clone();
-            self.with(move |h| {
-                h.download_volume(&key, &t)
-                    .map_err(|e| format!("downloading the disk: {e}"))
-            })
-            .await?;
+            self.with(move |h| h.download_volume(&key, &t).map_err(HostError::Download))
+                .await?;
             (tmp.clone(), disk.format.clone(), Some(TempFile(tmp)))
         };
         let src_format = if src_format.is_empty() {
@@ -449,8 +531,8 @@ impl HostHandle {
         if let Some(b) = backing {
             // Only what differs from the source image is written; the
             // overlay names the source as its backing file.
-            let info = image_info(b).map_err(|e| format!("use_backing_file: {e}"))?;
-            let abs = std::path::absolute(b).map_err(|e| format!("use_backing_file: {e}"))?;
+            let info = image_info(b).map_err(setting("use_backing_file"))?;
+            let abs = std::path::absolute(b).map_err(|e| HostError::Backing(e.to_string()))?;
             cmd.arg("-B").arg(abs).args(["-F", info.format.as_str()]);
         }
         let output = cmd
@@ -458,20 +540,20 @@ impl HostHandle {
             .arg(&out_s)
             .output()
             .await
-            .map_err(|e| format!("running qemu-img (install qemu-utils): {e}"))?;
+            .map_err(HostError::QemuImgMissing)?;
         if !output.status.success() {
-            return Err(BuildError::Step(format!(
-                "qemu-img convert {} -> {}: {}",
-                src.display(),
-                out_s.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+            return Err(HostError::Convert {
+                src,
+                out: out_s,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            }
+            .into());
         }
         Ok(())
     }
 
     /// Removes one leftover; a thing already gone is fine.
-    pub async fn remove(&self, item: Leftover) -> Result<(), String> {
+    pub async fn remove(&self, item: Leftover) -> Result<(), HostError> {
         self.with(move |h| {
             let r = match &item {
                 Leftover::Domain(name) => h.undefine_domain(name),
@@ -480,11 +562,10 @@ impl HostHandle {
             match r {
                 Ok(()) => Ok(()),
                 Err(e) if e.is_not_found() => Ok(()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.into()),
             }
         })
         .await
-        .map_err(|e| e.to_string())
     }
 }
 
@@ -617,6 +698,43 @@ mod tests {
     use super::*;
     use kvmhost::libvirt::domain_xml::DiskDevice;
     use serde_json::json;
+
+    #[test]
+    fn host_errors_name_the_setting_to_look_at() {
+        let lv = || LvError::Invalid {
+            field: "size",
+            message: "too big".into(),
+        };
+        let cases = [
+            (setting("pool")(lv()), "pool: invalid size: too big"),
+            (
+                setting("disk_additional_size[1]")(lv()),
+                "disk_additional_size[1]: invalid size: too big",
+            ),
+            (
+                HostError::NameTaken("b".into()),
+                "vm_name: a domain named `b` already exists on the host: choose another vm_name or remove it",
+            ),
+            (
+                HostError::NoAddress {
+                    mac: "52:54:00:aa:bb:01".into(),
+                    from: "guest agent",
+                },
+                "ssh_timeout: the guest's NIC 52:54:00:aa:bb:01 got no IPv4 address (from the guest agent) in time",
+            ),
+            (
+                HostError::Convert {
+                    src: "/a".into(),
+                    out: "/b".into(),
+                    stderr: "no space".into(),
+                },
+                "qemu-img convert /a -> /b: no space",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(BuildError::from(e).to_string(), text);
+        }
+    }
 
     fn config(user: serde_json::Value) -> Config {
         Config::parse(user.as_object().unwrap(), &serde_json::Map::new()).unwrap()

@@ -102,18 +102,38 @@ pub enum BuildError {
     /// The HTTP server's bridge has no address this machine can serve on.
     #[error("http_directory: this machine has no IPv4 address on bridge `{0}`, so the guest cannot reach the HTTP server; serve from the libvirt host itself, or use cd_content")]
     NoBridgeAddress(String),
+    /// A step on the libvirt host failed.
+    #[error("{0}")]
+    Host(#[from] host::HostError),
     /// A bug: a step panicked.
     #[error("internal error: {0}; please report this bug")]
     Internal(String),
-    /// A host, SSH or provisioning step failed; the text names the field.
+    /// The SSH credentials cannot be loaded, or the guest refused them
+    /// `ssh_handshake_attempts` times.
     #[error("{0}")]
-    Step(String),
-}
-
-impl From<String> for BuildError {
-    fn from(s: String) -> Self {
-        BuildError::Step(s)
-    }
+    SshAuth(ssh::SshError),
+    /// A `cd_files` entry names no file.
+    #[error("cd_files: {} has no file name", .0.display())]
+    CdFileName(PathBuf),
+    /// A `cd_files` entry cannot be read.
+    #[error("cd_files: {}: {source}", path.display())]
+    CdFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An output file cannot be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A provisioner failed (Packer's hook reports it as text).
+    #[error("{0}")]
+    Provision(String),
 }
 
 /// Things made during the build that must go when it ends.
@@ -357,7 +377,8 @@ async fn steps(
         };
         ui.message(format!("Guest address: {addr}")).await;
         ui.say("Waiting for SSH to become available...").await;
-        let auths = ssh::auth_for(ssh_cfg, throwaway.as_ref().map(|t| &t.0))?;
+        let auths = ssh::auth_for(ssh_cfg, throwaway.as_ref().map(|t| &t.0))
+            .map_err(BuildError::SshAuth)?;
         let ssh = Arc::new(connect_ssh(&addr, ssh_cfg, &auths, deadline).await?);
         ui.say("Connected to SSH!").await;
 
@@ -546,8 +567,11 @@ pub fn seed(cfg: &Config, public_key: Option<&str>) -> Result<kvmhost::nocloud::
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| format!("cd_files: {} has no file name", f.display()))?;
-        let data = std::fs::read(f).map_err(|e| format!("cd_files: {}: {e}", f.display()))?;
+            .ok_or_else(|| BuildError::CdFileName(f.clone()))?;
+        let data = std::fs::read(f).map_err(|source| BuildError::CdFile {
+            path: f.clone(),
+            source,
+        })?;
         seed = seed.file(&name, data);
     }
     Ok(seed)
@@ -580,7 +604,7 @@ async fn connect_ssh(
                     pause = Duration::from_secs(1);
                     auth_failures += 1;
                     if auth_failures >= cfg.handshake_attempts {
-                        return Err(BuildError::Step(e.to_string()));
+                        return Err(BuildError::SshAuth(e));
                     }
                 }
                 if Instant::now() >= deadline {
@@ -689,7 +713,8 @@ async fn provision(env: &BuildEnv, ssh: Arc<Ssh>, hook_data: &HookData) -> Resul
     ]);
     let r = env.hook.call("Hook.Run", arg).await;
     server.abort();
-    r.map(|_| ()).map_err(|e| BuildError::Step(e.to_string()))
+    r.map(|_| ())
+        .map_err(|e| BuildError::Provision(e.to_string()))
 }
 
 fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<PathBuf, BuildError> {
@@ -697,13 +722,20 @@ fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<PathBuf, BuildError> {
     let mut text = String::new();
     for n in names {
         let p = dir.join(n);
-        let mut f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let file_error = |source| BuildError::File {
+            path: p.clone(),
+            source,
+        };
+        let mut f = std::fs::File::open(&p).map_err(file_error)?;
         let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::io::copy(&mut f, &mut h).map_err(file_error)?;
         text.push_str(&format!("{}  {n}\n", hex::encode(h.finalize())));
     }
     let out = dir.join("SHA256SUMS");
-    std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(&out, text).map_err(|source| BuildError::File {
+        path: out.clone(),
+        source,
+    })?;
     Ok(out)
 }
 
@@ -711,6 +743,25 @@ fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<PathBuf, BuildError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_cd_file_that_cannot_be_read_is_named_with_its_setting() {
+        let mut cfg = config(json!({}));
+        cfg.cd_files = vec![PathBuf::from("/nonexistent/user-data")];
+        let e = seed(&cfg, None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("cd_files: /nonexistent/user-data: No such file"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let e = write_sha256sums(dir.path(), &["gone.qcow2"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("gone.qcow2: No such file or directory (os error 2)"),
+            "{e}"
+        );
+    }
 
     fn config(extra: serde_json::Value) -> Config {
         let mut user = json!({"iso_url": "/x.qcow2", "iso_checksum": "none", "disk_image": true, "ssh_username": "u"});

@@ -41,6 +41,14 @@ pub enum SshError {
     /// A stream error.
     #[error("ssh stream: {0}")]
     Io(#[from] std::io::Error),
+    /// `ssh_private_key_file` cannot be read as a private key.
+    #[error("ssh_private_key_file: {}: {message}", path.display())]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        message: String,
+    },
 }
 
 struct AcceptHostKey;
@@ -87,11 +95,16 @@ pub fn throwaway_key() -> std::io::Result<(PrivateKey, String)> {
 }
 
 /// Loads the configured credentials.
-pub fn auth_for(cfg: &SshConfig, throwaway: Option<&Arc<PrivateKey>>) -> Result<Vec<Auth>, String> {
+pub fn auth_for(
+    cfg: &SshConfig,
+    throwaway: Option<&Arc<PrivateKey>>,
+) -> Result<Vec<Auth>, SshError> {
     let mut out = Vec::new();
     if let Some(path) = &cfg.private_key_file {
-        let key = russh::keys::load_secret_key(path, None)
-            .map_err(|e| format!("ssh_private_key_file: {}: {e}", path.display()))?;
+        let key = russh::keys::load_secret_key(path, None).map_err(|e| SshError::KeyFile {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         out.push(Auth::Key(Arc::new(key)));
     }
     if let Some(p) = &cfg.password {

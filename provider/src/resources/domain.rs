@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use kvmhost::libvirt::address::{AddressWait, Family};
 use kvmhost::libvirt::domain::{AddressSource, PowerState};
 use kvmhost::libvirt::domain_xml::{
     ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, DomainKind, GraphicsDef,
@@ -752,36 +753,35 @@ fn wait_for_leases(h: &Host, uuid: &str, st: &DomainState) -> Result<(), (String
         return Ok(());
     }
     let def = h.domain_def(uuid).map_err(|e| ("name".to_string(), e))?;
-    let start = Instant::now();
-    loop {
-        let leases = h
-            .domain_addresses(uuid, AddressSource::Lease)
-            .unwrap_or_default();
-        let missing = wanted.iter().find(|i| {
-            let mac = def
-                .interfaces
-                .get(**i)
-                .and_then(|n| n.mac.clone())
-                .unwrap_or_default();
-            !leases
-                .iter()
-                .any(|l| l.mac == mac.to_lowercase() && !l.addresses.is_empty())
-        });
-        let Some(i) = missing else { return Ok(()) };
-        if start.elapsed() > LEASE_WAIT {
-            return Err((
-                format!("network_interface.{i}.wait_for_lease"),
-                HostError::Invalid {
-                    field: "network_interface.wait_for_lease",
-                    message: format!(
-                        "no DHCP lease within {} s; check that the network serves DHCP and \
-                         the guest asks for an address, or set wait_for_lease = false",
-                        LEASE_WAIT.as_secs()
-                    ),
-                },
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    let wait = AddressWait {
+        domain: uuid.to_string(),
+        // An interface without a MAC never matches, so it times out below.
+        macs: wanted
+            .iter()
+            .map(|i| {
+                def.interfaces
+                    .get(*i)
+                    .and_then(|n| n.mac.clone())
+                    .unwrap_or_default()
+            })
+            .collect(),
+        source: AddressSource::Lease,
+        family: Family::Any,
+        deadline: Instant::now() + LEASE_WAIT,
+    };
+    match h.wait_for_addresses(&wait) {
+        Ok(_) => Ok(()),
+        Err(missing) => Err((
+            format!("network_interface.{}.wait_for_lease", wanted[missing.index]),
+            HostError::Invalid {
+                field: "network_interface.wait_for_lease",
+                message: format!(
+                    "no DHCP lease within {} s; check that the network serves DHCP and \
+                     the guest asks for an address, or set wait_for_lease = false",
+                    LEASE_WAIT.as_secs()
+                ),
+            },
+        )),
     }
 }
 

@@ -1,0 +1,20 @@
+//! A Terraform provider (tfplugin6) for libvirt hosts, compatible with the
+//! `dmacvicar/libvirt` 0.8 HCL.
+//!
+//! The host work (volumes, domains, networks, image sources, wake-up) is
+//! `kvmhost`'s; this crate holds the Terraform side: the provider
+//! configuration, one file per resource under [`resources`] and the data
+//! sources, each mapping `kvmhost` errors to diagnostics that name the
+//! attribute. The `terraform-provider-libvirt` binary only serves
+//! [`LibvirtProvider`] over the plugin protocol.
+
+#![deny(missing_docs)]
+
+mod common;
+mod data_sources;
+mod provider;
+mod resources;
+mod source;
+mod wake;
+
+pub use provider::LibvirtProvider;
