@@ -506,11 +506,19 @@ impl HostHandle {
             (PathBuf::from(&disk.path), disk.format.clone(), None)
         } else {
             let tmp = out.with_extension("download");
+            // Removed when the export ends, also when the download fails
+            // half-way.
+            let guard = tempfile::TempPath::try_from_path(&tmp).map_err(|source| {
+                HostError::Download(LvError::Io {
+                    path: tmp.clone(),
+                    source,
+                })
+            })?;
             let key = disk.key.clone();
             let t = tmp.clone();
             self.with(move |h| h.download_volume(&key, &t).map_err(HostError::Download))
                 .await?;
-            (tmp.clone(), disk.format.clone(), Some(TempFile(tmp)))
+            (tmp, disk.format.clone(), Some(guard))
         };
         let src_format = if src_format.is_empty() {
             "qcow2".to_string()
@@ -584,14 +592,6 @@ pub fn disk_locked(path: &Path) -> Option<bool> {
         return None;
     }
     Some(fl.l_type != libc::F_UNLCK as libc::c_short)
-}
-
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The build domain's definition.
