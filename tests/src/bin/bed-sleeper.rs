@@ -12,6 +12,7 @@
 //! Usage: bed-sleeper --dev IFACE --mac MAC --ip CIDR [--awake]
 //!        [--pidfile FILE] [--stop PIDFILE]... -- COMMAND [ARGS...]
 
+use kvmhost::wake::{contains_magic_packet, Mac};
 use std::process::{exit, Command};
 use std::time::Instant;
 
@@ -27,7 +28,9 @@ fn main() {
     };
     let need = |name: &str| opt(name).unwrap_or_else(|| usage(&format!("missing {name}")));
     let dev = need("--dev");
-    let mac = parse_mac(&need("--mac")).unwrap_or_else(|| usage("--mac is not a MAC address"));
+    let mac: Mac = need("--mac")
+        .parse()
+        .unwrap_or_else(|_| usage("--mac is not a MAC address"));
     let cidr = need("--ip");
     let start_awake = opts.iter().any(|a| a == "--awake");
     let stops: Vec<String> = opts
@@ -53,15 +56,11 @@ fn main() {
         eprintln!("bed-sleeper: {dev}: {e}");
         exit(1)
     });
-    let mut pattern = vec![0xffu8; 6];
-    for _ in 0..16 {
-        pattern.extend_from_slice(&mac);
-    }
     let mut awake = start_awake;
     loop {
         if !awake {
             eprintln!("bed-sleeper: {dev} asleep, waiting for a magic packet");
-            wait_for_magic(fd, &pattern);
+            wait_for_magic(fd, mac);
         }
         let t0 = Instant::now();
         let ok = Command::new("ip")
@@ -104,8 +103,9 @@ fn main() {
     }
 }
 
-/// Blocks on `fd` until a frame holding `pattern` arrives.
-fn wait_for_magic(fd: i32, pattern: &[u8]) {
+/// Blocks on `fd` until a frame holding the magic packet for `mac` arrives
+/// (a powerwake request carries one too).
+fn wait_for_magic(fd: i32, mac: Mac) {
     let mut buf = vec![0u8; 65536];
     loop {
         // SAFETY: buf is valid for buf.len() bytes for the whole call.
@@ -119,7 +119,7 @@ fn wait_for_magic(fd: i32, pattern: &[u8]) {
             exit(1);
         }
         let frame = &buf[..n as usize];
-        if frame.windows(pattern.len()).any(|w| w == pattern) {
+        if contains_magic_packet(frame, mac) {
             return;
         }
     }
@@ -202,14 +202,6 @@ fn stop_tree(pid: i32) {
 fn usage(why: &str) -> ! {
     eprintln!("bed-sleeper: {why}\nusage: bed-sleeper --dev IFACE --mac MAC --ip CIDR [--awake] [--pidfile FILE] [--stop PIDFILE]... -- COMMAND [ARGS...]");
     exit(64)
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = s
-        .split([':', '-'])
-        .map(|p| u8::from_str_radix(p, 16).ok())
-        .collect::<Option<_>>()?;
-    parts.try_into().ok()
 }
 
 /// An AF_PACKET socket that sees every frame arriving on `dev`.
