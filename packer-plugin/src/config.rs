@@ -10,7 +10,7 @@ use std::time::Duration;
 use kvmhost::libvirt::Uri;
 use serde_json::{Map, Value};
 
-use crate::spec::{CtyType, ObjectSpec, Spec};
+use crate::protocol::spec::{CtyType, ObjectSpec, Spec};
 use crate::template;
 
 /// The type of an option's value.

@@ -6,13 +6,12 @@
 
 pub mod build;
 pub mod config;
-pub mod gob;
-pub mod handshake;
-pub mod mux;
 pub mod packer;
-pub mod rpc;
+pub mod protocol;
 pub mod secrets;
-pub mod serve;
-pub mod spec;
 pub mod sshkey;
 pub mod template;
+
+// The protocol modules' old paths, which the test bed, the fuzz targets
+// and `main` use.
+pub use protocol::{handshake, mux, rpc, serve};

@@ -15,7 +15,7 @@ use russh::keys::ssh_key::{private::Ed25519Keypair, LineEnding, PrivateKey};
 
 use crate::packer::builder::JsonMap;
 use crate::packer::datasource::DataSource;
-use crate::spec::{CtyType, ObjectSpec, Spec};
+use crate::protocol::spec::{CtyType, ObjectSpec, Spec};
 
 /// The data source, with the settings of its block.
 #[derive(Default)]

@@ -18,12 +18,12 @@ use rmpv::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::mux::Broker;
 use crate::packer::artifact::Artifact;
 use crate::packer::communicator::CommunicatorService;
 use crate::packer::ui::{Ui, UiProxy};
-use crate::rpc::value::object;
-use crate::rpc::{Client, Router};
+use crate::protocol::mux::Broker;
+use crate::protocol::rpc::value::object;
+use crate::protocol::rpc::{Client, Router};
 use host::{HostHandle, Leftover};
 use ssh::Ssh;
 
@@ -152,7 +152,7 @@ pub async fn run(cfg: Config, env: BuildEnv) -> Result<Option<Artifact>, BuildEr
     let started = Instant::now();
     let result = tokio::select! {
         // A panic in a step still ends in the cleanup below.
-        r = crate::rpc::catch_panic(steps(&cfg, &env, shared.clone())) => r.unwrap_or_else(|p| {
+        r = crate::protocol::rpc::catch_panic(steps(&cfg, &env, shared.clone())) => r.unwrap_or_else(|p| {
             Err(BuildError::Internal(p))
         }),
         _ = env.cancel.cancelled() => Err(BuildError::Cancelled),

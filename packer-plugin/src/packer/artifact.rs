@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use rmpv::Value;
 
-use crate::rpc::value::{key_str, object};
-use crate::rpc::{ReplyFuture, Service};
+use crate::protocol::rpc::value::{key_str, object};
+use crate::protocol::rpc::{ReplyFuture, Service};
 
 /// The id post-processors match on.
 pub const BUILDER_ID: &str = "kvmbe.libvirt";

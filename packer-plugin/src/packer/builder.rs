@@ -9,14 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::{self, BuildEnv};
 use crate::config::{self, Config};
-use crate::handshake::Protocol;
-use crate::mux::Broker;
 use crate::packer::artifact::Artifact;
 use crate::packer::ui::Ui;
-use crate::rpc::value::{field, object, strings, to_json};
-use crate::rpc::{Client, ReplyFuture, Router, Service};
+use crate::protocol::handshake::Protocol;
+use crate::protocol::mux::Broker;
+use crate::protocol::rpc::value::{field, object, strings, to_json};
+use crate::protocol::rpc::{Client, ReplyFuture, Router, Service};
+use crate::protocol::spec;
 use crate::secrets::Secrets;
-use crate::spec;
 
 /// The builder as served to Packer.
 pub struct BuilderService {
@@ -74,7 +74,7 @@ impl BuilderService {
     }
 
     async fn run(self: Arc<Self>, arg: Value) -> Result<Value, String> {
-        let stream = crate::rpc::value::as_u32(&arg)
+        let stream = crate::protocol::rpc::value::as_u32(&arg)
             .ok_or_else(|| "Builder.Run: the argument is not a stream id".to_string())?;
         let config = self
             .config
@@ -208,7 +208,7 @@ impl Service for BuilderService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::value::from_json;
+    use crate::protocol::rpc::value::from_json;
 
     /// Builds a `Prepare` argument the way Packer sends a JSON template's.
     fn json_prepare_arg(user: &serde_json::Value, packer: &serde_json::Value) -> Value {

@@ -8,10 +8,10 @@ use rmpv::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::build::ssh::Ssh;
-use crate::gob;
-use crate::mux::{Broker, Conn};
-use crate::rpc::value::{field, str_field, str_list, u32_field};
-use crate::rpc::{ReplyFuture, Service};
+use crate::protocol::gob;
+use crate::protocol::mux::{Broker, Conn};
+use crate::protocol::rpc::value::{field, str_field, str_list, u32_field};
+use crate::protocol::rpc::{ReplyFuture, Service};
 
 /// What Packer reports when a command ended without an exit status.
 const NO_EXIT_STATUS: i64 = 255;

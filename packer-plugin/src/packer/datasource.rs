@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use rmpv::Value;
 
-use crate::handshake::Protocol;
 use crate::packer::builder::{split_configs, JsonMap};
-use crate::rpc::value::object;
-use crate::rpc::{ReplyFuture, Service};
-use crate::spec::{self, ObjectSpec};
+use crate::protocol::handshake::Protocol;
+use crate::protocol::rpc::value::object;
+use crate::protocol::rpc::{ReplyFuture, Service};
+use crate::protocol::spec::{self, ObjectSpec};
 
 /// A data source: its settings, what it gives (all strings), and the
 /// work that gives it.

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use rmpv::Value;
 
-use crate::rpc::value::object;
-use crate::rpc::{Client, ReplyFuture, Service};
+use crate::protocol::rpc::value::object;
+use crate::protocol::rpc::{Client, ReplyFuture, Service};
 use crate::secrets::Secrets;
 
 /// The build's output to the user, with the template's secrets masked.
@@ -108,8 +108,8 @@ impl Service for UiProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mux::Broker;
-    use crate::rpc::Router;
+    use crate::protocol::mux::Broker;
+    use crate::protocol::rpc::Router;
     use crate::secrets::Secrets;
     use std::sync::Mutex;
     use tokio_util::compat::TokioAsyncReadCompatExt;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
-use crate::handshake::{self, Protocol};
-use crate::mux::Broker;
 use crate::packer::builder::BuilderService;
 use crate::packer::datasource::{DataSource, DatasourceService};
-use crate::rpc::Router;
+use crate::protocol::handshake::{self, Protocol};
+use crate::protocol::mux::Broker;
+use crate::protocol::rpc::Router;
 
 /// The plugin's version, as `describe` reports it and install paths name it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -70,7 +70,7 @@ pub enum ServeError {
     Socket(#[from] std::io::Error),
     /// Packer never opened the main stream.
     #[error("Packer did not open the main RPC stream: {0}")]
-    Mux(#[from] crate::mux::MuxError),
+    Mux(#[from] crate::protocol::mux::MuxError),
 }
 
 /// Prints the handshake, accepts Packer's one connection and serves the

@@ -17,7 +17,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::spec::Flavor;
+use crate::protocol::spec::Flavor;
 
 /// The environment variable Packer sets for its plugins.
 pub const MAGIC_COOKIE_KEY: &str = "PACKER_PLUGIN_MAGIC_COOKIE";

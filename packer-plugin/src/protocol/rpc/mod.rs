@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio::sync::{oneshot, Mutex};
 
-use crate::mux::Conn;
+use crate::protocol::mux::Conn;
 use codec::{write_frame, ValueReader};
 use value::{field, object, str_field};
 
@@ -232,7 +232,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mux::Broker;
+    use crate::protocol::mux::Broker;
     use std::time::Duration;
     use tokio_util::compat::TokioAsyncReadCompatExt;
 

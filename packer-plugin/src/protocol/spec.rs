@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::gob::{self, StructWriter, TypeDef};
+use crate::protocol::gob::{self, StructWriter, TypeDef};
 
 /// A `cty` type.
 #[derive(Debug, Clone, PartialEq, Eq)]
