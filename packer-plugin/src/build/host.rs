@@ -399,10 +399,11 @@ impl HostHandle {
         lines: &[String],
         interval: Option<Duration>,
     ) -> Result<(), BuildError> {
-        let actions = crate::build::keys::parse(&lines.concat()).map_err(HostError::BootCommand)?;
+        let actions =
+            crate::build::keystrokes::parse(&lines.concat()).map_err(HostError::BootCommand)?;
         for a in actions {
             match a {
-                crate::build::keys::Action::Keys(codes) => {
+                crate::build::keystrokes::Action::Keys(codes) => {
                     let name = name.to_string();
                     self.with(move |h| h.send_keys(&name, &codes).map_err(setting("boot_command")))
                         .await?;
@@ -410,7 +411,7 @@ impl HostHandle {
                         tokio::time::sleep(d).await;
                     }
                 }
-                crate::build::keys::Action::Wait(d) => tokio::time::sleep(d).await,
+                crate::build::keystrokes::Action::Wait(d) => tokio::time::sleep(d).await,
             }
         }
         Ok(())

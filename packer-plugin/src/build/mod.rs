@@ -6,7 +6,7 @@
 pub mod domain_xml;
 pub mod host;
 pub mod http;
-pub mod keys;
+pub mod keystrokes;
 pub mod source;
 pub mod ssh;
 
