@@ -728,10 +728,12 @@ impl Daemon {
             let spec = instance_spec(&cfg, def, &job, &queue);
             let rt2 = rt.clone();
             let id = job.id.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                rt2.with_conn(&conn, |c| crate::hosts::launch(c, &spec, &rt2.def, &id))
-            })
-            .await;
+            // with_conn takes the host's io lock, on the blocking thread.
+            let r = conn
+                .run_blocking(move |c| {
+                    rt2.with_conn(c, |c| crate::hosts::launch(c, &spec, &rt2.def, &id))
+                })
+                .await;
             let why = match r {
                 Ok(Launch::Started(inst)) => {
                     let _ = tx.send(Event::Started {

@@ -147,16 +147,13 @@ impl Shared {
     }
 }
 
-/// Runs a blocking libvirt call on tokio's blocking pool.
+/// Runs a blocking libvirt call on tokio's blocking pool
+/// ([`Host::run_blocking`]); a panic in it goes on here.
 pub async fn blocking<T: Send + 'static>(
     host: &Arc<Host>,
     f: impl FnOnce(&Host) -> T + Send + 'static,
 ) -> T {
-    let host = host.clone();
-    match tokio::task::spawn_blocking(move || f(&host)).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    host.run_blocking(f).await.unwrap_or_else(|e| e.resume())
 }
 
 /// The one place a host error becomes a diagnostic saying `summary`, with

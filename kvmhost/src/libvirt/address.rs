@@ -127,8 +127,9 @@ pub async fn wait_for_addresses_async(
     let wait = std::sync::Arc::new(wait);
     let mut looks = 0;
     loop {
-        let (h, w) = (host.clone(), wait.clone());
-        let seen = tokio::task::spawn_blocking(move || w.look(&h))
+        let w = wait.clone();
+        let seen = host
+            .run_blocking(move |h| w.look(h))
             .await
             // A look that panicked saw nothing; the deadline still ends the wait.
             .unwrap_or_else(|_| wait.pick(&[]));

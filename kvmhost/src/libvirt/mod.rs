@@ -7,7 +7,8 @@
 //! definition that every front end builds and reads back.
 //!
 //! Every call here blocks on libvirt's C library: async callers run them
-//! on a blocking thread (`tokio::task::spawn_blocking` or their own).
+//! on a blocking thread, with [`Host::run_blocking`] (the `async` feature)
+//! or on a thread of their own.
 //!
 //! ```no_run
 //! use kvmhost::libvirt::{Host, volume::{VolumeSpec, VolumeFormat}};
@@ -18,6 +19,8 @@
 //! ```
 
 pub mod address;
+#[cfg(feature = "async")]
+mod blocking;
 mod connection;
 pub mod domain;
 pub mod domain_xml;
@@ -32,6 +35,8 @@ pub mod volume;
 mod volume_download;
 mod xml;
 
+#[cfg(feature = "async")]
+pub use blocking::TaskError;
 pub use connection::{Host, NodeInfo};
 pub use error::{Error, Result};
 pub use uri::{SshOptions, Uri, UriError};

@@ -164,8 +164,10 @@ impl HostHandle {
         T: Send + 'static,
         F: FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
     {
-        let host = self.host.clone();
-        blocking(move || f(&host)).await
+        self.host
+            .run_blocking(f)
+            .await
+            .map_err(|e| HostError::Task(e.to_string()))?
     }
 
     /// Whether the connection reaches the libvirt of this machine, so
