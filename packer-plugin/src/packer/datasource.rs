@@ -12,6 +12,31 @@ use crate::protocol::rpc::value::object;
 use crate::protocol::rpc::{ReplyFuture, Service};
 use crate::protocol::spec::{self, ObjectSpec};
 
+/// Why a data source refused its settings or gave no result; the text is
+/// what Packer shows.
+pub type DataSourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a `Datasource` call failed, before it goes on the wire as the
+/// reply's error text (Go's `net/rpc` errors are strings).
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The call's arguments are not what Packer sends.
+    #[error("{0}")]
+    Arguments(String),
+    /// The spec could not be encoded.
+    #[error("{0}")]
+    Spec(String),
+    /// `Execute` before `Configure` succeeded.
+    #[error("Datasource.Execute called before a successful Configure")]
+    NotConfigured,
+    /// A method the service does not have.
+    #[error("rpc: can't find method Datasource.{0}")]
+    NoMethod(String),
+    /// The data source's own refusal.
+    #[error("{0}")]
+    Source(DataSourceError),
+}
+
 /// A data source: its settings, what it gives (all strings), and the
 /// work that gives it.
 pub trait DataSource: Send + Sync + 'static {
@@ -20,9 +45,9 @@ pub trait DataSource: Send + Sync + 'static {
     /// The names of the string attributes the result has.
     fn outputs(&self) -> &'static [&'static str];
     /// Checks the block's settings (an error names the setting).
-    fn configure(&self, config: &JsonMap) -> Result<(), String>;
+    fn configure(&self, config: &JsonMap) -> Result<(), DataSourceError>;
     /// Produces the result, one value per name of [`DataSource::outputs`].
-    fn execute(&self) -> Result<BTreeMap<String, String>, String>;
+    fn execute(&self) -> Result<BTreeMap<String, String>, DataSourceError>;
 }
 
 /// A data source as served to Packer.
@@ -45,9 +70,9 @@ impl DatasourceService {
         })
     }
 
-    fn encode_spec(&self, s: &ObjectSpec) -> Result<Vec<u8>, String> {
+    fn encode_spec(&self, s: &ObjectSpec) -> Result<Vec<u8>, CallError> {
         if self.protobuf {
-            spec::encode_protobuf(s)
+            spec::encode_protobuf(s).map_err(CallError::Spec)
         } else {
             Ok(spec::encode(s, self.protocol.flavor()))
         }
@@ -69,18 +94,18 @@ impl DatasourceService {
             .collect()
     }
 
-    fn configure(&self, arg: &Value) -> Result<Value, String> {
-        let (user, _packer) = split_configs(arg)?;
-        self.ds.configure(&user)?;
+    fn configure(&self, arg: &Value) -> Result<Value, CallError> {
+        let (user, _packer) = split_configs(arg).map_err(CallError::Arguments)?;
+        self.ds.configure(&user).map_err(CallError::Source)?;
         *self.configured.lock().expect("configured lock") = true;
         Ok(object([("Error", Value::Nil)]))
     }
 
-    fn execute(&self) -> Result<Value, String> {
+    fn execute(&self) -> Result<Value, CallError> {
         if !*self.configured.lock().expect("configured lock") {
-            return Err("Datasource.Execute called before a successful Configure".into());
+            return Err(CallError::NotConfigured);
         }
-        let result = self.ds.execute()?;
+        let result = self.ds.execute().map_err(CallError::Source)?;
         let bytes = if self.protobuf {
             spec::cty_string_object_msgpack(&result)
         } else {
@@ -105,8 +130,9 @@ impl Service for DatasourceService {
             "Configure" => self.configure(&arg),
             "Execute" => self.execute(),
             "Cancel" => Ok(Value::Nil),
-            m => Err(format!("rpc: can't find method Datasource.{m}")),
+            m => Err(CallError::NoMethod(m.to_string())),
         };
+        let reply = reply.map_err(|e| e.to_string());
         Box::pin(async move { reply })
     }
 }
