@@ -599,7 +599,7 @@ fn template_context(packer: &Map<String, Value>) -> template::Context {
 fn render_value(v: &Value, ctx: &template::Context) -> Result<Value, (String, String)> {
     Ok(match v {
         Value::String(s) => {
-            Value::String(template::render(s, ctx).map_err(|e| (String::new(), e))?)
+            Value::String(template::render(s, ctx).map_err(|e| (String::new(), e.to_string()))?)
         }
         Value::Array(a) => Value::Array(
             a.iter()

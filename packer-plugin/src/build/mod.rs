@@ -62,7 +62,7 @@ pub enum BuildError {
         /// The entry's index.
         index: usize,
         /// What is wrong with it.
-        message: String,
+        message: crate::template::TemplateError,
     },
     /// No throwaway SSH key could be made.
     #[error("making an SSH key: {0}")]
