@@ -128,31 +128,166 @@ pub struct ActionSpec {
 }
 
 /// A config error: where it is and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: line {line}: {message}", path.display())]
+#[derive(Debug, thiserror::Error)]
+#[error("{}: line {line}: {problem}", path.display())]
 pub struct ConfigError {
     /// The file.
     pub path: PathBuf,
     /// 1-based line number (0 when the file as a whole is wrong).
     pub line: usize,
     /// What is wrong and what to write instead.
-    pub message: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with the config file or one of its lines.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// Others may write the file, or it is not root's.
+    #[error("{0}")]
+    Trust(#[from] crate::trust::TrustError),
+    /// The file could not be read.
+    #[error("cannot read the config file: {0}")]
+    Read(std::io::Error),
+    /// A duration that is not one.
+    #[error("after '{after}': {message}")]
+    Duration {
+        /// The word it follows.
+        after: String,
+        /// What the duration parser said.
+        message: String,
+    },
+    /// `interval 0`.
+    #[error("'interval' must be more than 0 seconds")]
+    ZeroInterval,
+    /// Words after a complete directive.
+    #[error("unexpected '{extra}' after '{after}'")]
+    Unexpected {
+        /// The words too many.
+        extra: String,
+        /// What they follow.
+        after: String,
+    },
+    /// `log` with nothing after it.
+    #[error("expected a file name or 'syslog' after 'log'")]
+    NoLogTarget,
+    /// A second `log` line.
+    #[error("'log' can only be given once")]
+    LogTwice,
+    /// A line that starts with no known directive.
+    #[error("unknown directive '{0}' (expected monitor, action, interval, debug or log)")]
+    UnknownDirective(String),
+    /// `monitor process` with no pattern.
+    #[error("expected a regular expression after 'monitor process'")]
+    NoPattern,
+    /// `monitor process` with a pattern that does not compile.
+    #[error("invalid regular expression after 'monitor process': {0}")]
+    Pattern(regex::Error),
+    /// `max-idle` with no duration.
+    #[error("expected a duration (e.g. 10m) after 'max-idle'")]
+    NoMaxIdle,
+    /// Something else than `max-idle` after `monitor users`.
+    #[error("unexpected '{0}' after 'monitor users' (expected nothing or 'max-idle <duration>')")]
+    UsersOption(String),
+    /// A load threshold that is no number from 0 up.
+    #[error("expected a load threshold (e.g. 1.5) or 'n' (the number of CPUs) after 'monitor load', not '{0}'")]
+    LoadThreshold(String),
+    /// A monitor of the seed's powernapd that this one does not have.
+    #[error("'monitor {0}' is not supported by this powernapd; remove the line (supported: process, users, powerwake, wol, udp, tcp, load, libvirt)")]
+    UnsupportedMonitor(String),
+    /// `monitor` with nothing after it.
+    #[error("expected a monitor type after 'monitor'")]
+    NoMonitorType,
+    /// A monitor type nobody has.
+    #[error("unknown monitor type '{0}' (expected process, users, powerwake, wol, udp, tcp, load or libvirt)")]
+    UnknownMonitor(String),
+    /// A port monitor without `port N` or with more.
+    #[error("expected 'port <number>' after 'monitor {0}'")]
+    PortUsage(String),
+    /// A port that is not 1 to 65535.
+    #[error("invalid port number '{port}' after 'monitor {kind} port' (1 to 65535)")]
+    Port {
+        /// The monitor type.
+        kind: String,
+        /// What stood there.
+        port: String,
+    },
+    /// `action` with nothing after it.
+    #[error("expected an action after 'action' (a script name or a quoted command line)")]
+    NoAction,
+    /// An action option without its value.
+    #[error("expected {what} after '{option}' in action '{command}'")]
+    NoValue {
+        /// What value it takes.
+        what: &'static str,
+        /// The option.
+        option: String,
+        /// The action.
+        command: String,
+    },
+    /// An action option given twice.
+    #[error("'{option}' given twice for action '{command}'")]
+    Twice {
+        /// The option.
+        option: String,
+        /// The action.
+        command: String,
+    },
+    /// An option actions do not have.
+    #[error("unknown option '{option}' for action '{command}' (expected after, warn or recover; quote a command line that has spaces)")]
+    UnknownOption {
+        /// The option.
+        option: String,
+        /// The action.
+        command: String,
+    },
+    /// An action with no `after`.
+    #[error("action '{0}' has no 'after <duration>': say how long the system must be idle")]
+    NoAfter(String),
+    /// A warning earlier than the idleness that runs the action.
+    #[error("action '{command}' warns {warn:?} before but runs after only {after:?} of idleness")]
+    WarnTooEarly {
+        /// The action.
+        command: String,
+        /// Its `warn`.
+        warn: Duration,
+        /// Its `after`.
+        after: Duration,
+    },
+    /// A quote that is not closed.
+    #[error("unterminated {0} quote")]
+    Unterminated(char),
+    /// A closing quote with more right after it.
+    #[error("expected a space after the closing {0} quote")]
+    NoSpaceAfterQuote(char),
+}
+
+/// `map_err` for a duration after `after`.
+fn duration_after(after: &str) -> impl FnOnce(String) -> Problem + '_ {
+    move |message| Problem::Duration {
+        after: after.to_string(),
+        message,
+    }
+}
+
+/// [`Problem::Unexpected`].
+fn unexpected(extra: &str, after: String) -> Problem {
+    Problem::Unexpected {
+        extra: extra.to_string(),
+        after,
+    }
 }
 
 impl Config {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         // The config names commands to run as root: only root may write it.
-        crate::trust::check_owner_and_mode(path).map_err(|e| ConfigError {
+        let whole = |problem| ConfigError {
             path: path.to_path_buf(),
             line: 0,
-            message: e.to_string(),
-        })?;
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_path_buf(),
-            line: 0,
-            message: format!("cannot read the config file: {e}"),
-        })?;
+            problem,
+        };
+        crate::trust::check_owner_and_mode(path).map_err(|e| whole(e.into()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| whole(Problem::Read(e)))?;
         Self::parse(&text, path)
     }
 
@@ -166,10 +301,10 @@ impl Config {
             actions: Vec::new(),
         };
         for (i, raw) in text.lines().enumerate() {
-            let at = |message: String| ConfigError {
+            let at = |problem: Problem| ConfigError {
                 path: path.to_path_buf(),
                 line: i + 1,
-                message,
+                problem,
             };
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -180,24 +315,24 @@ impl Config {
                 "monitor" => cfg.monitors.push(parse_monitor(rest).map_err(at)?),
                 "action" => cfg.actions.push(parse_action(rest).map_err(at)?),
                 "interval" => {
-                    let d = parse_duration(rest).map_err(|e| at(format!("after 'interval': {e}")))?;
+                    let d = parse_duration(rest).map_err(|e| at(duration_after("interval")(e)))?;
                     if d.is_zero() {
-                        return Err(at("'interval' must be more than 0 seconds".into()));
+                        return Err(at(Problem::ZeroInterval));
                     }
                     cfg.interval = d;
                 }
                 "debug" => {
                     if !rest.is_empty() {
-                        return Err(at(format!("unexpected '{rest}' after 'debug'")));
+                        return Err(at(unexpected(rest, "debug".into())));
                     }
                     cfg.debug = true;
                 }
                 "log" => {
                     if rest.is_empty() {
-                        return Err(at("expected a file name or 'syslog' after 'log'".into()));
+                        return Err(at(Problem::NoLogTarget));
                     }
                     if cfg.log.is_some() {
-                        return Err(at("'log' can only be given once".into()));
+                        return Err(at(Problem::LogTwice));
                     }
                     cfg.log = Some(if rest == "syslog" {
                         LogTarget::Syslog
@@ -205,11 +340,7 @@ impl Config {
                         LogTarget::File(rest.into())
                     });
                 }
-                other => {
-                    return Err(at(format!(
-                        "unknown directive '{other}' (expected monitor, action, interval, debug or log)"
-                    )))
-                }
+                other => return Err(at(Problem::UnknownDirective(other.to_string()))),
             }
         }
         Ok(cfg)
@@ -225,16 +356,16 @@ fn shift_word(s: &str) -> (&str, &str) {
     }
 }
 
-fn parse_monitor(params: &str) -> Result<MonitorSpec, String> {
+fn parse_monitor(params: &str) -> Result<MonitorSpec, Problem> {
     let (kind, rest) = shift_word(params);
     match kind {
         "process" => {
             if rest.is_empty() {
-                return Err("expected a regular expression after 'monitor process'".into());
+                return Err(Problem::NoPattern);
             }
             Regex::new(rest)
                 .map(MonitorSpec::Process)
-                .map_err(|e| format!("invalid regular expression after 'monitor process': {e}"))
+                .map_err(Problem::Pattern)
         }
         "users" => {
             let (w, rest) = shift_word(rest);
@@ -243,15 +374,15 @@ fn parse_monitor(params: &str) -> Result<MonitorSpec, String> {
                 "max-idle" => {
                     let (d, extra) = shift_word(rest);
                     if d.is_empty() {
-                        return Err("expected a duration (e.g. 10m) after 'max-idle'".into());
+                        return Err(Problem::NoMaxIdle);
                     }
                     if !extra.is_empty() {
-                        return Err(format!("unexpected '{extra}' after 'max-idle {d}'"));
+                        return Err(unexpected(extra, format!("max-idle {d}")));
                     }
-                    let d = parse_duration(d).map_err(|e| format!("after 'max-idle': {e}"))?;
+                    let d = parse_duration(d).map_err(duration_after("max-idle"))?;
                     Ok(MonitorSpec::Users { max_idle: Some(d) })
                 }
-                _ => Err(format!("unexpected '{w}' after 'monitor users' (expected nothing or 'max-idle <duration>')")),
+                _ => Err(Problem::UsersOption(w.to_string())),
             }
         }
         "powerwake" => {
@@ -271,9 +402,11 @@ fn parse_monitor(params: &str) -> Result<MonitorSpec, String> {
             let threshold = match rest {
                 "" | "n" => None,
                 t => {
-                    let v: f64 = t.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0).ok_or_else(|| {
-                        format!("expected a load threshold (e.g. 1.5) or 'n' (the number of CPUs) after 'monitor load', not '{t}'")
-                    })?;
+                    let v: f64 = t
+                        .parse()
+                        .ok()
+                        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                        .ok_or_else(|| Problem::LoadThreshold(t.to_string()))?;
                     Some(v)
                 }
             };
@@ -282,24 +415,26 @@ fn parse_monitor(params: &str) -> Result<MonitorSpec, String> {
         "libvirt" => {
             let (uri, extra) = shift_word(rest);
             if !extra.is_empty() {
-                return Err(format!("unexpected '{extra}' after 'monitor libvirt {uri}'"));
+                return Err(unexpected(extra, format!("monitor libvirt {uri}")));
             }
             Ok(MonitorSpec::Libvirt {
-                uri: if uri.is_empty() { "qemu:///system".into() } else { uri.into() },
+                uri: if uri.is_empty() {
+                    "qemu:///system".into()
+                } else {
+                    uri.into()
+                },
             })
         }
-        "console" | "disk" | "keyboard" | "mouse" | "process-io" => Err(format!(
-            "'monitor {kind}' is not supported by this powernapd; remove the line (supported: process, users, powerwake, wol, udp, tcp, load, libvirt)"
-        )),
-        "" => Err("expected a monitor type after 'monitor'".into()),
-        other => Err(format!(
-            "unknown monitor type '{other}' (expected process, users, powerwake, wol, udp, tcp, load or libvirt)"
-        )),
+        "console" | "disk" | "keyboard" | "mouse" | "process-io" => {
+            Err(Problem::UnsupportedMonitor(kind.to_string()))
+        }
+        "" => Err(Problem::NoMonitorType),
+        other => Err(Problem::UnknownMonitor(other.to_string())),
     }
 }
 
-fn parse_port(kind: &str, rest: &str, default: Option<u16>) -> Result<u16, String> {
-    let usage = || format!("expected 'port <number>' after 'monitor {kind}'");
+fn parse_port(kind: &str, rest: &str, default: Option<u16>) -> Result<u16, Problem> {
+    let usage = || Problem::PortUsage(kind.to_string());
     if rest.is_empty() {
         return default.ok_or_else(usage);
     }
@@ -309,59 +444,74 @@ fn parse_port(kind: &str, rest: &str, default: Option<u16>) -> Result<u16, Strin
     }
     match n.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!(
-            "invalid port number '{n}' after 'monitor {kind} port' (1 to 65535)"
-        )),
+        _ => Err(Problem::Port {
+            kind: kind.to_string(),
+            port: n.to_string(),
+        }),
     }
 }
 
-fn parse_action(params: &str) -> Result<ActionSpec, String> {
+fn parse_action(params: &str) -> Result<ActionSpec, Problem> {
     let words = split_words(params)?;
     let mut it = words.into_iter();
     let command = it
         .next()
         .filter(|c| !c.is_empty())
-        .ok_or("expected an action after 'action' (a script name or a quoted command line)")?;
+        .ok_or(Problem::NoAction)?;
     let mut after = None;
     let mut warn = None;
     let mut recover = None;
     while let Some(opt) = it.next() {
-        let mut value = |what: &str| {
-            it.next()
-                .ok_or_else(|| format!("expected {what} after '{opt}' in action '{command}'"))
+        let mut value = |what: &'static str| {
+            it.next().ok_or_else(|| Problem::NoValue {
+                what,
+                option: opt.clone(),
+                command: command.clone(),
+            })
         };
         match opt.as_str() {
             "after" | "warn" => {
                 let v = value("a duration (e.g. 5m)")?;
-                let d = parse_duration(&v).map_err(|e| format!("after '{opt}': {e}"))?;
-                let slot = if opt == "after" { &mut after } else { &mut warn };
+                let d = parse_duration(&v).map_err(duration_after(&opt))?;
+                let slot = if opt == "after" {
+                    &mut after
+                } else {
+                    &mut warn
+                };
                 if slot.replace(d).is_some() {
-                    return Err(format!("'{opt}' given twice for action '{command}'"));
+                    return Err(Problem::Twice {
+                        option: opt,
+                        command,
+                    });
                 }
             }
             "recover" => {
                 let v = value("a command line")?;
                 if recover.replace(v).is_some() {
-                    return Err(format!("'recover' given twice for action '{command}'"));
+                    return Err(Problem::Twice {
+                        option: opt,
+                        command,
+                    });
                 }
             }
-            other => {
-                return Err(format!(
-                    "unknown option '{other}' for action '{command}' (expected after, warn or recover; quote a command line that has spaces)"
-                ))
+            _ => {
+                return Err(Problem::UnknownOption {
+                    option: opt,
+                    command,
+                })
             }
         }
     }
-    let after = after.ok_or_else(|| {
-        format!(
-            "action '{command}' has no 'after <duration>': say how long the system must be idle"
-        )
-    })?;
+    let Some(after) = after else {
+        return Err(Problem::NoAfter(command));
+    };
     if let Some(w) = warn {
         if w > after {
-            return Err(format!(
-                "action '{command}' warns {w:?} before but runs after only {after:?} of idleness"
-            ));
+            return Err(Problem::WarnTooEarly {
+                command,
+                warn: w,
+                after,
+            });
         }
     }
     Ok(ActionSpec {
@@ -374,7 +524,7 @@ fn parse_action(params: &str) -> Result<ActionSpec, String> {
 
 /// Splits on whitespace, keeping `"..."` and `'...'` together (a backslash
 /// escapes the next character inside double quotes).
-fn split_words(s: &str) -> Result<Vec<String>, String> {
+fn split_words(s: &str) -> Result<Vec<String>, Problem> {
     let mut words = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -389,17 +539,17 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
             chars.next();
             loop {
                 match chars.next() {
-                    None => return Err(format!("unterminated {first} quote")),
+                    None => return Err(Problem::Unterminated(first)),
                     Some(c) if c == first => break,
                     Some('\\') if first == '"' => match chars.next() {
                         Some(c) => w.push(c),
-                        None => return Err(format!("unterminated {first} quote")),
+                        None => return Err(Problem::Unterminated(first)),
                     },
                     Some(c) => w.push(c),
                 }
             }
             if chars.peek().is_some_and(|c| !c.is_whitespace()) {
-                return Err(format!("expected a space after the closing {first} quote"));
+                return Err(Problem::NoSpaceAfterQuote(first));
             }
         } else {
             while let Some(&c) = chars.peek() {
