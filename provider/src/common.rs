@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kvmhost::libvirt::{Error as HostError, Host};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Description};
+use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
 use tfplugin::{AttributePath, Diagnostic, Diagnostics};
 use tokio::sync::{Mutex, RwLock};
 
@@ -253,6 +253,22 @@ pub fn oc_str(desc: &str) -> Attribute {
         desc,
     )
 }
+/// The schema (version 0) of a block that has only attributes.
+pub fn flat_schema(
+    description: &str,
+    attributes: std::collections::HashMap<String, Attribute>,
+) -> Option<Schema> {
+    Some(Schema {
+        version: 0,
+        block: Block {
+            version: 0,
+            description: Description::markdown(description),
+            attributes,
+            ..Default::default()
+        },
+    })
+}
+
 /// Computed string.
 pub fn comp_str(desc: &str) -> Attribute {
     attr(AttributeType::String, AttributeConstraint::Computed, desc)

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kvmhost::libvirt::domain::{AddressSource, PowerState};
 use serde::{Deserialize, Serialize};
-use tfplugin::schema::{Block, Description, Schema};
+use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{attr, comp_num, comp_str, req_str, Shared};
+use crate::common::{attr, comp_num, comp_str, flat_schema, req_str, Shared};
 
 /// `libvirt_domain` (data): a domain looked up by name.
 pub struct DomainSource(pub Arc<Shared>);
@@ -36,25 +36,20 @@ impl DataSource for DomainSource {
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
         use tfplugin::schema::{AttributeConstraint as C, AttributeType as T};
-        Some(Schema {
-            version: 0,
-            block: Block {
-                version: 0,
-                description: Description::markdown("An existing domain, by name."),
-                attributes: map! {
-                    "id" => comp_str("UUID."),
-                    "name" => req_str("Domain name."),
-                    "type" => comp_str("`kvm` or `qemu`."),
-                    "memory" => comp_num("Memory in MiB."),
-                    "vcpu" => comp_num("Virtual CPUs."),
-                    "running" => attr(T::Bool, C::Computed, "Whether it runs."),
-                    "autostart" => attr(T::Bool, C::Computed, "Whether it starts with libvirtd."),
-                    "macs" => attr(T::List(T::String.into()), C::Computed, "MAC addresses of its interfaces."),
-                    "addresses" => attr(T::List(T::String.into()), C::Computed, "IP addresses from DHCP leases."),
-                },
-                ..Default::default()
+        flat_schema(
+            "An existing domain, by name.",
+            map! {
+                "id" => comp_str("UUID."),
+                "name" => req_str("Domain name."),
+                "type" => comp_str("`kvm` or `qemu`."),
+                "memory" => comp_num("Memory in MiB."),
+                "vcpu" => comp_num("Virtual CPUs."),
+                "running" => attr(T::Bool, C::Computed, "Whether it runs."),
+                "autostart" => attr(T::Bool, C::Computed, "Whether it starts with libvirtd."),
+                "macs" => attr(T::List(T::String.into()), C::Computed, "MAC addresses of its interfaces."),
+                "addresses" => attr(T::List(T::String.into()), C::Computed, "IP addresses from DHCP leases."),
             },
-        })
+        )
     }
 
     async fn read<'a>(

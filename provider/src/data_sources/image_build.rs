@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use kvmhost::source::{digest_in_list, Checksum};
 use serde::{Deserialize, Serialize};
-use tfplugin::schema::{Block, Description, Schema};
+use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{comp_str, fail, req_str};
+use crate::common::{comp_str, fail, flat_schema, req_str};
 
 /// `libvirt_image_build`: the newest `builds/<timestamp>/<name>.qcow2`
 /// under a directory, the layout image builds keep.
@@ -56,24 +56,14 @@ impl DataSource for ImageBuildSource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        Some(Schema {
-            version: 0,
-            block: Block {
-                version: 0,
-                description: Description::markdown(
-                    "The newest image build: `<directory>/builds/<version>/<name>.qcow2`, versions compared as text (timestamps).",
-                ),
-                attributes: map! {
+        flat_schema("The newest image build: `<directory>/builds/<version>/<name>.qcow2`, versions compared as text (timestamps).", map! {
                     "id" => comp_str("Path of the image."),
                     "directory" => req_str("Folder holding `builds/`."),
                     "name" => req_str("Image name without `.qcow2`."),
                     "version" => comp_str("Name of the newest build folder."),
                     "path" => comp_str("Path of the newest image."),
                     "sha256" => comp_str("The image's sha256 from the build's `SHA256SUMS`, when there is one."),
-                },
-                ..Default::default()
-            },
-        })
+                })
     }
 
     async fn read<'a>(

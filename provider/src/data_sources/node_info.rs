@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tfplugin::schema::{Block, Description, Schema};
+use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{comp_num, comp_str, Shared};
+use crate::common::{comp_num, comp_str, flat_schema, Shared};
 
 /// `libvirt_node_info`: CPUs and memory of the host.
 pub struct NodeInfoSource(pub Arc<Shared>);
@@ -30,22 +30,17 @@ impl DataSource for NodeInfoSource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        Some(Schema {
-            version: 0,
-            block: Block {
-                version: 0,
-                description: Description::markdown("CPUs and memory of the libvirt host."),
-                attributes: map! {
-                    "id" => comp_str("Host name."),
-                    "hostname" => comp_str("Host name as libvirt reports it."),
-                    "cpu_model" => comp_str("CPU model, e.g. `x86_64`."),
-                    "cpus" => comp_num("Active CPUs."),
-                    "memory_total_kb" => comp_num("Memory in KiB."),
-                    "memory_free_kb" => comp_num("Free memory in KiB."),
-                },
-                ..Default::default()
+        flat_schema(
+            "CPUs and memory of the libvirt host.",
+            map! {
+                "id" => comp_str("Host name."),
+                "hostname" => comp_str("Host name as libvirt reports it."),
+                "cpu_model" => comp_str("CPU model, e.g. `x86_64`."),
+                "cpus" => comp_num("Active CPUs."),
+                "memory_total_kb" => comp_num("Memory in KiB."),
+                "memory_free_kb" => comp_num("Free memory in KiB."),
             },
-        })
+        )
     }
 
     async fn read<'a>(

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tfplugin::schema::{Block, Description, Schema};
+use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{comp_num, comp_str, opt_str, req_str, Shared};
+use crate::common::{comp_num, comp_str, flat_schema, opt_str, req_str, Shared};
 
 /// `libvirt_volume` (data): a volume looked up by pool and name.
 pub struct VolumeSource(pub Arc<Shared>);
@@ -31,23 +31,18 @@ impl DataSource for VolumeSource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        Some(Schema {
-            version: 0,
-            block: Block {
-                version: 0,
-                description: Description::markdown("An existing volume, by pool and name."),
-                attributes: map! {
-                    "id" => comp_str("The volume's key."),
-                    "name" => req_str("Name inside the pool."),
-                    "pool" => opt_str("Pool name. Default `default`."),
-                    "path" => comp_str("Path on the host."),
-                    "size" => comp_num("Virtual size in bytes."),
-                    "allocation" => comp_num("Bytes allocated on the host."),
-                    "format" => comp_str("Format, e.g. `qcow2`."),
-                },
-                ..Default::default()
+        flat_schema(
+            "An existing volume, by pool and name.",
+            map! {
+                "id" => comp_str("The volume's key."),
+                "name" => req_str("Name inside the pool."),
+                "pool" => opt_str("Pool name. Default `default`."),
+                "path" => comp_str("Path on the host."),
+                "size" => comp_num("Virtual size in bytes."),
+                "allocation" => comp_num("Bytes allocated on the host."),
+                "format" => comp_str("Format, e.g. `qcow2`."),
             },
-        })
+        )
     }
 
     async fn read<'a>(
