@@ -124,6 +124,13 @@ impl Provider for LibvirtProvider {
         if let Err(d) = host_config(&config) {
             diags.add_error(d);
         }
+        if let Some(detail) = config.uri.as_ref_option().and_then(|u| libssh_warning(u)) {
+            diags.warning(
+                "libvirt's libssh transport is unreliable for volume transfers",
+                detail,
+                tfplugin::AttributePath::new("uri"),
+            );
+        }
         Some(())
     }
 
@@ -171,5 +178,35 @@ impl Provider for LibvirtProvider {
             "domain" => crate::data_sources::DomainSource(s.clone()),
             "image_build" => crate::data_sources::ImageBuildSource,
         })
+    }
+}
+
+/// The warning for a `qemu+libssh://` (or libssh2) URI: libvirt 9.0's
+/// client over libssh now and then stalls or crashes in volume streams,
+/// which every image upload and cloud-init disk uses.
+fn libssh_warning(uri: &str) -> Option<String> {
+    let u = Uri::parse(uri).ok()?;
+    matches!(u.transport(), Some("libssh" | "libssh2")).then(|| {
+        format!(
+            "`{uri}` uses libvirt's libssh transport, whose client (libvirt 9.0) now and then \
+             stalls or crashes in volume transfers (image uploads, cloud-init disks, template \
+             seeds). Use `qemu+ssh://` (OpenSSH) for hosts that receive images; it reads \
+             ~/.ssh/known_hosts and ~/.ssh/config."
+        )
+    })
+}
+
+#[cfg(test)]
+mod libssh_tests {
+    use super::libssh_warning;
+
+    #[test]
+    fn only_the_libssh_transports_are_warned_about() {
+        let w = libssh_warning("qemu+libssh://root@h/system?sshauth=privkey").unwrap();
+        assert!(w.contains("qemu+ssh://"), "{w}");
+        assert!(libssh_warning("qemu+libssh2://root@h/system").is_some());
+        for quiet in ["qemu+ssh://root@h/system", "qemu:///system", "not a uri"] {
+            assert!(libssh_warning(quiet).is_none(), "{quiet}");
+        }
     }
 }

@@ -53,6 +53,11 @@ fn apply_wakes_a_sleeping_host_and_reaches_it_over_ssh() {
     let out = tf.run_in(lab.client(), &["apply", "-auto-approve", "-no-color"]);
     eprintln!("apply with wake-up took {:?}", t0.elapsed());
     assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("libvirt's libssh transport is unreliable for volume transfers"),
+        "a qemu+libssh:// host gets the warning: {text}"
+    );
     assert!(lab.hosts()[0].is_awake());
     let vols = lab.hosts()[0].daemon().volumes(POOL).unwrap();
     assert!(vols.contains(&"woken.qcow2".to_string()), "{vols:?}");
