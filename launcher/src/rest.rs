@@ -16,14 +16,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, AUTHORIZATION};
-use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::config::Secret;
-use crate::retry::{retry, ApiError, Policy};
+use crate::retry::{retry_request, ApiError, Policy};
 use crate::rules::job_queue;
 use crate::schedule::Job;
-use crate::stacks::{message_of, wait_hint, without_url};
+use crate::stacks::{escape, http_client, send};
 
 /// Builds a page.
 pub const PER_PAGE: u32 = 100;
@@ -104,17 +103,8 @@ impl Budget {
 impl RestClient {
     /// A client of the API at `base` (the `/v2` URL) for organisation `org`.
     pub fn new(base: &str, token: Secret, org: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!(
-                "buildkite-agent-launcher/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .expect("a plain reqwest client builds");
         RestClient {
-            http,
+            http: http_client(Duration::from_secs(30)),
             base: base.trim_end_matches('/').to_string(),
             token,
             org: org.to_string(),
@@ -232,68 +222,21 @@ impl RestClient {
     }
 
     async fn page(&self, url: &str) -> Result<(Vec<RawBuild>, Option<String>, Budget), ApiError> {
-        retry(
-            self.policy,
-            || self.once(url),
-            |e, wait| {
-                eprintln!(
-                    "buildkite: GET builds: {e}; retrying in {} ms",
-                    wait.as_millis()
-                )
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            ApiError::Transient { message, wait } => ApiError::Transient {
-                message: format!("GET builds: {message}"),
-                wait,
-            },
-            ApiError::Permanent { status, message } => ApiError::Permanent {
-                status,
-                message: format!("GET builds: {message}"),
-            },
-        })
+        retry_request(self.policy, "GET builds", || self.once(url)).await
     }
 
     async fn once(&self, url: &str) -> Result<(Vec<RawBuild>, Option<String>, Budget), ApiError> {
-        let resp = self
+        let req = self
             .http
             .get(url)
-            .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
-            .send()
-            .await
-            .map_err(|e| ApiError::Transient {
-                message: if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    format!("cannot reach Buildkite: {}", without_url(&e))
-                },
-                wait: None,
-            })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| ApiError::Transient {
-            message: format!("reading the answer: {}", without_url(&e)),
-            wait: None,
-        })?;
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(ApiError::Transient {
-                message: format!("HTTP {status}"),
-                wait: wait_hint(&headers),
-            });
-        }
-        if !status.is_success() {
-            let hint = match status.as_u16() {
-                401 => "; check the API token (api_token_file or BUILDKITE_API_TOKEN)",
-                403 => "; the API token needs the read_builds scope",
-                404 => "; check the organisation slug (organization or BUILDKITE_ORGANIZATION)",
-                _ => "",
-            };
-            return Err(ApiError::Permanent {
-                status: Some(status.as_u16()),
-                message: format!("HTTP {status}: {}{hint}", message_of(&bytes)),
-            });
-        }
+            .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()));
+        let (headers, bytes) = send(req, |status| match status {
+            401 => "; check the API token (api_token_file or BUILDKITE_API_TOKEN)",
+            403 => "; the API token needs the read_builds scope",
+            404 => "; check the organisation slug (organization or BUILDKITE_ORGANIZATION)",
+            _ => "",
+        })
+        .await?;
         let builds: Vec<RawBuild> =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::Transient {
                 message: format!("the answer does not parse: {e}"),
@@ -340,19 +283,6 @@ pub fn coming_state(state: Option<&str>) -> &str {
         Some(other) => other,
         None => "canceled",
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -29,6 +29,20 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The same error with `what` (the request) in front of its message.
+    pub fn context(self, what: &str) -> ApiError {
+        match self {
+            ApiError::Transient { message, wait } => ApiError::Transient {
+                message: format!("{what}: {message}"),
+                wait,
+            },
+            ApiError::Permanent { status, message } => ApiError::Permanent {
+                status,
+                message: format!("{what}: {message}"),
+            },
+        }
+    }
+
     /// The HTTP status of a permanent error.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -100,6 +114,23 @@ where
             }
         }
     }
+}
+
+/// [`retry`] for one Buildkite request named `what`: each retry is
+/// logged, and the final error names the request.
+pub async fn retry_request<T, F, Fut>(policy: Policy, what: &str, call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    retry(policy, call, |e, wait| {
+        eprintln!(
+            "buildkite: {what}: {e}; retrying in {} ms",
+            wait.as_millis()
+        )
+    })
+    .await
+    .map_err(|e| e.context(what))
 }
 
 static SEED: AtomicU64 = AtomicU64::new(0);

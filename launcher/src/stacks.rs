@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::Secret;
-use crate::retry::{retry, ApiError, Policy};
+use crate::retry::{retry_request, ApiError, Policy};
 use crate::schedule::Job;
 
 /// A Stacks API client for one cluster token.
@@ -98,17 +98,8 @@ pub struct Notification {
 impl Client {
     /// A client of the API at `base` (the `/v3` URL) with `token`.
     pub fn new(base: &str, token: Secret) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!(
-                "buildkite-agent-launcher/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .expect("a plain reqwest client builds");
         Client {
-            http,
+            http: http_client(Duration::from_secs(15)),
             base: base.trim_end_matches('/').to_string(),
             token,
             policy: Policy::default(),
@@ -128,27 +119,10 @@ impl Client {
         body: Option<serde_json::Value>,
     ) -> Result<T, ApiError> {
         let what = format!("{method} {path}");
-        retry(
-            self.policy,
-            || self.once(method.clone(), path, body.clone()),
-            |e, wait| {
-                eprintln!(
-                    "buildkite: {what}: {e}; retrying in {} ms",
-                    wait.as_millis()
-                )
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            ApiError::Transient { message, wait } => ApiError::Transient {
-                message: format!("{what}: {message}"),
-                wait,
-            },
-            ApiError::Permanent { status, message } => ApiError::Permanent {
-                status,
-                message: format!("{what}: {message}"),
-            },
+        retry_request(self.policy, &what, || {
+            self.once(method.clone(), path, body.clone())
         })
+        .await
     }
 
     async fn once<T: DeserializeOwned>(
@@ -164,32 +138,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| ApiError::Transient {
-            message: if e.is_timeout() {
-                "timed out".into()
-            } else {
-                format!("cannot reach Buildkite: {}", without_url(&e))
-            },
-            wait: None,
-        })?;
-        let status = resp.status();
-        let wait = wait_hint(resp.headers());
-        let bytes = resp.bytes().await.map_err(|e| ApiError::Transient {
-            message: format!("reading the answer: {}", without_url(&e)),
-            wait: None,
-        })?;
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(ApiError::Transient {
-                message: format!("HTTP {status}"),
-                wait,
-            });
-        }
-        if !status.is_success() {
-            return Err(ApiError::Permanent {
-                status: Some(status.as_u16()),
-                message: format!("HTTP {status}: {}", message_of(&bytes)),
-            });
-        }
+        let (_, bytes) = send(req, |_| "").await?;
         let bytes = if bytes.is_empty() { &b"{}"[..] } else { &bytes };
         serde_json::from_slice(bytes).map_err(|e| ApiError::Transient {
             message: format!("the answer does not parse: {e}"),
@@ -382,6 +331,60 @@ pub(crate) fn message_of(bytes: &[u8]) -> String {
     }
 }
 
+/// The HTTP client both Buildkite APIs use, with a request `timeout`.
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!(
+            "buildkite-agent-launcher/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()
+        .expect("a plain reqwest client builds")
+}
+
+/// Sends `req` and sorts the answer: no answer, 429 and 5xx are worth
+/// retrying (with the server's wait hint); another failure status is
+/// permanent, its message followed by `hint(status)`; a success gives
+/// the headers and the body.
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+    hint: impl Fn(u16) -> &'static str,
+) -> Result<(HeaderMap, Vec<u8>), ApiError> {
+    let resp = req.send().await.map_err(|e| ApiError::Transient {
+        message: if e.is_timeout() {
+            "timed out".into()
+        } else {
+            format!("cannot reach Buildkite: {}", without_url(&e))
+        },
+        wait: None,
+    })?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.map_err(|e| ApiError::Transient {
+        message: format!("reading the answer: {}", without_url(&e)),
+        wait: None,
+    })?;
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return Err(ApiError::Transient {
+            message: format!("HTTP {status}"),
+            wait: wait_hint(&headers),
+        });
+    }
+    if !status.is_success() {
+        return Err(ApiError::Permanent {
+            status: Some(status.as_u16()),
+            message: format!(
+                "HTTP {status}: {}{}",
+                message_of(&bytes),
+                hint(status.as_u16())
+            ),
+        });
+    }
+    Ok((headers, bytes.to_vec()))
+}
+
 /// The server's hint of how long to wait: `Retry-After` (seconds), else
 /// `RateLimit-Reset` (seconds until the window resets).
 pub fn wait_hint(h: &HeaderMap) -> Option<Duration> {
@@ -391,7 +394,8 @@ pub fn wait_hint(h: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-fn escape(s: &str) -> String {
+/// `s` percent-encoded for a URL path or query.
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
