@@ -17,7 +17,7 @@ use kvmhost::libvirt::Host;
 
 use crate::buildkite::{Config, StandIn};
 use crate::guest::TinyGuest;
-use crate::libvirtd::{NETWORK, POOL};
+use crate::libvirtd::{Libvirtd, NETWORK, POOL};
 use crate::netns::Netns;
 use crate::util;
 
@@ -32,6 +32,35 @@ pub fn define_agent_template(
     user_data: &str,
 ) -> Result<()> {
     define_agent_template_sized(host, guest, name, log_dir, user_data, 256)
+}
+
+/// What most launcher tests start from: a namespaced libvirtd holding
+/// the agent template `agent-template` (the tiny guest running
+/// `user_data`), a connection to it, and a Buildkite stand-in with the
+/// pipeline `app`. Fields drop in declaration order: the stand-in, the
+/// connection, then the daemon.
+pub struct Bed {
+    /// The Buildkite stand-in.
+    pub bk: StandIn,
+    /// A connection to the daemon.
+    pub host: Host,
+    /// The daemon.
+    pub d: Libvirtd,
+    /// The guest the template boots.
+    pub g: TinyGuest,
+}
+
+impl Bed {
+    /// Starts the bed; `config` sets up the stand-in.
+    pub fn start(config: Config, user_data: &str) -> Result<Bed> {
+        let g = TinyGuest::ensure()?;
+        let d = Libvirtd::start()?;
+        let host = Host::open(&d.uri())?;
+        define_agent_template(&host, &g, "agent-template", d.dir(), user_data)?;
+        let bk = StandIn::start(config)?;
+        bk.add_pipeline("app")?;
+        Ok(Bed { bk, host, d, g })
+    }
 }
 
 /// As [`define_agent_template`], with `memory_mib` of memory (a guest

@@ -9,27 +9,13 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use kvmhost::libvirt::Host;
-use testbed::buildkite::{BuildSpec, Config, JobSpec, StandIn};
-use testbed::guest::TinyGuest;
-use testbed::launcher::{define_agent_template, LauncherDir};
-use testbed::libvirtd::Libvirtd;
+use testbed::buildkite::{BuildSpec, Config, JobSpec};
+use testbed::launcher::{Bed, LauncherDir};
 
 #[test]
 fn two_launchers_never_put_two_vms_on_a_host_with_max_vms_1() {
-    let g = TinyGuest::ensure().unwrap();
-    let d = Libvirtd::start().unwrap();
-    let host = Host::open(&d.uri()).unwrap();
-    define_agent_template(
-        &host,
-        &g,
-        "agent-template",
-        d.dir(),
-        "#!/bin/sh\nsleep 6\npoweroff\n",
-    )
-    .unwrap();
-    let bk = StandIn::start(Config::default()).unwrap();
-    bk.add_pipeline("app").unwrap();
+    let Bed { bk, host, d, .. } =
+        Bed::start(Config::default(), "#!/bin/sh\nsleep 6\npoweroff\n").unwrap();
     // Both jobs wait before either launcher starts, so both launchers'
     // first passes each take one and find the host empty.
     let build = bk

@@ -7,11 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use kvmhost::libvirt::Host;
 use serde_json::Value;
 use testbed::buildkite::{BuildSpec, Config, Fault, JobSpec, JobState, RateLimit, StandIn};
-use testbed::guest::{TinyGuest, POWEROFF};
-use testbed::launcher::{define_agent_template, LauncherDir};
+use testbed::guest::POWEROFF;
+use testbed::launcher::{Bed, LauncherDir};
 use testbed::libvirtd::Libvirtd;
 use testbed::util::wait_until;
 
@@ -82,28 +81,19 @@ fn listings(bk: &StandIn) -> Vec<testbed::buildkite::RecordedRequest> {
 
 #[test]
 fn a_rest_listed_job_gets_one_vm_also_after_a_restart_and_a_429_and_a_5xx_lose_nothing() {
-    let g = TinyGuest::ensure().unwrap();
-    let d = Libvirtd::start().unwrap();
-    let host = Host::open(&d.uri()).unwrap();
     // The guest has no agent: it says which job it was given and powers off.
-    define_agent_template(
-        &host,
-        &g,
-        "agent-template",
-        d.dir(),
+    // A short window, so that the 429's reset is a second or two away.
+    let Bed { bk, host, d, .. } = Bed::start(
+        Config {
+            rest_rate_limit: RateLimit {
+                limit: 200,
+                window: Duration::from_secs(2),
+            },
+            ..Config::default()
+        },
         "#!/bin/sh\necho acquire={{buildkite_job_id}} tags={{buildkite_agent_tags}}\nsleep 5\npoweroff\n",
     )
     .unwrap();
-    // A short window, so that the 429's reset is a second or two away.
-    let bk = StandIn::start(Config {
-        rest_rate_limit: RateLimit {
-            limit: 200,
-            window: Duration::from_secs(2),
-        },
-        ..Config::default()
-    })
-    .unwrap();
-    bk.add_pipeline("app").unwrap();
     let b = bk
         .add_build(
             "app",
@@ -193,20 +183,18 @@ fn a_rest_listed_job_gets_one_vm_also_after_a_restart_and_a_429_and_a_5xx_lose_n
 
 #[test]
 fn jobs_on_three_pages_are_all_seen_also_when_the_budget_runs_out_between_pages() {
-    let g = TinyGuest::ensure().unwrap();
-    let d = Libvirtd::start().unwrap();
-    let host = Host::open(&d.uri()).unwrap();
-    define_agent_template(&host, &g, "agent-template", d.dir(), "").unwrap();
     // Two requests per 3 s: the third page waits for the window to reset.
-    let bk = StandIn::start(Config {
-        rest_rate_limit: RateLimit {
-            limit: 2,
-            window: Duration::from_secs(3),
+    let Bed { bk, d, .. } = Bed::start(
+        Config {
+            rest_rate_limit: RateLimit {
+                limit: 2,
+                window: Duration::from_secs(3),
+            },
+            ..Config::default()
         },
-        ..Config::default()
-    })
+        "",
+    )
     .unwrap();
-    bk.add_pipeline("app").unwrap();
     // Newest first, 100 a page: 223 builds put one linux job on each page.
     let mut linux = Vec::new();
     for n in 0..223 {
@@ -261,20 +249,8 @@ fn jobs_on_three_pages_are_all_seen_also_when_the_budget_runs_out_between_pages(
 
 #[test]
 fn a_rest_job_cancelled_while_its_vm_boots_loses_the_vm_and_a_taken_job_keeps_it() {
-    let g = TinyGuest::ensure().unwrap();
-    let d = Libvirtd::start().unwrap();
-    let host = Host::open(&d.uri()).unwrap();
     // No agent in the guest: the VMs stay up until removed.
-    define_agent_template(
-        &host,
-        &g,
-        "agent-template",
-        d.dir(),
-        "#!/bin/sh\nsleep 300\n",
-    )
-    .unwrap();
-    let bk = StandIn::start(Config::default()).unwrap();
-    bk.add_pipeline("app").unwrap();
+    let Bed { bk, host, d, .. } = Bed::start(Config::default(), "#!/bin/sh\nsleep 300\n").unwrap();
     let b = bk
         .add_build(
             "app",

@@ -5,11 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use kvmhost::libvirt::Host;
 use serde_json::Value;
 use testbed::buildkite::{BuildSpec, Config, Fault, JobSpec, JobState, StandIn};
-use testbed::guest::{TinyGuest, POWEROFF};
-use testbed::launcher::{define_agent_template, LauncherDir};
+use testbed::guest::POWEROFF;
+use testbed::launcher::{Bed, LauncherDir};
 use testbed::libvirtd::Libvirtd;
 
 fn config(bk: &StandIn, hosts: &str) -> String {
@@ -88,12 +87,7 @@ fn check_config_names_file_line_and_key() {
 
 #[test]
 fn dry_run_prints_a_decision_per_job_and_starts_nothing() {
-    let g = TinyGuest::ensure().unwrap();
-    let d = Libvirtd::start().unwrap();
-    let host = Host::open(&d.uri()).unwrap();
-    define_agent_template(&host, &g, "agent-template", d.dir(), "").unwrap();
-    let bk = StandIn::start(Config::default()).unwrap();
-    bk.add_pipeline("app").unwrap();
+    let Bed { bk, d, .. } = Bed::start(Config::default(), "").unwrap();
     let b = bk
         .add_build(
             "app",
@@ -141,20 +135,12 @@ fn dry_run_prints_a_decision_per_job_and_starts_nothing() {
 
 #[test]
 fn a_job_gets_one_vm_which_survives_a_launcher_restart_without_a_duplicate() {
-    let g = TinyGuest::ensure().unwrap();
-    let d = Libvirtd::start().unwrap();
-    let host = Host::open(&d.uri()).unwrap();
     // The guest has no agent: it says which job it was given and powers off.
-    define_agent_template(
-        &host,
-        &g,
-        "agent-template",
-        d.dir(),
+    let Bed { bk, host, d, .. } = Bed::start(
+        Config::default(),
         "#!/bin/sh\necho acquire={{buildkite_job_id}} tags={{buildkite_agent_tags}}\nsleep 5\npoweroff\n",
     )
     .unwrap();
-    let bk = StandIn::start(Config::default()).unwrap();
-    bk.add_pipeline("app").unwrap();
     let b = bk
         .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
         .unwrap();
@@ -221,19 +207,7 @@ fn a_job_gets_one_vm_which_survives_a_launcher_restart_without_a_duplicate() {
 
 #[test]
 fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
-    let g = TinyGuest::ensure().unwrap();
-    let d = Libvirtd::start().unwrap();
-    let host = Host::open(&d.uri()).unwrap();
-    define_agent_template(
-        &host,
-        &g,
-        "agent-template",
-        d.dir(),
-        "#!/bin/sh\nsleep 120\n",
-    )
-    .unwrap();
-    let bk = StandIn::start(Config::default()).unwrap();
-    bk.add_pipeline("app").unwrap();
+    let Bed { bk, host, d, .. } = Bed::start(Config::default(), "#!/bin/sh\nsleep 120\n").unwrap();
     let text = config(&bk, &host_block("h1", &d.uri())).replace("max_vms = 4", "max_vms = 20");
     let one = LauncherDir::new(&text, bk.cluster_token()).unwrap();
     let two = LauncherDir::new(&text, bk.cluster_token()).unwrap();
