@@ -14,8 +14,9 @@ use crate::util;
 use anyhow::{Context, Result};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -41,6 +42,58 @@ pub struct VmHost {
     pub mac: String,
     daemon: Libvirtd,
     dir: PathBuf,
+    /// A napping host's hold: while its process runs, the host's powernapd
+    /// sees activity and the host does not nap.
+    hold: Option<Hold>,
+}
+
+/// A process whose command line a napping host's powernapd watches for
+/// (`monitor process`): the bed runs it to keep the host awake while it
+/// looks at it, and ends it to let the host nap.
+#[derive(Debug)]
+struct Hold {
+    tag: String,
+    child: Mutex<Option<Child>>,
+}
+
+impl Hold {
+    fn new(tag: String) -> Self {
+        Self {
+            tag,
+            child: Mutex::new(None),
+        }
+    }
+
+    /// The powernapd `monitor process` pattern that sees this hold.
+    fn pattern(&self) -> String {
+        format!("^{}( |$)", self.tag)
+    }
+
+    fn take(&self) -> Result<()> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if child.is_none() {
+            *child = Some(
+                Command::new("bash")
+                    .args(["-c", &format!("exec -a {} sleep infinity", self.tag)])
+                    .spawn()
+                    .context("starting the bed's nap hold")?,
+            );
+        }
+        Ok(())
+    }
+
+    fn release(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Lab {
@@ -140,6 +193,10 @@ impl Lab {
     /// run for `idle`, and a magic packet wakes it again, as often as
     /// needed. Asleep, it has no address, no sshd and no powernapd; its
     /// libvirtd keeps its domains, as a suspended machine would.
+    ///
+    /// One started `awake` is held awake (see [`VmHost::hold_awake`]) until
+    /// the caller lets it nap with [`VmHost::let_nap`], so a short `idle`
+    /// cannot put it to sleep before the caller has seen it up.
     pub fn add_napping_host(&mut self, name: &str, awake: bool, idle: Duration) -> Result<&VmHost> {
         self.add_host_with(name, awake, Some(idle))
     }
@@ -181,6 +238,11 @@ impl Lab {
             dir.join("sshd.log").display()
         );
         let sleeper = util::bin_dir().join("bed-sleeper");
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let hold = nap.map(|_| Hold::new(format!("kvmbe-nap-hold-{}-{n}", std::process::id())));
+        if let Some(hold) = hold.as_ref().filter(|_| awake) {
+            hold.take()?;
+        }
         let mut extra = Extra::default();
         extra.before.push("mkdir -p /run/sshd".into());
         match nap {
@@ -199,8 +261,9 @@ impl Lab {
                 std::fs::write(
                     dir.join("powernapd.conf"),
                     format!(
-                        "interval 1\nmonitor libvirt\nmonitor powerwake\n\
+                        "interval 1\nmonitor libvirt\nmonitor powerwake\nmonitor process {}\n\
                          action \"kill -USR1 $(cat {d}/sleeper.pid)\" after {}ms\n",
+                        hold.as_ref().map(Hold::pattern).unwrap_or_default(),
                         idle.as_millis()
                     ),
                 )?;
@@ -230,6 +293,7 @@ impl Lab {
             mac,
             daemon,
             dir,
+            hold,
         });
         let host = self.hosts.last().expect("just pushed");
         if awake {
@@ -245,6 +309,23 @@ impl Lab {
 }
 
 impl VmHost {
+    /// Keeps a napping host awake from now on, as activity its powernapd
+    /// sees would: take it before waking the host to look at it.
+    pub fn hold_awake(&self) -> Result<()> {
+        match &self.hold {
+            Some(hold) => hold.take(),
+            None => anyhow::bail!("host {} does not nap", self.name),
+        }
+    }
+
+    /// Lets a napping host nap again: its powernapd's idle time starts
+    /// counting from the next check.
+    pub fn let_nap(&self) {
+        if let Some(hold) = &self.hold {
+            hold.release();
+        }
+    }
+
     /// The host's libvirtd, reachable directly from the root namespace
     /// (for checks that must not wake it).
     pub fn daemon(&self) -> &Libvirtd {
@@ -264,33 +345,28 @@ impl VmHost {
     /// long that took.
     pub fn wait_asleep(&self, limit: Duration) -> Result<Duration> {
         let t0 = Instant::now();
-        while t0.elapsed() < limit {
-            if !self.is_awake() {
-                return Ok(t0.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        anyhow::bail!(
-            "host {} did not go to sleep within {limit:?}; its powernapd said:\n{}",
-            self.name,
-            std::fs::read_to_string(self.dir.join("powernapd.log")).unwrap_or_default()
-        )
+        util::poll_until(limit, || (!self.is_awake()).then(|| t0.elapsed())).with_context(|| {
+            format!(
+                "host {} did not go to sleep within {limit:?}; its powernapd said:\n{}",
+                self.name,
+                std::fs::read_to_string(self.dir.join("powernapd.log")).unwrap_or_default()
+            )
+        })
     }
 
     /// Waits until the host is awake and its sshd answers.
     pub fn wait_awake(&self, limit: Duration) -> Result<Duration> {
         let t0 = Instant::now();
-        while t0.elapsed() < limit {
-            if self.is_awake() && self.dir.join("sshd.pid").exists() {
-                return Ok(t0.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        anyhow::bail!(
-            "host {} did not wake within {limit:?}: {}",
-            self.name,
-            std::fs::read_to_string(self.dir.join("wake.log")).unwrap_or_default()
-        )
+        util::poll_until(limit, || {
+            (self.is_awake() && self.dir.join("sshd.pid").exists()).then(|| t0.elapsed())
+        })
+        .with_context(|| {
+            format!(
+                "host {} did not wake within {limit:?}: {}",
+                self.name,
+                std::fs::read_to_string(self.dir.join("wake.log")).unwrap_or_default()
+            )
+        })
     }
 }
 

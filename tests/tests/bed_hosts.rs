@@ -73,12 +73,14 @@ fn a_napping_host_sleeps_when_no_domain_runs_and_wakes_again() {
 
     // Asleep: no address (a connection would hang until TCP gives up,
     // as with a real sleeping machine that clients still know the MAC of).
+    host.let_nap();
     let took = host.wait_asleep(Duration::from_secs(20)).unwrap();
-    eprintln!("asleep {took:?} after starting awake");
+    eprintln!("asleep {took:?} after the bed let it nap");
 
     // Woken, it stays up while a domain runs and sleeps again after.
+    host.hold_awake().unwrap();
     send_magic_packet(&lab, &host.mac);
-    host.wait_awake(Duration::from_secs(2)).unwrap();
+    host.wait_awake(Duration::from_secs(10)).unwrap();
     assert_eq!(
         virsh_over_ssh(&lab, &lab.ssh_uri(host)).unwrap().trim(),
         "bed"
@@ -90,6 +92,9 @@ fn a_napping_host_sleeps_when_no_domain_runs_and_wakes_again() {
     host.daemon()
         .virsh(&["create", &path.to_string_lossy(), "--paused"])
         .unwrap();
+    host.let_nap();
+    // Two and a half idle times: long enough for a host that ignored the
+    // domain to have gone to sleep.
     std::thread::sleep(Duration::from_secs(5));
     assert!(host.is_awake(), "the host slept while a domain ran");
     host.daemon().virsh(&["destroy", "busy"]).unwrap();
