@@ -217,7 +217,7 @@ impl TinyGuest {
 
 /// `tests/guest/` in the source tree.
 fn guest_scripts_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("guest")
+    crate::util::tests_dir().join("guest")
 }
 
 /// Hash of every file in `tests/guest/` (name and bytes, sorted) and of

@@ -1,6 +1,6 @@
 //! Small helpers shared by the test bed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Sends `sig` to `pid`, ignoring a process that is already gone.
 pub fn signal(pid: i32, sig: i32) {
@@ -21,9 +21,37 @@ pub fn is_zombie(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
-/// The workspace root (the folder holding the top `Cargo.toml`).
-pub fn workspace_root() -> PathBuf {
+/// The `tests/` folder of the checkout under test.
+///
+/// Not the folder the binary was compiled in: checkouts of the same
+/// sources share one target folder, so cargo may run a test binary that
+/// another checkout built, whose folder may differ or be gone. Cargo names
+/// the running package's folder in `CARGO_MANIFEST_DIR` when it runs a
+/// test; a program started by hand (the main job) looks up from its
+/// working folder.
+pub fn tests_dir() -> PathBuf {
+    let is_tests = |d: &Path| d.join("bed/libvirtd-ns.sh").is_file();
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from) {
+        if is_tests(&dir) {
+            return dir;
+        }
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            for candidate in [dir.to_path_buf(), dir.join("tests")] {
+                if is_tests(&candidate) {
+                    return candidate;
+                }
+            }
+        }
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The workspace root of the checkout under test (the folder holding the
+/// top `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    tests_dir()
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()

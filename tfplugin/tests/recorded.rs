@@ -31,7 +31,11 @@ struct Exchange {
 }
 
 fn exchanges(version: &str) -> Vec<Exchange> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/terraform-{version}"));
+    // The running checkout's folder (cargo sets it when it runs the test),
+    // not the one the binary was built in: checkouts share a target folder.
+    let crate_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let dir = Path::new(&crate_dir).join(format!("testdata/terraform-{version}"));
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

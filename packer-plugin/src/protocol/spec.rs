@@ -532,7 +532,11 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/testdata/packer-gob/{name}", env!("CARGO_MANIFEST_DIR"));
+        // The running checkout's folder (cargo sets it when it runs the
+        // test), not the one the binary was built in.
+        let crate_dir =
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+        let path = format!("{crate_dir}/testdata/packer-gob/{name}");
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
