@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use packer_plugin_libvirt::packer::builder::split_configs;
-use packer_plugin_libvirt::rpc::codec::ValueReader;
-use packer_plugin_libvirt::rpc::value::{field, str_field, to_json};
+use packer_plugin_libvirt::protocol::rpc::codec::ValueReader;
+use packer_plugin_libvirt::protocol::rpc::value::{field, str_field, to_json};
 
 fuzz_target!(|data: &[u8]| {
     let mut reader = ValueReader::new(data);

@@ -11,7 +11,3 @@ pub mod protocol;
 pub mod secrets;
 pub mod sshkey;
 pub mod template;
-
-// The protocol modules' old paths, which the test bed, the fuzz targets
-// and `main` use.
-pub use protocol::{handshake, mux, rpc, serve};

@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use packer_plugin_libvirt::{handshake, serve};
+use packer_plugin_libvirt::protocol::{handshake, serve};
 
 const USAGE: &str = "packer-plugin-libvirt is a Packer plugin: Packer starts it.
 

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use packer_plugin_libvirt::handshake::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
-use packer_plugin_libvirt::mux::Broker;
-use packer_plugin_libvirt::rpc::value::{field, object, str_field};
-use packer_plugin_libvirt::rpc::{Client, ReplyFuture, Router, Service, Value};
-use packer_plugin_libvirt::serve::{DEFAULT_NAME, VERSION};
+use packer_plugin_libvirt::protocol::handshake::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
+use packer_plugin_libvirt::protocol::mux::Broker;
+use packer_plugin_libvirt::protocol::rpc::value::{field, object, str_field};
+use packer_plugin_libvirt::protocol::rpc::{Client, ReplyFuture, Router, Service, Value};
+use packer_plugin_libvirt::protocol::serve::{DEFAULT_NAME, VERSION};
 use sha2::{Digest, Sha256};
 
 const OS_ARCH: &str = "linux_amd64";
@@ -82,7 +82,7 @@ fn cty_config(value: serde_json::Value) -> Value {
     object([(
         "Configs",
         Value::Array(vec![
-            packer_plugin_libvirt::rpc::value::from_json(&serde_json::json!({
+            packer_plugin_libvirt::protocol::rpc::value::from_json(&serde_json::json!({
                 "packer_build_name": "tiny", "packer_builder_type": "libvirt",
                 "packer_force": false, "packer_on_error": "cleanup"
             })),

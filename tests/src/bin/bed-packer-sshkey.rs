@@ -9,8 +9,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use packer_plugin_libvirt::handshake::{self, Protocol};
-use packer_plugin_libvirt::serve::{self, Component, DEFAULT_NAME};
+use packer_plugin_libvirt::protocol::handshake::{self, Protocol};
+use packer_plugin_libvirt::protocol::serve::{self, Component, DEFAULT_NAME};
 use packer_plugin_libvirt::sshkey::SshKey;
 
 /// The release the bed installs it as.
