@@ -23,6 +23,7 @@ mod open;
 mod packet;
 
 pub use mac::{Mac, MacParseError};
+pub(crate) use open::open_waking_with;
 pub use open::{open_waking, WakeOpenError};
 pub use packet::{
     contains_magic_packet, magic_packet, parse_reply, reply_packet, PacketError, PowerwakeRequest,

@@ -1,16 +1,10 @@
-//! What every resource shares: the lazily opened host connection,
-//! running libvirt calls off the async runtime, schema shorthands and the
-//! one place where errors become Terraform diagnostics.
+//! What every resource shares: schema shorthands and the one place where
+//! errors become Terraform diagnostics.
 
-use std::sync::Arc;
-
-use kvmhost::libvirt::{Error as HostError, Host};
+use kvmhost::libvirt::Error as HostError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
 use tfplugin::{AttributePath, Diagnostic, Diagnostics};
-use tokio::sync::{Mutex, RwLock};
-
-use crate::wake::WakeConfig;
 
 /// A state that can be null: a resource read back as gone.
 #[derive(Debug, Clone, Default)]
@@ -29,131 +23,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Maybe<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Option::<T>::deserialize(d).map(Maybe)
     }
-}
-
-/// Where and how to reach the host, from the provider block.
-#[derive(Debug, Clone)]
-pub struct HostConfig {
-    /// libvirt URI with SSH options folded in.
-    pub uri: String,
-    /// How to wake the host when it does not answer.
-    pub wake: Option<WakeConfig>,
-}
-
-/// State shared by the provider and its resources.
-///
-/// Terraform configures the provider after the resources exist, and many
-/// plans never touch the host: the connection is opened on first use so
-/// that only hosts a plan touches are contacted (and woken).
-#[derive(Default)]
-pub struct Shared {
-    config: RwLock<Option<HostConfig>>,
-    host: Mutex<Option<Arc<Host>>>,
-}
-
-impl Shared {
-    /// Records the provider configuration.
-    pub async fn configure(&self, config: HostConfig) {
-        *self.config.write().await = Some(config);
-        *self.host.lock().await = None;
-    }
-
-    /// The open connection, opening (and waking the host) on first use.
-    pub async fn host(&self) -> Result<Arc<Host>, Diagnostic> {
-        let mut guard = self.host.lock().await;
-        if let Some(h) = guard.as_ref() {
-            if h.is_alive() {
-                return Ok(h.clone());
-            }
-        }
-        let config = self.config.read().await.clone().ok_or_else(|| {
-            Diagnostic::root_short("The libvirt provider was used before it was configured")
-        })?;
-        let host = tokio::task::spawn_blocking(move || crate::wake::open_host(&config))
-            .await
-            .map_err(|e| Diagnostic::root("Connecting to libvirt failed", e.to_string()))??;
-        let host = Arc::new(host);
-        *guard = Some(host.clone());
-        Ok(host)
-    }
-}
-
-impl Shared {
-    /// [`Shared::host`], its failure added to `diags`.
-    pub async fn connect(&self, diags: &mut Diagnostics) -> Option<Arc<Host>> {
-        self.host().await.map_err(|d| diags.add_error(d)).ok()
-    }
-
-    /// Runs `f` on the host; its error becomes a diagnostic saying
-    /// `summary`, on `attr` unless the error names its own field.
-    pub async fn call<T: Send + 'static>(
-        &self,
-        diags: &mut Diagnostics,
-        summary: &str,
-        attr: Option<&str>,
-        f: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
-    ) -> Option<T> {
-        let host = self.connect(diags).await?;
-        match blocking(&host, f).await {
-            Ok(v) => Some(v),
-            Err(e) => fail(diags, to_diag(summary, &e, attr)),
-        }
-    }
-
-    /// Reads a resource back with `f`: `Some(None)` when it is gone from the
-    /// host (Terraform then plans to create it again).
-    pub async fn read_back<T: Send + 'static>(
-        &self,
-        diags: &mut Diagnostics,
-        summary: &str,
-        f: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
-    ) -> Option<Option<T>> {
-        let host = self.connect(diags).await?;
-        match blocking(&host, f).await {
-            Ok(v) => Some(Some(v)),
-            Err(e) if e.is_not_found() => Some(None),
-            Err(e) => fail(diags, to_diag(summary, &e, None)),
-        }
-    }
-
-    /// Deletes with `f`; what is already gone counts as deleted, so a
-    /// destroy after a removal outside Terraform succeeds.
-    pub async fn delete(
-        &self,
-        diags: &mut Diagnostics,
-        summary: &str,
-        f: impl FnOnce(&Host) -> Result<(), HostError> + Send + 'static,
-    ) -> Option<()> {
-        self.read_back(diags, summary, f).await.map(|_| ())
-    }
-
-    /// Looks up what `terraform import` names with `f`; a failure says
-    /// which ids the `what` takes (`hint`).
-    pub async fn import<T: Send + 'static>(
-        &self,
-        diags: &mut Diagnostics,
-        what: &str,
-        hint: &str,
-        f: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
-    ) -> Option<T> {
-        let host = self.connect(diags).await?;
-        match blocking(&host, f).await {
-            Ok(v) => Some(v),
-            Err(e) => fail(
-                diags,
-                Diagnostic::root(format!("Cannot import the {what}"), format!("{e}; {hint}")),
-            ),
-        }
-    }
-}
-
-/// Runs a blocking libvirt call on tokio's blocking pool
-/// ([`Host::run_blocking`]); a panic in it goes on here.
-pub async fn blocking<T: Send + 'static>(
-    host: &Arc<Host>,
-    f: impl FnOnce(&Host) -> T + Send + 'static,
-) -> T {
-    host.run_blocking(f).await.unwrap_or_else(|e| e.resume())
 }
 
 /// The one place a host error becomes a diagnostic saying `summary`, with

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod common;
+mod connection;
 mod data_sources;
 mod provider;
 mod resources;

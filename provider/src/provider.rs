@@ -10,7 +10,10 @@ use tfplugin::schema::{Block, Description, NestedBlock, Schema};
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
-use crate::common::{attr, opt_bool, opt_str, HostConfig, Shared};
+use kvmhost::libvirt::handle::HostAddress;
+
+use crate::common::{attr, opt_bool, opt_str};
+use crate::connection::Shared;
 use crate::wake::parse_wake;
 
 /// `provider "libvirt" {}`.
@@ -41,7 +44,7 @@ pub struct LibvirtProvider {
 
 const DEFAULT_URI: &str = "qemu:///system";
 
-fn host_config(config: &Config) -> Result<HostConfig, tfplugin::Diagnostic> {
+fn host_config(config: &Config) -> Result<HostAddress, tfplugin::Diagnostic> {
     let uri = config
         .uri
         .as_ref_option()
@@ -73,10 +76,7 @@ fn host_config(config: &Config) -> Result<HostConfig, tfplugin::Diagnostic> {
             )?)
         }
     };
-    Ok(HostConfig {
-        uri: uri.to_string(),
-        wake,
-    })
+    Ok(HostAddress { uri, wake })
 }
 
 #[async_trait]

@@ -1,29 +1,16 @@
-//! Opening the host connection, waking the host first when it sleeps.
+//! The provider's `wake {}` block: how to wake a sleeping host.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use kvmhost::libvirt::Host;
-use kvmhost::wake::{open_waking, Mac, WakeOpenError, WakeTarget};
+use kvmhost::libvirt::handle::WakeSpec;
+use kvmhost::wake::{Mac, WakeTarget};
 use tfplugin::{AttributePath, Diagnostic};
 
-use crate::common::HostConfig;
-
-/// The provider's `wake {}` block, parsed.
-#[derive(Debug, Clone)]
-pub struct WakeConfig {
-    /// NIC to wake.
-    pub mac: Mac,
-    /// Where magic packets go (broadcast address and port).
-    pub to: SocketAddr,
-    /// Where powerwake requests go, for hosts running powernapd.
-    pub powerwake_to: SocketAddr,
-    /// How long to wait for libvirt to answer.
-    pub timeout: Duration,
-}
-
 /// Parses the `wake {}` block; `uri_host` is the host part of the URI,
-/// used to find the broadcast address when none is given.
+/// used to find the broadcast address when none is given. The host is
+/// sent a magic packet (for its NIC) and a powerwake request (for a
+/// powernapd keeping it awake) about once a second until libvirt answers.
 pub fn parse_wake(
     mac: &str,
     broadcast: Option<&str>,
@@ -31,7 +18,7 @@ pub fn parse_wake(
     powerwake_port: Option<i64>,
     timeout: Option<i64>,
     uri_host: Option<&str>,
-) -> Result<WakeConfig, Diagnostic> {
+) -> Result<WakeSpec, Diagnostic> {
     let at = |a: &'static str| AttributePath::new("wake").attribute(a);
     let mac: Mac = mac.parse().map_err(|e| {
         Diagnostic::new(
@@ -89,37 +76,12 @@ pub fn parse_wake(
             ))
         }
     };
-    Ok(WakeConfig {
-        mac,
-        to: SocketAddr::new(ip, port),
-        powerwake_to: SocketAddr::new(ip, powerwake_port),
+    Ok(WakeSpec {
+        targets: vec![
+            WakeTarget::new(mac, SocketAddr::new(ip, port)),
+            WakeTarget::new(mac, SocketAddr::new(ip, powerwake_port)),
+        ],
         timeout,
+        interval: Duration::from_secs(1),
     })
-}
-
-/// Opens the connection; when it fails and `wake` is configured, sends
-/// wake packets about once a second and retries until the host answers
-/// or the timeout passes.
-/// Errors here surface inside resource operations, where the provider's
-/// attributes have no path: they are reported without one.
-pub fn open_host(config: &HostConfig) -> Result<Host, Diagnostic> {
-    let Some(wake) = &config.wake else {
-        return Host::open(&config.uri)
-            .map_err(|e| Diagnostic::root("Cannot connect to the libvirt host", e.to_string()));
-    };
-    let targets = [
-        WakeTarget::new(wake.mac, wake.to),
-        WakeTarget::new(wake.mac, wake.powerwake_to),
-    ];
-    match open_waking(&config.uri, &targets, wake.timeout, Duration::from_secs(1)) {
-        Ok((host, _took)) => Ok(host),
-        Err(WakeOpenError::Send(e)) => Err(Diagnostic::root(
-            "Cannot send the wake packet",
-            e.to_string(),
-        )),
-        Err(e) => Err(Diagnostic::root(
-            "The libvirt host did not wake up",
-            format!("{e} (wake packets to {} for {})", wake.to, wake.mac),
-        )),
-    }
 }

@@ -84,13 +84,26 @@ fn install_error_callback() {
 impl Host {
     /// Opens a read-write connection to `uri` (e.g. `qemu:///system`).
     pub fn open(uri: &str) -> Result<Host> {
+        match Uri::parse(uri) {
+            Ok(parsed) => Self::open_uri(&parsed),
+            // libvirt may still know a form our parser does not.
+            Err(_) => Self::connect(uri, false),
+        }
+    }
+
+    /// Opens a read-write connection to a URI parsed already.
+    pub fn open_uri(uri: &Uri) -> Result<Host> {
+        Self::connect(uri.as_str(), uri.is_remote())
+    }
+
+    fn connect(uri: &str, remote: bool) -> Result<Host> {
         install_error_callback();
         start_event_loop();
         let conn = Connect::open(Some(uri)).map_err(|e| Error::Connect {
             uri: uri.to_string(),
             message: e.message().to_string(),
         })?;
-        if Uri::parse(uri).is_ok_and(|u| u.is_remote()) {
+        if remote {
             // Refused only by daemons too old for keepalive; the calls
             // still work, just without a dead-host timeout.
             let _ = conn.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT);

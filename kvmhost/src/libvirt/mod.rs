@@ -6,9 +6,9 @@
 //! are reached through it; [`domain_xml`] is the typed model of a domain
 //! definition that every front end builds and reads back.
 //!
-//! Every call here blocks on libvirt's C library: async callers run them
-//! on a blocking thread, with [`Host::run_blocking`] (the `async` feature)
-//! or on a thread of their own.
+//! Every call here blocks on libvirt's C library: async callers reach a
+//! host through [`handle::HostHandle`] (the `async` feature), which opens,
+//! wakes and reopens the connection and runs calls on a blocking thread.
 //!
 //! ```no_run
 //! use kvmhost::libvirt::{Host, volume::{VolumeSpec, VolumeFormat}};
@@ -25,6 +25,8 @@ mod connection;
 pub mod domain;
 pub mod domain_xml;
 mod error;
+#[cfg(feature = "async")]
+pub mod handle;
 pub mod instance;
 pub mod lock;
 pub mod network;

@@ -37,8 +37,20 @@ pub fn open_waking(
     timeout: Duration,
     interval: Duration,
 ) -> Result<(Host, Duration), WakeOpenError> {
+    open_waking_with(uri, || Host::open(uri), targets, timeout, interval)
+}
+
+/// [`open_waking`] with `open` to make the connection (`uri` names it in
+/// the error).
+pub(crate) fn open_waking_with(
+    uri: &str,
+    open: impl Fn() -> crate::libvirt::Result<Host>,
+    targets: &[WakeTarget],
+    timeout: Duration,
+    interval: Duration,
+) -> Result<(Host, Duration), WakeOpenError> {
     let start = Instant::now();
-    let mut last = match Host::open(uri) {
+    let mut last = match open() {
         Ok(h) => return Ok((h, Duration::ZERO)),
         Err(e) => e.to_string(),
     };
@@ -49,7 +61,7 @@ pub fn open_waking(
         }
         sent += 1;
         let round = Instant::now();
-        match Host::open(uri) {
+        match open() {
             Ok(h) => return Ok((h, start.elapsed())),
             Err(e) => last = e.to_string(),
         }

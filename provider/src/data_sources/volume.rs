@@ -8,7 +8,8 @@ use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{comp_num, comp_str, flat_schema, opt_str, req_str, Shared};
+use crate::common::{comp_num, comp_str, flat_schema, opt_str, req_str};
+use crate::connection::Shared;
 
 /// `libvirt_volume` (data): a volume looked up by pool and name.
 pub struct VolumeSource(pub Arc<Shared>);

@@ -14,9 +14,8 @@ use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Block, Des
 use tfplugin::value::{RawValue, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
-use crate::common::{
-    attr, blocking, comp_str, fail, known, oc_str, opt_str, req_str, to_diag, Maybe, Shared,
-};
+use crate::common::{attr, comp_str, fail, known, oc_str, opt_str, req_str, to_diag, Maybe};
+use crate::connection::{blocking, Shared};
 use crate::resources::volume::create_volume_attr;
 
 /// `libvirt_cloudinit_disk`.

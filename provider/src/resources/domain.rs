@@ -21,9 +21,10 @@ use tfplugin::value::{serde_as_vec, RawValue, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
 use crate::common::{
-    attr, blocking, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, req_str,
-    to_diag, Maybe, Shared,
+    attr, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, req_str, to_diag,
+    Maybe,
 };
+use crate::connection::{blocking, Shared};
 use crate::resources::cloudinit::key_of;
 
 /// `libvirt_domain`.

@@ -14,8 +14,8 @@ use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
 use crate::common::{
     attr, comp_str, fail, known, oc_bool, oc_str, opt_bool, opt_str, req_str, to_diag, Maybe,
-    Shared,
 };
+use crate::connection::Shared;
 
 /// `libvirt_network`.
 pub struct NetworkResource(pub Arc<Shared>);

@@ -13,7 +13,8 @@ use tfplugin::schema::{Block, Description, NestedBlock, Schema};
 use tfplugin::value::{serde_as_vec, RawValue, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
-use crate::common::{comp_num, comp_str, known, oc_str, req_str, Maybe, Shared};
+use crate::common::{comp_num, comp_str, known, oc_str, req_str, Maybe};
+use crate::connection::Shared;
 
 /// `libvirt_pool`.
 pub struct PoolResource(pub Arc<Shared>);

@@ -24,8 +24,9 @@ use tfplugin::value::{serde_as_vec, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
 use crate::common::{
-    attr, comp_str, fail, known, oc_num, oc_str, opt_bool, opt_str, req_str, Maybe, Shared,
+    attr, comp_str, fail, known, oc_num, oc_str, opt_bool, opt_str, req_str, Maybe,
 };
+use crate::connection::Shared;
 
 /// `libvirt_domain_template`.
 pub struct TemplateResource(pub Arc<Shared>);

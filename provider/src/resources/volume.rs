@@ -11,9 +11,8 @@ use tfplugin::schema::{Block, Description, Schema};
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
-use crate::common::{
-    blocking, comp_str, fail, known, oc_num, oc_str, opt_str, req_str, to_diag, Maybe, Shared,
-};
+use crate::common::{comp_str, fail, known, oc_num, oc_str, opt_str, req_str, to_diag, Maybe};
+use crate::connection::{blocking, Shared};
 use crate::source::{checksum_file, fetch, stamp, Source};
 
 /// `libvirt_volume`.
