@@ -121,15 +121,15 @@ impl Host {
 /// (a cancelled build) ends the wait at once.
 #[cfg(feature = "async")]
 pub async fn wait_for_addresses_async(
-    host: std::sync::Arc<Host>,
+    conn: &super::handle::Connection,
     wait: AddressWait,
 ) -> Result<Vec<String>, NoAddress> {
     let wait = std::sync::Arc::new(wait);
     let mut looks = 0;
     loop {
         let w = wait.clone();
-        let seen = host
-            .run_blocking(move |h| w.look(h))
+        let seen = conn
+            .run(move |h| w.look(h))
             .await
             // A look that panicked saw nothing; the deadline still ends the wait.
             .unwrap_or_else(|_| wait.pick(&[]));

@@ -11,6 +11,7 @@ use kvmhost::libvirt::domain_xml::{
     ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, DomainKind, InterfaceDef,
     InterfaceSource, NvramDef, OsDef,
 };
+use kvmhost::libvirt::handle::{self, Connection, HostAddress, OpenError};
 use kvmhost::libvirt::volume::{image_info, VolumeFormat, VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::{Error as LvError, Host, Uri};
 
@@ -26,11 +27,12 @@ pub enum Leftover {
     Domain(String),
 }
 
-/// A shared libvirt connection.
+/// The build's host, reached through `kvmhost`'s handle: a connection
+/// that died (a host that restarted libvirtd mid-build) is opened again
+/// for the next step, so the cleanup still runs.
 #[derive(Clone)]
 pub struct HostHandle {
-    host: Arc<Host>,
-    uri: Uri,
+    handle: Arc<handle::HostHandle>,
 }
 
 /// Default size of an empty install disk.
@@ -138,24 +140,22 @@ fn setting(field: impl Into<String>) -> impl FnOnce(LvError) -> HostError {
     move |source| HostError::Setting { field, source }
 }
 
-async fn blocking<T, F>(f: F) -> Result<T, HostError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, HostError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| HostError::Task(e.to_string()))?
-}
-
 impl HostHandle {
     /// Opens the connection.
     pub async fn open(uri: &Uri) -> Result<HostHandle, BuildError> {
-        let text = uri.to_string();
-        let host = blocking(move || Host::open(&text).map_err(setting("libvirt_uri"))).await?;
-        Ok(HostHandle {
-            host: Arc::new(host),
-            uri: uri.clone(),
+        let this = HostHandle {
+            handle: Arc::new(handle::HostHandle::new(HostAddress::new(uri.clone()))),
+        };
+        this.conn().await?;
+        Ok(this)
+    }
+
+    /// The open connection, opened again if it died.
+    async fn conn(&self) -> Result<Connection, HostError> {
+        self.handle.connect().await.map_err(|e| match e {
+            OpenError::Connect(e) => setting("libvirt_uri")(e),
+            // The builder never wakes hosts: only the task can fail.
+            other => HostError::Task(other.to_string()),
         })
     }
 
@@ -164,8 +164,9 @@ impl HostHandle {
         T: Send + 'static,
         F: FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
     {
-        self.host
-            .run_blocking(f)
+        self.conn()
+            .await?
+            .run(f)
             .await
             .map_err(|e| HostError::Task(e.to_string()))?
     }
@@ -173,7 +174,7 @@ impl HostHandle {
     /// Whether the connection reaches the libvirt of this machine, so
     /// volume paths are local files.
     pub fn is_local(&self) -> bool {
-        files_are_local(&self.uri)
+        files_are_local(&self.handle.address().uri)
     }
 
     /// Creates a volume in `pool` and records it as the build's; a
@@ -437,7 +438,7 @@ impl HostHandle {
             family: Family::Ipv4,
             deadline,
         };
-        match wait_for_addresses_async(self.host.clone(), wait).await {
+        match wait_for_addresses_async(&self.conn().await?, wait).await {
             Ok(mut found) => Ok(found.remove(0)),
             Err(missing) => Err(HostError::NoAddress {
                 mac: missing.mac,
