@@ -87,7 +87,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("boot_wait", Kind::Duration, "Time to wait after start before typing `boot_command`. Default 10s."),
     opt("boot_command", Kind::StrList, "Keys typed into the console after `boot_wait`: text plus `<enter>`, `<tab>`, `<esc>`, `<wait>`, `<waitNs>`, `<f1>`..`<f12>`, ..."),
     opt("communicator", Kind::Str, "`ssh` (default) or `none` (no provisioners; the guest must power off by itself)."),
-    opt("domain_xslt", Kind::Str, "An XSLT stylesheet applied to the generated domain XML before it is defined (needs `xsltproc`), for what the options do not cover; the same as the Terraform provider's `xml { xslt }`."),
+    opt("domain_xslt", Kind::Str, "An XSLT stylesheet applied to the generated domain XML before it is defined (needs `xsltproc`), for what the options do not cover; the same as the Terraform provider's `xml { xslt }`, and like it refused when it could read files (a DOCTYPE, `document()`, `xsl:include`, `xsl:import`, extension elements)."),
     opt("ssh_host", Kind::Str, "Address to connect to instead of the discovered one."),
     opt("ssh_port", Kind::Num, "SSH port. Default 22."),
     opt("ssh_username", Kind::Str, "SSH user. Required with the ssh communicator."),

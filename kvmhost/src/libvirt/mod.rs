@@ -31,6 +31,7 @@ pub mod instance;
 pub mod lock;
 pub mod network;
 pub mod pool;
+pub mod stylesheet;
 pub mod template;
 pub mod uri;
 pub mod volume;
