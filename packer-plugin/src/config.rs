@@ -97,7 +97,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("ssh_handshake_attempts", Kind::Num, "How many SSH handshakes may fail before the build fails. Default 10."),
     opt("shutdown_command", Kind::Str, "Command run over SSH to power the guest off (`poweroff`, `sudo shutdown -P now`). Without it the guest gets an ACPI power-button press."),
     opt("shutdown_timeout", Kind::Duration, "How long to wait for the guest to power off. Default 5m."),
-    opt("use_backing_file", Kind::Bool, "With `disk_image = true` and `format = \"qcow2\"`: the output holds only what the build changed, as a qcow2 overlay whose backing file is the source image (the cached download or the local file), as the QEMU builder writes it. Default false: a full, standalone copy."),
+    opt("use_backing_file", Kind::Bool, "With `disk_image = true` and `format = \"qcow2\"`: the output holds only what the build changed, as a qcow2 overlay whose backing file is the source image (the cached download or the local file), as the QEMU builder writes it; it also lets the source image itself be an overlay, which is refused otherwise. Default false: a full, standalone copy."),
     opt("disk_cache", Kind::Str, "Cache mode of the build's hard disks: `writeback`, `writethrough`, `none`, `unsafe` or `directsync`. Default: QEMU's (`writeback`)."),
     opt("disk_discard", Kind::Str, "Whether the guest's discard (TRIM) requests free space in the disk file: `ignore` or `unmap`. Default `ignore`."),
     opt("disk_detect_zeroes", Kind::Str, "Whether QEMU turns written zeroes into holes: `off`, `on` or `unmap` (needs `disk_discard = \"unmap\"`). Default `off`."),

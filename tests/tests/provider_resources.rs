@@ -246,6 +246,42 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
     assert!(err.contains("invalid xml.xslt: it has a DOCTYPE"), "{err}");
     assert!(!err.contains("SECRET-KEY"), "{err}");
     assert!(!d.domains().unwrap().contains(&"xslt-entity".to_string()));
+
+    // A source image that is an overlay of that file would hand it to
+    // the guest as its disk: refused on source, no volume made.
+    let overlay = d.dir().join("overlay.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&key)
+        .arg(&overlay)
+        .arg("1M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    tf.write_main(&format!(
+        "{}resource \"libvirt_volume\" \"v\" {{\n  name   = \"overlaid.qcow2\"\n  pool   = \"{POOL}\"\n  source = \"{}\"\n}}\n",
+        header(&d.uri()),
+        overlay.display()
+    ));
+    let out = tf.run(&["apply", "-auto-approve", "-no-color"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // Terraform wraps the detail's lines.
+    let words = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains(&format!(
+            "invalid source: {}: the image names the backing file '{}'",
+            overlay.display(),
+            key.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("with libvirt_volume.v"), "{err}");
+    assert!(d
+        .virsh(&["vol-list", POOL])
+        .unwrap()
+        .lines()
+        .all(|l| !l.contains("overlaid.qcow2")));
 }
 
 /// The seed's Windows agents pin a CPU model with a stylesheet matching

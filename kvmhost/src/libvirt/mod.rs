@@ -27,6 +27,7 @@ pub mod domain_xml;
 mod error;
 #[cfg(feature = "async")]
 pub mod handle;
+pub mod image;
 pub mod instance;
 pub mod lock;
 pub mod network;
