@@ -234,7 +234,8 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
         "{}resource \"libvirt_domain\" \"x\" {{\n  name = \"xslt-entity\"\n  type = \"qemu\"\n\n  xml {{\n    xslt = <<-EOT\n\
          <!DOCTYPE xsl:stylesheet [<!ENTITY key SYSTEM \"file://{}\">]>\n\
          <xsl:stylesheet version=\"1.0\" xmlns:xsl=\"http://www.w3.org/1999/XSL/Transform\">\n\
-         <xsl:template match=\"/\"><domain><description>&key;</description></domain></xsl:template>\n\
+         <xsl:template match=\"@*|node()\"><xsl:copy><xsl:apply-templates select=\"@*|node()\"/></xsl:copy></xsl:template>\n\
+         <xsl:template match=\"/domain\"><xsl:copy><xsl:apply-templates select=\"@*|node()\"/><description>&key;</description></xsl:copy></xsl:template>\n\
          </xsl:stylesheet>\n\
          EOT\n  }}\n}}\n",
         header(&d.uri()),
