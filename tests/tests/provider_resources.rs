@@ -209,7 +209,7 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
     );
     assert!(err.contains("addresses"), "{err}");
 
-    // A stylesheet xsltproc rejects fails the create on xml.xslt and
+    // A stylesheet that is not one fails the create on xml.xslt and
     // leaves no domain behind.
     tf.write_main(&format!(
             "{}resource \"libvirt_domain\" \"x\" {{\n  name = \"xslt-bad\"\n  type = \"qemu\"\n\n  xml {{\n    xslt = \"not a stylesheet\"\n  }}\n}}\n",
@@ -218,9 +218,71 @@ fn a_missing_pool_is_a_diagnostic_on_the_attribute_without_backtrace() {
     let out = tf.run(&["apply", "-auto-approve", "-no-color"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("xsltproc rejected the stylesheet"), "{err}");
-    assert!(err.contains("xml"), "{err}");
+    assert!(
+        err.contains("invalid xml.xslt: it is not well-formed XML"),
+        "{err}"
+    );
     assert!(!d.domains().unwrap().contains(&"xslt-bad".to_string()));
+
+    // One that would copy a file only root may read into the domain XML
+    // through an entity is refused on xml.xslt, and the file's content
+    // appears nowhere.
+    let key = d.dir().join("id_ed25519");
+    std::fs::write(&key, "SECRET-KEY-THROUGH-TERRAFORM\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    tf.write_main(&format!(
+        "{}resource \"libvirt_domain\" \"x\" {{\n  name = \"xslt-entity\"\n  type = \"qemu\"\n\n  xml {{\n    xslt = <<-EOT\n\
+         <!DOCTYPE xsl:stylesheet [<!ENTITY key SYSTEM \"file://{}\">]>\n\
+         <xsl:stylesheet version=\"1.0\" xmlns:xsl=\"http://www.w3.org/1999/XSL/Transform\">\n\
+         <xsl:template match=\"@*|node()\"><xsl:copy><xsl:apply-templates select=\"@*|node()\"/></xsl:copy></xsl:template>\n\
+         <xsl:template match=\"/domain\"><xsl:copy><xsl:apply-templates select=\"@*|node()\"/><description>&key;</description></xsl:copy></xsl:template>\n\
+         </xsl:stylesheet>\n\
+         EOT\n  }}\n}}\n",
+        header(&d.uri()),
+        key.display()
+    ));
+    let out = tf.run(&["apply", "-auto-approve", "-no-color"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("invalid xml.xslt: it has a DOCTYPE"), "{err}");
+    assert!(!err.contains("SECRET-KEY"), "{err}");
+    assert!(!d.domains().unwrap().contains(&"xslt-entity".to_string()));
+
+    // A source image that is an overlay of that file would hand it to
+    // the guest as its disk: refused on source, no volume made.
+    let overlay = d.dir().join("overlay.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&key)
+        .arg(&overlay)
+        .arg("1M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    tf.write_main(&format!(
+        "{}resource \"libvirt_volume\" \"v\" {{\n  name   = \"overlaid.qcow2\"\n  pool   = \"{POOL}\"\n  source = \"{}\"\n}}\n",
+        header(&d.uri()),
+        overlay.display()
+    ));
+    let out = tf.run(&["apply", "-auto-approve", "-no-color"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // Terraform wraps the detail's lines.
+    let words = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains(&format!(
+            "invalid source: {}: the image names the backing file '{}'",
+            overlay.display(),
+            key.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("with libvirt_volume.v"), "{err}");
+    assert!(d
+        .virsh(&["vol-list", POOL])
+        .unwrap()
+        .lines()
+        .all(|l| !l.contains("overlaid.qcow2")));
 }
 
 /// The seed's Windows agents pin a CPU model with a stylesheet matching

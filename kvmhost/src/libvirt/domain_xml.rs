@@ -5,10 +5,9 @@
 //! (controllers, PCI addresses) and [`DomainDef::from_xml`] ignores it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use super::error::{Error, Result};
+use super::stylesheet::Stylesheet;
 use super::xml::{child, child_attr, child_text, children, esc, parse, to_bytes};
 
 /// XML namespace of the project's metadata inside `<metadata>`.
@@ -514,9 +513,9 @@ impl DomainDef {
     /// `xml { xslt }` block expect for last-mile changes libvirt supports
     /// but the model does not.
     ///
-    /// The stylesheet comes from configuration, so it runs with no network
-    /// and no file writes (`--nonet --nowrite --nomkdir`), from a private
-    /// folder (mode 0700, a random name) removed afterwards.
+    /// The stylesheet comes from configuration, so it is checked first: it
+    /// may only transform the domain XML, not read files (see
+    /// [`Stylesheet`]); and it runs with no network and no file writes.
     ///
     /// Stylesheets written for dmacvicar/libvirt's XML (the seed's
     /// Windows agents replace `/domain/cpu` to pin a CPU model) expect a
@@ -533,65 +532,12 @@ impl DomainDef {
         } else {
             xml.to_string()
         };
-        let out = Self::run_xsltproc(&input, xslt)?;
+        let out = Stylesheet::parse(xslt)?.apply(&input)?;
         Ok(if added_cpu {
             out.replace(EMPTY_CPU, "")
         } else {
             out
         })
-    }
-
-    fn run_xsltproc(xml: &str, xslt: &str) -> Result<String> {
-        let dir = tempfile::Builder::new()
-            .prefix("kvmhost-xslt-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .map_err(|source| Error::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let sheet = dir.path().join("style.xsl");
-        let result = (|| {
-            std::fs::write(&sheet, xslt).map_err(|source| Error::Io {
-                path: sheet.clone(),
-                source,
-            })?;
-            let mut child = Command::new("xsltproc")
-                .args(["--nonet", "--nowrite", "--nomkdir"])
-                .arg(&sheet)
-                .arg("-")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|source| Error::Io {
-                    path: "xsltproc".into(),
-                    source,
-                })?;
-            let mut stdin = child.stdin.take().expect("stdin was piped");
-            let input = xml.to_string();
-            let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-            let out = child.wait_with_output().map_err(|source| Error::Io {
-                path: "xsltproc".into(),
-                source,
-            })?;
-            let _ = writer.join();
-            if !out.status.success() {
-                return Err(Error::Invalid {
-                    field: "xslt",
-                    message: format!(
-                        "xsltproc rejected the stylesheet: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                });
-            }
-            String::from_utf8(out.stdout).map_err(|_| Error::Invalid {
-                field: "xslt",
-                message: "the transformed XML is not UTF-8".into(),
-            })
-        })();
-        drop(dir);
-        result
     }
 }
 
@@ -1024,10 +970,100 @@ mod tests {
         );
         let _ = DomainDef::apply_xslt("<domain/>", &xslt);
         assert!(!planted.exists(), "the stylesheet wrote a file");
+        // XSLT 1.1's own xsl:document passes the checks; xsltproc's
+        // --nowrite stops it.
+        let xslt = format!(
+            r#"<xsl:stylesheet version="1.1" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/"><xsl:document href="{}"><x/></xsl:document><domain/></xsl:template>
+</xsl:stylesheet>"#,
+            planted.display()
+        );
+        let err = DomainDef::apply_xslt("<domain/>", &xslt).unwrap_err();
+        assert!(err.to_string().contains("xsltproc rejected"), "{err}");
+        assert!(!planted.exists(), "the stylesheet wrote a file");
         assert!(
             listener.accept().is_err(),
             "the stylesheet opened a connection"
         );
+    }
+
+    /// A file in a fresh folder that only its owner may read (mode 0600),
+    /// as the host's keys are, holding `content`.
+    fn private_file(name: &str, content: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (dir, path)
+    }
+
+    /// Asserts the stylesheet was refused on `xslt` and that `marker`
+    /// reached neither the domain XML nor the message; returns the
+    /// message.
+    fn refused_without_leaking(out: Result<String>, marker: &str) -> String {
+        let err = match out {
+            Ok(xml) => panic!("the stylesheet ran and wrote: {xml}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!err.contains(marker), "the file leaked into: {err}");
+        assert!(err.starts_with("invalid xslt: "), "{err}");
+        err
+    }
+
+    #[test]
+    fn a_stylesheet_cannot_copy_a_host_file_in_through_an_external_entity() {
+        let (_dir, key) = private_file("id_ed25519", "SECRET-KEY-BY-ENTITY");
+        let xslt = format!(
+            r#"<?xml version="1.0"?>
+<!DOCTYPE xsl:stylesheet [<!ENTITY key SYSTEM "file://{}">]>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/"><domain><description>&key;</description></domain></xsl:template>
+</xsl:stylesheet>"#,
+            key.display()
+        );
+        let err = refused_without_leaking(
+            DomainDef::apply_xslt("<domain/>", &xslt),
+            "SECRET-KEY-BY-ENTITY",
+        );
+        assert!(err.contains("DOCTYPE"), "{err}");
+    }
+
+    #[test]
+    fn a_stylesheet_cannot_copy_a_host_xml_file_in_with_document() {
+        let (_dir, file) = private_file("secret.xml", "<secret>SECRET-BY-DOCUMENT</secret>");
+        let xslt = format!(
+            r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/"><domain><xsl:copy-of select="document('{}')"/></domain></xsl:template>
+</xsl:stylesheet>"#,
+            file.display()
+        );
+        let err = refused_without_leaking(
+            DomainDef::apply_xslt("<domain/>", &xslt),
+            "SECRET-BY-DOCUMENT",
+        );
+        assert!(err.contains("document()"), "{err}");
+    }
+
+    #[test]
+    fn a_stylesheet_cannot_leak_a_host_file_that_is_not_xml_through_the_error() {
+        // libxml2 quotes the line it could not parse; a stylesheet that
+        // then fails carries that line into the error, logs and notes.
+        let (_dir, file) = private_file("shadow", "root:SECRET-HASH-BY-ERROR:19000:0:99999:7:::\n");
+        let xslt = format!(
+            r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/">
+    <xsl:copy-of select="document('{}')"/>
+    <xsl:message terminate="yes">stop</xsl:message>
+  </xsl:template>
+</xsl:stylesheet>"#,
+            file.display()
+        );
+        let err = refused_without_leaking(
+            DomainDef::apply_xslt("<domain/>", &xslt),
+            "SECRET-HASH-BY-ERROR",
+        );
+        assert!(err.contains("document()"), "{err}");
     }
 
     #[test]

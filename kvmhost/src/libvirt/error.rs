@@ -48,6 +48,14 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A local image names a host file that QEMU would open with it.
+    #[error("the image names the {kind} '{path}', a host file QEMU would read as part of the disk; flatten it where that file exists (`qemu-img convert -O qcow2 IMAGE FLAT.qcow2`) and use the flat image")]
+    NamesHostFile {
+        /// Which file it is.
+        kind: super::image::HostFileKind,
+        /// The file's name as the image's header writes it.
+        path: String,
+    },
     /// A value given by the caller cannot be used.
     #[error("invalid {field}: {message}")]
     Invalid {

@@ -27,10 +27,12 @@ pub mod domain_xml;
 mod error;
 #[cfg(feature = "async")]
 pub mod handle;
+pub mod image;
 pub mod instance;
 pub mod lock;
 pub mod network;
 pub mod pool;
+pub mod stylesheet;
 pub mod template;
 pub mod uri;
 pub mod volume;

@@ -141,49 +141,6 @@ pub struct UploadStats {
     pub hole_bytes: u64,
 }
 
-/// Format and virtual size of a local image file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageInfo {
-    /// qcow2 when the file starts with the qcow2 magic, raw otherwise.
-    pub format: VolumeFormat,
-    /// Size the guest sees.
-    pub virtual_size: u64,
-    /// Size of the file.
-    pub file_size: u64,
-}
-
-/// Reads the format and virtual size of a local image from its header.
-pub fn image_info(path: &Path) -> Result<ImageInfo> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = File::open(path).map_err(io)?;
-    let file_size = f.metadata().map_err(io)?.len();
-    let mut header = [0u8; 32];
-    let n = read_full(&mut f, &mut header).map_err(io)?;
-    Ok(image_info_from_header(&header[..n], file_size))
-}
-
-/// Same as [`image_info`] for the first bytes of an image.
-pub fn image_info_from_header(header: &[u8], file_size: u64) -> ImageInfo {
-    if header.len() >= 32 && header[..4] == *b"QFI\xfb" {
-        let mut size = [0u8; 8];
-        size.copy_from_slice(&header[24..32]);
-        ImageInfo {
-            format: VolumeFormat::Qcow2,
-            virtual_size: u64::from_be_bytes(size),
-            file_size,
-        }
-    } else {
-        ImageInfo {
-            format: VolumeFormat::Raw,
-            virtual_size: file_size,
-            file_size,
-        }
-    }
-}
-
 fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -599,18 +556,6 @@ mod tests {
              <permissions><mode>0600</mode></permissions></target><backingStore><path>/p/base.qcow2</path>\
              <format type='qcow2'/></backingStore></volume>"
         );
-    }
-
-    #[test]
-    fn qcow2_header_gives_virtual_size() {
-        let mut header = [0u8; 32];
-        header[..4].copy_from_slice(b"QFI\xfb");
-        header[24..32].copy_from_slice(&(20u64 << 30).to_be_bytes());
-        let info = image_info_from_header(&header, 4096);
-        assert_eq!(info.format, VolumeFormat::Qcow2);
-        assert_eq!(info.virtual_size, 20 << 30);
-        let raw = image_info_from_header(b"hello", 5);
-        assert_eq!((raw.format, raw.virtual_size), (VolumeFormat::Raw, 5));
     }
 
     #[test]

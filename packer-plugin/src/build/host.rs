@@ -12,7 +12,8 @@ use kvmhost::libvirt::domain_xml::{
     InterfaceSource, NvramDef, OsDef,
 };
 use kvmhost::libvirt::handle::{self, Connection, HostAddress, OpenError};
-use kvmhost::libvirt::volume::{image_info, VolumeFormat, VolumeInfo, VolumeSpec};
+use kvmhost::libvirt::image::{image_info, HostFileKind, ImageInfo, Overlay};
+use kvmhost::libvirt::volume::{VolumeFormat, VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::{Error as LvError, Host, Uri};
 
 use super::BuildError;
@@ -113,6 +114,10 @@ pub enum HostError {
     /// The build disk could not be downloaded from a remote host.
     #[error("downloading the disk: {0}")]
     Download(LvError),
+    /// The disk image is an overlay of a host file and `use_backing_file`
+    /// is off.
+    #[error("iso_url: {0}; or, to build on it as an overlay, set use_backing_file = true")]
+    OverlaySource(LvError),
     /// The source image to back the output on cannot be used.
     #[error("use_backing_file: {0}")]
     Backing(String),
@@ -219,7 +224,7 @@ impl HostHandle {
         let vol = match source {
             Some(src) => {
                 let src = src.to_path_buf();
-                let info = image_info(&src).map_err(setting("iso_url"))?;
+                let info = source_disk(cfg, &src)?;
                 let name = match info.format {
                     VolumeFormat::Qcow2 => name,
                     _ => format!("{}.img", cfg.volume_stem()),
@@ -581,6 +586,28 @@ impl HostHandle {
     }
 }
 
+/// The header of the disk image `iso_url` gave (the user's file or a
+/// cached download). It becomes the build disk as it is, so one naming a
+/// host file QEMU would read as part of the disk (and `qemu-img convert`
+/// copy into the output) is refused: a backing file unless
+/// `use_backing_file` asks for an overlay, an external data file always.
+fn source_disk(cfg: &Config, src: &Path) -> Result<ImageInfo, HostError> {
+    let info = image_info(src).map_err(setting("iso_url"))?;
+    let overlay = if cfg.use_backing_file {
+        Overlay::Allowed
+    } else {
+        Overlay::Refused
+    };
+    info.refuse_host_files(overlay).map_err(|e| match e {
+        LvError::NamesHostFile {
+            kind: HostFileKind::Backing,
+            ..
+        } => HostError::OverlaySource(e),
+        e => setting("iso_url")(e),
+    })?;
+    Ok(info)
+}
+
 /// Whether some process holds a lock on `path` (QEMU's image locking uses
 /// open file description locks); `None` when that cannot be told.
 pub fn disk_locked(path: &Path) -> Option<bool> {
@@ -807,6 +834,70 @@ mod tests {
         drop(holder);
         assert_eq!(disk_locked(&p), Some(false));
         assert_eq!(disk_locked(&dir.path().join("missing")), None);
+    }
+
+    /// A qcow2 disk image in a fresh folder that is an overlay of a file
+    /// only its owner may read there.
+    fn overlay_of_a_private_file() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        std::fs::write(&key, "SECRET-KEY").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let image = dir.path().join("cloud.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&key)
+            .arg(&image)
+            .arg("1M")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        (dir, key, image)
+    }
+
+    /// A disk-image build of `image` on libvirt's test driver.
+    fn disk_image_build(image: &Path, more: serde_json::Value) -> Config {
+        let mut user = json!({
+            "iso_url": image.display().to_string(), "iso_checksum": "none", "disk_image": true,
+            "ssh_username": "u", "libvirt_uri": "test:///default", "pool": "default-pool",
+            "vm_name": "overlay-source",
+        });
+        user.as_object_mut()
+            .unwrap()
+            .extend(more.as_object().unwrap().clone());
+        config(user)
+    }
+
+    #[tokio::test]
+    async fn a_disk_image_naming_a_backing_file_is_refused_on_iso_url_before_any_volume() {
+        let (_dir, key, image) = overlay_of_a_private_file();
+        let cfg = disk_image_build(&image, json!({}));
+        let host = HostHandle::open(&cfg.libvirt_uri).await.unwrap();
+        let made = std::sync::Mutex::new(Vec::new());
+        let err = host
+            .create_disk(&cfg, Some(&image), &|l| made.lock().unwrap().push(l))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "iso_url: the image names the backing file '{}', a host file QEMU would read as part \
+                 of the disk; flatten it where that file exists (`qemu-img convert -O qcow2 IMAGE \
+                 FLAT.qcow2`) and use the flat image; or, to build on it as an overlay, set \
+                 use_backing_file = true",
+                key.display()
+            )
+        );
+        assert!(made.lock().unwrap().is_empty(), "a volume was made");
+    }
+
+    #[test]
+    fn a_disk_image_that_is_an_overlay_is_taken_when_use_backing_file_asks_for_one() {
+        let (_dir, key, image) = overlay_of_a_private_file();
+        let cfg = disk_image_build(&image, json!({"use_backing_file": true}));
+        let info = source_disk(&cfg, &image).unwrap();
+        assert_eq!(info.backing_file, Some(key.display().to_string()));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kvmhost::libvirt::volume::{image_info, Backing, VolumeFormat, VolumeInfo, VolumeSpec};
+use kvmhost::libvirt::image::{image_info, HostFileKind, ImageInfo, Overlay};
+use kvmhost::libvirt::volume::{Backing, VolumeFormat, VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::{Error as HostError, Host};
 use serde::{Deserialize, Serialize};
 use tfplugin::schema::{Block, Description, Schema};
@@ -455,7 +456,7 @@ fn create_blocking(
     let mut spec;
     match (local, &base) {
         (Some(path), _) => {
-            let img = image_info(path).map_err(|e| ("source", e))?;
+            let img = source_image(s, path)?;
             let format = match known(&s.format) {
                 Some(f) => fmt(f).map_err(|e| ("format", e))?,
                 None => img.format,
@@ -513,6 +514,35 @@ fn create_blocking(
     filled.map(|info| (info, base))
 }
 
+/// The header of the file `source` was fetched to (the user's file or a
+/// download). The file is uploaded as it is, so one naming a host file
+/// QEMU would read as part of the disk (a backing file, an external data
+/// file) is refused: an overlay is made with `base_volume_id` instead.
+fn source_image(
+    s: &VolumeState,
+    path: &std::path::Path,
+) -> Result<ImageInfo, (&'static str, HostError)> {
+    let img = image_info(path).map_err(|e| ("source", e))?;
+    img.refuse_host_files(Overlay::Refused).map_err(|e| {
+        let overlay = match e {
+            HostError::NamesHostFile {
+                kind: HostFileKind::Backing,
+                ..
+            } => "; for an overlay, make its base a volume of its own and give base_volume_id",
+            _ => "",
+        };
+        let message = format!("{}: {e}{overlay}", known(&s.source).unwrap_or_default());
+        (
+            "source",
+            HostError::Invalid {
+                field: "source",
+                message,
+            },
+        )
+    })?;
+    Ok(img)
+}
+
 /// The attribute a failed `create_volume` acted on: `pool` when the pool
 /// is missing, else `name` (see [`to_diag`] for when the error's own
 /// field wins).
@@ -523,5 +553,52 @@ pub(crate) fn create_volume_attr(e: &HostError) -> &'static str {
             ..
         } => "pool",
         _ => "name",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_naming_a_backing_file_is_refused_on_source_and_leaves_no_volume() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        std::fs::write(&key, "SECRET-KEY").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let image = dir.path().join("disk.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&key)
+            .arg(&image)
+            .arg("1M")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let host = Host::open("test:///default").unwrap();
+        let s = VolumeState {
+            name: Value::Value("from-url.qcow2".into()),
+            pool: Value::Value("default-pool".into()),
+            source: Value::Value("https://images.example/disk.qcow2".into()),
+            ..Default::default()
+        };
+        let (attr, e) = create_blocking(&host, &s, Some(&image)).unwrap_err();
+        let d = to_diag("Cannot create the volume", &e, Some(attr));
+        assert_eq!(d.attribute, AttributePath::new("source"));
+        assert_eq!(
+            d.detail,
+            format!(
+                "invalid source: https://images.example/disk.qcow2: the image names the backing file '{}', \
+                 a host file QEMU would read as part of the disk; flatten it where that file exists \
+                 (`qemu-img convert -O qcow2 IMAGE FLAT.qcow2`) and use the flat image; \
+                 for an overlay, make its base a volume of its own and give base_volume_id",
+                key.display()
+            )
+        );
+        assert!(host
+            .volume("default-pool", "from-url.qcow2")
+            .unwrap_err()
+            .is_not_found());
     }
 }
