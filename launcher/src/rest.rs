@@ -13,13 +13,13 @@
 //! jitter.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde::Deserialize;
 
 use crate::config::Secret;
-use crate::retry::{retry_request, ApiError, Policy};
+use crate::retry::{retry_request, server_wait, ApiError, Policy};
 use crate::rules::job_queue;
 use crate::schedule::Job;
 use crate::stacks::{escape, http_client, send};
@@ -86,16 +86,17 @@ struct RawJob {
 pub struct Budget {
     /// `RateLimit-Remaining`.
     pub remaining: Option<u64>,
-    /// `RateLimit-Reset` (seconds until the window resets).
+    /// `RateLimit-Reset` (time until the window resets), at most
+    /// [`crate::retry::MAX_SERVER_WAIT`].
     pub reset: Option<Duration>,
 }
 
 impl Budget {
     fn of(h: &HeaderMap) -> Self {
-        let num = |n: &str| -> Option<u64> { h.get(n)?.to_str().ok()?.trim().parse().ok() };
+        let text = |n: &str| h.get(n)?.to_str().ok();
         Budget {
-            remaining: num("ratelimit-remaining"),
-            reset: num("ratelimit-reset").map(Duration::from_secs),
+            remaining: text("ratelimit-remaining").and_then(|v| v.trim().parse().ok()),
+            reset: text("ratelimit-reset").and_then(|v| server_wait(v, SystemTime::now())),
         }
     }
 }
@@ -210,7 +211,7 @@ impl RestClient {
                         out.pages,
                         reset.as_secs()
                     );
-                    out.resume_at = Some(Instant::now() + reset);
+                    out.resume_at = Some(kvmhost::deadline::after(reset));
                     return Ok(out);
                 }
                 tokio::time::sleep(reset).await;
@@ -288,6 +289,8 @@ pub fn coming_state(state: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::MAX_SERVER_WAIT;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn the_next_link_is_found_among_others() {
@@ -323,11 +326,101 @@ mod tests {
     }
 
     #[test]
-    fn rest_states_map_to_what_the_daemon_acts_on() {
-        assert_eq!(coming_state(Some("scheduled")), "scheduled");
-        assert_eq!(coming_state(Some("accepted")), "running");
-        assert_eq!(coming_state(Some("passed")), "running");
-        assert_eq!(coming_state(Some("canceled")), "canceled");
-        assert_eq!(coming_state(None), "canceled");
+    fn a_reset_time_from_the_server_is_at_most_five_minutes_and_garbage_is_none() {
+        let reset = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("ratelimit-reset", v.parse().unwrap());
+            Budget::of(&h).reset
+        };
+        assert_eq!(reset("18446744073709551615"), Some(MAX_SERVER_WAIT));
+        assert_eq!(reset("100000000000000000000000"), Some(MAX_SERVER_WAIT));
+        assert_eq!(reset("-3"), None);
+        assert_eq!(reset("soon"), None);
+        assert_eq!(reset("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            reset("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_SERVER_WAIT)
+        );
+    }
+
+    /// One scheduled `script` job of queue `linux` as a page of builds.
+    fn page_of(job: &str) -> String {
+        format!(
+            r#"[{{"jobs":[{{"id":"{job}","type":"script","state":"scheduled","agent_query_rules":["queue=linux"]}}]}}]"#
+        )
+    }
+
+    /// What a loopback server was asked: each request's path and query,
+    /// and whether it carried a token.
+    type Asked = Arc<Mutex<Vec<(String, bool)>>>;
+
+    /// A loopback server answering each GET with `answer(its URL, path
+    /// and query)`: headers and body.
+    async fn server(
+        answer: impl Fn(&str, &str) -> (Vec<(&'static str, String)>, String)
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    ) -> (String, Asked) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let asked: Asked = Arc::default();
+        let (me, log) = (url.clone(), asked.clone());
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                let (answer, me, log) = (answer.clone(), me.clone(), log.clone());
+                async move {
+                    let target = uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
+                    log.lock()
+                        .unwrap()
+                        .push((target.clone(), headers.contains_key(AUTHORIZATION)));
+                    let (hs, body) = answer(&me, &target);
+                    let mut out = HeaderMap::new();
+                    for (k, v) in hs {
+                        out.insert(k, v.parse().unwrap());
+                    }
+                    (out, body)
+                }
+            },
+        );
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, asked)
+    }
+
+    fn quick() -> Policy {
+        Policy {
+            attempts: 1,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_huge_reset_with_a_next_page_stops_the_listing_for_at_most_five_minutes() {
+        let (url, _) = server(|me, target| match target.contains("page=2") {
+            false => (
+                vec![
+                    ("ratelimit-remaining", "0".into()),
+                    ("ratelimit-reset", "18446744073709551615".into()),
+                    (
+                        "link",
+                        format!("<{me}/organizations/o/builds?page=2>; rel=\"next\""),
+                    ),
+                ],
+                page_of("j1"),
+            ),
+            true => (vec![], page_of("j2")),
+        })
+        .await;
+        let c = RestClient::new(&url, Secret::new("t"), "o").with_policy(quick());
+        let l = c.list(&[]).await.unwrap();
+        assert_eq!(l.pages, 1);
+        assert!(!l.complete);
+        let resume = l.resume_at.expect("the listing goes on after the reset");
+        assert!(resume <= Instant::now() + MAX_SERVER_WAIT, "{resume:?}");
     }
 }
