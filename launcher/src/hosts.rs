@@ -325,8 +325,8 @@ impl HostRt {
 /// Name of the host lock launchers take around the room check and the
 /// start call (an inactive domain that never runs; see [`kvmhost::libvirt::lock`]).
 pub const LOCK_NAME: &str = "buildkite-agent-launcher-lock";
-/// How long a launcher may hold the lock before another takes it over
-/// (a launcher that died holding it).
+/// How long another launcher must see the lock unchanged before it takes
+/// it over (its holder died); a live holder renews it every third of this.
 pub const LOCK_HOLD: Duration = Duration::from_secs(120);
 /// How long a launcher waits for the lock before placing the job again.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -400,7 +400,11 @@ pub fn launch(host: &Host, spec: &InstanceSpec, def: &HostDef, job: &str) -> Lau
             Err(e) => Launch::Failed(e.to_string()),
         })
     })();
-    lock.release();
+    // A lock taken over while held (its renewals failed for LOCK_HOLD)
+    // means another launcher may have counted without this VM.
+    if let Err(e) = lock.release() {
+        eprintln!("{}: job {job}: {e}", def.name);
+    }
     r.unwrap_or_else(|e| Launch::Failed(e.to_string()))
 }
 
