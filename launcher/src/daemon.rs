@@ -92,6 +92,10 @@ pub struct Daemon {
     pub kick: Arc<Notify>,
     inflight: HashMap<String, InFlight>,
     retry: HashMap<String, (Job, String)>,
+    // What was said about each job, so it is said once: jobs given up,
+    // the last note on a job's page, the last decision logged. Forgotten
+    // once the job is gone from Buildkite's lists and not ours to follow
+    // (see `forget_gone`).
     finished: HashSet<String>,
     noted: HashMap<String, String>,
     logged: HashMap<String, String>,
@@ -103,6 +107,13 @@ pub struct Daemon {
     /// This process's part of its stack keys.
     id: String,
 }
+
+/// How many jobs the daemon remembers having logged, noted or finished
+/// at most. Jobs are forgotten once a complete listing no longer shows
+/// them; this bound holds when listings keep coming incomplete (a queue
+/// that fails to list, more pages than are read), at the cost of saying
+/// again what was said about a job on a page not read.
+const MAX_REMEMBERED: usize = 10_000;
 
 /// The stack key of a queue for one launcher process:
 /// `<stack_key>-<queue>-<id>`, queue names reduced to what stack keys
@@ -385,8 +396,13 @@ impl Daemon {
         let mut queue_of: HashMap<String, String> = HashMap::new();
         let mut decisions = Vec::new();
         let mut seen = 0;
+        // Every job the listings showed, and whether they showed them all.
+        let mut listed: HashSet<String> = HashSet::new();
+        let mut complete = true;
         if let Some(l) = listing {
             seen = l.jobs.len();
+            listed.extend(l.states.keys().cloned());
+            complete = l.complete;
             if l.complete {
                 // A job placed again must still be waiting.
                 self.retry
@@ -409,6 +425,7 @@ impl Daemon {
                 match client.scheduled_jobs(&key, &q, after.as_deref(), 500).await {
                     Ok(page) => {
                         seen += page.jobs.len();
+                        listed.extend(page.jobs.iter().map(|j| j.id.clone()));
                         for j in page.jobs {
                             if taken.contains(&j.id) || self.finished.contains(&j.id) {
                                 continue;
@@ -432,6 +449,7 @@ impl Daemon {
                         }
                     }
                     Err(e) => {
+                        complete = false;
                         self.metrics.error("buildkite");
                         eprintln!("listing jobs of queue {q}: {e}");
                         // Another launcher sharing the stack deregistered it
@@ -445,6 +463,10 @@ impl Daemon {
                         break;
                     }
                 }
+            }
+            // Pages left unread may hold jobs we said something about.
+            if after.is_some() {
+                complete = false;
             }
         }
         self.metrics.jobs_seen(seen);
@@ -545,6 +567,7 @@ impl Daemon {
         if !self.opts.dry_run {
             self.act(&decisions, &jobs, &queue_of).await;
         }
+        self.forget_gone(&listed, complete);
         let vms: usize = self.hosts.iter().map(|h| h.instances().len()).sum();
         self.metrics
             .pass(asleep, vms, self.last_pass.elapsed(), t0.elapsed());
@@ -557,6 +580,31 @@ impl Daemon {
             h.store(now, std::sync::atomic::Ordering::Relaxed);
         }
         decisions
+    }
+
+    /// Forgets what was said about jobs that are gone: not `listed` by a
+    /// `complete` listing and not in flight or to be placed again here
+    /// (their notes and log lines would not be said again anyway). A job
+    /// still listed or followed keeps its entries, so it is not logged or
+    /// noted twice. Past [`MAX_REMEMBERED`], an incomplete listing is
+    /// trusted too.
+    fn forget_gone(&mut self, listed: &HashSet<String>, complete: bool) {
+        let over = self
+            .logged
+            .len()
+            .max(self.noted.len())
+            .max(self.finished.len())
+            > MAX_REMEMBERED;
+        if !complete && !over {
+            return;
+        }
+        let (inflight, retry) = (&self.inflight, &self.retry);
+        let keep = |id: &String| {
+            listed.contains(id) || inflight.contains_key(id) || retry.contains_key(id)
+        };
+        self.logged.retain(|id, _| keep(id));
+        self.noted.retain(|id, _| keep(id));
+        self.finished.retain(keep);
     }
 
     /// One REST listing, unless the budget ran out and has not reset yet
@@ -1007,5 +1055,190 @@ mod tests {
     #[test]
     fn shell_quoting_survives_quotes() {
         assert_eq!(sh_quote("a'b"), "'a'\\''b'");
+    }
+
+    /// A Stacks API on loopback whose queues `wait` and `gone` list the
+    /// jobs numbered `window` (less those finished), as a stream of jobs
+    /// each listed for a few passes; it counts notes and finishes per job.
+    #[derive(Default)]
+    struct Stub {
+        window: std::ops::Range<usize>,
+        finished: HashSet<String>,
+        notes: HashMap<String, usize>,
+        finishes: HashMap<String, usize>,
+    }
+
+    impl Stub {
+        /// Job ids of `queue` in the window; every fifth `wait` job asks
+        /// for tags no definition has.
+        fn listed(&self, queue: &str) -> Vec<(String, Vec<String>)> {
+            self.window
+                .clone()
+                .map(|n| {
+                    let mut rules = vec![format!("queue={queue}")];
+                    if queue == "wait" && n % 5 == 0 {
+                        rules.push("os=plan9".into());
+                    }
+                    (format!("{queue}-{n:05}"), rules)
+                })
+                .filter(|(id, _)| !self.finished.contains(id))
+                .collect()
+        }
+
+        fn answer(&mut self, method: &str, path: &str, query: &str, body: &[u8]) -> String {
+            let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+            match (method, parts.as_slice()) {
+                ("GET", ["v3", "stacks", _, "scheduled-jobs"]) => {
+                    let queue = query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix("queue_key="))
+                        .unwrap_or_default();
+                    let jobs: Vec<serde_json::Value> = self
+                        .listed(queue)
+                        .into_iter()
+                        .map(
+                            |(id, rules)| serde_json::json!({"id": id, "agent_query_rules": rules}),
+                        )
+                        .collect();
+                    serde_json::json!({"jobs": jobs, "page_info": {"has_next_page": false}})
+                        .to_string()
+                }
+                ("PUT", ["v3", "stacks", _, "scheduled-jobs", "batch-reserve"]) => {
+                    serde_json::json!({"reserved": body["job_uuids"]}).to_string()
+                }
+                ("POST", ["v3", "stacks", _, "jobs", id, "finish"]) => {
+                    *self.finishes.entry(id.to_string()).or_default() += 1;
+                    self.finished.insert(id.to_string());
+                    "{}".into()
+                }
+                ("POST", ["v3", "stacks", _, "notifications"]) => {
+                    for n in body["notifications"].as_array().into_iter().flatten() {
+                        let id = n["job_uuid"].as_str().unwrap_or_default().to_string();
+                        *self.notes.entry(id).or_default() += 1;
+                    }
+                    "{}".into()
+                }
+                _ => panic!("the stub has no {method} {path}"),
+            }
+        }
+    }
+
+    async fn stub() -> (String, Arc<std::sync::Mutex<Stub>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let state = Arc::new(std::sync::Mutex::new(Stub::default()));
+        let st = state.clone();
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {
+                let st = st.clone();
+                async move {
+                    st.lock().unwrap().answer(
+                        method.as_str(),
+                        uri.path(),
+                        uri.query().unwrap_or_default(),
+                        &body,
+                    )
+                }
+            },
+        );
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, state)
+    }
+
+    #[tokio::test]
+    async fn many_passes_over_a_stream_of_jobs_remember_only_the_listed_ones_and_say_things_once() {
+        let (url, stub) = stub().await;
+        // `wait` jobs wait (their host never answers) and get a note;
+        // `gone` jobs are given up (their template is not on the host).
+        let text = format!(
+            r#"
+[buildkite]
+agent_endpoint = "{url}/v3"
+stack_key = "t"
+
+[[host]]
+name = "up"
+uri = "test:///default"
+
+[[host]]
+name = "down"
+uri = "nosuchdriver:///nowhere"
+
+[[agent]]
+name = "wait"
+tags = ["queue=wait"]
+template = "t"
+hosts = ["down"]
+
+[[agent]]
+name = "gone"
+tags = ["queue=gone"]
+template = "not-on-the-host"
+hosts = ["up"]
+"#
+        );
+        let cfg = crate::config::parse(std::path::Path::new("c.toml"), &text, |k| {
+            (k == "BUILDKITE_AGENT_TOKEN").then(|| "t".to_string())
+        })
+        .unwrap();
+        let mut d = Daemon::new(cfg, Options::default()).unwrap();
+
+        // Each pass lists 40 jobs of each queue, 10 of them new: every
+        // job is listed for four passes, 1,230 jobs in all.
+        let (width, step, passes) = (40, 10, 120);
+        let mut logged_before: HashMap<String, String> = HashMap::new();
+        for pass in 0..passes {
+            let listed: HashSet<String> = {
+                let mut s = stub.lock().unwrap();
+                s.window = pass * step..pass * step + width;
+                ["wait", "gone"]
+                    .iter()
+                    .flat_map(|q| s.listed(q))
+                    .map(|(id, _)| id)
+                    .collect()
+            };
+            let decisions = d.pass(pass == 0).await;
+            assert!(!decisions.is_empty());
+            // A job listed again was remembered: its line is not logged again.
+            for (id, line) in &logged_before {
+                if listed.contains(id) {
+                    assert_eq!(
+                        d.logged.get(id),
+                        Some(line),
+                        "pass {pass}: {id} would be logged again"
+                    );
+                }
+            }
+            // Only jobs still listed (or just finished) are remembered.
+            assert!(
+                d.logged.len() <= 2 * width,
+                "pass {pass}: {} logged",
+                d.logged.len()
+            );
+            assert!(
+                d.noted.len() <= width,
+                "pass {pass}: {} noted",
+                d.noted.len()
+            );
+            assert!(
+                d.finished.len() <= width,
+                "pass {pass}: {} finished",
+                d.finished.len()
+            );
+            logged_before = d.logged.clone();
+        }
+
+        let s = stub.lock().unwrap();
+        let total = (passes - 1) * step + width;
+        let notes: Vec<usize> = s.notes.values().copied().collect();
+        // Every `wait` job but the fifths (skipped) got one note, once.
+        assert_eq!(notes.len(), total - total / 5);
+        assert!(notes.iter().all(|&n| n == 1), "a job was noted twice");
+        assert_eq!(s.finishes.len(), total);
+        assert!(
+            s.finishes.values().all(|&n| n == 1),
+            "a job was finished twice"
+        );
     }
 }

@@ -61,6 +61,11 @@ pub struct HostRt {
 /// How often a host that does not answer is tried again without waking it.
 const ASLEEP_PROBE_EVERY: Duration = Duration::from_secs(30);
 
+/// How long a volume of a gone instance stays untouched before the sweep
+/// removes it: longer than making an instance's volumes and starting it
+/// takes, so a VM being started (by any launcher) keeps its volumes.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(120);
+
 impl HostRt {
     /// A host not yet contacted.
     pub fn new(def: HostDef) -> Arc<Self> {
@@ -193,7 +198,7 @@ impl HostRt {
 
     /// Removes volumes of instances that powered off, at most once a minute.
     pub fn sweep(&self) {
-        let (conn, pools) = {
+        {
             let mut s = self.st();
             if s.last_sweep
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
@@ -201,6 +206,18 @@ impl HostRt {
                 return;
             }
             s.last_sweep = Some(Instant::now());
+        }
+        self.sweep_now(SWEEP_GRACE);
+    }
+
+    /// Removes the volumes this host made for its instances that are gone,
+    /// untouched for `grace`, in the pools of the templates read from it
+    /// (see [`Host::sweep_instance_volumes`]: another host's volumes in a
+    /// shared pool, and volumes not named as instance volumes, stay).
+    /// Returns `pool/volume` of each one removed.
+    pub fn sweep_now(&self, grace: Duration) -> Vec<String> {
+        let (conn, pools) = {
+            let s = self.st();
             let mut pools: Vec<String> = s
                 .templates
                 .values()
@@ -210,18 +227,23 @@ impl HostRt {
             pools.dedup();
             (s.conn.clone(), pools)
         };
-        let Some(conn) = conn else { return };
+        let Some(conn) = conn else {
+            return Vec::new();
+        };
         let _alone = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        let mut removed = Vec::new();
         for p in pools {
-            if let Ok(gone) = conn.sweep_instance_volumes(&p, Duration::from_secs(120)) {
+            if let Ok(gone) = conn.sweep_instance_volumes(&p, grace) {
                 for v in gone {
                     eprintln!(
                         "{}: removed volume {p}/{v} of an instance that is gone",
                         self.def.name
                     );
+                    removed.push(format!("{p}/{v}"));
                 }
             }
         }
+        removed
     }
 
     /// The host as the scheduling pass sees it; `pending_vms` and
@@ -303,8 +325,8 @@ impl HostRt {
 /// Name of the host lock launchers take around the room check and the
 /// start call (an inactive domain that never runs; see [`kvmhost::libvirt::lock`]).
 pub const LOCK_NAME: &str = "buildkite-agent-launcher-lock";
-/// How long a launcher may hold the lock before another takes it over
-/// (a launcher that died holding it).
+/// How long another launcher must see the lock unchanged before it takes
+/// it over (its holder died); a live holder renews it every third of this.
 pub const LOCK_HOLD: Duration = Duration::from_secs(120);
 /// How long a launcher waits for the lock before placing the job again.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -378,7 +400,11 @@ pub fn launch(host: &Host, spec: &InstanceSpec, def: &HostDef, job: &str) -> Lau
             Err(e) => Launch::Failed(e.to_string()),
         })
     })();
-    lock.release();
+    // A lock taken over while held (its renewals failed for LOCK_HOLD)
+    // means another launcher may have counted without this VM.
+    if let Err(e) = lock.release() {
+        eprintln!("{}: job {job}: {e}", def.name);
+    }
     r.unwrap_or_else(|e| Launch::Failed(e.to_string()))
 }
 
@@ -405,5 +431,57 @@ mod tests {
             priority: 0,
         });
         h.set_failing("down".into(), Duration::MAX);
+    }
+
+    #[test]
+    fn the_sweep_spares_strangers_and_other_hosts_volumes_and_takes_its_own_leaks() {
+        use kvmhost::libvirt::instance::instance_volume_name;
+        use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
+
+        let conn = Arc::new(Host::open("test:///default").unwrap());
+        let pool = "default-pool";
+        let mark = conn.volume_mark().unwrap();
+        let ours = [
+            instance_volume_name("linux-1", &mark, "disk0.qcow2"),
+            instance_volume_name("linux-1", &mark, "seed.iso"),
+        ];
+        let theirs = [
+            "db--inst-data.qcow2".to_string(),
+            "bars--inst-data.qcow2".to_string(),
+            instance_volume_name("linux-2", "0badc0de", "disk0.qcow2"),
+            instance_volume_name("linux-2", "0badc0de", "seed.iso"),
+        ];
+        for n in ours.iter().chain(&theirs) {
+            let spec = VolumeSpec::new(n, 1 << 20, VolumeFormat::Raw);
+            conn.create_volume(pool, &spec).unwrap();
+        }
+        // As a probe leaves it: connected, a template whose instances
+        // live in the pool (the test driver cannot store a template's
+        // files, so its reading is set here).
+        let h = HostRt::new(HostDef {
+            name: "h".into(),
+            uri: "test:///default".into(),
+            wake: None,
+            memory_limit: None,
+            max_vms: None,
+            priority: 0,
+        });
+        {
+            let mut s = h.st();
+            s.conn = Some(conn.clone());
+            let t = TemplateInfo {
+                memory_kib: 65536,
+                pool: pool.into(),
+            };
+            s.templates.insert("linux".into(), Ok(t));
+        }
+
+        let mut removed = h.sweep_now(Duration::ZERO);
+        removed.sort();
+        assert_eq!(removed, ours.map(|n| format!("{pool}/{n}")));
+        for n in &theirs {
+            let v = conn.volume(pool, n).unwrap_or_else(|e| panic!("{n}: {e}"));
+            conn.delete_volume(&v.key).unwrap();
+        }
     }
 }

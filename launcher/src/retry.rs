@@ -2,10 +2,46 @@
 //! may pass (429, 5xx, timeouts, refused connections, bodies that do not
 //! parse) are tried again after exponential backoff with full jitter, or
 //! after the time the server asks for (`Retry-After`, `RateLimit-Reset`).
+//!
+//! A server's wait is a number from the network: it is read by
+//! [`server_wait`], which never fails and never gives more than
+//! [`MAX_SERVER_WAIT`], so no answer can panic the clock arithmetic or
+//! park the launcher for hours.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// The longest wait taken from a server's `Retry-After` or
+/// `RateLimit-Reset` (five minutes, Buildkite's longest rate-limit
+/// window is one): a longer value, or one too big for the clock, counts
+/// as this much.
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(5 * 60);
+
+/// The longest sleep between two tries of one request, whatever the
+/// server asks: a pass stalled much longer would starve the systemd
+/// watchdog, which is fed only while passes complete.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a server asks us to wait, from the value of a `Retry-After`
+/// or `RateLimit-Reset` header: whole seconds or an HTTP date (`Sun, 06
+/// Nov 1994 08:49:37 GMT`, measured from `now`), at most
+/// [`MAX_SERVER_WAIT`]; a date already past is no wait. Anything else
+/// (negative, fractional, words) is no hint at all.
+pub fn server_wait(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for u64 is still "very long".
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs).min(MAX_SERVER_WAIT));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SERVER_WAIT),
+    )
+}
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,7 +141,7 @@ where
                 let wait = match &e {
                     ApiError::Transient {
                         wait: Some(hint), ..
-                    } => (*hint).min(Duration::from_secs(60)),
+                    } => (*hint).min(MAX_RETRY_WAIT),
                     _ => policy.backoff(n),
                 };
                 on_retry(&e, wait);
@@ -157,6 +193,28 @@ fn jitter() -> f64 {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn a_server_wait_is_whole_seconds_or_a_date_and_at_most_five_minutes() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let wait = |v: &str| server_wait(v, now);
+        assert_eq!(wait("7"), Some(Duration::from_secs(7)));
+        assert_eq!(wait(" 0 "), Some(Duration::ZERO));
+        assert_eq!(wait("301"), Some(MAX_SERVER_WAIT));
+        assert_eq!(wait("18446744073709551615"), Some(MAX_SERVER_WAIT));
+        assert_eq!(wait("99999999999999999999999999"), Some(MAX_SERVER_WAIT));
+        assert_eq!(wait("-5"), None);
+        assert_eq!(wait("1.5"), None);
+        assert_eq!(wait("soon"), None);
+        assert_eq!(wait(""), None);
+        // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
+        assert_eq!(
+            wait("Tue, 14 Nov 2023 22:13:50 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(wait("Tue, 14 Nov 2023 22:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(wait("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_SERVER_WAIT));
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_and_is_jittered() {

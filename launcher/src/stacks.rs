@@ -4,7 +4,7 @@
 //! here; a body that does not parse is a transient error (retried).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::Secret;
-use crate::retry::{retry_request, ApiError, Policy};
+use crate::retry::{retry_request, server_wait, ApiError, Policy};
 use crate::schedule::Job;
 
 /// A Stacks API client for one cluster token.
@@ -385,13 +385,12 @@ pub(crate) async fn send(
     Ok((headers, bytes.to_vec()))
 }
 
-/// The server's hint of how long to wait: `Retry-After` (seconds), else
-/// `RateLimit-Reset` (seconds until the window resets).
+/// The server's hint of how long to wait: `Retry-After` (seconds or a
+/// date), else `RateLimit-Reset` (seconds until the window resets); at
+/// most [`crate::retry::MAX_SERVER_WAIT`], a value that is neither is no hint.
 pub fn wait_hint(h: &HeaderMap) -> Option<Duration> {
-    let secs = |name: &str| -> Option<u64> { h.get(name)?.to_str().ok()?.trim().parse().ok() };
-    secs(RETRY_AFTER.as_str())
-        .or_else(|| secs("ratelimit-reset"))
-        .map(Duration::from_secs)
+    let wait = |name: &str| server_wait(h.get(name)?.to_str().ok()?, SystemTime::now());
+    wait(RETRY_AFTER.as_str()).or_else(|| wait("ratelimit-reset"))
 }
 
 /// `s` percent-encoded for a URL path or query.
@@ -411,6 +410,7 @@ pub(crate) fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::MAX_SERVER_WAIT;
 
     #[test]
     fn the_wait_hint_prefers_retry_after() {
@@ -419,6 +419,35 @@ mod tests {
         assert_eq!(wait_hint(&h), Some(Duration::from_secs(7)));
         h.insert(RETRY_AFTER, "2".parse().unwrap());
         assert_eq!(wait_hint(&h), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_wait_hint_is_never_longer_than_five_minutes() {
+        let hint = |retry_after: &str, reset: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, retry_after.parse().unwrap());
+            h.insert("ratelimit-reset", reset.parse().unwrap());
+            wait_hint(&h)
+        };
+        assert_eq!(
+            hint("18446744073709551615", "1"),
+            Some(MAX_SERVER_WAIT),
+            "huge"
+        );
+        assert_eq!(hint("86400", "1"), Some(MAX_SERVER_WAIT));
+        // A Retry-After that is no wait gives way to RateLimit-Reset.
+        assert_eq!(hint("-1", "9"), Some(Duration::from_secs(9)), "negative");
+        assert_eq!(hint("later", "9"), Some(Duration::from_secs(9)));
+        assert_eq!(hint("later", "-9"), None);
+        // An HTTP date: one long past is no wait, one far ahead is capped.
+        assert_eq!(
+            hint("Thu, 01 Jan 1970 00:00:00 GMT", "9"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            hint("Fri, 31 Dec 9999 23:59:59 GMT", "9"),
+            Some(MAX_SERVER_WAIT)
+        );
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! keep them apart: they hold different jobs). The room check and the
 //! start call happen under the host lock kept in libvirt, so the host
 //! never runs two agent VMs at once, and the job that found the host full
-//! gets its VM once the first one is gone.
+//! gets its VM once the first one is gone. On a real libvirtd, a holder
+//! that works longer than the lock's hold time keeps it by renewing it.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use kvmhost::libvirt::Host;
 use testbed::buildkite::{BuildSpec, Config, JobSpec};
 use testbed::launcher::{Bed, LauncherDir};
+use testbed::libvirtd::Libvirtd;
 
 #[test]
 fn two_launchers_never_put_two_vms_on_a_host_with_max_vms_1() {
@@ -95,4 +98,31 @@ template = "agent-template"
     }
     // The lock is not left behind.
     assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
+}
+
+#[test]
+fn a_holder_busy_for_longer_than_the_hold_time_keeps_the_lock_on_a_real_libvirtd() {
+    let d = Libvirtd::start().unwrap();
+    let holder = Host::open(&d.uri()).unwrap();
+    let taker = Host::open(&d.uri()).unwrap();
+    let hold = Duration::from_secs(1);
+    let lock = holder
+        .lock("bed-lock", "holder", hold, Duration::ZERO)
+        .unwrap()
+        .unwrap();
+    // The taker watches for four hold times; the holder renews meanwhile.
+    let seen = taker
+        .lock("bed-lock", "taker", hold, Duration::from_secs(4))
+        .unwrap()
+        .unwrap_err();
+    assert!(seen.starts_with("lock held by holder; renewal "), "{seen}");
+    assert_ne!(seen, "lock held by holder; renewal 0", "never renewed");
+    lock.release().unwrap();
+    // Released, it is the taker's at once.
+    let lock = taker
+        .lock("bed-lock", "taker", hold, Duration::ZERO)
+        .unwrap()
+        .unwrap();
+    lock.release().unwrap();
+    assert!(d.domains().unwrap().is_empty());
 }

@@ -2,7 +2,9 @@
 //! the template's cloud-init files (the agent token) are not readable by
 //! local users through libvirt; an instance is a transient domain with an
 //! overlay and its own seed, listed with its labels, gone from libvirt
-//! when its guest powers off, its volumes swept afterwards.
+//! when its guest powers off, its volumes swept afterwards, and only
+//! its: an operator's volume and another host's instance volumes in the
+//! same pool stay.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use kvmhost::libvirt::domain_xml::{
     ConsoleDef, DomainDef, DomainKind, InterfaceDef, InterfaceSource, OsDef,
 };
-use kvmhost::libvirt::instance::InstanceSpec;
+use kvmhost::libvirt::instance::{instance_volume_name, InstanceSpec};
 use kvmhost::libvirt::template::TemplateSpec;
 use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
 use kvmhost::libvirt::Host;
@@ -160,6 +162,25 @@ fn an_instance_is_transient_labelled_and_gone_after_power_off() {
     }
     assert!(host.instances().unwrap().is_empty());
 
+    // The pool also holds an operator's volume whose name has the
+    // instance infix, and the volumes of an instance another host sharing
+    // the pool made (not running here): the sweep leaves them.
+    let mark = host.volume_mark().unwrap();
+    let other = if mark == "0badc0de" {
+        "1badc0de"
+    } else {
+        "0badc0de"
+    };
+    let strangers = [
+        "db--inst-data.qcow2".to_string(),
+        instance_volume_name("agent-9e2b", other, "disk0.qcow2"),
+        instance_volume_name("agent-9e2b", other, "seed.iso"),
+    ];
+    for n in &strangers {
+        host.create_volume(POOL, &VolumeSpec::new(n, 1 << 20, VolumeFormat::Raw))
+            .unwrap();
+    }
+
     // Its volumes stay until swept; a fresh one within the grace is kept.
     assert_eq!(
         host.sweep_instance_volumes(POOL, Duration::from_secs(3600))
@@ -170,8 +191,19 @@ fn an_instance_is_transient_labelled_and_gone_after_power_off() {
     swept.sort();
     assert_eq!(
         swept,
-        vec!["agent-7f3a--inst-disk0.qcow2", "agent-7f3a--inst-seed.iso"]
+        vec![
+            instance_volume_name("agent-7f3a", &mark, "disk0.qcow2"),
+            instance_volume_name("agent-7f3a", &mark, "seed.iso")
+        ]
     );
+    let left = d.volumes(POOL).unwrap();
+    for n in &strangers {
+        assert!(left.contains(n), "{n} was swept: {left:?}");
+    }
+    for n in &strangers {
+        host.delete_volume(&host.volume(POOL, n).unwrap().key)
+            .unwrap();
+    }
     host.delete_template("agent-template").unwrap();
     assert_eq!(d.volumes(POOL).unwrap(), vec!["base.raw".to_string()]);
 }

@@ -222,13 +222,11 @@ resource "libvirt_domain_template" "uefi" {{
         "{xml}"
     );
     assert!(xml.contains(CODE), "{xml}");
+    let mark = host.volume_mark().unwrap();
     assert_eq!(
         instance_volumes(&d, "uefi-1"),
-        [
-            "uefi-1--inst-disk0.qcow2",
-            "uefi-1--inst-nvram.fd",
-            "uefi-1--inst-seed.iso"
-        ]
+        ["disk0.qcow2", "nvram.fd", "seed.iso"]
+            .map(|part| kvmhost::libvirt::instance::instance_volume_name("uefi-1", &mark, part))
     );
     assert_eq!(
         std::fs::metadata(&pa).unwrap().len(),

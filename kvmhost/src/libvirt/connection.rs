@@ -15,6 +15,11 @@ use super::uri::Uri;
 pub struct Host {
     conn: Connect,
     uri: String,
+    /// Host locks held by others, as this connection last saw them (see
+    /// [`Host::lock`]): what a taker must have watched unchanged before
+    /// it takes a lock over, across its calls.
+    pub(super) lock_sightings:
+        std::sync::Mutex<std::collections::HashMap<String, super::lock::Sighting>>,
 }
 
 /// What a host offers, from `virNodeGetInfo` and `virNodeGetFreeMemory`.
@@ -111,6 +116,7 @@ impl Host {
         Ok(Host {
             conn,
             uri: uri.to_string(),
+            lock_sightings: Default::default(),
         })
     }
 

@@ -56,6 +56,13 @@ pub enum Error {
         /// The file's name as the image's header writes it.
         path: String,
     },
+    /// A host lock was taken over by another taker while it was held:
+    /// its holder could not renew it for longer than its hold time.
+    #[error("the host lock '{name}' was taken over while held (not renewed within its hold time): what was done under it was not alone")]
+    LockLost {
+        /// The lock's name.
+        name: String,
+    },
     /// A value given by the caller cannot be used.
     #[error("invalid {field}: {message}")]
     Invalid {

@@ -17,10 +17,24 @@
 //! list the instances it made with [`Host::instances`]. Labels are
 //! readable by every local user: never put secrets there.
 //!
-//! Volumes (overlays, seed, NVRAM: all named `<instance>--inst-...`)
-//! outlive a domain that powered itself off; [`Host::sweep_instance_volumes`]
-//! removes those whose instance is gone, [`Host::remove_instance`] those
-//! of an instance it stops.
+//! Volumes (overlays, seed, NVRAM) outlive a domain that powered itself
+//! off; [`Host::sweep_instance_volumes`] removes those whose instance is
+//! gone, [`Host::remove_instance`] those of an instance it stops.
+//!
+//! The sweep cannot ask a gone instance which volumes were its own, and a
+//! pool may be shared: by hosts that each run instances (a directory on
+//! NFS), or with volumes an operator named as they liked. So an instance
+//! volume's name carries its maker: `<instance>--inst-<mark>-<part>`,
+//! where `<mark>` is [`Host::volume_mark`] (eight hex digits from the
+//! host's name) and `<part>` is `disk<N>.qcow2`, `seed.iso` or
+//! `nvram.fd`. The sweep deletes only names of exactly that shape with
+//! this host's mark whose instance does not run here: another host's
+//! instances and names that merely contain `--inst-` are left alone. The
+//! host's name is what libvirt reports (its first label, lowercased, as
+//! libvirt gives the full name only when DNS answers); it does not change
+//! when the daemon restarts, unlike libvirt's host UUID, which is random
+//! on machines without a usable SMBIOS UUID. A host that is renamed
+//! leaves its earlier leaks for the operator, the safe direction.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -41,8 +55,44 @@ const SEED: &str = "seed-volume";
 /// creates is a volume once the pool is refreshed).
 const NVRAM: &str = "nvram-volume";
 const LABEL: &str = "label.";
-/// Infix of every instance volume's name: `<instance>--inst-...`.
+/// Infix of every instance volume's name: `<instance>--inst-<mark>-<part>`.
 const VOLUME_INFIX: &str = "--inst-";
+
+/// The name of `instance`'s volume `part` (`disk0.qcow2`, `seed.iso`,
+/// `nvram.fd`) made on the host whose [`Host::volume_mark`] is `mark`.
+pub fn instance_volume_name(instance: &str, mark: &str, part: &str) -> String {
+    format!("{instance}{VOLUME_INFIX}{mark}-{part}")
+}
+
+/// The instance whose volume `name` is, when `name` is one made on the
+/// host of `mark`: `<instance>--inst-<mark>-` then `disk<N>.qcow2`,
+/// `seed.iso` or `nvram.fd`.
+fn instance_of_volume<'a>(name: &'a str, mark: &str) -> Option<&'a str> {
+    let (instance, rest) = name.split_once(VOLUME_INFIX)?;
+    let part = rest.strip_prefix(mark)?.strip_prefix('-')?;
+    let disk = part
+        .strip_prefix("disk")
+        .and_then(|p| p.strip_suffix(".qcow2"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (!instance.is_empty() && (disk || part == "seed.iso" || part == "nvram.fd")).then_some(instance)
+}
+
+/// Eight hex digits naming a host: FNV-1a of the first label of its name,
+/// lowercased. Not a secret and not proof against a stranger choosing
+/// the same name; it keeps hosts that share a pool apart.
+fn mark_of_hostname(hostname: &str) -> String {
+    let label = hostname
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in label.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:08x}", (h ^ (h >> 32)) as u32)
+}
 
 /// What to make.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,6 +152,16 @@ pub struct MemoryUse {
 }
 
 impl Host {
+    /// The mark this host puts in its instance volumes' names (see the
+    /// module's documentation).
+    pub fn volume_mark(&self) -> Result<String> {
+        let name = self.raw().hostname().map_err(|e| Error::Libvirt {
+            context: "read the host's name".into(),
+            message: e.message().to_string(),
+        })?;
+        Ok(mark_of_hostname(&name))
+    }
+
     /// Makes and starts an instance as a transient domain. On failure
     /// whatever was made is removed.
     pub fn launch_instance(&self, spec: &InstanceSpec) -> Result<Instance> {
@@ -117,6 +177,8 @@ impl Host {
         let t = self.template(&spec.template)?;
         let template_def = self.domain_def(&spec.template)?;
         let name = spec.name.as_str();
+        let mark = self.volume_mark()?;
+        let volume_name = |part: &str| instance_volume_name(name, &mark, part);
         let mut vars = spec.vars.clone();
         vars.entry("hostname".into())
             .or_insert_with(|| name.to_string());
@@ -160,7 +222,7 @@ impl Host {
                         ),
                     });
                 }
-                let volume = format!("{name}{VOLUME_INFIX}nvram.fd");
+                let volume = volume_name("nvram.fd");
                 // A file left by an earlier instance of this name would be
                 // used as it is, not copied afresh from the template.
                 if self.volume(&t.pool, &volume).is_ok() {
@@ -192,7 +254,7 @@ impl Host {
             for (i, d) in bases.iter().enumerate() {
                 let base = self.volume_by_path(d.source.path())?;
                 let mut ov = VolumeSpec::new(
-                    &format!("{name}{VOLUME_INFIX}disk{i}.qcow2"),
+                    &volume_name(&format!("disk{i}.qcow2")),
                     base.capacity,
                     VolumeFormat::Qcow2,
                 );
@@ -215,7 +277,7 @@ impl Host {
                 });
             }
             let mut sp = VolumeSpec::new(
-                &format!("{name}{VOLUME_INFIX}seed.iso"),
+                &volume_name("seed.iso"),
                 iso.len() as u64,
                 VolumeFormat::Raw,
             );
@@ -406,10 +468,14 @@ impl Host {
         Ok(())
     }
 
-    /// Deletes the overlays and seeds in `pool` of instances that are no
-    /// longer running, once untouched for `grace` (so volumes of an
-    /// instance being made right now are left alone). Returns their names.
+    /// Deletes the volumes in `pool` that this host made for instances
+    /// that no longer run here (overlays, seeds, NVRAM files), once
+    /// untouched for `grace` (so volumes of an instance being made right
+    /// now are left alone). Volumes another host made, and any volume
+    /// not named as this host names instance volumes, are left alone.
+    /// Returns the names deleted.
     pub fn sweep_instance_volumes(&self, pool: &str, grace: Duration) -> Result<Vec<String>> {
+        let mark = self.volume_mark()?;
         let running: HashSet<String> = self
             .raw()
             .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
@@ -433,7 +499,7 @@ impl Host {
         let mut removed = Vec::new();
         for vol in vols {
             let Ok(name) = vol.name() else { continue };
-            let Some((owner, _)) = name.split_once(VOLUME_INFIX) else {
+            let Some(owner) = instance_of_volume(&name, &mark) else {
                 continue;
             };
             if running.contains(owner) {
@@ -500,6 +566,86 @@ mod tests {
             Some(Duration::new(1_700_000_000, 500_000_000))
         );
         assert_eq!(last_change("<volume/>"), None);
+    }
+
+    #[test]
+    fn an_instance_volume_name_carries_its_host_and_only_those_names_are_read_back() {
+        let mark = mark_of_hostname("vmhost02.example.com");
+        assert_eq!(mark, mark_of_hostname("VMHOST02"));
+        assert_ne!(mark, mark_of_hostname("vmhost03"));
+        assert_eq!(mark.len(), 8);
+        let name = instance_volume_name("agent-7f3a", &mark, "disk1.qcow2");
+        assert_eq!(name, format!("agent-7f3a--inst-{mark}-disk1.qcow2"));
+        assert_eq!(instance_of_volume(&name, &mark), Some("agent-7f3a"));
+        for part in ["seed.iso", "nvram.fd", "disk0.qcow2", "disk12.qcow2"] {
+            let n = instance_volume_name("a", &mark, part);
+            assert_eq!(instance_of_volume(&n, &mark), Some("a"), "{n}");
+        }
+        let other = mark_of_hostname("vmhost03");
+        for stranger in [
+            "db--inst-data.qcow2".to_string(),
+            "agent-7f3a--inst-disk0.qcow2".into(),
+            "agent-7f3a--inst-seed.iso".into(),
+            instance_volume_name("agent-7f3a", &other, "disk0.qcow2"),
+            instance_volume_name("agent-7f3a", &mark, "data.qcow2"),
+            instance_volume_name("agent-7f3a", &mark, "disk.qcow2"),
+            instance_volume_name("agent-7f3a", &mark, "seed.iso.bak"),
+            instance_volume_name("", &mark, "seed.iso"),
+        ] {
+            assert_eq!(instance_of_volume(&stranger, &mark), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn the_sweep_takes_this_hosts_leaked_instance_volumes_and_nothing_else() {
+        let host = Host::open("test:///default").unwrap();
+        let pool = "default-pool";
+        let mark = host.volume_mark().unwrap();
+        let other = mark_of_hostname("some-other-host");
+        assert_ne!(mark, other);
+        let ours = |i: &str, part: &str| instance_volume_name(i, &mark, part);
+        let leaked = [
+            ours("sw-gone", "disk0.qcow2"),
+            ours("sw-gone", "disk1.qcow2"),
+            ours("sw-gone", "seed.iso"),
+            ours("sw-gone", "nvram.fd"),
+        ];
+        let kept = [
+            // An operator's volume and one of the old unmarked shape.
+            "db--inst-data.qcow2".to_string(),
+            "sw-old--inst-seed.iso".to_string(),
+            // Another host's instance, not running here, in the shared pool.
+            instance_volume_name("sw-elsewhere", &other, "disk0.qcow2"),
+            instance_volume_name("sw-elsewhere", &other, "seed.iso"),
+            // Ours, of an instance that runs.
+            ours("sw-running", "disk0.qcow2"),
+            ours("sw-running", "seed.iso"),
+        ];
+        for n in leaked.iter().chain(&kept) {
+            host.create_volume(pool, &VolumeSpec::new(n, 1 << 20, VolumeFormat::Raw))
+                .unwrap();
+        }
+        let running = host
+            .raw()
+            .create_domain_xml(
+                "<domain type='test'><name>sw-running</name><memory unit='KiB'>1024</memory>\
+                 <os><type>hvm</type></os></domain>",
+                0,
+            )
+            .unwrap();
+
+        let mut swept = host.sweep_instance_volumes(pool, Duration::ZERO).unwrap();
+        swept.sort();
+        let mut want = leaked.to_vec();
+        want.sort();
+        assert_eq!(swept, want);
+        for n in &kept {
+            let v = host
+                .volume(pool, n)
+                .unwrap_or_else(|e| panic!("{n} was swept: {e}"));
+            host.delete_volume(&v.key).unwrap();
+        }
+        running.destroy().unwrap();
     }
 
     #[test]

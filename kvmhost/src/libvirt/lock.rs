@@ -6,23 +6,49 @@
 //! runs. libvirt refuses to define a second domain of a name that exists
 //! (the new definition has a fresh UUID), so defining it is an atomic
 //! test-and-set, done by libvirtd under its own lock; undefining it is the
-//! release. The domain's `<description>` names the holder and the Unix
-//! time until which the lock is held: a lock past that time belonged to a
-//! holder that died, and is taken over by undefining exactly that domain.
+//! release. The domain's `<description>` names the holder and counts its
+//! renewals.
+//!
+//! A holder that died leaves its lock behind, and no clock can tell: the
+//! holder's and a taker's clocks may be minutes apart. So a taker takes a
+//! lock over only after it has itself watched that very lock (the same
+//! UUID with the same description) unchanged for the lock's hold time, by
+//! its own monotonic clock, across its calls on one [`Host`]; and a live
+//! holder renews its lock (a new description) every third of the hold
+//! time while it works, from a thread with its own connection, so a slow
+//! call on the holder's connection does not keep it from renewing. A
+//! holder that still loses its lock hears so from [`HostLock::release`].
 //! libvirt undefines a domain by its UUID, so when two takers both find
 //! the same stale lock, the second one's undefine fails (the stale domain
 //! is gone, the first taker's new lock has another UUID) rather than
-//! removing the new lock.
+//! removing the new lock. Every wait is bounded: tries are spaced out,
+//! and a lock that cannot be taken over ends with an error at the
+//! deadline.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::error::{Error, Result};
+use super::error::{lv, Error, Result};
 use super::Host;
+
+/// How every lock's description begins: what tells a lock from a real
+/// domain that happens to have its name.
+const HELD_BY: &str = "lock held by ";
+
+/// The shortest hold time: a taker must see a lock at least twice, some
+/// time apart, before it takes it over.
+const MIN_HOLD: Duration = Duration::from_millis(10);
 
 /// A lock held on a host; released when dropped.
 pub struct HostLock {
     dom: Option<virt::domain::Domain>,
     name: String,
+    /// Dropped to stop the renewals.
+    keeper: Option<mpsc::Sender<()>>,
+    /// Set by the renewals when the lock is gone.
+    lost: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for HostLock {
@@ -34,38 +60,55 @@ impl std::fmt::Debug for HostLock {
 }
 
 impl HostLock {
-    /// Releases the lock now (dropping it does the same).
-    pub fn release(mut self) {
-        self.undefine();
+    /// Releases the lock now (dropping it does the same, silently). An
+    /// error [`Error::LockLost`] says another taker took it over while it
+    /// was held (it could not be renewed for its hold time): what was done
+    /// under it was not alone.
+    pub fn release(mut self) -> Result<()> {
+        self.undefine()
     }
 
-    fn undefine(&mut self) {
-        if let Some(d) = self.dom.take() {
-            // Gone already means it was taken over after its time: the
-            // domain now of that name is someone else's.
-            let _ = d.undefine();
+    fn undefine(&mut self) -> Result<()> {
+        drop(self.keeper.take());
+        let Some(d) = self.dom.take() else {
+            return Ok(());
+        };
+        // Gone already means it was taken over: the domain now of that
+        // name, if any, is someone else's.
+        match d
+            .undefine()
+            .map_err(lv("release the host lock", "domain", &self.name))
+        {
+            Err(e) if e.is_not_found() => Err(Error::LockLost {
+                name: self.name.clone(),
+            }),
+            Ok(()) if self.lost.load(Ordering::SeqCst) => Err(Error::LockLost {
+                name: self.name.clone(),
+            }),
+            r => r,
         }
     }
 }
 
 impl Drop for HostLock {
     fn drop(&mut self) {
-        self.undefine();
+        let _ = self.undefine();
     }
 }
 
-/// Who holds a lock and until when, from its description.
-fn parse_description(text: &str) -> Option<u64> {
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix("until="))
-        .and_then(|v| v.parse().ok())
+/// A lock held by someone else as a taker saw it: that domain with that
+/// description, first seen then by the taker's own clock.
+#[derive(Debug, Clone)]
+pub(super) struct Sighting {
+    uuid: String,
+    description: String,
+    since: Instant,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+/// A lock's description: its holder and how often it was renewed, so that
+/// every renewal reads differently.
+fn description(owner: &str, renewal: u64) -> String {
+    format!("{HELD_BY}{owner}; renewal {renewal}")
 }
 
 fn xml_escape(s: &str) -> String {
@@ -76,13 +119,30 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The `<description>` of a domain, if it has one.
+fn description_of(d: &virt::domain::Domain) -> Option<String> {
+    let x = d.xml_desc(0).ok()?;
+    let doc = roxmltree::Document::parse(&x).ok()?;
+    let t = doc
+        .root_element()
+        .children()
+        .find(|c| c.has_tag_name("description"))?
+        .text()?
+        .to_string();
+    Some(t)
+}
+
 impl Host {
-    /// Takes the host lock `name` for `owner` (shown to whoever waits),
-    /// held at most `hold` (after that another taker may take it over);
-    /// waits up to `wait` while someone else holds it, then returns
-    /// `Ok(Err(holder))` with the holder's description. `name` must be a
-    /// domain name no real domain uses. An error is a lock that cannot be
-    /// taken at all (the host refuses the definition).
+    /// Takes the host lock `name` for `owner` (shown to whoever waits).
+    /// While held it is renewed every `hold / 3`; a lock that another
+    /// holder left unchanged for `hold` (as watched by this connection,
+    /// over this and earlier calls) is taken over. Waits up to `wait`
+    /// while someone else holds it, then returns `Ok(Err(holder))` with
+    /// the holder's description. `name` must be a domain name no real
+    /// domain uses. An error is a lock that cannot be taken at all: the
+    /// host refuses the definition, a running domain has the name, or a
+    /// lock left unchanged for `hold` could not be removed until `wait`
+    /// ran out.
     pub fn lock(
         &self,
         name: &str,
@@ -96,68 +156,34 @@ impl Host {
                 message: format!("'{name}' cannot name a domain; use letters, digits and '-'"),
             });
         }
+        let hold = hold.max(MIN_HOLD);
         let dtype = match self.raw().driver_type() {
             Ok(t) if t.eq_ignore_ascii_case("test") => "test",
             _ => "qemu",
         };
-        let deadline = Instant::now() + wait;
+        let xml = format!(
+            "<domain type='{dtype}'><name>{n}</name><title>host lock (never runs)</title>\
+             <description>{d}</description>\
+             <memory unit='KiB'>1024</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>",
+            n = xml_escape(name),
+            d = xml_escape(&description(owner, 0)),
+        );
+        let deadline = crate::deadline::after(wait);
         let mut pause = Duration::from_millis(20);
         let mut vanished = 0;
+        // Why the last take-over of a lock left unchanged failed.
+        let mut stuck: Option<(String, String)> = None;
         loop {
-            let until = unix_now().saturating_add(hold.as_secs().max(1));
-            let xml = format!(
-                "<domain type='{dtype}'><name>{n}</name><title>host lock (never runs)</title>\
-                 <description>lock held by {o} until={until}</description>\
-                 <memory unit='KiB'>1024</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>",
-                n = xml_escape(name),
-                o = xml_escape(owner),
-            );
             let refused = match self.raw().define_domain_xml(&xml) {
                 Ok(dom) => {
-                    return Ok(Ok(HostLock {
-                        dom: Some(dom),
-                        name: name.to_string(),
-                    }))
+                    self.sightings().remove(name);
+                    return Ok(Ok(self.hold(dom, name, owner, hold)));
                 }
                 Err(e) => e.message().to_string(),
             };
             // Held by someone (or released in between): see by whom.
-            match self.raw().lookup_domain_by_name(name) {
-                Ok(d) => {
-                    let desc = d.xml_desc(0).ok().and_then(|x| {
-                        let doc = roxmltree::Document::parse(&x).ok()?;
-                        let t = doc
-                            .root_element()
-                            .children()
-                            .find(|c| c.has_tag_name("description"))?
-                            .text()?
-                            .to_string();
-                        Some(t)
-                    });
-                    let until = desc.as_deref().and_then(parse_description);
-                    let active = d.is_active().unwrap_or(false);
-                    match until {
-                        // Not a lock of ours: a real domain of that name.
-                        None if active => {
-                            return Err(Error::Invalid {
-                                field: "lock name",
-                                message: format!(
-                                    "a running domain is called '{name}'; rename it or use another lock name"
-                                ),
-                            })
-                        }
-                        Some(u) if u < unix_now() => {
-                            // Its holder died: take it over (by UUID).
-                            let _ = d.undefine();
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    vanished = 0;
-                    if Instant::now() >= deadline {
-                        return Ok(Err(desc.unwrap_or_else(|| "no description".into())));
-                    }
-                }
+            let holder = match self.raw().lookup_domain_by_name(name) {
+                Ok(d) => d,
                 // Refused although no domain has the name: released in
                 // between, or the host will not define it at all.
                 Err(_) => {
@@ -168,10 +194,160 @@ impl Host {
                             message: refused,
                         });
                     }
+                    std::thread::sleep(pause.mul_f64(0.5 + jitter()));
+                    continue;
                 }
+            };
+            vanished = 0;
+            let desc = description_of(&holder);
+            let is_lock = desc.as_deref().is_some_and(|t| t.starts_with(HELD_BY));
+            let active = holder.is_active().unwrap_or(false);
+            if active && !is_lock {
+                return Err(Error::Invalid {
+                    field: "lock name",
+                    message: format!(
+                        "a running domain is called '{name}'; rename it or use another lock name"
+                    ),
+                });
+            }
+            let desc = desc.unwrap_or_else(|| "no description".into());
+            if is_lock && !active && self.unchanged_for(name, &holder, &desc, hold) {
+                // Its holder stopped renewing it: take it over, by UUID.
+                match holder.undefine() {
+                    Ok(()) => {
+                        self.sightings().remove(name);
+                        continue;
+                    }
+                    Err(e) => stuck = Some((desc.clone(), e.message().to_string())),
+                }
+            }
+            if Instant::now() >= deadline {
+                return match stuck {
+                    Some((desc, message)) => Err(Error::Libvirt {
+                        context: format!(
+                            "take over the host lock '{name}' ({desc}), unchanged for {} ms",
+                            hold.as_millis()
+                        ),
+                        message,
+                    }),
+                    None => Ok(Err(desc)),
+                };
             }
             std::thread::sleep(pause.mul_f64(0.5 + jitter()));
             pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    fn sightings(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Sighting>> {
+        self.lock_sightings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this connection has watched lock `name` be `holder` with
+    /// `description` for at least `hold`; remembers it when it is new.
+    fn unchanged_for(
+        &self,
+        name: &str,
+        holder: &virt::domain::Domain,
+        description: &str,
+        hold: Duration,
+    ) -> bool {
+        let Ok(uuid) = holder.uuid_string() else {
+            return false;
+        };
+        let mut seen = self.sightings();
+        match seen.get(name) {
+            Some(s) if s.uuid == uuid && s.description == description => s.since.elapsed() >= hold,
+            _ => {
+                seen.insert(
+                    name.to_string(),
+                    Sighting {
+                        uuid,
+                        description: description.to_string(),
+                        since: Instant::now(),
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    /// The lock just defined as `dom`, renewed every `hold / 3` until it
+    /// is released.
+    fn hold(&self, dom: virt::domain::Domain, name: &str, owner: &str, hold: Duration) -> HostLock {
+        let lost = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let keeper = Keeper {
+            uri: self.uri().to_string(),
+            uuid: dom.uuid_string().unwrap_or_default(),
+            owner: owner.to_string(),
+            every: hold / 3,
+            lost: lost.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("host-lock".into())
+            .spawn(move || keeper.run(rx));
+        HostLock {
+            dom: Some(dom),
+            name: name.to_string(),
+            // Without the thread the lock is only not renewed.
+            keeper: spawned.ok().map(|_| tx),
+            lost,
+        }
+    }
+}
+
+/// Renews a held lock until told to stop.
+struct Keeper {
+    uri: String,
+    uuid: String,
+    owner: String,
+    every: Duration,
+    lost: Arc<AtomicBool>,
+}
+
+impl Keeper {
+    fn run(self, stop: mpsc::Receiver<()>) {
+        // Its own connection, opened when the first renewal is due (most
+        // locks are released before): the holder's may be busy in a long
+        // call, and some transports crash when two threads share one.
+        let mut conn: Option<Host> = None;
+        let mut renewal = 0;
+        loop {
+            match stop.recv_timeout(self.every) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            renewal += 1;
+            if conn.is_none() {
+                conn = Host::open(&self.uri).ok();
+            }
+            let Some(c) = &conn else { continue };
+            let dom = c.raw().lookup_domain_by_uuid_string(&self.uuid).map_err(lv(
+                "look up the host lock",
+                "domain",
+                &self.uuid,
+            ));
+            let renewed = dom.and_then(|d| {
+                d.set_metadata(
+                    virt::sys::VIR_DOMAIN_METADATA_DESCRIPTION as i32,
+                    Some(&description(&self.owner, renewal)),
+                    None,
+                    None,
+                    0,
+                )
+                .map_err(lv("renew the host lock", "domain", &self.uuid))
+            });
+            match renewed {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {
+                    self.lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+                // The connection may have died: a new one next time.
+                Err(_) => conn = None,
+            }
         }
     }
 }
@@ -191,56 +367,167 @@ fn jitter() -> f64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_deadline_is_read_from_the_description() {
-        assert_eq!(
-            parse_description("lock held by launcher on a pid 7 until=1796123565"),
-            Some(1796123565)
+    fn test_host() -> Host {
+        Host::open("test:///default").unwrap()
+    }
+
+    /// A lock as a holder on another machine left it: `description` as it
+    /// wrote it, its clock being whatever it was.
+    fn define_foreign_lock(h: &Host, name: &str, description: &str) -> virt::domain::Domain {
+        let xml = format!(
+            "<domain type='test'><name>{name}</name><description>{description}</description>\
+             <memory unit='KiB'>1024</memory><os><type>hvm</type></os></domain>"
         );
-        assert_eq!(parse_description("a real domain"), None);
+        h.raw().define_domain_xml(&xml).unwrap()
     }
 
     #[test]
-    fn a_second_taker_waits_and_a_stale_lock_is_taken_over() {
-        let h = Host::open("test:///default").unwrap();
+    fn the_description_names_the_holder_and_reads_differently_at_each_renewal() {
+        let d = description("launcher pid 7 job j", 0);
+        assert_eq!(d, "lock held by launcher pid 7 job j; renewal 0");
+        assert_ne!(d, description("launcher pid 7 job j", 1));
+    }
+
+    #[test]
+    fn a_second_taker_waits_and_gets_the_lock_once_released() {
+        let h = test_host();
+        let hold = Duration::from_secs(60);
         let a = h
-            .lock("t-lock", "a", Duration::from_secs(60), Duration::ZERO)
+            .lock("t-lock-wait", "a", hold, Duration::ZERO)
             .unwrap()
             .unwrap();
         let t0 = Instant::now();
         let holder = h
-            .lock(
-                "t-lock",
-                "b",
-                Duration::from_secs(60),
-                Duration::from_millis(300),
-            )
+            .lock("t-lock-wait", "b", hold, Duration::from_millis(300))
             .unwrap()
             .unwrap_err();
         assert!(t0.elapsed() >= Duration::from_millis(300));
         assert!(holder.contains("held by a"), "{holder}");
-        a.release();
+        a.release().unwrap();
         let b = h
-            .lock("t-lock", "b", Duration::from_secs(60), Duration::ZERO)
+            .lock("t-lock-wait", "b", hold, Duration::ZERO)
             .unwrap()
             .unwrap();
-        drop(b);
-        // A holder that died: its time is past, the next taker takes over.
-        let stale = "<domain type='test'><name>t-lock</name>\
-            <description>lock held by dead until=1</description>\
-            <memory unit='KiB'>1024</memory><os><type>hvm</type></os></domain>";
-        h.raw().define_domain_xml(stale).unwrap();
-        let c = h
-            .lock("t-lock", "c", Duration::from_secs(60), Duration::ZERO)
+        b.release().unwrap();
+        assert!(h.raw().lookup_domain_by_name("t-lock-wait").is_err());
+    }
+
+    #[test]
+    fn a_lock_with_a_deadline_long_past_is_taken_over_only_after_being_watched_for_the_hold_time() {
+        // Written by a live holder whose clock is far behind ours.
+        let h = test_host();
+        let hold = Duration::from_millis(600);
+        let live = define_foreign_lock(&h, "t-lock-skew", "lock held by live until=1");
+        let uuid = live.uuid_string().unwrap();
+        let t0 = Instant::now();
+        let holder = h
+            .lock("t-lock-skew", "taker", hold, Duration::from_millis(200))
+            .unwrap()
+            .unwrap_err();
+        assert!(holder.contains("held by live"), "{holder}");
+        let still = h.raw().lookup_domain_by_name("t-lock-skew").unwrap();
+        assert_eq!(still.uuid_string().unwrap(), uuid, "taken over at once");
+
+        // Watched unchanged (across calls) for the hold time: its holder
+        // is gone, the lock is taken over.
+        let mine = h
+            .lock("t-lock-skew", "taker", hold, Duration::from_secs(5))
             .unwrap()
             .unwrap();
-        drop(c);
-        assert!(h.raw().lookup_domain_by_name("t-lock").is_err());
+        assert!(t0.elapsed() >= hold, "{:?}", t0.elapsed());
+        let now = h.raw().lookup_domain_by_name("t-lock-skew").unwrap();
+        assert_ne!(now.uuid_string().unwrap(), uuid);
+        mine.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_works_longer_than_the_hold_time_renews_its_lock_and_keeps_it() {
+        let h = test_host();
+        let hold = Duration::from_millis(300);
+        let a = h
+            .lock("t-lock-renew", "a", hold, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        let uuid = h
+            .raw()
+            .lookup_domain_by_name("t-lock-renew")
+            .unwrap()
+            .uuid_string()
+            .unwrap();
+        // A taker watches for eight hold times while the holder works.
+        let other = test_host();
+        let holder = other
+            .lock("t-lock-renew", "b", hold, Duration::from_millis(2500))
+            .unwrap()
+            .unwrap_err();
+        assert!(holder.contains("held by a; renewal "), "{holder}");
+        assert_ne!(holder, description("a", 0), "never renewed");
+        let still = h.raw().lookup_domain_by_name("t-lock-renew").unwrap();
+        assert_eq!(still.uuid_string().unwrap(), uuid);
+        a.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_whose_lock_was_taken_over_hears_so_at_release() {
+        let h = test_host();
+        let a = h
+            .lock("t-lock-lost", "a", Duration::from_secs(60), Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        // What a taker does to a lock it found unchanged for its hold time.
+        h.raw()
+            .lookup_domain_by_name("t-lock-lost")
+            .unwrap()
+            .undefine()
+            .unwrap();
+        let e = a.release().unwrap_err();
+        assert!(matches!(e, Error::LockLost { .. }), "{e}");
+        assert!(
+            e.to_string().contains("'t-lock-lost' was taken over"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_stale_lock_that_cannot_be_removed_ends_in_an_error_at_the_deadline() {
+        let h = test_host();
+        let stale = define_foreign_lock(&h, "t-lock-stuck", "lock held by dead until=1");
+        // libvirt refuses to undefine a domain that has snapshots.
+        stale
+            .create_snapshot_xml("<domainsnapshot><name>keep</name></domainsnapshot>", 0)
+            .unwrap();
+        assert!(stale.undefine().is_err());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let h = test_host();
+            let t0 = Instant::now();
+            let r = h
+                .lock(
+                    "t-lock-stuck",
+                    "taker",
+                    Duration::from_millis(50),
+                    Duration::from_millis(500),
+                )
+                .map(|r| r.map(|_| ()));
+            let _ = tx.send((r, t0.elapsed()));
+        });
+        let (r, took) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the taker is still trying after 10 s");
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.starts_with("take over the host lock 't-lock-stuck' (lock held by dead until=1)"),
+            "{e}"
+        );
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        stale
+            .undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+            .unwrap();
     }
 
     #[test]
     fn a_name_no_domain_can_have_is_an_error_at_once() {
-        let h = Host::open("test:///default").unwrap();
+        let h = test_host();
         let t0 = Instant::now();
         let e = h
             .lock(
