@@ -10,11 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use kvmhost::libvirt::instance::InstanceSpec;
 use tokio::sync::{mpsc, Notify};
 
-use crate::config::{Config, Source};
+use crate::config::{AgentTokens, Config, Secret, Source};
 use crate::hosts::{label, templates_of, HostRt, Launch};
 use crate::metrics::Metrics;
 use crate::rest::{coming_state, Listing, RestClient};
 use crate::schedule::{Action, Decision, DefView, Job, Plan};
+use crate::stacks::jat::{self, JatError};
 use crate::stacks::{Client, Notification};
 
 /// How the daemon runs.
@@ -45,12 +46,34 @@ struct InFlight {
     since: Instant,
     reserved_until: Instant,
     cancelled: bool,
+    /// When the VM's job acquisition token expires, if it has one.
+    token_expires: Option<SystemTime>,
+}
+
+/// How long after its job acquisition token expired a VM that has not
+/// taken its job is given up: an agent that registered just in time
+/// acquires within seconds, and the job states are read every 2 s.
+const TOKEN_GRACE: Duration = Duration::from_secs(30);
+
+/// What a job's VM registers its agent with.
+enum VmToken {
+    /// The same long-lived token for every VM of the definition.
+    Shared(Secret),
+    /// A job acquisition token, asked for from this client and stack key
+    /// right before the start.
+    Jat(Client, String),
 }
 
 enum Event {
     Started {
         job: String,
         vm: String,
+        token_expires: Option<SystemTime>,
+    },
+    /// No job acquisition token for the job, so no VM.
+    NoToken {
+        job: String,
+        error: JatError,
     },
     Failed {
         job: String,
@@ -285,10 +308,15 @@ impl Daemon {
                     );
                 }
             }
-            Event::Started { job, vm } => {
+            Event::Started {
+                job,
+                vm,
+                token_expires,
+            } => {
                 let Some(f) = self.inflight.get_mut(&job) else {
                     return;
                 };
+                f.token_expires = token_expires;
                 let host = self.cfg.hosts[f.host].name.clone();
                 let def = self.cfg.agents[f.def].name.clone();
                 eprintln!("job {job}: started {vm} on {host}");
@@ -304,6 +332,23 @@ impl Daemon {
                 } else {
                     self.note(&queue, &job, format!("booting {vm} on {host}"))
                         .await;
+                }
+            }
+            Event::NoToken { job, error } => {
+                let Some(f) = self.inflight.remove(&job) else {
+                    return;
+                };
+                let def = &self.cfg.agents[f.def].name;
+                eprintln!("job {job} ({def}): {error}");
+                if f.cancelled {
+                    return;
+                }
+                if error.place_again() {
+                    self.retry.insert(job, (f.job, f.queue));
+                } else {
+                    // Not placed again: a lapsed reservation brings the
+                    // job back to the listing, a taken job is gone.
+                    self.note(&f.queue, &job, error.note()).await;
                 }
             }
             Event::Duplicate { job, vm } => {
@@ -733,6 +778,12 @@ impl Daemon {
                 let (Some(def), Some(host)) = (def, host) else {
                     continue;
                 };
+                let token = match (&self.cfg.agents[def].tokens, &stacks) {
+                    (AgentTokens::Shared(t), _) => VmToken::Shared(t.clone()),
+                    (AgentTokens::Jat, Some(client)) => VmToken::Jat(client.clone(), key.clone()),
+                    // The config gives job acquisition tokens only in Stacks mode.
+                    (AgentTokens::Jat, None) => continue,
+                };
                 self.inflight.insert(
                     d.job.clone(),
                     InFlight {
@@ -744,21 +795,23 @@ impl Daemon {
                         since: Instant::now(),
                         reserved_until: Instant::now() + expiry,
                         cancelled: false,
+                        token_expires: None,
                     },
                 );
                 if d.action == Action::Wake {
                     let name = self.cfg.hosts[host].name.clone();
                     self.note(&q, &d.job, format!("waking {name}")).await;
                 }
-                self.spawn_launch((*job).clone(), q.clone(), def, host);
+                self.spawn_launch((*job).clone(), q.clone(), def, host, token);
             }
         }
     }
 
-    fn spawn_launch(&self, job: Job, queue: String, def: usize, host: usize) {
+    fn spawn_launch(&self, job: Job, queue: String, def: usize, host: usize, token: VmToken) {
         let cfg = self.cfg.clone();
         let rt = self.hosts[host].clone();
         let tx = self.tx.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let (conn, took) = match rt.wake(cfg.launcher.wake_timeout).await {
                 Ok(c) => c,
@@ -773,7 +826,29 @@ impl Daemon {
                 }
             };
             let _ = tx.send(Event::Woke { host, took });
-            let spec = instance_spec(&cfg, def, &job, &queue);
+            // The token is asked for only now that the host is awake: it
+            // lives from here to the agent's registration.
+            let (token, token_expires) = match token {
+                VmToken::Shared(t) => (t, None),
+                VmToken::Jat(client, key) => {
+                    let lifetime = jat::lifetime(cfg.launcher.boot_timeout);
+                    let name = &cfg.agents[def].name;
+                    let got = client
+                        .job_acquisition_token(&key, &job.id, name, lifetime)
+                        .await;
+                    metrics.job_acquisition_token(
+                        got.as_ref().map_or_else(JatError::kind, |_| "issued"),
+                    );
+                    match got {
+                        Ok(t) => (t.token, Some(t.expires_at)),
+                        Err(error) => {
+                            let _ = tx.send(Event::NoToken { job: job.id, error });
+                            return;
+                        }
+                    }
+                }
+            };
+            let spec = instance_spec(&cfg, def, &job, &queue, &token);
             let rt2 = rt.clone();
             let id = job.id.clone();
             // with_conn takes the host's io lock, on the blocking thread.
@@ -787,6 +862,7 @@ impl Daemon {
                     let _ = tx.send(Event::Started {
                         job: job.id,
                         vm: inst.name,
+                        token_expires,
                     });
                     return;
                 }
@@ -861,9 +937,17 @@ impl Daemon {
                 match state.as_str() {
                     "scheduled" | "reserved" => {
                         if let Phase::Booting(vm) = &f.phase {
-                            if f.since.elapsed() > self.cfg.launcher.boot_timeout {
+                            let expired = f
+                                .token_expires
+                                .is_some_and(|t| SystemTime::now() > t + TOKEN_GRACE);
+                            if f.since.elapsed() > self.cfg.launcher.boot_timeout || expired {
                                 let (vm, host) = (vm.clone(), f.host);
-                                eprintln!("job {id}: {vm} did not take the job within the boot timeout; removing it");
+                                if expired {
+                                    eprintln!("job {id}: {vm} did not take the job before its job acquisition token expired; removing it");
+                                    self.metrics.error("token_expired");
+                                } else {
+                                    eprintln!("job {id}: {vm} did not take the job within the boot timeout; removing it");
+                                }
                                 let f = self.inflight.remove(&id).expect("present");
                                 self.remove_vm(host, &vm);
                                 self.retry.insert(id, (f.job, f.queue));
@@ -916,10 +1000,17 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// The instance for `job` of definition `def`: its name, labels, the
-/// values for the template's placeholders, and the default user-data
-/// (a script that runs the agent for this one job, then powers off).
-pub fn instance_spec(cfg: &Config, def: usize, job: &Job, queue: &str) -> InstanceSpec {
+/// The instance for `job` of definition `def`, its agent registering
+/// with `token`: its name, labels, the values for the template's
+/// placeholders, and the default user-data (a script that runs the agent
+/// for this one job, then powers off).
+pub fn instance_spec(
+    cfg: &Config,
+    def: usize,
+    job: &Job,
+    queue: &str,
+    token: &Secret,
+) -> InstanceSpec {
     let a = &cfg.agents[def];
     let short: String = job
         .id
@@ -928,10 +1019,7 @@ pub fn instance_spec(cfg: &Config, def: usize, job: &Job, queue: &str) -> Instan
         .take(8)
         .collect();
     let name = format!("{}-{short}-{}", a.name, random_hex(4));
-    let token = cfg
-        .vm_token(a)
-        .map(|s| s.expose().to_string())
-        .unwrap_or_default();
+    let token = token.expose().to_string();
     let mut tags: Vec<String> = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if !a.tags.has("queue") {
         tags.push(format!(
@@ -1031,6 +1119,9 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let secs = days * 86400 + h * 3600 + mi * 60 + se - offset;
     (secs >= 0).then(|| SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos))
 }
+
+#[cfg(test)]
+mod jat_test;
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,8 @@
 //!
 //! [`config`] reads the TOML file, [`rules`] is the agent's targeting
 //! rules, [`schedule`] decides which job goes where, [`stacks`] talks to
-//! Buildkite's Stacks API with [`retry`].
+//! Buildkite's Stacks API with [`retry`] (and issues each VM its job
+//! acquisition token, [`stacks::jat`]).
 
 #![deny(missing_docs)]
 
@@ -19,3 +20,6 @@ pub mod schedule;
 pub mod sdnotify;
 pub mod stacks;
 pub mod webhook;
+
+#[cfg(test)]
+mod fake_api;

@@ -60,6 +60,9 @@ fn main() -> ExitCode {
             return ExitCode::from(78);
         }
     };
+    for w in cfg.warnings() {
+        eprintln!("warning: {w}");
+    }
     if cmd == "check-config" {
         println!(
             "{}: ok ({} hosts, {} agent definitions, queues {})",

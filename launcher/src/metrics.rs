@@ -35,6 +35,7 @@ struct Inner {
     started: BTreeMap<(String, String), u64>,
     start_failures: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
+    tokens: BTreeMap<&'static str, u64>,
     scheduled_to_start: Histogram,
     wake: Histogram,
     hosts_asleep: u64,
@@ -93,6 +94,12 @@ impl Metrics {
     /// An error of `kind` (buildkite, libvirt, ...).
     pub fn error(&self, kind: &str) {
         self.with(|m| *m.errors.entry(kind.to_string()).or_default() += 1);
+    }
+
+    /// A job acquisition token request ended with `result` (`issued`,
+    /// `not_issued`, `refused`, `failed` or `unavailable`).
+    pub fn job_acquisition_token(&self, result: &'static str) {
+        self.with(|m| *m.tokens.entry(result).or_default() += 1);
     }
 
     /// State after a pass: sleeping hosts, running VMs, and the pass's length
@@ -158,6 +165,13 @@ impl Metrics {
         );
         for (k, v) in &m.errors {
             let _ = writeln!(s, "launcher_errors_total{{kind=\"{}\"}} {v}", label(k));
+        }
+        let _ = writeln!(s, "# HELP launcher_job_acquisition_tokens_total Job acquisition token requests by result.\n# TYPE launcher_job_acquisition_tokens_total counter");
+        for (r, v) in &m.tokens {
+            let _ = writeln!(
+                s,
+                "launcher_job_acquisition_tokens_total{{result=\"{r}\"}} {v}"
+            );
         }
         histogram(
             &mut s,
@@ -232,7 +246,18 @@ mod tests {
         let m = Metrics::default();
         m.vm_started("vmhost01", "linux", Some(Duration::from_millis(1500)));
         m.error("buildkite");
+        m.job_acquisition_token("issued");
+        m.job_acquisition_token("not_issued");
+        m.job_acquisition_token("issued");
         let text = m.render();
+        assert!(
+            text.contains("launcher_job_acquisition_tokens_total{result=\"issued\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("launcher_job_acquisition_tokens_total{result=\"not_issued\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("launcher_vms_started_total{host=\"vmhost01\",definition=\"linux\"} 1"),
             "{text}"

@@ -2,6 +2,9 @@
 //! schedulers: register, list scheduled jobs, reserve, read job states,
 //! finish, notify, deregister. Payloads are parsed into typed structs
 //! here; a body that does not parse is a transient error (retried).
+//! [`jat`] asks for the VMs' job acquisition tokens.
+
+pub mod jat;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};

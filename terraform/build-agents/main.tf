@@ -35,49 +35,45 @@ locals {
 }
 
 module "debian_agent_vmhost01" {
-  source                = "./agent-template"
-  providers             = { libvirt = libvirt.vmhost01 }
-  name                  = "debian-agent"
-  image_dir             = "${local.images}/debian-agent-image"
-  user_data_template    = "${path.root}/user-data/debian-agent.tftpl"
-  pool                  = var.pool
-  bridge                = var.bridge
-  buildkite_agent_token = var.buildkite_agent_token
+  source             = "./agent-template"
+  providers          = { libvirt = libvirt.vmhost01 }
+  name               = "debian-agent"
+  image_dir          = "${local.images}/debian-agent-image"
+  user_data_template = "${path.root}/user-data/debian-agent.tftpl"
+  pool               = var.pool
+  bridge             = var.bridge
 }
 
 module "debian_agent_vmhost02" {
-  source                = "./agent-template"
-  providers             = { libvirt = libvirt.vmhost02 }
-  name                  = "debian-agent"
-  image_dir             = "${local.images}/debian-agent-image"
-  user_data_template    = "${path.root}/user-data/debian-agent.tftpl"
-  pool                  = var.pool
-  bridge                = var.bridge
-  buildkite_agent_token = var.buildkite_agent_token
+  source             = "./agent-template"
+  providers          = { libvirt = libvirt.vmhost02 }
+  name               = "debian-agent"
+  image_dir          = "${local.images}/debian-agent-image"
+  user_data_template = "${path.root}/user-data/debian-agent.tftpl"
+  pool               = var.pool
+  bridge             = var.bridge
 }
 
 module "freebsd_agent_vmhost02" {
-  source                = "./agent-template"
-  providers             = { libvirt = libvirt.vmhost02 }
-  name                  = "freebsd-agent"
-  image_dir             = "${local.images}/freebsd-agent-image"
-  user_data_template    = "${path.root}/user-data/freebsd-agent.tftpl"
-  pool                  = var.pool
-  bridge                = var.bridge
-  buildkite_agent_token = var.buildkite_agent_token
+  source             = "./agent-template"
+  providers          = { libvirt = libvirt.vmhost02 }
+  name               = "freebsd-agent"
+  image_dir          = "${local.images}/freebsd-agent-image"
+  user_data_template = "${path.root}/user-data/freebsd-agent.tftpl"
+  pool               = var.pool
+  bridge             = var.bridge
 }
 
 module "windows_agent_vmhost01" {
-  source                = "./agent-template"
-  providers             = { libvirt = libvirt.vmhost01 }
-  name                  = "windows-agent"
-  image_dir             = "${local.images}/windows-agent-image"
-  user_data_template    = "${path.root}/user-data/windows-agent.tftpl"
-  pool                  = var.pool
-  bridge                = var.bridge
-  machine               = "q35"
-  memory                = 8192
-  buildkite_agent_token = var.buildkite_agent_token
+  source             = "./agent-template"
+  providers          = { libvirt = libvirt.vmhost01 }
+  name               = "windows-agent"
+  image_dir          = "${local.images}/windows-agent-image"
+  user_data_template = "${path.root}/user-data/windows-agent.tftpl"
+  pool               = var.pool
+  bridge             = var.bridge
+  machine            = "q35"
+  memory             = 8192
 }
 
 output "templates" {

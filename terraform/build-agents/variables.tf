@@ -1,9 +1,3 @@
-variable "buildkite_agent_token" {
-  type        = string
-  sensitive   = true
-  description = "The cluster's agent token. It reaches each VM through its own seed (a root-only volume on the host), never an image, a plan or a log."
-}
-
 variable "vmhost01_uri" {
   type    = string
   default = "qemu:///system"

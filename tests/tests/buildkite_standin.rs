@@ -981,3 +981,138 @@ async fn ping_assigns_the_job_an_agent_fits_and_accept_takes_it() {
     assert!(r.status().is_success());
     assert_eq!(ping(&a).await["action"], "disconnect");
 }
+
+#[tokio::test]
+async fn a_job_acquisition_token_registers_one_agent_that_acquires_only_its_job() {
+    let bk = StandIn::start(Config::default()).unwrap();
+    let jobs = one_pipeline(&bk, 1, 3);
+    let (job, other, unreserved) = (&jobs[0], &jobs[1], &jobs[2]);
+    let api = Stacks {
+        bk: &bk,
+        http: client(),
+    };
+    api.register().await;
+    let reserve = json!({"job_uuids": [job, other], "reservation_expiry_seconds": 600});
+    api.json(
+        reqwest::Method::PUT,
+        "/lx/scheduled-jobs/batch-reserve",
+        Some(reserve),
+    )
+    .await;
+
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            "/lx/job-acquisition-tokens",
+            Some(json!({"job_uuids": [job, unreserved], "token_lifetime_seconds": 120})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let issued: Value = r.json().await.unwrap();
+    assert_eq!(issued["not_issued"], json!([unreserved]));
+    let tokens = issued["job_acquisition_tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0]["job_uuid"], json!(job));
+    let jat = tokens[0]["job_acquisition_token"].as_str().unwrap();
+    assert!(jat.starts_with("bkjat_"), "{jat}");
+    let expires = tokens[0]["expires_at"].as_str().unwrap();
+    assert!(expires.ends_with('Z'), "{expires}");
+
+    let out_of_range = api
+        .send(
+            reqwest::Method::POST,
+            "/lx/job-acquisition-tokens",
+            Some(json!({"job_uuids": [job], "token_lifetime_seconds": 3601})),
+        )
+        .await;
+    assert_eq!(out_of_range.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let agent = AgentCalls::register(&bk, jat, &["queue=kvm"])
+        .await
+        .unwrap();
+    assert_eq!(
+        AgentCalls::register(&bk, jat, &["queue=kvm"]).await.err(),
+        Some(StatusCode::UNAUTHORIZED),
+        "a token registers one agent"
+    );
+    let r = agent
+        .put(&format!("/jobs/{other}/acquire"), json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "another job");
+    let r = agent.put(&format!("/jobs/{job}/acquire"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(bk.job(job).unwrap().state, JobState::Accepted);
+
+    let issued = bk.job_acquisition_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].job_id, *job);
+    assert_eq!(issued[0].refused, 1);
+    let registered = bk
+        .registered_agents()
+        .into_iter()
+        .find(|a| issued[0].agent_id.as_ref() == Some(&a.id))
+        .expect("the token's agent registered");
+    assert_eq!(registered.acquire_only.as_deref(), Some(job.as_str()));
+}
+
+#[tokio::test]
+async fn an_expired_job_acquisition_token_registers_no_agent() {
+    let bk = StandIn::start(Config::default()).unwrap();
+    let jobs = one_pipeline(&bk, 1, 1);
+    let api = Stacks {
+        bk: &bk,
+        http: client(),
+    };
+    api.register().await;
+    api.json(
+        reqwest::Method::PUT,
+        "/lx/scheduled-jobs/batch-reserve",
+        Some(json!({"job_uuids": [jobs[0]], "reservation_expiry_seconds": 600})),
+    )
+    .await;
+    let issued = api
+        .json(
+            reqwest::Method::POST,
+            "/lx/job-acquisition-tokens",
+            Some(json!({"job_uuids": [jobs[0]], "token_lifetime_seconds": 1})),
+        )
+        .await;
+    let jat = issued["job_acquisition_tokens"][0]["job_acquisition_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        AgentCalls::register(&bk, &jat, &["queue=kvm"]).await.err(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    assert!(bk.registered_agents().is_empty());
+}
+
+#[tokio::test]
+async fn without_job_acquisition_tokens_the_stacks_api_answers_403() {
+    let bk = StandIn::start(Config {
+        job_acquisition_tokens: false,
+        ..Config::default()
+    })
+    .unwrap();
+    let jobs = one_pipeline(&bk, 1, 1);
+    let api = Stacks {
+        bk: &bk,
+        http: client(),
+    };
+    api.register().await;
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            "/lx/job-acquisition-tokens",
+            Some(json!({"job_uuids": [jobs[0]]})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("not enabled"),
+        "{body}"
+    );
+}

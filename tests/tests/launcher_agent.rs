@@ -1,14 +1,19 @@
 //! End to end with the real `buildkite-agent` 3.78.0: the stand-in
 //! schedules a job on queue `linux`; the launcher (on the bed's LAN, over
-//! `qemu+ssh://`) wakes a sleeping host and starts an instance from a
-//! template whose tiny guest carries the agent; inside the VM
-//! `buildkite-agent start --acquire-job <id>` registers with the
-//! stand-in's agent API, acquires that job, runs its command, streams the
-//! log and finishes with exit status 0; the VM powers off and is gone.
+//! `qemu+ssh://`) wakes a sleeping host, asks the Stacks API for a job
+//! acquisition token and starts an instance from a template whose tiny
+//! guest carries the agent; inside the VM `buildkite-agent start` with
+//! the token as `BUILDKITE_AGENT_TOKEN` and the job as
+//! `BUILDKITE_AGENT_ACQUIRE_JOB` registers with the stand-in's agent API,
+//! acquires that job, runs its command, streams the log and finishes with
+//! exit status 0; the VM powers off and is gone. The VM's seed holds that
+//! job's token and not the cluster token, which is in no volume, domain
+//! XML or log.
 
 use std::time::{Duration, SystemTime};
 
 use kvmhost::libvirt::Host;
+use kvmhost::nocloud::Seed;
 use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState};
 use testbed::guest::{TinyGuest, POWEROFF};
 use testbed::hosts::Lab;
@@ -20,12 +25,15 @@ fn secs(from: SystemTime, to: SystemTime) -> f64 {
     to.duration_since(from).unwrap_or_default().as_secs_f64()
 }
 
-/// The guest's script: the launcher fills in the placeholders. Busybox
-/// has no bash, so the agent's shell is `/bin/sh`; there is no git
-/// either, so a `checkout` hook stands in for the checkout.
+/// The guest's script: the launcher fills in the placeholders (the token
+/// is the job's acquisition token), started the way Buildkite documents
+/// for job acquisition tokens. Busybox has no bash, so the agent's shell
+/// is `/bin/sh`; there is no git either, so a `checkout` hook stands in
+/// for the checkout.
 const USER_DATA: &str = "#!/bin/sh\n\
 export HOME=/root\n\
 export BUILDKITE_AGENT_TOKEN='{{buildkite_agent_token}}'\n\
+export BUILDKITE_AGENT_ACQUIRE_JOB='{{buildkite_job_id}}'\n\
 export BUILDKITE_AGENT_ENDPOINT='{{buildkite_agent_endpoint}}'\n\
 export BUILDKITE_BUILD_PATH=/tmp/builds\n\
 export BUILDKITE_SHELL='/bin/sh -e -c'\n\
@@ -33,9 +41,32 @@ export BUILDKITE_HOOKS_PATH=/tmp/hooks\n\
 mkdir -p /tmp/builds /tmp/hooks\n\
 printf '#!/bin/sh\\necho checkout skipped: no git here\\n' >/tmp/hooks/checkout\n\
 chmod +x /tmp/hooks/checkout\n\
-buildkite-agent start --acquire-job '{{buildkite_job_id}}' --tags '{{buildkite_agent_tags}}' --no-color\n\
+buildkite-agent start --tags '{{buildkite_agent_tags}}' --no-color\n\
 echo agent-exit=$?\n\
 poweroff\n";
+
+/// The user-data of instance `vm`'s seed, read back from its volume.
+fn seed_user_data(pool_dir: &std::path::Path, vm: &str) -> String {
+    let path = pool_dir.join(format!("{vm}--inst-seed.iso"));
+    let iso = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let seed = Seed::from_iso(&iso).unwrap();
+    String::from_utf8(seed.get("user-data").expect("a user-data file").to_vec()).unwrap()
+}
+
+/// The files under `dir` whose bytes contain `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let bytes = std::fs::read(&path).ok()?;
+            bytes
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+                .then_some(path)
+        })
+        .collect()
+}
 
 fn run(host_awake: bool) {
     let agent = buildkite_agent().unwrap();
@@ -123,6 +154,35 @@ template = "agent-template"
     });
     let vm_seen = SystemTime::now();
     assert!(lab.hosts()[0].is_awake());
+    // The seed carries a job acquisition token for this job, not the
+    // cluster token; no volume and no domain XML holds the cluster token.
+    let daemon = lab.hosts()[0].daemon();
+    let user_data = seed_user_data(&daemon.pool_dir(), &vm.name);
+    let jat = user_data
+        .lines()
+        .find_map(|l| l.strip_prefix("export BUILDKITE_AGENT_TOKEN='"))
+        .and_then(|rest| rest.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("no agent token in the seed's user-data:\n{user_data}"))
+        .to_string();
+    assert!(jat.starts_with("bkjat_"), "the seed's token is not a JAT");
+    assert!(user_data.contains(&format!("export BUILDKITE_AGENT_ACQUIRE_JOB='{job}'")));
+    let issued = bk.job_acquisition_tokens();
+    let issued = issued
+        .iter()
+        .find(|t| t.token == jat)
+        .expect("the stand-in issued the seed's token");
+    assert_eq!(issued.job_id, job, "the token was issued for another job");
+    assert_eq!(
+        files_holding(&daemon.pool_dir(), bk.cluster_token()),
+        Vec::<std::path::PathBuf>::new(),
+        "the cluster token is in a volume"
+    );
+    let xml = daemon.virsh(&["-r", "dumpxml", &vm.name]).unwrap();
+    assert!(
+        !xml.contains(bk.cluster_token()),
+        "the cluster token is in the XML"
+    );
+    assert!(!xml.contains(&jat), "the JAT is in the XML");
     let serial = log_dir.join(format!("{}.serial.log", vm.name));
     let console = || std::fs::read_to_string(&serial).unwrap_or_default();
 
@@ -150,6 +210,27 @@ template = "agent-template"
         agent.tags
     );
     assert!(agent.version.starts_with("3.78.0"), "{}", agent.version);
+    // The agent registered with the job's token, once, and may acquire
+    // only that job.
+    assert_eq!(agent.acquire_only.as_deref(), Some(job.as_str()));
+    let issued = bk
+        .job_acquisition_tokens()
+        .into_iter()
+        .find(|t| t.token == jat)
+        .unwrap();
+    assert_eq!(issued.agent_id.as_deref(), Some(run.agent_id.as_str()));
+    assert_eq!(issued.refused, 0);
+    let with_jat = bk
+        .requests()
+        .iter()
+        .filter(|r| r.authorization.as_deref() == Some(&format!("Token {jat}")))
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        with_jat,
+        [("POST".to_string(), "/v3/register".to_string())],
+        "the JAT is used once, to register"
+    );
     assert!(agent.connected_at.is_some(), "the agent never connected");
     assert_eq!(run.exit_status.as_deref(), Some("0"));
     let log = run.log_text();
@@ -226,6 +307,7 @@ template = "agent-template"
     );
     let log = launcher.log_text();
     assert!(!log.contains(bk.cluster_token()), "the token is in the log");
+    assert!(!log.contains(&jat), "the JAT is in the log");
     // A job run to the end between two of the launcher's looks is taken,
     // not a reason to remove its VM.
     assert!(!log.contains("the VM is not needed"), "{log}");

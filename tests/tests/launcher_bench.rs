@@ -1,10 +1,11 @@
 //! From a job appearing in the stand-in to the VM start call, with a
 //! webhook, with Stacks polling and with REST polling, printed beside the seed launcher's
-//! design figures (3 s after a webhook, 300 s by polling).
+//! design figures (3 s after a webhook, 300 s by polling); and what the
+//! job acquisition token request (Stacks mode) costs of it.
 //!
 //! `cargo build --workspace --bins && cargo test -p kvmbe-tests --test launcher_bench -- --nocapture --test-threads=1`
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kvmhost::libvirt::Host;
 use testbed::buildkite::{BuildSpec, Config, JobSpec, StandIn, WebhookAuth, WebhookConfig};
@@ -85,6 +86,32 @@ fn measure(
     out
 }
 
+/// How long each job acquisition token request took from its arrival at
+/// the stand-in to its answer, and from the job's reservation to it
+/// (the wake and the rest of the pass in between).
+fn token_requests(bk: &StandIn) -> (Vec<Duration>, Vec<Duration>) {
+    let took = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+    let requests = bk.requests();
+    let mut answer = Vec::new();
+    let mut after_reserve = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        if !r.path.ends_with("/job-acquisition-tokens") {
+            continue;
+        }
+        if let Some(done) = r.answered_at {
+            answer.push(took(r.at, done));
+        }
+        if let Some(reserve) = requests[..i]
+            .iter()
+            .rev()
+            .find(|q| q.path.ends_with("/batch-reserve"))
+        {
+            after_reserve.push(took(reserve.at, r.at));
+        }
+    }
+    (answer, after_reserve)
+}
+
 fn summary(d: &[Duration]) -> String {
     let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64()).collect();
     v.sort_by(f64::total_cmp);
@@ -96,6 +123,19 @@ fn summary(d: &[Duration]) -> String {
             .map(|x| format!("{x:.2}"))
             .collect::<Vec<_>>()
             .join(" ")
+    )
+}
+
+fn summary_ms(d: &[Duration]) -> String {
+    let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return "(none)".into();
+    }
+    format!(
+        "median {:.1} ms, max {:.1} ms",
+        v[v.len() / 2],
+        v[v.len() - 1]
     )
 }
 
@@ -145,10 +185,12 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
     let dir = LauncherDir::new(&config(Some(30), true), bk.cluster_token()).unwrap();
     std::fs::write(dir.dir.path().join("hook"), secret).unwrap();
     let stacks_up = || !bk.stacks().is_empty();
+    bk.clear_requests();
     let hook = measure(&bk, &host, &d, &dir, &stacks_up);
     // Stacks polling at the default interval (1 s), no webhook receiver.
     let dir = LauncherDir::new(&config(None, false), bk.cluster_token()).unwrap();
     let poll = measure(&bk, &host, &d, &dir, &stacks_up);
+    let (jat, jat_after_reserve) = token_requests(&bk);
     // REST polling at 5 s (one page a pass here).
     let rest = format!(
         "[buildkite]\nsource = \"rest\"\napi_endpoint = \"{url}/v2\"\napi_token_file = \"api-token\"\n\
@@ -179,7 +221,16 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
         "  REST polling (5 s):   {}   seed launcher design: up to 300 s (first page only)",
         summary(&rest)
     );
+    println!(
+        "job acquisition token request (Stacks, {} requests): answered in {}; asked {} after the reservation",
+        jat.len(),
+        summary_ms(&jat),
+        summary_ms(&jat_after_reserve),
+    );
     assert!(hook.iter().all(|d| *d < Duration::from_secs(3)), "{hook:?}");
+    // One token per VM start call (the warm-up jobs' included, and a start
+    // that failed and was placed again asks anew); REST mode asks none.
+    assert!(jat.len() >= 2 * SAMPLES, "{jat:?}");
     assert!(rest.iter().all(|d| *d < Duration::from_secs(7)), "{rest:?}");
     assert!(poll.iter().all(|d| *d < Duration::from_secs(7)), "{poll:?}");
 }

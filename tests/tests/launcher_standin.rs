@@ -281,3 +281,68 @@ fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
         host.remove_instance(&i.name).unwrap();
     }
 }
+
+#[test]
+fn without_job_acquisition_tokens_a_job_gets_no_vm_and_agent_tokens_cluster_is_named() {
+    let Bed { bk, host, d, .. } = Bed::start(
+        Config {
+            job_acquisition_tokens: false,
+            ..Config::default()
+        },
+        "#!/bin/sh\nsleep 5\npoweroff\n",
+    )
+    .unwrap();
+    let refused = bk
+        .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
+        .unwrap()
+        .job_ids[0]
+        .clone();
+    let text = config(&bk, &host_block("h1", &d.uri()));
+    let dir = LauncherDir::new(&text, bk.cluster_token()).unwrap();
+    let out = dir.output(None, &["run", "--once"]).unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(host.instances().unwrap().is_empty(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "job {refused} (linux): the Stacks API refused a job acquisition token"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("set agent_tokens = \"cluster\" on [[agent]] linux"),
+        "{said}"
+    );
+    let notes = bk.job(&refused).unwrap().notifications;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("agent_tokens = \"cluster\"")),
+        "{notes:?}"
+    );
+    assert!(!said.contains(bk.cluster_token()), "{said}");
+
+    // With agent_tokens = "cluster" the VMs get the cluster token, with a
+    // warning at start. (The first job stays reserved by the first run's
+    // stack; a new job is placed.)
+    let placed = bk
+        .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
+        .unwrap()
+        .job_ids[0]
+        .clone();
+    let text = text.replace(
+        "template = \"agent-template\"\n\n[[agent]]\nname = \"windows\"",
+        "template = \"agent-template\"\nagent_tokens = \"cluster\"\n\n[[agent]]\nname = \"windows\"",
+    );
+    std::fs::write(dir.config(), &text).unwrap();
+    let out = dir.output(None, &["run", "--once"]).unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.starts_with("warning: agent[0] (linux): agent_tokens = \"cluster\": every VM gets a long-lived agent token"),
+        "{said}"
+    );
+    let inst = host.instances().unwrap();
+    assert_eq!(inst.len(), 1, "{said}");
+    assert_eq!(inst[0].labels["job"], placed);
+}

@@ -76,7 +76,7 @@ pub struct Buildkite {
     pub source: Source,
     /// `/v3` base of the Stacks and metrics APIs.
     pub agent_endpoint: String,
-    /// Cluster agent token (Stacks API; also the VMs' token by default).
+    /// Cluster agent token (Stacks API), or in REST mode the VMs' agent token.
     pub agent_token: Option<Secret>,
     /// `/v2` base of the REST API.
     pub api_endpoint: String,
@@ -190,6 +190,19 @@ pub struct HostDef {
     pub priority: i32,
 }
 
+/// What the agent in a definition's VMs registers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentTokens {
+    /// A job acquisition token per VM, issued by the Stacks API right
+    /// before the VM starts, good for its one job only (the default in
+    /// Stacks mode: the cluster token never leaves the launcher).
+    Jat,
+    /// One long-lived token every VM gets: the definition's own token
+    /// file, else the cluster agent token (`agent_tokens = "cluster"`, and
+    /// always in REST mode, which has no reservation to issue tokens for).
+    Shared(Secret),
+}
+
 /// One `[[agent]]`: a kind of agent VM.
 #[derive(Debug, Clone)]
 pub struct AgentDef {
@@ -203,8 +216,8 @@ pub struct AgentDef {
     pub hosts: Vec<usize>,
     /// Most VMs of this kind at once; none = no cap.
     pub max_instances: Option<u32>,
-    /// Token the VM's agent registers with; default the cluster token.
-    pub agent_token: Option<Secret>,
+    /// What the VM's agent registers with.
+    pub tokens: AgentTokens,
 }
 
 impl Config {
@@ -222,12 +235,27 @@ impl Config {
         set.into_iter().collect()
     }
 
-    /// The token a definition's VMs register with.
-    pub fn vm_token<'a>(&'a self, agent: &'a AgentDef) -> Option<&'a Secret> {
-        agent
-            .agent_token
-            .as_ref()
-            .or(self.buildkite.agent_token.as_ref())
+    /// What an operator should know at start: definitions whose VMs get
+    /// a long-lived token although the Stacks API could issue job
+    /// acquisition tokens.
+    pub fn warnings(&self) -> Vec<String> {
+        if self.buildkite.source != Source::Stacks {
+            return Vec::new();
+        }
+        self.agents
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a.tokens, AgentTokens::Shared(_)))
+            .map(|(i, a)| {
+                format!(
+                    "agent[{i}] ({}): agent_tokens = \"cluster\": every VM gets a long-lived agent \
+                     token that its job can read and use to register agents on the cluster; \
+                     remove the setting to give each VM a job acquisition token for its one job \
+                     once the organisation has them",
+                    a.name
+                )
+            })
+            .collect()
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    read_secret_file, AgentDef, Buildkite, Config, ConfigError, HostDef, Launcher, MemoryLimit,
-    Secret, Seg, Source, WakeDef, Webhook,
+    read_secret_file, AgentDef, AgentTokens, Buildkite, Config, ConfigError, HostDef, Launcher,
+    MemoryLimit, Secret, Seg, Source, WakeDef, Webhook,
 };
 use crate::key_path;
 use crate::rules::AgentTags;
@@ -95,6 +95,7 @@ struct RawAgent {
     hosts: Option<Vec<String>>,
     max_instances: Option<u32>,
     agent_token_file: Option<PathBuf>,
+    agent_tokens: Option<String>,
 }
 
 const AGENT_ENDPOINT: &str = "https://agent.buildkite.com/v3";
@@ -426,23 +427,14 @@ pub fn check(
                 "0 would never start a VM; remove the agent or give at least 1".into(),
             ));
         }
-        let agent_token = secret(
-            &a.agent_token_file,
-            key_path!["agent", i, "agent_token_file"],
-        )?;
-        if agent_token.is_none() && agent_token_missing(source, &raw.buildkite, env) {
-            return Err(err(
-                key_path!["agent", i, "agent_token_file"],
-                "the VMs need an agent token: set agent_token_file here or buildkite.agent_token_file".into(),
-            ));
-        }
+        let tokens = agent_tokens(i, a, source, agent_token.as_ref(), &secret, err)?;
         agents.push(AgentDef {
             name: a.name.clone(),
             tags,
             template: a.template.clone(),
             hosts: allowed,
             max_instances: a.max_instances,
-            agent_token,
+            tokens,
         });
     }
     if agents.is_empty() {
@@ -472,10 +464,52 @@ pub fn check(
     })
 }
 
-fn agent_token_missing(
-    _source: Source,
-    b: &RawBuildkite,
-    env: &impl Fn(&str) -> Option<String>,
-) -> bool {
-    b.agent_token_file.is_none() && env("BUILDKITE_AGENT_TOKEN").is_none()
+/// What `agent[i]`'s VMs register with: a job acquisition token each
+/// (Stacks mode, unless `agent_tokens = "cluster"`), else its own token
+/// file or the `[buildkite]` agent token.
+fn agent_tokens(
+    i: usize,
+    a: &RawAgent,
+    source: Source,
+    agent_token: Option<&Secret>,
+    secret: &impl Fn(&Option<PathBuf>, Vec<Seg>) -> Result<Option<Secret>, ConfigError>,
+    err: &impl Fn(Vec<Seg>, String) -> ConfigError,
+) -> Result<AgentTokens, ConfigError> {
+    let jat = match (a.agent_tokens.as_deref(), source) {
+        (None | Some("jat"), Source::Stacks) => true,
+        (None | Some("cluster"), Source::Rest) | (Some("cluster"), Source::Stacks) => false,
+        (Some("jat"), Source::Rest) => {
+            return Err(err(
+                key_path!["agent", i, "agent_tokens"],
+                "REST mode reserves no jobs, so Buildkite issues no job acquisition tokens for them: remove agent_tokens (the VMs get the agent_token_file token) or use the Stacks API (source = \"stacks\")".into(),
+            ))
+        }
+        (Some(other), _) => {
+            return Err(err(
+                key_path!["agent", i, "agent_tokens"],
+                format!("{other:?} is not a kind of agent token; use \"jat\" (a job acquisition token per VM, the default) or \"cluster\" (the cluster agent token, for organisations without job acquisition tokens)"),
+            ))
+        }
+    };
+    if jat {
+        if a.agent_token_file.is_some() {
+            return Err(err(
+                key_path!["agent", i, "agent_token_file"],
+                "the VMs get a job acquisition token each (agent_tokens = \"jat\", the default), so no token file is read: remove agent_token_file, or set agent_tokens = \"cluster\" to give every VM this file's token".into(),
+            ));
+        }
+        return Ok(AgentTokens::Jat);
+    }
+    let own = secret(
+        &a.agent_token_file,
+        key_path!["agent", i, "agent_token_file"],
+    )?;
+    match own.or_else(|| agent_token.cloned()) {
+        Some(t) => Ok(AgentTokens::Shared(t)),
+        None => Err(err(
+            key_path!["agent", i, "agent_token_file"],
+            "the VMs need an agent token: set agent_token_file here or buildkite.agent_token_file"
+                .into(),
+        )),
+    }
 }

@@ -60,7 +60,7 @@ fn a_full_config_reads_into_typed_settings() {
     assert_eq!(c.agents[0].hosts, vec![1, 0]);
     assert_eq!(c.agents[1].hosts, vec![0]);
     assert_eq!(c.queues(), vec!["linux".to_string(), "windows".to_string()]);
-    assert_eq!(c.vm_token(&c.agents[0]).unwrap().expose(), "cluster-token");
+    assert_eq!(c.agents[0].tokens, AgentTokens::Jat);
 }
 
 #[test]
@@ -258,4 +258,104 @@ fn the_rest_example_config_is_valid() {
 fn stacks_mode_polls_every_second_by_default() {
     let c = check(GOOD).unwrap();
     assert_eq!(c.buildkite.poll_interval, std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn in_stacks_mode_the_vms_get_job_acquisition_tokens_unless_told_cluster() {
+    let c = check(GOOD).unwrap();
+    assert!(c.agents.iter().all(|a| a.tokens == AgentTokens::Jat));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+
+    let text = GOOD.replace(
+        "template = \"windows-agent\"",
+        "template = \"windows-agent\"\nagent_tokens = \"cluster\"",
+    );
+    let c = check(&text).unwrap();
+    assert_eq!(c.agents[0].tokens, AgentTokens::Jat);
+    assert_eq!(
+        c.agents[1].tokens,
+        AgentTokens::Shared(Secret::new("cluster-token"))
+    );
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("agent[1] (windows): agent_tokens = \"cluster\": every VM gets a long-lived agent token"),
+        "{}",
+        w[0]
+    );
+    assert!(!w[0].contains("cluster-token"), "{}", w[0]);
+}
+
+#[test]
+fn a_definition_with_its_own_token_file_needs_agent_tokens_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("win-token"), "windows-token\n").unwrap();
+    let own = GOOD.replace(
+        "template = \"windows-agent\"",
+        "template = \"windows-agent\"\nagent_token_file = \"win-token\"",
+    );
+    let e = parse(&dir.path().join("l.toml"), &own, token_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with(
+            ":27: agent[1].agent_token_file: the VMs get a job acquisition token each (agent_tokens = \"jat\", the default), so no token file is read: remove agent_token_file, or set agent_tokens = \"cluster\" to give every VM this file's token"
+        ),
+        "{e}"
+    );
+    let cluster = own.replace(
+        "agent_token_file = \"win-token\"",
+        "agent_token_file = \"win-token\"\nagent_tokens = \"cluster\"",
+    );
+    let c = parse(&dir.path().join("l.toml"), &cluster, token_env).unwrap();
+    assert_eq!(
+        c.agents[1].tokens,
+        AgentTokens::Shared(Secret::new("windows-token"))
+    );
+}
+
+#[test]
+fn an_unknown_kind_of_agent_token_is_refused_with_the_choices() {
+    let text = GOOD.replace(
+        "template = \"debian-agent\"",
+        "template = \"debian-agent\"\nagent_tokens = \"session\"",
+    );
+    let e = error(&text);
+    assert!(
+        e.starts_with(
+            "/etc/launcher.toml:22: agent[0].agent_tokens: \"session\" is not a kind of agent token; use \"jat\""
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn rest_mode_keeps_the_agent_token_and_refuses_job_acquisition_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["api-token", "agent-token", "webhook-token"] {
+        std::fs::write(dir.path().join(f), format!("{f}-value\n")).unwrap();
+    }
+    let example = include_str!("../../../examples/launcher/launcher-rest.toml").replace(
+        "/etc/buildkite-agent-launcher/",
+        &format!("{}/", dir.path().display()),
+    );
+    let c = parse(&dir.path().join("l.toml"), &example, no_env).unwrap();
+    assert_eq!(
+        c.agents[0].tokens,
+        AgentTokens::Shared(Secret::new("agent-token-value"))
+    );
+    // REST mode has no choice, so nothing to warn about.
+    assert!(c.warnings().is_empty());
+    let jat = example.replace(
+        "template = \"debian-agent\"",
+        "template = \"debian-agent\"\nagent_tokens = \"jat\"",
+    );
+    assert_ne!(jat, example);
+    let e = parse(&dir.path().join("l.toml"), &jat, no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("agent[0].agent_tokens: REST mode reserves no jobs, so Buildkite issues no job acquisition tokens"),
+        "{e}"
+    );
 }

@@ -42,12 +42,10 @@ resource "libvirt_domain_template" "agent" {
   firmware       = var.firmware
   nvram_template = var.nvram_template
   qemu_agent     = var.qemu_agent
-  # {{hostname}}, {{buildkite_job_id}}, ... are filled per VM by the
-  # launcher; the token is filled here, from a sensitive variable, and
-  # kept on the host in a root-only volume.
-  user_data = templatefile(var.user_data_template, {
-    buildkite_agent_token = var.buildkite_agent_token
-  })
+  # {{hostname}}, {{buildkite_job_id}}, {{buildkite_agent_token}}, ...
+  # are filled per VM by the launcher: the token is the VM's job
+  # acquisition token, so no template holds a token.
+  user_data       = templatefile(var.user_data_template, {})
   cloudinit_files = var.cloudinit_files
   cloudinit_label = var.cloudinit_label
 

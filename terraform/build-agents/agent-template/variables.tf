@@ -10,7 +10,7 @@ variable "image_dir" {
 
 variable "user_data_template" {
   type        = string
-  description = "The VMs' user-data, a Terraform template given buildkite_agent_token, with the launcher's {{placeholders}} left in."
+  description = "The VMs' user-data, a Terraform template (given no variables) with the launcher's {{placeholders}} left in, {{buildkite_agent_token}} among them."
 }
 
 variable "pool" {
@@ -69,11 +69,6 @@ variable "cmdline" {
 variable "machine" {
   type    = string
   default = null
-}
-
-variable "buildkite_agent_token" {
-  type      = string
-  sensitive = true
 }
 
 variable "extra_base_volume_ids" {

@@ -299,7 +299,6 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         .env("TF_INPUT", "0")
         .env("CHECKPOINT_DISABLE", "1")
         .env("TF_CLI_ARGS", "-no-color")
-        .env("TF_VAR_buildkite_agent_token", &token)
         .env_remove("TF_LOG")
         .args(["deploy", "-y"])
         .arg(&root);
@@ -310,9 +309,6 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         l.contains("Apply complete") || l.starts_with("deployed") || l.contains(": deployed")
     }) {
         println!("    {l}");
-    }
-    if text.contains(&token) || String::from_utf8_lossy(&out.stderr).contains(&token) {
-        bail!("the agent token appears in Terraform's output");
     }
     println!(
         "    init, validate and apply took {:.1} s",
@@ -676,14 +672,14 @@ build {{
     )
 }
 
-/// The VMs' user-data, a Terraform template: the token comes from
-/// Terraform's sensitive variable, the `{{placeholders}}` from the
-/// launcher. Busybox has no bash or git: the agent's shell is `/bin/sh`
-/// and a `checkout` hook stands in for the checkout. The VM powers off
-/// once the agent exits.
+/// The VMs' user-data, a Terraform template given nothing: the launcher
+/// fills the `{{placeholders}}`, the token with the VM's job acquisition
+/// token. Busybox has no bash or git: the agent's shell is `/bin/sh` and
+/// a `checkout` hook stands in for the checkout. The VM powers off once
+/// the agent exits.
 const USER_DATA: &str = "#!/bin/sh\n\
 export HOME=/root\n\
-export BUILDKITE_AGENT_TOKEN='${buildkite_agent_token}'\n\
+export BUILDKITE_AGENT_TOKEN='{{buildkite_agent_token}}'\n\
 export BUILDKITE_AGENT_ENDPOINT='{{buildkite_agent_endpoint}}'\n\
 export BUILDKITE_BUILD_PATH=/tmp/builds\n\
 export BUILDKITE_SHELL='/bin/sh -e -c'\n\
@@ -722,22 +718,21 @@ fn terraform_root(lab: &Lab, root: &Path, image_dir: &Path, guest: &TinyGuest) -
     let template = |alias: &str| {
         format!(
             r#"module "agent_{alias}" {{
-  source                = "{module}"
-  providers             = {{ libvirt = libvirt.{alias} }}
-  name                  = "{AGENT}"
-  image_dir             = "{image}"
-  user_data_template    = "${{path.root}}/user-data.tftpl"
-  pool                  = "{POOL}"
-  network_name          = "{NETWORK}"
-  type                  = "qemu"
-  cpu_mode              = null
-  machine               = "q35"
-  memory                = 256
-  vcpu                  = 1
-  kernel                = "{kernel}"
-  initrd                = "{initrd}"
-  cmdline               = "{cmdline}"
-  buildkite_agent_token = var.buildkite_agent_token
+  source             = "{module}"
+  providers          = {{ libvirt = libvirt.{alias} }}
+  name               = "{AGENT}"
+  image_dir          = "{image}"
+  user_data_template = "${{path.root}}/user-data.tftpl"
+  pool               = "{POOL}"
+  network_name       = "{NETWORK}"
+  type               = "qemu"
+  cpu_mode           = null
+  machine            = "q35"
+  memory             = 256
+  vcpu               = 1
+  kernel             = "{kernel}"
+  initrd             = "{initrd}"
+  cmdline            = "{cmdline}"
 }}
 "#,
             image = image_dir.display(),
@@ -753,11 +748,6 @@ fn terraform_root(lab: &Lab, root: &Path, image_dir: &Path, guest: &TinyGuest) -
       source = "kvmbe/libvirt"
     }}
   }}
-}}
-
-variable "buildkite_agent_token" {{
-  type      = string
-  sensitive = true
 }}
 
 provider "libvirt" {{

@@ -1,8 +1,10 @@
 //! The agent API (`/v3/register`, `/v3/connect`, `/v3/jobs/:id/...`) the
 //! real `buildkite-agent` speaks: registration with an agent or cluster
-//! token, then calls with the access token it was given; `acquire` of one
-//! job (`start --acquire-job`), start, gzip log chunks, header times,
-//! meta-data, finish, disconnect. Shapes follow the agent's `api` package.
+//! token, or with a job acquisition token (once, before it expires; the
+//! agent may then acquire only that token's job), then calls with the
+//! access token it was given; `acquire` of one job (`start --acquire-job`),
+//! start, gzip log chunks, header times, meta-data, finish, disconnect.
+//! Shapes follow the agent's `api` package.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -45,6 +47,9 @@ pub struct RegisteredAgent {
     pub disconnected_at: Option<SystemTime>,
     /// Heartbeats and pings received.
     pub heartbeats: u32,
+    /// The one job it may acquire, when it registered with a job
+    /// acquisition token.
+    pub acquire_only: Option<String>,
     access_token: String,
 }
 
@@ -250,16 +255,17 @@ struct RegisterRequest {
     meta_data: Vec<String>,
 }
 
-/// `POST /v3/register` with an agent registration or cluster agent token.
+/// `POST /v3/register` with an agent registration or cluster agent
+/// token, or a job acquisition token (which registers one agent, before
+/// it expires, restricted to its job).
 pub async fn register(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = bearer(&headers, "Token");
-    if token != Some(state.config.agent_token.as_str())
-        && token != Some(state.config.cluster_token.as_str())
-    {
+    let token = bearer(&headers, "Token").unwrap_or("").to_string();
+    let long_lived = token == state.config.agent_token || token == state.config.cluster_token;
+    if !long_lived && !state.read(|store| store.jats.knows(&token)) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Invalid or missing agent registration token (Authorization: Token ...)",
@@ -271,7 +277,7 @@ pub async fn register(
         Err(e) => return e.into_response(),
     };
     let base = base_of(&state, &headers);
-    let agent = RegisteredAgent {
+    let mut agent = RegisteredAgent {
         id: uuid::Uuid::new_v4().to_string(),
         name: if req.name.is_empty() {
             req.hostname.clone()
@@ -284,8 +290,23 @@ pub async fn register(
         connected_at: None,
         disconnected_at: None,
         heartbeats: 0,
+        acquire_only: None,
         access_token: format!("bkaa_{}", uuid::Uuid::new_v4().simple()),
     };
+    let now = std::time::Instant::now();
+    let redeemed = state.mutate(|store, _| {
+        if !long_lived {
+            agent.acquire_only = Some(store.jats.redeem(&token, &agent.id, now)?);
+        }
+        store
+            .agent_api
+            .agents
+            .insert(agent.id.clone(), agent.clone());
+        Ok::<(), ApiError>(())
+    });
+    if let Err(e) = redeemed {
+        return e.into_response();
+    }
     let body = json!({
         "id": agent.id,
         "name": agent.name,
@@ -295,9 +316,6 @@ pub async fn register(
         "job_status_interval": 2,
         "heartbeat_interval": 60,
         "meta_data": agent.tags,
-    });
-    state.mutate(|store, _| {
-        store.agent_api.agents.insert(agent.id.clone(), agent);
     });
     (StatusCode::OK, axum::Json(body)).into_response()
 }
@@ -354,6 +372,11 @@ pub async fn ping(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         agent.heartbeats += 1;
         if agent.disconnected_at.is_some() {
             return Ok(json!({"action": "disconnect", "message": "This agent has disconnected"}));
+        }
+        // An agent of a job acquisition token is dispatched nothing: it
+        // acquires its own job.
+        if agent.acquire_only.is_some() {
+            return Ok(json!({"action": "idle"}));
         }
         let tags = agent.tags.clone();
         let held = store.jobs.values().find(|j| {
@@ -485,6 +508,14 @@ pub async fn acquire(
     let r = state.mutate(|store, events| {
         let agent = agent_id(store, &headers)?;
         let job = job_of(store, &id)?;
+        if let Some(only) = &store.agent_api.agents[&agent].acquire_only {
+            if *only != id {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("This agent registered with a job acquisition token for job {only:?}; it cannot acquire job {id:?}"),
+                ));
+            }
+        }
         match job.state {
             JobState::Scheduled => {}
             JobState::Waiting => {

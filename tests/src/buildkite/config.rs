@@ -34,6 +34,9 @@ pub struct Config {
     pub queue_connected_timeout: Duration,
     /// Where job events are POSTed, if anywhere.
     pub webhook: Option<WebhookConfig>,
+    /// Whether the organisation has job acquisition tokens; without, the
+    /// Stacks API answers 403 to requests for them.
+    pub job_acquisition_tokens: bool,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             metrics_poll_duration: Duration::from_secs(15),
             queue_connected_timeout: Duration::from_secs(30),
             webhook: None,
+            job_acquisition_tokens: true,
         }
     }
 }

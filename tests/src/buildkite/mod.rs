@@ -1,7 +1,8 @@
 //! A stand-in for Buildkite's APIs (on loopback unless told otherwise), following the documented
 //! shapes: the REST builds listing (Bearer token, `Link` paging, rate
-//! limits), the Stacks API for custom schedulers (cluster token), agent
-//! metrics (agent token), and job webhooks (token or HMAC signature).
+//! limits), the Stacks API for custom schedulers (cluster token) with its
+//! job acquisition tokens, the agent API, agent metrics (agent token), and
+//! job webhooks (token or HMAC signature).
 //!
 //! Tests drive it through [`StandIn`]: add pipelines, builds and jobs,
 //! move jobs through their states, read the request log, and arm faults
@@ -19,6 +20,7 @@
 mod agents;
 mod config;
 mod faults;
+mod jats;
 mod metrics;
 mod model;
 mod query;
@@ -42,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 pub use agents::{JobRun, RegisteredAgent};
 pub use config::{Config, RateLimit, WebhookAuth, WebhookConfig};
 pub use faults::{Fault, FaultKind};
+pub use jats::IssuedJat;
 pub use model::{BuildRef, BuildSpec, Job, JobSpec, JobState, Stack};
 pub use requestlog::RecordedRequest;
 pub use timefmt::rfc3339;
@@ -153,6 +156,12 @@ impl StandIn {
     pub fn registered_agents(&self) -> Vec<RegisteredAgent> {
         self.state
             .read(|store| store.agent_api.agents.values().cloned().collect())
+    }
+
+    /// Job acquisition tokens issued so far, oldest first, with the agent
+    /// each registered (if any) and the registrations refused with it.
+    pub fn job_acquisition_tokens(&self) -> Vec<IssuedJat> {
+        self.state.read(|store| store.jats.all())
     }
 
     /// What an agent did with a job (acquired, started, log, finished), if any agent took it.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 
 use super::agents::AgentApi;
+use super::jats::Jats;
 
 /// Where a job is in its life, using the agent API's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -331,6 +332,8 @@ pub struct Store {
     pub stacks: BTreeMap<String, Stack>,
     /// Agents registered through the agent API, and what they ran.
     pub agent_api: AgentApi,
+    /// Job acquisition tokens issued to stacks.
+    pub jats: Jats,
     /// Queues by key.
     pub queues: BTreeMap<String, Queue>,
     /// Idle and busy agent counts per queue, for the metrics endpoint.
@@ -351,6 +354,7 @@ impl Store {
             queues: BTreeMap::new(),
             agents: BTreeMap::new(),
             agent_api: AgentApi::default(),
+            jats: Jats::default(),
             next_seq: 0,
         }
     }

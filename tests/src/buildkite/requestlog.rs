@@ -32,6 +32,8 @@ pub struct RecordedRequest {
     pub fault: Option<FaultKind>,
     /// When it arrived.
     pub at: SystemTime,
+    /// When its answer was ready, if it was.
+    pub answered_at: Option<SystemTime>,
 }
 
 // Bodies we keep are API payloads; anything bigger is a client bug.
@@ -61,6 +63,7 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
         status: None,
         fault: None,
         at: SystemTime::now(),
+        answered_at: None,
     };
     state
         .requests
@@ -74,6 +77,7 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
     // The log may have been cleared while this request was in flight.
     if let Some(entry) = log.iter_mut().rev().find(|e| e.id == id) {
         entry.status = Some(response.status().as_u16());
+        entry.answered_at = Some(SystemTime::now());
         entry.fault = response.extensions().get::<Applied>().map(|a| a.0.clone());
     }
     response

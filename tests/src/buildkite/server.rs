@@ -123,6 +123,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v3/stacks/{key}/notifications",
             post(stacks::notifications),
         )
+        .route(
+            "/v3/stacks/{key}/job-acquisition-tokens",
+            post(stacks::job_acquisition_tokens),
+        )
         .route_layer(from_fn_with_state(state.clone(), stacks_guard));
     let metrics = Router::new()
         .route("/v3/metrics", get(metrics::all_queues))

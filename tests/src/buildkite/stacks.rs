@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::jats::{LIFETIME_DEFAULT, LIFETIME_MAX};
 use super::model::{job_order, JobState, Stack, Store, RESERVATION_DEFAULT, RESERVATION_MAX};
 use super::query;
 use super::render::{message, stacks_job, ApiError};
@@ -35,6 +36,8 @@ pub fn scope_of(method: &Method, path: &str) -> &'static str {
         "finish-job"
     } else if path.ends_with("/notifications") {
         "stack-notification"
+    } else if path.ends_with("/job-acquisition-tokens") {
+        "job-acquisition-tokens"
     } else if method == Method::GET && path.contains("/jobs/") {
         "show-job"
     } else {
@@ -468,6 +471,75 @@ pub async fn notifications(
     });
     match result {
         Ok(body) => axum::Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct JatRequest {
+    job_uuids: Vec<String>,
+    token_lifetime_seconds: Option<u64>,
+}
+
+/// `POST /v3/stacks/:key/job-acquisition-tokens`: a token for each job
+/// the stack holds a reservation on (201), the others in `not_issued`.
+pub async fn job_acquisition_tokens(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !state.config.job_acquisition_tokens {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Job acquisition tokens are not enabled for this organization",
+        );
+    }
+    let req: JatRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if req.job_uuids.len() > BATCH_MAX {
+        return message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("job_uuids: at most {BATCH_MAX} per request"),
+        );
+    }
+    let lifetime = match req.token_lifetime_seconds {
+        None => LIFETIME_DEFAULT,
+        Some(s) if s >= 1 && s <= LIFETIME_MAX.as_secs() => Duration::from_secs(s),
+        Some(s) => {
+            return message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "token_lifetime_seconds {s}: must be from 1 to {}",
+                    LIFETIME_MAX.as_secs()
+                ),
+            )
+        }
+    };
+    let now = Instant::now();
+    let result: Result<_, ApiError> = state.mutate(|store, _| {
+        require_stack(store, &key)?;
+        Ok(store.issue_jats(&key, &req.job_uuids, lifetime, now))
+    });
+    match result {
+        Ok((issued, not_issued)) => {
+            let tokens: Vec<Value> = issued
+                .iter()
+                .map(|j| {
+                    json!({
+                        "job_uuid": j.job_id,
+                        "job_acquisition_token": j.token,
+                        "expires_at": rfc3339(j.expires_at),
+                    })
+                })
+                .collect();
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({ "job_acquisition_tokens": tokens, "not_issued": not_issued })),
+            )
+                .into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -1,0 +1,213 @@
+//! What the daemon does with a job whose VM gets no job acquisition
+//! token, and with a VM whose token expires before it takes its job.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+use crate::fake_api::FakeApi;
+use crate::retry::Policy;
+
+const JOB: &str = "0190a6d4-1b2c-7def-8123-456789abcdef";
+
+/// A daemon for one definition on queue `linux`, talking to `api`; its
+/// host (libvirt's test driver) is never contacted here.
+fn daemon(api: &FakeApi) -> Daemon {
+    let text = format!(
+        "[buildkite]\nagent_endpoint = \"{}\"\nstack_key = \"kvm\"\n\n\
+         [launcher]\nboot_timeout = 600\n\n\
+         [[host]]\nname = \"h1\"\nuri = \"test:///default\"\n\n\
+         [[agent]]\nname = \"debian\"\ntags = [\"queue=linux\"]\ntemplate = \"debian-agent\"\n",
+        api.base
+    );
+    let env = |k: &str| (k == "BUILDKITE_AGENT_TOKEN").then(|| "bkct_cluster".to_string());
+    let cfg = crate::config::parse(Path::new("/etc/launcher.toml"), &text, env).unwrap();
+    let mut d = Daemon::new(cfg, Options::default()).unwrap();
+    d.stacks = Some(
+        Client::new(&api.base, Secret::new("bkct_cluster")).with_policy(Policy {
+            attempts: 2,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        }),
+    );
+    d
+}
+
+fn in_flight(phase: Phase, token_expires: Option<SystemTime>) -> InFlight {
+    InFlight {
+        job: Job {
+            id: JOB.into(),
+            rules: vec!["queue=linux".into()],
+            priority: 0,
+            scheduled_at: "2026-12-01T11:12:45Z".into(),
+        },
+        queue: "linux".into(),
+        def: 0,
+        host: 0,
+        phase,
+        since: Instant::now(),
+        reserved_until: Instant::now() + Duration::from_secs(600),
+        cancelled: false,
+        token_expires,
+    }
+}
+
+/// The notes the daemon posted, as `(job, detail)`.
+fn notes(api: &FakeApi) -> Vec<(String, String)> {
+    api.seen()
+        .iter()
+        .filter(|r| r.path.ends_with("/notifications"))
+        .flat_map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["notifications"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| {
+                    (
+                        n["job_uuid"].as_str().unwrap().to_string(),
+                        n["detail"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+async fn ok_api() -> FakeApi {
+    FakeApi::start(|r| {
+        let body = if r.path.ends_with("/get-states") {
+            format!(r#"{{"states":{{"{JOB}":"reserved"}}}}"#)
+        } else if r.path.ends_with("/batch-reserve") {
+            format!(r#"{{"reserved":["{JOB}"],"not_reserved":[]}}"#)
+        } else {
+            r#"{"errors":[]}"#.to_string()
+        };
+        (200, body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_job_whose_token_was_not_issued_gets_a_note_and_is_not_placed_again() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    d.inflight
+        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.on_event(Event::NoToken {
+        job: JOB.into(),
+        error: JatError::NotIssued,
+    })
+    .await;
+    assert!(!d.inflight.contains_key(JOB));
+    assert!(!d.retry.contains_key(JOB), "placed again");
+    let notes = notes(&api);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].0, JOB);
+    assert!(
+        notes[0]
+            .1
+            .starts_with("no VM: no job acquisition token was issued"),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_request_names_the_agent_tokens_setting_on_the_jobs_page() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    d.inflight
+        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.on_event(Event::NoToken {
+        job: JOB.into(),
+        error: JatError::Refused {
+            status: 403,
+            message: "HTTP 403 Forbidden: not enabled".into(),
+            definition: "debian".into(),
+        },
+    })
+    .await;
+    assert!(!d.retry.contains_key(JOB), "placed again");
+    let notes = notes(&api);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0]
+            .1
+            .contains("set agent_tokens = \"cluster\" on the launcher's [[agent]] debian"),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_request_buildkite_did_not_answer_places_the_job_again() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    d.inflight
+        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.on_event(Event::NoToken {
+        job: JOB.into(),
+        error: JatError::Unavailable("HTTP 502 Bad Gateway".into()),
+    })
+    .await;
+    assert!(!d.inflight.contains_key(JOB));
+    assert!(d.retry.contains_key(JOB), "the job is lost");
+    assert!(notes(&api).is_empty());
+}
+
+#[tokio::test]
+async fn a_vm_whose_token_expired_before_it_took_the_job_is_removed_and_the_job_placed_again() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    // Booting for a moment only: the boot timeout (600 s) is far away.
+    let expired = SystemTime::now() - TOKEN_GRACE - Duration::from_secs(1);
+    d.inflight.insert(
+        JOB.into(),
+        in_flight(Phase::Booting("debian-0190a6d4-1a2b".into()), Some(expired)),
+    );
+    d.watch_inflight(None).await;
+    assert!(!d.inflight.contains_key(JOB), "still waiting for the VM");
+    assert!(d.retry.contains_key(JOB), "the job is lost");
+}
+
+#[tokio::test]
+async fn a_vm_whose_token_is_still_good_keeps_its_job() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    // Expired, but an agent that registered just in time may still be
+    // acquiring: within the grace the VM is left alone.
+    let just_expired = SystemTime::now() - Duration::from_secs(1);
+    d.inflight.insert(
+        JOB.into(),
+        in_flight(
+            Phase::Booting("debian-0190a6d4-1a2b".into()),
+            Some(just_expired),
+        ),
+    );
+    d.watch_inflight(None).await;
+    assert!(d.inflight.contains_key(JOB));
+    assert!(!d.retry.contains_key(JOB));
+}
+
+#[test]
+fn the_vms_seed_carries_the_token_it_is_given_and_not_the_cluster_token() {
+    let text = "[buildkite]\nstack_key = \"kvm\"\n\n\
+         [[host]]\nname = \"h1\"\nuri = \"test:///default\"\n\n\
+         [[agent]]\nname = \"debian\"\ntags = [\"queue=linux\"]\ntemplate = \"debian-agent\"\n";
+    let env = |k: &str| (k == "BUILDKITE_AGENT_TOKEN").then(|| "bkct_cluster".to_string());
+    let cfg = crate::config::parse(Path::new("/etc/launcher.toml"), text, env).unwrap();
+    let job = in_flight(Phase::Starting, None).job;
+    let spec = instance_spec(&cfg, 0, &job, "linux", &Secret::new("bkjat_for_this_job"));
+    assert_eq!(spec.vars["buildkite_agent_token"], "bkjat_for_this_job");
+    assert_eq!(spec.vars["buildkite_job_id"], JOB);
+    let script = spec.default_user_data.unwrap();
+    assert!(
+        script.contains("export BUILDKITE_AGENT_TOKEN='bkjat_for_this_job'\n"),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("buildkite-agent start --acquire-job '{JOB}'")),
+        "{script}"
+    );
+    let everything = format!("{:?} {script}", spec.vars);
+    assert!(!everything.contains("bkct_cluster"), "{everything}");
+}
