@@ -19,12 +19,15 @@
 //! ```
 
 mod mac;
+#[cfg(feature = "async")]
 mod open;
 mod packet;
 
 pub use mac::{Mac, MacParseError};
-pub(crate) use open::open_waking_with;
-pub use open::{open_waking, WakeOpenError};
+#[cfg(feature = "async")]
+pub(crate) use open::open_waking;
+#[cfg(feature = "async")]
+pub use open::WakeOpenError;
 pub use packet::{
     contains_magic_packet, magic_packet, parse_reply, reply_packet, PacketError, PowerwakeRequest,
     RequestTarget, MAGIC_LEN, REPLY_LEN, REQUEST_LEN,

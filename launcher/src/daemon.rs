@@ -182,7 +182,12 @@ impl Daemon {
                 (None, Some(RestClient::new(&b.api_endpoint, token, org)))
             }
         };
-        let hosts = cfg.hosts.iter().cloned().map(HostRt::new).collect();
+        let hosts = cfg
+            .hosts
+            .iter()
+            .cloned()
+            .map(|h| HostRt::new(h, cfg.launcher.wake_timeout))
+            .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Daemon {
             cfg: Arc::new(cfg),
@@ -384,7 +389,7 @@ impl Daemon {
         };
         let vm = vm.to_string();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = conn.remove_instance(&vm) {
+            if let Err(e) = conn.run_here(|h| h.remove_instance(&vm)) {
                 if !e.is_not_found() {
                     eprintln!("removing {vm}: {e}");
                 }
@@ -813,7 +818,7 @@ impl Daemon {
         let tx = self.tx.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            let (conn, took) = match rt.wake(cfg.launcher.wake_timeout).await {
+            let (conn, took) = match rt.wake().await {
                 Ok(c) => c,
                 Err(why) => {
                     rt.set_failing(why.clone(), cfg.launcher.host_retry_after);
@@ -851,11 +856,8 @@ impl Daemon {
             let spec = instance_spec(&cfg, def, &job, &queue, &token);
             let rt2 = rt.clone();
             let id = job.id.clone();
-            // with_conn takes the host's io lock, on the blocking thread.
             let r = conn
-                .run_blocking(move |c| {
-                    rt2.with_conn(c, |c| crate::hosts::launch(c, &spec, &rt2.def, &id))
-                })
+                .run(move |c| crate::hosts::launch(c, &spec, &rt2.def, &id))
                 .await;
             let why = match r {
                 Ok(Launch::Started(inst)) => {

@@ -1,15 +1,18 @@
 //! The VM hosts as the daemon sees them: a libvirt connection when the
 //! host answers, what runs there, its memory, its templates, and whether
-//! it is asleep, being woken, or failing lately. Blocking libvirt calls
-//! run on tokio's blocking threads.
+//! it is asleep, being woken, or failing lately. Each host is reached
+//! through `kvmhost`'s [`HostHandle`], which opens, wakes and reopens the
+//! connection and keeps calls apart where the transport needs it;
+//! blocking libvirt calls run on tokio's blocking threads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kvmhost::libvirt::handle::{Connection, HostAddress, HostHandle, OpenError, WakeSpec};
 use kvmhost::libvirt::instance::{Instance, InstanceInfo, InstanceSpec, MemoryUse};
 use kvmhost::libvirt::Host;
-use kvmhost::wake::{open_waking, WakeTarget};
+use kvmhost::wake::WakeTarget;
 
 use crate::config::{Config, HostDef};
 use crate::schedule::{HostView, Power};
@@ -37,7 +40,8 @@ pub struct TemplateInfo {
 
 #[derive(Default)]
 struct State {
-    conn: Option<Arc<Host>>,
+    // Set by a probe or wake that reached the host: it is awake.
+    conn: Option<Connection>,
     waking: bool,
     failing: Option<(Instant, String)>,
     last_probe: Option<Instant>,
@@ -52,10 +56,9 @@ pub struct HostRt {
     /// Its settings.
     pub def: HostDef,
     state: Mutex<State>,
-    wake_lock: tokio::sync::Mutex<()>,
-    // One libvirt call at a time per host: libvirt's libssh transport
-    // crashed (SIGSEGV) when two threads used one connection at once.
-    io: Mutex<()>,
+    handle: HostHandle,
+    // Held by a probe: one at a time is enough.
+    probing: Mutex<()>,
 }
 
 /// How often a host that does not answer is tried again without waking it.
@@ -67,13 +70,26 @@ const ASLEEP_PROBE_EVERY: Duration = Duration::from_secs(30);
 pub const SWEEP_GRACE: Duration = Duration::from_secs(120);
 
 impl HostRt {
-    /// A host not yet contacted.
-    pub fn new(def: HostDef) -> Arc<Self> {
+    /// A host not yet contacted; a wake waits up to `wake_timeout` for
+    /// it to answer.
+    pub fn new(def: HostDef, wake_timeout: Duration) -> Arc<Self> {
+        let wake = def.wake.as_ref().map(|w| WakeSpec {
+            targets: vec![
+                WakeTarget::new(w.mac, (w.broadcast, w.port).into()),
+                WakeTarget::new(w.mac, (w.broadcast, w.powerwake_port).into()),
+            ],
+            timeout: wake_timeout,
+            interval: Duration::from_secs(1),
+        });
+        let handle = HostHandle::new(HostAddress {
+            uri: def.uri.clone(),
+            wake,
+        });
         Arc::new(HostRt {
             def,
             state: Mutex::new(State::default()),
-            wake_lock: tokio::sync::Mutex::new(()),
-            io: Mutex::new(()),
+            handle,
+            probing: Mutex::new(()),
         })
     }
 
@@ -82,15 +98,8 @@ impl HostRt {
     }
 
     /// The open connection, if the host answers.
-    pub fn conn(&self) -> Option<Arc<Host>> {
+    pub fn conn(&self) -> Option<Connection> {
         self.st().conn.clone()
-    }
-
-    /// Runs `f` on the host's connection, alone (blocking; call it from
-    /// a blocking thread).
-    pub fn with_conn<T>(&self, conn: &Host, f: impl FnOnce(&Host) -> T) -> T {
-        let _alone = self.io.lock().unwrap_or_else(|e| e.into_inner());
-        f(conn)
     }
 
     /// Marks the host as failing for `for_`, with why (its connection,
@@ -114,7 +123,7 @@ impl HostRt {
     /// answer lately is tried at most every 30 s unless `force`.
     pub fn probe(self: &Arc<Self>, templates: &[String], force: bool) {
         // A probe still running from an earlier pass is enough.
-        let Ok(_alone) = self.io.try_lock() else {
+        let Ok(_alone) = self.probing.try_lock() else {
             return;
         };
         let (conn, skip) = {
@@ -136,8 +145,8 @@ impl HostRt {
         }
         let conn = match conn.filter(|c| c.is_alive()) {
             Some(c) => c,
-            None => match Host::open(&self.def.uri) {
-                Ok(h) => Arc::new(h),
+            None => match self.handle.try_connect_blocking() {
+                Ok(c) => c,
                 Err(e) => {
                     let mut s = self.st();
                     s.conn = None;
@@ -153,11 +162,11 @@ impl HostRt {
                 }
             },
         };
-        let read = (|| -> kvmhost::libvirt::Result<_> {
-            let mem = conn.memory_use()?;
-            let inst = conn.instances()?;
+        let read = conn.run_here(|h| -> kvmhost::libvirt::Result<_> {
+            let mem = h.memory_use()?;
+            let inst = h.instances()?;
             Ok((mem, inst))
-        })();
+        });
         let mut s = self.st();
         s.last_probe = Some(Instant::now());
         match read {
@@ -169,6 +178,8 @@ impl HostRt {
             }
             Err(_) => {
                 s.conn = None;
+                // The next probe opens a new connection.
+                self.handle.forget();
                 return;
             }
         }
@@ -180,7 +191,7 @@ impl HostRt {
         drop(s);
         for t in missing {
             let info = conn
-                .template(&t)
+                .run_here(|h| h.template(&t))
                 .map(|spec| TemplateInfo {
                     memory_kib: spec.domain.memory_mib << 10,
                     pool: spec.pool,
@@ -230,10 +241,9 @@ impl HostRt {
         let Some(conn) = conn else {
             return Vec::new();
         };
-        let _alone = self.io.lock().unwrap_or_else(|e| e.into_inner());
         let mut removed = Vec::new();
         for p in pools {
-            if let Ok(gone) = conn.sweep_instance_volumes(&p, grace) {
+            if let Ok(gone) = conn.run_here(|h| h.sweep_instance_volumes(&p, grace)) {
                 for v in gone {
                     eprintln!(
                         "{}: removed volume {p}/{v} of an instance that is gone",
@@ -283,41 +293,25 @@ impl HostRt {
     /// Opens the host, waking it first when it sleeps; one wake at a
     /// time per host, others wait for it. Returns the connection and how
     /// long the wake took (zero when it was awake).
-    pub async fn wake(
-        self: &Arc<Self>,
-        timeout: Duration,
-    ) -> Result<(Arc<Host>, Duration), String> {
+    pub async fn wake(self: &Arc<Self>) -> Result<(Connection, Duration), String> {
         if let Some(c) = self.conn() {
             return Ok((c, Duration::ZERO));
         }
-        let _one = self.wake_lock.lock().await;
-        if let Some(c) = self.conn() {
-            return Ok((c, Duration::ZERO));
-        }
-        let Some(w) = self.def.wake.clone() else {
+        if self.def.wake.is_none() {
             return Err("does not answer and has no wake settings".into());
-        };
+        }
         self.st().waking = true;
-        let uri = self.def.uri.clone();
-        let targets = [
-            WakeTarget::new(w.mac, (w.broadcast, w.port).into()),
-            WakeTarget::new(w.mac, (w.broadcast, w.powerwake_port).into()),
-        ];
-        let r = tokio::task::spawn_blocking(move || {
-            open_waking(&uri, &targets, timeout, Duration::from_secs(1))
-        })
-        .await;
+        let r = self.handle.connect_timed().await;
         let mut s = self.st();
         s.waking = false;
         match r {
-            Ok(Ok((h, took))) => {
-                let h = Arc::new(h);
-                s.conn = Some(h.clone());
+            Ok((c, took)) => {
+                s.conn = Some(c.clone());
                 s.failing = None;
-                Ok((h, took))
+                Ok((c, took))
             }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the wake task failed: {e}")),
+            Err(OpenError::Task(e)) => Err(format!("the wake task failed: {e}")),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -420,16 +414,20 @@ pub fn templates_of(config: &Config) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_retry_time_too_long_for_the_clock_does_not_panic() {
-        let h = HostRt::new(HostDef {
+    fn test_host() -> HostDef {
+        HostDef {
             name: "h".into(),
-            uri: "test:///default".into(),
+            uri: kvmhost::libvirt::Uri::parse("test:///default").unwrap(),
             wake: None,
             memory_limit: None,
             max_vms: None,
             priority: 0,
-        });
+        }
+    }
+
+    #[test]
+    fn a_retry_time_too_long_for_the_clock_does_not_panic() {
+        let h = HostRt::new(test_host(), Duration::from_secs(1));
         h.set_failing("down".into(), Duration::MAX);
     }
 
@@ -438,7 +436,21 @@ mod tests {
         use kvmhost::libvirt::instance::instance_volume_name;
         use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
 
-        let conn = Arc::new(Host::open("test:///default").unwrap());
+        // As a probe leaves it: connected, a template whose instances
+        // live in the pool (the test driver cannot store a template's
+        // files, so its reading is set here).
+        let h = HostRt::new(test_host(), Duration::from_secs(1));
+        let conn = h.handle.try_connect_blocking().unwrap();
+        {
+            let mut s = h.st();
+            s.conn = Some(conn.clone());
+            let t = TemplateInfo {
+                memory_kib: 65536,
+                pool: "default-pool".into(),
+            };
+            s.templates.insert("linux".into(), Ok(t));
+        }
+        let conn = conn.host().clone();
         let pool = "default-pool";
         let mark = conn.volume_mark().unwrap();
         let ours = [
@@ -454,26 +466,6 @@ mod tests {
         for n in ours.iter().chain(&theirs) {
             let spec = VolumeSpec::new(n, 1 << 20, VolumeFormat::Raw);
             conn.create_volume(pool, &spec).unwrap();
-        }
-        // As a probe leaves it: connected, a template whose instances
-        // live in the pool (the test driver cannot store a template's
-        // files, so its reading is set here).
-        let h = HostRt::new(HostDef {
-            name: "h".into(),
-            uri: "test:///default".into(),
-            wake: None,
-            memory_limit: None,
-            max_vms: None,
-            priority: 0,
-        });
-        {
-            let mut s = h.st();
-            s.conn = Some(conn.clone());
-            let t = TemplateInfo {
-                memory_kib: 65536,
-                pool: pool.into(),
-            };
-            s.templates.insert("linux".into(), Ok(t));
         }
 
         let mut removed = h.sweep_now(Duration::ZERO);

@@ -47,7 +47,16 @@ poweroff\n";
 
 /// The user-data of instance `vm`'s seed, read back from its volume.
 fn seed_user_data(pool_dir: &std::path::Path, vm: &str) -> String {
-    let path = pool_dir.join(format!("{vm}--inst-seed.iso"));
+    // Named <vm>--inst-<host mark>-seed.iso.
+    let prefix = format!("{vm}--inst-");
+    let path = std::fs::read_dir(pool_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with("-seed.iso")
+        })
+        .unwrap_or_else(|| panic!("no seed volume of {vm} in {}", pool_dir.display()));
     let iso = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let seed = Seed::from_iso(&iso).unwrap();
     String::from_utf8(seed.get("user-data").expect("a user-data file").to_vec()).unwrap()

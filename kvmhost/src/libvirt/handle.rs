@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Error, Host, TaskError, Uri};
-use crate::wake::{open_waking_with, WakeOpenError, WakeTarget};
+use crate::wake::{open_waking, WakeOpenError, WakeTarget};
 
 /// How to wake a sleeping host: the packets to send, about every
 /// `interval`, until libvirt answers or `timeout` has passed.
@@ -121,9 +121,10 @@ impl Connection {
 /// A host reached through one connection, opened on first use.
 pub struct HostHandle {
     address: HostAddress,
+    conn: Mutex<Option<Arc<Host>>>,
     // Held while opening, so callers arriving meanwhile wait for that
     // connection (or that wake) instead of opening their own.
-    conn: tokio::sync::Mutex<Option<Arc<Host>>>,
+    opening: tokio::sync::Mutex<()>,
     alone: Option<Arc<Mutex<()>>>,
 }
 
@@ -133,7 +134,8 @@ impl HostHandle {
         let alone = address.serialises_calls().then(|| Arc::new(Mutex::new(())));
         Self {
             address,
-            conn: tokio::sync::Mutex::new(None),
+            conn: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
             alone,
         }
     }
@@ -151,9 +153,14 @@ impl HostHandle {
     }
 
     /// The open connection if it still answers; never opens one.
-    pub async fn current(&self) -> Option<Connection> {
-        let guard = self.conn.lock().await;
-        let host = guard.as_ref().filter(|h| h.is_alive())?.clone();
+    pub fn current(&self) -> Option<Connection> {
+        let host = self
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|h| h.is_alive())?
+            .clone();
         Some(self.wrap(host))
     }
 
@@ -176,22 +183,34 @@ impl HostHandle {
         self.open(false).await.map(|(c, _)| c)
     }
 
+    /// [`Self::try_connect`] for code on a blocking thread (never inside
+    /// the async runtime's own threads).
+    pub fn try_connect_blocking(&self) -> Result<Connection, OpenError> {
+        let _one = self.opening.blocking_lock();
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let host = Arc::new(Host::open_uri(&self.address.uri)?);
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(host.clone());
+        Ok(self.wrap(host))
+    }
+
     /// Drops the connection; the next call opens a new one.
-    pub async fn forget(&self) {
-        *self.conn.lock().await = None;
+    pub fn forget(&self) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     async fn open(&self, wake: bool) -> Result<(Connection, Duration), OpenError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(host) = guard.as_ref().filter(|h| h.is_alive()) {
-            return Ok((self.wrap(host.clone()), Duration::ZERO));
+        let _one = self.opening.lock().await;
+        if let Some(c) = self.current() {
+            return Ok((c, Duration::ZERO));
         }
         let uri = self.address.uri.clone();
         let wake = self.address.wake.clone().filter(|_| wake);
-        let opened = tokio::task::spawn_blocking(move || -> Result<_, OpenError> {
+        let (host, took) = tokio::task::spawn_blocking(move || -> Result<_, OpenError> {
             match wake {
                 None => Ok((Host::open_uri(&uri)?, Duration::ZERO)),
-                Some(w) => Ok(open_waking_with(
+                Some(w) => Ok(open_waking(
                     uri.as_str(),
                     || Host::open_uri(&uri),
                     &w.targets,
@@ -202,9 +221,8 @@ impl HostHandle {
         })
         .await
         .map_err(TaskError::from)??;
-        let (host, took) = opened;
         let host = Arc::new(host);
-        *guard = Some(host.clone());
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(host.clone());
         Ok((self.wrap(host), took))
     }
 }
@@ -220,20 +238,25 @@ mod tests {
     #[tokio::test]
     async fn the_connection_is_opened_once_and_shared() {
         let handle = test_handle();
-        assert!(handle.current().await.is_none(), "nothing opened yet");
+        assert!(handle.current().is_none(), "nothing opened yet");
         let a = handle.connect().await.unwrap();
         let b = handle.connect().await.unwrap();
         assert!(Arc::ptr_eq(a.host(), b.host()));
         let cpus = a.run(|h| h.node_info().map(|i| i.cpus)).await.unwrap();
         assert!(cpus.unwrap() > 0);
-        assert!(handle.current().await.is_some());
-        handle.forget().await;
-        assert!(handle.current().await.is_none());
+        assert!(handle.current().is_some());
+        handle.forget();
+        assert!(handle.current().is_none());
         let c = handle.try_connect().await.unwrap();
         assert!(
             !Arc::ptr_eq(a.host(), c.host()),
             "a new connection after forget"
         );
+        // The blocking face shares the same connection.
+        let d = tokio::task::spawn_blocking(move || handle.try_connect_blocking().unwrap())
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(c.host(), d.host()));
     }
 
     #[tokio::test]
@@ -267,6 +290,16 @@ mod tests {
         // Without waking, the same address fails as a plain connect.
         let e = handle.try_connect().await.err().unwrap();
         assert!(matches!(e, OpenError::Connect(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_is_an_error_that_can_be_resumed() {
+        let conn = test_handle().connect().await.unwrap();
+        let e = conn.run(|_| -> u32 { panic!("boom") }).await.unwrap_err();
+        assert!(e.is_panic());
+        let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.resume()));
+        let payload = resumed.unwrap_err();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
     }
 
     #[test]

@@ -27,22 +27,13 @@ pub enum WakeOpenError {
     },
 }
 
-/// Opens `uri`; when that fails, sends a wake packet to each of
-/// `targets` and tries again, about every `interval`, until `timeout`.
+/// Opens a connection with `open` (`uri` names it in the error); when
+/// that fails, sends a wake packet to each of `targets` and tries again,
+/// about every `interval`, until `timeout`. Reached through
+/// [`crate::libvirt::handle::HostHandle`].
 /// Returns the connection and how long the wake took (zero when the
 /// host was awake).
-pub fn open_waking(
-    uri: &str,
-    targets: &[WakeTarget],
-    timeout: Duration,
-    interval: Duration,
-) -> Result<(Host, Duration), WakeOpenError> {
-    open_waking_with(uri, || Host::open(uri), targets, timeout, interval)
-}
-
-/// [`open_waking`] with `open` to make the connection (`uri` names it in
-/// the error).
-pub(crate) fn open_waking_with(
+pub(crate) fn open_waking(
     uri: &str,
     open: impl Fn() -> crate::libvirt::Result<Host>,
     targets: &[WakeTarget],

@@ -178,8 +178,8 @@ pub struct WakeDef {
 pub struct HostDef {
     /// Short name used in logs, metrics and agent definitions.
     pub name: String,
-    /// libvirt URI.
-    pub uri: String,
+    /// libvirt URI, parsed.
+    pub uri: kvmhost::libvirt::Uri,
     /// How to wake it; a host without is never woken.
     pub wake: Option<WakeDef>,
     /// Memory cap for new VMs; none = no cap.

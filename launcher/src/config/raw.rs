@@ -299,9 +299,8 @@ pub fn check(
                 format!("a host named {:?} is already defined above", h.name),
             ));
         }
-        if let Err(e) = kvmhost::libvirt::Uri::parse(&h.uri) {
-            return Err(err(key_path!["host", i, "uri"], e.to_string()));
-        }
+        let uri = kvmhost::libvirt::Uri::parse(&h.uri)
+            .map_err(|e| err(key_path!["host", i, "uri"], e.to_string()))?;
         let wake = match &h.wake {
             None => None,
             Some(w) => Some(WakeDef {
@@ -338,7 +337,7 @@ pub fn check(
         }
         hosts.push(HostDef {
             name: h.name.clone(),
-            uri: h.uri.clone(),
+            uri,
             wake,
             memory_limit,
             max_vms: h.max_vms,
