@@ -242,15 +242,6 @@ impl Resource for PoolResource {
         d.root_error_short("not in this test");
         None
     }
-    async fn plan_destroy<'a>(
-        &self,
-        _: &mut Diagnostics,
-        _: Option<Pool>,
-        p: ValueEmpty,
-        _: ValueEmpty,
-    ) -> Option<ValueEmpty> {
-        Some(p)
-    }
     async fn create<'a>(
         &self,
         d: &mut Diagnostics,
@@ -393,6 +384,33 @@ async fn planning_a_new_pool_gives_the_unknowns_terraform_accepted() {
             assert!(planned.id.is_unknown() && planned.capacity.is_unknown());
         }
         assert!(creates > 0, "Terraform {version}: no pool create planned");
+    }
+}
+
+/// The pool resource here leaves `plan_destroy` to the trait's default.
+#[tokio::test]
+async fn planning_a_destroy_by_default_gives_the_answer_terraform_accepted() {
+    let service = ProviderService::new("libvirt", Libvirt);
+    for version in ["1.11", "1.15"] {
+        let all = exchanges(version);
+        let mut destroys = 0;
+        for x in pool_calls(&all, "PlanResourceChange") {
+            let req: proto::PlanResourceChangeRequest = decoded(&x.req, x);
+            let prior = RawValue::from_proto(req.prior_state.clone());
+            let proposed = RawValue::from_proto(req.proposed_new_state.clone());
+            if prior.is_null() || !proposed.is_null() {
+                continue;
+            }
+            destroys += 1;
+            let want: proto::PlanResourceChangeResponse = decoded(&x.resp, x);
+            let got = service
+                .plan_resource_change(tonic::Request::new(req))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(got, want, "{}", x.file.display());
+        }
+        assert!(destroys > 0, "Terraform {version}: no pool destroy planned");
     }
 }
 

@@ -228,16 +228,6 @@ impl Resource for PoolResource {
         Some((proposed, private, replace))
     }
 
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior: Self::State<'a>,
-        private: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(private)
-    }
-
     async fn create<'a>(
         &self,
         diags: &mut Diagnostics,
