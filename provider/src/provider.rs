@@ -160,10 +160,10 @@ impl Provider for LibvirtProvider {
         Some(map! {
             "pool" => crate::resources::pool::PoolResource(s.clone()),
             "volume" => crate::resources::volume::VolumeResource(s.clone()),
-            "cloudinit_disk" => crate::resources::cloudinit::CloudinitResource(s.clone()),
+            "cloudinit_disk" => crate::resources::cloudinit_disk::CloudinitDiskResource(s.clone()),
             "domain" => crate::resources::domain::DomainResource(s.clone()),
             "network" => crate::resources::network::NetworkResource(s.clone()),
-            "domain_template" => crate::resources::template::TemplateResource(s.clone()),
+            "domain_template" => crate::resources::domain_template::DomainTemplateResource(s.clone()),
         })
     }
 

@@ -25,7 +25,7 @@ use crate::common::{
     Maybe,
 };
 use crate::connection::{blocking, Shared};
-use crate::resources::cloudinit::key_of;
+use crate::resources::cloudinit_disk::key_of;
 
 /// `libvirt_domain`.
 pub struct DomainResource(pub Arc<Shared>);

@@ -19,11 +19,11 @@ use crate::connection::{blocking, Shared};
 use crate::resources::volume::create_volume_attr;
 
 /// `libvirt_cloudinit_disk`.
-pub struct CloudinitResource(pub Arc<Shared>);
+pub struct CloudinitDiskResource(pub Arc<Shared>);
 
 /// State of `libvirt_cloudinit_disk`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct CloudinitState {
+pub struct CloudinitDiskState {
     id: Value<String>,
     name: Value<String>,
     pool: Value<String>,
@@ -81,8 +81,8 @@ fn content_digest(user: &str, meta: &str, net: Option<&str>) -> String {
 }
 
 #[async_trait]
-impl Resource for CloudinitResource {
-    type State<'a> = Maybe<CloudinitState>;
+impl Resource for CloudinitDiskResource {
+    type State<'a> = Maybe<CloudinitDiskState>;
     type PrivateState<'a> = ValueEmpty;
     type ProviderMetaState<'a> = ValueEmpty;
 
@@ -306,7 +306,7 @@ impl Resource for CloudinitResource {
         } else {
             make_id(&vol.key, &content.digest(&vol.name))
         };
-        let mut s = CloudinitState {
+        let mut s = CloudinitDiskState {
             id: Value::Value(id),
             name: Value::Value(vol.name.clone()),
             pool: Value::Value(vol.pool),
@@ -421,7 +421,7 @@ impl SeedContent {
 
     /// Fills an imported state: what `create` writes for an unset value
     /// (empty `user-data`, the default `meta-data`) reads back as unset.
-    fn import(&self, s: &mut CloudinitState, name: &str) {
+    fn import(&self, s: &mut CloudinitDiskState, name: &str) {
         let (user, meta, net) = self.effective(name);
         s.user_data = value((!user.is_empty()).then_some(user));
         s.meta_data = value((meta != default_meta(name)).then_some(meta));
@@ -435,7 +435,7 @@ impl SeedContent {
     /// An unset value also matches an empty file (dmacvicar/libvirt 0.8
     /// writes every file, empty when unset), and an unset `meta_data` also
     /// the default one.
-    fn refresh(&self, s: &mut CloudinitState, name: &str) {
+    fn refresh(&self, s: &mut CloudinitDiskState, name: &str) {
         let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
         let same =
             |was: &Value<String>, disk: &Option<String>, default: Option<&str>| match known(was) {
@@ -469,7 +469,7 @@ mod tests {
         });
         let mut d = Diagnostics::default();
         let v1 = serde_json::to_vec(&upgrade_v0(v0)).unwrap();
-        let s: CloudinitState = RawValue::Json(v1).deserialize(&mut d).unwrap();
+        let s: CloudinitDiskState = RawValue::Json(v1).deserialize(&mut d).unwrap();
         assert_eq!(
             s.id,
             Value::Value("/p/seed.iso;2a294c50-4feb-4610-80b0-6e15baeafb90".into())
@@ -489,7 +489,7 @@ mod tests {
             meta: Some(String::new()),
             net: Some(String::new()),
         };
-        let mut s = CloudinitState {
+        let mut s = CloudinitDiskState {
             user_data: Value::Value("u".into()),
             ..Default::default()
         };
