@@ -10,12 +10,14 @@
 
 #![deny(missing_docs)]
 
-mod common;
 mod connection;
 mod data_sources;
+mod diagnostics;
 mod provider;
 mod resources;
+mod schema;
 mod source;
+mod state;
 mod wake;
 
 pub use provider::LibvirtProvider;

@@ -14,9 +14,11 @@ use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Block, Des
 use tfplugin::value::{RawValue, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
-use crate::common::{attr, comp_str, fail, known, oc_str, opt_str, req_str, to_diag, Maybe};
 use crate::connection::{blocking, Shared};
+use crate::diagnostics::{fail, to_diag};
 use crate::resources::volume::create_volume_attr;
+use crate::schema::{attr, comp_str, oc_str, opt_str, req_str};
+use crate::state::{known, Maybe};
 
 /// `libvirt_cloudinit_disk`.
 pub struct CloudinitDiskResource(pub Arc<Shared>);
@@ -323,14 +325,14 @@ impl Resource for CloudinitDiskResource {
         version: i64,
         prior_state: RawValue,
     ) -> Option<Self::State<'a>> {
-        let v0 = crate::common::state_v0_json(
+        let v0 = crate::state::state_v0_json(
             diags,
             "libvirt_cloudinit_disk",
             VERSION,
             version,
             prior_state,
         )?;
-        crate::common::state_from_json(diags, upgrade_v0(v0))
+        crate::state::state_from_json(diags, upgrade_v0(v0))
     }
 }
 

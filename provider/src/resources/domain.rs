@@ -20,12 +20,11 @@ use tfplugin::schema::{
 use tfplugin::value::{serde_as_vec, RawValue, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
-use crate::common::{
-    attr, comp_str, fail, known, oc_bool, oc_num, oc_str, opt_bool, opt_str, req_str, to_diag,
-    Maybe,
-};
 use crate::connection::{blocking, Shared};
+use crate::diagnostics::{fail, to_diag};
 use crate::resources::cloudinit_disk::key_of;
+use crate::schema::{attr, comp_str, oc_bool, oc_num, oc_str, opt_bool, opt_str, req_str};
+use crate::state::{known, Maybe};
 
 /// `libvirt_domain`.
 pub struct DomainResource(pub Arc<Shared>);
@@ -1430,7 +1429,7 @@ impl Resource for DomainResource {
         prior_state: RawValue,
     ) -> Option<Self::State<'a>> {
         let v0 =
-            crate::common::state_v0_json(diags, "libvirt_domain", VERSION, version, prior_state)?;
+            crate::state::state_v0_json(diags, "libvirt_domain", VERSION, version, prior_state)?;
         // dmacvicar's state does not say which CPU mode was configured:
         // the domain's persistent definition does.
         let mut live_mode = None;
@@ -1445,14 +1444,14 @@ impl Resource for DomainResource {
                     .flatten();
             }
         }
-        crate::common::state_from_json(diags, upgrade_v0(v0, live_mode.as_deref()))
+        crate::state::state_from_json(diags, upgrade_v0(v0, live_mode.as_deref()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::path_of;
+    use crate::diagnostics::path_of;
 
     // Attributes of a domain as dmacvicar/libvirt 0.8.3 stored them
     // (taken from a state file its binary wrote in the test bed).

@@ -23,10 +23,10 @@ use tfplugin::schema::{
 use tfplugin::value::{serde_as_vec, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
-use crate::common::{
-    attr, comp_str, fail, known, oc_num, oc_str, opt_bool, opt_str, req_str, Maybe,
-};
 use crate::connection::Shared;
+use crate::diagnostics::fail;
+use crate::schema::{attr, comp_str, oc_num, oc_str, opt_bool, opt_str, req_str};
+use crate::state::{known, Maybe};
 
 /// `libvirt_domain_template`.
 pub struct DomainTemplateResource(pub Arc<Shared>);

@@ -12,10 +12,10 @@ use tfplugin::schema::{
 use tfplugin::value::{serde_as_vec, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
-use crate::common::{
-    attr, comp_str, fail, known, oc_bool, oc_str, opt_bool, opt_str, req_str, to_diag, Maybe,
-};
 use crate::connection::Shared;
+use crate::diagnostics::{fail, to_diag};
+use crate::schema::{attr, comp_str, oc_bool, oc_str, opt_bool, opt_str, req_str};
+use crate::state::{known, Maybe};
 
 /// `libvirt_network`.
 pub struct NetworkResource(pub Arc<Shared>);
