@@ -119,10 +119,6 @@ impl Resource for CloudinitDiskResource {
         })
     }
 
-    async fn validate<'a>(&self, _diags: &mut Diagnostics, _config: Self::State<'a>) -> Option<()> {
-        Some(())
-    }
-
     async fn read<'a>(
         &self,
         diags: &mut Diagnostics,
