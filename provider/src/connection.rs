@@ -11,7 +11,7 @@ use kvmhost::wake::WakeOpenError;
 use tfplugin::{Diagnostic, Diagnostics};
 use tokio::sync::RwLock;
 
-use crate::common::{fail, to_diag};
+use crate::diagnostics::{fail, to_diag};
 
 /// State shared by the provider and its resources.
 ///

@@ -3,19 +3,21 @@
 //!
 //! The host work (volumes, domains, networks, image sources, wake-up) is
 //! `kvmhost`'s; this crate holds the Terraform side: the provider
-//! configuration, one file per resource under [`resources`] and the data
-//! sources, each mapping `kvmhost` errors to diagnostics that name the
-//! attribute. The `terraform-provider-libvirt` binary only serves
+//! configuration, one file per resource under [`resources`] (a folder for
+//! the domain) and the data sources, each mapping `kvmhost` errors to
+//! diagnostics that name the attribute. The `terraform-provider-libvirt` binary only serves
 //! [`LibvirtProvider`] over the plugin protocol.
 
 #![deny(missing_docs)]
 
-mod common;
 mod connection;
 mod data_sources;
+mod diagnostics;
 mod provider;
 mod resources;
+mod schema;
 mod source;
+mod state;
 mod wake;
 
 pub use provider::LibvirtProvider;

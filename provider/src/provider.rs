@@ -12,8 +12,8 @@ use tfplugin::{map, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
 use kvmhost::libvirt::handle::HostAddress;
 
-use crate::common::{attr, opt_bool, opt_str};
 use crate::connection::Shared;
+use crate::schema::{attr, opt_bool, opt_str};
 use crate::wake::parse_wake;
 
 /// `provider "libvirt" {}`.
@@ -58,7 +58,7 @@ fn host_config(config: &Config) -> Result<HostAddress, tfplugin::Diagnostic> {
     let uri = Uri::parse(uri)
         .map_err(HostError::from)
         .and_then(|u| u.with_ssh(&ssh))
-        .map_err(|e| crate::common::to_diag("Invalid libvirt URI", &e, Some("uri")))?;
+        .map_err(|e| crate::diagnostics::to_diag("Invalid libvirt URI", &e, Some("uri")))?;
     let wake = match config.wake.as_ref_option() {
         None => None,
         Some(w) => {
@@ -160,10 +160,10 @@ impl Provider for LibvirtProvider {
         Some(map! {
             "pool" => crate::resources::pool::PoolResource(s.clone()),
             "volume" => crate::resources::volume::VolumeResource(s.clone()),
-            "cloudinit_disk" => crate::resources::cloudinit::CloudinitResource(s.clone()),
+            "cloudinit_disk" => crate::resources::cloudinit_disk::CloudinitDiskResource(s.clone()),
             "domain" => crate::resources::domain::DomainResource(s.clone()),
             "network" => crate::resources::network::NetworkResource(s.clone()),
-            "domain_template" => crate::resources::template::TemplateResource(s.clone()),
+            "domain_template" => crate::resources::domain_template::DomainTemplateResource(s.clone()),
         })
     }
 

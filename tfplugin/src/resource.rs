@@ -61,14 +61,19 @@ pub trait Resource: Send + Sync {
         provider_meta_state: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)>;
 
-    /// Plans a destroy.
+    /// Plans a destroy. By default the destroy goes ahead as planned,
+    /// keeping the private state; a resource that must check or refuse
+    /// something first overrides it.
     async fn plan_destroy<'a>(
         &self,
         diags: &mut Diagnostics,
         prior_state: Self::State<'a>,
         prior_private_state: Self::PrivateState<'a>,
         provider_meta_state: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>>;
+    ) -> Option<Self::PrivateState<'a>> {
+        let _ = (diags, prior_state, provider_meta_state);
+        Some(prior_private_state)
+    }
 
     /// Creates it.
     async fn create<'a>(

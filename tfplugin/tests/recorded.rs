@@ -242,15 +242,6 @@ impl Resource for PoolResource {
         d.root_error_short("not in this test");
         None
     }
-    async fn plan_destroy<'a>(
-        &self,
-        _: &mut Diagnostics,
-        _: Option<Pool>,
-        p: ValueEmpty,
-        _: ValueEmpty,
-    ) -> Option<ValueEmpty> {
-        Some(p)
-    }
     async fn create<'a>(
         &self,
         d: &mut Diagnostics,
@@ -333,6 +324,25 @@ fn pool_calls<'a>(all: &'a [Exchange], method: &str) -> Vec<&'a Exchange> {
         .collect()
 }
 
+/// The pool's recorded plans with a prior state or not, and a proposed
+/// one or not (a create has only the proposed state, a destroy only the
+/// prior one).
+fn pool_plans(
+    all: &[Exchange],
+    with_prior: bool,
+    with_proposed: bool,
+) -> Vec<(&Exchange, proto::PlanResourceChangeRequest)> {
+    pool_calls(all, "PlanResourceChange")
+        .into_iter()
+        .map(|x| (x, decoded::<proto::PlanResourceChangeRequest>(&x.req, x)))
+        .filter(|(_, req)| {
+            let prior = RawValue::from_proto(req.prior_state.clone());
+            let proposed = RawValue::from_proto(req.proposed_new_state.clone());
+            prior.is_null() != with_prior && proposed.is_null() != with_proposed
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn stored_pool_state_from_terraform_upgrades_to_the_bytes_terraform_accepted() {
     let service = ProviderService::new("libvirt", Libvirt);
@@ -362,12 +372,7 @@ async fn planning_a_new_pool_gives_the_unknowns_terraform_accepted() {
     for version in ["1.11", "1.15"] {
         let all = exchanges(version);
         let mut creates = 0;
-        for x in pool_calls(&all, "PlanResourceChange") {
-            let req: proto::PlanResourceChangeRequest = decoded(&x.req, x);
-            let prior = RawValue::from_proto(req.prior_state.clone());
-            if !prior.is_null() {
-                continue;
-            }
+        for (x, req) in pool_plans(&all, false, true) {
             creates += 1;
             let want: proto::PlanResourceChangeResponse = decoded(&x.resp, x);
             let mut d = Diagnostics::default();
@@ -393,6 +398,27 @@ async fn planning_a_new_pool_gives_the_unknowns_terraform_accepted() {
             assert!(planned.id.is_unknown() && planned.capacity.is_unknown());
         }
         assert!(creates > 0, "Terraform {version}: no pool create planned");
+    }
+}
+
+/// The pool resource here leaves `plan_destroy` to the trait's default.
+#[tokio::test]
+async fn planning_a_destroy_by_default_gives_the_answer_terraform_accepted() {
+    let service = ProviderService::new("libvirt", Libvirt);
+    for version in ["1.11", "1.15"] {
+        let all = exchanges(version);
+        let mut destroys = 0;
+        for (x, req) in pool_plans(&all, true, false) {
+            destroys += 1;
+            let want: proto::PlanResourceChangeResponse = decoded(&x.resp, x);
+            let got = service
+                .plan_resource_change(tonic::Request::new(req))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(got, want, "{}", x.file.display());
+        }
+        assert!(destroys > 0, "Terraform {version}: no pool destroy planned");
     }
 }
 

@@ -9,8 +9,8 @@ use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{attr, comp_num, comp_str, flat_schema, req_str};
 use crate::connection::Shared;
+use crate::schema::{attr, comp_num, comp_str, flat_schema, req_str};
 
 /// `libvirt_domain` (data): a domain looked up by name.
 pub struct DomainSource(pub Arc<Shared>);

@@ -9,7 +9,8 @@ use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{comp_str, fail, flat_schema, req_str};
+use crate::diagnostics::fail;
+use crate::schema::{comp_str, flat_schema, req_str};
 
 /// `libvirt_image_build`: the newest `builds/<timestamp>/<name>.qcow2`
 /// under a directory, the layout image builds keep.

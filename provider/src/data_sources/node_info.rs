@@ -8,8 +8,8 @@ use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{comp_num, comp_str, flat_schema};
 use crate::connection::Shared;
+use crate::schema::{comp_num, comp_str, flat_schema};
 
 /// `libvirt_node_info`: CPUs and memory of the host.
 pub struct NodeInfoSource(pub Arc<Shared>);

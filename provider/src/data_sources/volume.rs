@@ -8,8 +8,8 @@ use tfplugin::schema::Schema;
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, DataSource, Diagnostics};
 
-use crate::common::{comp_num, comp_str, flat_schema, opt_str, req_str};
 use crate::connection::Shared;
+use crate::schema::{comp_num, comp_str, flat_schema, opt_str, req_str};
 
 /// `libvirt_volume` (data): a volume looked up by pool and name.
 pub struct VolumeSource(pub Arc<Shared>);

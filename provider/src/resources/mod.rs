@@ -1,8 +1,9 @@
-//! One file per resource: schema, plan, CRUD and import.
+//! One file (or folder) per resource, named as its type without the
+//! `libvirt_` prefix: schema, plan, CRUD and import.
 
-pub mod cloudinit;
+pub mod cloudinit_disk;
 pub mod domain;
+pub mod domain_template;
 pub mod network;
 pub mod pool;
-pub mod template;
 pub mod volume;

@@ -12,10 +12,10 @@ use tfplugin::schema::{
 use tfplugin::value::{serde_as_vec, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
-use crate::common::{
-    attr, comp_str, fail, known, oc_bool, oc_str, opt_bool, opt_str, req_str, to_diag, Maybe,
-};
 use crate::connection::Shared;
+use crate::diagnostics::{fail, to_diag};
+use crate::schema::{attr, comp_str, oc_bool, oc_str, opt_bool, opt_str, req_str};
+use crate::state::{known, Maybe};
 
 /// `libvirt_network`.
 pub struct NetworkResource(pub Arc<Shared>);
@@ -235,16 +235,6 @@ impl Resource for NetworkResource {
         .map(AttributePath::new)
         .to_vec();
         Some((proposed, private, replace))
-    }
-
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior: Self::State<'a>,
-        private: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(private)
     }
 
     async fn create<'a>(

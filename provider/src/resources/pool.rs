@@ -13,8 +13,9 @@ use tfplugin::schema::{Block, Description, NestedBlock, Schema};
 use tfplugin::value::{serde_as_vec, RawValue, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostics, Resource};
 
-use crate::common::{comp_num, comp_str, known, oc_str, req_str, Maybe};
 use crate::connection::Shared;
+use crate::schema::{comp_num, comp_str, oc_str, req_str};
+use crate::state::{known, Maybe};
 
 /// `libvirt_pool`.
 pub struct PoolResource(pub Arc<Shared>);
@@ -228,16 +229,6 @@ impl Resource for PoolResource {
         Some((proposed, private, replace))
     }
 
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior: Self::State<'a>,
-        private: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(private)
-    }
-
     async fn create<'a>(
         &self,
         diags: &mut Diagnostics,
@@ -314,9 +305,8 @@ impl Resource for PoolResource {
         version: i64,
         prior_state: RawValue,
     ) -> Option<Self::State<'a>> {
-        let v0 =
-            crate::common::state_v0_json(diags, "libvirt_pool", VERSION, version, prior_state)?;
-        crate::common::state_from_json(diags, upgrade_v0(v0))
+        let v0 = crate::state::state_v0_json(diags, "libvirt_pool", VERSION, version, prior_state)?;
+        crate::state::state_from_json(diags, upgrade_v0(v0))
     }
 }
 

@@ -12,9 +12,11 @@ use tfplugin::schema::{Block, Description, Schema};
 use tfplugin::value::{Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
-use crate::common::{comp_str, fail, known, oc_num, oc_str, opt_str, req_str, to_diag, Maybe};
 use crate::connection::{blocking, Shared};
+use crate::diagnostics::{fail, to_diag};
+use crate::schema::{comp_str, oc_num, oc_str, opt_str, req_str};
 use crate::source::{checksum_file, fetch, stamp, Source};
+use crate::state::{known, Maybe};
 
 /// `libvirt_volume`.
 pub struct VolumeResource(pub Arc<Shared>);
@@ -290,16 +292,6 @@ impl Resource for VolumeResource {
             }
         }
         Some((Maybe(Some(s)), private, replace))
-    }
-
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior: Self::State<'a>,
-        private: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(private)
     }
 
     async fn create<'a>(

@@ -1,29 +1,7 @@
-//! What every resource shares: schema shorthands and the one place where
-//! errors become Terraform diagnostics.
+//! The one place where errors become Terraform diagnostics.
 
 use kvmhost::libvirt::Error as HostError;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
 use tfplugin::{AttributePath, Diagnostic, Diagnostics};
-
-/// A state that can be null: a resource read back as gone.
-#[derive(Debug, Clone, Default)]
-pub struct Maybe<T>(pub Option<T>);
-
-impl<T: Serialize> Serialize for Maybe<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.0 {
-            Some(v) => v.serialize(s),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Maybe<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Option::<T>::deserialize(d).map(Maybe)
-    }
-}
 
 /// The one place a host error becomes a diagnostic saying `summary`, with
 /// the error's own text (what is wrong and what to do) as its detail.
@@ -93,114 +71,6 @@ pub fn path_of(field: &str) -> AttributePath {
 pub fn fail<T>(diags: &mut Diagnostics, d: Diagnostic) -> Option<T> {
     diags.add_error(d);
     None
-}
-
-/// Attribute shorthand.
-pub fn attr(t: AttributeType, c: AttributeConstraint, desc: &str) -> Attribute {
-    Attribute {
-        attr_type: t,
-        description: Description::markdown(desc),
-        constraint: c,
-        sensitive: false,
-        deprecated: false,
-    }
-}
-
-/// Required string.
-pub fn req_str(desc: &str) -> Attribute {
-    attr(AttributeType::String, AttributeConstraint::Required, desc)
-}
-/// Optional string.
-pub fn opt_str(desc: &str) -> Attribute {
-    attr(AttributeType::String, AttributeConstraint::Optional, desc)
-}
-/// Optional string the provider fills when unset.
-pub fn oc_str(desc: &str) -> Attribute {
-    attr(
-        AttributeType::String,
-        AttributeConstraint::OptionalComputed,
-        desc,
-    )
-}
-/// The schema (version 0) of a block that has only attributes.
-pub fn flat_schema(
-    description: &str,
-    attributes: std::collections::HashMap<String, Attribute>,
-) -> Option<Schema> {
-    Some(Schema {
-        version: 0,
-        block: Block {
-            version: 0,
-            description: Description::markdown(description),
-            attributes,
-            ..Default::default()
-        },
-    })
-}
-
-/// Computed string.
-pub fn comp_str(desc: &str) -> Attribute {
-    attr(AttributeType::String, AttributeConstraint::Computed, desc)
-}
-/// Optional number the provider fills when unset.
-pub fn oc_num(desc: &str) -> Attribute {
-    attr(
-        AttributeType::Number,
-        AttributeConstraint::OptionalComputed,
-        desc,
-    )
-}
-/// Computed number.
-pub fn comp_num(desc: &str) -> Attribute {
-    attr(AttributeType::Number, AttributeConstraint::Computed, desc)
-}
-/// Optional bool the provider fills when unset.
-pub fn oc_bool(desc: &str) -> Attribute {
-    attr(
-        AttributeType::Bool,
-        AttributeConstraint::OptionalComputed,
-        desc,
-    )
-}
-/// Optional bool.
-pub fn opt_bool(desc: &str) -> Attribute {
-    attr(AttributeType::Bool, AttributeConstraint::Optional, desc)
-}
-
-/// The known string, or `None` for null/unknown.
-/// The JSON of a resource's stored state at schema version 0, the only
-/// older version there is; any other version is an error naming the
-/// resource type and the versions this provider knows (0 and `current`).
-pub fn state_v0_json(
-    diags: &mut Diagnostics,
-    type_name: &str,
-    current: i64,
-    version: i64,
-    prior_state: tfplugin::value::RawValue,
-) -> Option<serde_json::Value> {
-    if version != 0 {
-        diags.root_error(
-            format!("Cannot upgrade the stored {type_name} state"),
-            format!(
-                "schema version {version} is unknown to this provider (it knows 0 and {current})"
-            ),
-        );
-        return None;
-    }
-    prior_state.json(diags)
-}
-
-/// Reads upgraded state JSON as the resource's typed state.
-pub fn state_from_json<T: serde::de::DeserializeOwned>(
-    diags: &mut Diagnostics,
-    upgraded: serde_json::Value,
-) -> Option<T> {
-    let bytes = serde_json::to_vec(&upgraded).ok()?;
-    tfplugin::value::RawValue::Json(bytes).deserialize(diags)
-}
-
-pub fn known(v: &tfplugin::value::Value<String>) -> Option<&str> {
-    v.as_ref_option().map(String::as_str)
 }
 
 #[cfg(test)]

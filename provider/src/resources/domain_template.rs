@@ -23,17 +23,17 @@ use tfplugin::schema::{
 use tfplugin::value::{serde_as_vec, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
-use crate::common::{
-    attr, comp_str, fail, known, oc_num, oc_str, opt_bool, opt_str, req_str, Maybe,
-};
 use crate::connection::Shared;
+use crate::diagnostics::fail;
+use crate::schema::{attr, comp_str, oc_num, oc_str, opt_bool, opt_str, req_str};
+use crate::state::{known, Maybe};
 
 /// `libvirt_domain_template`.
-pub struct TemplateResource(pub Arc<Shared>);
+pub struct DomainTemplateResource(pub Arc<Shared>);
 
 /// State of `libvirt_domain_template`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TemplateState {
+pub struct DomainTemplateState {
     id: Value<String>,
     name: Value<String>,
     pool: Value<String>,
@@ -110,7 +110,7 @@ fn opt(v: Option<String>) -> Value<String> {
     v.map(Value::Value).unwrap_or(Value::Null)
 }
 
-fn spec_of(s: &TemplateState) -> Result<TemplateSpec, Diagnostic> {
+fn spec_of(s: &DomainTemplateState) -> Result<TemplateSpec, Diagnostic> {
     let kind = DomainKind::parse(known(&s.kind).unwrap_or("kvm"), "type").map_err(|e| {
         Diagnostic::new(
             "Invalid domain type",
@@ -216,7 +216,7 @@ fn spec_of(s: &TemplateState) -> Result<TemplateSpec, Diagnostic> {
 
 /// Checks of the attributes added with several disks, firmware and
 /// cloud-init files; only known values are judged.
-fn validate_new(diags: &mut Diagnostics, c: &TemplateState) {
+fn validate_new(diags: &mut Diagnostics, c: &DomainTemplateState) {
     if c.base_volume_id.is_null() && c.disk.as_ref_option().is_some_and(|d| d.is_empty()) {
         diags.error(
             "No disk",
@@ -289,7 +289,7 @@ fn validate_new(diags: &mut Diagnostics, c: &TemplateState) {
 
 /// Fills the state from the host; configured spellings of the machine
 /// type survive libvirt's canonical names.
-fn merge(prior: &TemplateState, uuid: String, t: &TemplateSpec) -> TemplateState {
+fn merge(prior: &DomainTemplateState, uuid: String, t: &TemplateSpec) -> DomainTemplateState {
     let d = &t.domain;
     let mut s = prior.clone();
     s.id = Value::Value(uuid);
@@ -407,8 +407,8 @@ fn merge(prior: &TemplateState, uuid: String, t: &TemplateSpec) -> TemplateState
 }
 
 #[async_trait]
-impl Resource for TemplateResource {
-    type State<'a> = Maybe<TemplateState>;
+impl Resource for DomainTemplateResource {
+    type State<'a> = Maybe<DomainTemplateState>;
     type PrivateState<'a> = ValueEmpty;
     type ProviderMetaState<'a> = ValueEmpty;
 
@@ -584,16 +584,6 @@ impl Resource for TemplateResource {
         Some((proposed, private, replace))
     }
 
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior: Self::State<'a>,
-        private: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(private)
-    }
-
     async fn create<'a>(
         &self,
         diags: &mut Diagnostics,
@@ -680,7 +670,7 @@ impl Resource for TemplateResource {
             )
             .await?;
         Some((
-            Maybe(Some(merge(&TemplateState::default(), uuid, &t))),
+            Maybe(Some(merge(&DomainTemplateState::default(), uuid, &t))),
             ValueEmpty::Null,
         ))
     }
@@ -708,7 +698,7 @@ mod tests {
         })
     }
 
-    fn read_state(json: serde_json::Value) -> TemplateState {
+    fn read_state(json: serde_json::Value) -> DomainTemplateState {
         let mut d = Diagnostics::default();
         RawValue::Json(serde_json::to_vec(&json).unwrap())
             .deserialize(&mut d)
@@ -727,8 +717,8 @@ mod tests {
         assert_eq!(back["cloudinit_label"], serde_json::Value::Null);
     }
 
-    fn configured() -> TemplateState {
-        TemplateState {
+    fn configured() -> DomainTemplateState {
+        DomainTemplateState {
             name: s("agent-template"),
             base_volume_id: s("/p/boot.qcow2"),
             disk: Value::Value(vec![DiskBlock {
@@ -810,7 +800,7 @@ mod tests {
     #[test]
     fn an_import_takes_what_the_host_holds() {
         let spec = spec_of(&configured()).unwrap();
-        let back = merge(&TemplateState::default(), "u".into(), &spec);
+        let back = merge(&DomainTemplateState::default(), "u".into(), &spec);
         assert_eq!(back.user_data, s("#cloud-config\n"));
         assert_eq!(back.network_model, s("e1000"));
         assert_eq!(back.cloudinit_label, s("config-2"));
@@ -825,7 +815,7 @@ mod tests {
 
     #[test]
     fn contradictory_settings_are_refused_naming_the_attribute() {
-        let errors = |c: &TemplateState| {
+        let errors = |c: &DomainTemplateState| {
             let mut d = Diagnostics::default();
             validate_new(&mut d, c);
             format!("{d:?}")

@@ -14,16 +14,18 @@ use tfplugin::schema::{Attribute, AttributeConstraint, AttributeType, Block, Des
 use tfplugin::value::{RawValue, Value, ValueEmpty};
 use tfplugin::{map, AttributePath, Diagnostic, Diagnostics, Resource};
 
-use crate::common::{attr, comp_str, fail, known, oc_str, opt_str, req_str, to_diag, Maybe};
 use crate::connection::{blocking, Shared};
+use crate::diagnostics::{fail, to_diag};
 use crate::resources::volume::create_volume_attr;
+use crate::schema::{attr, comp_str, oc_str, opt_str, req_str};
+use crate::state::{known, Maybe};
 
 /// `libvirt_cloudinit_disk`.
-pub struct CloudinitResource(pub Arc<Shared>);
+pub struct CloudinitDiskResource(pub Arc<Shared>);
 
 /// State of `libvirt_cloudinit_disk`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct CloudinitState {
+pub struct CloudinitDiskState {
     id: Value<String>,
     name: Value<String>,
     pool: Value<String>,
@@ -81,8 +83,8 @@ fn content_digest(user: &str, meta: &str, net: Option<&str>) -> String {
 }
 
 #[async_trait]
-impl Resource for CloudinitResource {
-    type State<'a> = Maybe<CloudinitState>;
+impl Resource for CloudinitDiskResource {
+    type State<'a> = Maybe<CloudinitDiskState>;
     type PrivateState<'a> = ValueEmpty;
     type ProviderMetaState<'a> = ValueEmpty;
 
@@ -115,10 +117,6 @@ impl Resource for CloudinitResource {
                 ..Default::default()
             },
         })
-    }
-
-    async fn validate<'a>(&self, _diags: &mut Diagnostics, _config: Self::State<'a>) -> Option<()> {
-        Some(())
     }
 
     async fn read<'a>(
@@ -189,16 +187,6 @@ impl Resource for CloudinitResource {
             .map(AttributePath::new)
             .to_vec();
         Some((proposed, private, replace))
-    }
-
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior: Self::State<'a>,
-        private: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(private)
     }
 
     async fn create<'a>(
@@ -316,7 +304,7 @@ impl Resource for CloudinitResource {
         } else {
             make_id(&vol.key, &content.digest(&vol.name))
         };
-        let mut s = CloudinitState {
+        let mut s = CloudinitDiskState {
             id: Value::Value(id),
             name: Value::Value(vol.name.clone()),
             pool: Value::Value(vol.pool),
@@ -333,14 +321,14 @@ impl Resource for CloudinitResource {
         version: i64,
         prior_state: RawValue,
     ) -> Option<Self::State<'a>> {
-        let v0 = crate::common::state_v0_json(
+        let v0 = crate::state::state_v0_json(
             diags,
             "libvirt_cloudinit_disk",
             VERSION,
             version,
             prior_state,
         )?;
-        crate::common::state_from_json(diags, upgrade_v0(v0))
+        crate::state::state_from_json(diags, upgrade_v0(v0))
     }
 }
 
@@ -431,7 +419,7 @@ impl SeedContent {
 
     /// Fills an imported state: what `create` writes for an unset value
     /// (empty `user-data`, the default `meta-data`) reads back as unset.
-    fn import(&self, s: &mut CloudinitState, name: &str) {
+    fn import(&self, s: &mut CloudinitDiskState, name: &str) {
         let (user, meta, net) = self.effective(name);
         s.user_data = value((!user.is_empty()).then_some(user));
         s.meta_data = value((meta != default_meta(name)).then_some(meta));
@@ -445,7 +433,7 @@ impl SeedContent {
     /// An unset value also matches an empty file (dmacvicar/libvirt 0.8
     /// writes every file, empty when unset), and an unset `meta_data` also
     /// the default one.
-    fn refresh(&self, s: &mut CloudinitState, name: &str) {
+    fn refresh(&self, s: &mut CloudinitDiskState, name: &str) {
         let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
         let same =
             |was: &Value<String>, disk: &Option<String>, default: Option<&str>| match known(was) {
@@ -479,7 +467,7 @@ mod tests {
         });
         let mut d = Diagnostics::default();
         let v1 = serde_json::to_vec(&upgrade_v0(v0)).unwrap();
-        let s: CloudinitState = RawValue::Json(v1).deserialize(&mut d).unwrap();
+        let s: CloudinitDiskState = RawValue::Json(v1).deserialize(&mut d).unwrap();
         assert_eq!(
             s.id,
             Value::Value("/p/seed.iso;2a294c50-4feb-4610-80b0-6e15baeafb90".into())
@@ -499,7 +487,7 @@ mod tests {
             meta: Some(String::new()),
             net: Some(String::new()),
         };
-        let mut s = CloudinitState {
+        let mut s = CloudinitDiskState {
             user_data: Value::Value("u".into()),
             ..Default::default()
         };
