@@ -428,16 +428,9 @@ pub struct Config {
     pub ignored: Vec<String>,
 }
 
-/// The hard disks' driver settings (`None` = QEMU's default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DiskDriver {
-    /// `cache` mode.
-    pub cache: Option<String>,
-    /// `discard` mode.
-    pub discard: Option<String>,
-    /// `detect_zeroes` mode.
-    pub detect_zeroes: Option<String>,
-}
+/// The hard disks' driver settings (`None` = QEMU's default), as the
+/// domain model carries them.
+pub use kvmhost::libvirt::domain_xml::DiskDriver;
 
 /// The HTTP server the guest can fetch files from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,6 @@
 //! Whatever a step creates on the host is recorded at once, so success,
 //! failure and cancellation all remove it.
 
-pub mod domain_xml;
 pub mod host;
 pub mod http;
 pub mod keystrokes;

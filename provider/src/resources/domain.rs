@@ -523,6 +523,7 @@ fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError
             format: Some(format),
             target: String::new(),
             wwn: known(&d.wwn).map(str::to_string),
+            driver: Default::default(),
         });
     }
     if let Some(ci) = known(&st.cloudinit) {
@@ -536,6 +537,7 @@ fn build_def(h: &Host, st: &DomainState) -> Result<DomainDef, (String, HostError
             bus: DiskBus::Sata,
             target: String::new(),
             wwn: None,
+            driver: Default::default(),
         });
     }
     def.assign_targets();
