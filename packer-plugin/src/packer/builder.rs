@@ -10,13 +10,14 @@ use tokio_util::sync::CancellationToken;
 use crate::build::{self, BuildEnv};
 use crate::config::{self, Config};
 use crate::packer::artifact::Artifact;
-use crate::packer::ui::Ui;
 use crate::protocol::handshake::Protocol;
 use crate::protocol::mux::Broker;
 use crate::protocol::rpc::value::{field, object, strings, to_json};
 use crate::protocol::rpc::{Client, ReplyFuture, Router, Service};
 use crate::protocol::spec;
+use crate::provision::PackerHook;
 use crate::secrets::Secrets;
+use crate::ui::Ui;
 
 /// The builder as served to Packer.
 pub struct BuilderService {
@@ -85,21 +86,25 @@ impl BuilderService {
         let secrets = self.secrets.lock().expect("secrets lock").clone();
         let conn = self.broker.dial(stream).await.map_err(|e| e.to_string())?;
         let client = Client::new(conn);
+        let ui = Ui::new(client.clone()).masking(secrets.clone());
         let env = BuildEnv {
-            ui: Ui::new(client.clone()).masking(secrets.clone()),
-            hook: client,
-            broker: self.broker.clone(),
+            ui: ui.clone(),
+            provisioners: Box::new(PackerHook {
+                ui,
+                hook: client,
+                broker: self.broker.clone(),
+            }),
             cancel: self.cancel.clone(),
         };
         let artifact = build::run(config, env)
             .await
             .map_err(|e| secrets.mask(&e.to_string()))?;
-        let Some(artifact) = artifact else {
+        let Some(image) = artifact else {
             return Ok(Value::from(0));
         };
         let id = self.broker.next_id();
         let broker = self.broker.clone();
-        tokio::spawn(serve_artifact(broker, id, artifact));
+        tokio::spawn(serve_artifact(broker, id, Artifact(image)));
         Ok(Value::from(id))
     }
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use rmpv::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::build::ssh::Ssh;
 use crate::protocol::gob;
 use crate::protocol::mux::{Broker, Conn};
 use crate::protocol::rpc::value::{field, str_field, str_list, u32_field};
 use crate::protocol::rpc::{ReplyFuture, Service};
+use crate::ssh::Ssh;
 
 /// What Packer reports when a command ended without an exit status.
 const NO_EXIT_STATUS: i64 = 255;
