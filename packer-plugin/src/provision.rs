@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use rmpv::Value;
 
-use crate::build::{HookData, Provisioners};
+use crate::build::{HookData, ProvisionError, Provisioners};
 use crate::packer::communicator::CommunicatorService;
 use crate::protocol::mux::Broker;
 use crate::protocol::rpc::value::object;
@@ -32,7 +32,7 @@ impl Provisioners for PackerHook {
         &'a self,
         ssh: Arc<Ssh>,
         hook_data: &'a HookData,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
         Box::pin(async move {
             let id = self.broker.next_id();
             let ui = Arc::new(UiProxy(self.ui.clone()));
@@ -60,7 +60,7 @@ impl Provisioners for PackerHook {
             ]);
             let r = self.hook.call("Hook.Run", arg).await;
             server.abort();
-            r.map(|_| ()).map_err(|e| e.to_string())
+            r.map(|_| ()).map_err(ProvisionError::from)
         })
     }
 }

@@ -96,7 +96,7 @@ pub enum HostError {
     NoBridge(String),
     /// `boot_command` does not parse.
     #[error("boot_command: {0}")]
-    BootCommand(String),
+    BootCommand(#[from] super::keystrokes::KeystrokeError),
     /// The guest got no address before `ssh_timeout`.
     #[error("ssh_timeout: the guest's NIC {mac} got no IPv4 address (from the {from}) in time")]
     NoAddress {

@@ -36,8 +36,16 @@ pub struct BuildEnv {
 pub trait Provisioners: Send + Sync {
     /// Runs them against the guest over `ssh`, offering `data` as the
     /// build's variables; the error is the provisioner's own text.
-    fn run<'a>(&'a self, ssh: Arc<Ssh>, data: &'a HookData) -> BoxFuture<'a, Result<(), String>>;
+    fn run<'a>(
+        &'a self,
+        ssh: Arc<Ssh>,
+        data: &'a HookData,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>>;
 }
+
+/// Why the provisioners failed, in whatever terms reached them (Packer's
+/// hook reports a provisioner's failure as text).
+pub type ProvisionError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The image a successful build leaves in its output folder.
 #[derive(Debug, Clone)]
@@ -144,9 +152,9 @@ pub enum BuildError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A provisioner failed (Packer's hook reports it as text).
+    /// A provisioner failed.
     #[error("{0}")]
-    Provision(String),
+    Provision(ProvisionError),
 }
 
 /// Things made during the build that must go when it ends.
@@ -166,7 +174,7 @@ pub async fn run(cfg: Config, env: BuildEnv) -> Result<Option<Image>, BuildError
     let result = tokio::select! {
         // A panic in a step still ends in the cleanup below.
         r = crate::protocol::rpc::catch_panic(steps(&cfg, &env, shared.clone())) => r.unwrap_or_else(|p| {
-            Err(BuildError::Internal(p))
+            Err(BuildError::Internal(p.0))
         }),
         _ = env.cancel.cancelled() => Err(BuildError::Cancelled),
     };

@@ -751,12 +751,74 @@ impl Config {
     }
 }
 
+/// Why an option's value does not have the option's type; the parser
+/// puts the option's name in front.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum ValueError {
+    /// A value of the wrong shape, described by its JSON type.
+    #[error("expected {expected}, got {got}")]
+    Shape {
+        /// What the option takes.
+        expected: &'static str,
+        /// The JSON type given.
+        got: &'static str,
+    },
+    /// A scalar that is not the number or boolean wanted, shown as given.
+    #[error("expected {expected}, got {got}")]
+    Scalar {
+        /// What the option takes.
+        expected: &'static str,
+        /// The value given.
+        got: Value,
+    },
+    /// A string that is not a Go duration.
+    #[error("`{0}` is not a duration: write it like 90s, 5m or 1h30m")]
+    Duration(String),
+    /// A list item that is not a string.
+    #[error("list items must be strings, got {0}")]
+    ListItem(&'static str),
+    /// An item of a list of lists that is not a list.
+    #[error(
+        "item {index} must be a list of strings like [\"-device\", \"usb-tablet\"], got {got}"
+    )]
+    InnerList {
+        /// The item's index.
+        index: usize,
+        /// The JSON type given.
+        got: &'static str,
+    },
+    /// A list of lists whose inner item is not a string.
+    #[error("item {index} holds {got}, not a string")]
+    InnerItem {
+        /// The outer item's index.
+        index: usize,
+        /// The JSON type given.
+        got: &'static str,
+    },
+    /// A map value that is not a string.
+    #[error("value of `{key}` must be a string, got {got}")]
+    MapValue {
+        /// The map key.
+        key: String,
+        /// The JSON type given.
+        got: &'static str,
+    },
+}
+
+impl ValueError {
+    fn shape(expected: &'static str, v: &Value) -> ValueError {
+        ValueError::Shape {
+            expected,
+            got: describe(v),
+        }
+    }
+}
+
 impl Raw {
-    fn take(&mut self, o: &Opt, v: &Value) -> Result<(), String> {
+    fn take(&mut self, o: &Opt, v: &Value) -> Result<(), ValueError> {
         match o.kind {
             Kind::Str => {
-                let s = scalar_string(v)
-                    .ok_or_else(|| format!("expected a string, got {}", describe(v)))?;
+                let s = scalar_string(v).ok_or_else(|| ValueError::shape("a string", v))?;
                 self.strs.insert(o.name, s);
             }
             Kind::Num => {
@@ -769,7 +831,10 @@ impl Raw {
                     Value::String(s) => s.trim().parse().ok(),
                     _ => None,
                 };
-                let n = n.ok_or_else(|| format!("expected a whole number, got {}", v))?;
+                let n = n.ok_or_else(|| ValueError::Scalar {
+                    expected: "a whole number",
+                    got: v.clone(),
+                })?;
                 self.nums.insert(o.name, n);
             }
             Kind::Bool => {
@@ -778,53 +843,47 @@ impl Raw {
                     Value::String(s) => s.parse().ok(),
                     _ => None,
                 };
-                let b = b.ok_or_else(|| format!("expected true or false, got {}", v))?;
+                let b = b.ok_or_else(|| ValueError::Scalar {
+                    expected: "true or false",
+                    got: v.clone(),
+                })?;
                 self.bools.insert(o.name, b);
             }
             Kind::Duration => {
-                let s = scalar_string(v)
-                    .ok_or_else(|| format!("expected a duration, got {}", describe(v)))?;
-                let d = parse_duration(&s).ok_or_else(|| {
-                    format!("`{s}` is not a duration: write it like 90s, 5m or 1h30m")
-                })?;
+                let s = scalar_string(v).ok_or_else(|| ValueError::shape("a duration", v))?;
+                let d = parse_duration(&s).ok_or(ValueError::Duration(s))?;
                 self.durs.insert(o.name, d);
             }
             Kind::StrList => {
                 let list = match v {
                     Value::Array(a) => a
                         .iter()
-                        .map(|e| {
-                            scalar_string(e).ok_or_else(|| {
-                                format!("list items must be strings, got {}", describe(e))
-                            })
-                        })
+                        .map(|e| scalar_string(e).ok_or(ValueError::ListItem(describe(e))))
                         .collect::<Result<Vec<_>, _>>()?,
                     Value::String(s) => vec![s.clone()],
-                    _ => return Err(format!("expected a list of strings, got {}", describe(v))),
+                    _ => return Err(ValueError::shape("a list of strings", v)),
                 };
                 self.lists.insert(o.name, list);
             }
             Kind::StrListList => {
                 let Value::Array(outer) = v else {
-                    return Err(format!(
-                        "expected a list of lists of strings, got {}",
-                        describe(v)
-                    ));
+                    return Err(ValueError::shape("a list of lists of strings", v));
                 };
                 let mut out = Vec::new();
                 for (i, inner) in outer.iter().enumerate() {
                     let Value::Array(items) = inner else {
-                        return Err(format!(
-                            "item {i} must be a list of strings like [\"-device\", \"usb-tablet\"], got {}",
-                            describe(inner)
-                        ));
+                        return Err(ValueError::InnerList {
+                            index: i,
+                            got: describe(inner),
+                        });
                     };
                     out.push(
                         items
                             .iter()
                             .map(|e| {
-                                scalar_string(e).ok_or_else(|| {
-                                    format!("item {i} holds {}, not a string", describe(e))
+                                scalar_string(e).ok_or(ValueError::InnerItem {
+                                    index: i,
+                                    got: describe(e),
                                 })
                             })
                             .collect::<Result<Vec<_>, _>>()?,
@@ -834,12 +893,13 @@ impl Raw {
             }
             Kind::StrMap => {
                 let Value::Object(m) = v else {
-                    return Err(format!("expected a map of strings, got {}", describe(v)));
+                    return Err(ValueError::shape("a map of strings", v));
                 };
                 let mut out = BTreeMap::new();
                 for (k, e) in m {
-                    let s = scalar_string(e).ok_or_else(|| {
-                        format!("value of `{k}` must be a string, got {}", describe(e))
+                    let s = scalar_string(e).ok_or_else(|| ValueError::MapValue {
+                        key: k.clone(),
+                        got: describe(e),
                     })?;
                     out.insert(k.clone(), s);
                 }
@@ -875,6 +935,40 @@ mod tests {
         assert_eq!(c.net, NetAttach::Network("default".into()));
         assert!(c.packer.force);
         assert_eq!(c.ssh.unwrap().timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_with_what_the_option_takes() {
+        let cases = [
+            (json!({"vm_name": ["a"]}), "vm_name: expected a string, got a list"),
+            (json!({"memory": "lots"}), "memory: expected a whole number, got \"lots\""),
+            (json!({"disk_image": 3}), "disk_image: expected true or false, got 3"),
+            (json!({"boot_wait": {}}), "boot_wait: expected a duration, got a map"),
+            (
+                json!({"boot_wait": "soon"}),
+                "boot_wait: `soon` is not a duration: write it like 90s, 5m or 1h30m",
+            ),
+            (json!({"iso_urls": [{}]}), "iso_urls: list items must be strings, got a map"),
+            (json!({"iso_urls": 3}), "iso_urls: expected a list of strings, got a number"),
+            (
+                json!({"qemuargs": "-S"}),
+                "qemuargs: expected a list of lists of strings, got a string",
+            ),
+            (
+                json!({"qemuargs": ["-S"]}),
+                "qemuargs: item 0 must be a list of strings like [\"-device\", \"usb-tablet\"], got a string",
+            ),
+            (json!({"qemuargs": [[[]]]}), "qemuargs: item 0 holds a list, not a string"),
+            (json!({"cd_content": []}), "cd_content: expected a map of strings, got a list"),
+            (
+                json!({"cd_content": {"user-data": []}}),
+                "cd_content: value of `user-data` must be a string, got a list",
+            ),
+        ];
+        for (user, want) in cases {
+            let e = parse(user).unwrap_err();
+            assert!(e.0.iter().any(|m| m == want), "{want}\nnot in {e}");
+        }
     }
 
     #[test]
