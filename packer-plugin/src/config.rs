@@ -812,6 +812,13 @@ impl ValueError {
             got: describe(v),
         }
     }
+
+    fn scalar(expected: &'static str, v: &Value) -> ValueError {
+        ValueError::Scalar {
+            expected,
+            got: v.clone(),
+        }
+    }
 }
 
 impl Raw {
@@ -831,10 +838,7 @@ impl Raw {
                     Value::String(s) => s.trim().parse().ok(),
                     _ => None,
                 };
-                let n = n.ok_or_else(|| ValueError::Scalar {
-                    expected: "a whole number",
-                    got: v.clone(),
-                })?;
+                let n = n.ok_or_else(|| ValueError::scalar("a whole number", v))?;
                 self.nums.insert(o.name, n);
             }
             Kind::Bool => {
@@ -843,10 +847,7 @@ impl Raw {
                     Value::String(s) => s.parse().ok(),
                     _ => None,
                 };
-                let b = b.ok_or_else(|| ValueError::Scalar {
-                    expected: "true or false",
-                    got: v.clone(),
-                })?;
+                let b = b.ok_or_else(|| ValueError::scalar("true or false", v))?;
                 self.bools.insert(o.name, b);
             }
             Kind::Duration => {
@@ -1147,7 +1148,7 @@ mod tests {
 
     #[test]
     fn the_readme_documents_every_option() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../README.md");
         for o in OPTIONS.iter().chain(IGNORED) {
             assert!(
                 readme.contains(&format!("| `{}` |", o.name)),
