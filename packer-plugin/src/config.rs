@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 use crate::protocol::spec::{CtyType, ObjectSpec, Spec};
 use crate::template;
 
+mod groups;
+
 /// The type of an option's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -428,16 +430,9 @@ pub struct Config {
     pub ignored: Vec<String>,
 }
 
-/// The hard disks' driver settings (`None` = QEMU's default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DiskDriver {
-    /// `cache` mode.
-    pub cache: Option<String>,
-    /// `discard` mode.
-    pub discard: Option<String>,
-    /// `detect_zeroes` mode.
-    pub detect_zeroes: Option<String>,
-}
+/// The hard disks' driver settings (`None` = QEMU's default), as the
+/// domain model carries them.
+pub use kvmhost::libvirt::domain_xml::DiskDriver;
 
 /// The HTTP server the guest can fetch files from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -703,7 +698,7 @@ impl Config {
                 }
             }
         }
-        let cfg = build(raw, settings, template, &mut errs);
+        let cfg = groups::build(raw, settings, template, &mut errs);
         if errs.is_empty() {
             Ok(cfg.expect("a config when there are no errors"))
         } else {
@@ -756,12 +751,81 @@ impl Config {
     }
 }
 
+/// Why an option's value does not have the option's type; the parser
+/// puts the option's name in front.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum ValueError {
+    /// A value of the wrong shape, described by its JSON type.
+    #[error("expected {expected}, got {got}")]
+    Shape {
+        /// What the option takes.
+        expected: &'static str,
+        /// The JSON type given.
+        got: &'static str,
+    },
+    /// A scalar that is not the number or boolean wanted, shown as given.
+    #[error("expected {expected}, got {got}")]
+    Scalar {
+        /// What the option takes.
+        expected: &'static str,
+        /// The value given.
+        got: Value,
+    },
+    /// A string that is not a Go duration.
+    #[error("`{0}` is not a duration: write it like 90s, 5m or 1h30m")]
+    Duration(String),
+    /// A list item that is not a string.
+    #[error("list items must be strings, got {0}")]
+    ListItem(&'static str),
+    /// An item of a list of lists that is not a list.
+    #[error(
+        "item {index} must be a list of strings like [\"-device\", \"usb-tablet\"], got {got}"
+    )]
+    InnerList {
+        /// The item's index.
+        index: usize,
+        /// The JSON type given.
+        got: &'static str,
+    },
+    /// A list of lists whose inner item is not a string.
+    #[error("item {index} holds {got}, not a string")]
+    InnerItem {
+        /// The outer item's index.
+        index: usize,
+        /// The JSON type given.
+        got: &'static str,
+    },
+    /// A map value that is not a string.
+    #[error("value of `{key}` must be a string, got {got}")]
+    MapValue {
+        /// The map key.
+        key: String,
+        /// The JSON type given.
+        got: &'static str,
+    },
+}
+
+impl ValueError {
+    fn shape(expected: &'static str, v: &Value) -> ValueError {
+        ValueError::Shape {
+            expected,
+            got: describe(v),
+        }
+    }
+
+    fn scalar(expected: &'static str, v: &Value) -> ValueError {
+        ValueError::Scalar {
+            expected,
+            got: v.clone(),
+        }
+    }
+}
+
 impl Raw {
-    fn take(&mut self, o: &Opt, v: &Value) -> Result<(), String> {
+    fn take(&mut self, o: &Opt, v: &Value) -> Result<(), ValueError> {
         match o.kind {
             Kind::Str => {
-                let s = scalar_string(v)
-                    .ok_or_else(|| format!("expected a string, got {}", describe(v)))?;
+                let s = scalar_string(v).ok_or_else(|| ValueError::shape("a string", v))?;
                 self.strs.insert(o.name, s);
             }
             Kind::Num => {
@@ -774,7 +838,7 @@ impl Raw {
                     Value::String(s) => s.trim().parse().ok(),
                     _ => None,
                 };
-                let n = n.ok_or_else(|| format!("expected a whole number, got {}", v))?;
+                let n = n.ok_or_else(|| ValueError::scalar("a whole number", v))?;
                 self.nums.insert(o.name, n);
             }
             Kind::Bool => {
@@ -783,53 +847,44 @@ impl Raw {
                     Value::String(s) => s.parse().ok(),
                     _ => None,
                 };
-                let b = b.ok_or_else(|| format!("expected true or false, got {}", v))?;
+                let b = b.ok_or_else(|| ValueError::scalar("true or false", v))?;
                 self.bools.insert(o.name, b);
             }
             Kind::Duration => {
-                let s = scalar_string(v)
-                    .ok_or_else(|| format!("expected a duration, got {}", describe(v)))?;
-                let d = parse_duration(&s).ok_or_else(|| {
-                    format!("`{s}` is not a duration: write it like 90s, 5m or 1h30m")
-                })?;
+                let s = scalar_string(v).ok_or_else(|| ValueError::shape("a duration", v))?;
+                let d = parse_duration(&s).ok_or(ValueError::Duration(s))?;
                 self.durs.insert(o.name, d);
             }
             Kind::StrList => {
                 let list = match v {
                     Value::Array(a) => a
                         .iter()
-                        .map(|e| {
-                            scalar_string(e).ok_or_else(|| {
-                                format!("list items must be strings, got {}", describe(e))
-                            })
-                        })
+                        .map(|e| scalar_string(e).ok_or(ValueError::ListItem(describe(e))))
                         .collect::<Result<Vec<_>, _>>()?,
                     Value::String(s) => vec![s.clone()],
-                    _ => return Err(format!("expected a list of strings, got {}", describe(v))),
+                    _ => return Err(ValueError::shape("a list of strings", v)),
                 };
                 self.lists.insert(o.name, list);
             }
             Kind::StrListList => {
                 let Value::Array(outer) = v else {
-                    return Err(format!(
-                        "expected a list of lists of strings, got {}",
-                        describe(v)
-                    ));
+                    return Err(ValueError::shape("a list of lists of strings", v));
                 };
                 let mut out = Vec::new();
                 for (i, inner) in outer.iter().enumerate() {
                     let Value::Array(items) = inner else {
-                        return Err(format!(
-                            "item {i} must be a list of strings like [\"-device\", \"usb-tablet\"], got {}",
-                            describe(inner)
-                        ));
+                        return Err(ValueError::InnerList {
+                            index: i,
+                            got: describe(inner),
+                        });
                     };
                     out.push(
                         items
                             .iter()
                             .map(|e| {
-                                scalar_string(e).ok_or_else(|| {
-                                    format!("item {i} holds {}, not a string", describe(e))
+                                scalar_string(e).ok_or(ValueError::InnerItem {
+                                    index: i,
+                                    got: describe(e),
                                 })
                             })
                             .collect::<Result<Vec<_>, _>>()?,
@@ -839,12 +894,13 @@ impl Raw {
             }
             Kind::StrMap => {
                 let Value::Object(m) = v else {
-                    return Err(format!("expected a map of strings, got {}", describe(v)));
+                    return Err(ValueError::shape("a map of strings", v));
                 };
                 let mut out = BTreeMap::new();
                 for (k, e) in m {
-                    let s = scalar_string(e).ok_or_else(|| {
-                        format!("value of `{k}` must be a string, got {}", describe(e))
+                    let s = scalar_string(e).ok_or_else(|| ValueError::MapValue {
+                        key: k.clone(),
+                        got: describe(e),
                     })?;
                     out.insert(k.clone(), s);
                 }
@@ -853,440 +909,6 @@ impl Raw {
         }
         Ok(())
     }
-}
-
-fn build(
-    mut raw: Raw,
-    packer: PackerSettings,
-    template: template::Context,
-    errs: &mut Vec<String>,
-) -> Option<Config> {
-    let mut s = |k: &str| raw.strs.remove(k).filter(|v| !v.is_empty());
-    let build_name = if packer.build_name.is_empty() {
-        "libvirt".to_string()
-    } else {
-        packer.build_name.clone()
-    };
-
-    let libvirt_uri = s("libvirt_uri").unwrap_or_else(|| "qemu:///system".into());
-    let libvirt_uri = match Uri::parse(&libvirt_uri) {
-        Ok(u) => Some(u),
-        Err(e) => {
-            errs.push(format!("libvirt_uri: {e}"));
-            None
-        }
-    };
-    let pool = s("pool").unwrap_or_else(|| "default".into());
-    let vm_name = s("vm_name").unwrap_or_else(|| format!("packer-{build_name}"));
-    if vm_name.contains('/') || vm_name.starts_with('.') {
-        errs.push(format!(
-            "vm_name: `{vm_name}` cannot be a file name: use letters, digits, `-`, `_` and `.`"
-        ));
-    }
-    let mut iso_urls = Vec::new();
-    if let Some(u) = s("iso_url") {
-        iso_urls.push(u);
-    }
-    let checksum_s = s("iso_checksum");
-    let disk_size_s = s("disk_size");
-    let disk_interface = s("disk_interface").unwrap_or_else(|| "virtio".into());
-    let format_s = s("format");
-    let accel_s = s("accelerator");
-    let machine_type = s("machine_type");
-    let efi_code = s("efi_firmware_code");
-    let efi_vars = s("efi_firmware_vars");
-    let kernel = s("kernel").map(PathBuf::from);
-    let initrd = s("initrd").map(PathBuf::from);
-    let kernel_args = s("kernel_args");
-    let cd_label = s("cd_label").unwrap_or_else(|| "cidata".into());
-    let network = s("network");
-    let net_bridge = s("net_bridge");
-    let mac_address = s("mac_address");
-    let address_source_s = s("address_source");
-    let output_directory = s("output_directory").unwrap_or_else(|| format!("output-{build_name}"));
-    let communicator = s("communicator").unwrap_or_else(|| "ssh".into());
-    let domain_xslt = s("domain_xslt");
-    let ssh_host = s("ssh_host");
-    let ssh_username = s("ssh_username");
-    let ssh_password = s("ssh_password");
-    let ssh_key = s("ssh_private_key_file").map(PathBuf::from);
-    let shutdown_command = s("shutdown_command");
-    let disk_cache = s("disk_cache");
-    let disk_discard = s("disk_discard");
-    let disk_detect_zeroes = s("disk_detect_zeroes");
-    let net_device = s("net_device");
-    let http_directory = s("http_directory").map(PathBuf::from);
-    let http_bind = s("http_bind_address");
-
-    iso_urls.extend(raw.lists.remove("iso_urls").unwrap_or_default());
-    let disk_image = raw.bools.remove("disk_image").unwrap_or(false);
-    let skip_resize_disk = raw.bools.remove("skip_resize_disk").unwrap_or(false);
-    let efi = if raw.bools.remove("efi_boot").unwrap_or(false) {
-        Some((
-            efi_code.unwrap_or_else(|| "/usr/share/OVMF/OVMF_CODE.fd".into()),
-            efi_vars.unwrap_or_else(|| "/usr/share/OVMF/OVMF_VARS.fd".into()),
-        ))
-    } else {
-        if efi_code.is_some() || efi_vars.is_some() {
-            errs.push(
-                "efi_boot: efi_firmware_code and efi_firmware_vars need efi_boot = true".into(),
-            );
-        }
-        None
-    };
-
-    let iso_checksum = match (&checksum_s, iso_urls.is_empty()) {
-        (Some(c), _) => match Checksum::parse(c) {
-            Ok(c) => c,
-            Err(e) => {
-                errs.push(format!("iso_checksum: {e}"));
-                Checksum::None
-            }
-        },
-        (None, false) => {
-            errs.push(
-                "iso_checksum: required with iso_url (write `none` to skip verification)".into(),
-            );
-            Checksum::None
-        }
-        (None, true) => Checksum::None,
-    };
-    if iso_urls.is_empty() && kernel.is_none() {
-        errs.push("iso_url: required (a disk image with disk_image = true, or an ISO), unless kernel is set".into());
-    }
-    if disk_image && iso_urls.is_empty() {
-        errs.push("disk_image: true needs iso_url pointing at the disk image".into());
-    }
-    for u in &iso_urls {
-        if let Some((scheme, _)) = u.split_once("://") {
-            if !matches!(scheme, "http" | "https" | "file") {
-                errs.push(format!(
-                    "iso_url: `{u}`: only local paths, file://, http:// and https:// are supported"
-                ));
-            }
-        }
-    }
-    let disk_size = disk_size_s.as_deref().and_then(|d| {
-        let v = parse_size(d);
-        if v.is_none() {
-            errs.push(format!(
-                "disk_size: `{d}` is not a size: write MiB as a number, or like 10G"
-            ));
-        }
-        v
-    });
-    if !matches!(disk_interface.as_str(), "virtio" | "scsi" | "sata" | "ide") {
-        errs.push(format!(
-            "disk_interface: `{disk_interface}` is not one of virtio, scsi, sata, ide"
-        ));
-    }
-    let format = match format_s.as_deref() {
-        None | Some("qcow2") => Format::Qcow2,
-        Some("raw") => Format::Raw,
-        Some(f) => {
-            errs.push(format!("format: `{f}` is not one of qcow2, raw"));
-            Format::Qcow2
-        }
-    };
-    let memory_mib = raw.nums.remove("memory").unwrap_or(1024);
-    if memory_mib < 16 {
-        errs.push(format!(
-            "memory: {memory_mib} MiB is too little: give at least 16"
-        ));
-    }
-    let cpus = raw.nums.remove("cpus").unwrap_or(1);
-    if cpus == 0 || cpus > 1024 {
-        errs.push(format!("cpus: {cpus} is out of range 1..1024"));
-    }
-    let accelerator = match accel_s.as_deref() {
-        None | Some("kvm") => Accelerator::Kvm,
-        Some("qemu") | Some("tcg") => Accelerator::Qemu,
-        Some(a) => {
-            errs.push(format!("accelerator: `{a}` is not one of kvm, qemu, tcg"));
-            Accelerator::Kvm
-        }
-    };
-    if initrd.is_some() && kernel.is_none() {
-        errs.push("initrd: needs kernel".into());
-    }
-    if kernel_args.is_some() && kernel.is_none() {
-        errs.push("kernel_args: needs kernel".into());
-    }
-    // Kernel and initrd are read by the libvirt host: check them only when
-    // that host is this machine.
-    let local = libvirt_uri.as_ref().is_some_and(files_are_local);
-    for (name, p) in [("kernel", &kernel), ("initrd", &initrd)] {
-        if let Some(p) = p.as_ref().filter(|_| local) {
-            if !p.is_file() {
-                errs.push(format!("{name}: `{}` is not a file", p.display()));
-            }
-        }
-    }
-    let cd_files: Vec<PathBuf> = raw
-        .lists
-        .remove("cd_files")
-        .unwrap_or_default()
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    for f in &cd_files {
-        if !f.is_file() {
-            errs.push(format!(
-                "cd_files: `{}` is not a file (the CD holds files at its root; list each file)",
-                f.display()
-            ));
-        }
-    }
-    let cd_content = raw.maps.remove("cd_content").unwrap_or_default();
-    if cd_label.is_empty()
-        || cd_label.len() > 16
-        || !cd_label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        errs.push(format!(
-            "cd_label: `{cd_label}` must be 1 to 16 ASCII letters, digits, `_` or `-`"
-        ));
-    }
-    let net = match (network, net_bridge) {
-        (Some(_), Some(_)) => {
-            errs.push("net_bridge: cannot be combined with network: choose one".into());
-            NetAttach::Network("default".into())
-        }
-        (None, Some(b)) => NetAttach::Bridge(b),
-        (Some(n), None) => NetAttach::Network(n),
-        (None, None) => NetAttach::Network("default".into()),
-    };
-    let address_source = match address_source_s.as_deref() {
-        None => match net {
-            NetAttach::Network(_) => AddressSource::Lease,
-            NetAttach::Bridge(_) => AddressSource::Agent,
-        },
-        Some("lease") => AddressSource::Lease,
-        Some("agent") => AddressSource::Agent,
-        Some(a) => {
-            errs.push(format!("address_source: `{a}` is not one of lease, agent"));
-            AddressSource::Lease
-        }
-    };
-    if address_source == AddressSource::Lease
-        && matches!(net, NetAttach::Bridge(_))
-        && ssh_host.is_none()
-    {
-        errs.push("address_source: `lease` needs a libvirt network; with net_bridge use `agent` or set ssh_host".into());
-    }
-    if let Some(m) = &mac_address {
-        let ok = m.split(':').count() == 6
-            && m.split(':')
-                .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
-        if !ok {
-            errs.push(format!(
-                "mac_address: `{m}` is not a MAC address like 52:54:00:12:34:56"
-            ));
-        }
-    }
-    let boot_wait = raw
-        .durs
-        .remove("boot_wait")
-        .unwrap_or(Duration::from_secs(10));
-    let boot_command = raw.lists.remove("boot_command").unwrap_or_default();
-    let ssh_wait_timeout = raw.durs.remove("ssh_wait_timeout");
-    let ssh = match communicator.as_str() {
-        "ssh" => {
-            if ssh_username.is_none() {
-                errs.push("ssh_username: required with the ssh communicator".into());
-            }
-            if let Some(k) = &ssh_key {
-                if !k.is_file() {
-                    errs.push(format!(
-                        "ssh_private_key_file: `{}` is not a file",
-                        k.display()
-                    ));
-                }
-            }
-            let port = raw.nums.remove("ssh_port").unwrap_or(22);
-            if port == 0 || port > 65535 {
-                errs.push(format!("ssh_port: {port} is not a port number"));
-            }
-            Some(SshConfig {
-                host: ssh_host,
-                port: port as u16,
-                username: ssh_username.unwrap_or_default(),
-                password: ssh_password,
-                private_key_file: ssh_key,
-                timeout: raw
-                    .durs
-                    .remove("ssh_timeout")
-                    .or(ssh_wait_timeout)
-                    .unwrap_or(Duration::from_secs(300)),
-                handshake_attempts: raw.nums.remove("ssh_handshake_attempts").unwrap_or(10) as u32,
-            })
-        }
-        "none" => None,
-        "winrm" => {
-            errs.push(
-                "communicator: `winrm` is not supported yet by the libvirt builder (Windows guests come in a later release); use ssh, or none with a guest that powers itself off"
-                    .into(),
-            );
-            None
-        }
-        c => {
-            errs.push(format!(
-                "communicator: `{c}` is not supported: use ssh or none"
-            ));
-            None
-        }
-    };
-    if shutdown_command.is_some() && ssh.is_none() {
-        errs.push("shutdown_command: needs the ssh communicator".into());
-    }
-    let shutdown_timeout = raw
-        .durs
-        .remove("shutdown_timeout")
-        .unwrap_or(Duration::from_secs(300));
-    let one_of = |name: &str, v: Option<String>, allowed: &[&str], errs: &mut Vec<String>| {
-        if let Some(x) = &v {
-            if !allowed.contains(&x.as_str()) {
-                errs.push(format!(
-                    "{name}: `{x}` is not one of {}",
-                    allowed.join(", ")
-                ));
-            }
-        }
-        v
-    };
-    let disk_driver = DiskDriver {
-        cache: one_of(
-            "disk_cache",
-            disk_cache,
-            &["writeback", "writethrough", "none", "unsafe", "directsync"],
-            errs,
-        ),
-        discard: one_of("disk_discard", disk_discard, &["ignore", "unmap"], errs),
-        detect_zeroes: one_of(
-            "disk_detect_zeroes",
-            disk_detect_zeroes,
-            &["off", "on", "unmap"],
-            errs,
-        ),
-    };
-    let use_backing_file = raw.bools.remove("use_backing_file").unwrap_or(false);
-    if use_backing_file && (!disk_image || format != Format::Qcow2) {
-        errs.push(
-            "use_backing_file: needs disk_image = true and format = \"qcow2\" (the output is an overlay of the source image)".into(),
-        );
-    }
-    let mut disk_additional_sizes = Vec::new();
-    for (i, d) in raw
-        .lists
-        .remove("disk_additional_size")
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        match parse_size(d) {
-            Some(v) if v > 0 => disk_additional_sizes.push(v),
-            _ => errs.push(format!(
-                "disk_additional_size[{i}]: `{d}` is not a size: write MiB as a number, or like 20G"
-            )),
-        }
-    }
-    let net_model = match net_device.as_deref() {
-        None => "virtio".to_string(),
-        Some(d) => match NET_DEVICES.iter().find(|(n, _)| *n == d) {
-            Some((_, m)) => m.to_string(),
-            None => {
-                errs.push(format!(
-                    "net_device: `{d}` is not one of {}",
-                    NET_DEVICES
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-                "virtio".to_string()
-            }
-        },
-    };
-    let boot_key_interval = raw.durs.remove("boot_key_interval");
-    let _ = raw.bools.remove("efi_drop_efivars");
-    let qemuargs = raw.listlists.remove("qemuargs").unwrap_or_default();
-    for (i, a) in qemuargs.iter().enumerate() {
-        if a.is_empty() || !a[0].starts_with('-') {
-            errs.push(format!(
-                "qemuargs[{i}]: each item is an option and its values, like [\"-device\", \"usb-tablet\"]"
-            ));
-        }
-    }
-    let http_content = raw.maps.remove("http_content").unwrap_or_default();
-    let port_min = raw.nums.remove("http_port_min").unwrap_or(8000);
-    let port_max = raw.nums.remove("http_port_max").unwrap_or(9000);
-    if port_min == 0 || port_min > port_max || port_max > 65535 {
-        errs.push(format!(
-            "http_port_min: {port_min}..{port_max} is not a port range (1..65535, min <= max)"
-        ));
-    }
-    if let Some(d) = &http_directory {
-        if !d.is_dir() {
-            errs.push(format!("http_directory: `{}` is not a folder", d.display()));
-        }
-    }
-    let http = if http_directory.is_some() || !http_content.is_empty() {
-        Some(HttpConfig {
-            directory: http_directory,
-            content: http_content,
-            ports: (port_min as u16, port_max as u16),
-            bind: http_bind,
-        })
-    } else {
-        None
-    };
-    if !errs.is_empty() {
-        return None;
-    }
-    Some(Config {
-        packer,
-        template,
-        libvirt_uri: libvirt_uri?,
-        pool,
-        vm_name,
-        iso_urls,
-        iso_checksum,
-        disk_image,
-        disk_size,
-        skip_resize_disk,
-        disk_interface,
-        format,
-        memory_mib,
-        cpus: cpus as u32,
-        accelerator,
-        machine_type,
-        efi,
-        kernel,
-        initrd,
-        kernel_args,
-        cd_files,
-        cd_content,
-        cd_label,
-        net,
-        mac_address,
-        address_source,
-        output_directory: PathBuf::from(output_directory),
-        boot_wait,
-        boot_command,
-        domain_xslt,
-        ssh,
-        shutdown_command,
-        shutdown_timeout,
-        use_backing_file,
-        disk_driver,
-        disk_additional_sizes,
-        net_model,
-        boot_key_interval,
-        qemuargs,
-        http,
-        ignored: std::mem::take(&mut raw.ignored),
-    })
 }
 
 #[cfg(test)]
@@ -1314,6 +936,60 @@ mod tests {
         assert_eq!(c.net, NetAttach::Network("default".into()));
         assert!(c.packer.force);
         assert_eq!(c.ssh.unwrap().timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_with_what_the_option_takes() {
+        let cases = [
+            (json!({"vm_name": ["a"]}), "vm_name: expected a string, got a list"),
+            (json!({"memory": "lots"}), "memory: expected a whole number, got \"lots\""),
+            (json!({"disk_image": 3}), "disk_image: expected true or false, got 3"),
+            (json!({"boot_wait": {}}), "boot_wait: expected a duration, got a map"),
+            (
+                json!({"boot_wait": "soon"}),
+                "boot_wait: `soon` is not a duration: write it like 90s, 5m or 1h30m",
+            ),
+            (json!({"iso_urls": [{}]}), "iso_urls: list items must be strings, got a map"),
+            (json!({"iso_urls": 3}), "iso_urls: expected a list of strings, got a number"),
+            (
+                json!({"qemuargs": "-S"}),
+                "qemuargs: expected a list of lists of strings, got a string",
+            ),
+            (
+                json!({"qemuargs": ["-S"]}),
+                "qemuargs: item 0 must be a list of strings like [\"-device\", \"usb-tablet\"], got a string",
+            ),
+            (json!({"qemuargs": [[[]]]}), "qemuargs: item 0 holds a list, not a string"),
+            (json!({"cd_content": []}), "cd_content: expected a map of strings, got a list"),
+            (
+                json!({"cd_content": {"user-data": []}}),
+                "cd_content: value of `user-data` must be a string, got a list",
+            ),
+        ];
+        for (user, want) in cases {
+            let e = parse(user).unwrap_err();
+            assert!(e.0.iter().any(|m| m == want), "{want}\nnot in {e}");
+        }
+    }
+
+    #[test]
+    fn problems_are_listed_in_the_order_of_the_option_groups() {
+        let e = parse(json!({
+            "efi_firmware_vars": "/v", "net_bridge": "br0", "address_source": "lease",
+            "communicator": "winrm", "shutdown_command": "x", "iso_url": "/a.iso"
+        }))
+        .unwrap_err();
+        let fields: Vec<&str> = e.0.iter().map(|m| m.split(':').next().unwrap()).collect();
+        assert_eq!(
+            fields,
+            [
+                "efi_boot",
+                "iso_checksum",
+                "address_source",
+                "communicator",
+                "shutdown_command"
+            ]
+        );
     }
 
     #[test]

@@ -13,6 +13,10 @@ use super::xml::{child, child_attr, child_text, children, esc, parse, to_bytes};
 /// XML namespace of the project's metadata inside `<metadata>`.
 pub const METADATA_NS: &str = "urn:kvmhost:domain:1";
 
+/// XML namespace of libvirt's QEMU command-line passthrough
+/// (`<qemu:commandline>`).
+pub const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
+
 /// Hypervisor type of a domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DomainKind {
@@ -81,6 +85,17 @@ pub struct DomainDef {
     pub qemu_agent: bool,
     /// Project metadata (key/value) kept inside the domain.
     pub metadata: BTreeMap<String, String>,
+    /// Extra QEMU arguments passed through libvirt, for what libvirt has
+    /// no element of its own.
+    pub qemu_commandline: QemuCommandline,
+}
+
+/// Arguments libvirt adds to QEMU's command line as they are
+/// (`<qemu:commandline>`); written only when there are some.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QemuCommandline {
+    /// Arguments in order, each one word of QEMU's command line.
+    pub args: Vec<String>,
 }
 
 /// Boot and firmware settings.
@@ -200,6 +215,31 @@ pub struct DiskDef {
     pub target: String,
     /// SCSI World Wide Name.
     pub wwn: Option<String>,
+    /// QEMU driver settings beyond the format.
+    pub driver: DiskDriver,
+}
+
+/// A disk's QEMU driver settings (`<driver cache=... discard=...
+/// detect_zeroes=...>`); `None` leaves QEMU's default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DiskDriver {
+    /// Cache mode, e.g. "none", "writeback", "unsafe".
+    pub cache: Option<String>,
+    /// Discard mode: "unmap" or "ignore".
+    pub discard: Option<String>,
+    /// Zero detection: "off", "on" or "unmap".
+    pub detect_zeroes: Option<String>,
+}
+
+impl DiskDriver {
+    /// The settings as `(attribute, value)` pairs, in the order written.
+    fn attributes(&self) -> [(&'static str, Option<&str>); 3] {
+        [
+            ("cache", self.cache.as_deref()),
+            ("discard", self.discard.as_deref()),
+            ("detect_zeroes", self.detect_zeroes.as_deref()),
+        ]
+    }
 }
 
 /// How an interface reaches the outside.
@@ -324,7 +364,14 @@ impl DomainDef {
     /// The domain's libvirt XML.
     pub fn to_xml(&self) -> String {
         let mut x = String::with_capacity(2048);
-        x.push_str(&format!("<domain type='{}'>", self.kind.as_str()));
+        // The namespace is declared only where it is used, so domains
+        // without passthrough read as before.
+        let qemu_ns = if self.qemu_commandline.args.is_empty() {
+            String::new()
+        } else {
+            format!("xmlns:qemu='{QEMU_NS}' ")
+        };
+        x.push_str(&format!("<domain {qemu_ns}type='{}'>", self.kind.as_str()));
         x.push_str(&format!("<name>{}</name>", esc(&self.name)));
         if let Some(uuid) = &self.uuid {
             x.push_str(&format!("<uuid>{}</uuid>", esc(uuid)));
@@ -393,7 +440,15 @@ impl DomainDef {
             x.push_str(&format!("<video><model type='{}'/></video>", esc(v)));
         }
         x.push_str("<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>");
-        x.push_str("</devices></domain>");
+        x.push_str("</devices>");
+        if !self.qemu_commandline.args.is_empty() {
+            x.push_str("<qemu:commandline>");
+            for a in &self.qemu_commandline.args {
+                x.push_str(&format!("<qemu:arg value='{}'/>", esc(a)));
+            }
+            x.push_str("</qemu:commandline>");
+        }
+        x.push_str("</domain>");
         x
     }
 
@@ -506,6 +561,10 @@ impl DomainDef {
         if let Some(devices) = child(root, "devices") {
             read_devices(devices, &mut def);
         }
+        def.qemu_commandline.args = qemu_elements(root, "commandline")
+            .flat_map(|c| qemu_elements(c, "arg"))
+            .filter_map(|a| a.attribute("value").map(str::to_string))
+            .collect();
         Ok(def)
     }
 
@@ -541,6 +600,17 @@ impl DomainDef {
     }
 }
 
+/// Child elements called `name` in the QEMU namespace, whatever prefix
+/// the document gives it.
+fn qemu_elements<'a, 'i: 'a>(
+    node: roxmltree::Node<'a, 'i>,
+    name: &'a str,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> + 'a {
+    node.children().filter(move |c| {
+        c.is_element() && c.tag_name().namespace() == Some(QEMU_NS) && c.tag_name().name() == name
+    })
+}
+
 /// True for a colon-separated 6-octet MAC address.
 pub fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
@@ -562,9 +632,15 @@ fn disk_xml(x: &mut String, d: &DiskDef) {
     };
     x.push_str(&format!("<disk type='{kind}' device='{device}'>"));
     x.push_str(&format!(
-        "<driver name='qemu' type='{}'/>",
+        "<driver name='qemu' type='{}'",
         esc(d.format.as_deref().unwrap_or("raw"))
     ));
+    for (name, value) in d.driver.attributes() {
+        if let Some(v) = value {
+            x.push_str(&format!(" {name}='{}'", esc(v)));
+        }
+    }
+    x.push_str("/>");
     match &d.source {
         DiskSource::Volume { pool, volume } => x.push_str(&format!(
             "<source pool='{}' volume='{}'/>",
@@ -680,6 +756,11 @@ fn read_devices(devices: roxmltree::Node, def: &mut DomainDef) {
             bus,
             target: child_attr(d, "target", "dev").unwrap_or_default(),
             wwn: child_text(d, "wwn"),
+            driver: DiskDriver {
+                cache: child_attr(d, "driver", "cache"),
+                discard: child_attr(d, "driver", "discard"),
+                detect_zeroes: child_attr(d, "driver", "detect_zeroes"),
+            },
         });
     }
     for i in children(devices, "interface") {
@@ -795,6 +876,7 @@ mod tests {
                     bus: DiskBus::Virtio,
                     target: String::new(),
                     wwn: None,
+                    driver: DiskDriver::default(),
                 },
                 DiskDef {
                     device: DiskDevice::Cdrom,
@@ -803,6 +885,7 @@ mod tests {
                     bus: DiskBus::Sata,
                     target: String::new(),
                     wwn: None,
+                    driver: DiskDriver::default(),
                 },
             ],
             interfaces: vec![InterfaceDef {
@@ -824,6 +907,7 @@ mod tests {
             qemu_agent: true,
             metadata: [("role".to_string(), "agent & <x>".to_string())].into(),
             uuid: None,
+            qemu_commandline: QemuCommandline::default(),
         };
         d.assign_targets();
         d
@@ -851,6 +935,78 @@ mod tests {
         let back = DomainDef::from_xml(&xml).unwrap();
         assert_eq!(back.cpu_mode.as_deref(), Some("custom"));
         assert_eq!(back.cpu_model.as_deref(), Some("Haswell-noTSX-IBRS"));
+    }
+
+    #[test]
+    fn disk_driver_settings_are_written_on_the_driver_and_read_back() {
+        let mut d = sample();
+        d.disks[0].driver = DiskDriver {
+            cache: Some("unsafe".into()),
+            discard: Some("unmap".into()),
+            detect_zeroes: Some("unmap".into()),
+        };
+        let xml = d.to_xml();
+        assert!(
+            xml.contains("<driver name='qemu' type='qcow2' cache='unsafe' discard='unmap' detect_zeroes='unmap'/>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<driver name='qemu' type='raw'/>"), "{xml}");
+        assert_eq!(DomainDef::from_xml(&xml).unwrap(), d);
+    }
+
+    #[test]
+    fn only_the_disk_driver_settings_given_are_written() {
+        let mut d = sample();
+        d.disks[0].driver.discard = Some("ignore".into());
+        let xml = d.to_xml();
+        assert!(
+            xml.contains("<driver name='qemu' type='qcow2' discard='ignore'/>"),
+            "{xml}"
+        );
+        assert_eq!(DomainDef::from_xml(&xml).unwrap(), d);
+    }
+
+    #[test]
+    fn qemu_arguments_are_written_in_the_qemu_namespace_and_read_back() {
+        let mut d = sample();
+        d.qemu_commandline.args = vec![
+            "-device".into(),
+            "usb-tablet".into(),
+            "-smbios".into(),
+            "type=2,x='<y>'".into(),
+        ];
+        let xml = d.to_xml();
+        assert!(
+            xml.starts_with(&format!("<domain xmlns:qemu='{QEMU_NS}' type='qemu'>")),
+            "{xml}"
+        );
+        assert!(
+            xml.ends_with(
+                "</devices><qemu:commandline><qemu:arg value='-device'/><qemu:arg value='usb-tablet'/>\
+                 <qemu:arg value='-smbios'/><qemu:arg value='type=2,x=&apos;&lt;y&gt;&apos;'/>\
+                 </qemu:commandline></domain>"
+            ),
+            "{xml}"
+        );
+        assert_eq!(DomainDef::from_xml(&xml).unwrap(), d);
+    }
+
+    #[test]
+    fn a_domain_without_qemu_arguments_declares_no_qemu_namespace() {
+        let xml = sample().to_xml();
+        assert!(!xml.contains("qemu:"), "{xml}");
+        assert!(xml.starts_with("<domain type='qemu'>"), "{xml}");
+    }
+
+    #[test]
+    fn qemu_arguments_are_read_by_namespace_not_by_prefix() {
+        let xml = format!(
+            "<domain type='kvm' xmlns:q='{QEMU_NS}'><name>a</name><memory unit='KiB'>1048576</memory>\
+             <vcpu>1</vcpu><devices/><q:commandline><q:arg value='-S'/></q:commandline>\
+             <commandline><arg value='not-qemu'/></commandline></domain>"
+        );
+        let d = DomainDef::from_xml(&xml).unwrap();
+        assert_eq!(d.qemu_commandline.args, ["-S"]);
     }
 
     #[test]

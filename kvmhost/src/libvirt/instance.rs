@@ -274,6 +274,7 @@ impl Host {
                     bus: d.bus,
                     target: d.target.clone(),
                     wwn: None,
+                    driver: Default::default(),
                 });
             }
             let mut sp = VolumeSpec::new(
@@ -292,6 +293,7 @@ impl Host {
                 bus: DiskBus::Sata,
                 target: String::new(),
                 wwn: None,
+                driver: Default::default(),
             });
 
             let mut def = t.domain.clone();

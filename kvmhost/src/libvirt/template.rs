@@ -184,6 +184,7 @@ impl Host {
                 bus: DiskBus::Virtio,
                 target: String::new(),
                 wwn: None,
+                driver: Default::default(),
             })
             .collect();
         def.assign_targets();

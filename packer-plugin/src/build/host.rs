@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use kvmhost::libvirt::address::{wait_for_addresses_async, AddressWait, Family};
 use kvmhost::libvirt::domain::{AddressSource as LvAddressSource, PowerState};
 use kvmhost::libvirt::domain_xml::{
-    ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, DomainKind, InterfaceDef,
-    InterfaceSource, NvramDef, OsDef,
+    ConsoleDef, DiskBus, DiskDef, DiskDevice, DiskDriver, DiskSource, DomainDef, DomainKind,
+    InterfaceDef, InterfaceSource, NvramDef, OsDef, QemuCommandline,
 };
 use kvmhost::libvirt::handle::{self, Connection, HostAddress, OpenError};
 use kvmhost::libvirt::image::{image_info, HostFileKind, ImageInfo, Overlay};
@@ -96,7 +96,7 @@ pub enum HostError {
     NoBridge(String),
     /// `boot_command` does not parse.
     #[error("boot_command: {0}")]
-    BootCommand(String),
+    BootCommand(#[from] super::keystrokes::KeystrokeError),
     /// The guest got no address before `ssh_timeout`.
     #[error("ssh_timeout: the guest's NIC {mac} got no IPv4 address (from the {from}) in time")]
     NoAddress {
@@ -351,8 +351,8 @@ impl HostHandle {
         qemuargs: &[Vec<String>],
         record: &(dyn Fn(Leftover) + Sync),
     ) -> Result<(), BuildError> {
-        let def = domain_def(cfg, disks, install_iso, seed, mac);
-        let xml = super::domain_xml::finish(&def.to_xml(), &cfg.disk_driver, qemuargs);
+        let def = domain_def(cfg, disks, install_iso, seed, mac, qemuargs);
+        let xml = def.to_xml();
         let name = cfg.vm_name.clone();
         let xslt = cfg.domain_xslt.clone();
         self.with(move |h| match &xslt {
@@ -625,13 +625,14 @@ pub fn disk_locked(path: &Path) -> Option<bool> {
     Some(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
-/// The build domain's definition.
+/// The build domain's definition, with `qemuargs` already rendered.
 pub fn domain_def(
     cfg: &Config,
     hard_disks: &[&str],
     install_iso: Option<&str>,
     seed: Option<&str>,
     mac: &str,
+    qemuargs: &[Vec<String>],
 ) -> DomainDef {
     let bus = match cfg.disk_interface.as_str() {
         "scsi" => DiskBus::Scsi,
@@ -655,6 +656,7 @@ pub fn domain_def(
             bus,
             target: String::new(),
             wwn: None,
+            driver: cfg.disk_driver.clone(),
         })
         .collect();
     for cd in [install_iso, seed].into_iter().flatten() {
@@ -665,6 +667,7 @@ pub fn domain_def(
             bus: DiskBus::Sata,
             target: String::new(),
             wwn: None,
+            driver: DiskDriver::default(),
         });
     }
     let boot_devices = if install_iso.is_some() && !cfg.disk_image {
@@ -716,6 +719,9 @@ pub fn domain_def(
             log_file: None,
         }],
         qemu_agent: cfg.address_source == AddressSource::Agent,
+        qemu_commandline: QemuCommandline {
+            args: qemuargs.iter().flatten().cloned().collect(),
+        },
         ..Default::default()
     };
     def.metadata
@@ -782,6 +788,7 @@ mod tests {
             Some("/p/v-install.iso"),
             Some("/p/v-cd.iso"),
             "52:54:00:00:00:01",
+            &[],
         );
         assert_eq!(d.kind, DomainKind::Kvm);
         assert_eq!(d.cpu_mode.as_deref(), Some("host-passthrough"));
@@ -800,7 +807,7 @@ mod tests {
             "kernel": "/proc/self/exe", "kernel_args": "console=ttyS0", "accelerator": "tcg",
             "net_bridge": "br0", "ssh_username": "u", "disk_interface": "scsi", "memory": 512, "cpus": 2
         }));
-        let d = domain_def(&c, &["/p/v.img"], None, None, "52:54:00:00:00:02");
+        let d = domain_def(&c, &["/p/v.img"], None, None, "52:54:00:00:00:02", &[]);
         assert_eq!(d.kind, DomainKind::Qemu);
         assert_eq!(d.cpu_mode, None);
         assert_eq!((d.memory_mib, d.vcpu), (512, 2));
@@ -811,6 +818,51 @@ mod tests {
         // On a bridge the address comes from the guest agent.
         assert!(d.qemu_agent);
         assert!(d.os.firmware.is_none() && d.os.nvram.is_none());
+    }
+
+    #[test]
+    fn disk_driver_settings_go_on_every_hard_disk_and_not_on_cds() {
+        let c = config(json!({
+            "iso_url": "/i.iso", "iso_checksum": "none", "ssh_username": "u", "vm_name": "v",
+            "disk_cache": "unsafe", "disk_discard": "unmap", "disk_detect_zeroes": "unmap",
+            "disk_additional_size": ["1G"]
+        }));
+        let d = domain_def(
+            &c,
+            &["/p/v.qcow2", "/p/v-1.qcow2"],
+            Some("/p/v-install.iso"),
+            None,
+            "52:54:00:00:00:04",
+            &[],
+        );
+        let x = d.to_xml();
+        assert_eq!(
+            x.matches("<driver name='qemu' type='qcow2' cache='unsafe' discard='unmap' detect_zeroes='unmap'/>")
+                .count(),
+            2,
+            "{x}"
+        );
+        assert!(x.contains("<driver name='qemu' type='raw'/>"), "{x}");
+    }
+
+    #[test]
+    fn qemuargs_become_a_qemu_commandline_in_the_qemu_namespace() {
+        let c = config(json!({"kernel": "/proc/self/exe", "communicator": "none", "vm_name": "q"}));
+        let args = vec![
+            vec!["-device".to_string(), "usb-tablet".to_string()],
+            vec!["-smbios".to_string(), "type=2,x='<y>'".to_string()],
+        ];
+        let x = domain_def(&c, &["/p/q.qcow2"], None, None, "52:54:00:00:00:05", &args).to_xml();
+        assert!(
+            x.starts_with(
+                "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' type='kvm'>"
+            ),
+            "{x}"
+        );
+        assert!(x.ends_with(
+            "<qemu:commandline><qemu:arg value='-device'/><qemu:arg value='usb-tablet'/>\
+             <qemu:arg value='-smbios'/><qemu:arg value='type=2,x=&apos;&lt;y&gt;&apos;'/></qemu:commandline></domain>"
+        ), "{x}");
     }
 
     #[test]
@@ -905,7 +957,7 @@ mod tests {
         let c = config(
             json!({"kernel": "/proc/self/exe", "communicator": "none", "efi_boot": true, "vm_name": "e"}),
         );
-        let d = domain_def(&c, &["/p/e.qcow2"], None, None, "52:54:00:00:00:03");
+        let d = domain_def(&c, &["/p/e.qcow2"], None, None, "52:54:00:00:00:03", &[]);
         assert_eq!(
             d.os.firmware.as_deref(),
             Some("/usr/share/OVMF/OVMF_CODE.fd")

@@ -130,8 +130,22 @@ fn char_key(c: char) -> Option<(u32, bool)> {
         .map(|(_, k)| (*k, true))
 }
 
+/// Why a boot command cannot be typed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeystrokeError {
+    /// A character with no key on a US keyboard.
+    #[error("the character {0:?} cannot be typed")]
+    Untypable(char),
+    /// A `<wait...>` tag whose duration does not parse, by the tag's name.
+    #[error("<{0}>: not a wait like <wait>, <wait5> or <wait1m30s>")]
+    BadWait(String),
+    /// A `<...On>`/`<...Off>` tag, by name.
+    #[error("<{0}>: holding keys is not supported; send combinations as separate keys")]
+    Hold(String),
+}
+
 /// Parses a boot command into actions.
-pub fn parse(cmd: &str) -> Result<Vec<Action>, String> {
+pub fn parse(cmd: &str) -> Result<Vec<Action>, KeystrokeError> {
     let mut out = Vec::new();
     let mut rest = cmd;
     while let Some(c) = rest.chars().next() {
@@ -145,8 +159,7 @@ pub fn parse(cmd: &str) -> Result<Vec<Action>, String> {
                 }
             }
         }
-        let (code, shift) =
-            char_key(c).ok_or_else(|| format!("the character {c:?} cannot be typed"))?;
+        let (code, shift) = char_key(c).ok_or(KeystrokeError::Untypable(c))?;
         out.push(Action::Keys(if shift {
             vec![SHIFT, code]
         } else {
@@ -157,7 +170,7 @@ pub fn parse(cmd: &str) -> Result<Vec<Action>, String> {
     Ok(out)
 }
 
-fn tag(name: &str) -> Result<Option<Action>, String> {
+fn tag(name: &str) -> Result<Option<Action>, KeystrokeError> {
     if let Some(w) = name.strip_prefix("wait") {
         if w.is_empty() {
             return Ok(Some(Action::Wait(Duration::from_secs(1))));
@@ -167,12 +180,10 @@ fn tag(name: &str) -> Result<Option<Action>, String> {
         }
         return parse_duration(w)
             .map(|d| Some(Action::Wait(d)))
-            .ok_or_else(|| format!("<{name}>: not a wait like <wait>, <wait5> or <wait1m30s>"));
+            .ok_or_else(|| KeystrokeError::BadWait(name.to_string()));
     }
     if name.ends_with("On") || name.ends_with("Off") {
-        return Err(format!(
-            "<{name}>: holding keys is not supported; send combinations as separate keys"
-        ));
+        return Err(KeystrokeError::Hold(name.to_string()));
     }
     Ok(special(name).map(|k| Action::Keys(vec![k])))
 }
@@ -201,6 +212,17 @@ mod tests {
         );
         // An unknown tag is typed literally, as Packer does.
         assert_eq!(parse("<x>").unwrap().len(), 3);
-        assert!(parse("<leftAltOn>").is_err());
+        assert_eq!(
+            parse("<leftAltOn>").unwrap_err().to_string(),
+            "<leftAltOn>: holding keys is not supported; send combinations as separate keys"
+        );
+        assert_eq!(
+            parse("<waitlong>").unwrap_err().to_string(),
+            "<waitlong>: not a wait like <wait>, <wait5> or <wait1m30s>"
+        );
+        assert_eq!(
+            parse("é").unwrap_err().to_string(),
+            "the character 'é' cannot be typed"
+        );
     }
 }

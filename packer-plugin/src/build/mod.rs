@@ -3,40 +3,61 @@
 //! Whatever a step creates on the host is recorded at once, so success,
 //! failure and cancellation all remove it.
 
-pub mod domain_xml;
 pub mod host;
 pub mod http;
 pub mod keystrokes;
 pub mod source;
-pub mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rmpv::Value;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::packer::artifact::Artifact;
-use crate::packer::communicator::CommunicatorService;
-use crate::packer::ui::{Ui, UiProxy};
-use crate::protocol::mux::Broker;
-use crate::protocol::rpc::value::object;
-use crate::protocol::rpc::{Client, Router};
+use crate::ssh::{self, Ssh};
+use crate::ui::Ui;
 use host::{HostHandle, Leftover};
-use ssh::Ssh;
 
 /// What a build talks to.
 pub struct BuildEnv {
     /// Packer's Ui.
     pub ui: Ui,
-    /// The client of Packer's `Hook` (same stream as the Ui).
-    pub hook: Arc<Client>,
-    /// The broker, for the streams provisioners use.
-    pub broker: Arc<Broker>,
+    /// Runs the provisioners once the guest answers on SSH.
+    pub provisioners: Box<dyn Provisioners>,
     /// Fires on `Builder.Cancel`.
     pub cancel: CancellationToken,
+}
+
+/// The provisioners of the template, run by whoever started the build
+/// (Packer's `packer_provision` hook), so the build does not need to know
+/// how they are reached.
+pub trait Provisioners: Send + Sync {
+    /// Runs them against the guest over `ssh`, offering `data` as the
+    /// build's variables; the error is the provisioner's own text.
+    fn run<'a>(
+        &'a self,
+        ssh: Arc<Ssh>,
+        data: &'a HookData,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>>;
+}
+
+/// Why the provisioners failed, in whatever terms reached them (Packer's
+/// hook reports a provisioner's failure as text).
+pub type ProvisionError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The image a successful build leaves in its output folder.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The output folder.
+    pub dir: PathBuf,
+    /// The files in it (disk, SHA256SUMS).
+    pub files: Vec<PathBuf>,
+    /// The image's id: the disk file name.
+    pub id: String,
+    /// Values for `State(name)` lookups (e.g. `diskName`, `diskType`).
+    pub state: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a build failed.
@@ -131,9 +152,9 @@ pub enum BuildError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A provisioner failed (Packer's hook reports it as text).
+    /// A provisioner failed.
     #[error("{0}")]
-    Provision(String),
+    Provision(ProvisionError),
 }
 
 /// Things made during the build that must go when it ends.
@@ -147,13 +168,13 @@ struct Cleanup {
 type Shared = Arc<Mutex<Cleanup>>;
 
 /// Runs the whole build. The result is the artifact, or why not.
-pub async fn run(cfg: Config, env: BuildEnv) -> Result<Option<Artifact>, BuildError> {
+pub async fn run(cfg: Config, env: BuildEnv) -> Result<Option<Image>, BuildError> {
     let shared: Shared = Arc::default();
     let started = Instant::now();
     let result = tokio::select! {
         // A panic in a step still ends in the cleanup below.
         r = crate::protocol::rpc::catch_panic(steps(&cfg, &env, shared.clone())) => r.unwrap_or_else(|p| {
-            Err(BuildError::Internal(p))
+            Err(BuildError::Internal(p.0))
         }),
         _ = env.cancel.cancelled() => Err(BuildError::Cancelled),
     };
@@ -221,11 +242,7 @@ async fn cleanup(ui: &Ui, shared: Shared) {
     }
 }
 
-async fn steps(
-    cfg: &Config,
-    env: &BuildEnv,
-    shared: Shared,
-) -> Result<Option<Artifact>, BuildError> {
+async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Image>, BuildError> {
     let ui = &env.ui;
     prepare_output(cfg, ui).await?;
 
@@ -391,7 +408,10 @@ async fn steps(
             public_key: throwaway.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
             http: http_server.as_ref().map(|(ip, s)| (ip.to_string(), s.port)),
         };
-        provision(env, ssh.clone(), &data).await?;
+        env.provisioners
+            .run(ssh.clone(), &data)
+            .await
+            .map_err(BuildError::Provision)?;
 
         ui.say("Shutting down the guest...").await;
         match &cfg.shutdown_command {
@@ -466,7 +486,7 @@ async fn steps(
     let mut state = std::collections::BTreeMap::new();
     state.insert("diskName".to_string(), file_name.clone());
     state.insert("diskType".to_string(), cfg.format.as_str().to_string());
-    Ok(Some(Artifact {
+    Ok(Some(Image {
         dir: cfg.output_directory.clone(),
         files,
         id: file_name,
@@ -650,71 +670,6 @@ pub struct HookData {
     pub public_key: String,
     /// The HTTP server's address and port, if one runs.
     pub http: Option<(String, u16)>,
-}
-
-impl HookData {
-    fn to_value(&self) -> Value {
-        // Without an HTTP server, say so in the words Packer's builders use.
-        let no_http =
-            |what: &str| Value::from(format!("ERR_HTTP_{what}_NOT_IMPLEMENTED_BY_BUILDER"));
-        let (http_ip, http_port, http_addr) = match &self.http {
-            Some((ip, port)) => (
-                Value::from(ip.as_str()),
-                Value::from(port.to_string()),
-                Value::from(format!("{ip}:{port}")),
-            ),
-            None => (no_http("IP"), no_http("PORT"), no_http("ADDR")),
-        };
-        object([
-            ("ID", Value::from(self.id.as_str())),
-            (
-                "PackerRunUUID",
-                Value::from(std::env::var("PACKER_RUN_UUID").unwrap_or_default()),
-            ),
-            ("PackerHTTPIP", http_ip),
-            ("PackerHTTPPort", http_port),
-            ("PackerHTTPAddr", http_addr),
-            ("Host", Value::from(self.host.as_str())),
-            ("Port", Value::from(self.port)),
-            ("User", Value::from(self.user.as_str())),
-            ("Password", Value::from(self.password.as_str())),
-            ("ConnType", Value::from("ssh")),
-            ("SSHPublicKey", Value::from(self.public_key.as_str())),
-        ])
-    }
-}
-
-/// Runs Packer's provisioners: serve a Communicator and a Ui on a fresh
-/// stream id, then call `Hook.Run("packer_provision")` with that id.
-async fn provision(env: &BuildEnv, ssh: Arc<Ssh>, hook_data: &HookData) -> Result<(), BuildError> {
-    let id = env.broker.next_id();
-    let ui = Arc::new(UiProxy(env.ui.clone()));
-    let router = Router::new()
-        .with(
-            "Communicator",
-            Arc::new(CommunicatorService {
-                ssh,
-                broker: env.broker.clone(),
-            }),
-        )
-        .with("Ui", ui.clone())
-        .with_prefix("Ui", ui);
-    let broker = env.broker.clone();
-    let server = tokio::spawn(async move {
-        if let Ok(conn) = broker.accept(id).await {
-            router.serve(conn).await;
-        }
-    });
-    let data = hook_data.to_value();
-    let arg = object([
-        ("Name", Value::from("packer_provision")),
-        ("Data", data),
-        ("StreamId", Value::from(id)),
-    ]);
-    let r = env.hook.call("Hook.Run", arg).await;
-    server.abort();
-    r.map(|_| ())
-        .map_err(|e| BuildError::Provision(e.to_string()))
 }
 
 fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<PathBuf, BuildError> {

@@ -10,13 +10,48 @@ use tokio_util::sync::CancellationToken;
 use crate::build::{self, BuildEnv};
 use crate::config::{self, Config};
 use crate::packer::artifact::Artifact;
-use crate::packer::ui::Ui;
 use crate::protocol::handshake::Protocol;
-use crate::protocol::mux::Broker;
+use crate::protocol::mux::{Broker, MuxError};
 use crate::protocol::rpc::value::{field, object, strings, to_json};
 use crate::protocol::rpc::{Client, ReplyFuture, Router, Service};
-use crate::protocol::spec;
+use crate::protocol::spec::{self, ProtobufSpecError};
+use crate::provision::PackerHook;
 use crate::secrets::Secrets;
+use crate::ui::Ui;
+
+/// Why `Builder.Run` failed; Packer shows the text.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The argument is not the stream id Packer sends.
+    #[error("Builder.Run: the argument is not a stream id")]
+    NotAStream,
+    /// `Run` came without a successful `Prepare`.
+    #[error("Builder.Run called before a successful Prepare")]
+    NotPrepared,
+    /// The stream Packer named could not be dialed.
+    #[error("{0}")]
+    Dial(#[from] MuxError),
+    /// The build failed; the message has the template's secrets masked.
+    #[error("{0}")]
+    Build(String),
+}
+
+/// Why `Prepare`'s `Configs` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigsError {
+    /// `Configs` is something other than a list.
+    #[error("Prepare: Configs is not a list")]
+    NotAList,
+    /// An HCL2 configuration is not valid cty JSON.
+    #[error("Prepare: the HCL2 configuration is not cty JSON: {0}")]
+    NotCtyJson(serde_json::Error),
+    /// An HCL2 configuration's value is not an object.
+    #[error("Prepare: the HCL2 configuration is not an object")]
+    NotAnObject,
+    /// A configuration that is neither a map nor cty JSON.
+    #[error("Prepare: unexpected configuration value {0}")]
+    Unexpected(Value),
+}
 
 /// The builder as served to Packer.
 pub struct BuilderService {
@@ -43,7 +78,7 @@ impl BuilderService {
         })
     }
 
-    fn config_spec(&self) -> Result<Value, String> {
+    fn config_spec(&self) -> Result<Value, ProtobufSpecError> {
         let bytes = if self.protobuf {
             spec::encode_protobuf(&config::hcl_spec())?
         } else {
@@ -55,7 +90,7 @@ impl BuilderService {
     fn prepare(&self, arg: &Value) -> Value {
         let (user, packer) = match split_configs(arg) {
             Ok(v) => v,
-            Err(e) => return prepare_reply(Some(e), &[]),
+            Err(e) => return prepare_reply(Some(e.to_string()), &[]),
         };
         let mut secrets = Secrets::from_prepare(&user, &packer);
         let reply = match Config::parse(&user, &packer) {
@@ -73,33 +108,36 @@ impl BuilderService {
         reply
     }
 
-    async fn run(self: Arc<Self>, arg: Value) -> Result<Value, String> {
-        let stream = crate::protocol::rpc::value::as_u32(&arg)
-            .ok_or_else(|| "Builder.Run: the argument is not a stream id".to_string())?;
+    async fn run(self: Arc<Self>, arg: Value) -> Result<Value, RunError> {
+        let stream = crate::protocol::rpc::value::as_u32(&arg).ok_or(RunError::NotAStream)?;
         let config = self
             .config
             .lock()
             .expect("config lock")
             .clone()
-            .ok_or_else(|| "Builder.Run called before a successful Prepare".to_string())?;
+            .ok_or(RunError::NotPrepared)?;
         let secrets = self.secrets.lock().expect("secrets lock").clone();
-        let conn = self.broker.dial(stream).await.map_err(|e| e.to_string())?;
+        let conn = self.broker.dial(stream).await?;
         let client = Client::new(conn);
+        let ui = Ui::new(client.clone()).masking(secrets.clone());
         let env = BuildEnv {
-            ui: Ui::new(client.clone()).masking(secrets.clone()),
-            hook: client,
-            broker: self.broker.clone(),
+            ui: ui.clone(),
+            provisioners: Box::new(PackerHook {
+                ui,
+                hook: client,
+                broker: self.broker.clone(),
+            }),
             cancel: self.cancel.clone(),
         };
         let artifact = build::run(config, env)
             .await
-            .map_err(|e| secrets.mask(&e.to_string()))?;
-        let Some(artifact) = artifact else {
+            .map_err(|e| RunError::Build(secrets.mask(&e.to_string())))?;
+        let Some(image) = artifact else {
             return Ok(Value::from(0));
         };
         let id = self.broker.next_id();
         let broker = self.broker.clone();
-        tokio::spawn(serve_artifact(broker, id, artifact));
+        tokio::spawn(serve_artifact(broker, id, Artifact(image)));
         Ok(Value::from(id))
     }
 }
@@ -142,25 +180,23 @@ pub type JsonMap = Map<String, serde_json::Value>;
 /// Splits `Prepare`'s `Configs` into the user's options and Packer's
 /// `packer_*` settings. JSON templates send maps; HCL2 sends the options
 /// as cty JSON in a byte string.
-pub fn split_configs(arg: &Value) -> Result<(JsonMap, JsonMap), String> {
+pub fn split_configs(arg: &Value) -> Result<(JsonMap, JsonMap), ConfigsError> {
     let mut user = Map::new();
     let mut packer = Map::new();
     let configs = match field(arg, "Configs") {
         Some(Value::Array(a)) => a.as_slice(),
         Some(Value::Nil) | None => &[],
-        Some(_) => return Err("Prepare: Configs is not a list".into()),
+        Some(_) => return Err(ConfigsError::NotAList),
     };
     for c in configs {
         let obj = match c {
             Value::Binary(b) => {
-                let v: serde_json::Value = serde_json::from_slice(b)
-                    .map_err(|e| format!("Prepare: the HCL2 configuration is not cty JSON: {e}"))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(b).map_err(ConfigsError::NotCtyJson)?;
                 match v.get("value") {
                     Some(serde_json::Value::Object(o)) => o.clone(),
                     Some(serde_json::Value::Null) | None => Map::new(),
-                    Some(_) => {
-                        return Err("Prepare: the HCL2 configuration is not an object".into())
-                    }
+                    Some(_) => return Err(ConfigsError::NotAnObject),
                 }
             }
             Value::Map(_) => match to_json(c) {
@@ -168,7 +204,7 @@ pub fn split_configs(arg: &Value) -> Result<(JsonMap, JsonMap), String> {
                 _ => Map::new(),
             },
             Value::Nil => continue,
-            other => return Err(format!("Prepare: unexpected configuration value {other}")),
+            other => return Err(ConfigsError::Unexpected(other.clone())),
         };
         for (k, v) in obj {
             if k.starts_with("packer_") {
@@ -184,15 +220,16 @@ pub fn split_configs(arg: &Value) -> Result<(JsonMap, JsonMap), String> {
 impl Service for BuilderService {
     fn call(self: Arc<Self>, method: &str, arg: Value) -> ReplyFuture {
         match method {
+            // The wire carries errors as text (see `Reply`).
             "ConfigSpec" => {
-                let v = self.config_spec();
+                let v = self.config_spec().map_err(|e| e.to_string());
                 Box::pin(async move { v })
             }
             "Prepare" => {
                 let v = self.prepare(&arg);
                 Box::pin(async move { Ok(v) })
             }
-            "Run" => Box::pin(self.run(arg)),
+            "Run" => Box::pin(async move { self.run(arg).await.map_err(|e| e.to_string()) }),
             "Cancel" => {
                 self.cancel.cancel();
                 Box::pin(async { Ok(Value::Nil) })

@@ -7,14 +7,76 @@ use std::sync::Arc;
 use rmpv::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::build::ssh::Ssh;
 use crate::protocol::gob;
-use crate::protocol::mux::{Broker, Conn};
+use crate::protocol::mux::{Broker, Conn, MuxError};
 use crate::protocol::rpc::value::{field, str_field, str_list, u32_field};
 use crate::protocol::rpc::{ReplyFuture, Service};
+use crate::ssh::{Ssh, SshError};
 
 /// What Packer reports when a command ended without an exit status.
 const NO_EXIT_STATUS: i64 = 255;
+
+/// Why a `Communicator` call failed; Packer's provisioner shows the text.
+#[derive(Debug, thiserror::Error)]
+pub enum CommunicatorError {
+    /// A stream Packer named could not be dialed.
+    #[error("{0}")]
+    Dial(#[from] MuxError),
+    /// The call named no stream where it needs one.
+    #[error("Communicator.{method}: no {stream} stream")]
+    NoStream {
+        /// The method called.
+        method: &'static str,
+        /// Which stream is missing.
+        stream: &'static str,
+    },
+    /// An upload without a size could not be spooled to a local file.
+    #[error("spooling upload for {path}: {source}")]
+    Spool {
+        /// The guest path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing a file to the guest failed.
+    #[error("upload to {path}: {source}")]
+    Upload {
+        /// The guest path.
+        path: String,
+        /// The cause.
+        source: SshError,
+    },
+    /// Copying a folder to the guest failed.
+    #[error("upload of {src} to {dst}: {source}")]
+    UploadDir {
+        /// The local folder.
+        src: String,
+        /// The guest folder.
+        dst: String,
+        /// The cause.
+        source: SshError,
+    },
+    /// Reading a file from the guest failed.
+    #[error("download of {path}: {source}")]
+    Download {
+        /// The guest path.
+        path: String,
+        /// The cause.
+        source: SshError,
+    },
+    /// Copying a folder from the guest failed.
+    #[error("download of {src} to {dst}: {source}")]
+    DownloadDir {
+        /// The guest folder.
+        src: String,
+        /// The local folder.
+        dst: String,
+        /// The cause.
+        source: SshError,
+    },
+}
+
+type CallResult = Result<Value, CommunicatorError>;
 
 /// Serves `Communicator` calls on one broker.
 pub struct CommunicatorService {
@@ -25,18 +87,14 @@ pub struct CommunicatorService {
 }
 
 impl CommunicatorService {
-    async fn dial(&self, id: u32) -> Result<Option<Conn>, String> {
+    async fn dial(&self, id: u32) -> Result<Option<Conn>, MuxError> {
         if id == 0 {
             return Ok(None);
         }
-        self.broker
-            .dial(id)
-            .await
-            .map(Some)
-            .map_err(|e| e.to_string())
+        self.broker.dial(id).await.map(Some)
     }
 
-    async fn start(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+    async fn start(self: Arc<Self>, arg: Value) -> CallResult {
         let command = str_field(&arg, "Command");
         let stdin = self.dial(u32_field(&arg, "StdinStreamId")).await?;
         let stdout = self.dial(u32_field(&arg, "StdoutStreamId")).await?;
@@ -44,7 +102,10 @@ impl CommunicatorService {
         let response = self
             .dial(u32_field(&arg, "ResponseStreamId"))
             .await?
-            .ok_or("Communicator.Start: no response stream")?;
+            .ok_or(CommunicatorError::NoStream {
+                method: "Start",
+                stream: "response",
+            })?;
         // Start returns at once; the exit status goes to the response stream.
         tokio::spawn(async move {
             let mut out = stdout.map(Sink::Conn).unwrap_or(Sink::Null);
@@ -66,12 +127,14 @@ impl CommunicatorService {
         Ok(Value::Nil)
     }
 
-    async fn upload(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+    async fn upload(self: Arc<Self>, arg: Value) -> CallResult {
         let path = str_field(&arg, "Path");
-        let mut reader = self
-            .dial(u32_field(&arg, "ReaderStreamId"))
-            .await?
-            .ok_or("Communicator.Upload: no data stream")?;
+        let mut reader = self.dial(u32_field(&arg, "ReaderStreamId")).await?.ok_or(
+            CommunicatorError::NoStream {
+                method: "Upload",
+                stream: "data",
+            },
+        )?;
         let mode = field(&arg, "FileInfo")
             .and_then(|fi| field(fi, "M"))
             .and_then(Value::as_u64)
@@ -86,58 +149,68 @@ impl CommunicatorService {
             Some(size) => self.ssh.upload(&path, reader, size, mode).await,
             // scp announces the size first: spool the stream, then send it.
             None => {
-                let (f, size) = spool(&mut reader)
-                    .await
-                    .map_err(|e| format!("spooling upload for {path}: {e}"))?;
+                let (f, size) =
+                    spool(&mut reader)
+                        .await
+                        .map_err(|source| CommunicatorError::Spool {
+                            path: path.clone(),
+                            source,
+                        })?;
                 self.ssh.upload(&path, f, size, mode).await
             }
         }
-        .map_err(|e| format!("upload to {path}: {e}"))?;
+        .map_err(|source| CommunicatorError::Upload { path, source })?;
         Ok(Value::Nil)
     }
 
-    async fn upload_dir(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+    async fn upload_dir(self: Arc<Self>, arg: Value) -> CallResult {
         let dst = str_field(&arg, "Dst");
         let src = str_field(&arg, "Src");
         let exclude = str_list(field(&arg, "Exclude"));
         self.ssh
             .upload_dir(&dst, &PathBuf::from(&src), &exclude)
             .await
-            .map_err(|e| format!("upload of {src} to {dst}: {e}"))?;
+            .map_err(|source| CommunicatorError::UploadDir { src, dst, source })?;
         Ok(Value::Nil)
     }
 
-    async fn download(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+    async fn download(self: Arc<Self>, arg: Value) -> CallResult {
         let path = str_field(&arg, "Path");
-        let mut writer = self
-            .dial(u32_field(&arg, "WriterStreamId"))
-            .await?
-            .ok_or("Communicator.Download: no data stream")?;
+        let mut writer = self.dial(u32_field(&arg, "WriterStreamId")).await?.ok_or(
+            CommunicatorError::NoStream {
+                method: "Download",
+                stream: "data",
+            },
+        )?;
         let r = self.ssh.download(&path, &mut writer).await;
         let _ = writer.shutdown().await;
-        r.map_err(|e| format!("download of {path}: {e}"))?;
+        r.map_err(|source| CommunicatorError::Download { path, source })?;
         Ok(Value::Nil)
     }
 
-    async fn download_dir(self: Arc<Self>, arg: Value) -> Result<Value, String> {
+    async fn download_dir(self: Arc<Self>, arg: Value) -> CallResult {
         let dst = str_field(&arg, "Dst");
         let src = str_field(&arg, "Src");
         self.ssh
             .download_dir(&src, &PathBuf::from(&dst))
             .await
-            .map_err(|e| format!("download of {src} to {dst}: {e}"))?;
+            .map_err(|source| CommunicatorError::DownloadDir { src, dst, source })?;
         Ok(Value::Nil)
     }
 }
 
 impl Service for CommunicatorService {
     fn call(self: Arc<Self>, method: &str, arg: Value) -> ReplyFuture {
+        // The wire carries the error as text (see `Reply`).
+        fn wire(f: impl std::future::Future<Output = CallResult> + Send + 'static) -> ReplyFuture {
+            Box::pin(async move { f.await.map_err(|e| e.to_string()) })
+        }
         match method {
-            "Start" => Box::pin(self.start(arg)),
-            "Upload" => Box::pin(self.upload(arg)),
-            "UploadDir" => Box::pin(self.upload_dir(arg)),
-            "Download" => Box::pin(self.download(arg)),
-            "DownloadDir" => Box::pin(self.download_dir(arg)),
+            "Start" => wire(self.start(arg)),
+            "Upload" => wire(self.upload(arg)),
+            "UploadDir" => wire(self.upload_dir(arg)),
+            "Download" => wire(self.download(arg)),
+            "DownloadDir" => wire(self.download_dir(arg)),
             m => {
                 let m = format!("rpc: can't find method Communicator.{m}");
                 Box::pin(async move { Err(m) })

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use rmpv::Value;
 
-use crate::packer::builder::{split_configs, JsonMap};
+use crate::packer::builder::{split_configs, ConfigsError, JsonMap};
 use crate::protocol::handshake::Protocol;
 use crate::protocol::rpc::value::object;
 use crate::protocol::rpc::{ReplyFuture, Service};
-use crate::protocol::spec::{self, ObjectSpec};
+use crate::protocol::spec::{self, ObjectSpec, ProtobufSpecError};
 
 /// Why a data source refused its settings or gave no result; the text is
 /// what Packer shows.
@@ -22,10 +22,10 @@ pub type DataSourceError = Box<dyn std::error::Error + Send + Sync>;
 enum CallError {
     /// The call's arguments are not what Packer sends.
     #[error("{0}")]
-    Arguments(String),
+    Arguments(#[from] ConfigsError),
     /// The spec could not be encoded.
     #[error("{0}")]
-    Spec(String),
+    Spec(#[from] ProtobufSpecError),
     /// `Execute` before `Configure` succeeded.
     #[error("Datasource.Execute called before a successful Configure")]
     NotConfigured,

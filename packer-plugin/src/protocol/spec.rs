@@ -440,7 +440,18 @@ fn pb_bytes(out: &mut Vec<u8>, field: u64, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-fn pb_cty(ty: &CtyType) -> Result<Vec<u8>, String> {
+/// A spec the protobuf form cannot express.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtobufSpecError {
+    /// A cty type with no protobuf form (sets, objects, ...).
+    #[error("the protobuf spec has no form for {0:?}")]
+    Type(CtyType),
+    /// A block of attributes, by the option's name.
+    #[error("{0}: the protobuf spec has no block-attributes form")]
+    BlockAttrs(String),
+}
+
+fn pb_cty(ty: &CtyType) -> Result<Vec<u8>, ProtobufSpecError> {
     let mut out = Vec::new();
     match ty {
         CtyType::String | CtyType::Number | CtyType::Bool => {
@@ -462,12 +473,12 @@ fn pb_cty(ty: &CtyType) -> Result<Vec<u8>, String> {
                 &inner,
             );
         }
-        other => return Err(format!("the protobuf spec has no form for {other:?}")),
+        other => return Err(ProtobufSpecError::Type(other.clone())),
     }
     Ok(out)
 }
 
-fn pb_object(spec: &ObjectSpec) -> Result<Vec<u8>, String> {
+fn pb_object(spec: &ObjectSpec) -> Result<Vec<u8>, ProtobufSpecError> {
     let mut obj = Vec::new();
     for (name, s) in spec {
         let mut entry = Vec::new();
@@ -478,13 +489,13 @@ fn pb_object(spec: &ObjectSpec) -> Result<Vec<u8>, String> {
     Ok(obj)
 }
 
-fn pb_object_spec(spec: &ObjectSpec) -> Result<Vec<u8>, String> {
+fn pb_object_spec(spec: &ObjectSpec) -> Result<Vec<u8>, ProtobufSpecError> {
     let mut out = Vec::new();
     pb_bytes(&mut out, 1, &pb_object(spec)?);
     Ok(out)
 }
 
-fn pb_spec(name: &str, s: &Spec) -> Result<Vec<u8>, String> {
+fn pb_spec(name: &str, s: &Spec) -> Result<Vec<u8>, ProtobufSpecError> {
     let mut out = Vec::new();
     match s {
         Spec::Attr { ty, required } => {
@@ -511,11 +522,7 @@ fn pb_spec(name: &str, s: &Spec) -> Result<Vec<u8>, String> {
             pb_bytes(&mut b, 2, &pb_object_spec(nested)?);
             pb_bytes(&mut out, 4, &b);
         }
-        Spec::BlockAttrs { .. } => {
-            return Err(format!(
-                "{name}: the protobuf spec has no block-attributes form"
-            ))
-        }
+        Spec::BlockAttrs { .. } => return Err(ProtobufSpecError::BlockAttrs(name.to_string())),
     }
     Ok(out)
 }
@@ -523,7 +530,7 @@ fn pb_spec(name: &str, s: &Spec) -> Result<Vec<u8>, String> {
 /// Encodes `spec` as the protobuf `Spec` message (packer-plugin-sdk's
 /// `hcl_spec.proto`) that Packer 1.12+ reads when it starts plugins with
 /// `--protobuf`.
-pub fn encode_protobuf(spec: &ObjectSpec) -> Result<Vec<u8>, String> {
+pub fn encode_protobuf(spec: &ObjectSpec) -> Result<Vec<u8>, ProtobufSpecError> {
     pb_object_spec(spec)
 }
 

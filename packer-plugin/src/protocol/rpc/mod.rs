@@ -22,6 +22,9 @@ use codec::{write_frame, ValueReader};
 use value::{field, object, str_field};
 
 /// What a method returns: a body, or an error message for Packer's user.
+/// The message is a string because that is what Go's `net/rpc` carries
+/// in a response header's `Error`; services keep typed errors and turn
+/// them into text only here.
 pub type Reply = Result<Value, String>;
 
 /// A boxed future of a reply.
@@ -119,9 +122,9 @@ impl Router {
 
 /// Runs a method's future; a panic in it becomes the method's error, so
 /// Packer gets an answer (and fails the build) instead of waiting for ever.
-pub async fn guarded<F>(method: &str, fut: F) -> Result<Value, String>
+pub async fn guarded<F>(method: &str, fut: F) -> Reply
 where
-    F: std::future::Future<Output = Result<Value, String>>,
+    F: std::future::Future<Output = Reply>,
 {
     catch_panic(fut).await.unwrap_or_else(|p| {
         Err(format!(
@@ -130,8 +133,13 @@ where
     })
 }
 
+/// A panic caught in a task, by its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Panic(pub String);
+
 /// Runs `fut`, turning a panic inside it into `Err` with its message.
-pub async fn catch_panic<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
+pub async fn catch_panic<F: std::future::Future>(fut: F) -> Result<F::Output, Panic> {
     use futures::FutureExt;
     std::panic::AssertUnwindSafe(fut)
         .catch_unwind()
@@ -143,6 +151,7 @@ pub async fn catch_panic<F: std::future::Future>(fut: F) -> Result<F::Output, St
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".into())
         })
+        .map_err(Panic)
 }
 
 /// Errors of an outgoing call.

@@ -228,6 +228,7 @@ fn disk_def(h: &Host, i: usize, d: &DiskBlock) -> Result<DiskDef, Fault> {
         format: Some(format),
         target: String::new(),
         wwn: known(&d.wwn).map(str::to_string),
+        driver: Default::default(),
     })
 }
 
@@ -243,6 +244,7 @@ fn cloudinit_def(h: &Host, ci: &str) -> Result<DiskDef, Fault> {
         bus: DiskBus::Sata,
         target: String::new(),
         wwn: None,
+        driver: Default::default(),
     })
 }
 

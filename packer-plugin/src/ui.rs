@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rmpv::Value;
 
 use crate::protocol::rpc::value::object;
-use crate::protocol::rpc::{Client, ReplyFuture, Service};
+use crate::protocol::rpc::{CallError, Client, ReplyFuture, Service};
 use crate::secrets::Secrets;
 
 /// The build's output to the user, with the template's secrets masked.
@@ -80,12 +80,9 @@ impl Ui {
     /// Forwards a raw call ("Service.Method") to Packer's side of this
     /// stream (used to serve Packer's provisioners a Ui that writes to
     /// this same Ui).
-    pub async fn forward_raw(&self, service_method: &str, arg: Value) -> Result<Value, String> {
+    pub async fn forward_raw(&self, service_method: &str, arg: Value) -> Result<Value, CallError> {
         let arg = self.secrets.mask_value(arg);
-        self.client
-            .call(service_method, arg)
-            .await
-            .map_err(|e| e.to_string())
+        self.client.call(service_method, arg).await
     }
 }
 
@@ -101,7 +98,13 @@ impl Service for UiProxy {
         } else {
             format!("Ui.{method}")
         };
-        Box::pin(async move { self.0.forward_raw(&full, arg).await })
+        // The wire carries the error as text (see `Reply`).
+        Box::pin(async move {
+            self.0
+                .forward_raw(&full, arg)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
