@@ -372,6 +372,7 @@ impl Daemon {
                     return;
                 }
                 if error.place_again() {
+                    self.stages.again(&job);
                     self.retry.insert(job, (f.job, f.queue));
                 } else {
                     // Not placed again: a lapsed reservation brings the
@@ -390,6 +391,7 @@ impl Daemon {
                 eprintln!("job {job}: {name} has no room after all ({why}); placing it again");
                 if let Some(f) = self.inflight.remove(&job) {
                     if !f.cancelled {
+                        self.stages.again(&job);
                         self.retry.insert(job, (f.job, f.queue));
                     }
                 }
@@ -401,6 +403,7 @@ impl Daemon {
                 if let Some(f) = self.inflight.remove(&job) {
                     if !f.cancelled {
                         // Placed again next pass, on another host if this one keeps failing.
+                        self.stages.again(&job);
                         self.retry.insert(job, (f.job, f.queue));
                     }
                 }
@@ -1006,6 +1009,7 @@ impl Daemon {
                                 }
                                 let f = self.inflight.remove(&id).expect("present");
                                 self.remove_vm(host, &vm);
+                                self.stages.again(&id);
                                 self.retry.insert(id, (f.job, f.queue));
                                 continue;
                             }

@@ -119,6 +119,15 @@ impl Record {
         self.marks.push((stage, at.max(last)));
     }
 
+    /// Back to waiting: the start failed (or found no room) and the job
+    /// is to be placed again; it keeps when it was first seen.
+    pub fn again(&mut self) {
+        self.marks.truncate(1);
+        self.definition = None;
+        self.host = None;
+        self.wake = None;
+    }
+
     /// The last stage reached.
     pub fn reached(&self) -> Stage {
         self.marks.last().map_or(Stage::Seen, |m| m.0)
@@ -228,6 +237,15 @@ impl Journal {
         self.with(|j| {
             if let Some(r) = j.open.get_mut(job) {
                 r.mark(stage, at);
+            }
+        });
+    }
+
+    /// Notes that `job` waits to be placed again (see [`Record::again`]).
+    pub fn again(&self, job: &str) {
+        self.with(|j| {
+            if let Some(r) = j.open.get_mut(job) {
+                r.again();
             }
         });
     }
@@ -351,7 +369,10 @@ mod tests {
         let mut r = Record::new("j1", Via::Listing, t0);
         r.mark(Stage::Reserved, t0 + ms(100));
         r.mark(Stage::Awake, t0 + ms(200));
-        // The start failed; the job is reserved again on another host.
+        // The start failed: the job waits, then is reserved again.
+        r.again();
+        assert_eq!(r.reached(), Stage::Seen);
+        assert_eq!(r.host, None);
         r.mark(Stage::Reserved, t0 + ms(3_000));
         assert_eq!(r.reached(), Stage::Reserved);
         r.mark(Stage::Awake, t0 + ms(3_100));

@@ -104,12 +104,12 @@ fn clock(t: SystemTime) -> String {
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin-bottom:1.5em}\
 th,td{text-align:left;padding:.2em .8em;border-bottom:1px solid #ddd}\
-td.num{text-align:right}\
+td.num{text-align:right;white-space:nowrap}\
 .awake{color:#176a1d}.asleep{color:#666}.waking{color:#a66300}.failing,.unusable{color:#b00020}\
 .bar{display:flex;width:30em;height:1em;background:#f3f3f3}\
 .bar span{display:block;height:100%}\
-.reserve{background:#9e9e9e}.wake{background:#f0a030}.token{background:#8e6bbf}\
-.start{background:#3f7fd0}.agent{background:#3aa655}\
+.s-reserve{background:#9e9e9e}.s-wake{background:#f0a030}.s-token{background:#8e6bbf}\
+.s-start{background:#3f7fd0}.s-agent{background:#3aa655}\
 .key span{display:inline-block;width:1em;height:1em;margin:0 .3em 0 1em;vertical-align:middle}";
 
 /// The page for `hosts`, the jobs followed now (`open`) and the `recent`
@@ -193,7 +193,7 @@ pub fn page(
         recent.len()
     );
     for st in &Stage::ALL[1..] {
-        let _ = write!(s, "<span class=\"{0}\"></span>{0}", st.span());
+        let _ = write!(s, "<span class=\"s-{0}\"></span>{0}", st.span());
     }
     s.push_str("</p>\n<table id=\"recent\"><tr><th>seen</th><th>job</th><th>definition</th><th>host</th><th>seen to agent</th><th>stages</th></tr>\n");
     // One scale for every bar: the longest start fills its bar.
@@ -214,7 +214,7 @@ pub fn page(
             };
             let _ = write!(
                 bar,
-                "<span class=\"{n}\" data-stage=\"{n}\" data-seconds=\"{v:.3}\" style=\"width:{pct:.2}%\" title=\"{n} {t}\"></span>",
+                "<span class=\"s-{n}\" data-stage=\"{n}\" data-seconds=\"{v:.3}\" style=\"width:{pct:.2}%\" title=\"{n} {t}\"></span>",
                 n = st.span(),
                 v = d.as_secs_f64(),
                 t = secs(d),
