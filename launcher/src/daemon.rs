@@ -445,10 +445,7 @@ impl Daemon {
     /// One pass; returns its decisions.
     pub async fn pass(&mut self, first: bool) -> Vec<Decision> {
         let t0 = Instant::now();
-        let (via, seen_at) = match self.kicked.take() {
-            Some(at) => (Via::Webhook, at),
-            None => (Via::Listing, t0),
-        };
+        let kicked = self.kicked.take();
         while let Ok(ev) = self.rx.try_recv() {
             self.on_event(ev).await;
         }
@@ -552,6 +549,12 @@ impl Daemon {
             }
         }
         self.metrics.jobs_seen(seen);
+        // A job is seen when a webhook said so, else when listed (now:
+        // the hosts were probed before the listing).
+        let (via, seen_at) = match kicked {
+            Some(at) => (Via::Webhook, at),
+            None => (Via::Listing, Instant::now()),
+        };
         for j in &jobs {
             self.stages.seen(&j.id, via, seen_at);
         }
