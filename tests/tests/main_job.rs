@@ -81,6 +81,9 @@ fn the_main_job_runs_every_job_in_its_own_vm_and_leaves_nothing_behind() {
         // the agent registers after its VM started.
         assert!(r.stages.iter().all(Option::is_some), "{r:?}");
         assert!(r.stages[4] > Some(0.0), "{r:?}");
+        // A listed job is reserved in the same pass, right after the
+        // listing (the hosts' probe before it is not the job's wait).
+        assert!(r.stages[0] < Some(2.0), "{r:?}");
     }
     // vmhost02 slept: a start there waited for its wake.
     assert!(
