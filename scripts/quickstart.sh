@@ -12,7 +12,9 @@
 #   4. shows each job get its VM (vmhost02 woken for them) and the real
 #      agent run it, the VMs power off and vanish, vmhost02 sleep again;
 #   5. prints a summary table (job, host, seconds to VM start, seconds to
-#      agent running, result) and exits 1 if a job did not pass;
+#      agent running, the launcher's seconds per stage of the start:
+#      reserve, wake, token, start, agent; result) and exits 1 if a job
+#      did not pass;
 #   6. removes everything it made.
 #
 #   scripts/quickstart.sh            run it

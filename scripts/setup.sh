@@ -38,7 +38,8 @@ pkgs=(
   protobuf-compiler libprotobuf-dev pkg-config packer openssh-server openssh-client
   busybox-static iproute2 python3-venv xsltproc ovmf xz-utils bzip2 gzip
 )
-$want_test && pkgs+=(genisoimage iputils-ping)
+# chromium: the status page test loads the launcher's page in a headless browser.
+$want_test && pkgs+=(genisoimage iputils-ping chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -17,6 +17,7 @@ use crate::rest::{coming_state, Listing, RestClient};
 use crate::schedule::{Action, Decision, DefView, Job, Plan};
 use crate::stacks::jat::{self, JatError};
 use crate::stacks::{Client, Notification};
+use crate::stages::{Journal, Stage, Via};
 
 /// How the daemon runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,20 +70,22 @@ enum Event {
         job: String,
         vm: String,
         token_expires: Option<SystemTime>,
+        /// When the token was issued, if the VM has its own.
+        token_at: Option<Instant>,
+        at: Instant,
     },
     /// No job acquisition token for the job, so no VM.
-    NoToken {
-        job: String,
-        error: JatError,
-    },
+    NoToken { job: String, error: JatError },
     Failed {
         job: String,
         host: usize,
         why: String,
     },
     Woke {
+        job: String,
         host: usize,
         took: Duration,
+        at: Instant,
     },
     /// The host had no room when counted under its lock (another
     /// launcher's VM came first): the job is placed again.
@@ -92,10 +95,7 @@ enum Event {
         why: String,
     },
     /// The job already has a VM there (found under the lock).
-    Duplicate {
-        job: String,
-        vm: String,
-    },
+    Duplicate { job: String, vm: String },
 }
 
 /// The running launcher.
@@ -111,6 +111,10 @@ pub struct Daemon {
     hosts: Vec<Arc<HostRt>>,
     /// Counters served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Each job's start, stage by stage (the histograms, notes and status page).
+    pub stages: Arc<Journal>,
+    /// When the webhook that started this pass arrived.
+    kicked: Option<Instant>,
     /// Notified to run a pass at once (webhooks).
     pub kick: Arc<Notify>,
     inflight: HashMap<String, InFlight>,
@@ -197,6 +201,8 @@ impl Daemon {
             rest_resume: None,
             hosts,
             metrics: Arc::new(Metrics::default()),
+            stages: Arc::new(Journal::default()),
+            kicked: None,
             kick: Arc::new(Notify::new()),
             inflight: HashMap::new(),
             retry: HashMap::new(),
@@ -218,6 +224,14 @@ impl Daemon {
             .saturating_add(l.boot_timeout)
             .saturating_add(Duration::from_secs(60))
             .min(Duration::from_secs(3600))
+    }
+
+    /// What the status page shows: the hosts and the jobs' stages.
+    pub fn status(&self) -> crate::status::Status {
+        crate::status::Status {
+            hosts: self.hosts.clone(),
+            journal: self.stages.clone(),
+        }
     }
 
     fn key(&self, queue: &str) -> String {
@@ -282,7 +296,7 @@ impl Daemon {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.kick.notified() => {}
+                _ = self.kick.notified() => self.kicked = Some(Instant::now()),
                 ev = self.rx.recv() => {
                     if let Some(ev) = ev { self.on_event(ev).await; }
                 }
@@ -303,7 +317,13 @@ impl Daemon {
 
     async fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Woke { host, took } => {
+            Event::Woke {
+                job,
+                host,
+                took,
+                at,
+            } => {
+                self.stages.awake(&job, took, at);
                 self.metrics.woke(took);
                 if !took.is_zero() {
                     eprintln!(
@@ -317,10 +337,16 @@ impl Daemon {
                 job,
                 vm,
                 token_expires,
+                token_at,
+                at,
             } => {
                 let Some(f) = self.inflight.get_mut(&job) else {
                     return;
                 };
+                if let Some(t) = token_at {
+                    self.stages.mark(&job, Stage::Token, t);
+                }
+                self.stages.mark(&job, Stage::Started, at);
                 f.token_expires = token_expires;
                 let host = self.cfg.hosts[f.host].name.clone();
                 let def = self.cfg.agents[f.def].name.clone();
@@ -334,6 +360,7 @@ impl Daemon {
                 if cancelled {
                     self.remove_vm(host_idx, &vm);
                     self.inflight.remove(&job);
+                    self.stages.drop_job(&job);
                 } else {
                     self.note(&queue, &job, format!("booting {vm} on {host}"))
                         .await;
@@ -346,25 +373,30 @@ impl Daemon {
                 let def = &self.cfg.agents[f.def].name;
                 eprintln!("job {job} ({def}): {error}");
                 if f.cancelled {
+                    self.stages.drop_job(&job);
                     return;
                 }
                 if error.place_again() {
+                    self.stages.again(&job);
                     self.retry.insert(job, (f.job, f.queue));
                 } else {
                     // Not placed again: a lapsed reservation brings the
                     // job back to the listing, a taken job is gone.
+                    self.stages.drop_job(&job);
                     self.note(&f.queue, &job, error.note()).await;
                 }
             }
             Event::Duplicate { job, vm } => {
                 eprintln!("job {job}: {vm} already runs it; no second VM");
                 self.inflight.remove(&job);
+                self.stages.drop_job(&job);
             }
             Event::Full { job, host, why } => {
                 let name = self.cfg.hosts[host].name.clone();
                 eprintln!("job {job}: {name} has no room after all ({why}); placing it again");
                 if let Some(f) = self.inflight.remove(&job) {
                     if !f.cancelled {
+                        self.stages.again(&job);
                         self.retry.insert(job, (f.job, f.queue));
                     }
                 }
@@ -376,6 +408,7 @@ impl Daemon {
                 if let Some(f) = self.inflight.remove(&job) {
                     if !f.cancelled {
                         // Placed again next pass, on another host if this one keeps failing.
+                        self.stages.again(&job);
                         self.retry.insert(job, (f.job, f.queue));
                     }
                 }
@@ -417,6 +450,7 @@ impl Daemon {
     /// One pass; returns its decisions.
     pub async fn pass(&mut self, first: bool) -> Vec<Decision> {
         let t0 = Instant::now();
+        let kicked = self.kicked.take();
         while let Ok(ev) = self.rx.try_recv() {
             self.on_event(ev).await;
         }
@@ -520,6 +554,15 @@ impl Daemon {
             }
         }
         self.metrics.jobs_seen(seen);
+        // A job is seen when a webhook said so, else when listed (now:
+        // the hosts were probed before the listing).
+        let (via, seen_at) = match kicked {
+            Some(at) => (Via::Webhook, at),
+            None => (Via::Listing, Instant::now()),
+        };
+        for j in &jobs {
+            self.stages.seen(&j.id, via, seen_at);
+        }
         // Jobs to place again: reserved by us (Stacks), so no listing
         // shows them; kept until they get a VM.
         let mut again: HashMap<String, (Job, String)> = HashMap::new();
@@ -594,6 +637,10 @@ impl Daemon {
         let plan = Plan::new(&self.cfg);
         decisions.extend(plan.pass(&jobs, &mut views, &mut defs));
         for d in &decisions {
+            // A job no definition takes is not ours to time.
+            if d.action == Action::Skip {
+                self.stages.drop_job(&d.job);
+            }
             if matches!(d.action, Action::Wait | Action::Skip) {
                 if let Some(r) = again.remove(&d.job) {
                     self.retry.insert(d.job.clone(), r);
@@ -654,6 +701,7 @@ impl Daemon {
         };
         self.logged.retain(|id, _| keep(id));
         self.noted.retain(|id, _| keep(id));
+        self.stages.retain(|id| keep(&id.to_string()));
         self.finished.retain(keep);
     }
 
@@ -763,6 +811,7 @@ impl Daemon {
                     match client.finish(&key, &d.job, &d.reason).await {
                         Ok(()) => {
                             self.finished.insert(d.job.clone());
+                            self.stages.drop_job(&d.job);
                             self.metrics.job_finished();
                             eprintln!("job {}: given up: {}", d.job, d.reason);
                         }
@@ -803,6 +852,12 @@ impl Daemon {
                         token_expires: None,
                     },
                 );
+                self.stages.reserved(
+                    &d.job,
+                    &self.cfg.agents[def].name,
+                    &self.cfg.hosts[host].name,
+                    Instant::now(),
+                );
                 if d.action == Action::Wake {
                     let name = self.cfg.hosts[host].name.clone();
                     self.note(&q, &d.job, format!("waking {name}")).await;
@@ -830,11 +885,16 @@ impl Daemon {
                     return;
                 }
             };
-            let _ = tx.send(Event::Woke { host, took });
+            let _ = tx.send(Event::Woke {
+                job: job.id.clone(),
+                host,
+                took,
+                at: Instant::now(),
+            });
             // The token is asked for only now that the host is awake: it
             // lives from here to the agent's registration.
-            let (token, token_expires) = match token {
-                VmToken::Shared(t) => (t, None),
+            let (token, token_expires, token_at) = match token {
+                VmToken::Shared(t) => (t, None, None),
                 VmToken::Jat(client, key) => {
                     let lifetime = jat::lifetime(cfg.launcher.boot_timeout);
                     let name = &cfg.agents[def].name;
@@ -845,7 +905,7 @@ impl Daemon {
                         got.as_ref().map_or_else(JatError::kind, |_| "issued"),
                     );
                     match got {
-                        Ok(t) => (t.token, Some(t.expires_at)),
+                        Ok(t) => (t.token, Some(t.expires_at), Some(Instant::now())),
                         Err(error) => {
                             let _ = tx.send(Event::NoToken { job: job.id, error });
                             return;
@@ -865,6 +925,8 @@ impl Daemon {
                         job: job.id,
                         vm: inst.name,
                         token_expires,
+                        token_at,
+                        at: Instant::now(),
                     });
                     return;
                 }
@@ -952,6 +1014,7 @@ impl Daemon {
                                 }
                                 let f = self.inflight.remove(&id).expect("present");
                                 self.remove_vm(host, &vm);
+                                self.stages.again(&id);
                                 self.retry.insert(id, (f.job, f.queue));
                                 continue;
                             }
@@ -967,13 +1030,20 @@ impl Daemon {
                     // finished before any VM took it costs nothing either:
                     // the agent's acquire is refused and the VM powers off.)
                     "assigned" | "accepted" | "running" | "finished" => {
-                        self.inflight.remove(&id);
+                        let f = self.inflight.remove(&id).expect("present");
+                        if let Some(r) = self.stages.agent(&id, Instant::now()) {
+                            let line = r.breakdown();
+                            eprintln!("job {id}: {line}");
+                            self.metrics.job_started(&r);
+                            self.note(&f.queue, &id, line).await;
+                        }
                     }
                     other => {
                         eprintln!(
                             "job {id} is {other} before its VM took it; the VM is not needed"
                         );
                         f.cancelled = true;
+                        self.stages.drop_job(&id);
                         if let Phase::Booting(vm) = &f.phase {
                             let (vm, host) = (vm.clone(), f.host);
                             self.inflight.remove(&id);

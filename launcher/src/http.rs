@@ -1,5 +1,5 @@
 //! The launcher's HTTP listeners: the webhook receiver (any path, POST)
-//! and Prometheus `/metrics`.
+//! and Prometheus `/metrics` with the status page at `/`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;
+use crate::status::Status;
 use crate::webhook::{event_of, verify};
 
 #[derive(Clone)]
@@ -68,15 +69,23 @@ pub fn webhook_router(
         })
 }
 
-/// `/metrics`.
-pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let m = metrics.clone();
-            async move { m.render() }
-        }),
-    )
+/// `/metrics`, and the status page at `/`.
+pub fn metrics_router(metrics: Arc<Metrics>, status: Status) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { m.render() }
+            }),
+        )
+        .route(
+            "/",
+            get(move || {
+                let s = status.clone();
+                async move { axum::response::Html(s.render()) }
+            }),
+        )
 }
 
 /// Serves `router` on `addr` in the background.

@@ -19,6 +19,8 @@ pub mod rules;
 pub mod schedule;
 pub mod sdnotify;
 pub mod stacks;
+pub mod stages;
+pub mod status;
 pub mod webhook;
 
 #[cfg(test)]

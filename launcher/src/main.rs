@@ -118,7 +118,11 @@ async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
         .await?;
     }
     if let Some(addr) = metrics_listen {
-        http::serve(addr, http::metrics_router(daemon.metrics.clone())).await?;
+        http::serve(
+            addr,
+            http::metrics_router(daemon.metrics.clone(), daemon.status()),
+        )
+        .await?;
     }
     daemon.register().await?;
     sdnotify::notify("READY=1\nSTATUS=polling Buildkite");

@@ -5,19 +5,43 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::stages::Record;
+
 /// Bucket bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
-#[derive(Debug, Default, Clone)]
+/// Bucket bounds (seconds) of the start stage histograms: a reservation,
+/// a token or a start call takes a fraction of a second, a wake minutes.
+const STAGE_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+
+#[derive(Debug, Clone)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
+    bounds: &'static [f64],
+    counts: Vec<u64>,
     sum: f64,
     count: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::with(&BUCKETS)
+    }
+}
+
 impl Histogram {
+    fn with(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
     fn observe(&mut self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
+        for (i, b) in self.bounds.iter().enumerate() {
             if secs <= *b {
                 self.counts[i] += 1;
             }
@@ -36,6 +60,10 @@ struct Inner {
     start_failures: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
     tokens: BTreeMap<&'static str, u64>,
+    /// Per (definition, host, stage span).
+    stages: BTreeMap<(String, String, &'static str), Histogram>,
+    /// Per (definition, host): seen to agent.
+    starts: BTreeMap<(String, String), Histogram>,
     scheduled_to_start: Histogram,
     wake: Histogram,
     hosts_asleep: u64,
@@ -100,6 +128,25 @@ impl Metrics {
     /// `not_issued`, `refused`, `failed` or `unavailable`).
     pub fn job_acquisition_token(&self, result: &'static str) {
         self.with(|m| *m.tokens.entry(result).or_default() += 1);
+    }
+
+    /// A job's agent took it: its start's stages, and its whole length
+    /// from seen to agent, go to the histograms of its definition and host.
+    pub fn job_started(&self, r: &Record) {
+        let def = r.definition.clone().unwrap_or_default();
+        let host = r.host.clone().unwrap_or_default();
+        self.with(|m| {
+            for (stage, d) in r.spans() {
+                m.stages
+                    .entry((def.clone(), host.clone(), stage.span()))
+                    .or_insert_with(|| Histogram::with(&STAGE_BUCKETS))
+                    .observe(d.as_secs_f64());
+            }
+            m.starts
+                .entry((def, host))
+                .or_insert_with(|| Histogram::with(&STAGE_BUCKETS))
+                .observe(r.total().as_secs_f64());
+        });
     }
 
     /// State after a pass: sleeping hosts, running VMs, and the pass's length
@@ -185,6 +232,26 @@ impl Metrics {
             "From the first wake packet until libvirt answered.",
             &m.wake,
         );
+        let _ = writeln!(
+            s,
+            "# HELP launcher_job_stage_seconds Time a job's start took to reach a stage from the one before (stage: reserve, wake, token, start, agent).\n# TYPE launcher_job_stage_seconds histogram"
+        );
+        for ((d, h, stage), hist) in &m.stages {
+            let labels = format!(
+                "definition=\"{}\",host=\"{}\",stage=\"{stage}\"",
+                label(d),
+                label(h)
+            );
+            series(&mut s, "launcher_job_stage_seconds", &labels, hist);
+        }
+        let _ = writeln!(
+            s,
+            "# HELP launcher_job_start_seconds From a job seen to its agent taking it, for jobs that got a VM.\n# TYPE launcher_job_start_seconds histogram"
+        );
+        for ((d, h), hist) in &m.starts {
+            let labels = format!("definition=\"{}\",host=\"{}\"", label(d), label(h));
+            series(&mut s, "launcher_job_start_seconds", &labels, hist);
+        }
         gauge(
             &mut s,
             "launcher_hosts_asleep",
@@ -221,13 +288,29 @@ impl Metrics {
 
 fn histogram(s: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (i, b) in BUCKETS.iter().enumerate() {
-        let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {}", h.counts[i]);
+    series(s, name, "", h);
+}
+
+/// One histogram's lines; `labels` (escaped, comma-separated) go before `le`.
+fn series(s: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (i, b) in h.bounds.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
+            h.counts[i]
+        );
     }
+    let _ = writeln!(s, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
     let _ = writeln!(
         s,
-        "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-        h.count, h.sum, h.count
+        "{name}_sum{braced} {}\n{name}_count{braced} {}",
+        h.sum, h.count
     );
 }
 
@@ -240,6 +323,76 @@ fn label(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::{Stage, Via};
+    use std::time::Instant;
+
+    #[test]
+    fn start_stages_render_as_histograms_per_definition_host_and_stage() {
+        let m = Metrics::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let start = |host: &str, wake: u64| {
+            let mut r = Record::new("j", Via::Listing, t0);
+            r.definition = Some("linux".into());
+            r.host = Some(host.into());
+            r.mark(Stage::Reserved, t0 + ms(20));
+            r.mark(Stage::Awake, t0 + ms(20 + wake));
+            r.mark(Stage::Started, t0 + ms(420 + wake));
+            r.mark(Stage::Agent, t0 + ms(2_320 + wake));
+            r
+        };
+        m.job_started(&start("vmhost02", 5_100));
+        m.job_started(&start("vmhost02", 0));
+        m.job_started(&start("vm\"host", 0));
+        let text = m.render();
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        has("# TYPE launcher_job_stage_seconds histogram");
+        let v2 = "definition=\"linux\",host=\"vmhost02\"";
+        has(&format!(
+            "launcher_job_stage_seconds_bucket{{{v2},stage=\"wake\",le=\"0.05\"}} 1"
+        ));
+        has(&format!(
+            "launcher_job_stage_seconds_bucket{{{v2},stage=\"wake\",le=\"5\"}} 1"
+        ));
+        has(&format!(
+            "launcher_job_stage_seconds_bucket{{{v2},stage=\"wake\",le=\"10\"}} 2"
+        ));
+        has(&format!(
+            "launcher_job_stage_seconds_bucket{{{v2},stage=\"wake\",le=\"+Inf\"}} 2"
+        ));
+        has(&format!(
+            "launcher_job_stage_seconds_sum{{{v2},stage=\"wake\"}} 5.1"
+        ));
+        has(&format!(
+            "launcher_job_stage_seconds_count{{{v2},stage=\"agent\"}} 2"
+        ));
+        has(&format!(
+            "launcher_job_stage_seconds_bucket{{{v2},stage=\"start\",le=\"0.25\"}} 0"
+        ));
+        has(&format!(
+            "launcher_job_stage_seconds_bucket{{{v2},stage=\"start\",le=\"0.5\"}} 2"
+        ));
+        // No token stage with a shared token.
+        assert!(!text.contains("stage=\"token\""), "{text}");
+        has(&format!(
+            "launcher_job_start_seconds_bucket{{{v2},le=\"5\"}} 1"
+        ));
+        has(&format!("launcher_job_start_seconds_count{{{v2}}} 2"));
+        // Values from the config are escaped.
+        has("launcher_job_start_seconds_count{definition=\"linux\",host=\"vm\\\"host\"} 1");
+        // Buckets are cumulative and end with the count.
+        let wake: Vec<u64> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "launcher_job_stage_seconds_bucket{{{v2},stage=\"wake\""
+                ))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(wake.len(), STAGE_BUCKETS.len() + 1);
+        assert!(wake.windows(2).all(|w| w[0] <= w[1]), "{wake:?}");
+    }
 
     #[test]
     fn starts_and_latencies_render_with_labels() {

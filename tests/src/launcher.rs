@@ -280,3 +280,75 @@ impl Drop for Running {
         self.kill();
     }
 }
+
+/// The stages of a job's start, in the order the launcher names them in
+/// its last note on the job and in its log.
+pub const STAGES: [&str; 5] = ["reserve", "wake", "token", "start", "agent"];
+
+/// A job's start as the launcher's breakdown gives it: `VM on vmhost02
+/// in 7.4 s: reserve 0.0 s, wake 5.1 s, token 0.0 s, start 0.4 s, agent 1.9 s`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breakdown {
+    /// The host the VM ran on.
+    pub host: String,
+    /// Seconds from the job seen to its agent taking it.
+    pub total: f64,
+    /// Seconds per stage, in order (a stage the start skipped is absent).
+    pub stages: Vec<(String, f64)>,
+}
+
+impl Breakdown {
+    /// Reads one breakdown; `None` for any other text.
+    pub fn parse(line: &str) -> Option<Self> {
+        let (head, spans) = line.strip_prefix("VM on ")?.split_once(": ")?;
+        let (host, total) = head.rsplit_once(" in ")?;
+        let secs = |t: &str| t.strip_suffix(" s")?.parse::<f64>().ok();
+        let stages = spans
+            .split(", ")
+            .map(|s| {
+                let (name, t) = s.split_once(' ')?;
+                Some((name.to_string(), secs(t)?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Breakdown {
+            host: host.to_string(),
+            total: secs(total)?,
+            stages,
+        })
+    }
+
+    /// The breakdown among a job's notes: the last note, when it is one.
+    pub fn of_notes(notes: &[String]) -> Option<Self> {
+        Self::parse(notes.last()?)
+    }
+
+    /// Seconds of stage `name`, if the start went through it.
+    pub fn stage(&self, name: &str) -> Option<f64> {
+        self.stages.iter().find(|(n, _)| n == name).map(|s| s.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breakdown_reads_back_and_other_notes_are_none() {
+        let b = Breakdown::parse(
+            "VM on vmhost02 in 7.4 s: reserve 0.0 s, wake 5.1 s, token 0.0 s, start 0.4 s, agent 1.9 s",
+        )
+        .unwrap();
+        assert_eq!(b.host, "vmhost02");
+        assert_eq!(b.total, 7.4);
+        assert_eq!(b.stage("wake"), Some(5.1));
+        assert_eq!(
+            b.stages.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+            STAGES
+        );
+        assert_eq!(Breakdown::parse("booting linux-1 on vmhost02"), None);
+        assert_eq!(
+            Breakdown::of_notes(&["VM on h in 1.0 s: wake x s".to_string()]),
+            None
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The test bed: the real programs our tools serve, started and torn down
 //! by the tests themselves, never touching the host's own networking.
 
+pub mod browser;
 pub mod buildkite;
 pub mod guest;
 pub mod hosts;

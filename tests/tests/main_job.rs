@@ -1,6 +1,7 @@
 //! The README's main job (`main-job`, what `scripts/quickstart.sh` runs)
 //! end to end: it exits 0, its summary table lists every job as passed
-//! on a named host with both times present and positive, the sleeping
+//! on a named host with both times present and positive and every stage
+//! of its start timed (a wait for the wake on vmhost02), the sleeping
 //! host was woken and went back to sleep, and nothing of the run is left:
 //! no namespace, no daemon or QEMU, no folder.
 
@@ -16,6 +17,9 @@ struct Row {
     host: String,
     to_vm: f64,
     to_agent: f64,
+    /// Seconds per stage of the launcher's breakdown (reserve, wake,
+    /// token, start, agent); `None` where it printed `-`.
+    stages: Vec<Option<f64>>,
     result: String,
 }
 
@@ -28,7 +32,7 @@ fn summary(text: &str) -> Vec<Row> {
         .take_while(|l| !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(f.len(), 5, "a summary row has 5 columns: {l:?}");
+            assert_eq!(f.len(), 10, "a summary row has 10 columns: {l:?}");
             let num = |s: &str| {
                 s.parse::<f64>()
                     .unwrap_or_else(|_| panic!("{s:?} is not a number of seconds in {l:?}"))
@@ -38,7 +42,11 @@ fn summary(text: &str) -> Vec<Row> {
                 host: f[1].into(),
                 to_vm: num(f[2]),
                 to_agent: num(f[3]),
-                result: f[4].into(),
+                stages: f[4..9]
+                    .iter()
+                    .map(|s| (*s != "-").then(|| num(s)))
+                    .collect(),
+                result: f[9].into(),
             }
         })
         .collect()
@@ -69,7 +77,20 @@ fn the_main_job_runs_every_job_in_its_own_vm_and_leaves_nothing_behind() {
             "a row names its host: {r:?}"
         );
         assert!(r.to_vm > 0.0 && r.to_agent > r.to_vm, "{r:?}");
+        // Every stage is timed (the VMs have job acquisition tokens), and
+        // the agent registers after its VM started.
+        assert!(r.stages.iter().all(Option::is_some), "{r:?}");
+        assert!(r.stages[4] > Some(0.0), "{r:?}");
+        // A listed job is reserved in the same pass, right after the
+        // listing (the hosts' probe before it is not the job's wait).
+        assert!(r.stages[0] < Some(2.0), "{r:?}");
     }
+    // vmhost02 slept: a start there waited for its wake.
+    assert!(
+        rows.iter()
+            .any(|r| r.host == "vmhost02" && r.stages[1] > Some(1.0)),
+        "{rows:?}"
+    );
     // vmhost01 takes one VM at a time: the others wake vmhost02.
     assert!(rows.iter().any(|r| r.host == "vmhost01"), "{rows:?}");
     assert!(rows.iter().any(|r| r.host == "vmhost02"), "{rows:?}");

@@ -22,7 +22,7 @@ use kvmhost::libvirt::Host;
 use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState, StandIn};
 use testbed::guest::TinyGuest;
 use testbed::hosts::{Lab, VmHost};
-use testbed::launcher::{standin_in, LauncherDir, Running};
+use testbed::launcher::{standin_in, Breakdown, LauncherDir, Running, STAGES};
 use testbed::libvirtd::{NETWORK, POOL};
 use testbed::packer::{hcl_attributes, tiny_guest_source};
 use testbed::peers::buildkite_agent;
@@ -479,10 +479,17 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
 
     // --- the summary ------------------------------------------------------
     println!();
-    println!(
-        "{:<6} {:<10} {:>14} {:>18}  result",
+    // The stage columns are the launcher's own timing of each start,
+    // from its last note on the job (seen to reserved, woken, token,
+    // VM started, agent took the job).
+    let mut header = format!(
+        "{:<6} {:<10} {:>14} {:>18}",
         "job", "host", "s to VM start", "s to agent running"
     );
+    for st in STAGES {
+        header.push_str(&format!(" {st:>7}"));
+    }
+    println!("{header}  result");
     let mut all_passed = failure.is_none() && gone_ok && asleep;
     for j in &jobs {
         let state = bk.job(&j.id).map(|s| s.state);
@@ -493,13 +500,24 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
             None => "unknown".into(),
         };
         all_passed &= result == "passed";
-        println!(
-            "{:<6} {:<10} {:>14} {:>18}  {result}",
+        let stages = bk
+            .job(&j.id)
+            .and_then(|job| Breakdown::of_notes(&job.notifications));
+        let mut row = format!(
+            "{:<6} {:<10} {:>14} {:>18}",
             j.label,
             j.vm.as_ref().map(|v| v.0.as_str()).unwrap_or("-"),
             secs(j.scheduled, j.vm.as_ref().map(|v| v.2)),
             secs(j.scheduled, run.and_then(|r| r.started_at)),
         );
+        for st in STAGES {
+            let v = stages.as_ref().and_then(|b| b.stage(st));
+            row.push_str(&match v {
+                Some(v) => format!(" {v:>7.1}"),
+                None => format!(" {:>7}", "-"),
+            });
+        }
+        println!("{row}  {result}");
     }
     println!();
     if !all_passed && failure.is_none() {
