@@ -19,6 +19,7 @@ pub mod rules;
 pub mod schedule;
 pub mod sdnotify;
 pub mod stacks;
+pub mod throttled_log;
 pub mod webhook;
 
 #[cfg(test)]

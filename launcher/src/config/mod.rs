@@ -6,6 +6,7 @@
 
 mod locate;
 mod raw;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -112,6 +113,13 @@ pub struct Webhook {
     pub token: Secret,
     /// Signatures older than this are refused.
     pub max_age: Duration,
+    /// How long a client may take to send a request's head, and then its
+    /// body, before its connection is closed.
+    pub read_timeout: Duration,
+    /// Connections served at once; more are closed as they come.
+    pub max_connections: usize,
+    /// HTTPS instead of plain HTTP (`tls_cert_file`, `tls_key_file`).
+    pub tls: Option<tls::Tls>,
 }
 
 /// How a host's memory is limited for new VMs.

@@ -402,3 +402,101 @@ fn rest_mode_keeps_the_agent_token_and_refuses_job_acquisition_tokens() {
         "{e}"
     );
 }
+
+/// A config with a `[webhook]` whose TLS lines are `tls`, in a folder
+/// holding a token, a certificate for localhost (`cert.pem`, `key.pem`)
+/// and the key of another certificate (`other-key.pem`).
+fn with_webhook_tls(tls: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_token(&dir.path().join("hook"), "hook-token\n");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.path().join("other-key.pem"),
+        other.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    let text =
+        format!("{GOOD}\n[webhook]\nlisten = \"127.0.0.1:8089\"\ntoken_file = \"hook\"\n{tls}\n");
+    let c = parse(&dir.path().join("l.toml"), &text, token_env);
+    (dir, c)
+}
+
+fn tls_error(tls: &str) -> (String, String) {
+    let (dir, c) = with_webhook_tls(tls);
+    (c.unwrap_err().to_string(), dir.path().display().to_string())
+}
+
+#[test]
+fn a_webhook_with_a_certificate_and_its_key_serves_tls() {
+    let (_dir, c) = with_webhook_tls("tls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"");
+    let w = c.unwrap().webhook.unwrap();
+    assert!(w.tls.is_some());
+    assert_eq!(w.read_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(w.max_connections, 32);
+}
+
+#[test]
+fn a_certificate_without_a_key_or_a_key_without_a_certificate_is_refused() {
+    let (e, d) = tls_error("tls_cert_file = \"cert.pem\"");
+    assert_eq!(
+        e,
+        format!(
+            "{d}/l.toml:33: webhook.tls_cert_file: set tls_key_file too (the certificate's \
+             private key), or neither to serve plain HTTP behind a reverse proxy"
+        )
+    );
+    let (e, _) = tls_error("tls_key_file = \"key.pem\"");
+    assert!(
+        e.contains(":33: webhook.tls_key_file: set tls_cert_file too"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unreadable_or_wrong_tls_files_name_the_setting() {
+    let (e, d) = tls_error("tls_cert_file = \"missing.pem\"\ntls_key_file = \"key.pem\"");
+    assert!(
+        e.starts_with(&format!(
+            "{d}/l.toml:33: webhook.tls_cert_file: cannot read {d}/missing.pem: "
+        )),
+        "{e}"
+    );
+    let (e, d) = tls_error("tls_cert_file = \"key.pem\"\ntls_key_file = \"key.pem\"");
+    assert!(
+        e.contains(&format!(
+            "webhook.tls_cert_file: {d}/key.pem holds no certificate (-----BEGIN CERTIFICATE-----)"
+        )),
+        "{e}"
+    );
+    let (e, d) = tls_error("tls_cert_file = \"cert.pem\"\ntls_key_file = \"cert.pem\"");
+    assert!(
+        e.contains(&format!(
+            ":34: webhook.tls_key_file: {d}/cert.pem holds no private key"
+        )),
+        "{e}"
+    );
+    let (e, d) = tls_error("tls_cert_file = \"cert.pem\"\ntls_key_file = \"other-key.pem\"");
+    assert!(
+        e.contains(&format!(
+            ":34: webhook.tls_key_file: {d}/other-key.pem does not go with the certificate in {d}/cert.pem"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn webhook_timeouts_and_connection_caps_out_of_range_are_refused() {
+    let (e, _) = tls_error("read_timeout = 0");
+    assert!(
+        e.contains(":33: webhook.read_timeout: 0 s: give 1 to 300 seconds"),
+        "{e}"
+    );
+    let (e, _) = tls_error("max_connections = 0");
+    assert!(
+        e.contains(":33: webhook.max_connections: 0: give 1 to 10000 connections"),
+        "{e}"
+    );
+}
