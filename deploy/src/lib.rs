@@ -40,7 +40,7 @@ pub mod tools;
 pub use error::Error;
 pub use image::{human, Build, Freshness, ImageDir, Staleness};
 pub use retention::prune_plan;
-pub use state::{deployed_builds, Deployed};
+pub use state::{deployed_builds, Deployed, ShowJson};
 pub use timestamp::{format_utc, parse_utc};
 
 /// This crate's results.

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::image::write_atomic;
-use crate::{deployed_builds, prune_plan, Build, Deployed, Error, ImageDir, Result};
+use crate::{deployed_builds, prune_plan, Build, Deployed, Error, ImageDir, Result, ShowJson};
 
 /// The programs to run.
 #[derive(Debug, Clone)]
@@ -145,11 +145,15 @@ pub fn record_state(root: &Path, programs: &Programs) -> Result<Deployed> {
             log: String::new(),
         });
     }
-    let state: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| Error::Output {
-            what: what.into(),
-            detail: format!("not JSON: {e}"),
-        })?;
+    let state = ShowJson::parse(&out.stdout).map_err(|e| Error::Output {
+        what: what.into(),
+        detail: match e.classify() {
+            serde_json::error::Category::Data => {
+                format!("not the shape of a state (values.root_module.resources): {e}")
+            }
+            _ => format!("not JSON: {e}"),
+        },
+    })?;
     let root = root.canonicalize().map_err(Error::io(root))?;
     let deployed = deployed_builds(&state, &root);
     let key = root_key(&root);
@@ -283,4 +287,78 @@ fn run_logged(mut c: Command, log: &Path, quiet: bool, what: &str) -> Result<()>
         status,
         log: format!("; its output is in {}", log.display()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A `terraform` that only answers `show -json` with `json`.
+    fn fake_terraform(dir: &Path, json: &str) -> Programs {
+        let script = dir.join("terraform");
+        std::fs::write(dir.join("show.json"), json).unwrap();
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n[ \"$1 $2\" = \"show -json\" ] || exit 1\nexec cat '{}'\n",
+                dir.join("show.json").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Programs {
+            packer: "packer".into(),
+            terraform: script.display().to_string(),
+        }
+    }
+
+    #[test]
+    fn a_deployed_build_under_a_path_with_a_space_an_equals_sign_and_a_comma_is_not_pruned() {
+        let t = tempfile::tempdir().unwrap();
+        let image = t.path().join("agent images/os=debian,arch=amd64");
+        let (old, used, new) = (
+            "2026-11-01T00:00:00Z",
+            "2026-11-02T00:00:00Z",
+            "2026-11-03T00:00:00Z",
+        );
+        for v in [old, used, new] {
+            std::fs::create_dir_all(image.join("builds").join(v)).unwrap();
+        }
+        std::fs::write(image.join("agent.pkr.hcl"), "").unwrap();
+        let dir = ImageDir::open(&image).unwrap();
+        dir.set_latest(new).unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let source = image.join("builds").join(used).join("agent.qcow2");
+        let json = serde_json::json!({
+            "format_version": "1.0",
+            "values": {"root_module": {"resources": [{
+                "address": "libvirt_volume.base",
+                "values": {"source": source.display().to_string()}
+            }]}}
+        });
+        let programs = fake_terraform(t.path(), &json.to_string());
+
+        record_state(&root, &programs).unwrap();
+        let removed: Vec<String> = prune(&dir, 0)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.version)
+            .collect();
+
+        assert_eq!(removed, [old]);
+        assert!(image.join("builds").join(used).is_dir());
+    }
+
+    #[test]
+    fn output_that_is_not_a_state_says_so() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let e = record_state(&root, &fake_terraform(t.path(), r#"{"values": 3}"#)).unwrap_err();
+        assert!(e.to_string().contains("not the shape of a state"), "{e}");
+        let e = record_state(&root, &fake_terraform(t.path(), "Error: no state")).unwrap_err();
+        assert!(e.to_string().contains("not JSON"), "{e}");
+    }
 }

@@ -1,20 +1,66 @@
 //! The launcher's HTTP listeners: the webhook receiver (any path, POST)
 //! and Prometheus `/metrics` with the status page at `/`.
+//!
+//! Both may face anyone on the network, so a listener closes a connection
+//! whose request does not arrive within the read timeout (slow clients
+//! cannot hold connections open), serves at most so many connections at
+//! once (more are closed as they come, costing nothing), reads at most
+//! [`MAX_BODY`] of a body, one request per connection, and logs what it
+//! refuses through a [`ThrottledLog`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::Notify;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, Semaphore};
+use tower::ServiceExt;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::status::Status;
+use crate::throttled_log::ThrottledLog;
 use crate::webhook::{event_of, verify};
+
+/// The largest webhook body read; Buildkite's are a few KiB.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// How a listener guards itself against slow and numerous clients.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// What the listener is, for its log lines: `webhook`, `metrics`.
+    pub name: &'static str,
+    /// How long a client may take to send a request's head, and then its
+    /// body (and a TLS handshake, with TLS).
+    pub read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// HTTPS with this configuration; plain HTTP without.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where refused requests and connections are logged.
+    pub log: Arc<ThrottledLog>,
+}
+
+impl Guard {
+    /// The `name` listener on plain HTTP, with a 10 s read timeout and 32
+    /// connections, refusals logged to standard error at most once a
+    /// minute.
+    pub fn plain(name: &'static str) -> Self {
+        Guard {
+            name,
+            read_timeout: Duration::from_secs(10),
+            max_connections: 32,
+            tls: None,
+            log: Arc::new(ThrottledLog::stderr(crate::throttled_log::EVERY)),
+        }
+    }
+}
 
 #[derive(Clone)]
 struct Hook {
@@ -22,9 +68,49 @@ struct Hook {
     max_age: Duration,
     kick: Arc<Notify>,
     metrics: Arc<Metrics>,
+    read_timeout: Duration,
+    log: Arc<ThrottledLog>,
 }
 
-async fn receive(State(h): State<Hook>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+async fn receive(State(h): State<Hook>, req: Request) -> (StatusCode, String) {
+    let (parts, body) = req.into_parts();
+    // A Content-Length over the cap is refused before reading any of it.
+    if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY as u64 {
+        h.metrics.error("webhook");
+        h.log
+            .log(|| format!("webhook refused: a body over {MAX_BODY} bytes"));
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {MAX_BODY} bytes\n"),
+        );
+    }
+    let body =
+        match tokio::time::timeout(h.read_timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                h.metrics.error("webhook");
+                h.log
+                    .log(|| format!("webhook refused: a body over {MAX_BODY} bytes, or cut short"));
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is over {MAX_BODY} bytes or was cut short\n"),
+                );
+            }
+            Err(_) => {
+                h.metrics.error("webhook");
+                h.log.log(|| {
+                    format!(
+                        "webhook refused: the body did not arrive within {} s",
+                        h.read_timeout.as_secs()
+                    )
+                });
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time\n".into(),
+                );
+            }
+        };
+    let headers = &parts.headers;
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -39,7 +125,7 @@ async fn receive(State(h): State<Hook>, headers: HeaderMap, body: Bytes) -> (Sta
         now,
     ) {
         h.metrics.error("webhook");
-        eprintln!("webhook refused: {e}");
+        h.log.log(|| format!("webhook refused: {e}"));
         return (StatusCode::UNAUTHORIZED, format!("{e}\n"));
     }
     match event_of(header("x-buildkite-event"), &body).as_deref() {
@@ -52,12 +138,14 @@ async fn receive(State(h): State<Hook>, headers: HeaderMap, body: Bytes) -> (Sta
     }
 }
 
-/// The webhook receiver's routes.
+/// The webhook receiver's routes; bodies are read under `guard`'s read
+/// timeout and refusals logged to its log.
 pub fn webhook_router(
     token: Secret,
     max_age: Duration,
     kick: Arc<Notify>,
     metrics: Arc<Metrics>,
+    guard: &Guard,
 ) -> Router {
     Router::new()
         .fallback(axum::routing::post(receive))
@@ -66,6 +154,8 @@ pub fn webhook_router(
             max_age,
             kick,
             metrics,
+            read_timeout: guard.read_timeout,
+            log: guard.log.clone(),
         })
 }
 
@@ -88,15 +178,100 @@ pub fn metrics_router(metrics: Arc<Metrics>, status: Status) -> Router {
         )
 }
 
-/// Serves `router` on `addr` in the background.
-pub async fn serve(addr: std::net::SocketAddr, router: Router) -> Result<(), String> {
+/// Serves `router` on `addr` in the background, as `guard` says; returns
+/// the address bound (the port chosen, for port 0).
+pub async fn serve(addr: SocketAddr, router: Router, guard: Guard) -> Result<SocketAddr, String> {
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = l
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let slots = Arc::new(Semaphore::new(guard.max_connections));
+    let tls = guard.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(l, router).await {
-            eprintln!("HTTP listener on {addr} stopped: {e}");
+        loop {
+            let (stream, peer) = match l.accept().await {
+                Ok(c) => c,
+                // Out of file descriptors and the like: wait, do not spin.
+                Err(e) => {
+                    guard
+                        .log
+                        .log(|| format!("{} listener on {bound}: accept failed: {e}", guard.name));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // A connection over the cap is closed at once: it costs a
+            // file descriptor for an instant and no memory.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                guard.log.log(|| {
+                    format!(
+                        "{} listener on {bound}: refused a connection from {peer}: \
+                         {} already open",
+                        guard.name, guard.max_connections
+                    )
+                });
+                continue;
+            };
+            let (router, guard, tls) = (router.clone(), guard.clone(), tls.clone());
+            tokio::spawn(async move {
+                let t = guard.read_timeout;
+                let served = match tls {
+                    None => connection(stream, router, t).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(t, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => connection(s, router, t).await,
+                            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                            Err(_) => Err(format!("no TLS handshake within {} s", t.as_secs())),
+                        }
+                    }
+                };
+                if let Err(why) = served {
+                    guard
+                        .log
+                        .log(|| format!("{} listener on {bound}: {peer}: {why}", guard.name));
+                }
+                drop(slot);
+            });
         }
     });
-    Ok(())
+    Ok(bound)
 }
+
+/// One request on `io`: its head must arrive within `read_timeout` (the
+/// handler bounds the body the same way); the connection closes after
+/// the answer.
+async fn connection<I>(io: I, router: Router, read_timeout: Duration) -> Result<(), String>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        router.clone().oneshot(req.map(Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service);
+    // The head and the body each have their timeout; this bounds the
+    // rest (a client that does not take the answer) so that no
+    // connection holds its slot for long.
+    match tokio::time::timeout(read_timeout * 3, conn).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.is_timeout() => Err(format!(
+            "no complete request head within {} s; closed",
+            read_timeout.as_secs()
+        )),
+        // A client that hangs up or speaks no HTTP: nothing to log.
+        Ok(Err(_)) => Ok(()),
+        Err(_) => Err(format!(
+            "the connection was still open after {} s; closed",
+            (read_timeout * 3).as_secs()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod test;

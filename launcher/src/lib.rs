@@ -21,6 +21,7 @@ pub mod sdnotify;
 pub mod stacks;
 pub mod stages;
 pub mod status;
+pub mod throttled_log;
 pub mod webhook;
 
 #[cfg(test)]

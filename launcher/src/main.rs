@@ -106,23 +106,24 @@ async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
     let metrics_listen = cfg.metrics_listen;
     let mut daemon = Daemon::new(cfg, opts)?;
     if let Some(w) = webhook {
-        http::serve(
-            w.listen,
-            http::webhook_router(
-                w.token,
-                w.max_age,
-                daemon.kick.clone(),
-                daemon.metrics.clone(),
-            ),
-        )
-        .await?;
+        let guard = http::Guard {
+            read_timeout: w.read_timeout,
+            max_connections: w.max_connections,
+            tls: w.tls.map(|t| t.0),
+            ..http::Guard::plain("webhook")
+        };
+        let router = http::webhook_router(
+            w.token,
+            w.max_age,
+            daemon.kick.clone(),
+            daemon.metrics.clone(),
+            &guard,
+        );
+        http::serve(w.listen, router, guard).await?;
     }
     if let Some(addr) = metrics_listen {
-        http::serve(
-            addr,
-            http::metrics_router(daemon.metrics.clone(), daemon.status()),
-        )
-        .await?;
+        let router = http::metrics_router(daemon.metrics.clone(), daemon.status());
+        http::serve(addr, router, http::Guard::plain("metrics")).await?;
     }
     daemon.register().await?;
     sdnotify::notify("READY=1\nSTATUS=polling Buildkite");

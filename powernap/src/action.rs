@@ -57,11 +57,12 @@ impl Action {
                 .contains(|c: char| c.is_whitespace() || c == '/');
         let script = actions_dir.join(&spec.command);
         let runner = if is_name && spec.recover.is_none() && script.is_file() {
-            crate::trust::check_owner_and_mode(&script).map_err(|source| {
-                ActionError::Untrusted {
-                    action: spec.command.clone(),
-                    source,
-                }
+            // Checked here and run later by name: safe because the
+            // folders up to `/` are checked too, so no one else can
+            // put another file under that name in between.
+            crate::trust::open_trusted(&script).map_err(|source| ActionError::Untrusted {
+                action: spec.command.clone(),
+                source,
             })?;
             Runner::Script(script)
         } else {

@@ -286,8 +286,9 @@ impl Config {
             line: 0,
             problem,
         };
-        crate::trust::check_owner_and_mode(path).map_err(|e| whole(e.into()))?;
-        let text = std::fs::read_to_string(path).map_err(|e| whole(Problem::Read(e)))?;
+        let mut file = crate::trust::open_trusted(path).map_err(|e| whole(e.into()))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| whole(Problem::Read(e)))?;
         Self::parse(&text, path)
     }
 
@@ -602,6 +603,74 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn a_config_file_in_a_folder_others_may_write_is_refused_naming_the_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let path = shared.join("powernapd.conf");
+        std::fs::write(&path, "interval 1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+        let e = Config::load(&path).unwrap_err().to_string();
+
+        let d = shared.canonicalize().unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "{p}: line 0: {p}: the folder {d} is writable by others (mode 0777), so they \
+                 could replace the file and make powernapd run any command; run `chmod go-w {d}`",
+                p = path.display(),
+                d = d.display()
+            )
+        );
+    }
+
+    /// Another thread of ours keeps renaming a config others may write
+    /// over the trusted one and back: what powernapd reads must be what
+    /// it checked, never the untrusted text.
+    #[test]
+    fn a_config_file_swapped_during_the_check_is_never_read_as_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("powernapd.conf");
+        let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mode = std::fs::Permissions::from_mode;
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::write(&good, "interval 1\n").unwrap();
+                    std::fs::set_permissions(&good, mode(0o644)).unwrap();
+                    std::fs::write(&bad, "interval 7\n").unwrap();
+                    std::fs::set_permissions(&bad, mode(0o666)).unwrap();
+                    std::fs::rename(&good, &path).unwrap();
+                    std::fs::rename(&bad, &path).unwrap();
+                }
+            })
+        };
+        let (mut trusted, mut untrusted) = (0, 0);
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            match Config::load(&path) {
+                Ok(c) if c.interval == Duration::from_secs(1) => trusted += 1,
+                Ok(_) => untrusted += 1,
+                Err(_) => {}
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(
+            untrusted, 0,
+            "read the untrusted file ({trusted} trusted reads)"
+        );
+        assert!(trusted > 0, "never read the trusted file");
     }
 
     #[test]

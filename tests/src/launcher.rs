@@ -159,16 +159,29 @@ pub struct LauncherDir {
 impl LauncherDir {
     /// Writes `token` to `token` (0600) and `config` to `launcher.toml`.
     pub fn new(config: &str, token: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let t = dir.path().join("token");
-        std::fs::write(&t, format!("{token}\n"))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::write(dir.path().join("launcher.toml"), config)?;
-        Ok(Self {
-            dir,
+        let dir = Self {
+            dir: tempfile::tempdir()?,
             path_first: None,
-        })
+        };
+        dir.write_token("token", token)?;
+        std::fs::write(dir.dir.path().join("launcher.toml"), config)?;
+        Ok(dir)
+    }
+
+    /// Writes `token` on the first line of `name` in the folder, mode
+    /// 0600: the launcher refuses token files others can read.
+    pub fn write_token(&self, name: &str, token: &str) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        writeln!(f, "{token}")?;
+        Ok(())
     }
 
     /// The config file.

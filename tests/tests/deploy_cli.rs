@@ -246,3 +246,66 @@ fn a_failed_build_keeps_its_log_and_changes_nothing() {
         "the error says where the log is: {text}"
     );
 }
+
+/// `kvmbe deploy` reads what Terraform 1.11, Terraform 1.15 and OpenTofu
+/// print for `show -json`: the build a state uses is recorded as deployed
+/// however its image folder is named, and `kvmbe prune` keeps it while
+/// the older build goes. (No guest: a `terraform_data` holds the path.)
+#[test]
+fn a_deployed_build_under_a_path_with_a_space_an_equals_sign_and_a_comma_is_not_pruned() {
+    let mut terraforms = tools::terraforms().unwrap();
+    terraforms.push(testbed::peers::opentofu().unwrap());
+    for tf in terraforms {
+        let version = tf.version.clone();
+        let work = ScratchDir::new(&format!("kvmbe-odd-{version}")).unwrap();
+        let image = work.join("agent images/os=debian,arch=amd64");
+        let (old, used, newest) = (
+            "2026-11-01T00:00:00Z",
+            "2026-11-02T00:00:00Z",
+            "2026-11-03T00:00:00Z",
+        );
+        for b in [old, used, newest] {
+            std::fs::create_dir_all(image.join("builds").join(b)).unwrap();
+            std::fs::write(image.join("builds").join(b).join("agent.qcow2"), "").unwrap();
+        }
+        std::fs::write(image.join("agent.pkr.hcl"), "").unwrap();
+        std::os::unix::fs::symlink(newest, image.join("builds/latest")).unwrap();
+        std::fs::write(image.join("builds/latest-version"), format!("{newest}\n")).unwrap();
+        let project = TfProject::new(tf).unwrap();
+        project.write_main(&format!(
+            "resource \"terraform_data\" \"image\" {{\n  input = \"{}\"\n}}\n",
+            image
+                .join("builds")
+                .join(used)
+                .join("agent.qcow2")
+                .display()
+        ));
+        let run = |args: &[&str]| {
+            let terraform = project.cmd();
+            let mut c = Command::new(bin_dir().join("kvmbe"));
+            for (k, v) in terraform.get_envs() {
+                if let Some(v) = v {
+                    c.env(k, v);
+                }
+            }
+            c.env("TERRAFORM", terraform.get_program()).args(args);
+            let out = c.output_within(COMMAND_LIMIT).expect("kvmbe runs");
+            let text = show(&format!("kvmbe {} ({version})", args.join(" ")), &out);
+            assert!(out.status.success(), "kvmbe failed ({version})");
+            text
+        };
+
+        let deployed = run(&["deploy", "-y", &project.dir().display().to_string()]);
+        let pruned = run(&["prune", "--keep", "0", &image.display().to_string()]);
+
+        assert!(
+            deployed.contains(&format!("deployed {used}")),
+            "{version}: {deployed}"
+        );
+        assert!(
+            pruned.contains(&format!("removed build {old}")),
+            "{version}: {pruned}"
+        );
+        assert_eq!(builds(&image), [used, newest], "{version}");
+    }
+}

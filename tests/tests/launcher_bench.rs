@@ -183,7 +183,7 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
     };
     // Webhooks, with polling slowed to 30 s so that it cannot be what found the job.
     let dir = LauncherDir::new(&config(Some(30), true), bk.cluster_token()).unwrap();
-    std::fs::write(dir.dir.path().join("hook"), secret).unwrap();
+    dir.write_token("hook", secret).unwrap();
     let stacks_up = || !bk.stacks().is_empty();
     bk.clear_requests();
     let hook = measure(&bk, &host, &d, &dir, &stacks_up);
@@ -204,7 +204,7 @@ fn job_to_vm_start_call_with_webhook_and_with_polling() {
         uri = d.uri()
     );
     let dir = LauncherDir::new(&rest, bk.agent_token()).unwrap();
-    std::fs::write(dir.dir.path().join("api-token"), bk.api_token()).unwrap();
+    dir.write_token("api-token", bk.api_token()).unwrap();
     bk.clear_requests();
     let listed = || bk.requests().iter().any(|r| r.path.ends_with("/builds"));
     let rest = measure(&bk, &host, &d, &dir, &listed);

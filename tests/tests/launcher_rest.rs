@@ -47,11 +47,7 @@ template = "agent-template"
 
 fn dir_for(bk: &StandIn, text: &str) -> LauncherDir {
     let dir = LauncherDir::new(text, bk.agent_token()).unwrap();
-    std::fs::write(
-        dir.dir.path().join("api-token"),
-        format!("{}\n", bk.api_token()),
-    )
-    .unwrap();
+    dir.write_token("api-token", bk.api_token()).unwrap();
     dir
 }
 

@@ -6,6 +6,7 @@
 
 mod locate;
 mod raw;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -112,6 +113,13 @@ pub struct Webhook {
     pub token: Secret,
     /// Signatures older than this are refused.
     pub max_age: Duration,
+    /// How long a client may take to send a request's head, and then its
+    /// body, before its connection is closed.
+    pub read_timeout: Duration,
+    /// Connections served at once; more are closed as they come.
+    pub max_connections: usize,
+    /// HTTPS instead of plain HTTP (`tls_cert_file`, `tls_key_file`).
+    pub tls: Option<tls::Tls>,
 }
 
 /// How a host's memory is limited for new VMs.
@@ -372,14 +380,31 @@ impl From<usize> for Seg {
     }
 }
 
-/// Reads a token file: the first line, trimmed; it must not be empty.
+/// Reads a token file: the first line, trimmed; it must not be empty,
+/// and only its owner may read or write it (a token others can read is
+/// theirs too; one others can write points the launcher elsewhere).
 pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let cannot_read = |e: std::io::Error| {
         format!(
             "cannot read {}: {e}; the file holds the token on its first line",
             path.display()
         )
-    })?;
+    };
+    // The mode is read from the open file, so the text read is the one
+    // whose mode was checked.
+    let mut file = std::fs::File::open(path).map_err(cannot_read)?;
+    let mode = file.metadata().map_err(cannot_read)?.mode() & 0o7777;
+    if mode & 0o066 != 0 {
+        return Err(format!(
+            "{p} can be read or written by group or others (mode {mode:04o}); \
+             a token file must be its owner's alone: run `chmod 600 {p}`",
+            p = path.display()
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(cannot_read)?;
     let first = text.lines().next().unwrap_or("").trim();
     if first.is_empty() {
         return Err(format!(

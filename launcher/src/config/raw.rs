@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    read_secret_file, AgentDef, AgentTokens, Buildkite, Config, ConfigError, HostDef, Launcher,
-    MemoryLimit, Secret, Seg, Source, WakeDef, Webhook,
+    read_secret_file, tls, AgentDef, AgentTokens, Buildkite, Config, ConfigError, HostDef,
+    Launcher, MemoryLimit, Secret, Seg, Source, WakeDef, Webhook,
 };
 use crate::key_path;
 use crate::rules::AgentTags;
@@ -57,6 +57,10 @@ struct RawWebhook {
     listen: String,
     token_file: PathBuf,
     max_age: Option<u64>,
+    read_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +281,52 @@ pub fn check(
             )?
             .unwrap_or_default(),
             max_age: secs(w.max_age, 300, key_path!["webhook", "max_age"])?,
+            read_timeout: match w.read_timeout.unwrap_or(10) {
+                n @ 1..=300 => Duration::from_secs(n),
+                n => {
+                    return Err(err(
+                        key_path!["webhook", "read_timeout"],
+                        format!("{n} s: give 1 to 300 seconds (Buildkite sends a delivery in well under one)"),
+                    ))
+                }
+            },
+            max_connections: match w.max_connections.unwrap_or(32) {
+                n @ 1..=10_000 => n,
+                n => {
+                    return Err(err(
+                        key_path!["webhook", "max_connections"],
+                        format!("{n}: give 1 to 10000 connections"),
+                    ))
+                }
+            },
+            tls: match (&w.tls_cert_file, &w.tls_key_file) {
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(err(
+                        key_path!["webhook", "tls_cert_file"],
+                        "set tls_key_file too (the certificate's private key), or neither to \
+                         serve plain HTTP behind a reverse proxy"
+                            .into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(err(
+                        key_path!["webhook", "tls_key_file"],
+                        "set tls_cert_file too (the certificate chain), or neither to serve \
+                         plain HTTP behind a reverse proxy"
+                            .into(),
+                    ))
+                }
+                (Some(c), Some(k)) => Some(tls::load(&resolve(c), &resolve(k)).map_err(
+                    |(setting, m)| {
+                        let key = match setting {
+                            tls::Setting::Cert => "tls_cert_file",
+                            tls::Setting::Key => "tls_key_file",
+                        };
+                        err(key_path!["webhook", key], m)
+                    },
+                )?),
+            },
         }),
     };
     let metrics_listen = match &raw.metrics {

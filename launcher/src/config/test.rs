@@ -40,6 +40,13 @@ fn token_env(k: &str) -> Option<String> {
     (k == "BUILDKITE_AGENT_TOKEN").then(|| "cluster-token".to_string())
 }
 
+/// Writes a token file as the README says to: `chmod 600`.
+fn write_token(path: &Path, token: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, token).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn check(text: &str) -> Result<Config, ConfigError> {
     parse(Path::new("/etc/launcher.toml"), text, token_env)
 }
@@ -186,7 +193,7 @@ fn without_any_token_the_error_says_what_to_set() {
 #[test]
 fn token_files_are_read_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "secret-one\n").unwrap();
+    write_token(&dir.path().join("token"), "secret-one\n");
     let text = GOOD.replace(
         "stack_key = \"kvm\"",
         "stack_key = \"kvm\"\nagent_token_file = \"token\"",
@@ -201,6 +208,42 @@ fn token_files_are_read_relative_to_the_config() {
         e.contains(":5: buildkite.agent_token_file: cannot read"),
         "{e}"
     );
+}
+
+#[test]
+fn a_token_file_group_or_others_can_read_or_write_is_refused_naming_the_setting_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    write_token(&token, "secret-one\n");
+    let text = GOOD.replace(
+        "stack_key = \"kvm\"",
+        "stack_key = \"kvm\"\nagent_token_file = \"token\"\n\n[webhook]\nlisten = \"127.0.0.1:8089\"\ntoken_file = \"token\"",
+    );
+    let load = || parse(&dir.path().join("l.toml"), &text, no_env);
+    assert!(load().is_ok());
+    for mode in [0o640, 0o604, 0o620, 0o602] {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+
+        let e = load().unwrap_err().to_string();
+
+        assert_eq!(
+            e,
+            format!(
+                "{dir}/l.toml:5: buildkite.agent_token_file: {dir}/token can be read or \
+                 written by group or others (mode {mode:04o}); a token file must be its \
+                 owner's alone: run `chmod 600 {dir}/token`",
+                dir = dir.path().display()
+            )
+        );
+    }
+    // Every token setting is held to it: here the webhook's, the agent
+    // token coming from the environment.
+    let e = parse(&dir.path().join("l.toml"), &text, token_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(":9: webhook.token_file: "), "{e}");
+    assert!(e.contains("chmod 600"), "{e}");
 }
 
 #[test]
@@ -226,7 +269,7 @@ fn memory_limits_read_as_virt_launch_counts_them() {
 fn the_example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     for f in ["cluster-token", "webhook-token"] {
-        std::fs::write(dir.path().join(f), "x\n").unwrap();
+        write_token(&dir.path().join(f), "x\n");
     }
     let example = include_str!("../../../examples/launcher/launcher.toml").replace(
         "/etc/buildkite-agent-launcher/",
@@ -241,7 +284,7 @@ fn the_example_config_is_valid() {
 fn the_rest_example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     for f in ["api-token", "agent-token", "webhook-token"] {
-        std::fs::write(dir.path().join(f), "x\n").unwrap();
+        write_token(&dir.path().join(f), "x\n");
     }
     let example = include_str!("../../../examples/launcher/launcher-rest.toml").replace(
         "/etc/buildkite-agent-launcher/",
@@ -289,7 +332,7 @@ fn in_stacks_mode_the_vms_get_job_acquisition_tokens_unless_told_cluster() {
 #[test]
 fn a_definition_with_its_own_token_file_needs_agent_tokens_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("win-token"), "windows-token\n").unwrap();
+    write_token(&dir.path().join("win-token"), "windows-token\n");
     let own = GOOD.replace(
         "template = \"windows-agent\"",
         "template = \"windows-agent\"\nagent_token_file = \"win-token\"",
@@ -333,7 +376,7 @@ fn an_unknown_kind_of_agent_token_is_refused_with_the_choices() {
 fn rest_mode_keeps_the_agent_token_and_refuses_job_acquisition_tokens() {
     let dir = tempfile::tempdir().unwrap();
     for f in ["api-token", "agent-token", "webhook-token"] {
-        std::fs::write(dir.path().join(f), format!("{f}-value\n")).unwrap();
+        write_token(&dir.path().join(f), &format!("{f}-value\n"));
     }
     let example = include_str!("../../../examples/launcher/launcher-rest.toml").replace(
         "/etc/buildkite-agent-launcher/",
@@ -356,6 +399,104 @@ fn rest_mode_keeps_the_agent_token_and_refuses_job_acquisition_tokens() {
         .to_string();
     assert!(
         e.contains("agent[0].agent_tokens: REST mode reserves no jobs, so Buildkite issues no job acquisition tokens"),
+        "{e}"
+    );
+}
+
+/// A config with a `[webhook]` whose TLS lines are `tls`, in a folder
+/// holding a token, a certificate for localhost (`cert.pem`, `key.pem`)
+/// and the key of another certificate (`other-key.pem`).
+fn with_webhook_tls(tls: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_token(&dir.path().join("hook"), "hook-token\n");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.path().join("other-key.pem"),
+        other.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    let text =
+        format!("{GOOD}\n[webhook]\nlisten = \"127.0.0.1:8089\"\ntoken_file = \"hook\"\n{tls}\n");
+    let c = parse(&dir.path().join("l.toml"), &text, token_env);
+    (dir, c)
+}
+
+fn tls_error(tls: &str) -> (String, String) {
+    let (dir, c) = with_webhook_tls(tls);
+    (c.unwrap_err().to_string(), dir.path().display().to_string())
+}
+
+#[test]
+fn a_webhook_with_a_certificate_and_its_key_serves_tls() {
+    let (_dir, c) = with_webhook_tls("tls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"");
+    let w = c.unwrap().webhook.unwrap();
+    assert!(w.tls.is_some());
+    assert_eq!(w.read_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(w.max_connections, 32);
+}
+
+#[test]
+fn a_certificate_without_a_key_or_a_key_without_a_certificate_is_refused() {
+    let (e, d) = tls_error("tls_cert_file = \"cert.pem\"");
+    assert_eq!(
+        e,
+        format!(
+            "{d}/l.toml:33: webhook.tls_cert_file: set tls_key_file too (the certificate's \
+             private key), or neither to serve plain HTTP behind a reverse proxy"
+        )
+    );
+    let (e, _) = tls_error("tls_key_file = \"key.pem\"");
+    assert!(
+        e.contains(":33: webhook.tls_key_file: set tls_cert_file too"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unreadable_or_wrong_tls_files_name_the_setting() {
+    let (e, d) = tls_error("tls_cert_file = \"missing.pem\"\ntls_key_file = \"key.pem\"");
+    assert!(
+        e.starts_with(&format!(
+            "{d}/l.toml:33: webhook.tls_cert_file: cannot read {d}/missing.pem: "
+        )),
+        "{e}"
+    );
+    let (e, d) = tls_error("tls_cert_file = \"key.pem\"\ntls_key_file = \"key.pem\"");
+    assert!(
+        e.contains(&format!(
+            "webhook.tls_cert_file: {d}/key.pem holds no certificate (-----BEGIN CERTIFICATE-----)"
+        )),
+        "{e}"
+    );
+    let (e, d) = tls_error("tls_cert_file = \"cert.pem\"\ntls_key_file = \"cert.pem\"");
+    assert!(
+        e.contains(&format!(
+            ":34: webhook.tls_key_file: {d}/cert.pem holds no private key"
+        )),
+        "{e}"
+    );
+    let (e, d) = tls_error("tls_cert_file = \"cert.pem\"\ntls_key_file = \"other-key.pem\"");
+    assert!(
+        e.contains(&format!(
+            ":34: webhook.tls_key_file: {d}/other-key.pem does not go with the certificate in {d}/cert.pem"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn webhook_timeouts_and_connection_caps_out_of_range_are_refused() {
+    let (e, _) = tls_error("read_timeout = 0");
+    assert!(
+        e.contains(":33: webhook.read_timeout: 0 s: give 1 to 300 seconds"),
+        "{e}"
+    );
+    let (e, _) = tls_error("max_connections = 0");
+    assert!(
+        e.contains(":33: webhook.max_connections: 0: give 1 to 10000 connections"),
         "{e}"
     );
 }
