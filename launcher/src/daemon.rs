@@ -14,7 +14,7 @@ use crate::config::{AgentTokens, Config, Secret, Source};
 use crate::hosts::{label, templates_of, HostRt, Launch};
 use crate::metrics::Metrics;
 use crate::rest::{coming_state, Listing, RestClient};
-use crate::schedule::{Action, Decision, DefView, Job, Plan};
+use crate::schedule::{Decision, DefView, Job, Plan, Verdict};
 use crate::stacks::jat::{self, JatError};
 use crate::stacks::{Client, Notification};
 use crate::stages::{Journal, Stage, Via};
@@ -277,7 +277,8 @@ impl Daemon {
             first = false;
             if self.opts.dry_run {
                 for d in &decisions {
-                    let line = serde_json::to_string(d).map_err(|e| e.to_string())?;
+                    let line =
+                        serde_json::to_string(&d.line(&self.cfg)).map_err(|e| e.to_string())?;
                     writeln!(out, "{line}").map_err(|e| e.to_string())?;
                 }
                 out.flush().map_err(|e| e.to_string())?;
@@ -515,13 +516,10 @@ impl Daemon {
                                 continue;
                             }
                             if page.paused {
-                                decisions.push(Decision {
-                                    job: j.id,
-                                    definition: None,
-                                    host: None,
-                                    action: Action::Skip,
-                                    reason: format!("queue {q} is paused (dispatch_paused)"),
-                                });
+                                decisions.push(Decision::skip(
+                                    &j.id,
+                                    format!("queue {q} is paused (dispatch_paused)"),
+                                ));
                                 continue;
                             }
                             queue_of.insert(j.id.clone(), q.clone());
@@ -638,22 +636,22 @@ impl Daemon {
         decisions.extend(plan.pass(&jobs, &mut views, &mut defs));
         for d in &decisions {
             // A job no definition takes is not ours to time.
-            if d.action == Action::Skip {
+            if d.verdict == Verdict::Skip {
                 self.stages.drop_job(&d.job);
             }
-            if matches!(d.action, Action::Wait | Action::Skip) {
+            if matches!(d.verdict, Verdict::Wait { .. } | Verdict::Skip) {
                 if let Some(r) = again.remove(&d.job) {
                     self.retry.insert(d.job.clone(), r);
                 }
             }
         }
         for d in &decisions {
-            let line = format!("{:?} {}", d.action, d.reason);
+            let line = format!("{:?} {}", d.action(), d.reason);
             if self.logged.get(&d.job) != Some(&line) {
                 eprintln!(
                     "job {}: {} ({})",
                     d.job,
-                    serde_json::to_string(&d.action)
+                    serde_json::to_string(&d.action())
                         .unwrap_or_default()
                         .trim_matches('"'),
                     d.reason
@@ -763,15 +761,15 @@ impl Daemon {
             let Some(q) = queue_of.get(&d.job) else {
                 continue;
             };
-            match d.action {
-                Action::Start | Action::Wake | Action::Finish => {
+            match d.verdict {
+                Verdict::Start { .. } | Verdict::Wake { .. } | Verdict::Finish { .. } => {
                     to_reserve.entry(q.clone()).or_default().push(d)
                 }
-                Action::Wait => {
+                Verdict::Wait { .. } => {
                     let q = q.clone();
                     self.note(&q, &d.job, d.reason.clone()).await;
                 }
-                Action::Skip => {}
+                Verdict::Skip => {}
             }
         }
         let expiry = self.reservation();
@@ -802,7 +800,7 @@ impl Daemon {
                 let Some(job) = by_id.get(d.job.as_str()) else {
                     continue;
                 };
-                if d.action == Action::Finish {
+                if matches!(d.verdict, Verdict::Finish { .. }) {
                     // REST cannot finish a job it does not run: the
                     // decision's log line is all a person gets.
                     let Some(client) = &stacks else {
@@ -819,18 +817,10 @@ impl Daemon {
                     }
                     continue;
                 }
-                let def = self
-                    .cfg
-                    .agents
-                    .iter()
-                    .position(|a| Some(&a.name) == d.definition.as_ref());
-                let host = self
-                    .cfg
-                    .hosts
-                    .iter()
-                    .position(|h| Some(&h.name) == d.host.as_ref());
-                let (Some(def), Some(host)) = (def, host) else {
-                    continue;
+                let (def, host) = match d.verdict {
+                    Verdict::Start { def, host } | Verdict::Wake { def, host } => (def.0, host.0),
+                    // Finish is handled above; Wait and Skip are never reserved.
+                    _ => continue,
                 };
                 let token = match (&self.cfg.agents[def].tokens, &stacks) {
                     (AgentTokens::Shared(t), _) => VmToken::Shared(t.clone()),
@@ -858,7 +848,7 @@ impl Daemon {
                     &self.cfg.hosts[host].name,
                     Instant::now(),
                 );
-                if d.action == Action::Wake {
+                if matches!(d.verdict, Verdict::Wake { .. }) {
                     let name = self.cfg.hosts[host].name.clone();
                     self.note(&q, &d.job, format!("waking {name}")).await;
                 }

@@ -87,19 +87,116 @@ pub enum Action {
     Skip,
 }
 
-/// One decision, printed as a JSON line with `--dry-run`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An agent definition: its index in [`Config::agents`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DefId(pub usize);
+
+/// A host: its index in [`Config::hosts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostId(pub usize);
+
+/// What to do about a job, with the definition and host it concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Start a VM of `def` on `host`, which is awake, now.
+    Start {
+        /// The definition.
+        def: DefId,
+        /// The host.
+        host: HostId,
+    },
+    /// Wake `host` (or wait for its wake under way), then start the VM.
+    Wake {
+        /// The definition.
+        def: DefId,
+        /// The host.
+        host: HostId,
+    },
+    /// No room now for the first definition that fits; look again next pass.
+    Wait {
+        /// The definition considered first.
+        def: DefId,
+    },
+    /// No VM can ever be had for it here: give the job up.
+    Finish {
+        /// The definition considered first.
+        def: DefId,
+    },
+    /// Not ours to act on (no definition fits, queue paused, VM already coming).
+    Skip,
+}
+
+/// One decision about one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// Job UUID.
     pub job: String,
-    /// Agent definition chosen or considered.
-    pub definition: Option<String>,
-    /// Host chosen.
-    pub host: Option<String>,
     /// What to do.
-    pub action: Action,
+    pub verdict: Verdict,
     /// Why, for a person.
     pub reason: String,
+}
+
+/// A decision as `--dry-run` prints it: one JSON line with names.
+#[derive(Debug, Serialize)]
+pub struct DecisionLine<'a> {
+    job: &'a str,
+    definition: Option<&'a str>,
+    host: Option<&'a str>,
+    action: Action,
+    reason: &'a str,
+}
+
+impl Decision {
+    /// A job not ours to act on, with why.
+    pub fn skip(job: &str, reason: String) -> Self {
+        Decision {
+            job: job.to_string(),
+            verdict: Verdict::Skip,
+            reason,
+        }
+    }
+
+    /// The verdict's kind.
+    pub fn action(&self) -> Action {
+        match self.verdict {
+            Verdict::Start { .. } => Action::Start,
+            Verdict::Wake { .. } => Action::Wake,
+            Verdict::Wait { .. } => Action::Wait,
+            Verdict::Finish { .. } => Action::Finish,
+            Verdict::Skip => Action::Skip,
+        }
+    }
+
+    /// The definition chosen or considered.
+    pub fn def(&self) -> Option<DefId> {
+        match self.verdict {
+            Verdict::Start { def, .. }
+            | Verdict::Wake { def, .. }
+            | Verdict::Wait { def }
+            | Verdict::Finish { def } => Some(def),
+            Verdict::Skip => None,
+        }
+    }
+
+    /// The host chosen.
+    pub fn host(&self) -> Option<HostId> {
+        match self.verdict {
+            Verdict::Start { host, .. } | Verdict::Wake { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+
+    /// The decision with the names `config` gives its indices.
+    pub fn line<'a>(&'a self, config: &'a Config) -> DecisionLine<'a> {
+        DecisionLine {
+            job: &self.job,
+            definition: self.def().map(|d| config.agents[d.0].name.as_str()),
+            host: self.host().map(|h| config.hosts[h.0].name.as_str()),
+            action: self.action(),
+            reason: &self.reason,
+        }
+    }
 }
 
 /// Inputs of a pass that do not change between passes.
@@ -150,25 +247,16 @@ impl<'a> Plan<'a> {
                 .entry(job.rules.as_slice())
                 .or_insert_with(|| self.matching(&job.rules));
             let decision = match fits {
-                Err(e) => Decision {
-                    job: job.id.clone(),
-                    definition: None,
-                    host: None,
-                    action: Action::Skip,
-                    reason: e.clone(),
-                },
-                Ok(list) if list.is_empty() => Decision {
-                    job: job.id.clone(),
-                    definition: None,
-                    host: None,
-                    action: Action::Skip,
-                    reason: format!("no [[agent]] has tags for the rules {:?}", job.rules),
-                },
+                Err(e) => Decision::skip(&job.id, e.clone()),
+                Ok(list) if list.is_empty() => Decision::skip(
+                    &job.id,
+                    format!("no [[agent]] has tags for the rules {:?}", job.rules),
+                ),
                 Ok(list) => self.place(job, list, hosts, defs),
             };
             if matches!(
-                decision.action,
-                Action::Wait | Action::Finish | Action::Skip
+                decision.verdict,
+                Verdict::Wait { .. } | Verdict::Finish { .. } | Verdict::Skip
             ) {
                 settled.insert(job.rules.as_slice(), decision.clone());
             }
@@ -251,9 +339,10 @@ impl<'a> Plan<'a> {
                     commit(&mut hosts[h], &mut defs[d], mem);
                     return Decision {
                         job: job.id.clone(),
-                        definition: Some(def.name.clone()),
-                        host: Some(name.clone()),
-                        action: Action::Start,
+                        verdict: Verdict::Start {
+                            def: DefId(d),
+                            host: HostId(h),
+                        },
                         reason: format!("{name} is awake and has room"),
                     };
                 }
@@ -270,29 +359,26 @@ impl<'a> Plan<'a> {
                 commit(&mut hosts[h], &mut defs[d], mem);
                 return Decision {
                     job: job.id.clone(),
-                    definition: Some(def.name.clone()),
-                    host: Some(name.clone()),
-                    action: Action::Wake,
+                    verdict: Verdict::Wake {
+                        def: DefId(d),
+                        host: HostId(h),
+                    },
                     reason,
                 };
             }
         }
-        let definition = Some(self.config.agents[defs_fit[0]].name.clone());
+        let def = DefId(defs_fit[0]);
         if temporary.is_empty() {
             Decision {
                 job: job.id.clone(),
-                definition,
-                host: None,
-                action: Action::Finish,
+                verdict: Verdict::Finish { def },
                 reason: format!("no host can ever run it: {}", permanent.join("; ")),
             }
         } else {
             temporary.dedup();
             Decision {
                 job: job.id.clone(),
-                definition,
-                host: None,
-                action: Action::Wait,
+                verdict: Verdict::Wait { def },
                 reason: temporary.join("; "),
             }
         }

@@ -93,7 +93,7 @@ fn one_pass_over_10000_jobs_200_definitions_50_hosts() {
     let rss = peak_rss_kib();
     let mut count: HashMap<String, usize> = HashMap::new();
     for d in &last {
-        *count.entry(format!("{:?}", d.action)).or_default() += 1;
+        *count.entry(format!("{:?}", d.action())).or_default() += 1;
     }
     println!(
         "scheduling pass, 10000 jobs x 200 definitions x 50 hosts: median {:.2} ms of 7 (min {:.2}, max {:.2}); peak RSS {:.1} MB (whole test process); decisions {count:?}",

@@ -61,9 +61,14 @@ fn job(id: &str, rules: &[&str]) -> Job {
     }
 }
 
+/// Each decision's job, action and host name (hosts as in [`CONFIG`]).
 fn actions(d: &[Decision]) -> Vec<(String, Action, Option<String>)> {
+    let c = config();
     d.iter()
-        .map(|d| (d.job.clone(), d.action, d.host.clone()))
+        .map(|d| {
+            let host = d.host().map(|h| c.hosts[h.0].name.clone());
+            (d.job.clone(), d.action(), host)
+        })
         .collect()
 }
 
@@ -176,9 +181,9 @@ fn higher_priority_then_older_jobs_go_first() {
         &mut defs(512),
     );
     assert_eq!(out[0].job, "urgent");
-    assert_eq!(out[0].action, Action::Start);
+    assert_eq!(out[0].action(), Action::Start);
     assert_eq!(out[1].job, "old");
-    assert_eq!(out[1].action, Action::Wait);
+    assert_eq!(out[1].action(), Action::Wait);
 }
 
 #[test]
@@ -190,8 +195,8 @@ fn max_instances_holds_across_hosts() {
         &mut hosts,
         &mut defs(512),
     );
-    assert_eq!(out[0].action, Action::Start);
-    assert_eq!(out[1].action, Action::Wait);
+    assert_eq!(out[0].action(), Action::Start);
+    assert_eq!(out[1].action(), Action::Wait);
     assert_eq!(out[1].reason, "big has its 1 VMs running");
 }
 
@@ -199,13 +204,11 @@ fn max_instances_holds_across_hosts() {
 fn decisions_print_as_the_documented_json() {
     let d = Decision {
         job: "j".into(),
-        definition: Some("linux".into()),
-        host: None,
-        action: Action::Wait,
+        verdict: Verdict::Wait { def: DefId(0) },
         reason: "r".into(),
     };
     assert_eq!(
-        serde_json::to_string(&d).unwrap(),
+        serde_json::to_string(&d.line(&config())).unwrap(),
         r#"{"job":"j","definition":"linux","host":null,"action":"wait","reason":"r"}"#
     );
 }
