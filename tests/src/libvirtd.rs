@@ -95,25 +95,24 @@ impl Libvirtd {
     }
 
     fn wait_ready(&mut self, limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
+        // Some(Err): the daemon exited, waiting longer will not help.
+        let ready = util::poll_until(limit, || {
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                bail!(
-                    "libvirtd exited ({status}) before answering:\n{}",
-                    self.logs()
-                );
+                return Some(Err(status));
             }
-            if self.socket().exists() && self.virsh(&["version"]).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("libvirtd did not answer within {limit:?}:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            (self.socket().exists() && self.virsh(&["version"]).is_ok()).then_some(Ok(()))
+        });
+        match ready {
+            Some(Ok(())) => Ok(()),
+            Some(Err(status)) => bail!(
+                "libvirtd exited ({status}) before answering:\n{}",
+                self.logs()
+            ),
+            None => bail!("libvirtd did not answer within {limit:?}:\n{}", self.logs()),
         }
     }
 
@@ -212,18 +211,14 @@ impl Libvirtd {
     /// whole text and how long it took.
     pub fn wait_for_text(path: &Path, needle: &str, limit: Duration) -> Result<(String, Duration)> {
         let t0 = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            if text.contains(needle) {
-                return Ok((text, t0.elapsed()));
-            }
-            if t0.elapsed() > limit {
-                bail!(
-                    "{needle:?} did not appear in {} within {limit:?}; it holds:\n{text}",
-                    path.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let read = || std::fs::read_to_string(path).unwrap_or_default();
+        match util::poll_until(limit, || Some(read()).filter(|t| t.contains(needle))) {
+            Some(text) => Ok((text, t0.elapsed())),
+            None => bail!(
+                "{needle:?} did not appear in {} within {limit:?}; it holds:\n{}",
+                path.display(),
+                read()
+            ),
         }
     }
 
@@ -244,10 +239,10 @@ impl Libvirtd {
         }
         if let Some(mut child) = self.child.take() {
             util::signal(child.id() as i32, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            // Still running after the grace (or not askable): killed.
+            util::poll_until(Duration::from_secs(5), || {
+                (!matches!(child.try_wait(), Ok(None))).then_some(())
+            });
             let _ = child.kill();
             let _ = child.wait();
         }

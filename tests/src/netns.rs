@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -101,10 +101,7 @@ impl Netns {
         for pid in self.pids() {
             crate::util::signal(pid, libc::SIGTERM);
         }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && self.live_pids().next().is_some() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::util::poll_until(grace, || self.live_pids().next().is_none().then_some(()));
         for pid in self.live_pids().collect::<Vec<_>>() {
             crate::util::signal(pid, libc::SIGKILL);
         }

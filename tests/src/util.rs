@@ -134,18 +134,15 @@ impl OutputWithin for std::process::Command {
                 .take()
                 .map(|p| Box::new(p) as Box<dyn Read + Send>),
         );
-        let deadline = std::time::Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
-            }
-            if std::time::Instant::now() >= deadline {
+        // An error asking is an answer too: it ends the wait.
+        let status = match poll_until(limit, || child.try_wait().transpose()) {
+            Some(status) => Some(status?),
+            None => {
                 // The group: the command and everything it started.
                 signal(-(child.id() as i32), libc::SIGKILL);
                 let _ = child.wait();
-                break None;
+                None
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
         };
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();

@@ -6,6 +6,7 @@ use kvmhost::nocloud::Seed;
 use std::time::{Duration, Instant};
 use testbed::guest::{TinyGuest, BOOT, READY};
 use testbed::libvirtd::{Libvirtd, NETWORK};
+use testbed::util::wait_until;
 
 /// The seed sits on a virtio-scsi CD-ROM: the cloud kernel has no AHCI
 /// driver for q35's SATA bus.
@@ -71,12 +72,16 @@ fn a_tiny_guest_boots_prints_its_seed_and_powers_off() {
 
     let t1 = Instant::now();
     d.virsh(&["shutdown", "smoke", "--mode", "acpi"]).unwrap();
-    while d.domains().unwrap().contains(&"smoke".to_string()) {
-        assert!(
-            t1.elapsed() < Duration::from_secs(30),
-            "the guest ignored ACPI power-off"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "the guest powering off on ACPI",
+        || {
+            format!(
+                "the guest ignored ACPI power-off; console:\n{}",
+                std::fs::read_to_string(d.serial_log("smoke")).unwrap_or_default()
+            )
+        },
+        || (!d.domains().unwrap().contains(&"smoke".to_string())).then_some(()),
+    );
     eprintln!("tiny guest: ACPI power-off took {:?}", t1.elapsed());
 }

@@ -1081,6 +1081,7 @@ async fn an_expired_job_acquisition_token_registers_no_agent() {
         .as_str()
         .unwrap()
         .to_string();
+    // Outlive the token's one-second lifetime: its expiry is under test.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         AgentCalls::register(&bk, &jat, &["queue=kvm"]).await.err(),

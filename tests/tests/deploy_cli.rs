@@ -173,6 +173,7 @@ resource "libvirt_volume" "agent" {{
     );
 
     // Second build with --keep 0: the deployed first build stays.
+    // Builds are named by the second they start in: the next one needs a new one.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let text = ok(&kvmbe(
         &bed,

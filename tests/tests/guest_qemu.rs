@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use kvmhost::nocloud::Seed;
 use testbed::guest::{self, TinyGuest};
+use testbed::util::poll_until;
 
 /// One boot at a time: two TCG guests on two cores make the measured
 /// times meaningless.
@@ -113,18 +114,13 @@ impl Qemu {
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "QEMU still runs {timeout:?} after power-off was asked:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        // An error asking is an answer too: it ends the wait.
+        match poll_until(timeout, || self.child.try_wait().transpose()) {
+            Some(status) => Ok(status?),
+            None => bail!(
+                "QEMU still runs {timeout:?} after power-off was asked:\n{}",
+                self.log()
+            ),
         }
     }
 
@@ -329,21 +325,23 @@ fn root_disk_guest_accepts_ssh_with_the_generated_key() -> Result<()> {
             .stdin(Stdio::null())
             .output()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let hi = loop {
-        let out = ssh("echo hi")?;
-        if out.status.success() {
-            break out;
+    // The last refusal, for the error if none succeeds.
+    let mut refused = Vec::new();
+    let hi = poll_until(Duration::from_secs(60), || match ssh("echo hi") {
+        Ok(out) if !out.status.success() => {
+            refused = out.stderr;
+            None
         }
-        if Instant::now() > deadline {
-            bail!(
-                "ssh never succeeded: {}\nserial:\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                vm.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        answered => Some(answered),
+    });
+    let Some(hi) = hi else {
+        bail!(
+            "ssh never succeeded: {}\nserial:\n{}",
+            String::from_utf8_lossy(&refused),
+            vm.log()
+        );
     };
+    let hi = hi?;
     let ssh_at = vm.started.elapsed();
     assert_eq!(String::from_utf8_lossy(&hi.stdout), "hi\n");
 

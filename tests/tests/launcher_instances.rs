@@ -8,65 +8,25 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kvmhost::libvirt::domain_xml::{
-    ConsoleDef, DomainDef, DomainKind, InterfaceDef, InterfaceSource, OsDef,
-};
 use kvmhost::libvirt::instance::{instance_volume_name, InstanceSpec};
-use kvmhost::libvirt::template::TemplateSpec;
 use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
 use kvmhost::libvirt::Host;
 use testbed::guest::{TinyGuest, POWEROFF, READY};
-use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
+use testbed::launcher::define_agent_template;
+use testbed::libvirtd::{Libvirtd, POOL};
+use testbed::util::wait_until;
 
 const TOKEN: &str = "agent-token-5ecret-7f3a";
 
-fn template(d: &Libvirtd, g: &TinyGuest, base_key: &str, user_data: &str) -> TemplateSpec {
-    TemplateSpec {
-        domain: DomainDef {
-            name: "agent-template".into(),
-            kind: DomainKind::Qemu,
-            memory_mib: 256,
-            vcpu: 1,
-            os: OsDef {
-                kernel: Some(g.kernel.display().to_string()),
-                initrd: Some(g.initrd.display().to_string()),
-                cmdline: Some(g.cmdline.clone()),
-                ..Default::default()
-            },
-            interfaces: vec![InterfaceDef {
-                source: InterfaceSource::Network(NETWORK.into()),
-                mac: None,
-                model: Some("virtio".into()),
-            }],
-            consoles: vec![ConsoleDef {
-                kind: "file".into(),
-                target_type: "serial".into(),
-                target_port: 0,
-                source_path: Some(d.dir().join("{{name}}.serial.log").display().to_string()),
-                source_host: None,
-                source_service: None,
-                log_file: None,
-            }],
-            ..Default::default()
-        },
-        base_volume_key: base_key.into(),
-        pool: POOL.into(),
-        user_data: user_data.into(),
-        meta_data: None,
-        network_config: None,
-        ..Default::default()
-    }
-}
-
-fn base(host: &Host) -> String {
-    host.create_volume(
-        POOL,
-        &VolumeSpec::new("base.raw", 1 << 20, VolumeFormat::Raw),
-    )
-    .unwrap()
-    .key
+/// The key of the base volume the test template's instances are made
+/// from, and that volume's name: the one volume left once the template and
+/// every instance volume are gone.
+fn base(host: &Host) -> (String, String) {
+    let key = host.template("agent-template").unwrap().base_volume_key;
+    let name = host.volume_by_key(&key).unwrap().name;
+    (key, name)
 }
 
 #[test]
@@ -74,10 +34,9 @@ fn a_templates_token_is_not_in_the_xml_any_local_user_can_read() {
     let g = TinyGuest::ensure().unwrap();
     let d = Libvirtd::start().unwrap();
     let host = Host::open(&d.uri()).unwrap();
-    let key = base(&host);
     let user = format!("#cloud-config\nbuildkite_token: {TOKEN}\nhostname: {{{{hostname}}}}\n");
-    host.define_template(&template(&d, &g, &key, &user))
-        .unwrap();
+    define_agent_template(&host, &g, "agent-template", d.dir(), &user).unwrap();
+    let (_, base_name) = base(&host);
 
     // What `virsh -r dumpxml` shows any local user.
     let xml = d.virsh(&["dumpxml", "agent-template"]).unwrap();
@@ -104,7 +63,7 @@ fn a_templates_token_is_not_in_the_xml_any_local_user_can_read() {
     assert_eq!(host.template("agent-template").unwrap().user_data, user);
 
     host.delete_template("agent-template").unwrap();
-    assert_eq!(d.volumes(POOL).unwrap(), vec!["base.raw".to_string()]);
+    assert_eq!(d.volumes(POOL).unwrap(), vec![base_name.clone()]);
 }
 
 #[test]
@@ -112,10 +71,10 @@ fn an_instance_is_transient_labelled_and_gone_after_power_off() {
     let g = TinyGuest::ensure().unwrap();
     let d = Libvirtd::start().unwrap();
     let host = Host::open(&d.uri()).unwrap();
-    let key = base(&host);
     // The tiny guest runs a user-data that starts with #! after READY.
     let user = "#!/bin/sh\necho job={{job}} host={{hostname}}\nsleep 1\npoweroff\n";
-    host.define_template(&template(&d, &g, &key, user)).unwrap();
+    define_agent_template(&host, &g, "agent-template", d.dir(), user).unwrap();
+    let (key, base_name) = base(&host);
 
     let spec = InstanceSpec {
         template: "agent-template".into(),
@@ -152,14 +111,12 @@ fn an_instance_is_transient_labelled_and_gone_after_power_off() {
     let (text, _) = Libvirtd::wait_for_text(&log, POWEROFF, Duration::from_secs(90)).unwrap();
     assert!(text.contains(READY));
     assert!(text.contains("job=J-1 host=agent-7f3a"), "{text}");
-    let t0 = Instant::now();
-    while d.domains().unwrap().contains(&"agent-7f3a".to_string()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the instance is still there"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "agent-7f3a leaving libvirt after its guest powered off",
+        || format!("the instance is still there; domains: {:?}", d.domains()),
+        || (!d.domains().unwrap().contains(&"agent-7f3a".to_string())).then_some(()),
+    );
     assert!(host.instances().unwrap().is_empty());
 
     // The pool also holds an operator's volume whose name has the
@@ -205,5 +162,5 @@ fn an_instance_is_transient_labelled_and_gone_after_power_off() {
             .unwrap();
     }
     host.delete_template("agent-template").unwrap();
-    assert_eq!(d.volumes(POOL).unwrap(), vec!["base.raw".to_string()]);
+    assert_eq!(d.volumes(POOL).unwrap(), vec![base_name.clone()]);
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testbed::util::{OutputWithin, COMMAND_LIMIT};
+use testbed::util::{poll_until, wait_until, OutputWithin, COMMAND_LIMIT};
 
 use kvmhost::libvirt::address::{AddressWait, Family};
 use kvmhost::libvirt::domain::AddressSource;
@@ -118,7 +118,9 @@ fn boot_and_read_marker(bed: &Libvirtd, guest: &TinyGuest, image: &Path, name: &
         })
         .expect("the built image got no address")
         .remove(0);
-    let read = loop {
+    // The last refusal, for the failure if none succeeds.
+    let mut refused = Vec::new();
+    let read = poll_until(deadline.saturating_duration_since(Instant::now()), || {
         let out = bed
             .netns()
             .cmd("ssh")
@@ -139,18 +141,27 @@ fn boot_and_read_marker(bed: &Libvirtd, guest: &TinyGuest, image: &Path, name: &
             .output_within(COMMAND_LIMIT)
             .unwrap();
         if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).into_owned();
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
         }
-        assert!(
-            Instant::now() < deadline,
+        refused = out.stderr;
+        None
+    })
+    .unwrap_or_else(|| {
+        panic!(
             "no SSH to the built image: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+            String::from_utf8_lossy(&refused)
+        )
+    });
     let _ = bed.virsh(&["destroy", &format!("{name}-check")]);
     let _ = std::fs::remove_file(&disk);
     read
+}
+
+/// True when libvirt says domain `name` runs.
+fn running(bed: &Libvirtd, name: &str) -> bool {
+    bed.virsh(&["domstate", name])
+        .unwrap_or_default()
+        .contains("running")
 }
 
 fn assert_nothing_left(bed: &Libvirtd, vm_name: &str) {
@@ -346,12 +357,14 @@ fn cancelling_during_the_build_leaves_no_domain_or_volume() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !bed.domains().unwrap().iter().any(|d| d == &t.vm_name) {
-        assert!(Instant::now() < deadline, "the build domain never appeared");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    // Interrupted once its VM runs, the build is under way and has a
+    // running domain and its volumes for the cleanup to remove.
+    wait_until(
+        Duration::from_secs(120),
+        "the build domain running",
+        || format!("the build domain never ran; domains: {:?}", bed.domains()),
+        || running(&bed, &t.vm_name).then_some(()),
+    );
     testbed::util::signal(-(child.id() as i32), libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     let text = show("packer build (cancelled)", &out);
@@ -489,21 +502,15 @@ fn an_efi_domain_is_accepted_started_under_ovmf_and_removed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let xml = loop {
-        if let Ok(x) = bed.virsh(&["dumpxml", &vm_name]) {
-            if x.contains("state='running'")
-                || bed
-                    .virsh(&["domstate", &vm_name])
-                    .unwrap_or_default()
-                    .contains("running")
-            {
-                break x;
-            }
-        }
-        assert!(Instant::now() < deadline, "the EFI domain never ran");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let xml = wait_until(
+        Duration::from_secs(60),
+        "the EFI domain running",
+        || format!("the EFI domain never ran; domains: {:?}", bed.domains()),
+        || {
+            let x = bed.virsh(&["dumpxml", &vm_name]).ok()?;
+            (x.contains("state='running'") || running(&bed, &vm_name)).then_some(x)
+        },
+    );
     assert!(
         xml.contains("OVMF_CODE.fd") && xml.contains(&format!("{vm_name}_VARS.fd")),
         "{xml}"

@@ -14,6 +14,7 @@ use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, POOL};
 use testbed::packer::{hcl_attributes, show, tiny_guest_source, workdir};
 use testbed::peers::{packer_1_9, packer_1_9_in, required_plugins, PLUGIN_SOURCE};
+use testbed::util::wait_until;
 
 const MARKER: &str = "built-by-packer-1.9";
 
@@ -137,12 +138,18 @@ fn cancelling_a_packer_1_9_build_leaves_no_domain_or_volume() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !bed.domains().unwrap().contains(&vm_name) {
-        assert!(Instant::now() < deadline, "the build domain never appeared");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    // Interrupted once its VM runs, the build is under way and has a
+    // running domain and its volumes for the cleanup to remove.
+    wait_until(
+        Duration::from_secs(120),
+        "the build domain running",
+        || format!("the build domain never ran; domains: {:?}", bed.domains()),
+        || {
+            bed.virsh(&["domstate", &vm_name])
+                .is_ok_and(|s| s.contains("running"))
+                .then_some(())
+        },
+    );
     testbed::util::signal(-(child.id() as i32), libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     let text = show("packer 1.9 build (cancelled)", &out);

@@ -66,17 +66,20 @@ impl Napd {
     /// Waits for `text` in the log (startup, warnings, actions).
     fn wait_log(&mut self, text: &str, limit: Duration) -> Duration {
         let t = Instant::now();
-        while !self.log().contains(text) {
+        let seen = util::poll_until(limit, || {
+            if self.log().contains(text) {
+                return Some(());
+            }
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("powernapd exited ({status}):\n{}", self.log());
             }
-            assert!(
-                t.elapsed() < limit,
-                "no '{text}' in powernapd's log after {limit:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            None
+        });
+        assert!(
+            seen.is_some(),
+            "no '{text}' in powernapd's log after {limit:?}:\n{}",
+            self.log()
+        );
         t.elapsed()
     }
 }
@@ -260,13 +263,7 @@ fn powernapd_answers_our_powerwake_and_the_seed_packet_format_for_its_own_mac_on
 
 fn wait_for(path: &Path, limit: Duration) -> Option<Duration> {
     let t = Instant::now();
-    while t.elapsed() < limit {
-        if path.exists() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    util::poll_until(limit, || path.exists().then(|| t.elapsed()))
 }
 
 /// A `sleep 30` whose command line is `tag 30`, so only this test's
@@ -517,14 +514,12 @@ fn an_agent_vm_powers_off_once_its_agent_exits_and_libvirt_forgets_it() {
         "powered off while the agent ran:\n{console}"
     );
     assert!(console.contains("active: process"), "{console}");
-    while d.domains().unwrap().contains(&"nap".to_string()) {
-        assert!(
-            exited.elapsed() < Duration::from_secs(60),
-            "the VM did not power off after its agent exited:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    util::wait_until(
+        Duration::from_secs(60),
+        "the VM powering off after its agent exited",
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        || (!d.domains().unwrap().contains(&"nap".to_string())).then_some(()),
+    );
     eprintln!(
         "agent VM gone from libvirt {:?} after its agent exited (after 2s, interval 1s)",
         exited.elapsed()

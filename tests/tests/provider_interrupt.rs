@@ -4,10 +4,11 @@
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testbed::libvirtd::{Libvirtd, POOL};
 use testbed::terraform::{header, TfProject};
+use testbed::util::wait_until;
 
 #[test]
 fn ctrl_c_during_apply_leaves_only_what_the_state_knows() {
@@ -48,16 +49,18 @@ fn ctrl_c_during_apply_leaves_only_what_the_state_knows() {
     let mut child = cmd.spawn().unwrap();
     let pgid = child.id() as i32;
     // Interrupt once the first upload is under way.
-    let t0 = Instant::now();
-    while d
-        .volumes(POOL)
-        .unwrap()
-        .iter()
-        .all(|v| !v.starts_with("big"))
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no upload started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        "the first upload starting",
+        || format!("no upload started; volumes: {:?}", d.volumes(POOL)),
+        || {
+            d.volumes(POOL)
+                .unwrap()
+                .iter()
+                .any(|v| v.starts_with("big"))
+                .then_some(())
+        },
+    );
     // SAFETY: signalling the process group we just made.
     unsafe { libc::kill(-pgid, libc::SIGINT) };
     let status = child.wait().unwrap();

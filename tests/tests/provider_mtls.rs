@@ -9,9 +9,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use testbed::util::bin_dir;
+use testbed::util::{bin_dir, poll_until};
 use tfplugin::client::Handshake;
 use tfplugin::proto::{self, plugin::g_r_p_c_controller_client::GRPCControllerClient};
 use tfplugin::tls::Identity;
@@ -81,14 +81,7 @@ async fn schema_as(
 }
 
 fn exited_within(p: &mut Provider, limit: Duration) -> Option<std::process::ExitStatus> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if let Some(st) = p.child.try_wait().unwrap() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    poll_until(limit, || p.child.try_wait().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -113,6 +113,7 @@ fn a_host_no_resource_uses_is_not_woken() {
         .volumes(POOL)
         .unwrap()
         .contains(&"woken.qcow2".to_string()));
+    // Long enough for a wake sent by mistake to show (bed hosts wake within 1 s).
     std::thread::sleep(Duration::from_secs(2));
     assert!(!lab.hosts()[0].is_awake(), "the unused host was woken");
     let out = tf.run_in(lab.client(), &["destroy", "-auto-approve", "-no-color"]);

@@ -6,10 +6,11 @@
 //! loopback; its job is an `echo` under `/bin/sh`.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState, StandIn};
 use testbed::peers::buildkite_agent;
+use testbed::util::wait_until;
 
 struct Killed(Child);
 
@@ -93,19 +94,13 @@ fn the_real_agent_takes_a_job_handed_out_by_ping_and_runs_it() {
         run.log_text()
     );
     // The agent leaves after its one job.
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            assert!(s.success(), "{s}\n{}", agent_log());
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "still running\n{}",
-            agent_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let s = wait_until(
+        Duration::from_secs(30),
+        "the agent exiting after its one job",
+        || format!("still running\n{}", agent_log()),
+        || child.0.try_wait().unwrap(),
+    );
+    assert!(s.success(), "{s}\n{}", agent_log());
     let agents = bk.registered_agents();
     assert_eq!(agents.len(), 1);
     assert!(agents[0].disconnected_at.is_some());

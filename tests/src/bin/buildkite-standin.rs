@@ -93,6 +93,7 @@ fn run() -> anyhow::Result<()> {
         standin.url(),
         standin.org()
     );
+    // Serves until killed.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
