@@ -124,58 +124,124 @@ fn name_ok(s: &str) -> bool {
 }
 
 /// Checks `raw`; `err` turns a key path and message into an error with its line.
+/// Sections are checked in file order, so the first mistake is reported.
 pub fn check(
     path: &Path,
     raw: Raw,
     env: &impl Fn(&str) -> Option<String>,
     err: &impl Fn(Vec<Seg>, String) -> ConfigError,
 ) -> Result<Config, ConfigError> {
-    let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &Path| -> PathBuf {
+    let c = Checker { path, env, err };
+    let buildkite = c.buildkite(&raw.buildkite)?;
+    let launcher = c.launcher(&raw.launcher)?;
+    let webhook = match &raw.webhook {
+        None => None,
+        Some(w) => Some(c.webhook(w)?),
+    };
+    let metrics_listen = match &raw.metrics {
+        None => None,
+        Some(m) => Some(c.addr(&m.listen, key_path!["metrics", "listen"])?),
+    };
+    let (hosts, host_index) = c.hosts(&raw.host)?;
+    let agents = c.agents(&raw.agent, &hosts, &host_index, &buildkite)?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        buildkite,
+        launcher,
+        webhook,
+        metrics_listen,
+        hosts,
+        agents,
+    })
+}
+
+/// What every section's check needs: where the file is (relative paths
+/// are resolved from its folder), the environment, and how an error is
+/// made.
+struct Checker<'a, E, F> {
+    path: &'a Path,
+    env: &'a E,
+    err: &'a F,
+}
+
+impl<E, F> Checker<'_, E, F>
+where
+    E: Fn(&str) -> Option<String>,
+    F: Fn(Vec<Seg>, String) -> ConfigError,
+{
+    fn err(&self, at: Vec<Seg>, message: String) -> ConfigError {
+        (self.err)(at, message)
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_relative() {
-            base.join(p)
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
         } else {
             p.to_path_buf()
         }
-    };
-    let secret = |p: &Option<PathBuf>, at: Vec<Seg>| -> Result<Option<Secret>, ConfigError> {
+    }
+
+    fn secret(&self, p: &Option<PathBuf>, at: Vec<Seg>) -> Result<Option<Secret>, ConfigError> {
         match p {
             None => Ok(None),
-            Some(p) => read_secret_file(&resolve(p))
+            Some(p) => read_secret_file(&self.resolve(p))
                 .map(Some)
-                .map_err(|m| err(at, m)),
+                .map_err(|m| self.err(at, m)),
         }
-    };
-    let b = &raw.buildkite;
-    let env_err = |var: &str, m: String| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        key: format!("environment {var}"),
-        message: m,
-    };
-    let agent_endpoint = match env("BUILDKITE_AGENT_ENDPOINT") {
-        Some(v) => url(&v).map_err(|m| env_err("BUILDKITE_AGENT_ENDPOINT", m))?,
-        None => url(b.agent_endpoint.as_deref().unwrap_or(AGENT_ENDPOINT))
-            .map_err(|m| err(key_path!["buildkite", "agent_endpoint"], m))?,
-    };
-    let api_endpoint = match env("BUILDKITE_API_ENDPOINT") {
-        Some(v) => url(&v).map_err(|m| env_err("BUILDKITE_API_ENDPOINT", m))?,
-        None => url(b.api_endpoint.as_deref().unwrap_or(API_ENDPOINT))
-            .map_err(|m| err(key_path!["buildkite", "api_endpoint"], m))?,
-    };
-    let agent_token = match env("BUILDKITE_AGENT_TOKEN") {
-        Some(v) => Some(Secret::new(v)),
-        None => secret(
-            &b.agent_token_file,
-            key_path!["buildkite", "agent_token_file"],
-        )?,
-    };
-    let api_token = match env("BUILDKITE_API_TOKEN") {
-        Some(v) => Some(Secret::new(v)),
-        None => secret(&b.api_token_file, key_path!["buildkite", "api_token_file"])?,
-    };
-    let organization = env("BUILDKITE_ORGANIZATION").or(b.organization.clone());
-    let source = match b.source.as_deref() {
+    }
+
+    fn env_err(&self, var: &str, m: String) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line: None,
+            key: format!("environment {var}"),
+            message: m,
+        }
+    }
+
+    fn secs(&self, v: Option<u64>, def: u64, at: Vec<Seg>) -> Result<Duration, ConfigError> {
+        match v.unwrap_or(def) {
+            0 => Err(self.err(at, "must be at least 1 (seconds)".into())),
+            n if n > 3600 => Err(self.err(at, format!("{n} s: at most 3600 seconds"))),
+            n => Ok(Duration::from_secs(n)),
+        }
+    }
+
+    fn addr(&self, s: &str, at: Vec<Seg>) -> Result<SocketAddr, ConfigError> {
+        s.parse().map_err(|_| {
+            self.err(
+                at,
+                format!("{s:?} is not an address:port; write e.g. \"127.0.0.1:8080\""),
+            )
+        })
+    }
+
+    /// `[buildkite]`: endpoints, tokens, the job source and polling.
+    fn buildkite(&self, b: &RawBuildkite) -> Result<Buildkite, ConfigError> {
+        let (env, err) = (self.env, |at, m| self.err(at, m));
+        let agent_endpoint = match env("BUILDKITE_AGENT_ENDPOINT") {
+            Some(v) => url(&v).map_err(|m| self.env_err("BUILDKITE_AGENT_ENDPOINT", m))?,
+            None => url(b.agent_endpoint.as_deref().unwrap_or(AGENT_ENDPOINT))
+                .map_err(|m| err(key_path!["buildkite", "agent_endpoint"], m))?,
+        };
+        let api_endpoint = match env("BUILDKITE_API_ENDPOINT") {
+            Some(v) => url(&v).map_err(|m| self.env_err("BUILDKITE_API_ENDPOINT", m))?,
+            None => url(b.api_endpoint.as_deref().unwrap_or(API_ENDPOINT))
+                .map_err(|m| err(key_path!["buildkite", "api_endpoint"], m))?,
+        };
+        let agent_token = match env("BUILDKITE_AGENT_TOKEN") {
+            Some(v) => Some(Secret::new(v)),
+            None => self.secret(
+                &b.agent_token_file,
+                key_path!["buildkite", "agent_token_file"],
+            )?,
+        };
+        let api_token = match env("BUILDKITE_API_TOKEN") {
+            Some(v) => Some(Secret::new(v)),
+            None => self.secret(&b.api_token_file, key_path!["buildkite", "api_token_file"])?,
+        };
+        let organization = env("BUILDKITE_ORGANIZATION").or(b.organization.clone());
+        let source = match b.source.as_deref() {
         Some("stacks") => Source::Stacks,
         Some("rest") => Source::Rest,
         None if agent_token.is_some() => Source::Stacks,
@@ -193,7 +259,7 @@ pub fn check(
             ))
         }
     };
-    match source {
+        match source {
         Source::Stacks if agent_token.is_none() => {
             return Err(err(
                 key_path!["buildkite", "agent_token_file"],
@@ -214,73 +280,75 @@ pub fn check(
         }
         _ => {}
     }
-    let stack_key = b.stack_key.clone().unwrap_or_else(|| "kvm-launcher".into());
-    if !name_ok(&stack_key) {
-        return Err(err(
-            key_path!["buildkite", "stack_key"],
-            format!("{stack_key:?}: use 1-40 letters, digits, '-' or '_'"),
-        ));
-    }
-    // Stacks: a second, so a polled job waits half a second on average
-    // (one small request per queue a second; a 429 slows the launcher
-    // down as Buildkite asks). REST spends its per-organisation budget a
-    // page at a time, so it polls less often.
-    let poll = b
-        .poll_interval
-        .unwrap_or(if source == Source::Stacks { 1 } else { 5 });
-    let poll_max = if source == Source::Stacks { 30 } else { 3600 };
-    if poll == 0 || poll > poll_max {
-        return Err(err(
-            key_path!["buildkite", "poll_interval"],
-            format!(
-                "{poll} s: give 1 to {poll_max} seconds{}",
-                if source == Source::Stacks {
-                    " (Buildkite marks a queue disconnected when it is not polled for about 30 s)"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
-    let vm_agent_endpoint = match &b.vm_agent_endpoint {
-        Some(v) => url(v).map_err(|m| err(key_path!["buildkite", "vm_agent_endpoint"], m))?,
-        None => agent_endpoint.clone(),
-    };
-    let secs = |v: Option<u64>, def: u64, at: Vec<Seg>| -> Result<Duration, ConfigError> {
-        match v.unwrap_or(def) {
-            0 => Err(err(at, "must be at least 1 (seconds)".into())),
-            n if n > 3600 => Err(err(at, format!("{n} s: at most 3600 seconds"))),
-            n => Ok(Duration::from_secs(n)),
+        let stack_key = b.stack_key.clone().unwrap_or_else(|| "kvm-launcher".into());
+        if !name_ok(&stack_key) {
+            return Err(err(
+                key_path!["buildkite", "stack_key"],
+                format!("{stack_key:?}: use 1-40 letters, digits, '-' or '_'"),
+            ));
         }
-    };
-    let l = &raw.launcher;
-    let launcher = Launcher {
-        wake_timeout: secs(l.wake_timeout, 300, key_path!["launcher", "wake_timeout"])?,
-        boot_timeout: secs(l.boot_timeout, 120, key_path!["launcher", "boot_timeout"])?,
-        host_retry_after: secs(
-            l.host_retry_after,
-            60,
-            key_path!["launcher", "host_retry_after"],
-        )?,
-    };
-    let addr = |s: &str, at: Vec<Seg>| -> Result<SocketAddr, ConfigError> {
-        s.parse().map_err(|_| {
-            err(
-                at,
-                format!("{s:?} is not an address:port; write e.g. \"127.0.0.1:8080\""),
-            )
+        // Stacks: a second, so a polled job waits half a second on average
+        // (one small request per queue a second; a 429 slows the launcher
+        // down as Buildkite asks). REST spends its per-organisation budget a
+        // page at a time, so it polls less often.
+        let poll = b
+            .poll_interval
+            .unwrap_or(if source == Source::Stacks { 1 } else { 5 });
+        let poll_max = if source == Source::Stacks { 30 } else { 3600 };
+        if poll == 0 || poll > poll_max {
+            return Err(err(
+                key_path!["buildkite", "poll_interval"],
+                format!(
+                    "{poll} s: give 1 to {poll_max} seconds{}",
+                    if source == Source::Stacks {
+                        " (Buildkite marks a queue disconnected when it is not polled for about 30 s)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let vm_agent_endpoint = match &b.vm_agent_endpoint {
+            Some(v) => url(v).map_err(|m| err(key_path!["buildkite", "vm_agent_endpoint"], m))?,
+            None => agent_endpoint.clone(),
+        };
+        Ok(Buildkite {
+            source,
+            agent_endpoint,
+            agent_token,
+            api_endpoint,
+            api_token,
+            organization,
+            stack_key,
+            poll_interval: Duration::from_secs(poll),
+            vm_agent_endpoint,
         })
-    };
-    let webhook = match &raw.webhook {
-        None => None,
-        Some(w) => Some(Webhook {
-            listen: addr(&w.listen, key_path!["webhook", "listen"])?,
-            token: secret(
+    }
+
+    /// `[launcher]`: how long hosts and VMs may take.
+    fn launcher(&self, l: &RawLauncher) -> Result<Launcher, ConfigError> {
+        Ok(Launcher {
+            wake_timeout: self.secs(l.wake_timeout, 300, key_path!["launcher", "wake_timeout"])?,
+            boot_timeout: self.secs(l.boot_timeout, 120, key_path!["launcher", "boot_timeout"])?,
+            host_retry_after: self.secs(
+                l.host_retry_after,
+                60,
+                key_path!["launcher", "host_retry_after"],
+            )?,
+        })
+    }
+
+    /// `[webhook]`: where it listens, its secret, its limits and TLS.
+    fn webhook(&self, w: &RawWebhook) -> Result<Webhook, ConfigError> {
+        let err = |at, m| self.err(at, m);
+        Ok(Webhook {
+            listen: self.addr(&w.listen, key_path!["webhook", "listen"])?,
+            token: self.secret(
                 &Some(w.token_file.clone()),
                 key_path!["webhook", "token_file"],
             )?
             .unwrap_or_default(),
-            max_age: secs(w.max_age, 300, key_path!["webhook", "max_age"])?,
+            max_age: self.secs(w.max_age, 300, key_path!["webhook", "max_age"])?,
             read_timeout: match w.read_timeout.unwrap_or(10) {
                 n @ 1..=300 => Duration::from_secs(n),
                 n => {
@@ -317,7 +385,7 @@ pub fn check(
                             .into(),
                     ))
                 }
-                (Some(c), Some(k)) => Some(tls::load(&resolve(c), &resolve(k)).map_err(
+                (Some(c), Some(k)) => Some(tls::load(&self.resolve(c), &self.resolve(k)).map_err(
                     |(setting, m)| {
                         let key = match setting {
                             tls::Setting::Cert => "tls_cert_file",
@@ -327,31 +395,33 @@ pub fn check(
                     },
                 )?),
             },
-        }),
-    };
-    let metrics_listen = match &raw.metrics {
-        None => None,
-        Some(m) => Some(addr(&m.listen, key_path!["metrics", "listen"])?),
-    };
+        })
+    }
 
-    let mut hosts = Vec::new();
-    let mut host_index = BTreeMap::new();
-    for (i, h) in raw.host.iter().enumerate() {
-        if !name_ok(&h.name) {
-            return Err(err(
-                key_path!["host", i, "name"],
-                format!("{:?}: use 1-40 letters, digits, '-' or '_'", h.name),
-            ));
-        }
-        if host_index.insert(h.name.clone(), i).is_some() {
-            return Err(err(
-                key_path!["host", i, "name"],
-                format!("a host named {:?} is already defined above", h.name),
-            ));
-        }
-        let uri = kvmhost::libvirt::Uri::parse(&h.uri)
-            .map_err(|e| err(key_path!["host", i, "uri"], e.to_string()))?;
-        let wake = match &h.wake {
+    /// `[[host]]`: each host, and the index of each name.
+    fn hosts(
+        &self,
+        raw: &[RawHost],
+    ) -> Result<(Vec<HostDef>, BTreeMap<String, usize>), ConfigError> {
+        let err = |at, m| self.err(at, m);
+        let mut hosts = Vec::new();
+        let mut host_index = BTreeMap::new();
+        for (i, h) in raw.iter().enumerate() {
+            if !name_ok(&h.name) {
+                return Err(err(
+                    key_path!["host", i, "name"],
+                    format!("{:?}: use 1-40 letters, digits, '-' or '_'", h.name),
+                ));
+            }
+            if host_index.insert(h.name.clone(), i).is_some() {
+                return Err(err(
+                    key_path!["host", i, "name"],
+                    format!("a host named {:?} is already defined above", h.name),
+                ));
+            }
+            let uri = kvmhost::libvirt::Uri::parse(&h.uri)
+                .map_err(|e| err(key_path!["host", i, "uri"], e.to_string()))?;
+            let wake = match &h.wake {
             None => None,
             Some(w) => Some(WakeDef {
                 mac: w.mac.parse().map_err(|e| {
@@ -373,144 +443,148 @@ pub fn check(
                 powerwake_port: w.powerwake_port.unwrap_or(kvmhost::wake::WAIT_PORT),
             }),
         };
-        let memory_limit = match &h.memory_limit {
-            None => None,
-            Some(m) => Some(
-                MemoryLimit::parse(m).map_err(|e| err(key_path!["host", i, "memory_limit"], e))?,
-            ),
-        };
-        if h.max_vms == Some(0) {
+            let memory_limit = match &h.memory_limit {
+                None => None,
+                Some(m) => Some(
+                    MemoryLimit::parse(m)
+                        .map_err(|e| err(key_path!["host", i, "memory_limit"], e))?,
+                ),
+            };
+            if h.max_vms == Some(0) {
+                return Err(err(
+                    key_path!["host", i, "max_vms"],
+                    "0 would never start a VM there; remove the host or give at least 1".into(),
+                ));
+            }
+            hosts.push(HostDef {
+                name: h.name.clone(),
+                uri,
+                wake,
+                memory_limit,
+                max_vms: h.max_vms,
+                priority: h.priority,
+            });
+        }
+        if hosts.is_empty() {
             return Err(err(
-                key_path!["host", i, "max_vms"],
-                "0 would never start a VM there; remove the host or give at least 1".into(),
+                key_path!["host"],
+                "no [[host]] is defined; add at least one with name and uri".into(),
             ));
         }
-        hosts.push(HostDef {
-            name: h.name.clone(),
-            uri,
-            wake,
-            memory_limit,
-            max_vms: h.max_vms,
-            priority: h.priority,
-        });
+        Ok((hosts, host_index))
     }
-    if hosts.is_empty() {
-        return Err(err(
-            key_path!["host"],
-            "no [[host]] is defined; add at least one with name and uri".into(),
-        ));
-    }
-    // Hosts are tried by priority, then in file order.
-    let mut order: Vec<usize> = (0..hosts.len()).collect();
-    order.sort_by_key(|&i| (hosts[i].priority, i));
 
-    let mut agents = Vec::new();
-    let mut agent_names = BTreeMap::new();
-    for (i, a) in raw.agent.iter().enumerate() {
-        if !name_ok(&a.name) {
-            return Err(err(
-                key_path!["agent", i, "name"],
-                format!("{:?}: use 1-40 letters, digits, '-' or '_'", a.name),
-            ));
-        }
-        if agent_names.insert(a.name.clone(), i).is_some() {
-            return Err(err(
-                key_path!["agent", i, "name"],
-                format!("an agent named {:?} is already defined above", a.name),
-            ));
-        }
-        for (j, t) in a.tags.iter().enumerate() {
-            AgentTags::parse([t.as_str()]).map_err(|e| {
-                err(
-                    key_path!["agent", i, "tags", j],
-                    format!("{e}; write tags like \"queue=linux\""),
-                )
-            })?;
-        }
-        let tags = AgentTags::parse(a.tags.iter().map(String::as_str))
-            .map_err(|e| err(key_path!["agent", i, "tags"], e.to_string()))?;
-        if a.template.is_empty() {
-            return Err(err(
-                key_path!["agent", i, "template"],
-                "give the name of the template domain on the hosts".into(),
-            ));
-        }
-        let allowed: Vec<usize> = match &a.hosts {
-            None => order.clone(),
-            Some(names) => {
-                let mut picked = Vec::new();
-                for (j, n) in names.iter().enumerate() {
-                    match host_index.get(n) {
-                        Some(&h) => picked.push(h),
-                        None => {
-                            return Err(err(
-                                key_path!["agent", i, "hosts", j],
-                                format!(
-                                    "no [[host]] is named {n:?}; known hosts: {}",
-                                    hosts
-                                        .iter()
-                                        .map(|h| h.name.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ),
-                            ))
+    /// `[[agent]]`: each definition, its hosts in the order they are tried.
+    fn agents(
+        &self,
+        raw: &[RawAgent],
+        hosts: &[HostDef],
+        host_index: &BTreeMap<String, usize>,
+        buildkite: &Buildkite,
+    ) -> Result<Vec<AgentDef>, ConfigError> {
+        let err = |at, m| self.err(at, m);
+        let secret = |p: &Option<PathBuf>, at| self.secret(p, at);
+        // Hosts are tried by priority, then in file order.
+        let mut order: Vec<usize> = (0..hosts.len()).collect();
+        order.sort_by_key(|&i| (hosts[i].priority, i));
+
+        let mut agents = Vec::new();
+        let mut agent_names = BTreeMap::new();
+        for (i, a) in raw.iter().enumerate() {
+            if !name_ok(&a.name) {
+                return Err(err(
+                    key_path!["agent", i, "name"],
+                    format!("{:?}: use 1-40 letters, digits, '-' or '_'", a.name),
+                ));
+            }
+            if agent_names.insert(a.name.clone(), i).is_some() {
+                return Err(err(
+                    key_path!["agent", i, "name"],
+                    format!("an agent named {:?} is already defined above", a.name),
+                ));
+            }
+            for (j, t) in a.tags.iter().enumerate() {
+                AgentTags::parse([t.as_str()]).map_err(|e| {
+                    err(
+                        key_path!["agent", i, "tags", j],
+                        format!("{e}; write tags like \"queue=linux\""),
+                    )
+                })?;
+            }
+            let tags = AgentTags::parse(a.tags.iter().map(String::as_str))
+                .map_err(|e| err(key_path!["agent", i, "tags"], e.to_string()))?;
+            if a.template.is_empty() {
+                return Err(err(
+                    key_path!["agent", i, "template"],
+                    "give the name of the template domain on the hosts".into(),
+                ));
+            }
+            let allowed: Vec<usize> = match &a.hosts {
+                None => order.clone(),
+                Some(names) => {
+                    let mut picked = Vec::new();
+                    for (j, n) in names.iter().enumerate() {
+                        match host_index.get(n) {
+                            Some(&h) => picked.push(h),
+                            None => {
+                                return Err(err(
+                                    key_path!["agent", i, "hosts", j],
+                                    format!(
+                                        "no [[host]] is named {n:?}; known hosts: {}",
+                                        hosts
+                                            .iter()
+                                            .map(|h| h.name.as_str())
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    ),
+                                ))
+                            }
                         }
                     }
+                    order
+                        .iter()
+                        .copied()
+                        .filter(|h| picked.contains(h))
+                        .collect()
                 }
-                order
-                    .iter()
-                    .copied()
-                    .filter(|h| picked.contains(h))
-                    .collect()
+            };
+            if allowed.is_empty() {
+                return Err(err(
+                    key_path!["agent", i, "hosts"],
+                    "an empty list would never start a VM; name at least one host".into(),
+                ));
             }
-        };
-        if allowed.is_empty() {
+            if a.max_instances == Some(0) {
+                return Err(err(
+                    key_path!["agent", i, "max_instances"],
+                    "0 would never start a VM; remove the agent or give at least 1".into(),
+                ));
+            }
+            let tokens = agent_tokens(
+                i,
+                a,
+                buildkite.source,
+                buildkite.agent_token.as_ref(),
+                &secret,
+                &err,
+            )?;
+            agents.push(AgentDef {
+                name: a.name.clone(),
+                tags,
+                template: a.template.clone(),
+                hosts: allowed,
+                max_instances: a.max_instances,
+                tokens,
+            });
+        }
+        if agents.is_empty() {
             return Err(err(
-                key_path!["agent", i, "hosts"],
-                "an empty list would never start a VM; name at least one host".into(),
+                key_path!["agent"],
+                "no [[agent]] is defined; add at least one with name, tags and template".into(),
             ));
         }
-        if a.max_instances == Some(0) {
-            return Err(err(
-                key_path!["agent", i, "max_instances"],
-                "0 would never start a VM; remove the agent or give at least 1".into(),
-            ));
-        }
-        let tokens = agent_tokens(i, a, source, agent_token.as_ref(), &secret, err)?;
-        agents.push(AgentDef {
-            name: a.name.clone(),
-            tags,
-            template: a.template.clone(),
-            hosts: allowed,
-            max_instances: a.max_instances,
-            tokens,
-        });
+        Ok(agents)
     }
-    if agents.is_empty() {
-        return Err(err(
-            key_path!["agent"],
-            "no [[agent]] is defined; add at least one with name, tags and template".into(),
-        ));
-    }
-    Ok(Config {
-        path: path.to_path_buf(),
-        buildkite: Buildkite {
-            source,
-            agent_endpoint,
-            agent_token,
-            api_endpoint,
-            api_token,
-            organization,
-            stack_key,
-            poll_interval: Duration::from_secs(poll),
-            vm_agent_endpoint,
-        },
-        launcher,
-        webhook,
-        metrics_listen,
-        hosts,
-        agents,
-    })
 }
 
 /// What `agent[i]`'s VMs register with: a job acquisition token each
