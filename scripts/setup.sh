@@ -136,5 +136,23 @@ fi
 
 # --- Build ---------------------------------------------------------------
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+# Checkouts share the target folder, so dependencies are built once. But
+# cargo names and judges a workspace crate's build by its package, not its
+# folder: a build made later from another checkout has newer files than
+# this checkout's sources and passes for fresh here, though its sources
+# may differ. When another checkout built last, this one's own crates are
+# cleaned first, so they are built from its sources.
+mkdir -p "$CARGO_TARGET_DIR"
+here=$(pwd -P)
+if [ "$(cat "$CARGO_TARGET_DIR/.kvmbe-checkout" 2>/dev/null)" != "$here" ]; then
+  if [ -e "$CARGO_TARGET_DIR/.kvmbe-checkout" ]; then
+    say "cargo: the last build in $CARGO_TARGET_DIR was another checkout's; rebuilding this one's crates"
+    members=$(cargo metadata --no-deps --format-version 1 |
+      python3 -c 'import json,sys; print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"]))')
+    # shellcheck disable=SC2086 # one -p NAME per member
+    cargo clean --quiet $members
+  fi
+  echo "$here" > "$CARGO_TARGET_DIR/.kvmbe-checkout"
+fi
 say "cargo: building the workspace into $CARGO_TARGET_DIR"
 cargo build --workspace --bins --quiet
