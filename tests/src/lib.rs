@@ -3,6 +3,7 @@
 
 pub mod buildkite;
 pub mod guest;
+pub mod guest_agent;
 pub mod hosts;
 pub mod launcher;
 pub mod libvirtd;
