@@ -854,7 +854,7 @@ impl Daemon {
             // with_conn takes the host's io lock, on the blocking thread.
             let r = conn
                 .run_blocking(move |c| {
-                    rt2.with_conn(c, |c| crate::hosts::launch(c, &spec, &rt2.def, &id))
+                    rt2.with_conn(c, |c| crate::hosts::launch(&rt2, c, &spec, &id))
                 })
                 .await;
             let why = match r {

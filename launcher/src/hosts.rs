@@ -56,6 +56,9 @@ pub struct HostRt {
     // One libvirt call at a time per host: libvirt's libssh transport
     // crashed (SIGSEGV) when two threads used one connection at once.
     io: Mutex<()>,
+    /// The UUID of a host lock this launcher took and could not release
+    /// (the connection died under the start call), removed at the next start.
+    left_lock: Mutex<Option<String>>,
 }
 
 /// How often a host that does not answer is tried again without waking it.
@@ -74,6 +77,7 @@ impl HostRt {
             state: Mutex::new(State::default()),
             wake_lock: tokio::sync::Mutex::new(()),
             io: Mutex::new(()),
+            left_lock: Mutex::new(None),
         })
     }
 
@@ -350,11 +354,29 @@ pub enum Launch {
 /// and memory as libvirt has them now, refuses a second VM for the job,
 /// then starts. The lock is released when the start call returns, by
 /// which time libvirt lists the new VM, so the next launcher counts it.
-pub fn launch(host: &Host, spec: &InstanceSpec, def: &HostDef, job: &str) -> Launch {
+pub fn launch(rt: &HostRt, host: &Host, spec: &InstanceSpec, job: &str) -> Launch {
+    let def = &rt.def;
     let owner = format!(
         "buildkite-agent-launcher pid {} job {job}",
         std::process::id()
     );
+    // Our own lock left behind would hold every launcher off this host
+    // (us too) until watched unchanged for LOCK_HOLD: remove it first.
+    let left = rt
+        .left_lock
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(uuid) = left {
+        match host.remove_lock(LOCK_NAME, &uuid) {
+            Ok(true) => eprintln!("{}: removed the host lock this launcher left", def.name),
+            Ok(false) => {}
+            Err(e) => {
+                *rt.left_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(uuid);
+                return Launch::Failed(format!("the host lock left from before: {e}"));
+            }
+        }
+    }
     let lock = match host.lock(LOCK_NAME, &owner, LOCK_HOLD, LOCK_WAIT) {
         Ok(Ok(l)) => l,
         // Another launcher is starting a VM there (or died doing so).
@@ -402,8 +424,14 @@ pub fn launch(host: &Host, spec: &InstanceSpec, def: &HostDef, job: &str) -> Lau
     })();
     // A lock taken over while held (its renewals failed for LOCK_HOLD)
     // means another launcher may have counted without this VM.
-    if let Err(e) = lock.release() {
-        eprintln!("{}: job {job}: {e}", def.name);
+    match lock.release() {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("{}: job {job}: {e}", def.name);
+            if let kvmhost::libvirt::Error::LockLeft { uuid, .. } = e {
+                *rt.left_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(uuid);
+            }
+        }
     }
     r.unwrap_or_else(|e| Launch::Failed(e.to_string()))
 }
@@ -431,6 +459,57 @@ mod tests {
             priority: 0,
         });
         h.set_failing("down".into(), Duration::MAX);
+    }
+
+    #[test]
+    fn a_host_lock_this_launcher_could_not_release_is_removed_at_the_next_start() {
+        let conn = Host::open("test:///default").unwrap();
+        let rt = HostRt::new(HostDef {
+            name: "h".into(),
+            uri: "test:///default".into(),
+            wake: None,
+            memory_limit: None,
+            max_vms: None,
+            priority: 0,
+        });
+        // A lock of ours still on the host, as a release over a dead
+        // connection leaves it (nothing renews it).
+        let other = Host::open("test:///default").unwrap();
+        let held = other
+            .lock(
+                LOCK_NAME,
+                "buildkite-agent-launcher pid 1 job j0",
+                LOCK_HOLD,
+                Duration::ZERO,
+            )
+            .unwrap()
+            .unwrap();
+        let uuid = conn
+            .raw()
+            .lookup_domain_by_name(LOCK_NAME)
+            .unwrap()
+            .uuid_string()
+            .unwrap();
+        std::mem::forget(held);
+        *rt.left_lock.lock().unwrap() = Some(uuid);
+        let spec = InstanceSpec {
+            template: "no-such-template".into(),
+            name: "linux-j1".into(),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let r = launch(&rt, &conn, &spec, "j1");
+        // Not "the host lock is still taken after 30 s": the start went on
+        // (and failed on the missing template), at once.
+        assert!(
+            matches!(&r, Launch::Failed(why) if why.contains("no-such-template")),
+            "{r:?}"
+        );
+        assert!(t0.elapsed() < LOCK_WAIT, "waited for its own lock");
+        assert!(
+            conn.raw().lookup_domain_by_name(LOCK_NAME).is_err(),
+            "the lock is still there"
+        );
     }
 
     #[test]
