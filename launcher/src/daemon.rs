@@ -96,6 +96,14 @@ enum Event {
         job: String,
         vm: String,
     },
+    /// The host's connection died during the start call: the VM may run.
+    StartUnknown {
+        job: String,
+        host: usize,
+        vm: String,
+        why: String,
+        token_expires: Option<SystemTime>,
+    },
 }
 
 /// The running launcher.
@@ -362,6 +370,35 @@ impl Daemon {
                     if !f.cancelled {
                         self.retry.insert(job, (f.job, f.queue));
                     }
+                }
+            }
+            Event::StartUnknown {
+                job,
+                host,
+                vm,
+                why,
+                token_expires,
+            } => {
+                let name = self.cfg.hosts[host].name.clone();
+                eprintln!(
+                    "job {job}: {name}: the start of {vm} lost its answer ({why}); \
+                     counted as booting, so the job gets no second VM unless this one \
+                     does not take it within the boot timeout"
+                );
+                self.metrics.start_failed(&name);
+                let Some(f) = self.inflight.get_mut(&job) else {
+                    return;
+                };
+                // Placing the job again now would start a second VM
+                // beside one that may be booting; the boot timeout and the
+                // token's expiry remove it (if it runs) and place the job
+                // again when it does not take it.
+                f.token_expires = token_expires;
+                f.phase = Phase::Booting(vm.clone());
+                f.since = Instant::now();
+                if f.cancelled {
+                    self.remove_vm(host, &vm);
+                    self.inflight.remove(&job);
                 }
             }
             Event::Failed { job, host, why } => {
@@ -876,6 +913,20 @@ impl Daemon {
                 }
                 Ok(Launch::Duplicate(vm)) => {
                     let _ = tx.send(Event::Duplicate { job: job.id, vm });
+                    return;
+                }
+                Ok(Launch::Unknown { vm, why }) => {
+                    rt.set_failing(
+                        format!("the connection died while starting {vm}: {why}"),
+                        cfg.launcher.host_retry_after,
+                    );
+                    let _ = tx.send(Event::StartUnknown {
+                        job: job.id,
+                        host,
+                        vm,
+                        why,
+                        token_expires,
+                    });
                     return;
                 }
                 Ok(Launch::Failed(why)) => why,

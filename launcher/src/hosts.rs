@@ -346,6 +346,15 @@ pub enum Launch {
     Duplicate(String),
     /// The start failed.
     Failed(String),
+    /// The connection died during the start call, so whether the VM
+    /// (this name) runs is not known: libvirt may have started it before
+    /// the answer was lost.
+    Unknown {
+        /// The VM's name.
+        vm: String,
+        /// What the call said.
+        why: String,
+    },
 }
 
 /// Starts an instance on `host` if it has room (blocking; run it off the
@@ -419,6 +428,12 @@ pub fn launch(rt: &HostRt, host: &Host, spec: &InstanceSpec, job: &str) -> Launc
         }
         Ok(match host.launch_instance(spec) {
             Ok(i) => Launch::Started(i),
+            // A dead connection lost the answer, not necessarily the VM
+            // (a libvirtd restart or a host that stopped answering).
+            Err(e) if !host.is_alive() => Launch::Unknown {
+                vm: spec.name.clone(),
+                why: e.to_string(),
+            },
             Err(e) => Launch::Failed(e.to_string()),
         })
     })();

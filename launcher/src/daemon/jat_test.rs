@@ -211,3 +211,24 @@ fn the_vms_seed_carries_the_token_it_is_given_and_not_the_cluster_token() {
     let everything = format!("{:?} {script}", spec.vars);
     assert!(!everything.contains("bkct_cluster"), "{everything}");
 }
+
+#[tokio::test]
+async fn a_start_whose_answer_was_lost_with_the_connection_keeps_the_job_on_that_vm() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    d.inflight
+        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.on_event(Event::StartUnknown {
+        job: JOB.into(),
+        host: 0,
+        vm: "debian-0190a6d4-1a2b".into(),
+        why: "End of file while reading data".into(),
+        token_expires: None,
+    })
+    .await;
+    // Not placed again (a second VM beside one that may boot), but
+    // followed as booting, so the boot timeout still frees it.
+    assert!(!d.retry.contains_key(JOB), "placed again");
+    let f = d.inflight.get(JOB).expect("the job is no longer followed");
+    assert!(matches!(&f.phase, Phase::Booting(vm) if vm == "debian-0190a6d4-1a2b"));
+}
