@@ -988,6 +988,16 @@ impl Daemon {
                 match state.as_str() {
                     "scheduled" | "reserved" => {
                         if let Phase::Booting(vm) = &f.phase {
+                            // Gone before taking its job (powered off, or a
+                            // start whose answer was lost did not happen):
+                            // nothing to wait for.
+                            if self.hosts[f.host].lacks_since(vm, f.since) {
+                                let host = &self.cfg.hosts[f.host].name;
+                                eprintln!("job {id}: {vm} is not on {host} and did not take the job; placing it again");
+                                let f = self.inflight.remove(&id).expect("present");
+                                self.retry.insert(id, (f.job, f.queue));
+                                continue;
+                            }
                             let expired = f
                                 .token_expires
                                 .is_some_and(|t| SystemTime::now() > t + TOKEN_GRACE);

@@ -104,6 +104,25 @@ impl HostRt {
         self.st().failing = Some((kvmhost::deadline::after(for_), why));
     }
 
+    /// True when a probe after `since` read the host and `vm` was not
+    /// among its instances: a VM started before then is gone (powered
+    /// off, or never started by a call whose answer was lost).
+    pub fn lacks_since(&self, vm: &str, since: Instant) -> bool {
+        let s = self.st();
+        s.conn.is_some()
+            && s.last_probe.is_some_and(|t| t > since)
+            && !s.instances.iter().any(|i| i.name == vm)
+    }
+
+    /// Sets what a probe read now (for tests that have no host to read).
+    #[cfg(test)]
+    pub fn set_probed(&self, conn: Arc<Host>, instances: Vec<InstanceInfo>) {
+        let mut s = self.st();
+        s.conn = Some(conn);
+        s.instances = instances;
+        s.last_probe = Some(Instant::now());
+    }
+
     /// Instances found at the last probe.
     pub fn instances(&self) -> Vec<InstanceInfo> {
         self.st().instances.clone()

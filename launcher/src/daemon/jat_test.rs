@@ -232,3 +232,42 @@ async fn a_start_whose_answer_was_lost_with_the_connection_keeps_the_job_on_that
     let f = d.inflight.get(JOB).expect("the job is no longer followed");
     assert!(matches!(&f.phase, Phase::Booting(vm) if vm == "debian-0190a6d4-1a2b"));
 }
+
+#[tokio::test]
+async fn a_booting_vm_its_host_no_longer_lists_frees_its_job_at_once() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    let mut f = in_flight(Phase::Booting("debian-0190a6d4-1a2b".into()), None);
+    f.since = Instant::now() - Duration::from_secs(5);
+    d.inflight.insert(JOB.into(), f);
+    // The host, read after the start, runs no such VM (boot timeout 600 s).
+    let conn = std::sync::Arc::new(kvmhost::libvirt::Host::open("test:///default").unwrap());
+    d.hosts[0].set_probed(conn.clone(), Vec::new());
+    d.watch_inflight(None).await;
+    assert!(
+        !d.inflight.contains_key(JOB),
+        "still waiting for a VM that is not there"
+    );
+    assert!(d.retry.contains_key(JOB), "the job is lost");
+}
+
+#[tokio::test]
+async fn a_booting_vm_its_host_lists_keeps_its_job() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    let mut f = in_flight(Phase::Booting("debian-0190a6d4-1a2b".into()), None);
+    f.since = Instant::now() - Duration::from_secs(5);
+    d.inflight.insert(JOB.into(), f);
+    let conn = std::sync::Arc::new(kvmhost::libvirt::Host::open("test:///default").unwrap());
+    let vm = kvmhost::libvirt::instance::InstanceInfo {
+        uuid: "0190a6d4-0000-4000-8000-000000000001".into(),
+        name: "debian-0190a6d4-1a2b".into(),
+        template: "debian-agent".into(),
+        labels: Default::default(),
+        memory_kib: 1 << 20,
+    };
+    d.hosts[0].set_probed(conn, vec![vm]);
+    d.watch_inflight(None).await;
+    assert!(d.inflight.contains_key(JOB));
+    assert!(!d.retry.contains_key(JOB));
+}
