@@ -25,10 +25,11 @@ use crate::netns::Netns;
 /// The line a guest prints to have its job taken, then the job and token.
 pub const ACQUIRE: &str = "agent-acquire";
 
-/// The guest script for a short job: ask for the job, give the agent a
-/// few seconds, power off.
+/// The guest script for a short job: ask for the job, give the agent
+/// time to take it (a VM gone before its job is taken is replaced, as it
+/// should be), power off.
 pub const SHORT_JOB: &str =
-    "#!/bin/sh\necho agent-acquire {{buildkite_job_id}} {{buildkite_agent_token}}\nsleep 4\npoweroff\n";
+    "#!/bin/sh\necho agent-acquire {{buildkite_job_id}} {{buildkite_agent_token}}\nsleep 8\npoweroff\n";
 
 /// What became of one guest's request to take its job.
 #[derive(Clone, Debug)]
@@ -107,7 +108,10 @@ fn watch(stop: &AtomicBool, taken: &Mutex<Vec<Taken>>, port: u16, dirs: &[PathBu
                     continue;
                 }
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let Some((job, token)) = text.lines().find_map(acquire_line) else {
+                // Only whole lines: the console may be read mid-write, and
+                // a cut token would fail to register.
+                let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+                let Some((job, token)) = whole.lines().find_map(acquire_line) else {
                     continue;
                 };
                 done.insert(path.clone());
