@@ -96,6 +96,14 @@ enum Event {
     },
     /// The job already has a VM there (found under the lock).
     Duplicate { job: String, vm: String },
+    /// The host's connection died during the start call: the VM may run.
+    StartUnknown {
+        job: String,
+        host: usize,
+        vm: String,
+        why: String,
+        token_expires: Option<SystemTime>,
+    },
 }
 
 /// The running launcher.
@@ -400,6 +408,35 @@ impl Daemon {
                         self.stages.again(&job);
                         self.retry.insert(job, (f.job, f.queue));
                     }
+                }
+            }
+            Event::StartUnknown {
+                job,
+                host,
+                vm,
+                why,
+                token_expires,
+            } => {
+                let name = self.cfg.hosts[host].name.clone();
+                eprintln!(
+                    "job {job}: {name}: the start of {vm} lost its answer ({why}); \
+                     counted as booting, so the job gets no second VM unless this one \
+                     does not take it within the boot timeout"
+                );
+                self.metrics.start_failed(&name);
+                let Some(f) = self.inflight.get_mut(&job) else {
+                    return;
+                };
+                // Placing the job again now would start a second VM
+                // beside one that may be booting; the boot timeout and the
+                // token's expiry remove it (if it runs) and place the job
+                // again when it does not take it.
+                f.token_expires = token_expires;
+                f.phase = Phase::Booting(vm.clone());
+                f.since = Instant::now();
+                if f.cancelled {
+                    self.remove_vm(host, &vm);
+                    self.inflight.remove(&job);
                 }
             }
             Event::Failed { job, host, why } => {
@@ -907,7 +944,7 @@ impl Daemon {
             let rt2 = rt.clone();
             let id = job.id.clone();
             let r = conn
-                .run(move |c| crate::hosts::launch(c, &spec, &rt2.def, &id))
+                .run(move |c| crate::hosts::launch(&rt2, c, &spec, &id))
                 .await;
             let why = match r {
                 Ok(Launch::Started(inst)) => {
@@ -930,6 +967,20 @@ impl Daemon {
                 }
                 Ok(Launch::Duplicate(vm)) => {
                     let _ = tx.send(Event::Duplicate { job: job.id, vm });
+                    return;
+                }
+                Ok(Launch::Unknown { vm, why }) => {
+                    rt.set_failing(
+                        format!("the connection died while starting {vm}: {why}"),
+                        cfg.launcher.host_retry_after,
+                    );
+                    let _ = tx.send(Event::StartUnknown {
+                        job: job.id,
+                        host,
+                        vm,
+                        why,
+                        token_expires,
+                    });
                     return;
                 }
                 Ok(Launch::Failed(why)) => why,
@@ -991,6 +1042,16 @@ impl Daemon {
                 match state.as_str() {
                     "scheduled" | "reserved" => {
                         if let Phase::Booting(vm) = &f.phase {
+                            // Gone before taking its job (powered off, or a
+                            // start whose answer was lost did not happen):
+                            // nothing to wait for.
+                            if self.hosts[f.host].lacks_since(vm, f.since) {
+                                let host = &self.cfg.hosts[f.host].name;
+                                eprintln!("job {id}: {vm} is not on {host} and did not take the job; placing it again");
+                                let f = self.inflight.remove(&id).expect("present");
+                                self.retry.insert(id, (f.job, f.queue));
+                                continue;
+                            }
                             let expired = f
                                 .token_expires
                                 .is_some_and(|t| SystemTime::now() > t + TOKEN_GRACE);

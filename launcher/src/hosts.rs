@@ -59,6 +59,9 @@ pub struct HostRt {
     handle: HostHandle,
     // Held by a probe: one at a time is enough.
     probing: Mutex<()>,
+    /// The UUID of a host lock this launcher took and could not release
+    /// (the connection died under the start call), removed at the next start.
+    left_lock: Mutex<Option<String>>,
 }
 
 /// How often a host that does not answer is tried again without waking it.
@@ -90,6 +93,7 @@ impl HostRt {
             state: Mutex::new(State::default()),
             handle,
             probing: Mutex::new(()),
+            left_lock: Mutex::new(None),
         })
     }
 
@@ -107,6 +111,26 @@ impl HostRt {
     pub fn set_failing(&self, why: String, for_: Duration) {
         // A configured retry time may be too long for the clock.
         self.st().failing = Some((kvmhost::deadline::after(for_), why));
+    }
+
+    /// True when a probe after `since` read the host and `vm` was not
+    /// among its instances: a VM started before then is gone (powered
+    /// off, or never started by a call whose answer was lost).
+    pub fn lacks_since(&self, vm: &str, since: Instant) -> bool {
+        let s = self.st();
+        s.conn.is_some()
+            && s.last_probe.is_some_and(|t| t > since)
+            && !s.instances.iter().any(|i| i.name == vm)
+    }
+
+    /// Sets what a probe read now (for tests that have no host to read).
+    #[cfg(test)]
+    pub async fn set_probed(&self, instances: Vec<InstanceInfo>) {
+        let conn = self.handle.try_connect().await.expect("a test host");
+        let mut s = self.st();
+        s.conn = Some(conn);
+        s.instances = instances;
+        s.last_probe = Some(Instant::now());
     }
 
     /// Instances found at the last probe.
@@ -336,6 +360,15 @@ pub enum Launch {
     Duplicate(String),
     /// The start failed.
     Failed(String),
+    /// The connection died during the start call, so whether the VM
+    /// (this name) runs is not known: libvirt may have started it before
+    /// the answer was lost.
+    Unknown {
+        /// The VM's name.
+        vm: String,
+        /// What the call said.
+        why: String,
+    },
 }
 
 /// Starts an instance on `host` if it has room (blocking; run it off the
@@ -344,11 +377,29 @@ pub enum Launch {
 /// and memory as libvirt has them now, refuses a second VM for the job,
 /// then starts. The lock is released when the start call returns, by
 /// which time libvirt lists the new VM, so the next launcher counts it.
-pub fn launch(host: &Host, spec: &InstanceSpec, def: &HostDef, job: &str) -> Launch {
+pub fn launch(rt: &HostRt, host: &Host, spec: &InstanceSpec, job: &str) -> Launch {
+    let def = &rt.def;
     let owner = format!(
         "buildkite-agent-launcher pid {} job {job}",
         std::process::id()
     );
+    // Our own lock left behind would hold every launcher off this host
+    // (us too) until watched unchanged for LOCK_HOLD: remove it first.
+    let left = rt
+        .left_lock
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(uuid) = left {
+        match host.remove_lock(LOCK_NAME, &uuid) {
+            Ok(true) => eprintln!("{}: removed the host lock this launcher left", def.name),
+            Ok(false) => {}
+            Err(e) => {
+                *rt.left_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(uuid);
+                return Launch::Failed(format!("the host lock left from before: {e}"));
+            }
+        }
+    }
     let lock = match host.lock(LOCK_NAME, &owner, LOCK_HOLD, LOCK_WAIT) {
         Ok(Ok(l)) => l,
         // Another launcher is starting a VM there (or died doing so).
@@ -391,13 +442,25 @@ pub fn launch(host: &Host, spec: &InstanceSpec, def: &HostDef, job: &str) -> Lau
         }
         Ok(match host.launch_instance(spec) {
             Ok(i) => Launch::Started(i),
+            // A dead connection lost the answer, not necessarily the VM
+            // (a libvirtd restart or a host that stopped answering).
+            Err(e) if !host.is_alive() => Launch::Unknown {
+                vm: spec.name.clone(),
+                why: e.to_string(),
+            },
             Err(e) => Launch::Failed(e.to_string()),
         })
     })();
     // A lock taken over while held (its renewals failed for LOCK_HOLD)
     // means another launcher may have counted without this VM.
-    if let Err(e) = lock.release() {
-        eprintln!("{}: job {job}: {e}", def.name);
+    match lock.release() {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("{}: job {job}: {e}", def.name);
+            if let kvmhost::libvirt::Error::LockLeft { uuid, .. } = e {
+                *rt.left_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(uuid);
+            }
+        }
     }
     r.unwrap_or_else(|e| Launch::Failed(e.to_string()))
 }
@@ -429,6 +492,50 @@ mod tests {
     fn a_retry_time_too_long_for_the_clock_does_not_panic() {
         let h = HostRt::new(test_host(), Duration::from_secs(1));
         h.set_failing("down".into(), Duration::MAX);
+    }
+
+    #[test]
+    fn a_host_lock_this_launcher_could_not_release_is_removed_at_the_next_start() {
+        let conn = Host::open("test:///default").unwrap();
+        let rt = HostRt::new(test_host(), Duration::from_secs(1));
+        // A lock of ours still on the host, as a release over a dead
+        // connection leaves it (nothing renews it).
+        let other = Host::open("test:///default").unwrap();
+        let held = other
+            .lock(
+                LOCK_NAME,
+                "buildkite-agent-launcher pid 1 job j0",
+                LOCK_HOLD,
+                Duration::ZERO,
+            )
+            .unwrap()
+            .unwrap();
+        let uuid = conn
+            .raw()
+            .lookup_domain_by_name(LOCK_NAME)
+            .unwrap()
+            .uuid_string()
+            .unwrap();
+        std::mem::forget(held);
+        *rt.left_lock.lock().unwrap() = Some(uuid);
+        let spec = InstanceSpec {
+            template: "no-such-template".into(),
+            name: "linux-j1".into(),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let r = launch(&rt, &conn, &spec, "j1");
+        // Not "the host lock is still taken after 30 s": the start went on
+        // (and failed on the missing template), at once.
+        assert!(
+            matches!(&r, Launch::Failed(why) if why.contains("no-such-template")),
+            "{r:?}"
+        );
+        assert!(t0.elapsed() < LOCK_WAIT, "waited for its own lock");
+        assert!(
+            conn.raw().lookup_domain_by_name(LOCK_NAME).is_err(),
+            "the lock is still there"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod buildkite;
 pub mod guest;
+pub mod guest_agent;
 pub mod hosts;
 pub mod launcher;
 pub mod libvirtd;

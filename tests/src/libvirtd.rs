@@ -132,6 +132,59 @@ impl Libvirtd {
         s
     }
 
+    /// The PID of the libvirtd now running (from its pid file).
+    pub fn pid(&self) -> Result<i32> {
+        let path = self.dir.join("libvirtd.pid");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("{}: {text:?} is not a PID", path.display()))
+    }
+
+    /// Stops libvirtd (SIGTERM: its guests keep running, as with
+    /// `systemctl restart libvirtd`) and starts it again in the same
+    /// namespaces; returns once the new daemon answers.
+    pub fn restart(&self) -> Result<()> {
+        let old = self.pid()?;
+        util::signal(old, libc::SIGTERM);
+        let gone =
+            |p: i32| !std::path::Path::new(&format!("/proc/{p}")).exists() || util::is_zombie(p);
+        util::poll_until(Duration::from_secs(30), || gone(old).then_some(()))
+            .with_context(|| format!("libvirtd {old} did not stop within 30 s"))?;
+        // virtlogd and the guests hold the mount namespace the old daemon
+        // made; the new one joins it there.
+        let logd = std::fs::read_to_string(self.dir.join("virtlogd.pid"))?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("daemon.log"))?;
+        let status = Command::new("nsenter")
+            .args(["-t", logd.trim(), "-m", "-n", "--"])
+            .arg("libvirtd")
+            .arg("-d")
+            .arg("-p")
+            .arg(self.dir.join("libvirtd.pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .context("starting libvirtd again")?;
+        anyhow::ensure!(
+            status.success(),
+            "libvirtd did not start again: {status}\n{}",
+            self.logs()
+        );
+        util::poll_until(Duration::from_secs(60), || {
+            (self.pid().is_ok_and(|p| p != old) && self.virsh(&["version"]).is_ok()).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "libvirtd did not answer after its restart:\n{}",
+                self.logs()
+            )
+        })
+    }
+
     /// The daemon's unix socket, as seen from the root namespace.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("run/libvirt-sock")

@@ -63,6 +63,18 @@ pub enum Error {
         /// The lock's name.
         name: String,
     },
+    /// A host lock could not be released (most likely its connection
+    /// died): it stays on the host until [`super::Host::remove_lock`]
+    /// removes it by this UUID, or a taker takes it over after its hold time.
+    #[error("the host lock '{name}' (UUID {uuid}) could not be released and stays on the host: {message}")]
+    LockLeft {
+        /// The lock's name.
+        name: String,
+        /// The UUID of the domain that is the lock.
+        uuid: String,
+        /// What the release said.
+        message: String,
+    },
     /// A value given by the caller cannot be used.
     #[error("invalid {field}: {message}")]
     Invalid {

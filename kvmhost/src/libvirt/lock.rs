@@ -85,7 +85,14 @@ impl HostLock {
             Ok(()) if self.lost.load(Ordering::SeqCst) => Err(Error::LockLost {
                 name: self.name.clone(),
             }),
-            r => r,
+            // Still on the host: its holder can remove it by UUID later
+            // rather than wait out the hold time like any taker.
+            Err(e) => Err(Error::LockLeft {
+                name: self.name.clone(),
+                uuid: d.uuid_string().unwrap_or_default(),
+                message: e.to_string(),
+            }),
+            Ok(()) => Ok(()),
         }
     }
 }
@@ -235,6 +242,35 @@ impl Host {
             }
             std::thread::sleep(pause.mul_f64(0.5 + jitter()));
             pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Removes the host lock `name` that this caller held and could not
+    /// release ([`Error::LockLeft`]), by its UUID: a lock taken since
+    /// (another UUID) is left alone. Returns whether it was still there.
+    pub fn remove_lock(&self, name: &str, uuid: &str) -> Result<bool> {
+        let dom = match self.raw().lookup_domain_by_uuid_string(uuid).map_err(lv(
+            "look up the host lock",
+            "domain",
+            uuid,
+        )) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let is_lock = dom.name().is_ok_and(|n| n == name)
+            && description_of(&dom).is_some_and(|t| t.starts_with(HELD_BY))
+            && !dom.is_active().unwrap_or(true);
+        if !is_lock {
+            return Ok(false);
+        }
+        match dom
+            .undefine()
+            .map_err(lv("remove the host lock", "domain", name))
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -523,6 +559,34 @@ mod tests {
         stale
             .undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
             .unwrap();
+    }
+
+    #[test]
+    fn a_lock_its_holder_could_not_release_is_removed_by_its_uuid_and_no_other() {
+        let h = test_host();
+        let name = "left-lock";
+        let hold = Duration::from_secs(60);
+        let lock = h
+            .lock(name, "holder", hold, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        let uuid = lock.dom.as_ref().unwrap().uuid_string().unwrap();
+        // As if the release had failed with the connection: still there.
+        let mut lock = lock;
+        drop(lock.keeper.take());
+        lock.dom = None;
+        drop(lock);
+        assert!(h.lock(name, "next", hold, Duration::ZERO).unwrap().is_err());
+        // Another UUID is not the lock that was left.
+        assert!(!h
+            .remove_lock(name, "7e3b1b7a-0000-4000-8000-000000000000")
+            .unwrap());
+        assert!(h.remove_lock(name, &uuid).unwrap());
+        assert!(!h.remove_lock(name, &uuid).unwrap());
+        let next = h.lock(name, "next", hold, Duration::ZERO).unwrap().unwrap();
+        // The new lock has another UUID: the old one names nothing now.
+        assert!(!h.remove_lock(name, &uuid).unwrap());
+        next.release().unwrap();
     }
 
     #[test]

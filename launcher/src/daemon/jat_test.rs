@@ -211,3 +211,61 @@ fn the_vms_seed_carries_the_token_it_is_given_and_not_the_cluster_token() {
     let everything = format!("{:?} {script}", spec.vars);
     assert!(!everything.contains("bkct_cluster"), "{everything}");
 }
+
+#[tokio::test]
+async fn a_start_whose_answer_was_lost_with_the_connection_keeps_the_job_on_that_vm() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    d.inflight
+        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.on_event(Event::StartUnknown {
+        job: JOB.into(),
+        host: 0,
+        vm: "debian-0190a6d4-1a2b".into(),
+        why: "End of file while reading data".into(),
+        token_expires: None,
+    })
+    .await;
+    // Not placed again (a second VM beside one that may boot), but
+    // followed as booting, so the boot timeout still frees it.
+    assert!(!d.retry.contains_key(JOB), "placed again");
+    let f = d.inflight.get(JOB).expect("the job is no longer followed");
+    assert!(matches!(&f.phase, Phase::Booting(vm) if vm == "debian-0190a6d4-1a2b"));
+}
+
+#[tokio::test]
+async fn a_booting_vm_its_host_no_longer_lists_frees_its_job_at_once() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    let mut f = in_flight(Phase::Booting("debian-0190a6d4-1a2b".into()), None);
+    f.since = Instant::now() - Duration::from_secs(5);
+    d.inflight.insert(JOB.into(), f);
+    // The host, read after the start, runs no such VM (boot timeout 600 s).
+    d.hosts[0].set_probed(Vec::new()).await;
+    d.watch_inflight(None).await;
+    assert!(
+        !d.inflight.contains_key(JOB),
+        "still waiting for a VM that is not there"
+    );
+    assert!(d.retry.contains_key(JOB), "the job is lost");
+}
+
+#[tokio::test]
+async fn a_booting_vm_its_host_lists_keeps_its_job() {
+    let api = ok_api().await;
+    let mut d = daemon(&api);
+    let mut f = in_flight(Phase::Booting("debian-0190a6d4-1a2b".into()), None);
+    f.since = Instant::now() - Duration::from_secs(5);
+    d.inflight.insert(JOB.into(), f);
+    let vm = kvmhost::libvirt::instance::InstanceInfo {
+        uuid: "0190a6d4-0000-4000-8000-000000000001".into(),
+        name: "debian-0190a6d4-1a2b".into(),
+        template: "debian-agent".into(),
+        labels: Default::default(),
+        memory_kib: 1 << 20,
+    };
+    d.hosts[0].set_probed(vec![vm]).await;
+    d.watch_inflight(None).await;
+    assert!(d.inflight.contains_key(JOB));
+    assert!(!d.retry.contains_key(JOB));
+}

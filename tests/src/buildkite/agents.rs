@@ -92,6 +92,23 @@ pub struct AgentApi {
     pub runs: HashMap<String, JobRun>,
     /// Build meta-data by build UUID.
     pub meta_data: HashMap<String, BTreeMap<String, String>>,
+    /// Every acquire call that named a known job, granted or refused, in
+    /// order: `runs` keeps only the agent that holds a job, so a second
+    /// agent trying the same job is seen only here.
+    pub acquisitions: Vec<Acquisition>,
+}
+
+/// One agent's `acquire` of one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acquisition {
+    /// The job asked for.
+    pub job_id: String,
+    /// The agent that asked.
+    pub agent_id: String,
+    /// When it asked.
+    pub at: SystemTime,
+    /// Whether the job became the agent's.
+    pub granted: bool,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -505,10 +522,40 @@ pub async fn acquire(
 ) -> Response {
     let base = base_of(&state, &headers);
     let token = bearer(&headers, "Token").unwrap_or("").to_string();
-    let r = state.mutate(|store, events| {
+    let r: ApiResult<Value> = state.mutate(|store, events| {
         let agent = agent_id(store, &headers)?;
-        let job = job_of(store, &id)?;
-        if let Some(only) = &store.agent_api.agents[&agent].acquire_only {
+        job_of(store, &id)?;
+        let r = acquire_in(store, events, &agent, &id);
+        store.agent_api.acquisitions.push(Acquisition {
+            job_id: id.clone(),
+            agent_id: agent.clone(),
+            at: SystemTime::now(),
+            granted: r.is_ok(),
+        });
+        r?;
+        Ok(job_body(store, job_of(store, &id)?, &base, &agent, &token))
+    });
+    match r {
+        Err(e) if e.status == StatusCode::LOCKED => {
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            resp
+        }
+        r => reply(r, StatusCode::OK),
+    }
+}
+
+/// Makes job `id` agent's, if its state and the agent's tags allow.
+fn acquire_in(
+    store: &mut Store,
+    events: &mut Vec<JobEvent>,
+    agent: &str,
+    id: &str,
+) -> ApiResult<()> {
+    {
+        let job = job_of(store, id)?;
+        if let Some(only) = &store.agent_api.agents[agent].acquire_only {
             if *only != id {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -534,7 +581,7 @@ pub async fn acquire(
                 ))
             }
         }
-        let tags = store.agent_api.agents[&agent].tags.clone();
+        let tags = store.agent_api.agents[agent].tags.clone();
         if !agent_fits(store, job, &tags) {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -544,26 +591,17 @@ pub async fn acquire(
                 ),
             ));
         }
-        move_job(store, &id, JobState::Accepted, events)?;
-        store.agent_api.runs.insert(
-            id.clone(),
-            JobRun {
-                agent_id: agent.clone(),
-                acquired_at: Some(SystemTime::now()),
-                ..Default::default()
-            },
-        );
-        Ok(job_body(store, job_of(store, &id)?, &base, &agent, &token))
-    });
-    match r {
-        Err(e) if e.status == StatusCode::LOCKED => {
-            let mut resp = e.into_response();
-            resp.headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
-            resp
-        }
-        r => reply(r, StatusCode::OK),
     }
+    move_job(store, id, JobState::Accepted, events)?;
+    store.agent_api.runs.insert(
+        id.to_string(),
+        JobRun {
+            agent_id: agent.to_string(),
+            acquired_at: Some(SystemTime::now()),
+            ..Default::default()
+        },
+    );
+    Ok(())
 }
 
 /// `PUT /v3/jobs/:id/accept`: a job ping assigned to this agent becomes

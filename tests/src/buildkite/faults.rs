@@ -28,6 +28,11 @@ pub enum FaultKind {
     Malformed,
     /// Answer 429 with `RateLimit-*` headers, as if the budget were spent.
     RateLimited,
+    /// Answer 429 whose `RateLimit-Reset` says this many seconds, sane
+    /// (a few) or not (`u64::MAX`), without touching any state.
+    RateLimitedFor(u64),
+    /// Do the work but answer 200 with a body that is not JSON at all.
+    Garbage,
 }
 
 /// A fault armed for the next `times` matching requests.
@@ -65,6 +70,16 @@ impl Fault {
     /// The next request is rate limited.
     pub fn rate_limited() -> Self {
         Self::once(FaultKind::RateLimited)
+    }
+
+    /// The next request is rate limited with `RateLimit-Reset: reset_secs`.
+    pub fn rate_limited_for(reset_secs: u64) -> Self {
+        Self::once(FaultKind::RateLimitedFor(reset_secs))
+    }
+
+    /// The next request gets a 200 whose body is not JSON.
+    pub fn garbage() -> Self {
+        Self::once(FaultKind::Garbage)
     }
 
     /// Hits `n` requests instead of one.
@@ -159,6 +174,21 @@ pub async fn apply(State(state): State<Arc<AppState>>, request: Request, next: N
                 (state.config.rest_rate_limit, None)
             };
             Decision::exhausted(limit).too_many(scope)
+        }
+        FaultKind::RateLimitedFor(reset) => {
+            let mut r = message(StatusCode::TOO_MANY_REQUESTS, "rate limited");
+            r.headers_mut()
+                .insert("RateLimit-Remaining", axum::http::HeaderValue::from(0));
+            r.headers_mut()
+                .insert("RateLimit-Reset", axum::http::HeaderValue::from(*reset));
+            r
+        }
+        FaultKind::Garbage => {
+            let (parts, _) = next.run(request).await.into_parts();
+            let mut r =
+                Response::from_parts(parts, Body::from("<html>502 Bad Gateway</html>\n\x00\x7f"));
+            r.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+            r
         }
     };
     response.extensions_mut().insert(Applied(kind));

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
-pub use agents::{JobRun, RegisteredAgent};
+pub use agents::{Acquisition, JobRun, RegisteredAgent};
 pub use config::{Config, RateLimit, WebhookAuth, WebhookConfig};
 pub use faults::{Fault, FaultKind};
 pub use jats::IssuedJat;
@@ -168,6 +168,12 @@ impl StandIn {
     pub fn job_run(&self, job_id: &str) -> Option<JobRun> {
         self.state
             .read(|store| store.agent_api.runs.get(job_id).cloned())
+    }
+
+    /// Every agent `acquire` of a known job so far, granted or refused, in order.
+    pub fn acquisitions(&self) -> Vec<Acquisition> {
+        self.state
+            .read(|store| store.agent_api.acquisitions.clone())
     }
 
     /// A build's meta-data as agents set it.
