@@ -292,21 +292,30 @@ fn run_logged(mut c: Command, log: &Path, quiet: bool, what: &str) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
-    /// A `terraform` that only answers `show -json` with `json`.
+    /// A `terraform` that only answers `show -json` with `json`. `install`
+    /// writes the script: had this process written it, a child another test
+    /// thread forks at that moment could hold it open for writing, and
+    /// running it would fail with "Text file busy".
     fn fake_terraform(dir: &Path, json: &str) -> Programs {
         let script = dir.join("terraform");
+        let text = dir.join("terraform.sh");
         std::fs::write(dir.join("show.json"), json).unwrap();
         std::fs::write(
-            &script,
+            &text,
             format!(
                 "#!/bin/sh\n[ \"$1 $2\" = \"show -json\" ] || exit 1\nexec cat '{}'\n",
                 dir.join("show.json").display()
             ),
         )
         .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let status = std::process::Command::new("install")
+            .args(["-m", "0755"])
+            .arg(&text)
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success(), "install: {status}");
         Programs {
             packer: "packer".into(),
             terraform: script.display().to_string(),

@@ -124,14 +124,13 @@ impl Lab {
         // libvirt's `ssh` transport runs `ssh` from PATH with no `-F`: this
         // wrapper pins it to the lab's key and known_hosts.
         let wrapper = lab.dir.join("ssh");
-        std::fs::write(
+        crate::util::write_executable(
             &wrapper,
-            format!(
+            &format!(
                 "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
                 lab.dir.join("ssh_config").display()
             ),
         )?;
-        set_exec(&wrapper)?;
         Ok(lab)
     }
 
@@ -375,12 +374,6 @@ fn keygen(path: &Path) -> Result<()> {
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "kvmbe-test", "-f"])
         .arg(path))
     .with_context(|| format!("making an SSH key at {}", path.display()))?;
-    Ok(())
-}
-
-fn set_exec(p: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
 }
 

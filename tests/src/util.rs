@@ -216,6 +216,34 @@ pub async fn poll_until_async<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// Writes an executable script at `path`. A child process writes it: a file
+/// this process held open for writing could still be open in a child
+/// another thread is forking at that moment, and running it would then fail
+/// with "Text file busy" (ETXTBSY).
+pub fn write_executable(path: &Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 0755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("starting sh to write a script")?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    let status = child.wait()?;
+    anyhow::ensure!(
+        status.success(),
+        "writing {} failed: {status}",
+        path.display()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
