@@ -380,31 +380,36 @@ impl From<usize> for Seg {
     }
 }
 
-/// Reads a token file: the first line, trimmed; it must not be empty,
-/// and only its owner may read or write it (a token others can read is
-/// theirs too; one others can write points the launcher elsewhere).
-pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+/// Opens a file only its owner may read or write (`what` names the kind
+/// for the message, e.g. "a token file"; `hint` follows a read error and
+/// says what the file should hold): one others can read is theirs too; one
+/// others can write points the launcher elsewhere. The mode is read from
+/// the open file, so the text read is the one whose mode was checked.
+pub(crate) fn read_private(path: &Path, what: &str, hint: &str) -> Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
-    let cannot_read = |e: std::io::Error| {
-        format!(
-            "cannot read {}: {e}; the file holds the token on its first line",
-            path.display()
-        )
-    };
-    // The mode is read from the open file, so the text read is the one
-    // whose mode was checked.
+    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}; {hint}", path.display());
     let mut file = std::fs::File::open(path).map_err(cannot_read)?;
     let mode = file.metadata().map_err(cannot_read)?.mode() & 0o7777;
     if mode & 0o066 != 0 {
         return Err(format!(
             "{p} can be read or written by group or others (mode {mode:04o}); \
-             a token file must be its owner's alone: run `chmod 600 {p}`",
+             {what} must be its owner's alone: run `chmod 600 {p}`",
             p = path.display()
         ));
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(cannot_read)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(cannot_read)?;
+    Ok(bytes)
+}
+
+/// Reads a token file: the first line, trimmed; it must not be empty,
+/// and only its owner may read or write it ([`read_private`]).
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    const HOLDS: &str = "the file holds the token on its first line";
+    let bytes = read_private(path, "a token file", HOLDS)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("{} is not UTF-8 text; {HOLDS}", path.display()))?;
     let first = text.lines().next().unwrap_or("").trim();
     if first.is_empty() {
         return Err(format!(

@@ -411,13 +411,14 @@ fn with_webhook_tls(tls: &str) -> (tempfile::TempDir, Result<Config, ConfigError
     write_token(&dir.path().join("hook"), "hook-token\n");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
-    std::fs::write(
-        dir.path().join("other-key.pem"),
-        other.key_pair.serialize_pem(),
-    )
-    .unwrap();
+    // Owner-only, as a key file must be (the certificate too: a test
+    // gives it as the key).
+    write_token(&dir.path().join("cert.pem"), &cert.cert.pem());
+    write_token(&dir.path().join("key.pem"), &cert.key_pair.serialize_pem());
+    write_token(
+        &dir.path().join("other-key.pem"),
+        &other.key_pair.serialize_pem(),
+    );
     let text =
         format!("{GOOD}\n[webhook]\nlisten = \"127.0.0.1:8089\"\ntoken_file = \"hook\"\n{tls}\n");
     let c = parse(&dir.path().join("l.toml"), &text, token_env);
@@ -485,6 +486,39 @@ fn unreadable_or_wrong_tls_files_name_the_setting() {
         )),
         "{e}"
     );
+}
+
+#[test]
+fn a_tls_key_others_can_read_or_write_is_refused_naming_the_setting() {
+    use std::os::unix::fs::PermissionsExt;
+    let tls = "tls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"";
+    for mode in [0o640, 0o604, 0o620, 0o602] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let (made, c) = with_webhook_tls(tls);
+        assert!(c.is_ok());
+        for f in ["cert.pem", "key.pem", "hook"] {
+            std::fs::copy(made.path().join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let text = format!(
+            "{GOOD}\n[webhook]\nlisten = \"127.0.0.1:8089\"\ntoken_file = \"hook\"\n{tls}\n"
+        );
+
+        let e = parse(&dir.path().join("l.toml"), &text, token_env)
+            .unwrap_err()
+            .to_string();
+
+        assert_eq!(
+            e,
+            format!(
+                "{d}/l.toml:34: webhook.tls_key_file: {d}/key.pem can be read or written by \
+                 group or others (mode {mode:04o}); a private key file must be its owner's \
+                 alone: run `chmod 600 {d}/key.pem`",
+                d = dir.path().display()
+            )
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The webhook's TLS settings (`tls_cert_file`, `tls_key_file`): both PEM
 //! files are read and the pair checked when the config is, so a wrong
-//! file stops `check-config` instead of the first delivery.
+//! file stops `check-config` instead of the first delivery. The key file
+//! must be its owner's alone, like a token file.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -53,7 +54,8 @@ pub fn load(cert: &Path, key: &Path) -> Result<Tls, (Setting, String)> {
             ),
         ));
     }
-    let pem = read(key, Setting::Key, KEY)?;
+    let pem = super::read_private(key, "a private key file", &format!("give {KEY}"))
+        .map_err(|e| (Setting::Key, e))?;
     let private = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         let why = match e {
             rustls::pki_types::pem::Error::NoItemsFound => "holds no private key".to_string(),

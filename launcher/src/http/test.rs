@@ -206,6 +206,11 @@ async fn a_delivery_over_tls_with_a_generated_certificate_is_accepted() {
     let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
     std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    std::fs::set_permissions(
+        &key_pem,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let tls = crate::config::tls::load(&cert_pem, &key_pem).unwrap();
     let r = receiver(
         Duration::from_secs(5),
