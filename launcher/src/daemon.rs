@@ -139,8 +139,14 @@ pub struct Daemon {
     last_pass: Instant,
     /// Set to the Unix time after each pass (feeds the systemd watchdog).
     pub heartbeat: Option<Arc<std::sync::atomic::AtomicU64>>,
-    /// This process's part of its stack keys.
+    /// This process's part of its stack keys (kept in the state file,
+    /// when there is one, for the next process).
     id: String,
+    /// The state file, locked for this process (Stacks mode, not --dry-run).
+    state: Option<crate::persist::StateFile>,
+    /// Jobs an earlier launcher had reserved and not seen taken: placed
+    /// again by the first pass.
+    recovered: Vec<(Job, String)>,
 }
 
 /// How many jobs the daemon remembers having logged, noted or finished
@@ -201,6 +207,17 @@ impl Daemon {
             .map(|h| HostRt::new(h, cfg.launcher.wake_timeout))
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (state, saved) = match (&cfg.launcher.state_file, &stacks, opts.dry_run) {
+            (Some(path), Some(_), false) => {
+                let (file, saved) = crate::persist::StateFile::open(path)?;
+                (Some(file), saved)
+            }
+            _ => (None, None),
+        };
+        let (id, recovered) = match saved {
+            Some(s) => (s.id, s.jobs.into_iter().map(|j| j.into_job()).collect()),
+            None => (random_hex(6), Vec::new()),
+        };
         Ok(Daemon {
             cfg: Arc::new(cfg),
             opts,
@@ -221,7 +238,9 @@ impl Daemon {
             rx,
             last_pass: Instant::now(),
             heartbeat: None,
-            id: random_hex(6),
+            id,
+            state,
+            recovered,
         })
     }
 
@@ -282,6 +301,7 @@ impl Daemon {
         let mut first = true;
         loop {
             let decisions = self.pass(first).await;
+            self.save_state();
             first = false;
             if self.opts.dry_run {
                 for d in &decisions {
@@ -307,7 +327,62 @@ impl Daemon {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.kick.notified() => self.kicked = Some(Instant::now()),
                 ev = self.rx.recv() => {
-                    if let Some(ev) = ev { self.on_event(ev).await; }
+                    if let Some(ev) = ev {
+                        self.on_event(ev).await;
+                        self.save_state();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the jobs reserved and not yet seen taken to the state file
+    /// (when it changed); a failure is logged and tried again next time.
+    fn save_state(&mut self) {
+        let Some(state) = &mut self.state else {
+            return;
+        };
+        let jobs = self
+            .inflight
+            .values()
+            .map(|f| (&f.job, f.queue.as_str()))
+            .chain(self.retry.values().map(|(j, q)| (j, q.as_str())));
+        if let Err(e) = state.save(&self.id, jobs) {
+            eprintln!("writing {}: {e}", state.path().display());
+        }
+    }
+
+    /// Places again, in this first pass, the jobs an earlier launcher had
+    /// reserved (with the same stack keys) and not seen taken, when
+    /// Buildkite says they still wait: no listing shows them until their
+    /// reservations lapse. One that got a VM meanwhile is found in libvirt
+    /// and gets no second one.
+    async fn adopt_recovered(&mut self) {
+        let Some(client) = self.stacks.clone() else {
+            return;
+        };
+        let mut by_queue: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+        for (job, q) in std::mem::take(&mut self.recovered) {
+            by_queue.entry(q).or_default().push(job);
+        }
+        for (q, jobs) in by_queue {
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+            let states = match client.states(&self.key(&q), &ids).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Their reservations lapse and the listing shows them.
+                    self.metrics.error("buildkite");
+                    eprintln!("reading the states of the jobs reserved before the restart: {e}");
+                    continue;
+                }
+            };
+            for job in jobs {
+                if let Some("scheduled" | "reserved") = states.get(&job.id).map(String::as_str) {
+                    eprintln!(
+                        "job {}: reserved before the restart; placing it again",
+                        job.id
+                    );
+                    self.retry.insert(job.id.clone(), (job, q.clone()));
                 }
             }
         }
@@ -317,7 +392,10 @@ impl Daemon {
         let t0 = Instant::now();
         while self.inflight.values().any(|f| f.phase == Phase::Starting) && t0.elapsed() < limit {
             match tokio::time::timeout(Duration::from_secs(1), self.rx.recv()).await {
-                Ok(Some(ev)) => self.on_event(ev).await,
+                Ok(Some(ev)) => {
+                    self.on_event(ev).await;
+                    self.save_state();
+                }
                 Ok(None) => break,
                 Err(_) => {}
             }
@@ -493,6 +571,9 @@ impl Daemon {
             self.on_event(ev).await;
         }
         self.probe_hosts(first).await;
+        if first {
+            self.adopt_recovered().await;
+        }
         // REST mode lists first: the listing also says how the jobs whose
         // VM is coming are doing.
         let listing = match self.rest.is_some() {

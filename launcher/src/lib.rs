@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod hosts;
 pub mod http;
 pub mod metrics;
+pub mod persist;
 pub mod rest;
 pub mod retry;
 pub mod rules;

@@ -276,6 +276,8 @@ poll_interval = 1
 wake_timeout = 30
 boot_timeout = 240
 host_retry_after = 10
+# A launcher started again places the jobs the killed one had reserved.
+state_file = "state.json"
 
 {a}{s}[[agent]]
 name = "linux"

@@ -206,6 +206,73 @@ fn a_job_gets_one_vm_which_survives_a_launcher_restart_without_a_duplicate() {
 }
 
 #[test]
+fn a_job_reserved_by_a_killed_launcher_gets_its_vm_from_the_next_one_at_once() {
+    let Bed { bk, host, d, .. } = Bed::start(Config::default(), "#!/bin/sh\nsleep 120\n").unwrap();
+    // The first launcher's token request gets no answer: it is killed
+    // between the job's reservation and the VM's start.
+    bk.inject_fault(Fault::hang().on_path("/job-acquisition-tokens").times(1))
+        .unwrap();
+    let text = config(&bk, &host_block("h1", &d.uri())).replace(
+        "[launcher]\n",
+        "[launcher]\nstate_file = \"state/launcher.json\"\n",
+    );
+    let dir = LauncherDir::new(&text, bk.cluster_token()).unwrap();
+    std::fs::create_dir(dir.dir.path().join("state")).unwrap();
+    let state = dir.dir.path().join("state/launcher.json");
+    let b = bk
+        .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
+        .unwrap();
+    let job = b.job_ids[0].clone();
+
+    let mut first = dir.spawn(None, &["run"]).unwrap();
+    first.wait_for(
+        Duration::from_secs(60),
+        "the job kept in the state file",
+        || {
+            std::fs::read_to_string(&state)
+                .ok()
+                .filter(|t| t.contains(&job))
+        },
+    );
+    first.wait_for(Duration::from_secs(30), "the token request", || {
+        bk.requests()
+            .iter()
+            .any(|r| r.path.ends_with("/job-acquisition-tokens"))
+            .then_some(())
+    });
+    first.kill();
+    assert!(host.instances().unwrap().is_empty());
+    // Its reservation (wake 20 s + boot 60 s + 60 s) keeps the job out of
+    // every listing for 140 s: only the state file brings it back sooner.
+    let t0 = Instant::now();
+    let second = dir.spawn(None, &["run"]).unwrap();
+    let inst = second.wait_for(Duration::from_secs(60), "a VM for the job", || {
+        let i = host.instances().unwrap();
+        (!i.is_empty()).then_some(i)
+    });
+    let took = t0.elapsed();
+
+    assert_eq!(inst.len(), 1, "{inst:?}");
+    assert_eq!(inst[0].labels["job"], job);
+    let log = second.log_text();
+    assert!(
+        log.contains(&format!(
+            "job {job}: reserved before the restart; placing it again"
+        )),
+        "{log}"
+    );
+    eprintln!("the restarted launcher started the job's VM after {took:?}");
+    // A third launcher on the same state file is refused while this one runs.
+    let out = dir.output(None, &["run", "--once"]).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("launcher.state_file: another launcher is running with"),
+        "{err}"
+    );
+}
+
+#[test]
 fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
     let Bed { bk, host, d, .. } = Bed::start(Config::default(), "#!/bin/sh\nsleep 120\n").unwrap();
     let text = config(&bk, &host_block("h1", &d.uri())).replace("max_vms = 4", "max_vms = 20");

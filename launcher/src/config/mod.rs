@@ -102,6 +102,9 @@ pub struct Launcher {
     pub boot_timeout: Duration,
     /// How long a host that failed to wake or start is passed over.
     pub host_retry_after: Duration,
+    /// Where the jobs reserved and not yet taken are kept across restarts
+    /// (Stacks mode; see [`crate::persist`]).
+    pub state_file: Option<PathBuf>,
 }
 
 /// The `[webhook]` table.

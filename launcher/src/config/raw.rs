@@ -49,6 +49,7 @@ struct RawLauncher {
     wake_timeout: Option<u64>,
     boot_timeout: Option<u64>,
     host_retry_after: Option<u64>,
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +134,7 @@ pub fn check(
 ) -> Result<Config, ConfigError> {
     let c = Checker { path, env, err };
     let buildkite = c.buildkite(&raw.buildkite)?;
-    let launcher = c.launcher(&raw.launcher)?;
+    let launcher = c.launcher(&raw.launcher, buildkite.source)?;
     let webhook = match &raw.webhook {
         None => None,
         Some(w) => Some(c.webhook(w)?),
@@ -325,9 +326,11 @@ where
         })
     }
 
-    /// `[launcher]`: how long hosts and VMs may take.
-    fn launcher(&self, l: &RawLauncher) -> Result<Launcher, ConfigError> {
+    /// `[launcher]`: how long hosts and VMs may take, and where its state
+    /// is kept.
+    fn launcher(&self, l: &RawLauncher, source: Source) -> Result<Launcher, ConfigError> {
         Ok(Launcher {
+            state_file: self.state_file(l.state_file.as_deref(), source)?,
             wake_timeout: self.secs(l.wake_timeout, 300, key_path!["launcher", "wake_timeout"])?,
             boot_timeout: self.secs(l.boot_timeout, 120, key_path!["launcher", "boot_timeout"])?,
             host_retry_after: self.secs(
@@ -336,6 +339,45 @@ where
                 key_path!["launcher", "host_retry_after"],
             )?,
         })
+    }
+
+    /// `launcher.state_file`, else `state.json` in systemd's
+    /// `$STATE_DIRECTORY` (set by `StateDirectory=`); none in REST mode,
+    /// which reserves nothing.
+    fn state_file(
+        &self,
+        given: Option<&Path>,
+        source: Source,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        let at = || key_path!["launcher", "state_file"];
+        let path = match (given, source) {
+            (Some(_), Source::Rest) => {
+                return Err(self.err(
+                    at(),
+                    "REST mode reserves no jobs, so there is no state to keep; remove it".into(),
+                ))
+            }
+            (Some(p), Source::Stacks) => self.resolve(p),
+            (None, Source::Rest) => return Ok(None),
+            (None, Source::Stacks) => match (self.env)("STATE_DIRECTORY") {
+                // systemd separates several folders with ':'; the first is ours.
+                Some(d) if !d.is_empty() => {
+                    Path::new(d.split(':').next().unwrap_or(&d)).join("state.json")
+                }
+                _ => return Ok(None),
+            },
+        };
+        match path.parent() {
+            Some(dir) if dir.is_dir() => Ok(Some(path)),
+            _ => Err(self.err(
+                at(),
+                format!(
+                    "{}: its folder does not exist; create it or give a path in a folder \
+                     the launcher may write",
+                    path.display()
+                ),
+            )),
+        }
     }
 
     /// `[webhook]`: where it listens, its secret, its limits and TLS.

@@ -534,3 +534,65 @@ fn webhook_timeouts_and_connection_caps_out_of_range_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn the_state_file_is_given_or_in_systemds_state_directory_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let cfg = |text: &str, env: &dyn Fn(&str) -> Option<String>| {
+        parse(&dir.path().join("l.toml"), text, |k: &str| {
+            token_env(k).or_else(|| env(k))
+        })
+    };
+    let none = |_: &str| None;
+    let systemd = |k: &str| (k == "STATE_DIRECTORY").then(|| format!("{d}:/elsewhere"));
+
+    assert_eq!(cfg(GOOD, &none).unwrap().launcher.state_file, None);
+    assert_eq!(
+        cfg(GOOD, &systemd).unwrap().launcher.state_file,
+        Some(dir.path().join("state.json"))
+    );
+    // Given, relative to the config's folder, it wins.
+    let given = format!("{GOOD}\n[launcher]\nstate_file = \"kept.json\"\n");
+    assert_eq!(
+        cfg(&given, &systemd).unwrap().launcher.state_file,
+        Some(dir.path().join("kept.json"))
+    );
+
+    let missing = format!("{GOOD}\n[launcher]\nstate_file = \"no/such/state.json\"\n");
+    assert_eq!(
+        cfg(&missing, &none).unwrap_err().to_string(),
+        format!(
+            "{d}/l.toml:31: launcher.state_file: {d}/no/such/state.json: its folder does not \
+             exist; create it or give a path in a folder the launcher may write"
+        )
+    );
+}
+
+#[test]
+fn rest_mode_keeps_no_state_and_refuses_a_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["api-token", "agent-token", "webhook-token"] {
+        write_token(&dir.path().join(f), &format!("{f}-value\n"));
+    }
+    let example = include_str!("../../../examples/launcher/launcher-rest.toml").replace(
+        "/etc/buildkite-agent-launcher/",
+        &format!("{}/", dir.path().display()),
+    );
+    let systemd = |k: &str| (k == "STATE_DIRECTORY").then(|| "/var/lib/x".to_string());
+    let c = parse(&dir.path().join("l.toml"), &example, systemd).unwrap();
+    assert_eq!(c.launcher.state_file, None);
+
+    let given = example.replace("[launcher]\n", "[launcher]\nstate_file = \"s.json\"\n");
+    assert_ne!(given, example);
+    let e = parse(&dir.path().join("l.toml"), &given, no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "launcher.state_file: REST mode reserves no jobs, so there is no state to keep; \
+             remove it"
+        ),
+        "{e}"
+    );
+}
