@@ -96,6 +96,9 @@ enum Event {
     },
     /// The job already has a VM there (found under the lock).
     Duplicate { job: String, vm: String },
+    /// The VM given up on is removed (or could not be): the job is
+    /// placed again.
+    Removed { job: Job, queue: String },
     /// The host's connection died during the start call: the VM may run.
     StartUnknown {
         job: String,
@@ -352,11 +355,11 @@ impl Daemon {
         }
     }
 
-    /// Places again, in this first pass, the jobs an earlier launcher had
+    /// Takes over, in this first pass, the jobs an earlier launcher had
     /// reserved (with the same stack keys) and not seen taken, when
-    /// Buildkite says they still wait: no listing shows them until their
-    /// reservations lapse. One that got a VM meanwhile is found in libvirt
-    /// and gets no second one.
+    /// Buildkite says they still wait (no listing shows them until their
+    /// reservations lapse): one whose VM a host lists is watched as if
+    /// this launcher had started it, the others are placed again.
     async fn adopt_recovered(&mut self) {
         let Some(client) = self.stacks.clone() else {
             return;
@@ -377,15 +380,61 @@ impl Daemon {
                 }
             };
             for job in jobs {
-                if let Some("scheduled" | "reserved") = states.get(&job.id).map(String::as_str) {
-                    eprintln!(
-                        "job {}: reserved before the restart; placing it again",
-                        job.id
-                    );
-                    self.retry.insert(job.id.clone(), (job, q.clone()));
+                let Some("scheduled" | "reserved") = states.get(&job.id).map(String::as_str) else {
+                    continue;
+                };
+                match self.booting_vm_of(&job.id) {
+                    // Watched as if this launcher had started it: placed
+                    // again if it vanishes or does not take the job
+                    // within the boot timeout from now.
+                    Some((host, def, vm)) => {
+                        eprintln!(
+                            "job {}: {vm} on {} was started before the restart; watching it",
+                            job.id, self.cfg.hosts[host].name
+                        );
+                        let now = Instant::now();
+                        self.inflight.insert(
+                            job.id.clone(),
+                            InFlight {
+                                job,
+                                queue: q.clone(),
+                                def,
+                                host,
+                                phase: Phase::Booting(vm),
+                                since: now,
+                                // Extended by the next look at its state.
+                                reserved_until: now,
+                                cancelled: false,
+                                token_expires: None,
+                            },
+                        );
+                    }
+                    None => {
+                        eprintln!(
+                            "job {}: reserved before the restart; placing it again",
+                            job.id
+                        );
+                        self.retry.insert(job.id.clone(), (job, q.clone()));
+                    }
                 }
             }
         }
+    }
+
+    /// The host, definition and name of a VM this launcher's stacks
+    /// started for `job`, as the hosts' last probe listed it.
+    fn booting_vm_of(&self, job: &str) -> Option<(usize, usize, String)> {
+        self.hosts.iter().enumerate().find_map(|(h, rt)| {
+            rt.instances().into_iter().find_map(|i| {
+                let ours = i.labels.get(label::LAUNCHER) == Some(&self.cfg.buildkite.stack_key);
+                if !ours || i.labels.get(label::JOB).map(String::as_str) != Some(job) {
+                    return None;
+                }
+                let def_name = i.labels.get(label::DEFINITION)?;
+                let def = self.cfg.agents.iter().position(|a| &a.name == def_name)?;
+                Some((h, def, i.name))
+            })
+        })
     }
 
     async fn drain_launches(&mut self, limit: Duration) {
@@ -473,6 +522,9 @@ impl Daemon {
                     self.note(&f.queue, &job, error.note()).await;
                 }
             }
+            Event::Removed { job, queue } => {
+                self.retry.insert(job.id.clone(), (job, queue));
+            }
             Event::Duplicate { job, vm } => {
                 eprintln!("job {job}: {vm} already runs it; no second VM");
                 self.inflight.remove(&job);
@@ -533,15 +585,35 @@ impl Daemon {
     }
 
     fn remove_vm(&self, host: usize, vm: &str) {
+        self.remove_vm_and(host, vm, None);
+    }
+
+    /// Removes a VM given up on, then places its job again: only once it
+    /// is gone, so neither this launcher's listing nor the start's check
+    /// under the host lock takes it for the job's VM. (One that could not
+    /// be removed is still found by that check, and the job gets no
+    /// second VM on its host.)
+    fn remove_vm_then_place(&self, host: usize, vm: &str, job: Job, queue: String) {
+        self.remove_vm_and(host, vm, Some(Event::Removed { job, queue }));
+    }
+
+    fn remove_vm_and(&self, host: usize, vm: &str, then: Option<Event>) {
+        let tx = self.tx.clone();
+        let vm = vm.to_string();
         let Some(conn) = self.hosts[host].conn() else {
+            if let Some(ev) = then {
+                let _ = tx.send(ev);
+            }
             return;
         };
-        let vm = vm.to_string();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = conn.run_here(|h| h.remove_instance(&vm)) {
                 if !e.is_not_found() {
                     eprintln!("removing {vm}: {e}");
                 }
+            }
+            if let Some(ev) = then {
+                let _ = tx.send(ev);
             }
         });
     }
@@ -1145,9 +1217,8 @@ impl Daemon {
                                     eprintln!("job {id}: {vm} did not take the job within the boot timeout; removing it");
                                 }
                                 let f = self.inflight.remove(&id).expect("present");
-                                self.remove_vm(host, &vm);
                                 self.stages.again(&id);
-                                self.retry.insert(id, (f.job, f.queue));
+                                self.remove_vm_then_place(host, &vm, f.job, f.queue);
                                 continue;
                             }
                         }

@@ -273,6 +273,63 @@ fn a_job_reserved_by_a_killed_launcher_gets_its_vm_from_the_next_one_at_once() {
 }
 
 #[test]
+fn a_vm_a_killed_launcher_started_is_watched_by_the_next_one() {
+    // The guest never takes its job.
+    let Bed { bk, host, d, .. } = Bed::start(Config::default(), "#!/bin/sh\nsleep 300\n").unwrap();
+    let text = config(&bk, &host_block("h1", &d.uri()))
+        .replace("boot_timeout = 60", "boot_timeout = 15")
+        .replace(
+            "[launcher]\n",
+            "[launcher]\nstate_file = \"launcher-state.json\"\n",
+        );
+    let dir = LauncherDir::new(&text, bk.cluster_token()).unwrap();
+    let b = bk
+        .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
+        .unwrap();
+    let job = b.job_ids[0].clone();
+
+    let mut first = dir.spawn(None, &["run"]).unwrap();
+    let vm = first.wait_for(Duration::from_secs(60), "a VM for the job", || {
+        host.instances().unwrap().first().map(|i| i.name.clone())
+    });
+    // Killed once the start call has returned (and the host lock is free).
+    first.wait_for(Duration::from_secs(30), "the start's answer", || {
+        first
+            .log_text()
+            .contains(&format!("job {job}: started {vm} on h1"))
+            .then_some(())
+    });
+    first.kill();
+    let second = dir.spawn(None, &["run"]).unwrap();
+    // Its boot timeout counts from the restart: then it is removed and
+    // the job placed again.
+    let next = second.wait_for(Duration::from_secs(90), "a second VM for the job", || {
+        let i = host.instances().unwrap();
+        i.iter()
+            .find(|i| i.name != vm && i.labels["job"] == job)
+            .map(|i| i.name.clone())
+    });
+
+    let log = second.log_text();
+    assert!(
+        log.contains(&format!(
+            "job {job}: {vm} on h1 was started before the restart; watching it"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "job {job}: {vm} did not take the job within the boot timeout; removing it"
+        )),
+        "{log}"
+    );
+    second.wait_for(Duration::from_secs(30), "the first VM removed", || {
+        (!host.instances().unwrap().iter().any(|i| i.name == vm)).then_some(())
+    });
+    assert_ne!(next, vm);
+}
+
+#[test]
 fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
     let Bed { bk, host, d, .. } = Bed::start(Config::default(), "#!/bin/sh\nsleep 120\n").unwrap();
     let text = config(&bk, &host_block("h1", &d.uri())).replace("max_vms = 4", "max_vms = 20");

@@ -166,6 +166,16 @@ async fn a_vm_whose_token_expired_before_it_took_the_job_is_removed_and_the_job_
     );
     d.watch_inflight(None).await;
     assert!(!d.inflight.contains_key(JOB), "still waiting for the VM");
+    // Placed again once the VM is gone.
+    assert!(
+        !d.retry.contains_key(JOB),
+        "placed before its VM was removed"
+    );
+    let ev = tokio::time::timeout(Duration::from_secs(10), d.rx.recv())
+        .await
+        .expect("the removal's event")
+        .expect("the channel is open");
+    d.on_event(ev).await;
     assert!(d.retry.contains_key(JOB), "the job is lost");
 }
 
