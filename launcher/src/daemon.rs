@@ -203,12 +203,6 @@ impl Daemon {
                 (None, Some(RestClient::new(&b.api_endpoint, token, org)))
             }
         };
-        let hosts = cfg
-            .hosts
-            .iter()
-            .cloned()
-            .map(|h| HostRt::new(h, cfg.launcher.wake_timeout))
-            .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         let (state, saved) = match (&cfg.launcher.state_file, &stacks, opts.dry_run) {
             (Some(path), Some(_), false) => {
@@ -221,6 +215,12 @@ impl Daemon {
             Some(s) => (s.id, s.jobs.into_iter().map(|j| j.into_job()).collect()),
             None => (random_hex(6), Vec::new()),
         };
+        let hosts = cfg
+            .hosts
+            .iter()
+            .cloned()
+            .map(|h| HostRt::new(h, cfg.launcher.wake_timeout, &id))
+            .collect();
         Ok(Daemon {
             cfg: Arc::new(cfg),
             opts,

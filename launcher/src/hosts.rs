@@ -6,6 +6,7 @@
 //! blocking libvirt calls run on tokio's blocking threads.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,13 @@ pub struct HostRt {
     /// The UUID of a host lock this launcher took and could not release
     /// (the connection died under the start call), removed at the next start.
     left_lock: Mutex<Option<String>>,
+    /// This launcher's id (its stack keys' part), named in the locks it
+    /// takes: a lock with this id and another process's pid was left by a
+    /// launcher before it on the same state file, which no longer runs.
+    launcher: String,
+    /// Whether such a lock was looked for on this host yet (at its first
+    /// start: no earlier process can take one after that).
+    predecessor_checked: std::sync::atomic::AtomicBool,
 }
 
 /// How often a host that does not answer is tried again without waking it.
@@ -74,8 +82,8 @@ pub const SWEEP_GRACE: Duration = Duration::from_secs(120);
 
 impl HostRt {
     /// A host not yet contacted; a wake waits up to `wake_timeout` for
-    /// it to answer.
-    pub fn new(def: HostDef, wake_timeout: Duration) -> Arc<Self> {
+    /// it to answer; `launcher` is the launcher's id.
+    pub fn new(def: HostDef, wake_timeout: Duration, launcher: &str) -> Arc<Self> {
         let wake = def.wake.as_ref().map(|w| WakeSpec {
             targets: vec![
                 WakeTarget::new(w.mac, (w.broadcast, w.port).into()),
@@ -94,6 +102,8 @@ impl HostRt {
             handle,
             probing: Mutex::new(()),
             left_lock: Mutex::new(None),
+            launcher: launcher.to_string(),
+            predecessor_checked: Default::default(),
         })
     }
 
@@ -379,10 +389,31 @@ pub enum Launch {
 /// which time libvirt lists the new VM, so the next launcher counts it.
 pub fn launch(rt: &HostRt, host: &Host, spec: &InstanceSpec, job: &str) -> Launch {
     let def = &rt.def;
+    let me = std::process::id();
     let owner = format!(
-        "buildkite-agent-launcher pid {} job {job}",
-        std::process::id()
+        "buildkite-agent-launcher {} pid {me} job {job}",
+        rt.launcher
     );
+    // A lock the launcher before us (same id, from the state file, so it
+    // no longer runs) left, killed under a start, would hold every
+    // launcher off this host until watched unchanged for LOCK_HOLD.
+    if !rt.predecessor_checked.swap(true, Ordering::Relaxed) {
+        let gone = |o: &str| left_by_predecessor(o, &rt.launcher, me);
+        match host.remove_lock_of(LOCK_NAME, gone) {
+            Ok(true) => eprintln!(
+                "{}: removed the host lock the launcher before this one left",
+                def.name
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                rt.predecessor_checked.store(false, Ordering::Relaxed);
+                eprintln!(
+                    "{}: looking for a host lock left from before: {e}",
+                    def.name
+                );
+            }
+        }
+    }
     // Our own lock left behind would hold every launcher off this host
     // (us too) until watched unchanged for LOCK_HOLD: remove it first.
     let left = rt
@@ -465,6 +496,18 @@ pub fn launch(rt: &HostRt, host: &Host, spec: &InstanceSpec, job: &str) -> Launc
     r.unwrap_or_else(|e| Launch::Failed(e.to_string()))
 }
 
+/// Whether a host lock's `owner` is a launcher with this `id` in another
+/// process than `me`: one before this one on the same state file.
+fn left_by_predecessor(owner: &str, id: &str, me: u32) -> bool {
+    owner
+        .strip_prefix("buildkite-agent-launcher ")
+        .and_then(|o| o.strip_prefix(id))
+        .and_then(|o| o.strip_prefix(" pid "))
+        .and_then(|o| o.split(' ').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| pid != me)
+}
+
 /// The queue-independent names of the templates the config uses.
 pub fn templates_of(config: &Config) -> Vec<String> {
     let mut t: Vec<String> = config.agents.iter().map(|a| a.template.clone()).collect();
@@ -490,14 +533,19 @@ mod tests {
 
     #[test]
     fn a_retry_time_too_long_for_the_clock_does_not_panic() {
-        let h = HostRt::new(test_host(), Duration::from_secs(1));
+        let h = HostRt::new(test_host(), Duration::from_secs(1), "ab12cd");
         h.set_failing("down".into(), Duration::MAX);
     }
 
+    /// The test driver's domains are one set for the whole process: the
+    /// tests of the host lock take turns.
+    static LOCK_TESTS: Mutex<()> = Mutex::new(());
+
     #[test]
     fn a_host_lock_this_launcher_could_not_release_is_removed_at_the_next_start() {
+        let _turn = LOCK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         let conn = Host::open("test:///default").unwrap();
-        let rt = HostRt::new(test_host(), Duration::from_secs(1));
+        let rt = HostRt::new(test_host(), Duration::from_secs(1), "ab12cd");
         // A lock of ours still on the host, as a release over a dead
         // connection leaves it (nothing renews it).
         let other = Host::open("test:///default").unwrap();
@@ -539,6 +587,61 @@ mod tests {
     }
 
     #[test]
+    fn only_a_lock_of_this_launchers_id_from_another_process_is_its_predecessors() {
+        let own = "buildkite-agent-launcher ab12cd pid 40 job j";
+        assert!(left_by_predecessor(own, "ab12cd", 41));
+        assert!(
+            !left_by_predecessor(own, "ab12cd", 40),
+            "this process's own start"
+        );
+        assert!(!left_by_predecessor(own, "ab12c", 41), "another id");
+        assert!(!left_by_predecessor(
+            "buildkite-agent-launcher pid 40 job j",
+            "ab12cd",
+            41
+        ));
+        assert!(!left_by_predecessor("someone else", "ab12cd", 41));
+    }
+
+    #[test]
+    fn a_host_lock_the_launcher_before_this_one_left_is_removed_at_the_first_start() {
+        let _turn = LOCK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = Host::open("test:///default").unwrap();
+        let rt = HostRt::new(test_host(), Duration::from_secs(1), "ab12cd");
+        let other = Host::open("test:///default").unwrap();
+        // Left by a launcher on the same state file, killed under a start.
+        let held = other
+            .lock(
+                LOCK_NAME,
+                &format!(
+                    "buildkite-agent-launcher ab12cd pid {} job j0",
+                    std::process::id() + 1
+                ),
+                LOCK_HOLD,
+                Duration::ZERO,
+            )
+            .unwrap()
+            .unwrap();
+        std::mem::forget(held);
+        let spec = InstanceSpec {
+            template: "no-such-template".into(),
+            name: "linux-j2".into(),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let r = launch(&rt, &conn, &spec, "j2");
+        assert!(
+            matches!(&r, Launch::Failed(why) if why.contains("no-such-template")),
+            "{r:?}"
+        );
+        assert!(
+            t0.elapsed() < LOCK_WAIT,
+            "waited for the dead launcher's lock"
+        );
+        assert!(conn.raw().lookup_domain_by_name(LOCK_NAME).is_err());
+    }
+
+    #[test]
     fn the_sweep_spares_strangers_and_other_hosts_volumes_and_takes_its_own_leaks() {
         use kvmhost::libvirt::instance::instance_volume_name;
         use kvmhost::libvirt::volume::{VolumeFormat, VolumeSpec};
@@ -546,7 +649,7 @@ mod tests {
         // As a probe leaves it: connected, a template whose instances
         // live in the pool (the test driver cannot store a template's
         // files, so its reading is set here).
-        let h = HostRt::new(test_host(), Duration::from_secs(1));
+        let h = HostRt::new(test_host(), Duration::from_secs(1), "ab12cd");
         let conn = h.handle.try_connect_blocking().unwrap();
         {
             let mut s = h.st();

@@ -274,6 +274,36 @@ impl Host {
         }
     }
 
+    /// Removes the host lock `name` when `gone` says its holder (the
+    /// `owner` given to [`Host::lock`]) no longer runs: a holder the
+    /// caller knows is dead, such as its own earlier process, whose lock
+    /// would otherwise hold every taker off until watched unchanged for
+    /// the hold time. Returns whether it removed one.
+    pub fn remove_lock_of(&self, name: &str, gone: impl Fn(&str) -> bool) -> Result<bool> {
+        let dom = match self.raw().lookup_domain_by_name(name).map_err(lv(
+            "look up the host lock",
+            "domain",
+            name,
+        )) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let owner = description_of(&dom).and_then(|t| {
+            let t = t.strip_prefix(HELD_BY)?;
+            Some(
+                t.rsplit_once("; renewal ")
+                    .map_or(t, |(o, _)| o)
+                    .to_string(),
+            )
+        });
+        match (owner, dom.uuid_string()) {
+            // By its UUID: a lock released and taken again since is left alone.
+            (Some(o), Ok(uuid)) if gone(&o) => self.remove_lock(name, &uuid),
+            _ => Ok(false),
+        }
+    }
+
     fn sightings(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Sighting>> {
         self.lock_sightings
             .lock()
@@ -603,5 +633,42 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("lock name"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_lock_whose_holder_is_known_gone_is_removed_and_no_other() {
+        let h = test_host();
+        define_foreign_lock(
+            &h,
+            "t-lock-gone",
+            "lock held by launcher ab12 pid 7 job j; renewal 3",
+        );
+        // A holder the caller does not know is gone keeps its lock.
+        assert!(!h
+            .remove_lock_of("t-lock-gone", |o| o.contains("pid 8 "))
+            .unwrap());
+        assert!(h.raw().lookup_domain_by_name("t-lock-gone").is_ok());
+
+        let seen = std::cell::RefCell::new(String::new());
+        let removed = h
+            .remove_lock_of("t-lock-gone", |o| {
+                *seen.borrow_mut() = o.to_string();
+                o.starts_with("launcher ab12 pid ")
+            })
+            .unwrap();
+
+        assert!(removed);
+        assert_eq!(*seen.borrow(), "launcher ab12 pid 7 job j");
+        assert!(h.raw().lookup_domain_by_name("t-lock-gone").is_err());
+        // None there: nothing to remove.
+        assert!(!h.remove_lock_of("t-lock-gone", |_| true).unwrap());
+        // A domain that is not a lock is never removed.
+        define_foreign_lock(&h, "t-lock-not", "a web server");
+        assert!(!h.remove_lock_of("t-lock-not", |_| true).unwrap());
+        h.raw()
+            .lookup_domain_by_name("t-lock-not")
+            .unwrap()
+            .undefine()
+            .unwrap();
     }
 }
