@@ -37,7 +37,8 @@
 //!   of a chunked upload (a script that sets `$tmp_file_path` and
 //!   `$dest_file_path` to literals and calls `FromBase64String`: the
 //!   temporary file's base64 lines are decoded into the destination, as
-//!   Packer's winrmcp does), and a read-back for downloads (a script that
+//!   Packer's winrmcp does, and the temporary file is removed when the
+//!   script says `Remove-Item`), and a read-back for downloads (a script that
 //!   sets `$file_path` to a literal and calls `ReadAllBytes` and
 //!   `ToBase64String`: prints the file as one base64 line).
 //! - Anything else fails as Windows would: cmd answers "'X' is not

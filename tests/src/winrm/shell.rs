@@ -365,7 +365,13 @@ async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
             literal_after(script, "$tmp_file_path"),
             literal_after(script, "$dest_file_path"),
         ) {
-            return restore(machine, tmp, dest, io);
+            let code = restore(machine, tmp, dest, io);
+            if script.contains("Remove-Item") {
+                if let Some(p) = machine.host_path(tmp) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            return code;
         }
     }
     if script.contains("ToBase64String") && script.contains("ReadAllBytes") {
