@@ -25,14 +25,21 @@
 //! and `$env:TEMP` are `C:\Windows\Temp`):
 //! - cmd: `cmd /c` prefixes, `&&` chains, `echo TEXT`, `echo TEXT >> FILE`
 //!   and `> FILE`, `exit [/b] N`, `timeout /t N` (sleeps N seconds),
-//!   `type FILE`, and `powershell [flags] -EncodedCommand B64` (the
-//!   script is UTF-16LE, as PowerShell reads it) or `powershell [flags]
-//!   [-Command] SCRIPT`.
-//! - PowerShell, statement by statement (newlines and `;`):
-//!   `Write-Output`/`Write-Host`/`echo X`, `Write-Error X` (stderr, exit
-//!   status 1), `exit N` and `exit $LastExitCode`, `Start-Sleep [-Seconds]
-//!   N` and `-Milliseconds N`, `Test-Path P` (prints True or False),
-//!   `Remove-Item P`, variable assignments (ignored), `cmd /c ...`.
+//!   `type FILE`, `set ...` (the environment is not modelled: no effect),
+//!   `shutdown ...` (exit 0; powering off is the test's hook's job), a
+//!   `.bat`/`.cmd` file on the drive (its lines, skipping `@echo off`,
+//!   `rem` and `::`, until one fails), and `powershell [flags]
+//!   -EncodedCommand B64` (the script is UTF-16LE, as PowerShell reads
+//!   it) or `powershell [flags] [-Command] SCRIPT`.
+//! - PowerShell, statement by statement (newlines and `;` outside quotes
+//!   and brackets): `Write-Output`/`Write-Host`/`echo X`, `Write-Error X`
+//!   (stderr, exit status 1), `exit N` and `exit $LastExitCode`,
+//!   `Start-Sleep [-Seconds] N` and `-Milliseconds N`, `Test-Path P`
+//!   (prints True or False), `Remove-Item P`, variable assignments
+//!   (ignored), `cmd /c ...`, `& { ... }` (a block run in place),
+//!   `&'C:/x.ps1'` (a script file on the drive; its exit code becomes
+//!   `$LastExitCode`), `. C:/x.ps1` (dot-sourced), and `if (Test-Path P)
+//!   { ... }` — the shapes Packer's `powershell` provisioner runs.
 //! - Two whole-script forms, recognised by what they use: the second half
 //!   of a chunked upload (a script that sets `$tmp_file_path` and
 //!   `$dest_file_path` to literals and calls `FromBase64String`: the

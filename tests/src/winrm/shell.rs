@@ -227,7 +227,20 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
     if is_powershell(first) {
         return powershell(machine, &w[1..], io).await;
     }
+    if is_batch_file(&verb) {
+        return match machine.host_path(first).map(std::fs::read_to_string) {
+            Some(Ok(text)) => Box::pin(batch(machine, &text, io)).await,
+            _ => {
+                io.err("The system cannot find the path specified.");
+                1
+            }
+        };
+    }
     match verb.as_str() {
+        // The environment is not modelled: `set` changes nothing.
+        "set" => 0,
+        // Powering off is the test's to do (see `Config::on_command`).
+        "shutdown" => 0,
         "echo" => {
             let text = line[4..].trim_start();
             match split_top(text, &[">>", ">"]).as_slice() {
@@ -293,6 +306,32 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
             NOT_RECOGNISED
         }
     }
+}
+
+fn is_batch_file(word: &str) -> bool {
+    word.ends_with(".bat") || word.ends_with(".cmd")
+}
+
+/// A batch file, line by line: `@echo off`, `rem` and `::` lines are
+/// skipped; it stops at the first failing line, like a script run with
+/// `exit /b` on errors.
+async fn batch(machine: &Machine, text: &str, io: &Io<'_>) -> i32 {
+    let mut code = 0;
+    for line in text.lines().map(str::trim) {
+        let lower = line.to_ascii_lowercase();
+        if line.is_empty()
+            || lower == "@echo off"
+            || lower.starts_with("rem ")
+            || line.starts_with("::")
+        {
+            continue;
+        }
+        code = cmd(machine, line.trim_start_matches('@'), io).await;
+        if code != 0 {
+            break;
+        }
+    }
+    code
 }
 
 fn write_line(p: &Path, text: &str, append: bool, io: &Io<'_>) -> i32 {
@@ -379,62 +418,200 @@ async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
             return read_back(machine, path, io);
         }
     }
-    let mut failed = false;
-    let mut last_exit = 0;
-    for stmt in split_top(script, &["\n", ";"]) {
-        let stmt = stmt.trim();
-        if stmt.is_empty() || stmt.starts_with('#') {
-            continue;
-        }
-        let w = words(stmt);
-        let verb = w[0].to_ascii_lowercase();
-        let rest = || unquote(stmt[w[0].len()..].trim());
-        match verb.as_str() {
-            v if v.starts_with('$') && stmt.contains('=') => {}
-            "write-output" | "write-host" | "echo" => io.line(&rest()),
-            "write-error" => {
-                io.err(&rest());
-                failed = true;
-            }
-            "exit" => {
-                return match w.get(1).map(String::as_str) {
-                    Some(n) if n.eq_ignore_ascii_case("$lastexitcode") => last_exit,
-                    Some(n) => n.parse().unwrap_or(0),
-                    None => 0,
-                }
-            }
-            "start-sleep" => {
-                let (unit, n) = match w.get(1).map(|s| s.to_ascii_lowercase()) {
-                    Some(f) if f.starts_with("-m") => (0.001, w.get(2)),
-                    Some(f) if f.starts_with('-') => (1.0, w.get(2)),
-                    _ => (1.0, w.get(1)),
-                };
-                let n: f64 = n.and_then(|n| n.parse().ok()).unwrap_or(0.0);
-                tokio::time::sleep(Duration::from_secs_f64(n * unit)).await;
-            }
-            "test-path" => {
-                let there = w
-                    .get(1)
-                    .and_then(|p| machine.host_path(p))
-                    .is_some_and(|p| p.exists());
-                io.line(if there { "True" } else { "False" });
-            }
-            "remove-item" | "rm" | "del" => {
-                if let Some(p) = w.get(1).and_then(|p| machine.host_path(p)) {
-                    let _ = std::fs::remove_file(&p);
-                }
-            }
-            "cmd" | "cmd.exe" => last_exit = Box::pin(cmd(machine, stmt, io)).await,
-            _ => {
-                io.err(&format!(
-                    "{0} : The term '{0}' is not recognized as the name of a cmdlet, function, script file, or operable program.",
-                    w[0]
-                ));
-                failed = true;
+    let mut st = PsState::default();
+    match ps_block(machine, script, io, &mut st).await {
+        Flow::Exit(code) => code,
+        Flow::Next => i32::from(st.failed),
+    }
+}
+
+/// What a PowerShell session carries between statements.
+#[derive(Default)]
+struct PsState {
+    /// A statement failed (`Write-Error`, an unknown term).
+    failed: bool,
+    /// `$LastExitCode`.
+    last_exit: i32,
+}
+
+/// Whether a block ran to its end or hit `exit`.
+enum Flow {
+    Next,
+    Exit(i32),
+}
+
+/// The text between the bracket at `open` and its partner.
+fn bracketed(s: &str, open: usize) -> Option<(&str, &str)> {
+    let (o, c) = match s.as_bytes().get(open)? {
+        b'(' => ('(', ')'),
+        b'{' => ('{', '}'),
+        _ => return None,
+    };
+    let mut depth = 0;
+    for (i, ch) in s[open..].char_indices() {
+        if ch == o {
+            depth += 1;
+        } else if ch == c {
+            depth -= 1;
+            if depth == 0 {
+                return Some((&s[open + 1..open + i], &s[open + i + 1..]));
             }
         }
     }
-    i32::from(failed)
+    None
+}
+
+/// Statements of a block, in order (newlines and `;` outside quotes and
+/// brackets separate them).
+fn ps_block<'a>(
+    machine: &'a Machine,
+    text: &'a str,
+    io: &'a Io<'a>,
+    st: &'a mut PsState,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Flow> + Send + 'a>> {
+    Box::pin(async move {
+        for stmt in split_top(text, &["\n", ";"]) {
+            if let Flow::Exit(code) = ps_statement(machine, stmt.trim(), io, st).await {
+                return Flow::Exit(code);
+            }
+        }
+        Flow::Next
+    })
+}
+
+/// A PowerShell script file, run with `&`: its `exit` ends only it.
+async fn ps_file(machine: &Machine, path: &str, io: &Io<'_>) -> Option<i32> {
+    let text = std::fs::read_to_string(machine.host_path(path)?).ok()?;
+    let mut inner = PsState::default();
+    Some(match ps_block(machine, &text, io, &mut inner).await {
+        Flow::Exit(code) => code,
+        Flow::Next => i32::from(inner.failed),
+    })
+}
+
+async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsState) -> Flow {
+    if stmt.is_empty() || stmt.starts_with('#') {
+        return Flow::Next;
+    }
+    // `& { ... }`: a script block, run in place.
+    if let Some(rest) = stmt.strip_prefix('&') {
+        let rest = rest.trim_start();
+        let at = stmt.len() - rest.len();
+        if rest.starts_with('{') {
+            return match bracketed(stmt, at) {
+                Some((body, _)) => ps_block(machine, body, io, st).await,
+                None => unknown(stmt, io, st),
+            };
+        }
+        // `&'C:/x.ps1'`: a script file.
+        return match ps_file(machine, &unquote(rest), io).await {
+            Some(code) => {
+                st.last_exit = code;
+                Flow::Next
+            }
+            None => unknown(rest, io, st),
+        };
+    }
+    // `. C:/x.ps1`: dot-sourced, run in this session.
+    if let Some(path) = stmt.strip_prefix(". ") {
+        let text = machine
+            .host_path(path.trim())
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        return match text {
+            Some(text) => ps_block(machine, &text, io, st).await,
+            None => unknown(path, io, st),
+        };
+    }
+    let w = words(stmt);
+    let verb = w[0].to_ascii_lowercase();
+    if verb == "if" || verb.starts_with("if(") {
+        return ps_if(machine, stmt, io, st).await;
+    }
+    let rest = || unquote(stmt[w[0].len()..].trim());
+    match verb.as_str() {
+        v if v.starts_with('$') && stmt.contains('=') => {}
+        "write-output" | "write-host" | "echo" => io.line(&rest()),
+        "write-error" => {
+            io.err(&rest());
+            st.failed = true;
+        }
+        "exit" => {
+            return Flow::Exit(match w.get(1).map(String::as_str) {
+                Some(n) if n.eq_ignore_ascii_case("$lastexitcode") => st.last_exit,
+                Some(n) => n.parse().unwrap_or(0),
+                None => 0,
+            })
+        }
+        "start-sleep" => {
+            let (unit, n) = match w.get(1).map(|s| s.to_ascii_lowercase()) {
+                Some(f) if f.starts_with("-m") => (0.001, w.get(2)),
+                Some(f) if f.starts_with('-') => (1.0, w.get(2)),
+                _ => (1.0, w.get(1)),
+            };
+            let n: f64 = n.and_then(|n| n.parse().ok()).unwrap_or(0.0);
+            tokio::time::sleep(Duration::from_secs_f64(n * unit)).await;
+        }
+        "test-path" => io.line(if test_path(machine, &w[1..]) {
+            "True"
+        } else {
+            "False"
+        }),
+        "remove-item" | "rm" | "del" => {
+            if let Some(p) = w
+                .iter()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .and_then(|p| machine.host_path(p))
+            {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        "cmd" | "cmd.exe" => st.last_exit = Box::pin(cmd(machine, stmt, io)).await,
+        _ => return unknown(&w[0], io, st),
+    }
+    Flow::Next
+}
+
+/// `Test-Path [-Path] P`: whether P is on the drive.
+fn test_path(machine: &Machine, args: &[String]) -> bool {
+    args.iter()
+        .find(|a| !a.starts_with('-'))
+        .and_then(|p| machine.host_path(p))
+        .is_some_and(|p| p.exists())
+}
+
+/// `if (Test-Path P) { ... }`, the only condition the stand-in knows.
+async fn ps_if(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsState) -> Flow {
+    let Some(open) = stmt.find('(') else {
+        return unknown(stmt, io, st);
+    };
+    let Some((cond, rest)) = bracketed(stmt, open) else {
+        return unknown(stmt, io, st);
+    };
+    let cw = words(cond);
+    if !cw
+        .first()
+        .is_some_and(|v| v.eq_ignore_ascii_case("test-path"))
+    {
+        return unknown(stmt, io, st);
+    }
+    let body_at = stmt.len() - rest.trim_start().len();
+    let Some((body, _)) = bracketed(stmt, body_at) else {
+        return unknown(stmt, io, st);
+    };
+    if test_path(machine, &cw[1..]) {
+        return ps_block(machine, body, io, st).await;
+    }
+    Flow::Next
+}
+
+/// An unknown term, reported as PowerShell reports it.
+fn unknown(term: &str, io: &Io<'_>, st: &mut PsState) -> Flow {
+    io.err(&format!(
+        "{term} : The term '{term}' is not recognized as the name of a cmdlet, function, script file, or operable program."
+    ));
+    st.failed = true;
+    Flow::Next
 }
 
 fn unquote(s: &str) -> String {
@@ -514,6 +691,66 @@ mod tests {
         assert_eq!(m.host_path("f"), Some("/d/Users/vagrant/f".into()));
         assert_eq!(m.host_path(r"C:\..\etc"), None);
         assert_eq!(m.host_path(r"D:\x"), None);
+    }
+
+    /// Runs `line` on a drive holding `files`; (exit code, stdout, stderr).
+    fn run_on(files: &[(&str, &str)], line: &str) -> (i32, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Machine {
+            drive: dir.path().to_path_buf(),
+            home: r"C:\Users\u".into(),
+        };
+        for (p, text) in files {
+            let p = m.host_path(p).unwrap();
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run(&m, line, tx));
+        let (mut out, mut err, mut code) = (String::new(), String::new(), None);
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::Out(Output::Stdout(b)) => out.push_str(&String::from_utf8_lossy(&b)),
+                Event::Out(Output::Stderr(b)) => err.push_str(&String::from_utf8_lossy(&b)),
+                Event::Exit(c) => code = Some(c),
+            }
+        }
+        (code.unwrap(), out, err)
+    }
+
+    #[test]
+    fn packers_powershell_and_windows_shell_command_shapes_run() {
+        let files = [
+            ("c:/Windows/Temp/vars.ps1", "$env:A=\"1\"; $env:B=\"2\"; "),
+            (
+                "c:/Windows/Temp/script.ps1",
+                "Write-Output \"hi\"\nexit 3\n",
+            ),
+            (
+                "c:/Windows/Temp/script.bat",
+                "@echo off\r\nrem note\r\necho from bat\r\n",
+            ),
+        ];
+        let ps = "powershell -executionpolicy bypass \"& { if (Test-Path variable:global:ProgressPreference){set-variable -name x -value 'y'};. c:/Windows/Temp/vars.ps1; &'c:/Windows/Temp/script.ps1'; exit $LastExitCode }\"";
+        assert_eq!(run_on(&files, ps), (3, "hi\r\n".into(), String::new()));
+        let bat = r#"set "PACKER_BUILDER_TYPE=libvirt" && "c:/Windows/Temp/script.bat""#;
+        assert_eq!(
+            run_on(&files, bat),
+            (0, "from bat\r\n".into(), String::new())
+        );
+        let (code, _, err) = run_on(&files, "Get-Thing");
+        assert_eq!(code, NOT_RECOGNISED);
+        assert!(err.contains("'Get-Thing' is not recognized"), "{err}");
+        let (code, _, err) = run_on(&files, "powershell -Command \"Get-Thing\"");
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("The term 'Get-Thing' is not recognized"),
+            "{err}"
+        );
     }
 
     #[test]
