@@ -3,7 +3,8 @@
 //! libvirtd while the WinRM stand-in answers for Windows at `winrm_host`
 //! (HTTPS with a self-signed certificate, `winrm_insecure`). A
 //! `powershell` and a `windows-shell` provisioner run, a `file`
-//! provisioner uploads a binary file, and the `shutdown_command` arrives;
+//! provisioner uploads a binary file into a folder (a destination ending
+//! in `\`), and the `shutdown_command` arrives;
 //! the stand-in then has libvirt shut the domain down, which Windows
 //! would do itself. The build writes its image.
 
@@ -82,7 +83,7 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
             {"type": "powershell", "inline": ["Write-Output \"powershell provisioner ran\""]},
             {"type": "windows-shell", "inline": ["echo windows-shell provisioner ran"]},
             {"type": "file", "source": dir.join("payload.bin").display().to_string(),
-             "destination": "C:\\Users\\vagrant\\payload.bin"}
+             "destination": "C:\\Users\\vagrant\\"}
         ]
     });
     let path = dir.join("windows.json");

@@ -131,6 +131,13 @@ async fn uploads_arrive_byte_for_byte_and_leave_no_temporary_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(temp, ["big.bin"]);
+    // At most 15 commands a shell, as Packer's file copier.
+    let mut per_shell = std::collections::BTreeMap::new();
+    for c in s.commands() {
+        *per_shell.entry(c.shell_id).or_insert(0) += 1;
+    }
+    assert!(per_shell.values().all(|n| *n <= 15), "{per_shell:?}");
+    assert!(per_shell.len() >= 12, "{} shells", per_shell.len());
     // cmd's line limit holds for every chunk.
     assert!(s.commands().iter().all(|c| c.line.len() <= 8191));
     assert!(s.commands().iter().all(|c| c.exit_code == Some(0)));

@@ -670,8 +670,8 @@ async fn guest_address(
 /// How long to wait between WinRM attempts.
 const WINRM_RETRY: Duration = Duration::from_secs(2);
 
-/// Waits until WinRM runs a PowerShell command, as Packer's connect step
-/// does, until `deadline`. A refused password ends the wait at once: it
+/// Waits until WinRM runs a PowerShell echo and prints it back, as
+/// Packer's connect step does, until `deadline`. A refused password ends the wait at once: it
 /// would be refused again.
 pub async fn connect_winrm(
     addr: &str,
@@ -683,9 +683,12 @@ pub async fn connect_winrm(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let last = match tokio::time::timeout(left, winrm.run(&probe)).await {
-            Ok(Ok((0, _, _))) => return Ok(winrm),
-            Ok(Ok((code, _, err))) => format!(
-                "the test command exited with {code}: {}",
+            Ok(Ok((0, out, _))) if String::from_utf8_lossy(&out).contains("WinRM connected.") => {
+                return Ok(winrm)
+            }
+            Ok(Ok((code, out, err))) => format!(
+                "the test command exited with {code}, printing `{}`: {}",
+                String::from_utf8_lossy(&out).trim(),
                 String::from_utf8_lossy(&err).trim()
             ),
             Ok(Err(e @ WinRmError::Unauthorized { .. })) => return Err(BuildError::WinRm(e)),

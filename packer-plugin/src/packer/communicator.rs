@@ -144,6 +144,17 @@ impl CommunicatorService {
         let size = field(&arg, "FileInfo")
             .and_then(|fi| field(fi, "S"))
             .and_then(Value::as_u64);
+        // A Windows destination ending in `\` is a folder: the file keeps
+        // its name there, as with Packer's WinRM communicator.
+        let name = field(&arg, "FileInfo")
+            .and_then(|fi| field(fi, "N"))
+            .and_then(Value::as_str);
+        let path = match name {
+            Some(n) if path.ends_with('\\') && matches!(*self.remote, Remote::WinRm(_)) => {
+                format!("{path}{}", n.rsplit(['/', '\\']).next().unwrap_or(n))
+            }
+            _ => path,
+        };
         match size {
             // Packer stats the file it sends: stream it straight through.
             Some(size) => self.remote.upload(&path, reader, size, mode).await,

@@ -18,7 +18,11 @@ const NS_F: &str = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault";
 /// The cmd shell's resource.
 const CMD_SHELL: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd";
 
-/// How long the server may hold a Receive, as Packer's client asks.
+/// How long the server may hold an operation (a Receive with nothing to
+/// report): the WinRM client library's default. Packer's communicator
+/// sends `winrm_timeout` there for commands (PT3M for downloads); a short
+/// one costs only a poll a minute and lets a lost connection show within
+/// [`super::REQUEST_TIMEOUT`] instead of `winrm_timeout`.
 pub const OPERATION_TIMEOUT: &str = "PT60S";
 /// The largest answer we take, as Packer's client asks.
 pub const MAX_ENVELOPE_SIZE: u32 = 153600;

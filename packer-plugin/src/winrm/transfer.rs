@@ -10,7 +10,7 @@ use std::path::Path;
 use base64::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{WinRm, WinRmError};
+use super::{Shell, WinRm, WinRmError};
 
 /// cmd's longest command line.
 const CMD_LINE_MAX: usize = 8191;
@@ -23,6 +23,42 @@ pub fn powershell(script: &str) -> String {
         "powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand {}",
         base64::engine::general_purpose::STANDARD.encode(utf16)
     )
+}
+
+/// Commands per shell in a transfer, as Packer's file copier runs them:
+/// the lowest limit among Windows versions' WinRM quotas.
+const OPERATIONS_PER_SHELL: usize = 15;
+
+/// Commands run in shells that are replaced after
+/// [`OPERATIONS_PER_SHELL`] commands.
+struct Shells<'a> {
+    winrm: &'a WinRm,
+    shell: Option<Shell<'a>>,
+    used: usize,
+}
+
+impl Shells<'_> {
+    /// Runs `line`: (exit code, stdout, stderr).
+    async fn run(&mut self, line: &str) -> Result<(u32, Vec<u8>, Vec<u8>), WinRmError> {
+        if self.used == OPERATIONS_PER_SHELL {
+            self.close().await;
+        }
+        let shell = match &mut self.shell {
+            Some(s) => s,
+            None => self.shell.insert(self.winrm.open_shell().await?),
+        };
+        self.used += 1;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = shell.exec(line, &mut out, &mut err).await?;
+        Ok((code, out, err))
+    }
+
+    async fn close(&mut self) {
+        if let Some(mut s) = self.shell.take() {
+            s.close().await;
+        }
+        self.used = 0;
+    }
 }
 
 /// `s` inside a PowerShell double-quoted string.
@@ -50,7 +86,11 @@ impl WinRm {
         // The base64 of `raw` bytes fills what is left of the line.
         let room = CMD_LINE_MAX - append("").len() - 16;
         let raw = room / 4 * 3;
-        let mut shell = self.open_shell().await?;
+        let mut shells = Shells {
+            winrm: self,
+            shell: None,
+            used: 0,
+        };
         let result = async {
             let mut buf = vec![0u8; raw];
             loop {
@@ -59,20 +99,18 @@ impl WinRm {
                     break;
                 }
                 let chunk = base64::engine::general_purpose::STANDARD.encode(&buf[..n]);
-                let (mut out, mut err) = (Vec::new(), Vec::new());
-                let code = shell.exec(&append(&chunk), &mut out, &mut err).await?;
+                let (code, _, err) = shells.run(&append(&chunk)).await?;
                 guest_ok(code, &err, || format!("appending to {tmp_cmd}"))?;
                 if n < raw {
                     break;
                 }
             }
             let script = restore_script(&format!(r"$env:TEMP\{name}"), path);
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let code = shell.exec(&powershell(&script), &mut out, &mut err).await?;
+            let (code, _, err) = shells.run(&powershell(&script)).await?;
             guest_ok(code, &err, || format!("writing {path}"))
         }
         .await;
-        shell.close().await;
+        shells.close().await;
         result
     }
 
