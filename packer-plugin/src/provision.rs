@@ -34,6 +34,9 @@ impl Provisioners for PackerHook {
         hook_data: &'a HookData,
     ) -> BoxFuture<'a, Result<(), ProvisionError>> {
         Box::pin(async move {
+            // Dropped when the run ends or the build is cancelled.
+            let stop = tokio_util::sync::CancellationToken::new();
+            let _stop_on_drop = stop.clone().drop_guard();
             let id = self.broker.next_id();
             let ui = Arc::new(UiProxy(self.ui.clone()));
             let router = Router::new()
@@ -42,6 +45,7 @@ impl Provisioners for PackerHook {
                     Arc::new(CommunicatorService {
                         remote,
                         broker: self.broker.clone(),
+                        stop,
                     }),
                 )
                 .with("Ui", ui.clone())

@@ -10,23 +10,36 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
 use testbed::guest::TinyGuest;
+
 use testbed::libvirtd::{Libvirtd, POOL};
-use testbed::packer::{packer_in, show, tiny_guest_source, ScratchDir};
-use testbed::util::{OutputWithin, COMMAND_LIMIT};
+use testbed::packer::{packer_in, show, spawn_interruptible, tiny_guest_source, ScratchDir};
+use testbed::util::{wait_until, OutputWithin, COMMAND_LIMIT};
 use testbed::winrm::{CommandHook, Config, StandIn};
 
 const PASSWORD: &str = "W1nRM-pass";
 
 const SHUTDOWN: &str = "shutdown /s /t 5 /f /d p:4:1 /c \"Packer Shutdown\"";
 
-#[test]
-fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file() {
-    let bed = Libvirtd::start().unwrap();
-    let guest = TinyGuest::ensure().unwrap();
-    let dir = ScratchDir::new("winrm").unwrap();
-    let vm_name = format!("pk-winrm-{}", std::process::id());
+/// A stand-in for the Windows machine, listening in `bed`'s namespace
+/// (where Packer runs), and a template building `vm_name` over WinRM to
+/// it with `provisioners`.
+struct WindowsBuild {
+    standin: StandIn,
+    vm_name: String,
+    output: std::path::PathBuf,
+    template: std::path::PathBuf,
+}
 
+fn windows_build(
+    bed: &Libvirtd,
+    guest: &TinyGuest,
+    dir: &std::path::Path,
+    name: &str,
+    provisioners: serde_json::Value,
+) -> WindowsBuild {
+    let vm_name = format!("pk-{name}-{}", std::process::id());
     // What Windows does on `shutdown /s`: power the machine off. The
     // power button is pressed until the domain is off, since the tiny
     // guest may still be booting (and deaf to ACPI) when the command comes.
@@ -37,7 +50,6 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
             std::thread::spawn(move || press_power_until_off(&uri, &domain));
         }
     });
-    // Listening inside the daemon's namespace, where Packer runs.
     let standin = bed
         .netns()
         .spawn_in(move || {
@@ -53,12 +65,8 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
         .unwrap()
         .unwrap();
 
-    let payload: Vec<u8> = (0..200_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(dir.join("payload.bin"), &payload).unwrap();
     let output = dir.join("output");
-    let mut source = tiny_guest_source(&bed, &guest, &vm_name, &output);
+    let mut source = tiny_guest_source(bed, guest, &vm_name, &output);
     for k in ["ssh_username", "ssh_private_key_file", "ssh_timeout"] {
         source.remove(k);
     }
@@ -77,17 +85,38 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
     for (k, v) in winrm.as_object().unwrap() {
         source.insert(k.clone(), v.clone());
     }
-    let template = serde_json::json!({
-        "builders": [source],
-        "provisioners": [
-            {"type": "powershell", "inline": ["Write-Output \"powershell provisioner ran\""]},
-            {"type": "windows-shell", "inline": ["echo windows-shell provisioner ran"]},
-            {"type": "file", "source": dir.join("payload.bin").display().to_string(),
-             "destination": "C:\\Users\\vagrant\\"}
-        ]
-    });
-    let path = dir.join("windows.json");
+    let template = serde_json::json!({"builders": [source], "provisioners": provisioners});
+    let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&template).unwrap()).unwrap();
+    WindowsBuild {
+        standin,
+        vm_name,
+        output,
+        template: path,
+    }
+}
+
+#[test]
+fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm").unwrap();
+    let payload: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("payload.bin"), &payload).unwrap();
+    let provisioners = serde_json::json!([
+        {"type": "powershell", "inline": ["Write-Output \"powershell provisioner ran\""]},
+        {"type": "windows-shell", "inline": ["echo windows-shell provisioner ran"]},
+        {"type": "file", "source": dir.join("payload.bin").display().to_string(),
+         "destination": "C:\\Users\\vagrant\\"}
+    ]);
+    let WindowsBuild {
+        standin,
+        vm_name,
+        output,
+        template: path,
+    } = windows_build(&bed, &guest, &dir, "winrm", provisioners);
 
     let started = std::time::Instant::now();
     let out = packer_in(bed.netns(), &dir, &["build", &path.to_string_lossy()])
@@ -157,6 +186,54 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
         .unwrap()
         .iter()
         .any(|v| v.starts_with(&vm_name)));
+}
+
+#[test]
+fn cancelling_a_winrm_build_terminates_the_running_command_on_the_guest() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm-cancel").unwrap();
+    // A provisioner that would keep the build going for minutes.
+    let provisioners = serde_json::json!([
+        {"type": "windows-shell", "inline": ["timeout /t 300 /nobreak"]}
+    ]);
+    let b = windows_build(&bed, &guest, &dir, "winrm-cancel", provisioners);
+    let cmd = packer_in(bed.netns(), &dir, &["build", &b.template.to_string_lossy()]).unwrap();
+    let child = spawn_interruptible(cmd).unwrap();
+    let batch = |c: &testbed::winrm::Recorded| c.line.contains(".bat\"");
+    wait_until(
+        Duration::from_secs(120),
+        "the long command running on the guest",
+        || format!("never ran: {:#?}", b.standin.commands()),
+        || b.standin.commands().iter().any(batch).then_some(()),
+    );
+    testbed::util::signal(-(child.id() as i32), libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let text = show("packer build (winrm, cancelled)", &out);
+    assert!(!out.status.success());
+    assert!(text.to_lowercase().contains("cancel"), "{text}");
+    wait_until(
+        Duration::from_secs(10),
+        "the command terminated and its shell deleted",
+        || {
+            format!(
+                "{:#?}, {} shells open",
+                b.standin.commands(),
+                b.standin.open_shells()
+            )
+        },
+        || {
+            let record = b.standin.commands();
+            let run = record.iter().find(|c| batch(c))?;
+            (run.signalled && run.exit_code.is_none() && b.standin.open_shells() == 0).then_some(())
+        },
+    );
+    assert!(!b.output.exists());
+    assert!(!bed
+        .domains()
+        .unwrap()
+        .iter()
+        .any(|d| d.starts_with(&b.vm_name)));
 }
 
 /// Presses the domain's power button every 2 s until it is off or gone

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rmpv::Value;
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::protocol::gob;
 use crate::protocol::mux::{Broker, Conn, MuxError};
@@ -84,6 +85,10 @@ pub struct CommunicatorService {
     pub remote: Arc<Remote>,
     /// The broker the data streams are dialed on.
     pub broker: Arc<Broker>,
+    /// Fires when the provisioners' run ends or is cancelled: commands
+    /// still running are stopped on the guest (over WinRM, signalled to
+    /// terminate; over SSH, their channel closed).
+    pub stop: CancellationToken,
 }
 
 impl CommunicatorService {
@@ -110,7 +115,11 @@ impl CommunicatorService {
         tokio::spawn(async move {
             let mut out = stdout.map(Sink::Conn).unwrap_or(Sink::Null);
             let mut err = stderr.map(Sink::Conn).unwrap_or(Sink::Null);
-            let status = match self.remote.exec(&command, stdin, &mut out, &mut err).await {
+            let ran = tokio::select! {
+                r = self.remote.exec(&command, stdin, &mut out, &mut err) => r,
+                _ = self.stop.cancelled() => Ok(None),
+            };
+            let status = match ran {
                 Ok(Some(code)) => i64::from(code),
                 Ok(None) => NO_EXIT_STATUS,
                 Err(e) => {
