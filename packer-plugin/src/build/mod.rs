@@ -667,8 +667,8 @@ async fn guest_address(
     Ok(addr)
 }
 
-/// How long to wait between WinRM attempts.
-const WINRM_RETRY: Duration = Duration::from_secs(2);
+/// How long to wait between WinRM attempts, as Packer waits.
+const WINRM_RETRY: Duration = Duration::from_secs(5);
 
 /// Waits until WinRM runs a PowerShell echo and prints it back, as
 /// Packer's connect step does, until `deadline`. A refused password ends the wait at once: it
