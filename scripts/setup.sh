@@ -5,7 +5,7 @@
 #                             the main job (scripts/quickstart.sh) runs
 #                             in its VMs
 #   scripts/setup.sh --test   also what the tests use (Terraform 1.15 in a
-#                             venv, tools that check our output,
+#                             venv, pywinrm, tools that check our output,
 #                             Packer 1.9, OpenTofu, buildkite-agent and
 #                             dmacvicar's provider built with Go, the
 #                             nightly toolchain and cargo-fuzz)
@@ -110,6 +110,12 @@ if $want_test && ! { [ -n "$path_tf" ] && terraform version 2>/dev/null | head -
   tf_shim 1.11 0.11.0 "$cache/venv-1.11"
 fi
 [ -n "$path_tf" ] || ln -sf terraform-1.15 "$cache/bin/terraform"
+# pywinrm: a real WinRM client the tests prove the WinRM stand-in against.
+if $want_test &&
+   [ "$("$cache/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("pywinrm"))' 2>/dev/null)" != 0.5.0 ]; then
+  say "pip: pywinrm 0.5.0 into $cache/venv"
+  "$cache/venv/bin/pip" install -q --disable-pip-version-check "pywinrm==0.5.0"
+fi
 
 # --- Programs our users run, built from their Go modules ---------------
 # Packer 1.9, OpenTofu, buildkite-agent and dmacvicar's provider, for the

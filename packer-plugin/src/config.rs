@@ -88,7 +88,8 @@ pub const OPTIONS: &[Opt] = &[
     opt("output_directory", Kind::Str, "Folder for the image; must not exist unless `-force`. Default `output-<build name>`."),
     opt("boot_wait", Kind::Duration, "Time to wait after start before typing `boot_command`. Default 10s."),
     opt("boot_command", Kind::StrList, "Keys typed into the console after `boot_wait`: text plus `<enter>`, `<tab>`, `<esc>`, `<wait>`, `<waitNs>`, `<f1>`..`<f12>`, ..."),
-    opt("communicator", Kind::Str, "`ssh` (default) or `none` (no provisioners; the guest must power off by itself)."),
+    opt("communicator", Kind::Str, "`ssh` (default), `winrm` (Windows guests) or `none` (no provisioners; the guest must power off by itself)."),
+    opt("pause_before_connecting", Kind::Duration, "Wait this long once the guest's address is known before connecting the communicator, as Packer's. Default 0."),
     opt("domain_xslt", Kind::Str, "An XSLT stylesheet applied to the generated domain XML before it is defined (needs `xsltproc`), for what the options do not cover; the same as the Terraform provider's `xml { xslt }`, and like it refused when it could read files (a DOCTYPE, `document()`, `xsl:include`, `xsl:import`, extension elements)."),
     opt("ssh_host", Kind::Str, "Address to connect to instead of the discovered one."),
     opt("ssh_port", Kind::Num, "SSH port. Default 22."),
@@ -97,7 +98,16 @@ pub const OPTIONS: &[Opt] = &[
     opt("ssh_private_key_file", Kind::Str, "Host path of a private key (OpenSSH format). Without it or a password, a throwaway ed25519 key pair is made for the build and its public key is written into the extra CD's `meta-data` as `public-keys`."),
     opt("ssh_timeout", Kind::Duration, "How long to wait for SSH to come up. Default 5m."),
     opt("ssh_handshake_attempts", Kind::Num, "How many SSH handshakes may fail before the build fails. Default 10."),
-    opt("shutdown_command", Kind::Str, "Command run over SSH to power the guest off (`poweroff`, `sudo shutdown -P now`). Without it the guest gets an ACPI power-button press."),
+    opt("winrm_username", Kind::Str, "WinRM user. Required with the winrm communicator."),
+    opt("winrm_password", Kind::Str, "WinRM password (Basic authentication)."),
+    opt("winrm_host", Kind::Str, "Address to connect to instead of the discovered one."),
+    opt("winrm_port", Kind::Num, "WinRM port. Default 5985, or 5986 with `winrm_use_ssl`."),
+    opt("winrm_timeout", Kind::Duration, "How long to wait for WinRM to come up. Default 30m."),
+    opt("winrm_use_ssl", Kind::Bool, "Connect with HTTPS. Default false."),
+    opt("winrm_insecure", Kind::Bool, "With `winrm_use_ssl`: do not check the guest's certificate (a fresh Windows guest's is self-signed). Default false: the system's trusted certificates."),
+    opt("winrm_use_ntlm", Kind::Bool, "NTLM authentication instead of Basic. Not supported yet: `true` is refused."),
+    opt("winrm_no_proxy", Kind::Bool, "Connect directly, without the proxy `HTTP_PROXY`/`HTTPS_PROXY` name. Default false."),
+    opt("shutdown_command", Kind::Str, "Command run over SSH or WinRM to power the guest off (`poweroff`, `sudo shutdown -P now`). Without it the guest gets an ACPI power-button press."),
     opt("shutdown_timeout", Kind::Duration, "How long to wait for the guest to power off. Default 5m."),
     opt("use_backing_file", Kind::Bool, "With `disk_image = true` and `format = \"qcow2\"`: the output holds only what the build changed, as a qcow2 overlay whose backing file is the source image (the cached download or the local file), as the QEMU builder writes it; it also lets the source image itself be an overlay, which is refused otherwise. Default false: a full, standalone copy."),
     opt("disk_cache", Kind::Str, "Cache mode of the build's hard disks: `writeback`, `writethrough`, `none`, `unsafe` or `directsync`. Default: QEMU's (`writeback`)."),
@@ -175,46 +185,6 @@ pub const IGNORED: &[Opt] = &[
         "skip_nat_mapping",
         Kind::Bool,
         "there is no port forward on this machine.",
-    ),
-    opt(
-        "winrm_username",
-        Kind::Str,
-        "the WinRM communicator is not supported yet.",
-    ),
-    opt(
-        "winrm_password",
-        Kind::Str,
-        "the WinRM communicator is not supported yet.",
-    ),
-    opt(
-        "winrm_timeout",
-        Kind::Duration,
-        "the WinRM communicator is not supported yet.",
-    ),
-    opt(
-        "winrm_use_ssl",
-        Kind::Bool,
-        "the WinRM communicator is not supported yet.",
-    ),
-    opt(
-        "winrm_insecure",
-        Kind::Bool,
-        "the WinRM communicator is not supported yet.",
-    ),
-    opt(
-        "winrm_port",
-        Kind::Num,
-        "the WinRM communicator is not supported yet.",
-    ),
-    opt(
-        "winrm_host",
-        Kind::Str,
-        "the WinRM communicator is not supported yet.",
-    ),
-    opt(
-        "winrm_use_ntlm",
-        Kind::Bool,
-        "the WinRM communicator is not supported yet.",
     ),
 ];
 
@@ -330,6 +300,38 @@ pub struct SshConfig {
     pub handshake_attempts: u32,
 }
 
+/// WinRM settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WinRmConfig {
+    /// Fixed address to use, if any.
+    pub host: Option<String>,
+    /// Port.
+    pub port: u16,
+    /// User.
+    pub username: String,
+    /// Password (empty when not given).
+    pub password: String,
+    /// How long to wait for WinRM.
+    pub timeout: Duration,
+    /// HTTPS instead of HTTP.
+    pub use_ssl: bool,
+    /// Skip the certificate check.
+    pub insecure: bool,
+    /// Ignore proxy settings.
+    pub no_proxy: bool,
+}
+
+/// How the build reaches the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommunicatorConfig {
+    /// No communicator: the guest powers itself off.
+    None,
+    /// SSH.
+    Ssh(SshConfig),
+    /// WinRM.
+    WinRm(WinRmConfig),
+}
+
 /// The settings Packer itself passes (`packer_*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackerSettings {
@@ -406,8 +408,10 @@ pub struct Config {
     pub boot_command: Vec<String>,
     /// XSLT applied to the generated domain XML.
     pub domain_xslt: Option<String>,
-    /// SSH settings, `None` with `communicator = "none"`.
-    pub ssh: Option<SshConfig>,
+    /// How the guest is reached.
+    pub communicator: CommunicatorConfig,
+    /// Wait before connecting the communicator.
+    pub pause_before_connecting: Duration,
     /// Shutdown command.
     pub shutdown_command: Option<String>,
     /// Shutdown wait.
@@ -731,10 +735,18 @@ impl Config {
         }
     }
 
+    /// The SSH settings, with the ssh communicator.
+    pub fn ssh(&self) -> Option<&SshConfig> {
+        match &self.communicator {
+            CommunicatorConfig::Ssh(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Things that are allowed but probably not meant.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = self.ignored.clone();
-        if let Some(ssh) = &self.ssh {
+        if let Some(ssh) = self.ssh() {
             if ssh.password.is_none()
                 && ssh.private_key_file.is_none()
                 && self.cd_content.is_empty()
@@ -935,7 +947,7 @@ mod tests {
         assert_eq!(c.format, Format::Qcow2);
         assert_eq!(c.net, NetAttach::Network("default".into()));
         assert!(c.packer.force);
-        assert_eq!(c.ssh.unwrap().timeout, Duration::from_secs(300));
+        assert_eq!(c.ssh().unwrap().timeout, Duration::from_secs(300));
     }
 
     #[test]
@@ -986,8 +998,7 @@ mod tests {
                 "efi_boot",
                 "iso_checksum",
                 "address_source",
-                "communicator",
-                "shutdown_command"
+                "winrm_username",
             ]
         );
     }
@@ -1081,7 +1092,7 @@ mod tests {
     #[test]
     fn the_seed_templates_options_carry_the_qemu_builders_meaning() {
         let c = parse(seed_debian()).unwrap();
-        assert_eq!(c.ssh.as_ref().unwrap().timeout, Duration::from_secs(1000));
+        assert_eq!(c.ssh().unwrap().timeout, Duration::from_secs(1000));
         assert_eq!(c.disk_driver.cache.as_deref(), Some("unsafe"));
         assert_eq!(c.disk_driver.discard.as_deref(), Some("unmap"));
         assert_eq!(c.disk_driver.detect_zeroes.as_deref(), Some("unmap"));
@@ -1111,6 +1122,7 @@ mod tests {
         let mut v = seed_debian();
         v["communicator"] = json!("winrm");
         v["winrm_username"] = json!("Administrator");
+        v["winrm_use_ntlm"] = json!(true);
         v["disk_chache"] = json!("unsafe");
         v["net_device"] = json!("tulip");
         v["disk_discard"] = json!("trim");
@@ -1120,7 +1132,7 @@ mod tests {
         v["disk_additional_size"] = json!(["lots"]);
         let e = parse(v).unwrap_err().to_string();
         for want in [
-            "communicator: `winrm` is not supported yet",
+            "winrm_use_ntlm: NTLM authentication is not supported",
             "disk_chache: unknown option; did you mean `disk_cache`?",
             "net_device: `tulip` is not one of",
             "disk_discard: `trim` is not one of ignore, unmap",
@@ -1130,6 +1142,65 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want} missing from:\n{e}");
         }
+    }
+
+    #[test]
+    fn winrm_takes_packers_names_and_defaults() {
+        let base = json!({
+            "iso_url": "/w.qcow2", "iso_checksum": "none", "disk_image": true,
+            "communicator": "winrm", "winrm_username": "Administrator",
+            "winrm_password": "pw", "shutdown_command": "shutdown /s /t 5"
+        });
+        let c = parse(base.clone()).unwrap();
+        let CommunicatorConfig::WinRm(w) = &c.communicator else {
+            panic!("{:?}", c.communicator)
+        };
+        assert_eq!((w.port, w.use_ssl, w.insecure), (5985, false, false));
+        assert_eq!(w.timeout, Duration::from_secs(1800));
+        assert_eq!(
+            (w.username.as_str(), w.password.as_str()),
+            ("Administrator", "pw")
+        );
+        assert!(c.ssh().is_none());
+
+        let mut v = base.clone();
+        for (k, x) in [
+            ("winrm_use_ssl", json!(true)),
+            ("winrm_insecure", json!(true)),
+            ("winrm_timeout", json!("2h")),
+            ("winrm_host", json!("10.0.0.5")),
+            ("winrm_no_proxy", json!(true)),
+            ("winrm_use_ntlm", json!(false)),
+            ("pause_before_connecting", json!("1m")),
+            ("net_bridge", json!("br0")),
+            ("address_source", json!("lease")),
+        ] {
+            v[k] = x;
+        }
+        let c = parse(v).unwrap();
+        let CommunicatorConfig::WinRm(w) = &c.communicator else {
+            panic!("{:?}", c.communicator)
+        };
+        assert_eq!(
+            (w.port, w.use_ssl, w.insecure, w.no_proxy),
+            (5986, true, true, true)
+        );
+        assert_eq!(w.host.as_deref(), Some("10.0.0.5"));
+        assert_eq!(w.timeout, Duration::from_secs(7200));
+        assert_eq!(c.pause_before_connecting, Duration::from_secs(60));
+
+        let mut v = base;
+        v["winrm_username"] = json!("");
+        v["winrm_port"] = json!(70000);
+        v["winrm_use_ntlm"] = json!(true);
+        let e = parse(v).unwrap_err().0;
+        assert_eq!(e[0], "winrm_username: required with the winrm communicator");
+        assert_eq!(e[1], "winrm_port: 70000 is not a port number");
+        assert!(
+            e[2].starts_with("winrm_use_ntlm: NTLM authentication is not supported"),
+            "{}",
+            e[2]
+        );
     }
 
     #[test]
@@ -1143,7 +1214,7 @@ mod tests {
         user.insert("accelerator".into(), json!("tcg"));
         let c = Config::parse(&user, &Map::new()).unwrap();
         assert_eq!(c.accelerator, Accelerator::Qemu);
-        assert!(c.ssh.is_none());
+        assert_eq!(c.communicator, CommunicatorConfig::None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Packer's provisioners, reached through its `packer_provision` hook:
-//! the build hands over an SSH session to the guest, and this serves it
+//! the build hands over its communicator to the guest, and this serves it
 //! to the provisioners as a Communicator next to a Ui.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use crate::packer::communicator::CommunicatorService;
 use crate::protocol::mux::Broker;
 use crate::protocol::rpc::value::object;
 use crate::protocol::rpc::{Client, Router};
-use crate::ssh::Ssh;
+use crate::remote::Remote;
 use crate::ui::{Ui, UiProxy};
 
 /// Packer's `Hook` on the stream `Builder.Run` was given.
@@ -30,18 +30,22 @@ impl Provisioners for PackerHook {
     /// `Hook.Run("packer_provision")` with that id.
     fn run<'a>(
         &'a self,
-        ssh: Arc<Ssh>,
+        remote: Arc<Remote>,
         hook_data: &'a HookData,
     ) -> BoxFuture<'a, Result<(), ProvisionError>> {
         Box::pin(async move {
+            // Dropped when the run ends or the build is cancelled.
+            let stop = tokio_util::sync::CancellationToken::new();
+            let _stop_on_drop = stop.clone().drop_guard();
             let id = self.broker.next_id();
             let ui = Arc::new(UiProxy(self.ui.clone()));
             let router = Router::new()
                 .with(
                     "Communicator",
                     Arc::new(CommunicatorService {
-                        ssh,
+                        remote,
                         broker: self.broker.clone(),
+                        stop,
                     }),
                 )
                 .with("Ui", ui.clone())
@@ -90,7 +94,7 @@ fn hook_data_value(data: &HookData) -> Value {
         ("Port", Value::from(data.port)),
         ("User", Value::from(data.user.as_str())),
         ("Password", Value::from(data.password.as_str())),
-        ("ConnType", Value::from("ssh")),
+        ("ConnType", Value::from(data.conn_type)),
         ("SSHPublicKey", Value::from(data.public_key.as_str())),
     ])
 }

@@ -9,7 +9,7 @@ pub const MASK: &str = "<sensitive>";
 
 /// Options whose value is always a secret (or may embed one, as
 /// `echo 'pw' | sudo -S shutdown` does).
-const SECRET_OPTIONS: &[&str] = &["ssh_password", "shutdown_command"];
+const SECRET_OPTIONS: &[&str] = &["ssh_password", "winrm_password", "shutdown_command"];
 
 /// The values to mask, longest first so a secret inside another is
 /// masked as part of the longer one.
@@ -98,6 +98,7 @@ mod tests {
     fn passwords_shutdown_commands_and_sensitive_variables_are_masked() {
         let user = json!({
             "ssh_password": "hunter2",
+            "winrm_password": "W1nPass!",
             "shutdown_command": "echo 'pw-in-cmd' | sudo -S poweroff",
             "vm_name": "plain",
         });
@@ -106,10 +107,10 @@ mod tests {
             "packer_sensitive_variables": ["token"],
         });
         let s = Secrets::from_prepare(user.as_object().unwrap(), packer.as_object().unwrap());
-        let text = "login hunter2, run echo 'pw-in-cmd' | sudo -S poweroff, tok-123 visible plain";
+        let text = "login hunter2, W1nPass!, run echo 'pw-in-cmd' | sudo -S poweroff, tok-123 visible plain";
         assert_eq!(
             s.mask(text),
-            "login <sensitive>, run <sensitive>, <sensitive> visible plain"
+            "login <sensitive>, <sensitive>, run <sensitive>, <sensitive> visible plain"
         );
         let v = s.mask_value(rmpv::Value::Array(vec![rmpv::Value::from("a tok-123")]));
         assert_eq!(

@@ -557,7 +557,9 @@ impl Scp {
     }
 }
 
-fn excluded(rel: &Path, exclude: &[String]) -> bool {
+/// Whether `rel` (relative to an uploaded folder) matches an `exclude`
+/// entry: by name, or as a path or a folder above it.
+pub(crate) fn excluded(rel: &Path, exclude: &[String]) -> bool {
     let r = rel.to_string_lossy();
     exclude.iter().any(|e| {
         let e = e.trim_end_matches('/');

@@ -14,3 +14,4 @@ pub mod peers;
 pub mod terraform;
 pub mod tools;
 pub mod util;
+pub mod winrm;

@@ -105,6 +105,15 @@ pub fn packer_in(ns: &Netns, dir: &Path, args: &[&str]) -> Result<Command> {
     Ok(c)
 }
 
+/// Starts `cmd` (a `packer build`) in its own process group with its
+/// output piped, so that signalling the group interrupts every Packer
+/// process as a terminal's Ctrl-C would.
+pub fn spawn_interruptible(mut cmd: Command) -> Result<std::process::Child> {
+    use std::process::Stdio;
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    Ok(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?)
+}
+
 /// What Packer printed (stdout, then stderr), also logged under `what` so a
 /// failing test shows it.
 pub fn show(what: &str, out: &Output) -> String {

@@ -16,7 +16,9 @@ use kvmhost::libvirt::domain::AddressSource;
 use kvmhost::libvirt::Host;
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
-use testbed::packer::{hcl_attributes, packer_in, show, tiny_guest_source, workdir};
+use testbed::packer::{
+    hcl_attributes, packer_in, show, spawn_interruptible, tiny_guest_source, workdir,
+};
 
 const MARKER: &str = "built-by-packer-libvirt";
 
@@ -348,15 +350,8 @@ fn cancelling_during_the_build_leaves_no_domain_or_volume() {
     let (t, v) = vars(&bed, &guest, &dir, "cancel");
     // A provisioner that would keep the build going for minutes.
     let template = json_template(&v, &dir, "sleep 120");
-    let mut cmd = packer(&bed, &dir, &["build", &template.to_string_lossy()]);
-    // Its own process group, so the interrupt reaches every Packer process
-    // as a terminal's Ctrl-C would.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let cmd = packer(&bed, &dir, &["build", &template.to_string_lossy()]);
+    let child = spawn_interruptible(cmd).unwrap();
     // Interrupted once its VM runs, the build is under way and has a
     // running domain and its volumes for the cleanup to remove.
     wait_until(

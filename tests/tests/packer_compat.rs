@@ -138,7 +138,7 @@ fn a_seed_shaped_json_template_builds_with_the_qemu_builders_meaning() {
 }
 
 #[test]
-fn winrm_and_misspelt_options_are_refused_and_packers_template_values_reach_the_engine() {
+fn ntlm_and_misspelt_options_are_refused_and_packers_template_values_reach_the_engine() {
     let dir = workdir("compat-refused").unwrap();
     let t = serde_json::json!({
         "builders": [{
@@ -147,6 +147,7 @@ fn winrm_and_misspelt_options_are_refused_and_packers_template_values_reach_the_
             "iso_checksum": "none",
             "communicator": "winrm",
             "winrm_username": "Administrator",
+            "winrm_use_ntlm": true,
             "disk_chache": "unsafe"
         }]
     });
@@ -157,10 +158,10 @@ fn winrm_and_misspelt_options_are_refused_and_packers_template_values_reach_the_
         .args(["validate", &path.to_string_lossy()])
         .output_within(COMMAND_LIMIT)
         .unwrap();
-    let text = show("packer validate (winrm, misspelt)", &out);
+    let text = show("packer validate (ntlm, misspelt)", &out);
     assert!(!out.status.success());
     assert!(
-        text.contains("communicator: `winrm` is not supported yet"),
+        text.contains("winrm_use_ntlm: NTLM authentication is not supported"),
         "{text}"
     );
     assert!(

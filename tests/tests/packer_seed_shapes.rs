@@ -315,7 +315,7 @@ fn the_freebsd_macos_and_multi_disk_shapes_validate_under_packer_1_9() {
         ),
     );
     assert!(ok, "{text}");
-    // As the seed writes it, with WinRM: refused until WinRM comes.
+    // As the seed writes it, with WinRM.
     let (ok, text) = validate(
         &dir,
         "multidisk",
@@ -323,10 +323,6 @@ fn the_freebsd_macos_and_multi_disk_shapes_validate_under_packer_1_9() {
             "  communicator = \"winrm\"\n  winrm_username = \"Administrator\"\n  winrm_password = \"packer\"\n  winrm_use_ssl = true\n  winrm_insecure = true\n  winrm_timeout = \"4h\"",
         ),
     );
-    assert!(!ok);
-    assert!(
-        text.contains("communicator: `winrm` is not supported yet"),
-        "{text}"
-    );
+    assert!(ok, "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,12 +7,11 @@
 //! libvirtd.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use testbed::guest::TinyGuest;
 use testbed::libvirtd::{Libvirtd, POOL};
-use testbed::packer::{hcl_attributes, show, tiny_guest_source, workdir};
+use testbed::packer::{hcl_attributes, show, spawn_interruptible, tiny_guest_source, workdir};
 use testbed::peers::{packer_1_9, packer_1_9_in, required_plugins, PLUGIN_SOURCE};
 use testbed::util::wait_until;
 
@@ -129,15 +128,8 @@ fn cancelling_a_packer_1_9_build_leaves_no_domain_or_volume() {
     );
     assert!(hcl.contains("sleep 120"), "{hcl}");
     std::fs::write(dir.join("tiny.pkr.hcl"), hcl).unwrap();
-    let mut cmd = packer_1_9_in(bed.netns(), &dir, &["build", "tiny.pkr.hcl"]).unwrap();
-    // Its own process group, so the interrupt reaches every Packer process
-    // as a terminal's Ctrl-C would.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let cmd = packer_1_9_in(bed.netns(), &dir, &["build", "tiny.pkr.hcl"]).unwrap();
+    let child = spawn_interruptible(cmd).unwrap();
     // Interrupted once its VM runs, the build is under way and has a
     // running domain and its volumes for the cleanup to remove.
     wait_until(

@@ -1,5 +1,5 @@
 //! One build, step by step: source image, volumes, seed CD, domain, boot,
-//! SSH, provisioners (Packer's `packer_provision` hook), shutdown, output.
+//! SSH or WinRM, provisioners (Packer's `packer_provision` hook), shutdown, output.
 //! Whatever a step creates on the host is recorded at once, so success,
 //! failure and cancellation all remove it.
 
@@ -15,16 +15,18 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{CommunicatorConfig, Config, WinRmConfig};
+use crate::remote::Remote;
 use crate::ssh::{self, Ssh};
 use crate::ui::Ui;
+use crate::winrm::{self, WinRm, WinRmError};
 use host::{HostHandle, Leftover};
 
 /// What a build talks to.
 pub struct BuildEnv {
     /// Packer's Ui.
     pub ui: Ui,
-    /// Runs the provisioners once the guest answers on SSH.
+    /// Runs the provisioners once the guest answers on SSH or WinRM.
     pub provisioners: Box<dyn Provisioners>,
     /// Fires on `Builder.Cancel`.
     pub cancel: CancellationToken,
@@ -34,11 +36,11 @@ pub struct BuildEnv {
 /// (Packer's `packer_provision` hook), so the build does not need to know
 /// how they are reached.
 pub trait Provisioners: Send + Sync {
-    /// Runs them against the guest over `ssh`, offering `data` as the
+    /// Runs them against the guest over `remote`, offering `data` as the
     /// build's variables; the error is the provisioner's own text.
     fn run<'a>(
         &'a self,
-        ssh: Arc<Ssh>,
+        remote: Arc<Remote>,
         data: &'a HookData,
     ) -> BoxFuture<'a, Result<(), ProvisionError>>;
 }
@@ -155,6 +157,17 @@ pub enum BuildError {
     /// A provisioner failed.
     #[error("{0}")]
     Provision(ProvisionError),
+    /// WinRM cannot be set up, or the guest refused the credentials.
+    #[error("{0}")]
+    WinRm(WinRmError),
+    /// WinRM did not answer in time.
+    #[error("winrm_timeout: WinRM did not come up within {timeout:?}: {message}")]
+    WinRmTimeout {
+        /// `winrm_timeout`.
+        timeout: Duration,
+        /// The last attempt's error.
+        message: String,
+    },
 }
 
 /// Things made during the build that must go when it ends.
@@ -294,7 +307,7 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
         _ => None,
     };
 
-    let throwaway = match &cfg.ssh {
+    let throwaway = match cfg.ssh() {
         Some(s) if s.password.is_none() && s.private_key_file.is_none() => {
             let (k, public) = ssh::throwaway_key().map_err(BuildError::SshKey)?;
             Some((Arc::new(k), public))
@@ -383,33 +396,61 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
             .await?;
     }
 
-    if let Some(ssh_cfg) = &cfg.ssh {
-        let deadline = kvmhost::deadline::after(ssh_cfg.timeout);
-        let addr = match &ssh_cfg.host {
-            Some(h) => h.clone(),
-            None => {
-                ui.say("Waiting for the guest's IP address...").await;
-                host.wait_address(cfg, &mac, deadline).await?
-            }
-        };
-        ui.message(format!("Guest address: {addr}")).await;
-        ui.say("Waiting for SSH to become available...").await;
-        let auths = ssh::auth_for(ssh_cfg, throwaway.as_ref().map(|t| &t.0))
-            .map_err(BuildError::SshAuth)?;
-        let ssh = Arc::new(connect_ssh(&addr, ssh_cfg, &auths, deadline).await?);
-        ui.say("Connected to SSH!").await;
+    if !cfg.pause_before_connecting.is_zero() {
+        ui.say(format!(
+            "Pausing {:?} before connecting...",
+            cfg.pause_before_connecting
+        ))
+        .await;
+        tokio::time::sleep(cfg.pause_before_connecting).await;
+    }
+    let http = http_server.as_ref().map(|(ip, s)| (ip.to_string(), s.port));
+    let connected = match &cfg.communicator {
+        CommunicatorConfig::None => None,
+        CommunicatorConfig::Ssh(ssh_cfg) => {
+            let deadline = kvmhost::deadline::after(ssh_cfg.timeout);
+            let addr = guest_address(ui, &host, cfg, &mac, ssh_cfg.host.as_ref(), deadline).await?;
+            ui.say("Waiting for SSH to become available...").await;
+            let auths = ssh::auth_for(ssh_cfg, throwaway.as_ref().map(|t| &t.0))
+                .map_err(BuildError::SshAuth)?;
+            let ssh = connect_ssh(&addr, ssh_cfg, &auths, deadline).await?;
+            ui.say("Connected to SSH!").await;
+            let data = HookData {
+                id: cfg.vm_name.clone(),
+                host: addr.clone(),
+                port: ssh_cfg.port,
+                user: ssh_cfg.username.clone(),
+                password: ssh_cfg.password.clone().unwrap_or_default(),
+                public_key: throwaway.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
+                http,
+                conn_type: "ssh",
+            };
+            Some((Remote::Ssh(ssh), data))
+        }
+        CommunicatorConfig::WinRm(w) => {
+            let deadline = kvmhost::deadline::after(w.timeout);
+            let addr = guest_address(ui, &host, cfg, &mac, w.host.as_ref(), deadline).await?;
+            ui.say("Waiting for WinRM to become available...").await;
+            let winrm = connect_winrm(&addr, w, deadline).await?;
+            ui.say("Connected to WinRM!").await;
+            let data = HookData {
+                id: cfg.vm_name.clone(),
+                host: addr.clone(),
+                port: w.port,
+                user: w.username.clone(),
+                password: w.password.clone(),
+                public_key: String::new(),
+                http,
+                conn_type: "winrm",
+            };
+            Some((Remote::WinRm(winrm), data))
+        }
+    };
 
-        let data = HookData {
-            id: cfg.vm_name.clone(),
-            host: addr.clone(),
-            port: ssh_cfg.port,
-            user: ssh_cfg.username.clone(),
-            password: ssh_cfg.password.clone().unwrap_or_default(),
-            public_key: throwaway.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
-            http: http_server.as_ref().map(|(ip, s)| (ip.to_string(), s.port)),
-        };
+    if let Some((remote, data)) = connected {
+        let remote = Arc::new(remote);
         env.provisioners
-            .run(ssh.clone(), &data)
+            .run(remote.clone(), &data)
             .await
             .map_err(BuildError::Provision)?;
 
@@ -418,14 +459,14 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
             Some(cmd) => {
                 // The command may hold a password: never shown.
                 ui.message("Running the shutdown_command").await;
-                shutdown_by_command(&host, cfg, ssh.clone(), cmd, &disk.path).await?;
+                shutdown_by_command(&host, cfg, remote.clone(), cmd, &disk.path).await?;
             }
             None => {
                 host.acpi_shutdown(&cfg.vm_name, cfg.shutdown_timeout)
                     .await?
             }
         }
-        ssh.close().await;
+        remote.close().await;
     } else {
         ui.say("No communicator: waiting for the guest to power off by itself...")
             .await;
@@ -519,12 +560,12 @@ async fn wait_powered_off(host: &HostHandle, cfg: &Config, disk: &str) -> Result
 async fn shutdown_by_command(
     host: &HostHandle,
     cfg: &Config,
-    ssh: Arc<Ssh>,
+    remote: Arc<Remote>,
     cmd: &str,
     disk: &str,
 ) -> Result<(), BuildError> {
     let command = cmd.to_string();
-    let mut run = tokio::spawn(async move { ssh.run(&command).await });
+    let mut run = tokio::spawn(async move { remote.run(&command).await });
     let off = wait_powered_off(host, cfg, disk);
     tokio::pin!(off);
     tokio::select! {
@@ -605,6 +646,66 @@ fn random_mac() -> String {
     format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
+/// The guest's address: `fixed` (`ssh_host`, `winrm_host`) or the one
+/// libvirt learns.
+async fn guest_address(
+    ui: &Ui,
+    host: &HostHandle,
+    cfg: &Config,
+    mac: &str,
+    fixed: Option<&String>,
+    deadline: Instant,
+) -> Result<String, BuildError> {
+    let addr = match fixed {
+        Some(h) => h.clone(),
+        None => {
+            ui.say("Waiting for the guest's IP address...").await;
+            host.wait_address(cfg, mac, deadline).await?
+        }
+    };
+    ui.message(format!("Guest address: {addr}")).await;
+    Ok(addr)
+}
+
+/// How long to wait between WinRM attempts, as Packer waits.
+const WINRM_RETRY: Duration = Duration::from_secs(5);
+
+/// Waits until WinRM runs a PowerShell echo and prints it back, as
+/// Packer's connect step does, until `deadline`. A refused password ends the wait at once: it
+/// would be refused again.
+pub async fn connect_winrm(
+    addr: &str,
+    cfg: &WinRmConfig,
+    deadline: Instant,
+) -> Result<WinRm, BuildError> {
+    let winrm = WinRm::new(addr, cfg).map_err(BuildError::WinRm)?;
+    let probe = winrm::powershell("echo \"WinRM connected.\"");
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let last = match tokio::time::timeout(left, winrm.run(&probe)).await {
+            Ok(Ok((0, out, _))) if String::from_utf8_lossy(&out).contains("WinRM connected.") => {
+                return Ok(winrm)
+            }
+            Ok(Ok((code, out, err))) => format!(
+                "the test command exited with {code}, printing `{}`: {}",
+                String::from_utf8_lossy(&out).trim(),
+                String::from_utf8_lossy(&err).trim()
+            ),
+            Ok(Err(e @ WinRmError::Unauthorized { .. })) => return Err(BuildError::WinRm(e)),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("{} did not answer", winrm.url()),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(BuildError::WinRmTimeout {
+                timeout: cfg.timeout,
+                message: last,
+            });
+        }
+        tokio::time::sleep(WINRM_RETRY.min(left)).await;
+    }
+}
+
 async fn connect_ssh(
     addr: &str,
     cfg: &crate::config::SshConfig,
@@ -660,16 +761,18 @@ pub struct HookData {
     pub id: String,
     /// Guest address.
     pub host: String,
-    /// SSH port.
+    /// The communicator's port.
     pub port: u16,
-    /// SSH user.
+    /// The communicator's user.
     pub user: String,
-    /// SSH password, if any.
+    /// Its password, if any.
     pub password: String,
     /// The throwaway public key, if one was made.
     pub public_key: String,
     /// The HTTP server's address and port, if one runs.
     pub http: Option<(String, u16)>,
+    /// `ssh` or `winrm`.
+    pub conn_type: &'static str,
 }
 
 fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<PathBuf, BuildError> {

@@ -11,8 +11,9 @@ use std::time::Duration;
 use kvmhost::libvirt::Uri;
 
 use super::{
-    files_are_local, parse_size, Accelerator, AddressSource, Checksum, Config, DiskDriver, Format,
-    HttpConfig, NetAttach, PackerSettings, Raw, SshConfig, NET_DEVICES,
+    files_are_local, parse_size, Accelerator, AddressSource, Checksum, CommunicatorConfig, Config,
+    DiskDriver, Format, HttpConfig, NetAttach, PackerSettings, Raw, SshConfig, WinRmConfig,
+    NET_DEVICES,
 };
 use crate::template;
 
@@ -46,9 +47,10 @@ pub(super) fn build(
     let kernel_boot = kernel_boot(&mut raw, kernel, local, errs);
     let cd = cd(&mut raw, errs);
     let ssh_host = raw.str("ssh_host");
-    let network = network(&mut raw, ssh_host.is_some(), errs);
+    let winrm_host = raw.str("winrm_host");
+    let network = network(&mut raw, ssh_host.is_some() || winrm_host.is_some(), errs);
     let boot = boot(&mut raw);
-    let communicator = communicator(&mut raw, ssh_host, errs);
+    let communicator = communicator(&mut raw, ssh_host, winrm_host, errs);
     let disk_driver = disk_driver(&mut raw, errs);
     let extra_disks = extra_disks(&mut raw, source.disk_image, disk.format, errs);
     let net_model = net_model(&mut raw, errs);
@@ -88,7 +90,8 @@ pub(super) fn build(
         boot_wait: boot.wait,
         boot_command: boot.command,
         domain_xslt: place.domain_xslt,
-        ssh: communicator.ssh,
+        communicator: communicator.config,
+        pause_before_connecting: communicator.pause_before_connecting,
         shutdown_command: communicator.shutdown_command,
         shutdown_timeout: communicator.shutdown_timeout,
         use_backing_file: extra_disks.use_backing_file,
@@ -397,7 +400,7 @@ fn network(raw: &mut Raw, fixed_host: bool, errs: &mut Vec<String>) -> Network {
     };
     if address_source == AddressSource::Lease && matches!(net, NetAttach::Bridge(_)) && !fixed_host
     {
-        errs.push("address_source: `lease` needs a libvirt network; with net_bridge use `agent` or set ssh_host".into());
+        errs.push("address_source: `lease` needs a libvirt network; with net_bridge use `agent` or set ssh_host (winrm_host)".into());
     }
     let mac_address = raw.str("mac_address");
     if let Some(m) = &mac_address {
@@ -437,39 +440,43 @@ fn boot(raw: &mut Raw) -> Boot {
 
 /// How the build reaches the guest and shuts it down.
 struct Communicator {
-    ssh: Option<SshConfig>,
+    config: CommunicatorConfig,
+    pause_before_connecting: Duration,
     shutdown_command: Option<String>,
     shutdown_timeout: Duration,
 }
 
-fn communicator(raw: &mut Raw, ssh_host: Option<String>, errs: &mut Vec<String>) -> Communicator {
-    let ssh = match raw
+fn communicator(
+    raw: &mut Raw,
+    ssh_host: Option<String>,
+    winrm_host: Option<String>,
+    errs: &mut Vec<String>,
+) -> Communicator {
+    let config = match raw
         .str("communicator")
         .unwrap_or_else(|| "ssh".into())
         .as_str()
     {
-        "ssh" => Some(ssh(raw, ssh_host, errs)),
-        "none" => None,
-        "winrm" => {
-            errs.push(
-                "communicator: `winrm` is not supported yet by the libvirt builder (Windows guests come in a later release); use ssh, or none with a guest that powers itself off"
-                    .into(),
-            );
-            None
-        }
+        "ssh" => CommunicatorConfig::Ssh(ssh(raw, ssh_host, errs)),
+        "winrm" => CommunicatorConfig::WinRm(winrm(raw, winrm_host, errs)),
+        "none" => CommunicatorConfig::None,
         c => {
             errs.push(format!(
-                "communicator: `{c}` is not supported: use ssh or none"
+                "communicator: `{c}` is not supported: use ssh, winrm or none"
             ));
-            None
+            CommunicatorConfig::None
         }
     };
     let shutdown_command = raw.str("shutdown_command");
-    if shutdown_command.is_some() && ssh.is_none() {
-        errs.push("shutdown_command: needs the ssh communicator".into());
+    if shutdown_command.is_some() && config == CommunicatorConfig::None {
+        errs.push("shutdown_command: needs the ssh or winrm communicator".into());
     }
     Communicator {
-        ssh,
+        config,
+        pause_before_connecting: raw
+            .durs
+            .remove("pause_before_connecting")
+            .unwrap_or(Duration::ZERO),
         shutdown_command,
         shutdown_timeout: raw
             .durs
@@ -510,6 +517,42 @@ fn ssh(raw: &mut Raw, host: Option<String>, errs: &mut Vec<String>) -> SshConfig
             .or(wait_timeout)
             .unwrap_or(Duration::from_secs(300)),
         handshake_attempts: raw.nums.remove("ssh_handshake_attempts").unwrap_or(10) as u32,
+    }
+}
+
+fn winrm(raw: &mut Raw, host: Option<String>, errs: &mut Vec<String>) -> WinRmConfig {
+    let username = raw.str("winrm_username");
+    if username.is_none() {
+        errs.push("winrm_username: required with the winrm communicator".into());
+    }
+    let use_ssl = raw.bools.remove("winrm_use_ssl").unwrap_or(false);
+    let port = raw
+        .nums
+        .remove("winrm_port")
+        .unwrap_or(if use_ssl { 5986 } else { 5985 });
+    if port == 0 || port > 65535 {
+        errs.push(format!("winrm_port: {port} is not a port number"));
+    }
+    if raw.bools.remove("winrm_use_ntlm") == Some(true) {
+        errs.push(
+            "winrm_use_ntlm: NTLM authentication is not supported by the libvirt builder yet; \
+             allow Basic authentication on the guest (winrm set winrm/config/service/auth @{Basic=\"true\"}) \
+             and remove winrm_use_ntlm or set it to false"
+                .into(),
+        );
+    }
+    WinRmConfig {
+        host,
+        port: port as u16,
+        username: username.unwrap_or_default(),
+        password: raw.str("winrm_password").unwrap_or_default(),
+        timeout: raw
+            .durs
+            .remove("winrm_timeout")
+            .unwrap_or(Duration::from_secs(30 * 60)),
+        use_ssl,
+        insecure: raw.bools.remove("winrm_insecure").unwrap_or(false),
+        no_proxy: raw.bools.remove("winrm_no_proxy").unwrap_or(false),
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::Map;
 use tokio_util::sync::CancellationToken;
 
 use crate::build::{self, BuildEnv};
-use crate::config::{self, Config};
+use crate::config::{self, CommunicatorConfig, Config};
 use crate::packer::artifact::Artifact;
 use crate::protocol::handshake::Protocol;
 use crate::protocol::mux::{Broker, MuxError};
@@ -96,7 +96,11 @@ impl BuilderService {
         let reply = match Config::parse(&user, &packer) {
             Ok(c) => {
                 // The values after the template engine ran, too.
-                let password = c.ssh.as_ref().and_then(|s| s.password.clone());
+                let password = match &c.communicator {
+                    CommunicatorConfig::Ssh(s) => s.password.clone(),
+                    CommunicatorConfig::WinRm(w) => Some(w.password.clone()),
+                    CommunicatorConfig::None => None,
+                };
                 secrets = secrets.with(password.into_iter().chain(c.shutdown_command.clone()));
                 let warnings: Vec<String> = c.warnings().iter().map(|w| secrets.mask(w)).collect();
                 *self.config.lock().expect("config lock") = Some(c);

@@ -1,17 +1,18 @@
 //! The `Communicator` service Packer's provisioners call during the
-//! `packer_provision` hook, served over our SSH session.
+//! `packer_provision` hook, served over our SSH session or WinRM endpoint.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmpv::Value;
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::protocol::gob;
 use crate::protocol::mux::{Broker, Conn, MuxError};
 use crate::protocol::rpc::value::{field, str_field, str_list, u32_field};
 use crate::protocol::rpc::{ReplyFuture, Service};
-use crate::ssh::{Ssh, SshError};
+use crate::remote::{Remote, RemoteError};
 
 /// What Packer reports when a command ended without an exit status.
 const NO_EXIT_STATUS: i64 = 255;
@@ -44,7 +45,7 @@ pub enum CommunicatorError {
         /// The guest path.
         path: String,
         /// The cause.
-        source: SshError,
+        source: RemoteError,
     },
     /// Copying a folder to the guest failed.
     #[error("upload of {src} to {dst}: {source}")]
@@ -54,7 +55,7 @@ pub enum CommunicatorError {
         /// The guest folder.
         dst: String,
         /// The cause.
-        source: SshError,
+        source: RemoteError,
     },
     /// Reading a file from the guest failed.
     #[error("download of {path}: {source}")]
@@ -62,7 +63,7 @@ pub enum CommunicatorError {
         /// The guest path.
         path: String,
         /// The cause.
-        source: SshError,
+        source: RemoteError,
     },
     /// Copying a folder from the guest failed.
     #[error("download of {src} to {dst}: {source}")]
@@ -72,7 +73,7 @@ pub enum CommunicatorError {
         /// The local folder.
         dst: String,
         /// The cause.
-        source: SshError,
+        source: RemoteError,
     },
 }
 
@@ -80,10 +81,14 @@ type CallResult = Result<Value, CommunicatorError>;
 
 /// Serves `Communicator` calls on one broker.
 pub struct CommunicatorService {
-    /// The guest session.
-    pub ssh: Arc<Ssh>,
+    /// The guest.
+    pub remote: Arc<Remote>,
     /// The broker the data streams are dialed on.
     pub broker: Arc<Broker>,
+    /// Fires when the provisioners' run ends or is cancelled: commands
+    /// still running are stopped on the guest (over WinRM, signalled to
+    /// terminate; over SSH, their channel closed).
+    pub stop: CancellationToken,
 }
 
 impl CommunicatorService {
@@ -110,7 +115,11 @@ impl CommunicatorService {
         tokio::spawn(async move {
             let mut out = stdout.map(Sink::Conn).unwrap_or(Sink::Null);
             let mut err = stderr.map(Sink::Conn).unwrap_or(Sink::Null);
-            let status = match self.ssh.exec(&command, stdin, &mut out, &mut err).await {
+            let ran = tokio::select! {
+                r = self.remote.exec(&command, stdin, &mut out, &mut err) => r,
+                _ = self.stop.cancelled() => Ok(None),
+            };
+            let status = match ran {
                 Ok(Some(code)) => i64::from(code),
                 Ok(None) => NO_EXIT_STATUS,
                 Err(e) => {
@@ -144,9 +153,20 @@ impl CommunicatorService {
         let size = field(&arg, "FileInfo")
             .and_then(|fi| field(fi, "S"))
             .and_then(Value::as_u64);
+        // A Windows destination ending in `\` is a folder: the file keeps
+        // its name there, as with Packer's WinRM communicator.
+        let name = field(&arg, "FileInfo")
+            .and_then(|fi| field(fi, "N"))
+            .and_then(Value::as_str);
+        let path = match name {
+            Some(n) if path.ends_with('\\') && matches!(*self.remote, Remote::WinRm(_)) => {
+                format!("{path}{}", n.rsplit(['/', '\\']).next().unwrap_or(n))
+            }
+            _ => path,
+        };
         match size {
             // Packer stats the file it sends: stream it straight through.
-            Some(size) => self.ssh.upload(&path, reader, size, mode).await,
+            Some(size) => self.remote.upload(&path, reader, size, mode).await,
             // scp announces the size first: spool the stream, then send it.
             None => {
                 let (f, size) =
@@ -156,7 +176,7 @@ impl CommunicatorService {
                             path: path.clone(),
                             source,
                         })?;
-                self.ssh.upload(&path, f, size, mode).await
+                self.remote.upload(&path, f, size, mode).await
             }
         }
         .map_err(|source| CommunicatorError::Upload { path, source })?;
@@ -167,7 +187,7 @@ impl CommunicatorService {
         let dst = str_field(&arg, "Dst");
         let src = str_field(&arg, "Src");
         let exclude = str_list(field(&arg, "Exclude"));
-        self.ssh
+        self.remote
             .upload_dir(&dst, &PathBuf::from(&src), &exclude)
             .await
             .map_err(|source| CommunicatorError::UploadDir { src, dst, source })?;
@@ -182,7 +202,7 @@ impl CommunicatorService {
                 stream: "data",
             },
         )?;
-        let r = self.ssh.download(&path, &mut writer).await;
+        let r = self.remote.download(&path, &mut writer).await;
         let _ = writer.shutdown().await;
         r.map_err(|source| CommunicatorError::Download { path, source })?;
         Ok(Value::Nil)
@@ -191,7 +211,7 @@ impl CommunicatorService {
     async fn download_dir(self: Arc<Self>, arg: Value) -> CallResult {
         let dst = str_field(&arg, "Dst");
         let src = str_field(&arg, "Src");
-        self.ssh
+        self.remote
             .download_dir(&src, &PathBuf::from(&dst))
             .await
             .map_err(|source| CommunicatorError::DownloadDir { src, dst, source })?;

@@ -3,8 +3,8 @@
 # seed at first boot) and the Buildkite agent, started by a start-up task
 # from the file the seed writes. Build: kvmbe build packer/build-agents/windows-agent-image
 #
-# Packer reaches Windows over WinRM, which the libvirt builder does not
-# speak yet: this template validates its syntax only until it does.
+# Packer reaches Windows over WinRM with Basic authentication, which
+# files/autounattend.xml turns on (with AllowUnencrypted for plain HTTP).
 
 packer {
   required_plugins {

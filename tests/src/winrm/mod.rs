@@ -1,0 +1,247 @@
+//! A stand-in for a Windows guest's WinRM service, following Microsoft's
+//! public WS-Management documentation (MS-WSMV) and its remote-shell
+//! operations, for the tests of our WinRM communicator. It is proven
+//! against pywinrm (`tests/tests/winrm_standin.rs`) before our code is
+//! tested against it.
+//!
+//! What it speaks:
+//! - HTTP, or HTTPS with a certificate made at start (rcgen, for
+//!   `localhost` and 127.0.0.1), on `POST /wsman`.
+//! - Basic authentication only: a request without it, or with the wrong
+//!   user or password, gets HTTP 401 with `WWW-Authenticate: Negotiate`
+//!   and `WWW-Authenticate: Basic realm="WSMAN"`.
+//! - The cmd shell: Create (answers the `ShellId` selector), Command
+//!   (answers a `CommandId`), Receive (stdout and stderr in base64, then
+//!   `CommandState` Done with `ExitCode`), Signal (terminate or ctrl_c
+//!   ends the command), Delete. A Receive waits
+//!   [`Config::receive_wait`] for output; a command still silent then
+//!   gets the SOAP fault `w:TimedOut` (WSManFault code 2150858793), as a
+//!   real server does when OperationTimeout passes, and clients poll
+//!   again. Other actions get `a:ActionNotSupported`; unknown shells and
+//!   commands get `w:InvalidSelectors`.
+//!
+//! What it runs, against a folder that stands for `C:\` (the user's
+//! profile, `C:\Users\<user>`, is the base of relative paths; `%TEMP%`
+//! and `$env:TEMP` are `C:\Windows\Temp`):
+//! - cmd: `cmd /c` prefixes, `&&` chains, `echo TEXT`, `echo TEXT >> FILE`
+//!   and `> FILE`, `exit [/b] N`, `timeout /t N` (sleeps N seconds),
+//!   `type FILE`, `set ...` (the environment is not modelled: no effect),
+//!   `shutdown ...` (exit 0; powering off is the test's hook's job), a
+//!   `.bat`/`.cmd` file on the drive (its lines, skipping `@echo off`,
+//!   `rem` and `::`, until one fails), and `powershell [flags]
+//!   -EncodedCommand B64` (the script is UTF-16LE, as PowerShell reads
+//!   it) or `powershell [flags] [-Command] SCRIPT`.
+//! - PowerShell, statement by statement (newlines and `;` outside quotes
+//!   and brackets): `Write-Output`/`Write-Host`/`echo X`, `Write-Error X`
+//!   (stderr, exit status 1), `exit N` and `exit $LastExitCode`,
+//!   `Start-Sleep [-Seconds] N` and `-Milliseconds N`, `Test-Path P`
+//!   (prints True or False), `Remove-Item P`, variable assignments
+//!   (ignored), `cmd /c ...`, `& { ... }` (a block run in place),
+//!   `&'C:/x.ps1'` (a script file on the drive; its exit code becomes
+//!   `$LastExitCode`), `. C:/x.ps1` (dot-sourced), and `if (Test-Path P)
+//!   { ... }` — the shapes Packer's `powershell` provisioner runs.
+//! - Two whole-script forms, recognised by what they use: the second half
+//!   of a chunked upload (a script that sets `$tmp_file_path` and
+//!   `$dest_file_path` to literals and calls `FromBase64String`: the
+//!   temporary file's base64 lines are decoded into the destination, as
+//!   Packer's winrmcp does, and the temporary file is removed when the
+//!   script says `Remove-Item`), and a read-back for downloads (a script that
+//!   sets `$file_path` to a literal and calls `ReadAllBytes` and
+//!   `ToBase64String`: prints the file as one base64 line).
+//! - Anything else fails as Windows would: cmd answers "'X' is not
+//!   recognized as an internal or external command" on stderr with exit
+//!   code 9009, PowerShell names the unknown term on stderr and exits 1.
+//!   So a command the stand-in does not know never passes for one that ran.
+//!
+//! Every command line is recorded, in order, with its decoded PowerShell
+//! script and its exit code ([`StandIn::commands`]). A test can hang a
+//! hook on each command ([`Config::on_command`]), e.g. to power a guest
+//! off when the shutdown command arrives, which Windows would do itself.
+
+mod server;
+mod shell;
+mod soap;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Runs on each command line received, before it starts.
+pub type CommandHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How the stand-in is set up.
+#[derive(Clone)]
+pub struct Config {
+    /// The one account.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// Serve HTTPS instead of HTTP.
+    pub tls: bool,
+    /// Where to listen; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// How long a Receive waits for output before `w:TimedOut`.
+    pub receive_wait: Duration,
+    /// Called with each command line received.
+    pub on_command: Option<CommandHook>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            username: "vagrant".into(),
+            password: "vagrant".into(),
+            tls: false,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            receive_wait: Duration::from_secs(2),
+            on_command: None,
+        }
+    }
+}
+
+/// One command line the stand-in received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The shell it ran in.
+    pub shell_id: String,
+    /// The command and its arguments.
+    pub line: String,
+    /// The PowerShell script, for a `powershell -EncodedCommand` line.
+    pub script: Option<String>,
+    /// The exit code, once a Receive reported it.
+    pub exit_code: Option<i32>,
+    /// Whether a Signal ended it.
+    pub signalled: bool,
+}
+
+/// A running stand-in; it stops when dropped.
+pub struct StandIn {
+    state: Arc<server::State>,
+    addr: SocketAddr,
+    drive: tempfile::TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl StandIn {
+    /// Listens on `config.bind` and serves on its own runtime.
+    pub fn start(config: Config) -> anyhow::Result<StandIn> {
+        let drive = tempfile::Builder::new()
+            .prefix("winrm-standin-c-")
+            .tempdir()
+            .context("making the stand-in's C: folder")?;
+        let home = format!(r"C:\Users\{}", config.username);
+        for dir in [
+            "Windows/Temp".to_string(),
+            format!("Users/{}", config.username),
+        ] {
+            std::fs::create_dir_all(drive.path().join(dir))?;
+        }
+        let listener = std::net::TcpListener::bind(config.bind)
+            .with_context(|| format!("binding the WinRM stand-in on {}", config.bind))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let tls = if config.tls {
+            Some(acceptor().context("making the stand-in's TLS certificate")?)
+        } else {
+            None
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("winrm-standin")
+            .enable_all()
+            .build()
+            .context("building the stand-in's runtime")?;
+        let listener = {
+            let _inside = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let scheme = if config.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}/wsman");
+        let machine = shell::Machine {
+            drive: drive.path().to_path_buf(),
+            home,
+        };
+        let state = Arc::new(server::State::new(config, url, machine));
+        runtime.spawn(server::serve(listener, tls, state.clone()));
+        Ok(StandIn {
+            state,
+            addr,
+            drive,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// `http(s)://ADDR:PORT/wsman`.
+    pub fn url(&self) -> &str {
+        &self.state.url
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The folder that stands for `C:\`.
+    pub fn drive(&self) -> &Path {
+        self.drive.path()
+    }
+
+    /// The host path of a Windows path on the stand-in's `C:`.
+    pub fn host_path(&self, windows: &str) -> Option<PathBuf> {
+        self.state.machine.host_path(windows)
+    }
+
+    /// Every command line received so far, in order.
+    pub fn commands(&self) -> Vec<Recorded> {
+        self.state
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many Receives got `w:TimedOut`.
+    pub fn timed_out_faults(&self) -> usize {
+        self.state.timed_out.load(Ordering::SeqCst)
+    }
+
+    /// How many requests were refused with 401.
+    pub fn unauthorized(&self) -> usize {
+        self.state.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// Shells created and not yet deleted.
+    pub fn open_shells(&self) -> usize {
+        self.state.open_shells()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A TLS acceptor with a fresh self-signed certificate.
+fn acceptor() -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let cert = params.self_signed(&key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

@@ -1,0 +1,768 @@
+//! The commands the stand-in runs, against a folder that stands for `C:\`.
+//! See the module docs of [`super`] for the set it recognises.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::soap::Output;
+
+/// What a running command reports, in order; `Exit` comes last.
+#[derive(Debug)]
+pub enum Event {
+    /// Output.
+    Out(Output),
+    /// The command ended with this exit code.
+    Exit(i32),
+}
+
+/// The exit code cmd gives a command it does not know.
+pub const NOT_RECOGNISED: i32 = 9009;
+
+/// The machine the commands run on.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// The folder that stands for `C:\`.
+    pub drive: PathBuf,
+    /// The user's profile folder, relative paths' base, as a Windows path.
+    pub home: String,
+}
+
+impl Machine {
+    /// The host path of a Windows path: `C:\a\b`, `c:/a/b`, `%TEMP%\x`,
+    /// `$env:TEMP\x`, or relative to the user's profile. `None` for a
+    /// path on another drive or one that climbs out with `..`.
+    pub fn host_path(&self, windows: &str) -> Option<PathBuf> {
+        let p = windows.trim().trim_matches('"').trim_matches('\'');
+        let expanded = expand_env(p);
+        let p = expanded.replace('\\', "/");
+        let rest = match p.as_bytes() {
+            [d, b':', rest @ ..] if d.eq_ignore_ascii_case(&b'c') => {
+                String::from_utf8_lossy(rest).into_owned()
+            }
+            [_, b':', ..] => return None,
+            _ => format!(
+                "{}/{p}",
+                self.home.replace('\\', "/").trim_start_matches("C:")
+            ),
+        };
+        let mut out = self.drive.clone();
+        for c in Path::new(&rest).components() {
+            match c {
+                Component::Normal(n) => out.push(n),
+                Component::RootDir | Component::CurDir => {}
+                Component::ParentDir | Component::Prefix(_) => return None,
+            }
+        }
+        Some(out)
+    }
+}
+
+/// `%TEMP%`, `%TMP%` and `$env:TEMP` as Windows sets them for a service
+/// session.
+fn expand_env(p: &str) -> String {
+    let mut s = p.to_string();
+    for var in ["%TEMP%", "%TMP%", "$env:TEMP", "$env:TMP"] {
+        while let Some(i) = s.to_ascii_lowercase().find(&var.to_ascii_lowercase()) {
+            s.replace_range(i..i + var.len(), r"C:\Windows\Temp");
+        }
+    }
+    s
+}
+
+/// A command's output side.
+struct Io<'a> {
+    tx: &'a UnboundedSender<Event>,
+}
+
+impl Io<'_> {
+    fn out(&self, text: &str) {
+        let _ = self
+            .tx
+            .send(Event::Out(Output::Stdout(text.as_bytes().to_vec())));
+    }
+    fn line(&self, text: &str) {
+        self.out(&format!("{text}\r\n"));
+    }
+    fn err(&self, text: &str) {
+        let _ = self.tx.send(Event::Out(Output::Stderr(
+            format!("{text}\r\n").into_bytes(),
+        )));
+    }
+}
+
+/// Runs one command line under cmd and reports its output and exit code.
+pub async fn run(machine: &Machine, line: &str, tx: UnboundedSender<Event>) {
+    let io = Io { tx: &tx };
+    let code = cmd(machine, line, &io).await;
+    let _ = tx.send(Event::Exit(code));
+}
+
+/// The PowerShell script a `powershell -EncodedCommand` line carries, if
+/// the line is one.
+pub fn encoded_script(line: &str) -> Option<String> {
+    let words = words(line);
+    if !is_powershell(words.first()?) {
+        return None;
+    }
+    let at = words
+        .iter()
+        .position(|w| is_encoded_flag(w))
+        .and_then(|i| words.get(i + 1))?;
+    decode_utf16le(at)
+}
+
+fn is_powershell(word: &str) -> bool {
+    let w = word.to_ascii_lowercase();
+    let name = w.rsplit(['\\', '/']).next().unwrap_or(&w);
+    name == "powershell" || name == "powershell.exe"
+}
+
+/// `-EncodedCommand` and the prefixes PowerShell accepts for it.
+fn is_encoded_flag(word: &str) -> bool {
+    let w = word.to_ascii_lowercase();
+    let w = w.trim_start_matches('-');
+    w == "e" || w == "ec" || (w.len() >= 3 && "encodedcommand".starts_with(w))
+}
+
+fn decode_utf16le(b64: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+/// Splits on spaces outside double quotes, dropping the quotes.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// Splits `s` at `sep` where it is outside quotes and braces.
+fn split_top(s: &str, seps: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut start = 0;
+    let mut i = 0;
+    let b = s.as_bytes();
+    while i < b.len() {
+        let c = b[i] as char;
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '{' | '(') => depth += 1,
+            (None, '}' | ')') => depth -= 1,
+            (None, _) if depth == 0 => {
+                if let Some(sep) = seps.iter().find(|sep| s[i..].starts_with(**sep)) {
+                    out.push(s[start..i].to_string());
+                    i += sep.len();
+                    start = i;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(s[start..].to_string());
+    out
+}
+
+/// One cmd line: `cmd /c` prefixes, `&&` chains, then each command.
+async fn cmd(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
+    let mut line = line.trim();
+    let lower = line.to_ascii_lowercase();
+    for prefix in ["cmd /c ", "cmd.exe /c "] {
+        if lower.starts_with(prefix) {
+            line = line[prefix.len()..].trim();
+        }
+    }
+    let mut code = 0;
+    for part in split_top(line, &["&&"]) {
+        code = simple(machine, part.trim(), io).await;
+        if code != 0 {
+            break;
+        }
+    }
+    code
+}
+
+/// One cmd command.
+async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
+    let w = words(line);
+    let Some(first) = w.first() else { return 0 };
+    let verb = first.to_ascii_lowercase();
+    if is_powershell(first) {
+        return powershell(machine, &w[1..], io).await;
+    }
+    if is_batch_file(&verb) {
+        return match machine.host_path(first).map(std::fs::read_to_string) {
+            Some(Ok(text)) => Box::pin(batch(machine, &text, io)).await,
+            _ => {
+                io.err("The system cannot find the path specified.");
+                1
+            }
+        };
+    }
+    match verb.as_str() {
+        // The environment is not modelled: `set` changes nothing.
+        "set" => 0,
+        // Powering off is the test's to do (see `Config::on_command`).
+        "shutdown" => 0,
+        "echo" => {
+            let text = line[4..].trim_start();
+            match split_top(text, &[">>", ">"]).as_slice() {
+                [text] => {
+                    io.line(text.trim_end());
+                    0
+                }
+                [text, target] => {
+                    let append = line.contains(">>");
+                    match machine.host_path(target.trim()) {
+                        Some(p) => write_line(&p, text.trim_end(), append, io),
+                        None => {
+                            io.err("The system cannot find the path specified.");
+                            1
+                        }
+                    }
+                }
+                _ => {
+                    io.err("The syntax of the command is incorrect.");
+                    1
+                }
+            }
+        }
+        "exit" => {
+            let n = w
+                .iter()
+                .skip(1)
+                .find(|a| !a.eq_ignore_ascii_case("/b"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            n
+        }
+        "timeout" => {
+            let secs = w
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case("/t"))
+                .and_then(|i| w.get(i + 1))
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            0
+        }
+        "type" => match w.get(1).and_then(|p| machine.host_path(p)) {
+            Some(p) => match std::fs::read(&p) {
+                Ok(b) => {
+                    let _ = io.tx.send(Event::Out(Output::Stdout(b)));
+                    0
+                }
+                Err(_) => {
+                    io.err("The system cannot find the file specified.");
+                    1
+                }
+            },
+            None => {
+                io.err("The system cannot find the path specified.");
+                1
+            }
+        },
+        _ => {
+            io.err(&format!(
+                "'{first}' is not recognized as an internal or external command,\r\noperable program or batch file."
+            ));
+            NOT_RECOGNISED
+        }
+    }
+}
+
+fn is_batch_file(word: &str) -> bool {
+    word.ends_with(".bat") || word.ends_with(".cmd")
+}
+
+/// A batch file, line by line: `@echo off`, `rem` and `::` lines are
+/// skipped; it stops at the first failing line, like a script run with
+/// `exit /b` on errors.
+async fn batch(machine: &Machine, text: &str, io: &Io<'_>) -> i32 {
+    let mut code = 0;
+    for line in text.lines().map(str::trim) {
+        let lower = line.to_ascii_lowercase();
+        if line.is_empty()
+            || lower == "@echo off"
+            || lower.starts_with("rem ")
+            || line.starts_with("::")
+        {
+            continue;
+        }
+        code = cmd(machine, line.trim_start_matches('@'), io).await;
+        if code != 0 {
+            break;
+        }
+    }
+    code
+}
+
+fn write_line(p: &Path, text: &str, append: bool, io: &Io<'_>) -> i32 {
+    use std::io::Write;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(p);
+    match f.and_then(|mut f| f.write_all(format!("{text}\r\n").as_bytes())) {
+        Ok(()) => 0,
+        Err(_) => {
+            io.err("The system cannot find the path specified.");
+            1
+        }
+    }
+}
+
+/// `powershell [flags] -EncodedCommand B64` or `powershell [flags] SCRIPT`.
+async fn powershell(machine: &Machine, args: &[String], io: &Io<'_>) -> i32 {
+    let mut i = 0;
+    let mut script = None;
+    while i < args.len() {
+        let a = args[i].to_ascii_lowercase();
+        if is_encoded_flag(&a) {
+            script = args.get(i + 1).and_then(|b| decode_utf16le(b));
+            if script.is_none() {
+                io.err("Cannot process the command because the value specified with -EncodedCommand is not properly encoded.");
+                return 1;
+            }
+            break;
+        }
+        match a.as_str() {
+            "-executionpolicy" | "-inputformat" | "-outputformat" | "-windowstyle" => i += 2,
+            "-command" | "-c" => {
+                script = Some(args[i + 1..].join(" "));
+                break;
+            }
+            a if a.starts_with('-') => i += 1,
+            _ => {
+                script = Some(args[i..].join(" "));
+                break;
+            }
+        }
+    }
+    match script {
+        Some(s) => ps_script(machine, &s, io).await,
+        None => {
+            io.err("an interactive PowerShell is not available in the WinRM stand-in");
+            1
+        }
+    }
+}
+
+/// The first double-quoted literal after `marker` in `script`.
+fn literal_after<'s>(script: &'s str, marker: &str) -> Option<&'s str> {
+    let at = script.find(marker)? + marker.len();
+    let rest = &script[at..];
+    let open = rest.find('"')? + 1;
+    let close = rest[open..].find('"')? + open;
+    Some(&rest[open..close])
+}
+
+/// A PowerShell script: the whole-script forms first (file restore,
+/// file read-back), then statement by statement.
+async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
+    if script.contains("FromBase64String") {
+        if let (Some(tmp), Some(dest)) = (
+            literal_after(script, "$tmp_file_path"),
+            literal_after(script, "$dest_file_path"),
+        ) {
+            let code = restore(machine, tmp, dest, io);
+            if script.contains("Remove-Item") {
+                if let Some(p) = machine.host_path(tmp) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            return code;
+        }
+    }
+    if script.contains("ToBase64String") && script.contains("ReadAllBytes") {
+        if let Some(path) = literal_after(script, "$file_path") {
+            return read_back(machine, path, io);
+        }
+    }
+    let mut st = PsState::default();
+    match ps_block(machine, script, io, &mut st).await {
+        Flow::Exit(code) => code,
+        Flow::Next => i32::from(st.failed),
+    }
+}
+
+/// What a PowerShell session carries between statements.
+#[derive(Default)]
+struct PsState {
+    /// A statement failed (`Write-Error`, an unknown term).
+    failed: bool,
+    /// `$LastExitCode`.
+    last_exit: i32,
+}
+
+/// Whether a block ran to its end or hit `exit`.
+enum Flow {
+    Next,
+    Exit(i32),
+}
+
+/// The text between the bracket at `open` and its partner.
+fn bracketed(s: &str, open: usize) -> Option<(&str, &str)> {
+    let (o, c) = match s.as_bytes().get(open)? {
+        b'(' => ('(', ')'),
+        b'{' => ('{', '}'),
+        _ => return None,
+    };
+    let mut depth = 0;
+    for (i, ch) in s[open..].char_indices() {
+        if ch == o {
+            depth += 1;
+        } else if ch == c {
+            depth -= 1;
+            if depth == 0 {
+                return Some((&s[open + 1..open + i], &s[open + i + 1..]));
+            }
+        }
+    }
+    None
+}
+
+/// Statements of a block, in order (newlines and `;` outside quotes and
+/// brackets separate them).
+fn ps_block<'a>(
+    machine: &'a Machine,
+    text: &'a str,
+    io: &'a Io<'a>,
+    st: &'a mut PsState,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Flow> + Send + 'a>> {
+    Box::pin(async move {
+        for stmt in split_top(text, &["\n", ";"]) {
+            if let Flow::Exit(code) = ps_statement(machine, stmt.trim(), io, st).await {
+                return Flow::Exit(code);
+            }
+        }
+        Flow::Next
+    })
+}
+
+/// A PowerShell script file, run with `&`: its `exit` ends only it.
+async fn ps_file(machine: &Machine, path: &str, io: &Io<'_>) -> Option<i32> {
+    let text = std::fs::read_to_string(machine.host_path(path)?).ok()?;
+    let mut inner = PsState::default();
+    Some(match ps_block(machine, &text, io, &mut inner).await {
+        Flow::Exit(code) => code,
+        Flow::Next => i32::from(inner.failed),
+    })
+}
+
+async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsState) -> Flow {
+    if stmt.is_empty() || stmt.starts_with('#') {
+        return Flow::Next;
+    }
+    // `& { ... }`: a script block, run in place.
+    if let Some(rest) = stmt.strip_prefix('&') {
+        let rest = rest.trim_start();
+        let at = stmt.len() - rest.len();
+        if rest.starts_with('{') {
+            return match bracketed(stmt, at) {
+                Some((body, _)) => ps_block(machine, body, io, st).await,
+                None => unknown(stmt, io, st),
+            };
+        }
+        // `&'C:/x.ps1'`: a script file.
+        return match ps_file(machine, &unquote(rest), io).await {
+            Some(code) => {
+                st.last_exit = code;
+                Flow::Next
+            }
+            None => unknown(rest, io, st),
+        };
+    }
+    // `. C:/x.ps1`: dot-sourced, run in this session.
+    if let Some(path) = stmt.strip_prefix(". ") {
+        let text = machine
+            .host_path(path.trim())
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        return match text {
+            Some(text) => ps_block(machine, &text, io, st).await,
+            None => unknown(path, io, st),
+        };
+    }
+    let w = words(stmt);
+    let verb = w[0].to_ascii_lowercase();
+    if verb == "if" || verb.starts_with("if(") {
+        return ps_if(machine, stmt, io, st).await;
+    }
+    let rest = || unquote(stmt[w[0].len()..].trim());
+    match verb.as_str() {
+        v if v.starts_with('$') && stmt.contains('=') => {}
+        "write-output" | "write-host" | "echo" => io.line(&rest()),
+        "write-error" => {
+            io.err(&rest());
+            st.failed = true;
+        }
+        "exit" => {
+            return Flow::Exit(match w.get(1).map(String::as_str) {
+                Some(n) if n.eq_ignore_ascii_case("$lastexitcode") => st.last_exit,
+                Some(n) => n.parse().unwrap_or(0),
+                None => 0,
+            })
+        }
+        "start-sleep" => {
+            let (unit, n) = match w.get(1).map(|s| s.to_ascii_lowercase()) {
+                Some(f) if f.starts_with("-m") => (0.001, w.get(2)),
+                Some(f) if f.starts_with('-') => (1.0, w.get(2)),
+                _ => (1.0, w.get(1)),
+            };
+            let n: f64 = n.and_then(|n| n.parse().ok()).unwrap_or(0.0);
+            tokio::time::sleep(Duration::from_secs_f64(n * unit)).await;
+        }
+        "test-path" => io.line(if test_path(machine, &w[1..]) {
+            "True"
+        } else {
+            "False"
+        }),
+        "remove-item" | "rm" | "del" => {
+            if let Some(p) = w
+                .iter()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .and_then(|p| machine.host_path(p))
+            {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        "cmd" | "cmd.exe" => st.last_exit = Box::pin(cmd(machine, stmt, io)).await,
+        _ => return unknown(&w[0], io, st),
+    }
+    Flow::Next
+}
+
+/// `Test-Path [-Path] P`: whether P is on the drive.
+fn test_path(machine: &Machine, args: &[String]) -> bool {
+    args.iter()
+        .find(|a| !a.starts_with('-'))
+        .and_then(|p| machine.host_path(p))
+        .is_some_and(|p| p.exists())
+}
+
+/// `if (Test-Path P) { ... }`, the only condition the stand-in knows.
+async fn ps_if(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsState) -> Flow {
+    let Some(open) = stmt.find('(') else {
+        return unknown(stmt, io, st);
+    };
+    let Some((cond, rest)) = bracketed(stmt, open) else {
+        return unknown(stmt, io, st);
+    };
+    let cw = words(cond);
+    if !cw
+        .first()
+        .is_some_and(|v| v.eq_ignore_ascii_case("test-path"))
+    {
+        return unknown(stmt, io, st);
+    }
+    let body_at = stmt.len() - rest.trim_start().len();
+    let Some((body, _)) = bracketed(stmt, body_at) else {
+        return unknown(stmt, io, st);
+    };
+    if test_path(machine, &cw[1..]) {
+        return ps_block(machine, body, io, st).await;
+    }
+    Flow::Next
+}
+
+/// An unknown term, reported as PowerShell reports it.
+fn unknown(term: &str, io: &Io<'_>, st: &mut PsState) -> Flow {
+    io.err(&format!(
+        "{term} : The term '{term}' is not recognized as the name of a cmdlet, function, script file, or operable program."
+    ));
+    st.failed = true;
+    Flow::Next
+}
+
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    for q in ['"', '\''] {
+        if s.len() >= 2 && s.starts_with(q) && s.ends_with(q) {
+            return s[1..s.len() - 1].to_string();
+        }
+    }
+    s.to_string()
+}
+
+/// The upload's second half: the base64 lines in `tmp`, decoded into `dest`.
+fn restore(machine: &Machine, tmp: &str, dest: &str, io: &Io<'_>) -> i32 {
+    let (Some(tmp), Some(dest)) = (machine.host_path(tmp), machine.host_path(dest)) else {
+        io.err("The given path's format is not supported.");
+        return 1;
+    };
+    if dest.is_dir() {
+        return 1;
+    }
+    if let Some(parent) = dest.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let text = std::fs::read_to_string(&tmp).unwrap_or_default();
+    let mut bytes = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match base64::engine::general_purpose::STANDARD.decode(line) {
+            Ok(b) => bytes.extend(b),
+            Err(e) => {
+                io.err(&format!("Exception calling \"FromBase64String\": {e}"));
+                return 1;
+            }
+        }
+    }
+    match std::fs::write(&dest, bytes) {
+        Ok(()) => 0,
+        Err(e) => {
+            io.err(&format!("{}: {e}", dest.display()));
+            1
+        }
+    }
+}
+
+/// A download: the file's bytes as one base64 line.
+fn read_back(machine: &Machine, path: &str, io: &Io<'_>) -> i32 {
+    match machine.host_path(path).map(std::fs::read) {
+        Some(Ok(b)) => {
+            io.line(&base64::engine::general_purpose::STANDARD.encode(b));
+            0
+        }
+        _ => {
+            io.err(&format!(
+                "Cannot find path '{path}' because it does not exist."
+            ));
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_paths_map_into_the_drive_folder_and_never_out_of_it() {
+        let m = Machine {
+            drive: PathBuf::from("/d"),
+            home: r"C:\Users\vagrant".into(),
+        };
+        assert_eq!(m.host_path(r"C:\a\b.txt"), Some("/d/a/b.txt".into()));
+        assert_eq!(m.host_path("c:/a/b.txt"), Some("/d/a/b.txt".into()));
+        assert_eq!(
+            m.host_path(r#""%TEMP%\x.tmp""#),
+            Some("/d/Windows/Temp/x.tmp".into())
+        );
+        assert_eq!(m.host_path("f"), Some("/d/Users/vagrant/f".into()));
+        assert_eq!(m.host_path(r"C:\..\etc"), None);
+        assert_eq!(m.host_path(r"D:\x"), None);
+    }
+
+    /// Runs `line` on a drive holding `files`; (exit code, stdout, stderr).
+    fn run_on(files: &[(&str, &str)], line: &str) -> (i32, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Machine {
+            drive: dir.path().to_path_buf(),
+            home: r"C:\Users\u".into(),
+        };
+        for (p, text) in files {
+            let p = m.host_path(p).unwrap();
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run(&m, line, tx));
+        let (mut out, mut err, mut code) = (String::new(), String::new(), None);
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::Out(Output::Stdout(b)) => out.push_str(&String::from_utf8_lossy(&b)),
+                Event::Out(Output::Stderr(b)) => err.push_str(&String::from_utf8_lossy(&b)),
+                Event::Exit(c) => code = Some(c),
+            }
+        }
+        (code.unwrap(), out, err)
+    }
+
+    #[test]
+    fn packers_powershell_and_windows_shell_command_shapes_run() {
+        let files = [
+            ("c:/Windows/Temp/vars.ps1", "$env:A=\"1\"; $env:B=\"2\"; "),
+            (
+                "c:/Windows/Temp/script.ps1",
+                "Write-Output \"hi\"\nexit 3\n",
+            ),
+            (
+                "c:/Windows/Temp/script.bat",
+                "@echo off\r\nrem note\r\necho from bat\r\n",
+            ),
+        ];
+        let ps = "powershell -executionpolicy bypass \"& { if (Test-Path variable:global:ProgressPreference){set-variable -name x -value 'y'};. c:/Windows/Temp/vars.ps1; &'c:/Windows/Temp/script.ps1'; exit $LastExitCode }\"";
+        assert_eq!(run_on(&files, ps), (3, "hi\r\n".into(), String::new()));
+        let bat = r#"set "PACKER_BUILDER_TYPE=libvirt" && "c:/Windows/Temp/script.bat""#;
+        assert_eq!(
+            run_on(&files, bat),
+            (0, "from bat\r\n".into(), String::new())
+        );
+        let (code, _, err) = run_on(&files, "Get-Thing");
+        assert_eq!(code, NOT_RECOGNISED);
+        assert!(err.contains("'Get-Thing' is not recognized"), "{err}");
+        let (code, _, err) = run_on(&files, "powershell -Command \"Get-Thing\"");
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("The term 'Get-Thing' is not recognized"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn encoded_commands_decode_from_utf16le() {
+        let enc: Vec<u8> = "echo hi"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let line = format!(
+            "powershell -executionpolicy bypass -encodedCommand {}",
+            base64::engine::general_purpose::STANDARD.encode(enc)
+        );
+        assert_eq!(encoded_script(&line).as_deref(), Some("echo hi"));
+    }
+}
