@@ -537,6 +537,24 @@ mod tests {
         h.set_failing("down".into(), Duration::MAX);
     }
 
+    /// Starts a VM for `job` from a template that does not exist: not "the
+    /// host lock is still taken after 30 s", the start goes on (and fails
+    /// on the template) at once.
+    fn starts_at_once(rt: &HostRt, conn: &Host, job: &str) {
+        let spec = InstanceSpec {
+            template: "no-such-template".into(),
+            name: format!("linux-{job}"),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let r = launch(rt, conn, &spec, job);
+        assert!(
+            matches!(&r, Launch::Failed(why) if why.contains("no-such-template")),
+            "{r:?}"
+        );
+        assert!(t0.elapsed() < LOCK_WAIT, "waited for the lock");
+    }
+
     /// The test driver's domains are one set for the whole process: the
     /// tests of the host lock take turns.
     static LOCK_TESTS: Mutex<()> = Mutex::new(());
@@ -566,20 +584,7 @@ mod tests {
             .unwrap();
         std::mem::forget(held);
         *rt.left_lock.lock().unwrap() = Some(uuid);
-        let spec = InstanceSpec {
-            template: "no-such-template".into(),
-            name: "linux-j1".into(),
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        let r = launch(&rt, &conn, &spec, "j1");
-        // Not "the host lock is still taken after 30 s": the start went on
-        // (and failed on the missing template), at once.
-        assert!(
-            matches!(&r, Launch::Failed(why) if why.contains("no-such-template")),
-            "{r:?}"
-        );
-        assert!(t0.elapsed() < LOCK_WAIT, "waited for its own lock");
+        starts_at_once(&rt, &conn, "j1");
         assert!(
             conn.raw().lookup_domain_by_name(LOCK_NAME).is_err(),
             "the lock is still there"
@@ -623,21 +628,7 @@ mod tests {
             .unwrap()
             .unwrap();
         std::mem::forget(held);
-        let spec = InstanceSpec {
-            template: "no-such-template".into(),
-            name: "linux-j2".into(),
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        let r = launch(&rt, &conn, &spec, "j2");
-        assert!(
-            matches!(&r, Launch::Failed(why) if why.contains("no-such-template")),
-            "{r:?}"
-        );
-        assert!(
-            t0.elapsed() < LOCK_WAIT,
-            "waited for the dead launcher's lock"
-        );
+        starts_at_once(&rt, &conn, "j2");
         assert!(conn.raw().lookup_domain_by_name(LOCK_NAME).is_err());
     }
 

@@ -244,6 +244,27 @@ pub fn write_executable(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stand-in server's own runtime (two worker threads named `name`) and
+/// `listener` (bound, not yet serving) moved onto it.
+pub fn server_runtime(
+    name: &str,
+    listener: std::net::TcpListener,
+) -> anyhow::Result<(tokio::runtime::Runtime, tokio::net::TcpListener)> {
+    use anyhow::Context;
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .with_context(|| format!("building the {name} runtime"))?;
+    let listener = {
+        let _inside = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    Ok((runtime, listener))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,14 +118,6 @@ fn description(owner: &str, renewal: u64) -> String {
     format!("{HELD_BY}{owner}; renewal {renewal}")
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
-}
-
 /// The `<description>` of a domain, if it has one.
 fn description_of(d: &virt::domain::Domain) -> Option<String> {
     let x = d.xml_desc(0).ok()?;
@@ -172,8 +164,8 @@ impl Host {
             "<domain type='{dtype}'><name>{n}</name><title>host lock (never runs)</title>\
              <description>{d}</description>\
              <memory unit='KiB'>1024</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>",
-            n = xml_escape(name),
-            d = xml_escape(&description(owner, 0)),
+            n = super::xml::esc(name),
+            d = super::xml::esc(&description(owner, 0)),
         );
         let deadline = crate::deadline::after(wait);
         let mut pause = Duration::from_millis(20);

@@ -37,7 +37,7 @@ pub mod template;
 pub mod uri;
 pub mod volume;
 mod volume_download;
-mod xml;
+pub mod xml;
 
 #[cfg(feature = "async")]
 pub use blocking::TaskError;

@@ -3,7 +3,7 @@
 use super::error::Error;
 
 /// Escapes text for use inside an XML attribute or element.
-pub(crate) fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

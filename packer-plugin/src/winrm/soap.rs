@@ -206,7 +206,7 @@ impl Xml {
             self.0.push(' ');
             self.0.push_str(k);
             self.0.push_str("=\"");
-            self.0.push_str(&escape(v));
+            self.0.push_str(&kvmhost::libvirt::xml::esc(v));
             self.0.push('"');
         }
     }
@@ -226,23 +226,9 @@ impl Xml {
             return;
         }
         self.open(name, attrs);
-        self.0.push_str(&escape(text));
+        self.0.push_str(&kvmhost::libvirt::xml::esc(text));
         self.close(name);
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A SOAP fault the server answered with.

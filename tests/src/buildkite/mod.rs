@@ -76,16 +76,7 @@ impl StandIn {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("buildkite-standin")
-            .enable_all()
-            .build()
-            .context("building the stand-in's runtime")?;
-        let listener = {
-            let _inside = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
+        let (runtime, listener) = crate::util::server_runtime("buildkite-standin", listener)?;
         let (stop, stopped) = watch::channel(false);
         let deliveries = Arc::new(webhook::Deliveries::default());
         let (webhooks, hook_queue) = match &config.webhook {

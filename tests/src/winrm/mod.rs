@@ -149,16 +149,7 @@ impl StandIn {
         } else {
             None
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("winrm-standin")
-            .enable_all()
-            .build()
-            .context("building the stand-in's runtime")?;
-        let listener = {
-            let _inside = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
+        let (runtime, listener) = crate::util::server_runtime("winrm-standin", listener)?;
         let scheme = if config.tls { "https" } else { "http" };
         let url = format!("{scheme}://{addr}/wsman");
         let machine = shell::Machine {
