@@ -555,6 +555,24 @@ mod tests {
         assert!(t0.elapsed() < LOCK_WAIT, "waited for the lock");
     }
 
+    /// A host lock held by `owner` that nobody renews or releases, as a
+    /// holder that died or lost its connection leaves it; its UUID.
+    fn leave_lock(owner: &str) -> String {
+        let other = Host::open("test:///default").unwrap();
+        let held = other
+            .lock(LOCK_NAME, owner, LOCK_HOLD, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        let uuid = other
+            .raw()
+            .lookup_domain_by_name(LOCK_NAME)
+            .unwrap()
+            .uuid_string()
+            .unwrap();
+        std::mem::forget(held);
+        uuid
+    }
+
     /// The test driver's domains are one set for the whole process: the
     /// tests of the host lock take turns.
     static LOCK_TESTS: Mutex<()> = Mutex::new(());
@@ -566,23 +584,8 @@ mod tests {
         let rt = HostRt::new(test_host(), Duration::from_secs(1), "ab12cd");
         // A lock of ours still on the host, as a release over a dead
         // connection leaves it (nothing renews it).
-        let other = Host::open("test:///default").unwrap();
-        let held = other
-            .lock(
-                LOCK_NAME,
-                "buildkite-agent-launcher pid 1 job j0",
-                LOCK_HOLD,
-                Duration::ZERO,
-            )
-            .unwrap()
-            .unwrap();
-        let uuid = conn
-            .raw()
-            .lookup_domain_by_name(LOCK_NAME)
-            .unwrap()
-            .uuid_string()
-            .unwrap();
-        std::mem::forget(held);
+        // (Written before locks named the launcher's id.)
+        let uuid = leave_lock("buildkite-agent-launcher pid 1 job j0");
         *rt.left_lock.lock().unwrap() = Some(uuid);
         starts_at_once(&rt, &conn, "j1");
         assert!(
@@ -613,21 +616,11 @@ mod tests {
         let _turn = LOCK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         let conn = Host::open("test:///default").unwrap();
         let rt = HostRt::new(test_host(), Duration::from_secs(1), "ab12cd");
-        let other = Host::open("test:///default").unwrap();
         // Left by a launcher on the same state file, killed under a start.
-        let held = other
-            .lock(
-                LOCK_NAME,
-                &format!(
-                    "buildkite-agent-launcher ab12cd pid {} job j0",
-                    std::process::id() + 1
-                ),
-                LOCK_HOLD,
-                Duration::ZERO,
-            )
-            .unwrap()
-            .unwrap();
-        std::mem::forget(held);
+        leave_lock(&format!(
+            "buildkite-agent-launcher ab12cd pid {} job j0",
+            std::process::id() + 1
+        ));
         starts_at_once(&rt, &conn, "j2");
         assert!(conn.raw().lookup_domain_by_name(LOCK_NAME).is_err());
     }

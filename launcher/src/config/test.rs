@@ -372,8 +372,8 @@ fn an_unknown_kind_of_agent_token_is_refused_with_the_choices() {
     );
 }
 
-#[test]
-fn rest_mode_keeps_the_agent_token_and_refuses_job_acquisition_tokens() {
+/// The REST example config, its token files in a folder of their own.
+fn rest_example() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     for f in ["api-token", "agent-token", "webhook-token"] {
         write_token(&dir.path().join(f), &format!("{f}-value\n"));
@@ -382,6 +382,12 @@ fn rest_mode_keeps_the_agent_token_and_refuses_job_acquisition_tokens() {
         "/etc/buildkite-agent-launcher/",
         &format!("{}/", dir.path().display()),
     );
+    (dir, example)
+}
+
+#[test]
+fn rest_mode_keeps_the_agent_token_and_refuses_job_acquisition_tokens() {
+    let (dir, example) = rest_example();
     let c = parse(&dir.path().join("l.toml"), &example, no_env).unwrap();
     assert_eq!(
         c.agents[0].tokens,
@@ -571,14 +577,7 @@ fn the_state_file_is_given_or_in_systemds_state_directory_or_none() {
 
 #[test]
 fn rest_mode_keeps_no_state_and_refuses_a_state_file() {
-    let dir = tempfile::tempdir().unwrap();
-    for f in ["api-token", "agent-token", "webhook-token"] {
-        write_token(&dir.path().join(f), &format!("{f}-value\n"));
-    }
-    let example = include_str!("../../../examples/launcher/launcher-rest.toml").replace(
-        "/etc/buildkite-agent-launcher/",
-        &format!("{}/", dir.path().display()),
-    );
+    let (dir, example) = rest_example();
     let systemd = |k: &str| (k == "STATE_DIRECTORY").then(|| "/var/lib/x".to_string());
     let c = parse(&dir.path().join("l.toml"), &example, systemd).unwrap();
     assert_eq!(c.launcher.state_file, None);
