@@ -109,7 +109,7 @@ impl BuildArgs {
     }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+fn duration(s: &str) -> Result<Duration, kvmhost::duration::NotADuration> {
     kvmhost::duration::parse_duration(s)
 }
 

@@ -3,15 +3,16 @@
 
 use std::time::Duration;
 
+/// Text that is not a duration, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a duration: write seconds (90) or a number with a unit (30s, 5m, 1h30m)")]
+pub struct NotADuration(pub String);
+
 /// Parses a bare number of seconds or one or more `<number><unit>` parts
 /// with units `ms`, `s`, `m`, `h`, `d` (and their long forms like `sec`,
 /// `min`, `hours`); decimals are allowed (`1.5m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "'{s}' is not a duration: write seconds (90) or a number with a unit (30s, 5m, 1h30m)"
-        )
-    };
+pub fn parse_duration(s: &str) -> Result<Duration, NotADuration> {
+    let bad = || NotADuration(s.to_string());
     let s = s.trim();
     if s.is_empty() {
         return Err(bad());
@@ -77,7 +78,7 @@ mod tests {
             "99999999999999999999999999d",
         ] {
             let e = parse_duration(s).unwrap_err();
-            assert!(e.contains(&format!("'{s}'")), "{s}: {e}");
+            assert!(e.to_string().contains(&format!("'{s}'")), "{s}: {e}");
         }
     }
 
@@ -85,7 +86,7 @@ mod tests {
     fn nonsense_is_rejected_with_the_input_named() {
         for s in ["", "m", "5x", "-3", "5m3", "1..2s", "s5"] {
             let e = parse_duration(s).unwrap_err();
-            assert!(e.contains(&format!("'{s}'")), "{s}: {e}");
+            assert!(e.to_string().contains(&format!("'{s}'")), "{s}: {e}");
         }
     }
 }

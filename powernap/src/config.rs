@@ -262,10 +262,10 @@ pub enum Problem {
 }
 
 /// `map_err` for a duration after `after`.
-fn duration_after(after: &str) -> impl FnOnce(String) -> Problem + '_ {
-    move |message| Problem::Duration {
+fn duration_after(after: &str) -> impl FnOnce(kvmhost::duration::NotADuration) -> Problem + '_ {
+    move |e| Problem::Duration {
         after: after.to_string(),
-        message,
+        message: e.to_string(),
     }
 }
 

@@ -117,8 +117,11 @@ fn a_holder_busy_for_longer_than_the_hold_time_keeps_the_lock_on_a_real_libvirtd
         .lock("bed-lock", "taker", hold, Duration::from_secs(4))
         .unwrap()
         .unwrap_err();
-    assert!(seen.starts_with("lock held by holder; renewal "), "{seen}");
-    assert_ne!(seen, "lock held by holder; renewal 0", "never renewed");
+    assert!(
+        seen.0.starts_with("lock held by holder; renewal "),
+        "{seen}"
+    );
+    assert_ne!(seen.0, "lock held by holder; renewal 0", "never renewed");
     lock.release().unwrap();
     // Released, it is the taker's at once.
     let lock = taker

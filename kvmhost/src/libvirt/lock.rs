@@ -103,6 +103,17 @@ impl Drop for HostLock {
     }
 }
 
+/// A lock someone else held until the wait ran out: its description
+/// (holder and renewal count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held(pub String);
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A lock held by someone else as a taker saw it: that domain with that
 /// description, first seen then by the taker's own clock.
 #[derive(Debug, Clone)]
@@ -148,7 +159,7 @@ impl Host {
         owner: &str,
         hold: Duration,
         wait: Duration,
-    ) -> Result<std::result::Result<HostLock, String>> {
+    ) -> Result<std::result::Result<HostLock, Held>> {
         if name.is_empty() || name.contains('/') {
             return Err(Error::Invalid {
                 field: "lock name",
@@ -229,7 +240,7 @@ impl Host {
                         ),
                         message,
                     }),
-                    None => Ok(Err(desc)),
+                    None => Ok(Err(Held(desc))),
                 };
             }
             std::thread::sleep(pause.mul_f64(0.5 + jitter()));
@@ -460,7 +471,7 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(t0.elapsed() >= Duration::from_millis(300));
-        assert!(holder.contains("held by a"), "{holder}");
+        assert!(holder.0.contains("held by a"), "{holder}");
         a.release().unwrap();
         let b = h
             .lock("t-lock-wait", "b", hold, Duration::ZERO)
@@ -482,7 +493,7 @@ mod tests {
             .lock("t-lock-skew", "taker", hold, Duration::from_millis(200))
             .unwrap()
             .unwrap_err();
-        assert!(holder.contains("held by live"), "{holder}");
+        assert!(holder.0.contains("held by live"), "{holder}");
         let still = h.raw().lookup_domain_by_name("t-lock-skew").unwrap();
         assert_eq!(still.uuid_string().unwrap(), uuid, "taken over at once");
 
@@ -518,8 +529,8 @@ mod tests {
             .lock("t-lock-renew", "b", hold, Duration::from_millis(2500))
             .unwrap()
             .unwrap_err();
-        assert!(holder.contains("held by a; renewal "), "{holder}");
-        assert_ne!(holder, description("a", 0), "never renewed");
+        assert!(holder.0.contains("held by a; renewal "), "{holder}");
+        assert_ne!(holder.0, description("a", 0), "never renewed");
         let still = h.raw().lookup_domain_by_name("t-lock-renew").unwrap();
         assert_eq!(still.uuid_string().unwrap(), uuid);
         a.release().unwrap();
