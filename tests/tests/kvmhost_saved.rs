@@ -1,0 +1,215 @@
+//! Saved domains on a real libvirtd: the tiny guest booted from its root
+//! disk is saved to a state file, its disk frozen, and clones of it are
+//! restored one after the other, each onto its own overlay of that disk.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kvmhost::libvirt::saved::{HostPath, OverlayRestore, ResumeAs};
+use kvmhost::libvirt::volume::VolumeInfo;
+use kvmhost::libvirt::Host;
+use sha2::{Digest, Sha256};
+use testbed::guest::{TinyGuest, READY};
+use testbed::libvirtd::{Libvirtd, NETWORK, POOL};
+use testbed::util::poll_until;
+
+const SLOT: &str = "slot-1";
+const MAC: &str = "52:54:00:5a:00:01";
+const AGENT: &str = "org.qemu.guest_agent.0";
+
+/// A tiny guest saved while it waits, and the disk it was saved with.
+struct SavedSlot {
+    d: Libvirtd,
+    host: Host,
+    base: VolumeInfo,
+    state: PathBuf,
+}
+
+fn slot_xml(d: &Libvirtd, g: &TinyGuest, disk: &Path) -> String {
+    format!(
+        "<domain type='qemu'>\
+           <name>{SLOT}</name><genid/><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
+           <os><type arch='x86_64' machine='q35'>hvm</type>\
+             <kernel>{k}</kernel><initrd>{i}</initrd><cmdline>{c}</cmdline></os>\
+           <features><acpi/></features>\
+           <on_poweroff>destroy</on_poweroff>\
+           <devices>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+               <source file='{disk}'/><target dev='vda' bus='virtio'/></disk>\
+             <interface type='network'><mac address='{MAC}'/><source network='{NETWORK}'/>\
+               <model type='virtio'/></interface>\
+             <channel type='unix'><source mode='bind' path='{socket}'/>\
+               <target type='virtio' name='{AGENT}'/></channel>\
+             <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\
+             {serial}\
+           </devices></domain>",
+        k = g.kernel.display(),
+        i = g.root_initrd.display(),
+        c = g.root_cmdline,
+        disk = disk.display(),
+        socket = d.dir().join("slot.agent.sock").display(),
+        serial = d.serial_xml(SLOT),
+    )
+}
+
+/// Boots the root-disk guest, waits for it to be up and saves it.
+fn saved_slot() -> SavedSlot {
+    let guest = TinyGuest::ensure().unwrap();
+    guest.check_reachable_by_others().unwrap();
+    let d = Libvirtd::start().unwrap();
+    let host = Host::open(&d.uri()).unwrap();
+    guest
+        .copy_root_disk(&d.pool_dir().join("frozen.qcow2"))
+        .unwrap();
+    let base = host.volume(POOL, "frozen.qcow2").unwrap();
+    let xml = d.dir().join("slot.xml");
+    std::fs::write(&xml, slot_xml(&d, &guest, Path::new(&base.path))).unwrap();
+    d.virsh(&["create", &xml.to_string_lossy()]).unwrap();
+    Libvirtd::wait_for_text(&d.serial_log(SLOT), READY, Duration::from_secs(90)).unwrap();
+    let state = d.dir().join("slot-1.state");
+    host.save_domain(SLOT, &state, ResumeAs::Running).unwrap();
+    SavedSlot {
+        d,
+        host,
+        base,
+        state,
+    }
+}
+
+/// Asks the guest agent, through the channel's socket, and returns its
+/// answer; tries again while the agent's port reconnects after a restore.
+fn agent(d: &Libvirtd, command: serde_json::Value) -> String {
+    let command = command.to_string();
+    let mut refused = String::new();
+    let answer = poll_until(Duration::from_secs(60), || {
+        d.virsh(&["qemu-agent-command", SLOT, &command])
+            .map_err(|e| refused = e.to_string())
+            .ok()
+    });
+    answer.unwrap_or_else(|| panic!("the guest agent did not answer {command}: {refused}"))
+}
+
+fn contains(path: &str, needle: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn sha256(path: &str) -> Vec<u8> {
+    Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+}
+
+#[test]
+fn a_saved_guest_restores_twice_each_time_onto_its_own_overlay_of_the_frozen_disk() {
+    let SavedSlot {
+        d,
+        host,
+        base,
+        state,
+    } = saved_slot();
+    assert!(
+        !d.domains().unwrap().contains(&SLOT.to_string()),
+        "the saved domain is gone"
+    );
+    let size = std::fs::metadata(&state).unwrap().len();
+    assert!(size > 1 << 20, "state file of {size} bytes");
+    assert!(host.saved_domain_xml(&state).unwrap().contains("<genid>"));
+    let base_sum = sha256(&base.path);
+
+    let mut overlays = Vec::new();
+    for clone in 1..=2 {
+        let socket = d.dir().join(format!("clone-{clone}.agent.sock"));
+        let restored = host
+            .restore_on_overlay(&OverlayRestore {
+                state_file: &state,
+                base: &base,
+                target: "vda",
+                pool: POOL,
+                overlay: &format!("clone-{clone}.qcow2"),
+                changes: &[HostPath::ChannelSocket {
+                    name: AGENT.into(),
+                    path: socket.to_string_lossy().into_owned(),
+                }],
+            })
+            .unwrap();
+        assert_eq!(restored.domain.name, SLOT);
+        assert_eq!(restored.overlay.backing_path.as_deref(), Some(&*base.path));
+        let live = host.domain_xml(SLOT).unwrap();
+        assert!(live.contains(&restored.overlay.path), "{live}");
+        assert!(live.contains(&*socket.to_string_lossy()), "{live}");
+
+        // Only a running guest answers its agent and writes its console.
+        let ping = agent(&d, serde_json::json!({"execute": "guest-ping"}));
+        assert_eq!(ping.trim(), r#"{"return":{}}"#);
+        let mark = format!("KVMBE-CLONE-{clone}-RUNS");
+        let data = format!("clone-{clone}-wrote-this-to-its-disk");
+        let script = format!("echo {data} > /clone-data && sync && echo {mark} > /dev/ttyS0");
+        agent(
+            &d,
+            serde_json::json!({
+                "execute": "guest-exec",
+                "arguments": {"path": "/bin/sh", "arg": ["-c", script]},
+            }),
+        );
+        Libvirtd::wait_for_text(&d.serial_log(SLOT), &mark, Duration::from_secs(60)).unwrap();
+        host.stop_domain(SLOT, Duration::ZERO).unwrap();
+        assert!(!d.domains().unwrap().contains(&SLOT.to_string()));
+        overlays.push((restored.overlay.path, data));
+    }
+
+    let [(first, first_data), (second, second_data)] = &overlays[..] else {
+        unreachable!()
+    };
+    assert!(contains(first, first_data) && !contains(first, second_data));
+    assert!(contains(second, second_data) && !contains(second, first_data));
+    assert!(!contains(&base.path, first_data) && !contains(&base.path, second_data));
+    assert_eq!(sha256(&base.path), base_sum, "the frozen disk is unchanged");
+}
+
+#[test]
+fn a_restore_that_changes_identity_or_reads_a_missing_file_is_refused_leaving_nothing() {
+    let SavedSlot {
+        d,
+        host,
+        base,
+        state,
+        ..
+    } = saved_slot();
+    let saved = host.saved_domain_xml(&state).unwrap();
+    let volumes = d.volumes(POOL).unwrap();
+
+    let renamed = saved.replace(&format!("<name>{SLOT}</name>"), "<name>slot-2</name>");
+    let err = host.restore_domain_xml(&state, &renamed).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "invalid xml: the restore XML changes /domain/name from 'slot-1' to 'slot-2'"
+        ),
+        "{err}"
+    );
+    let new_mac = saved.replace(MAC, "52:54:00:5a:00:02");
+    let err = host.restore_domain_xml(&state, &new_mac).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "changes /domain/devices/interface/mac/@address from '52:54:00:5a:00:01' to '52:54:00:5a:00:02'"
+        ),
+        "{err}"
+    );
+
+    let missing = d.dir().join("no-such.state");
+    let err = host
+        .restore_on_overlay(&OverlayRestore {
+            state_file: &missing,
+            base: &base,
+            target: "vda",
+            pool: POOL,
+            overlay: "clone-x.qcow2",
+            changes: &[],
+        })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("read the saved domain in {}: ", missing.display())),
+        "{msg}"
+    );
+    assert!(d.domains().unwrap().is_empty(), "no domain is left");
+    assert_eq!(d.volumes(POOL).unwrap(), volumes, "no volume is left");
+}
