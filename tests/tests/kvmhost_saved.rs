@@ -3,10 +3,10 @@
 //! restored one after the other, each onto its own overlay of that disk.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvmhost::libvirt::saved::{HostPath, OverlayRestore, ResumeAs};
-use kvmhost::libvirt::volume::VolumeInfo;
+use kvmhost::libvirt::volume::{VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::Host;
 use sha2::{Digest, Sha256};
 use testbed::guest::{TinyGuest, READY};
@@ -19,16 +19,19 @@ const AGENT: &str = "org.qemu.guest_agent.0";
 
 /// A tiny guest saved while it waits, and the disk it was saved with.
 struct SavedSlot {
+    guest: TinyGuest,
     d: Libvirtd,
     host: Host,
     base: VolumeInfo,
     state: PathBuf,
 }
 
-fn slot_xml(d: &Libvirtd, g: &TinyGuest, disk: &Path) -> String {
+/// The root-disk tiny guest as domain `name` on `disk`, with an agent
+/// channel whose socket is in the bed's folder.
+fn guest_xml(d: &Libvirtd, g: &TinyGuest, name: &str, disk: &Path) -> String {
     format!(
         "<domain type='qemu'>\
-           <name>{SLOT}</name><genid/><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
+           <name>{name}</name><genid/><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
            <os><type arch='x86_64' machine='q35'>hvm</type>\
              <kernel>{k}</kernel><initrd>{i}</initrd><cmdline>{c}</cmdline></os>\
            <features><acpi/></features>\
@@ -47,9 +50,18 @@ fn slot_xml(d: &Libvirtd, g: &TinyGuest, disk: &Path) -> String {
         i = g.root_initrd.display(),
         c = g.root_cmdline,
         disk = disk.display(),
-        socket = d.dir().join("slot.agent.sock").display(),
-        serial = d.serial_xml(SLOT),
+        socket = d.dir().join(format!("{name}.agent.sock")).display(),
+        serial = d.serial_xml(name),
     )
+}
+
+/// Starts the root-disk guest as a transient domain and waits until it
+/// is up (its console says [`READY`]).
+fn boot(d: &Libvirtd, g: &TinyGuest, name: &str, disk: &str) {
+    let xml = d.dir().join(format!("{name}.xml"));
+    std::fs::write(&xml, guest_xml(d, g, name, Path::new(disk))).unwrap();
+    d.virsh(&["create", &xml.to_string_lossy()]).unwrap();
+    Libvirtd::wait_for_text(&d.serial_log(name), READY, Duration::from_secs(90)).unwrap();
 }
 
 /// Boots the root-disk guest, waits for it to be up and saves it.
@@ -62,13 +74,11 @@ fn saved_slot() -> SavedSlot {
         .copy_root_disk(&d.pool_dir().join("frozen.qcow2"))
         .unwrap();
     let base = host.volume(POOL, "frozen.qcow2").unwrap();
-    let xml = d.dir().join("slot.xml");
-    std::fs::write(&xml, slot_xml(&d, &guest, Path::new(&base.path))).unwrap();
-    d.virsh(&["create", &xml.to_string_lossy()]).unwrap();
-    Libvirtd::wait_for_text(&d.serial_log(SLOT), READY, Duration::from_secs(90)).unwrap();
+    boot(&d, &guest, SLOT, &base.path);
     let state = d.dir().join("slot-1.state");
     host.save_domain(SLOT, &state, ResumeAs::Running).unwrap();
     SavedSlot {
+        guest,
         d,
         host,
         base,
@@ -105,6 +115,7 @@ fn a_saved_guest_restores_twice_each_time_onto_its_own_overlay_of_the_frozen_dis
         host,
         base,
         state,
+        ..
     } = saved_slot();
     assert!(
         !d.domains().unwrap().contains(&SLOT.to_string()),
@@ -143,14 +154,7 @@ fn a_saved_guest_restores_twice_each_time_onto_its_own_overlay_of_the_frozen_dis
         let mark = format!("KVMBE-CLONE-{clone}-RUNS");
         let data = format!("clone-{clone}-wrote-this-to-its-disk");
         let script = format!("echo {data} > /clone-data && sync && echo {mark} > /dev/ttyS0");
-        agent(
-            &d,
-            serde_json::json!({
-                "execute": "guest-exec",
-                "arguments": {"path": "/bin/sh", "arg": ["-c", script]},
-            }),
-        );
-        Libvirtd::wait_for_text(&d.serial_log(SLOT), &mark, Duration::from_secs(60)).unwrap();
+        run_and_wait_for(&d, SLOT, &script, &mark);
         host.stop_domain(SLOT, Duration::ZERO).unwrap();
         assert!(!d.domains().unwrap().contains(&SLOT.to_string()));
         overlays.push((restored.overlay.path, data));
@@ -212,4 +216,96 @@ fn a_restore_that_changes_identity_or_reads_a_missing_file_is_refused_leaving_no
     );
     assert!(d.domains().unwrap().is_empty(), "no domain is left");
     assert_eq!(d.volumes(POOL).unwrap(), volumes, "no volume is left");
+}
+
+/// Runs `script` in the guest through its agent and waits until its
+/// console shows `mark`, which the script is to print.
+fn run_and_wait_for(d: &Libvirtd, name: &str, script: &str, mark: &str) {
+    agent(
+        d,
+        serde_json::json!({
+            "execute": "guest-exec",
+            "arguments": {"path": "/bin/sh", "arg": ["-c", script]},
+        }),
+    );
+    Libvirtd::wait_for_text(&d.serial_log(name), mark, Duration::from_secs(60)).unwrap();
+}
+
+/// Sorted samples' median and 95th percentile (nearest rank).
+fn p50_p95(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let rank = |p: usize| v[(v.len() * p).div_ceil(100).max(1) - 1];
+    (rank(50), rank(95))
+}
+
+#[test]
+#[ignore = "benchmark: cargo test -p kvmbe-tests --test kvmhost_saved -- --ignored --nocapture"]
+fn bench_cold_boot_against_restore_of_the_tiny_guest() {
+    const RUNS: usize = 10;
+    let t0 = Instant::now();
+    let SavedSlot {
+        guest,
+        d,
+        host,
+        base,
+        state,
+    } = saved_slot();
+    let first_boot_and_save = t0.elapsed();
+    let state_size = std::fs::metadata(&state).unwrap().len();
+
+    // A cold boot: a fresh overlay of the same disk, started until up.
+    let mut boots = Vec::new();
+    for i in 0..RUNS {
+        let name = format!("boot-{i}");
+        let t0 = Instant::now();
+        let spec = VolumeSpec::overlay(&format!("{name}.qcow2"), &base).unwrap();
+        let overlay = host.create_volume(POOL, &spec).unwrap();
+        boot(&d, &guest, &name, &overlay.path);
+        boots.push(t0.elapsed());
+        host.stop_domain(&name, Duration::ZERO).unwrap();
+        host.delete_volume(&overlay.key).unwrap();
+    }
+
+    // A restore: a fresh overlay, the restore call, then output of the guest.
+    let (mut calls, mut running) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let t0 = Instant::now();
+        let spec = VolumeSpec::overlay(&format!("clone-{i}.qcow2"), &base).unwrap();
+        let overlay = host.create_volume(POOL, &spec).unwrap();
+        let socket = d.dir().join(format!("clone-{i}.agent.sock"));
+        let changes = [
+            HostPath::Disk {
+                target: "vda".into(),
+                file: overlay.path.clone(),
+            },
+            HostPath::ChannelSocket {
+                name: AGENT.into(),
+                path: socket.to_string_lossy().into_owned(),
+            },
+        ];
+        let t1 = Instant::now();
+        host.restore_domain(&state, &changes).unwrap();
+        calls.push(t1.elapsed());
+        let mark = format!("KVMBE-RESTORED-{i}");
+        run_and_wait_for(&d, SLOT, &format!("echo {mark} > /dev/ttyS0"), &mark);
+        running.push(t0.elapsed());
+        host.stop_domain(SLOT, Duration::ZERO).unwrap();
+        host.delete_volume(&overlay.key).unwrap();
+    }
+
+    let (boot50, boot95) = p50_p95(boots);
+    let (run50, run95) = p50_p95(running);
+    let (call50, call95) = p50_p95(calls);
+    eprintln!(
+        "tiny guest (root disk, 256 MiB, 1 vCPU, TCG), {RUNS} runs each, load {}:\n\
+         cold boot to {READY}:            p50 {boot50:?}  p95 {boot95:?}\n\
+         restore to guest output:        p50 {run50:?}  p95 {run95:?}\n\
+         restore_domain call (read XML, virDomainRestoreFlags): p50 {call50:?}  p95 {call95:?}\n\
+         cold boot / restore (p50):      {:.1}x\n\
+         state file: {state_size} bytes ({:.1} MiB); first boot and save took {first_boot_and_save:?}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        boot50.as_secs_f64() / run50.as_secs_f64(),
+        state_size as f64 / (1 << 20) as f64,
+    );
+    assert!(run50 < boot50, "a restore is quicker than a cold boot");
 }
