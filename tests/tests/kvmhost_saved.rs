@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use kvmhost::libvirt::domain::PowerState;
 use kvmhost::libvirt::saved::{HostPath, OverlayRestore, ResumeAs};
 use kvmhost::libvirt::volume::{VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::Host;
@@ -64,8 +65,15 @@ fn boot(d: &Libvirtd, g: &TinyGuest, name: &str, disk: &str) {
     Libvirtd::wait_for_text(&d.serial_log(name), READY, Duration::from_secs(90)).unwrap();
 }
 
-/// Boots the root-disk guest, waits for it to be up and saves it.
+/// Boots the root-disk guest, waits for it to be up and saves it to
+/// come back running.
 fn saved_slot() -> SavedSlot {
+    saved_slot_as(ResumeAs::Running)
+}
+
+/// Boots the root-disk guest, waits for it to be up and saves it to
+/// come back as `resume` says.
+fn saved_slot_as(resume: ResumeAs) -> SavedSlot {
     let guest = TinyGuest::ensure().unwrap();
     guest.check_reachable_by_others().unwrap();
     let d = Libvirtd::start().unwrap();
@@ -76,7 +84,7 @@ fn saved_slot() -> SavedSlot {
     let base = host.volume(POOL, "frozen.qcow2").unwrap();
     boot(&d, &guest, SLOT, &base.path);
     let state = d.dir().join("slot-1.state");
-    host.save_domain(SLOT, &state, ResumeAs::Running).unwrap();
+    host.save_domain(SLOT, &state, resume).unwrap();
     SavedSlot {
         guest,
         d,
@@ -143,6 +151,7 @@ fn a_saved_guest_restores_twice_each_time_onto_its_own_overlay_of_the_frozen_dis
             })
             .unwrap();
         assert_eq!(restored.domain.name, SLOT);
+        assert_eq!(restored.domain.state, PowerState::Running);
         assert_eq!(restored.overlay.backing_path.as_deref(), Some(&*base.path));
         let live = host.domain_xml(SLOT).unwrap();
         assert!(live.contains(&restored.overlay.path), "{live}");
@@ -216,6 +225,73 @@ fn a_restore_that_changes_identity_or_reads_a_missing_file_is_refused_leaving_no
     );
     assert!(d.domains().unwrap().is_empty(), "no domain is left");
     assert_eq!(d.volumes(POOL).unwrap(), volumes, "no volume is left");
+}
+
+#[test]
+fn a_second_clone_while_the_first_runs_is_refused_and_its_overlay_deleted() {
+    let SavedSlot {
+        d,
+        host,
+        base,
+        state,
+        ..
+    } = saved_slot();
+    let restore = |overlay: &str| {
+        host.restore_on_overlay(&OverlayRestore {
+            state_file: &state,
+            base: &base,
+            target: "vda",
+            pool: POOL,
+            overlay,
+            changes: &[],
+        })
+    };
+    let first = restore("clone-a.qcow2").unwrap();
+    assert_eq!(first.domain.state, PowerState::Running);
+    let volumes = d.volumes(POOL).unwrap();
+
+    let err = restore("clone-b.qcow2").unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "restore domain '{SLOT}' from {}: ",
+            state.display()
+        )) && err.contains("already active"),
+        "{err}"
+    );
+    assert_eq!(
+        d.volumes(POOL).unwrap(),
+        volumes,
+        "the refused overlay is deleted"
+    );
+    assert_eq!(
+        host.domain_status(SLOT).unwrap(),
+        first.domain,
+        "the first clone runs on"
+    );
+}
+
+#[test]
+fn a_domain_saved_to_come_back_paused_is_restored_paused() {
+    // The daemon is bound so that it lives to the end of the test.
+    let SavedSlot {
+        d: _daemon,
+        host,
+        base,
+        state,
+        ..
+    } = saved_slot_as(ResumeAs::Paused);
+
+    let restored = host
+        .restore_on_overlay(&OverlayRestore {
+            state_file: &state,
+            base: &base,
+            target: "vda",
+            pool: POOL,
+            overlay: "clone.qcow2",
+            changes: &[],
+        })
+        .unwrap();
+    assert_eq!(restored.domain.state, PowerState::Paused);
 }
 
 /// Runs `script` in the guest through its agent and waits until its

@@ -24,6 +24,19 @@
 //! `<source path>` (chosen by its target name), and keeps every other
 //! byte. [`check_only_host_paths_differ`] refuses a caller's XML that
 //! differs from the saved one anywhere else, naming the first difference.
+//!
+//! What libvirt (9.0, QEMU 7.2) does with a state file, as the tests found:
+//! - The saved XML keeps a file disk's `<backingStore/>`; an empty one
+//!   means "no backing file", so it is dropped with a new source, and
+//!   libvirt reads the overlay's chain from its header.
+//! - A channel whose socket libvirt chose has no `<source>` in the saved
+//!   XML (libvirt chooses again at the restore); to move a socket, define
+//!   the channel with its own path.
+//! - libvirt itself refuses a changed name, UUID, MAC or memory size
+//!   ("Target domain name 'b' does not match source 'a'"), and a restore
+//!   while the domain is running ("domain 'a' is already active"); it
+//!   accepts a changed serial log file, which this module does not offer.
+//! - The serial log file is truncated when the restored domain starts.
 
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
@@ -252,6 +265,15 @@ pub fn rewrite_host_paths(saved: &str, changes: &[HostPath]) -> Result<String> {
                 .find(|a| a.name() == attr && a.namespace().is_none())
         });
         let Some(source) = source else {
+            if device.is_some() {
+                return Err(Error::Invalid {
+                    field: if field == "disk" { "disk.file" } else { "channel.path" },
+                    message: format!(
+                        "the saved {field} '{key}' has no {attr} of its own (libvirt chose it): \
+                         define the domain with <source {attr}='...'/> on it to change it at a restore"
+                    ),
+                });
+            }
             let known: Vec<String> = candidates
                 .iter()
                 .filter_map(|d| child_attr(*d, "target", target_attr))
@@ -514,6 +536,27 @@ mod tests {
         assert_eq!(
             err,
             "invalid disk.target: the saved domain has no file disk 'vdb' with a source file (it has: vda, sda)"
+        );
+    }
+
+    #[test]
+    fn a_channel_whose_socket_libvirt_chose_cannot_be_moved() {
+        let saved = SAVED.replace(
+            "<source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-3-slot-1/org.qemu.guest_agent.0'/>",
+            "",
+        );
+        let err = rewrite_host_paths(
+            &saved,
+            &[HostPath::ChannelSocket {
+                name: "org.qemu.guest_agent.0".into(),
+                path: "/run/a.sock".into(),
+            }],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("invalid channel.path: the saved channel 'org.qemu.guest_agent.0' has no path of its own"),
+            "{err}"
         );
     }
 
