@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kvmhost::libvirt::domain::PowerState;
-use kvmhost::libvirt::saved::{HostPath, OverlayRestore, ResumeAs};
+use kvmhost::libvirt::saved::{HostPath, OverlayRestore, Restored, ResumeAs};
 use kvmhost::libvirt::volume::{VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::Host;
 use sha2::{Digest, Sha256};
@@ -94,6 +94,32 @@ fn saved_slot_as(resume: ResumeAs) -> SavedSlot {
     }
 }
 
+/// Restores the saved slot onto a new overlay `overlay` of `base`.
+fn restore_clone(
+    host: &Host,
+    state: &Path,
+    base: &VolumeInfo,
+    overlay: &str,
+    changes: &[HostPath],
+) -> kvmhost::libvirt::Result<Restored> {
+    host.restore_on_overlay(&OverlayRestore {
+        state_file: state,
+        base,
+        target: "vda",
+        pool: POOL,
+        overlay,
+        changes,
+    })
+}
+
+/// The agent channel's socket moved to `path`.
+fn agent_socket(path: &Path) -> HostPath {
+    HostPath::ChannelSocket {
+        name: AGENT.into(),
+        path: path.to_string_lossy().into_owned(),
+    }
+}
+
 /// Asks the guest agent, through the channel's socket, and returns its
 /// answer; tries again while the agent's port reconnects after a restore.
 fn agent(d: &Libvirtd, command: serde_json::Value) -> String {
@@ -137,19 +163,14 @@ fn a_saved_guest_restores_twice_each_time_onto_its_own_overlay_of_the_frozen_dis
     let mut overlays = Vec::new();
     for clone in 1..=2 {
         let socket = d.dir().join(format!("clone-{clone}.agent.sock"));
-        let restored = host
-            .restore_on_overlay(&OverlayRestore {
-                state_file: &state,
-                base: &base,
-                target: "vda",
-                pool: POOL,
-                overlay: &format!("clone-{clone}.qcow2"),
-                changes: &[HostPath::ChannelSocket {
-                    name: AGENT.into(),
-                    path: socket.to_string_lossy().into_owned(),
-                }],
-            })
-            .unwrap();
+        let restored = restore_clone(
+            &host,
+            &state,
+            &base,
+            &format!("clone-{clone}.qcow2"),
+            &[agent_socket(&socket)],
+        )
+        .unwrap();
         assert_eq!(restored.domain.name, SLOT);
         assert_eq!(restored.domain.state, PowerState::Running);
         assert_eq!(restored.overlay.backing_path.as_deref(), Some(&*base.path));
@@ -208,16 +229,7 @@ fn a_restore_that_changes_identity_or_reads_a_missing_file_is_refused_leaving_no
     );
 
     let missing = d.dir().join("no-such.state");
-    let err = host
-        .restore_on_overlay(&OverlayRestore {
-            state_file: &missing,
-            base: &base,
-            target: "vda",
-            pool: POOL,
-            overlay: "clone-x.qcow2",
-            changes: &[],
-        })
-        .unwrap_err();
+    let err = restore_clone(&host, &missing, &base, "clone-x.qcow2", &[]).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.starts_with(&format!("read the saved domain in {}: ", missing.display())),
@@ -236,16 +248,7 @@ fn a_second_clone_while_the_first_runs_is_refused_and_its_overlay_deleted() {
         state,
         ..
     } = saved_slot();
-    let restore = |overlay: &str| {
-        host.restore_on_overlay(&OverlayRestore {
-            state_file: &state,
-            base: &base,
-            target: "vda",
-            pool: POOL,
-            overlay,
-            changes: &[],
-        })
-    };
+    let restore = |overlay: &str| restore_clone(&host, &state, &base, overlay, &[]);
     let first = restore("clone-a.qcow2").unwrap();
     assert_eq!(first.domain.state, PowerState::Running);
     let volumes = d.volumes(POOL).unwrap();
@@ -281,16 +284,7 @@ fn a_domain_saved_to_come_back_paused_is_restored_paused() {
         ..
     } = saved_slot_as(ResumeAs::Paused);
 
-    let restored = host
-        .restore_on_overlay(&OverlayRestore {
-            state_file: &state,
-            base: &base,
-            target: "vda",
-            pool: POOL,
-            overlay: "clone.qcow2",
-            changes: &[],
-        })
-        .unwrap();
+    let restored = restore_clone(&host, &state, &base, "clone.qcow2", &[]).unwrap();
     assert_eq!(restored.domain.state, PowerState::Paused);
 }
 
@@ -354,10 +348,7 @@ fn bench_cold_boot_against_restore_of_the_tiny_guest() {
                 target: "vda".into(),
                 file: overlay.path.clone(),
             },
-            HostPath::ChannelSocket {
-                name: AGENT.into(),
-                path: socket.to_string_lossy().into_owned(),
-            },
+            agent_socket(&socket),
         ];
         let t1 = Instant::now();
         host.restore_domain(&state, &changes).unwrap();
