@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kvmhost::libvirt::domain::PowerState;
+use kvmhost::libvirt::domain_xml::{DomainDef, GenId};
 use kvmhost::libvirt::saved::{HostPath, OverlayRestore, Restored, ResumeAs};
 use kvmhost::libvirt::volume::{VolumeInfo, VolumeSpec};
 use kvmhost::libvirt::Host;
@@ -157,7 +158,9 @@ fn a_saved_guest_restores_twice_each_time_onto_its_own_overlay_of_the_frozen_dis
     );
     let size = std::fs::metadata(&state).unwrap().len();
     assert!(size > 1 << 20, "state file of {size} bytes");
-    assert!(host.saved_domain_xml(&state).unwrap().contains("<genid>"));
+    let genid = |xml: &str| DomainDef::from_xml(xml).unwrap().genid;
+    let saved_genid = genid(&host.saved_domain_xml(&state).unwrap());
+    assert!(matches!(saved_genid, Some(GenId::Id(_))), "{saved_genid:?}");
     let base_sum = sha256(&base.path);
 
     let mut overlays = Vec::new();
@@ -177,6 +180,12 @@ fn a_saved_guest_restores_twice_each_time_onto_its_own_overlay_of_the_frozen_dis
         let live = host.domain_xml(SLOT).unwrap();
         assert!(live.contains(&restored.overlay.path), "{live}");
         assert!(live.contains(&*socket.to_string_lossy()), "{live}");
+        // A new generation ID: the guest kernel reseeds its RNG.
+        let live_genid = genid(&d.virsh(&["dumpxml", SLOT]).unwrap());
+        assert!(
+            matches!(&live_genid, Some(GenId::Id(_))) && live_genid != saved_genid,
+            "saved {saved_genid:?}, live {live_genid:?}"
+        );
 
         // Only a running guest answers its agent and writes its console.
         let ping = agent(&d, serde_json::json!({"execute": "guest-ping"}));
