@@ -21,8 +21,9 @@
 //! place and nowhere else: [`rewrite_host_paths`] replaces the values of
 //! two kinds of attributes found through the parsed tree, a file disk's
 //! `<source file>` (chosen by its target device) and a unix channel's
-//! `<source path>` (chosen by its target name), and keeps every other
-//! byte. [`check_only_host_paths_differ`] refuses a caller's XML that
+//! `<source path>` (chosen by its target name), drops the changed disk's
+//! saved `<backingStore>` (see below), and keeps every other byte.
+//! [`check_only_host_paths_differ`] refuses a caller's XML that
 //! differs from the saved one anywhere else, naming the first difference.
 //!
 //! What libvirt (9.0, QEMU 7.2) does with a state file, as the tests found:
@@ -179,7 +180,8 @@ impl Host {
 
     /// Restores the domain saved in `state_file` with the host paths in
     /// `changes` and nothing else changed, and returns its status. The
-    /// domain comes back transient, running or paused as it was saved.
+    /// domain comes back running or paused as it was saved; transient,
+    /// unless a persistent definition of it is still there.
     pub fn restore_domain(&self, state_file: &Path, changes: &[HostPath]) -> Result<DomainStatus> {
         let saved = self.saved_domain_xml(state_file)?;
         let xml = rewrite_host_paths(&saved, changes)?;
