@@ -242,6 +242,19 @@ fn a_restore_that_changes_identity_or_reads_a_missing_file_is_refused_leaving_no
         "{err}"
     );
 
+    // A new disk under the saved <backingStore/> would read as zeros.
+    let moved = saved.replace(
+        &base.path,
+        &format!("{}/elsewhere.qcow2", d.pool_dir().display()),
+    );
+    let err = host.restore_domain_xml(&state, &moved).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "invalid xml: disk 'vda' gets a new source but keeps the saved <backingStore>"
+        ),
+        "{err}"
+    );
+
     let missing = d.dir().join("no-such.state");
     let err = restore_clone(&host, &missing, &base, "clone-x.qcow2", &[]).unwrap_err();
     let msg = err.to_string();

@@ -337,7 +337,49 @@ pub fn check_only_host_paths_differ(saved: &str, given: &str) -> Result<()> {
             "{what}: a saved domain comes back with its own name, UUID, MAC addresses and devices; \
              only a disk's source file and a channel's socket path may differ"
         ),
-    })
+    })?;
+    stale_backing_chains(a.root_element(), b.root_element())
+}
+
+/// Refuses a moved file disk that keeps the saved `<backingStore>`: it
+/// describes the old file, and an empty one would hide the new file's
+/// backing file from QEMU.
+fn stale_backing_chains(saved: roxmltree::Node, given: roxmltree::Node) -> Result<()> {
+    let file_disks =
+        |root: roxmltree::Node<'_, '_>| -> Vec<(Option<String>, Option<String>, Option<String>)> {
+            child(root, "devices")
+                .map(|d| {
+                    children(d, "disk")
+                        .filter(|d| d.attribute("type") == Some("file"))
+                        .map(|d| {
+                            (
+                                child_attr(d, "target", "dev"),
+                                child_attr(d, "source", "file"),
+                                child(d, "backingStore").map(|b| {
+                                    let r = b.range();
+                                    b.document().input_text()[r].to_string()
+                                }),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+    for ((target, old, old_chain), (_, new, new_chain)) in
+        file_disks(saved).into_iter().zip(file_disks(given))
+    {
+        if old != new && old_chain.is_some() && new_chain == old_chain {
+            return Err(Error::Invalid {
+                field: "xml",
+                message: format!(
+                    "disk '{}' gets a new source but keeps the saved <backingStore>, which describes the old file: \
+                     drop it, and libvirt reads the new file's chain from its header",
+                    target.unwrap_or_default()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn compare(
@@ -558,6 +600,20 @@ mod tests {
         .to_string();
         assert!(
             err.starts_with("invalid channel.path: the saved channel 'org.qemu.guest_agent.0' has no path of its own"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_new_disk_source_under_the_saved_backing_chain_is_refused() {
+        let given = SAVED.replace("/pool/frozen.qcow2", "/pool/overlay.qcow2");
+        let err = check_only_host_paths_differ(SAVED, &given)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "invalid xml: disk 'vda' gets a new source but keeps the saved <backingStore>"
+            ),
             "{err}"
         );
     }
