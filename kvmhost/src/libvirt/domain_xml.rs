@@ -58,6 +58,8 @@ pub struct DomainDef {
     pub name: String,
     /// UUID; libvirt assigns one when absent. Needed to redefine.
     pub uuid: Option<String>,
+    /// VM generation ID (`<genid>`); none when absent.
+    pub genid: Option<GenId>,
     /// Hypervisor type.
     pub kind: DomainKind,
     /// Memory in MiB.
@@ -88,6 +90,17 @@ pub struct DomainDef {
     /// Extra QEMU arguments passed through libvirt, for what libvirt has
     /// no element of its own.
     pub qemu_commandline: QemuCommandline,
+}
+
+/// A VM generation ID: libvirt gives it a new value whenever the guest
+/// may run again from a copy of its state (a restore, a snapshot revert),
+/// and the guest kernel then reseeds its random number generator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenId {
+    /// `<genid/>`: libvirt chooses the value.
+    Auto,
+    /// `<genid>UUID</genid>`: this value, as libvirt reports it.
+    Id(String),
 }
 
 /// Arguments libvirt adds to QEMU's command line as they are
@@ -376,6 +389,11 @@ impl DomainDef {
         if let Some(uuid) = &self.uuid {
             x.push_str(&format!("<uuid>{}</uuid>", esc(uuid)));
         }
+        match &self.genid {
+            Some(GenId::Auto) => x.push_str("<genid/>"),
+            Some(GenId::Id(id)) => x.push_str(&format!("<genid>{}</genid>", esc(id))),
+            None => {}
+        }
         if !self.metadata.is_empty() {
             x.push_str(&format!(
                 "<metadata><kvmhost:meta xmlns:kvmhost='{METADATA_NS}'>"
@@ -534,6 +552,10 @@ impl DomainDef {
         let mut def = DomainDef {
             name: child_text(root, "name").unwrap_or_default(),
             uuid: child_text(root, "uuid"),
+            genid: child(root, "genid").map(|g| match g.text().map(str::trim) {
+                Some(id) if !id.is_empty() => GenId::Id(id.to_string()),
+                _ => GenId::Auto,
+            }),
             kind,
             memory_mib: memory_kib / (1 << 20),
             vcpu: child_text(root, "vcpu")
@@ -856,6 +878,7 @@ mod tests {
     fn sample() -> DomainDef {
         let mut d = DomainDef {
             name: "agent-1".into(),
+            genid: Some(GenId::Auto),
             kind: DomainKind::Qemu,
             memory_mib: 512,
             vcpu: 2,
@@ -1014,6 +1037,23 @@ mod tests {
         let d = sample();
         assert_eq!(d.disks[0].target, "vda");
         assert_eq!(d.disks[1].target, "sda");
+    }
+
+    #[test]
+    fn a_genid_is_written_and_read_back() {
+        let mut d = plain_domain();
+        d.genid = Some(GenId::Auto);
+        let xml = d.to_xml();
+        assert!(xml.contains("<genid/>"), "{xml}");
+        assert_eq!(DomainDef::from_xml(&xml).unwrap().genid, Some(GenId::Auto));
+        let id = "0d3c5d7e-8a54-4ec8-b0d2-2a6f1c3e9b77";
+        d.genid = Some(GenId::Id(id.into()));
+        let back = DomainDef::from_xml(&d.to_xml()).unwrap();
+        assert_eq!(back.genid, Some(GenId::Id(id.into())));
+        assert_eq!(
+            DomainDef::from_xml(&plain_domain().to_xml()).unwrap().genid,
+            None
+        );
     }
 
     #[test]

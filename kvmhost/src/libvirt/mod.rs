@@ -2,8 +2,8 @@
 //!
 //! [`Host`] wraps a libvirt connection (`qemu:///system`, `qemu+ssh://...`,
 //! `test:///default`). Storage pools ([`pool`]), volumes with sparse
-//! upload ([`volume`]), networks ([`network`]) and domains ([`domain`])
-//! are reached through it; [`domain_xml`] is the typed model of a domain
+//! upload ([`volume`]), networks ([`network`]) and domains ([`domain`]), saved
+//! and restored ([`saved`]), are reached through it; [`domain_xml`] is the typed model of a domain
 //! definition that every front end builds and reads back.
 //!
 //! Every call here blocks on libvirt's C library: async callers reach a
@@ -32,6 +32,7 @@ pub mod instance;
 pub mod lock;
 pub mod network;
 pub mod pool;
+pub mod saved;
 pub mod stylesheet;
 pub mod template;
 pub mod uri;

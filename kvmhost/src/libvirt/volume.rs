@@ -85,6 +85,18 @@ impl VolumeSpec {
         }
     }
 
+    /// A qcow2 copy-on-write overlay of `base`, as large as it: reads
+    /// come from `base` until written, writes stay in the overlay.
+    pub fn overlay(name: &str, base: &VolumeInfo) -> Result<VolumeSpec> {
+        Ok(VolumeSpec {
+            backing: Some(Backing {
+                path: base.path.clone(),
+                format: VolumeFormat::parse(&base.format, "backing.format")?,
+            }),
+            ..VolumeSpec::new(name, base.capacity, VolumeFormat::Qcow2)
+        })
+    }
+
     /// The volume's libvirt XML; nothing is preallocated, so files stay sparse.
     pub fn to_xml(&self) -> String {
         let mut x = format!(
