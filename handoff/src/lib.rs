@@ -47,7 +47,9 @@ mod message;
 mod protocol;
 
 pub use message::{Message, MessageError};
-pub use protocol::{receive, reply_error, reply_started, send, ReceiveError, SendError};
+pub use protocol::{
+    receive, reply_error, reply_started, send, wait_ready, ReceiveError, SendError,
+};
 
 /// The name of the virtio-serial channel (the domain XML's
 /// `<target type='virtio' name='…'/>` and the guest's port name).

@@ -154,9 +154,15 @@ pub fn reply_error(conn: &mut impl Write, why: &str) -> io::Result<()> {
     write_line(conn, &format!("{ERROR} {flat}"))
 }
 
+/// Launcher side: waits for the guest's `ready` (a warm VM that says it
+/// waits for a job; closing the channel then leaves it waiting).
+pub fn wait_ready<S: Read + Write>(conn: &mut BufReader<S>) -> Result<(), SendError> {
+    expect(conn, READY)
+}
+
 /// Launcher side: waits for `ready`, sends `msg` and waits for `started`.
 pub fn send<S: Read + Write>(conn: &mut BufReader<S>, msg: &Message) -> Result<(), SendError> {
-    expect(conn, READY)?;
+    wait_ready(conn)?;
     write_line(conn.get_mut(), &msg.to_line()).map_err(SendError::Io)?;
     expect(conn, STARTED)
 }

@@ -1188,6 +1188,7 @@ pub fn instance_spec(
             (label::DEFINITION.to_string(), a.name.clone()),
             (label::QUEUE.to_string(), queue.to_string()),
         ]),
+        channels: Vec::new(),
     }
 }
 

@@ -53,7 +53,7 @@ pub struct GuestInterface {
 }
 
 impl Host {
-    fn lookup_domain(&self, id: &str) -> Result<Domain> {
+    pub(super) fn lookup_domain(&self, id: &str) -> Result<Domain> {
         let ctx = format!("look up domain '{id}'");
         if looks_like_uuid(id) {
             self.raw()

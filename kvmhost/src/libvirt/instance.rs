@@ -108,6 +108,9 @@ pub struct InstanceSpec {
     pub default_user_data: Option<String>,
     /// The caller's own metadata (no secrets: any local user can read it).
     pub labels: BTreeMap<String, String>,
+    /// virtio-serial channels to add to the template's, by name (see
+    /// [`super::channel`]).
+    pub channels: Vec<String>,
 }
 
 /// An instance that was made.
@@ -304,6 +307,11 @@ impl Host {
             }
             def.disks = disks;
             def.assign_targets();
+            for c in &spec.channels {
+                if !def.channels.contains(c) {
+                    def.channels.push(c.clone());
+                }
+            }
             def.os.nvram = nvram.as_ref().map(|(file, _)| NvramDef {
                 file: file.clone(),
                 template: t.nvram_template.clone(),
