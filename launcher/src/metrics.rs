@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::stages::Record;
+use crate::stages::{Kind, Record};
 
 /// Bucket bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
@@ -60,10 +60,10 @@ struct Inner {
     start_failures: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
     tokens: BTreeMap<&'static str, u64>,
-    /// Per (definition, host, stage span).
-    stages: BTreeMap<(String, String, &'static str), Histogram>,
-    /// Per (definition, host): seen to agent.
-    starts: BTreeMap<(String, String), Histogram>,
+    /// Per (definition, host, kind, stage span).
+    stages: BTreeMap<(String, String, &'static str, &'static str), Histogram>,
+    /// Per (definition, host, kind): seen to agent.
+    starts: BTreeMap<(String, String, &'static str), Histogram>,
     scheduled_to_start: Histogram,
     wake: Histogram,
     hosts_asleep: u64,
@@ -135,15 +135,16 @@ impl Metrics {
     pub fn job_started(&self, r: &Record) {
         let def = r.definition.clone().unwrap_or_default();
         let host = r.host.clone().unwrap_or_default();
+        let kind = r.kind.unwrap_or(Kind::Cold).name();
         self.with(|m| {
             for (stage, d) in r.spans() {
                 m.stages
-                    .entry((def.clone(), host.clone(), stage.span()))
+                    .entry((def.clone(), host.clone(), kind, stage.span()))
                     .or_insert_with(|| Histogram::with(&STAGE_BUCKETS))
                     .observe(d.as_secs_f64());
             }
             m.starts
-                .entry((def, host))
+                .entry((def, host, kind))
                 .or_insert_with(|| Histogram::with(&STAGE_BUCKETS))
                 .observe(r.total().as_secs_f64());
         });
@@ -234,11 +235,11 @@ impl Metrics {
         );
         let _ = writeln!(
             s,
-            "# HELP launcher_job_stage_seconds Time a job's start took to reach a stage from the one before (stage: reserve, wake, token, start, agent).\n# TYPE launcher_job_stage_seconds histogram"
+            "# HELP launcher_job_stage_seconds Time a job's start took to reach a stage from the one before (stage: reserve, wake, token, start, agent; kind: cold, warm).\n# TYPE launcher_job_stage_seconds histogram"
         );
-        for ((d, h, stage), hist) in &m.stages {
+        for ((d, h, kind, stage), hist) in &m.stages {
             let labels = format!(
-                "definition=\"{}\",host=\"{}\",stage=\"{stage}\"",
+                "definition=\"{}\",host=\"{}\",kind=\"{kind}\",stage=\"{stage}\"",
                 label(d),
                 label(h)
             );
@@ -248,8 +249,12 @@ impl Metrics {
             s,
             "# HELP launcher_job_start_seconds From a job seen to its agent taking it, for jobs that got a VM.\n# TYPE launcher_job_start_seconds histogram"
         );
-        for ((d, h), hist) in &m.starts {
-            let labels = format!("definition=\"{}\",host=\"{}\"", label(d), label(h));
+        for ((d, h, kind), hist) in &m.starts {
+            let labels = format!(
+                "definition=\"{}\",host=\"{}\",kind=\"{kind}\"",
+                label(d),
+                label(h)
+            );
             series(&mut s, "launcher_job_start_seconds", &labels, hist);
         }
         gauge(
@@ -347,7 +352,7 @@ mod tests {
         let text = m.render();
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         has("# TYPE launcher_job_stage_seconds histogram");
-        let v2 = "definition=\"linux\",host=\"vmhost02\"";
+        let v2 = "definition=\"linux\",host=\"vmhost02\",kind=\"cold\"";
         has(&format!(
             "launcher_job_stage_seconds_bucket{{{v2},stage=\"wake\",le=\"0.05\"}} 1"
         ));
@@ -379,7 +384,7 @@ mod tests {
         ));
         has(&format!("launcher_job_start_seconds_count{{{v2}}} 2"));
         // Values from the config are escaped.
-        has("launcher_job_start_seconds_count{definition=\"linux\",host=\"vm\\\"host\"} 1");
+        has("launcher_job_start_seconds_count{definition=\"linux\",host=\"vm\\\"host\",kind=\"cold\"} 1");
         // Buckets are cumulative and end with the count.
         let wake: Vec<u64> = text
             .lines()

@@ -51,6 +51,21 @@ impl DomainKind {
     }
 }
 
+/// The project's metadata element (`<kvmhost:meta>`) holding `entries`,
+/// as the domain XML has it and `virDomainSetMetadata` takes it.
+pub fn metadata_xml(entries: &BTreeMap<String, String>) -> String {
+    let mut x = format!("<kvmhost:meta xmlns:kvmhost='{METADATA_NS}'>");
+    for (k, v) in entries {
+        x.push_str(&format!(
+            "<kvmhost:entry key='{}'>{}</kvmhost:entry>",
+            esc(k),
+            esc(v)
+        ));
+    }
+    x.push_str("</kvmhost:meta>");
+    x
+}
+
 /// The QEMU guest agent's channel name.
 const QEMU_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 
@@ -392,17 +407,9 @@ impl DomainDef {
             x.push_str(&format!("<uuid>{}</uuid>", esc(uuid)));
         }
         if !self.metadata.is_empty() {
-            x.push_str(&format!(
-                "<metadata><kvmhost:meta xmlns:kvmhost='{METADATA_NS}'>"
-            ));
-            for (k, v) in &self.metadata {
-                x.push_str(&format!(
-                    "<kvmhost:entry key='{}'>{}</kvmhost:entry>",
-                    esc(k),
-                    esc(v)
-                ));
-            }
-            x.push_str("</kvmhost:meta></metadata>");
+            x.push_str("<metadata>");
+            x.push_str(&metadata_xml(&self.metadata));
+            x.push_str("</metadata>");
         }
         x.push_str(&format!(
             "<memory unit='MiB'>{0}</memory><currentMemory unit='MiB'>{0}</currentMemory>",

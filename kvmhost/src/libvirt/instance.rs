@@ -397,6 +397,33 @@ impl Host {
         })
     }
 
+    /// Sets label `key` of running instance `id` to `value` (its live
+    /// metadata, which [`Host::instances`] reads; a transient instance has
+    /// no other).
+    pub fn set_instance_label(&self, id: &str, key: &str, value: &str) -> Result<()> {
+        let mut metadata = DomainDef::from_xml(&self.domain_xml(id)?)?.metadata;
+        if metadata.get(KIND).map(String::as_str) != Some("instance") {
+            return Err(Error::Invalid {
+                field: "name",
+                message: format!("domain '{id}' is not an instance made from a template"),
+            });
+        }
+        metadata.insert(format!("{LABEL}{key}"), value.to_string());
+        let dom = self.lookup_domain(id)?;
+        dom.set_metadata(
+            virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(&super::domain_xml::metadata_xml(&metadata)),
+            Some("kvmhost"),
+            Some(super::domain_xml::METADATA_NS),
+            virt::sys::VIR_DOMAIN_AFFECT_LIVE,
+        )
+        .map_err(lv(
+            format!("set label '{key}' of instance '{id}'"),
+            "domain",
+            id,
+        ))
+    }
+
     /// The running instances on the host, with their labels.
     pub fn instances(&self) -> Result<Vec<InstanceInfo>> {
         let doms = self
