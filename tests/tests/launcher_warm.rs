@@ -57,9 +57,14 @@ struct Bed {
     lab: Lab,
 }
 
+/// Definition `linux` (queue `linux`) with one warm VM.
+const WARM_LINUX: &str = "[[agent]]\nname = \"linux\"\ntags = [\"queue=linux\"]\n\
+template = \"agent-template\"\nwarm = 1\n";
+
 /// A lab host with the template, the stand-in and the launcher running
-/// with `warm = 1`; `renew` is the guest's DHCP renewal command.
-fn start(renew: &str) -> Bed {
+/// with the `[[agent]]`s `agents`; `renew` is the guest's DHCP renewal
+/// command.
+fn start(renew: &str, agents: &str) -> Bed {
     let handoff = bin_dir().join("kvmbe-handoff");
     assert!(
         handoff.is_file(),
@@ -114,12 +119,7 @@ name = "vmhost"
 uri = "qemu+ssh://root@{ip}/system"
 max_vms = 3
 
-[[agent]]
-name = "linux"
-tags = ["queue=linux"]
-template = "agent-template"
-warm = 1
-"#,
+{agents}"#,
         url = bk.url(),
         client = lab.client_ip(),
         port = bk.port(),
@@ -168,13 +168,16 @@ impl Bed {
     }
 
     fn schedule(&self) -> String {
+        self.schedule_on("linux")
+    }
+
+    fn schedule_on(&self, queue: &str) -> String {
         let b = self
             .bk
             .add_build(
                 "app",
-                BuildSpec::new(vec![
-                    JobSpec::new(&["queue=linux"]).command("echo \"ran on $(hostname)\"")
-                ]),
+                BuildSpec::new(vec![JobSpec::new(&[&format!("queue={queue}")])
+                    .command("echo \"ran on $(hostname)\"")]),
             )
             .unwrap();
         b.job_ids[0].clone()
@@ -201,7 +204,7 @@ impl Bed {
 
 #[test]
 fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
-    let bed = start("true");
+    let bed = start("true", WARM_LINUX);
     let bk = &bed.bk;
     let warm = bed.wait_warm_ready(&[]);
     // Waiting, it registered no agent, and nothing secret is in it.
@@ -309,7 +312,7 @@ fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
 #[test]
 fn a_handoff_the_guest_refuses_falls_back_to_a_cold_start_and_the_job_runs_once() {
     // The guest cannot renew its lease: it answers `error …`.
-    let bed = start("false");
+    let bed = start("false", WARM_LINUX);
     let bk = &bed.bk;
     let warm = bed.wait_warm_ready(&[]);
     let job = bed.schedule();
@@ -366,4 +369,81 @@ fn a_handoff_the_guest_refuses_falls_back_to_a_cold_start_and_the_job_runs_once(
         .collect();
     assert!(!names.contains(&warm), "{names:?}");
     eprintln!("fallback: {}", notes.last().unwrap());
+}
+
+/// The `q`-quantile of `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+/// Job scheduled to its agent running it, for `n` jobs one after another
+/// on definition `cold` (no warm VM) and `n` on `warm` (`warm = 1`, each
+/// job scheduled once the replacement warm VM waits), in one run on one
+/// host; prints p50 and p95 of each and their ratio.
+///
+/// `WARM_BENCH_JOBS=10 cargo test -p kvmbe-tests --test launcher_warm -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_cold_versus_warm_scheduled_to_agent_running() {
+    let n: usize = std::env::var("WARM_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let agents = "[[agent]]\nname = \"cold\"\ntags = [\"queue=cold\"]\ntemplate = \"agent-template\"\n\n\
+                  [[agent]]\nname = \"warm\"\ntags = [\"queue=warm\"]\ntemplate = \"agent-template\"\nwarm = 1\n";
+    let bed = start("true", agents);
+    let to_running = |job: &str, scheduled: SystemTime| {
+        let run = bed.bk.job_run(job).expect("an agent ran the job");
+        run.started_at
+            .unwrap()
+            .duration_since(scheduled)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    let mut used: Vec<String> = Vec::new();
+    let mut notes = Vec::new();
+    for _ in 0..n {
+        let scheduled = SystemTime::now();
+        let job = bed.schedule_on("cold");
+        bed.wait_finished(&job, "");
+        cold.push(to_running(&job, scheduled));
+
+        let refs: Vec<&str> = used.iter().map(String::as_str).collect();
+        let vm = bed.wait_warm_ready(&refs);
+        used.push(vm.clone());
+        let scheduled = SystemTime::now();
+        let job = bed.schedule_on("warm");
+        bed.wait_finished(&job, &vm);
+        warm.push(to_running(&job, scheduled));
+        notes.push(
+            bed.bk
+                .job(&job)
+                .unwrap()
+                .notifications
+                .pop()
+                .unwrap_or_default(),
+        );
+    }
+    let log = bed.launcher.log_text();
+    assert!(
+        !log.contains("handing it to warm"),
+        "a hand-off failed:\n{log}"
+    );
+    let (c50, c95, w50, w95) = (
+        quantile(&cold, 0.5),
+        quantile(&cold, 0.95),
+        quantile(&warm, 0.5),
+        quantile(&warm, 0.95),
+    );
+    eprintln!("job scheduled -> agent running, {n} jobs each (seconds):");
+    eprintln!("  cold: p50 {c50:.2}  p95 {c95:.2}  all {cold:.2?}");
+    eprintln!("  warm: p50 {w50:.2}  p95 {w95:.2}  all {warm:.2?}");
+    eprintln!("  cold/warm: p50 {:.1}x  p95 {:.1}x", c50 / w50, c95 / w95);
+    eprintln!("  warm starts as the launcher timed them: {notes:#?}");
+    assert!(w50 < c50, "warm is not faster: {warm:?} vs {cold:?}");
 }
