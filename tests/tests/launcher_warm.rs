@@ -228,6 +228,22 @@ fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
     let scheduled = SystemTime::now();
     let t0 = Instant::now();
     let job = bed.schedule();
+    // Handed over, the VM is labelled with its job: a restarted launcher
+    // counts it as the job's VM.
+    let labels = bed.launcher.wait_for(
+        Duration::from_secs(60),
+        "the warm VM labelled with its job",
+        || {
+            let i = bed
+                .libvirt
+                .instances()
+                .ok()?
+                .into_iter()
+                .find(|i| i.name == warm)?;
+            i.labels.contains_key("job").then_some(i.labels)
+        },
+    );
+    assert_eq!(labels.get("job"), Some(&job));
     bed.wait_finished(&job, &warm);
     let run = bk.job_run(&job).expect("an agent ran the job");
     let agents = bk.registered_agents();
@@ -263,6 +279,7 @@ fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
         "{log}"
     );
     assert!(!log.contains("handing it to warm"), "{log}");
+    assert!(!log.contains("labelling"), "{log}");
     assert!(!log.contains(&issued[0].token), "the JAT is in the log");
     let notes = bk.job(&job).unwrap().notifications;
     let b = Breakdown::of_notes(&notes).unwrap_or_else(|| panic!("{notes:?}"));

@@ -52,18 +52,26 @@ impl DomainKind {
 }
 
 /// The project's metadata element (`<kvmhost:meta>`) holding `entries`,
-/// as the domain XML has it and `virDomainSetMetadata` takes it.
+/// as the domain XML has it.
 pub fn metadata_xml(entries: &BTreeMap<String, String>) -> String {
-    let mut x = format!("<kvmhost:meta xmlns:kvmhost='{METADATA_NS}'>");
-    for (k, v) in entries {
-        x.push_str(&format!(
-            "<kvmhost:entry key='{}'>{}</kvmhost:entry>",
-            esc(k),
-            esc(v)
-        ));
-    }
-    x.push_str("</kvmhost:meta>");
-    x
+    format!(
+        "<kvmhost:meta xmlns:kvmhost='{METADATA_NS}'>{}</kvmhost:meta>",
+        entries_xml("kvmhost:", entries)
+    )
+}
+
+/// The same element as `virDomainSetMetadata` takes it: without prefix
+/// or namespace, which libvirt adds to the element itself (it refuses a
+/// fragment that declares them).
+pub fn metadata_fragment(entries: &BTreeMap<String, String>) -> String {
+    format!("<meta>{}</meta>", entries_xml("", entries))
+}
+
+fn entries_xml(prefix: &str, entries: &BTreeMap<String, String>) -> String {
+    entries
+        .iter()
+        .map(|(k, v)| format!("<{prefix}entry key='{}'>{}</{prefix}entry>", esc(k), esc(v)))
+        .collect()
 }
 
 /// The QEMU guest agent's channel name.

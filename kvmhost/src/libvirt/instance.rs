@@ -412,7 +412,7 @@ impl Host {
         let dom = self.lookup_domain(id)?;
         dom.set_metadata(
             virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-            Some(&super::domain_xml::metadata_xml(&metadata)),
+            Some(&super::domain_xml::metadata_fragment(&metadata)),
             Some("kvmhost"),
             Some(super::domain_xml::METADATA_NS),
             virt::sys::VIR_DOMAIN_AFFECT_LIVE,
@@ -683,6 +683,49 @@ mod tests {
             host.delete_volume(&v.key).unwrap();
         }
         running.destroy().unwrap();
+    }
+
+    #[test]
+    fn a_label_set_on_a_running_instance_is_listed_with_the_others() {
+        let host = Host::open("test:///default").unwrap();
+        let def = DomainDef {
+            name: "lbl-inst".into(),
+            kind: super::super::domain_xml::DomainKind::Qemu,
+            memory_mib: 1,
+            vcpu: 1,
+            metadata: BTreeMap::from([
+                (KIND.to_string(), "instance".to_string()),
+                (TEMPLATE.to_string(), "t".to_string()),
+                (format!("{LABEL}warm"), "1".to_string()),
+            ]),
+            ..Default::default()
+        };
+        let xml = def.to_xml().replace("type='qemu'", "type='test'");
+        let dom = host.raw().create_domain_xml(&xml, 0).unwrap();
+        host.set_instance_label("lbl-inst", "job", "j-1 & <2>")
+            .unwrap();
+        let found = host.instances().unwrap();
+        let i = found.iter().find(|i| i.name == "lbl-inst").unwrap();
+        assert_eq!(i.labels.get("job").map(String::as_str), Some("j-1 & <2>"));
+        assert_eq!(i.labels.get("warm").map(String::as_str), Some("1"));
+        // Not an instance: refused, naming it.
+        let plain = host
+            .raw()
+            .create_domain_xml(
+                "<domain type='test'><name>lbl-plain</name><memory unit='KiB'>1024</memory>\
+                 <os><type>hvm</type></os></domain>",
+                0,
+            )
+            .unwrap();
+        let err = host
+            .set_instance_label("lbl-plain", "job", "x")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("'lbl-plain' is not an instance"),
+            "{err}"
+        );
+        dom.destroy().unwrap();
+        plain.destroy().unwrap();
     }
 
     #[test]
