@@ -694,9 +694,11 @@ impl Daemon {
                 p.1 += defs[f.def].memory_kib;
             }
         }
-        // Warm VMs being started are not listed yet; the others are.
-        for w in self.warm.vms().values() {
-            if w.state == warm::WarmState::Starting {
+        // Warm VMs being started are not listed yet, nor those started
+        // since their host was last read: they count as launches under way.
+        for (vm, w) in self.warm.vms() {
+            let listed = self.hosts[w.host].instances().iter().any(|i| &i.name == vm);
+            if w.state != warm::WarmState::Claimed && !listed {
                 defs[w.def].running += 1;
                 let p = pending.entry(w.host).or_default();
                 p.0 += 1;
@@ -766,6 +768,7 @@ impl Daemon {
             self.act(&decisions, &jobs, &queue_of).await;
             self.keep_warm(&mut views, &mut defs);
             self.probe_warm();
+            self.metrics.warm_vms(self.warm.counts(&self.cfg));
         }
         self.forget_gone(&listed, complete);
         let vms: usize = self.hosts.iter().map(|h| h.instances().len()).sum();

@@ -68,6 +68,8 @@ struct Inner {
     wake: Histogram,
     hosts_asleep: u64,
     vms_running: u64,
+    /// Per (definition, state `booting` or `waiting`): warm VMs.
+    warm: BTreeMap<(String, &'static str), u64>,
     vm_seconds: f64,
     passes: u64,
     last_pass_seconds: f64,
@@ -160,6 +162,11 @@ impl Metrics {
             m.passes += 1;
             m.last_pass_seconds = took.as_secs_f64();
         });
+    }
+
+    /// The warm VMs at the last pass, per definition and state.
+    pub fn warm_vms(&self, counts: BTreeMap<(String, &'static str), u64>) {
+        self.with(|m| m.warm = counts);
     }
 
     /// The text exposition format.
@@ -269,6 +276,17 @@ impl Metrics {
             "VMs of ours at the last pass.",
             m.vms_running as f64,
         );
+        let _ = writeln!(
+            s,
+            "# HELP launcher_warm_vms Warm VMs at the last pass (state: booting, waiting for a job).\n# TYPE launcher_warm_vms gauge"
+        );
+        for ((d, state), n) in &m.warm {
+            let _ = writeln!(
+                s,
+                "launcher_warm_vms{{definition=\"{}\",state=\"{state}\"}} {n}",
+                label(d)
+            );
+        }
         counter(
             &mut s,
             "launcher_vm_minutes_total",
@@ -430,6 +448,25 @@ mod tests {
         );
         assert!(
             text.contains("launcher_errors_total{kind=\"buildkite\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn warm_vms_render_per_definition_and_state() {
+        let m = Metrics::default();
+        m.warm_vms(BTreeMap::from([
+            (("linux".to_string(), "booting"), 0),
+            (("linux".to_string(), "waiting"), 2),
+        ]));
+        let text = m.render();
+        assert!(text.contains("# TYPE launcher_warm_vms gauge\n"), "{text}");
+        assert!(
+            text.contains("launcher_warm_vms{definition=\"linux\",state=\"waiting\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("launcher_warm_vms{definition=\"linux\",state=\"booting\"} 0\n"),
             "{text}"
         );
     }

@@ -241,6 +241,27 @@ impl WarmPool {
             .count()
     }
 
+    /// How many warm VMs each definition with `warm` set has, `booting`
+    /// (started, not yet waiting) and `waiting` (for a job), as the
+    /// `launcher_warm_vms` gauge has them.
+    pub fn counts(&self, cfg: &Config) -> BTreeMap<(String, &'static str), u64> {
+        let mut out = BTreeMap::new();
+        for (d, a) in cfg.agents.iter().enumerate().filter(|(_, a)| a.warm > 0) {
+            for state in ["booting", "waiting"] {
+                out.insert((a.name.clone(), state), 0);
+            }
+            for w in self.vms.values().filter(|w| w.def == d) {
+                let state = match w.state {
+                    WarmState::Claimed => continue,
+                    WarmState::Ready => "waiting",
+                    _ => "booting",
+                };
+                *out.entry((a.name.clone(), state)).or_default() += 1;
+            }
+        }
+        out
+    }
+
     /// Warm VMs beyond what the config asks for (after a restart with a
     /// smaller `warm`), waiting ones first; to be removed.
     pub fn surplus(&mut self, cfg: &Config) -> Vec<Removal> {

@@ -73,7 +73,11 @@ fn a_warm_vm_is_handed_a_job_only_once_it_said_ready() {
     assert!(pool.probed("w1", true));
     assert_eq!(pool.ready_hosts(&cfg, 0), [1]);
     assert_eq!(pool.claim(0, 0), None, "w2 has not said ready");
+    let counts = pool.counts(&cfg);
+    assert_eq!(counts[&("debian".to_string(), "waiting")], 1);
+    assert_eq!(counts[&("debian".to_string(), "booting")], 1);
     assert_eq!(pool.claim(0, 1).as_deref(), Some("w1"));
+    assert_eq!(pool.counts(&cfg)[&("debian".to_string(), "waiting")], 0);
     assert_eq!(pool.claim(0, 1), None, "claimed twice");
     assert!(pool.ready_hosts(&cfg, 0).is_empty());
     // A claimed VM no longer counts as kept warm: another is started.
