@@ -6,8 +6,9 @@
 //! its job acquisition token and hands both to the warm VM through the
 //! `org.kvmbe.handoff` channel; the agent in that VM registers with the
 //! token, acquires the job with `--acquire-job`, runs and finishes it, and
-//! a new warm VM takes the used one's place. A hand-off the guest refuses
-//! removes that VM and starts a VM for the job at once; the job runs once.
+//! a new warm VM takes the used one's place. A hand-off the guest refuses,
+//! or one to a frozen VM that never answers, removes that VM and starts a
+//! VM for the job at once; the job runs once.
 //!
 //! Needs `cargo build -p buildkite-agent-launcher -p kvmbe-handoff` and
 //! the real agent (`scripts/setup.sh --test`).
@@ -326,12 +327,11 @@ fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
     );
 }
 
-#[test]
-fn a_handoff_the_guest_refuses_falls_back_to_a_cold_start_and_the_job_runs_once() {
-    // The guest cannot renew its lease: it answers `error …`.
-    let bed = start("false", WARM_LINUX);
+/// Schedules a job whose hand-off to `warm` fails saying `why`; checks
+/// that a cold VM runs it, once, and that `warm` is gone. Returns the
+/// job's last note.
+fn falls_back(bed: &Bed, warm: &str, why: &str) -> String {
     let bk = &bed.bk;
-    let warm = bed.wait_warm_ready(&[]);
     let job = bed.schedule();
     let cold = bed
         .launcher
@@ -346,7 +346,7 @@ fn a_handoff_the_guest_refuses_falls_back_to_a_cold_start_and_the_job_runs_once(
     let log = bed.launcher.log_text();
     assert!(
         log.contains(&format!("job {job}: handing it to warm {warm} failed: "))
-            && log.contains("the guest refused the job: renewing the DHCP lease: `false` failed"),
+            && log.contains(why),
         "{log}"
     );
     assert!(
@@ -363,20 +363,10 @@ fn a_handoff_the_guest_refuses_falls_back_to_a_cold_start_and_the_job_runs_once(
         .collect();
     assert_eq!(acquired.len(), 1, "{acquired:?}");
     assert!(acquired[0].granted);
-    assert!(
-        bed.console(&warm).contains("kvmbe-handoff: job"),
-        "{}",
-        bed.console(&warm)
-    );
-    // It refused and started no agent (and was destroyed, maybe before
-    // its script said how the program ended).
-    let console = bed.console(&warm);
-    assert!(console.contains("`false` failed"), "{console}");
-    assert!(!console.contains("buildkite-agent v"), "{console}");
     let notes = bk.job(&job).unwrap().notifications;
     let b = Breakdown::of_notes(&notes).unwrap_or_else(|| panic!("{notes:?}"));
     assert!(!b.warm, "{notes:?}");
-    // The refusing VM is gone.
+    // The warm VM that failed is gone.
     let names: Vec<String> = bed
         .libvirt
         .instances()
@@ -384,8 +374,43 @@ fn a_handoff_the_guest_refuses_falls_back_to_a_cold_start_and_the_job_runs_once(
         .into_iter()
         .map(|i| i.name)
         .collect();
-    assert!(!names.contains(&warm), "{names:?}");
-    eprintln!("fallback: {}", notes.last().unwrap());
+    assert!(!names.contains(&warm.to_string()), "{names:?}");
+    notes.last().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_handoff_the_guest_refuses_falls_back_to_a_cold_start_and_the_job_runs_once() {
+    // The guest cannot renew its lease: it answers `error …`.
+    let bed = start("false", WARM_LINUX);
+    let warm = bed.wait_warm_ready(&[]);
+    let note = falls_back(
+        &bed,
+        &warm,
+        "the guest refused the job: renewing the DHCP lease: `false` failed",
+    );
+    // It refused and started no agent (and was destroyed, maybe before
+    // its script said how the program ended).
+    let console = bed.console(&warm);
+    assert!(console.contains("kvmbe-handoff: job"), "{console}");
+    assert!(console.contains("`false` failed"), "{console}");
+    assert!(!console.contains("buildkite-agent v"), "{console}");
+    eprintln!("refused: {note}");
+}
+
+#[test]
+fn a_handoff_to_a_frozen_vm_times_out_and_falls_back_to_a_cold_start() {
+    let bed = start("true", WARM_LINUX);
+    let warm = bed.wait_warm_ready(&[]);
+    // Paused: its channel still connects, nobody answers.
+    let daemon = bed.lab.hosts()[0].daemon();
+    daemon.virsh(&["suspend", &warm]).unwrap();
+    let t0 = Instant::now();
+    let note = falls_back(&bed, &warm, "no answer in time");
+    assert!(!bed.console(&warm).contains("kvmbe-handoff: job"));
+    eprintln!(
+        "frozen: {note} (job finished {:.1} s after scheduling)",
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 /// The `q`-quantile of `v` (nearest rank).
