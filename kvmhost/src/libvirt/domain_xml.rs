@@ -852,7 +852,10 @@ fn read_devices(devices: roxmltree::Node, def: &mut DomainDef) {
             log_file: child_attr(c, "log", "file"),
         });
     }
+    // Only what the model writes: a spice agent channel (`spicevmc`) is
+    // not a socket channel and is not written back as one.
     for name in children(devices, "channel")
+        .filter(|c| c.attribute("type") == Some("unix"))
         .filter(|c| child_attr(*c, "target", "type").as_deref() == Some("virtio"))
         .filter_map(|c| child_attr(c, "target", "name"))
     {
@@ -973,6 +976,11 @@ mod tests {
              <address type='virtio-serial' controller='0' bus='0' port='2'/></channel>",
         );
         assert_eq!(DomainDef::from_xml(&live).unwrap().channels, d.channels);
+        let spice = xml.replace(
+            "</devices>",
+            "<channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel></devices>",
+        );
+        assert_eq!(DomainDef::from_xml(&spice).unwrap().channels, d.channels);
         d.channels.clear();
         assert!(!d.to_xml().contains("org.kvmbe.handoff"));
     }
