@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use kvmhost::libvirt::channel::Message;
 use kvmhost::libvirt::instance::InstanceSpec;
 use tokio::sync::{mpsc, Notify};
 
@@ -14,10 +15,11 @@ use crate::config::{AgentTokens, Config, Secret, Source};
 use crate::hosts::{label, templates_of, HostRt, Launch};
 use crate::metrics::Metrics;
 use crate::rest::{coming_state, Listing, RestClient};
-use crate::schedule::{Decision, DefView, Job, Plan, Verdict};
+use crate::schedule::{Decision, DefView, HostView, Job, Plan, Power, Verdict};
 use crate::stacks::jat::{self, JatError};
 use crate::stacks::{Client, Notification};
-use crate::stages::{Journal, Stage, Via};
+use crate::stages::{Journal, Kind, Stage, Via};
+use crate::warm::{self, Removal, WarmPool};
 
 /// How the daemon runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,6 +71,8 @@ enum Event {
     Started {
         job: String,
         vm: String,
+        /// Started for the job, or a warm VM handed it.
+        kind: Kind,
         token_expires: Option<SystemTime>,
         /// When the token was issued, if the VM has its own.
         token_at: Option<Instant>,
@@ -99,6 +103,16 @@ enum Event {
     /// The VM given up on is removed (or could not be): the job is
     /// placed again.
     Removed { job: Job, queue: String },
+    /// A warm VM's start call returned (`started`: or lost its answer,
+    /// so it may run) or failed.
+    WarmStarted { vm: String, started: bool },
+    /// A warm VM said it waits for a job, or did not (yet).
+    WarmProbed { vm: String, ready: bool },
+    /// A warm VM claimed for a job was not handed it (no token, no host):
+    /// it waits for another.
+    WarmReleased { vm: String },
+    /// A warm VM whose hand-off failed was removed.
+    WarmRemoved { vm: String },
     /// The host's connection died during the start call: the VM may run.
     StartUnknown {
         job: String,
@@ -129,6 +143,8 @@ pub struct Daemon {
     /// Notified to run a pass at once (webhooks).
     pub kick: Arc<Notify>,
     inflight: HashMap<String, InFlight>,
+    /// Warm VMs: booting or waiting for a job.
+    warm: WarmPool,
     retry: HashMap<String, (Job, String)>,
     // What was said about each job, so it is said once: jobs given up,
     // the last note on a job's page, the last decision logged. Forgotten
@@ -233,6 +249,7 @@ impl Daemon {
             kicked: None,
             kick: Arc::new(Notify::new()),
             inflight: HashMap::new(),
+            warm: WarmPool::default(),
             retry: HashMap::new(),
             finished: HashSet::new(),
             noted: HashMap::new(),
@@ -472,21 +489,26 @@ impl Daemon {
             Event::Started {
                 job,
                 vm,
+                kind,
                 token_expires,
                 token_at,
                 at,
             } => {
+                self.warm.forget(&vm);
                 let Some(f) = self.inflight.get_mut(&job) else {
                     return;
                 };
                 if let Some(t) = token_at {
                     self.stages.mark(&job, Stage::Token, t);
                 }
-                self.stages.mark(&job, Stage::Started, at);
+                self.stages.started(&job, kind, at);
                 f.token_expires = token_expires;
                 let host = self.cfg.hosts[f.host].name.clone();
                 let def = self.cfg.agents[f.def].name.clone();
-                eprintln!("job {job}: started {vm} on {host}");
+                match kind {
+                    Kind::Cold => eprintln!("job {job}: started {vm} on {host}"),
+                    Kind::Warm => eprintln!("job {job}: handed to warm {vm} on {host}"),
+                }
                 let since = parse_rfc3339(&f.job.scheduled_at)
                     .and_then(|t| SystemTime::now().duration_since(t).ok());
                 self.metrics.vm_started(&host, &def, since);
@@ -498,8 +520,28 @@ impl Daemon {
                     self.inflight.remove(&job);
                     self.stages.drop_job(&job);
                 } else {
-                    self.note(&queue, &job, format!("booting {vm} on {host}"))
-                        .await;
+                    let note = match kind {
+                        Kind::Cold => format!("booting {vm} on {host}"),
+                        Kind::Warm => format!("warm {vm} on {host} took it"),
+                    };
+                    self.note(&queue, &job, note).await;
+                }
+            }
+            Event::WarmStarted { vm, started } => {
+                if started {
+                    self.warm.started(&vm);
+                } else {
+                    self.warm.forget(&vm);
+                }
+            }
+            Event::WarmReleased { vm } => self.warm.release(&vm),
+            Event::WarmRemoved { vm } => self.warm.forget(&vm),
+            Event::WarmProbed { vm, ready } => {
+                if self.warm.probed(&vm, ready) {
+                    if let Some(w) = self.warm.vms().get(&vm) {
+                        let host = &self.cfg.hosts[w.host].name;
+                        eprintln!("warm {vm} on {host} waits for a job");
+                    }
                 }
             }
             Event::NoToken { job, error } => {
@@ -654,6 +696,17 @@ impl Daemon {
         };
         if !self.opts.dry_run {
             self.watch_inflight(listing.as_ref()).await;
+            let mut gone = self
+                .warm
+                .sync(&self.cfg, &self.hosts, self.cfg.launcher.boot_timeout);
+            gone.extend(self.warm.surplus(&self.cfg));
+            for Removal { vm, host, why } in gone {
+                eprintln!(
+                    "warm {vm} on {}: {why}; removing it",
+                    self.cfg.hosts[host].name
+                );
+                self.remove_vm(host, &vm);
+            }
         }
 
         // Jobs that have a VM (ours, from libvirt, also after a restart).
@@ -772,6 +825,7 @@ impl Daemon {
                 running: 0,
                 memory_kib: 0,
                 broken_on: HashMap::new(),
+                warm: Vec::new(),
             })
             .collect();
         for (d, a) in self.cfg.agents.iter().enumerate() {
@@ -792,6 +846,20 @@ impl Daemon {
                 p.0 += 1;
                 p.1 += defs[f.def].memory_kib;
             }
+        }
+        // Warm VMs being started are not listed yet, nor those started
+        // since their host was last read: they count as launches under way.
+        for (vm, w) in self.warm.vms() {
+            let listed = self.hosts[w.host].instances().iter().any(|i| &i.name == vm);
+            if w.state != warm::WarmState::Claimed && !listed {
+                defs[w.def].running += 1;
+                let p = pending.entry(w.host).or_default();
+                p.0 += 1;
+                p.1 += defs[w.def].memory_kib;
+            }
+        }
+        for (d, view) in defs.iter_mut().enumerate() {
+            view.warm = self.warm.ready_hosts(&self.cfg, d);
         }
         for h in &self.hosts {
             for i in h.instances() {
@@ -851,6 +919,9 @@ impl Daemon {
         }
         if !self.opts.dry_run {
             self.act(&decisions, &jobs, &queue_of).await;
+            self.keep_warm(&mut views, &mut defs);
+            self.probe_warm();
+            self.metrics.warm_vms(self.warm.counts(&self.cfg));
         }
         self.forget_gone(&listed, complete);
         let vms: usize = self.hosts.iter().map(|h| h.instances().len()).sum();
@@ -952,9 +1023,10 @@ impl Daemon {
                 continue;
             };
             match d.verdict {
-                Verdict::Start { .. } | Verdict::Wake { .. } | Verdict::Finish { .. } => {
-                    to_reserve.entry(q.clone()).or_default().push(d)
-                }
+                Verdict::Start { .. }
+                | Verdict::Warm { .. }
+                | Verdict::Wake { .. }
+                | Verdict::Finish { .. } => to_reserve.entry(q.clone()).or_default().push(d),
                 Verdict::Wait { .. } => {
                     let q = q.clone();
                     self.note(&q, &d.job, d.reason.clone()).await;
@@ -1007,8 +1079,11 @@ impl Daemon {
                     }
                     continue;
                 }
-                let (def, host) = match d.verdict {
-                    Verdict::Start { def, host } | Verdict::Wake { def, host } => (def.0, host.0),
+                let (def, host, warm_vm) = match d.verdict {
+                    Verdict::Start { def, host } | Verdict::Wake { def, host } => {
+                        (def.0, host.0, None)
+                    }
+                    Verdict::Warm { def, host } => (def.0, host.0, self.warm.claim(def.0, host.0)),
                     // Finish is handled above; Wait and Skip are never reserved.
                     _ => continue,
                 };
@@ -1042,20 +1117,38 @@ impl Daemon {
                     let name = self.cfg.hosts[host].name.clone();
                     self.note(&q, &d.job, format!("waking {name}")).await;
                 }
-                self.spawn_launch((*job).clone(), q.clone(), def, host, token);
+                self.spawn_launch((*job).clone(), q.clone(), def, host, token, warm_vm);
             }
         }
     }
 
-    fn spawn_launch(&self, job: Job, queue: String, def: usize, host: usize, token: VmToken) {
+    /// Wakes the host, gets the VM's token, then hands the job to warm VM
+    /// `warm_vm` if there is one, else (or if the hand-off fails, after
+    /// removing that VM) starts a VM for it.
+    fn spawn_launch(
+        &self,
+        job: Job,
+        queue: String,
+        def: usize,
+        host: usize,
+        token: VmToken,
+        warm_vm: Option<String>,
+    ) {
         let cfg = self.cfg.clone();
         let rt = self.hosts[host].clone();
         let tx = self.tx.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            // A warm VM not handed the job waits for another.
+            let release = |tx: &mpsc::UnboundedSender<Event>| {
+                if let Some(vm) = &warm_vm {
+                    let _ = tx.send(Event::WarmReleased { vm: vm.clone() });
+                }
+            };
             let (conn, took) = match rt.wake().await {
                 Ok(c) => c,
                 Err(why) => {
+                    release(&tx);
                     rt.set_failing(why.clone(), cfg.launcher.host_retry_after);
                     let _ = tx.send(Event::Failed {
                         job: job.id,
@@ -1087,12 +1180,63 @@ impl Daemon {
                     match got {
                         Ok(t) => (t.token, Some(t.expires_at), Some(Instant::now())),
                         Err(error) => {
+                            release(&tx);
                             let _ = tx.send(Event::NoToken { job: job.id, error });
                             return;
                         }
                     }
                 }
             };
+            if let Some(vm) = warm_vm.clone() {
+                let msg = Message {
+                    job: job.id.clone(),
+                    token: token.expose().to_string(),
+                    hostname: vm_name(&cfg, def, &job.id),
+                    time: SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                    renew_dhcp: true,
+                };
+                let (vm2, id) = (vm.clone(), job.id.clone());
+                let r = conn
+                    .run(move |h| {
+                        // Labelled first: a launcher restarted meanwhile
+                        // counts it as the job's VM, not as a warm one.
+                        if let Err(e) = h.set_instance_label(&vm2, label::JOB, &id) {
+                            eprintln!("job {id}: labelling {vm2} with its job: {e}");
+                        }
+                        h.hand_off(&vm2, &msg, warm::HANDOFF_TIMEOUT)
+                    })
+                    .await;
+                let why = match r {
+                    Ok(Ok(())) => {
+                        let _ = tx.send(Event::Started {
+                            job: job.id,
+                            vm,
+                            kind: Kind::Warm,
+                            token_expires,
+                            token_at,
+                            at: Instant::now(),
+                        });
+                        return;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("the hand-off task failed: {e}"),
+                };
+                eprintln!(
+                    "job {}: handing it to warm {vm} failed: {why}; removing {vm} and starting a VM for the job",
+                    job.id
+                );
+                metrics.error("handoff");
+                let vm2 = vm.clone();
+                if let Ok(Err(e)) = conn.run(move |h| h.remove_instance(&vm2)).await {
+                    if !e.is_not_found() {
+                        eprintln!("removing {vm}: {e}");
+                    }
+                }
+                let _ = tx.send(Event::WarmRemoved { vm });
+            }
             let spec = instance_spec(&cfg, def, &job, &queue, &token);
             let rt2 = rt.clone();
             let id = job.id.clone();
@@ -1104,6 +1248,7 @@ impl Daemon {
                     let _ = tx.send(Event::Started {
                         job: job.id,
                         vm: inst.name,
+                        kind: Kind::Cold,
                         token_expires,
                         token_at,
                         at: Instant::now(),
@@ -1149,6 +1294,123 @@ impl Daemon {
                 why,
             });
         });
+    }
+
+    /// Starts warm VMs for definitions that have fewer than they ask for,
+    /// on awake hosts with room left after this pass's decisions
+    /// (`hosts` and `defs` as the pass left them), like any VM within
+    /// `max_vms`, `memory_limit` and `max_instances`.
+    fn keep_warm(&mut self, hosts: &mut [HostView], defs: &mut [DefView]) {
+        let cfg = self.cfg.clone();
+        for (d, a) in cfg.agents.iter().enumerate() {
+            let mem = defs[d].memory_kib;
+            // Nothing is known of the template before a host was read.
+            if mem == 0 {
+                continue;
+            }
+            for _ in self.warm.kept(d)..a.warm as usize {
+                if a.max_instances.is_some_and(|m| defs[d].running >= m) {
+                    break;
+                }
+                let room = |h: &usize| {
+                    let v = &hosts[*h];
+                    v.power == Power::Awake
+                        && !defs[d].broken_on.contains_key(h)
+                        && v.max_vms.is_none_or(|m| v.vms < m)
+                        && v.used_kib.saturating_add(mem) <= v.limit_kib
+                };
+                let Some(h) = a.hosts.iter().copied().find(room) else {
+                    break;
+                };
+                hosts[h].vms += 1;
+                hosts[h].used_kib = hosts[h].used_kib.saturating_add(mem);
+                defs[d].running += 1;
+                self.spawn_warm(d, h);
+            }
+        }
+    }
+
+    fn spawn_warm(&mut self, def: usize, host: usize) {
+        let name = warm::warm_name(&self.cfg, def);
+        self.warm.starting(&name, def, host);
+        let spec = warm::warm_instance_spec(&self.cfg, def, &name);
+        let cfg = self.cfg.clone();
+        let rt = self.hosts[host].clone();
+        let tx = self.tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let (h, d) = (&cfg.hosts[host].name, &cfg.agents[def].name);
+            let Some(conn) = rt.conn() else {
+                let _ = tx.send(Event::WarmStarted {
+                    vm: name,
+                    started: false,
+                });
+                return;
+            };
+            let rt2 = rt.clone();
+            // Its name stands for the job: no VM has it as its job.
+            let r = conn
+                .run(move |c| crate::hosts::launch(&rt2, c, &spec, &spec.name))
+                .await;
+            let started = match r {
+                Ok(Launch::Started(_)) => {
+                    eprintln!("warm {name}: started on {h}");
+                    metrics.vm_started(h, d, None);
+                    true
+                }
+                Ok(Launch::Unknown { why, .. }) => {
+                    eprintln!(
+                        "warm {name}: {h}: the start lost its answer ({why}); followed as booting"
+                    );
+                    rt.set_failing(
+                        format!("the connection died while starting {name}: {why}"),
+                        cfg.launcher.host_retry_after,
+                    );
+                    true
+                }
+                Ok(Launch::Full(why)) => {
+                    eprintln!("warm {name}: {h} has no room after all ({why})");
+                    false
+                }
+                Ok(Launch::Duplicate(vm)) => {
+                    eprintln!("warm {name}: {h} already runs {vm} under that name");
+                    false
+                }
+                Ok(Launch::Failed(why)) => {
+                    eprintln!("warm {name}: {h}: {why}");
+                    metrics.start_failed(h);
+                    rt.set_failing(
+                        format!("could not start a VM: {why}"),
+                        cfg.launcher.host_retry_after,
+                    );
+                    false
+                }
+                Err(e) => {
+                    eprintln!("warm {name}: the start task failed: {e}");
+                    false
+                }
+            };
+            let _ = tx.send(Event::WarmStarted { vm: name, started });
+        });
+    }
+
+    /// Asks each booting warm VM whether it waits for a job yet.
+    fn probe_warm(&mut self) {
+        for (vm, host) in self.warm.to_probe() {
+            let tx = self.tx.clone();
+            let Some(conn) = self.hosts[host].conn() else {
+                let _ = tx.send(Event::WarmProbed { vm, ready: false });
+                continue;
+            };
+            tokio::spawn(async move {
+                let vm2 = vm.clone();
+                let r = conn
+                    .run(move |h| h.handoff_ready(&vm2, warm::READY_TIMEOUT))
+                    .await;
+                let ready = matches!(r, Ok(Ok(())));
+                let _ = tx.send(Event::WarmProbed { vm, ready });
+            });
+        }
     }
 
     /// Jobs whose VM is coming: cancelled ones lose their VM, taken ones
@@ -1287,26 +1549,9 @@ pub fn instance_spec(
     token: &Secret,
 ) -> InstanceSpec {
     let a = &cfg.agents[def];
-    let short: String = job
-        .id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(8)
-        .collect();
-    let name = format!("{}-{short}-{}", a.name, random_hex(4));
+    let name = vm_name(cfg, def, &job.id);
     let token = token.expose().to_string();
-    let mut tags: Vec<String> = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if !a.tags.has("queue") {
-        tags.push(format!(
-            "queue={}",
-            if queue == "__default__" {
-                "default"
-            } else {
-                queue
-            }
-        ));
-    }
-    let tags = tags.join(",");
+    let tags = agent_tags(cfg, def, queue);
     let endpoint = cfg.buildkite.vm_agent_endpoint.clone();
     let vars = BTreeMap::from([
         ("buildkite_agent_token".to_string(), token.clone()),
@@ -1340,14 +1585,44 @@ pub fn instance_spec(
             (label::DEFINITION.to_string(), a.name.clone()),
             (label::QUEUE.to_string(), queue.to_string()),
         ]),
+        channels: Vec::new(),
     }
 }
 
-fn sh_quote(s: &str) -> String {
+/// The name of a VM of definition `def` for job `job`: `<definition>-<first
+/// 8 characters of the job>-<4 random hex digits>`; also the host name a
+/// warm VM takes when handed the job.
+pub fn vm_name(cfg: &Config, def: usize, job: &str) -> String {
+    let short: String = job
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
+    format!("{}-{short}-{}", cfg.agents[def].name, random_hex(4))
+}
+
+/// The tags `def`'s agents register with, `queue=` added when missing.
+pub fn agent_tags(cfg: &Config, def: usize, queue: &str) -> String {
+    let a = &cfg.agents[def];
+    let mut tags: Vec<String> = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !a.tags.has("queue") {
+        tags.push(format!(
+            "queue={}",
+            if queue == "__default__" {
+                "default"
+            } else {
+                queue
+            }
+        ));
+    }
+    tags.join(",")
+}
+
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n.div_ceil(2)];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;

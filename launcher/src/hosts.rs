@@ -28,6 +28,8 @@ pub mod label {
     pub const DEFINITION: &str = "definition";
     /// The job's queue.
     pub const QUEUE: &str = "queue";
+    /// Set on a warm VM: booted to wait for a job (it has [`JOB`] once handed one).
+    pub const WARM: &str = "warm";
 }
 
 /// What a template offers, read from a host.

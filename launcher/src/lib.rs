@@ -23,6 +23,7 @@ pub mod stacks;
 pub mod stages;
 pub mod status;
 pub mod throttled_log;
+pub mod warm;
 pub mod webhook;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::stages::Record;
+use crate::stages::{Kind, Record};
 
 /// Bucket bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
@@ -60,14 +60,16 @@ struct Inner {
     start_failures: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
     tokens: BTreeMap<&'static str, u64>,
-    /// Per (definition, host, stage span).
-    stages: BTreeMap<(String, String, &'static str), Histogram>,
-    /// Per (definition, host): seen to agent.
-    starts: BTreeMap<(String, String), Histogram>,
+    /// Per (definition, host, kind, stage span).
+    stages: BTreeMap<(String, String, &'static str, &'static str), Histogram>,
+    /// Per (definition, host, kind): seen to agent.
+    starts: BTreeMap<(String, String, &'static str), Histogram>,
     scheduled_to_start: Histogram,
     wake: Histogram,
     hosts_asleep: u64,
     vms_running: u64,
+    /// Per (definition, state `booting` or `waiting`): warm VMs.
+    warm: BTreeMap<(String, &'static str), u64>,
     vm_seconds: f64,
     passes: u64,
     last_pass_seconds: f64,
@@ -135,15 +137,16 @@ impl Metrics {
     pub fn job_started(&self, r: &Record) {
         let def = r.definition.clone().unwrap_or_default();
         let host = r.host.clone().unwrap_or_default();
+        let kind = r.kind.unwrap_or(Kind::Cold).name();
         self.with(|m| {
             for (stage, d) in r.spans() {
                 m.stages
-                    .entry((def.clone(), host.clone(), stage.span()))
+                    .entry((def.clone(), host.clone(), kind, stage.span()))
                     .or_insert_with(|| Histogram::with(&STAGE_BUCKETS))
                     .observe(d.as_secs_f64());
             }
             m.starts
-                .entry((def, host))
+                .entry((def, host, kind))
                 .or_insert_with(|| Histogram::with(&STAGE_BUCKETS))
                 .observe(r.total().as_secs_f64());
         });
@@ -159,6 +162,11 @@ impl Metrics {
             m.passes += 1;
             m.last_pass_seconds = took.as_secs_f64();
         });
+    }
+
+    /// The warm VMs at the last pass, per definition and state.
+    pub fn warm_vms(&self, counts: BTreeMap<(String, &'static str), u64>) {
+        self.with(|m| m.warm = counts);
     }
 
     /// The text exposition format.
@@ -234,11 +242,11 @@ impl Metrics {
         );
         let _ = writeln!(
             s,
-            "# HELP launcher_job_stage_seconds Time a job's start took to reach a stage from the one before (stage: reserve, wake, token, start, agent).\n# TYPE launcher_job_stage_seconds histogram"
+            "# HELP launcher_job_stage_seconds Time a job's start took to reach a stage from the one before (stage: reserve, wake, token, start, agent; kind: cold, warm).\n# TYPE launcher_job_stage_seconds histogram"
         );
-        for ((d, h, stage), hist) in &m.stages {
+        for ((d, h, kind, stage), hist) in &m.stages {
             let labels = format!(
-                "definition=\"{}\",host=\"{}\",stage=\"{stage}\"",
+                "definition=\"{}\",host=\"{}\",kind=\"{kind}\",stage=\"{stage}\"",
                 label(d),
                 label(h)
             );
@@ -248,8 +256,12 @@ impl Metrics {
             s,
             "# HELP launcher_job_start_seconds From a job seen to its agent taking it, for jobs that got a VM.\n# TYPE launcher_job_start_seconds histogram"
         );
-        for ((d, h), hist) in &m.starts {
-            let labels = format!("definition=\"{}\",host=\"{}\"", label(d), label(h));
+        for ((d, h, kind), hist) in &m.starts {
+            let labels = format!(
+                "definition=\"{}\",host=\"{}\",kind=\"{kind}\"",
+                label(d),
+                label(h)
+            );
             series(&mut s, "launcher_job_start_seconds", &labels, hist);
         }
         gauge(
@@ -264,6 +276,17 @@ impl Metrics {
             "VMs of ours at the last pass.",
             m.vms_running as f64,
         );
+        let _ = writeln!(
+            s,
+            "# HELP launcher_warm_vms Warm VMs at the last pass (state: booting, waiting for a job).\n# TYPE launcher_warm_vms gauge"
+        );
+        for ((d, state), n) in &m.warm {
+            let _ = writeln!(
+                s,
+                "launcher_warm_vms{{definition=\"{}\",state=\"{state}\"}} {n}",
+                label(d)
+            );
+        }
         counter(
             &mut s,
             "launcher_vm_minutes_total",
@@ -347,7 +370,7 @@ mod tests {
         let text = m.render();
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         has("# TYPE launcher_job_stage_seconds histogram");
-        let v2 = "definition=\"linux\",host=\"vmhost02\"";
+        let v2 = "definition=\"linux\",host=\"vmhost02\",kind=\"cold\"";
         has(&format!(
             "launcher_job_stage_seconds_bucket{{{v2},stage=\"wake\",le=\"0.05\"}} 1"
         ));
@@ -379,7 +402,7 @@ mod tests {
         ));
         has(&format!("launcher_job_start_seconds_count{{{v2}}} 2"));
         // Values from the config are escaped.
-        has("launcher_job_start_seconds_count{definition=\"linux\",host=\"vm\\\"host\"} 1");
+        has("launcher_job_start_seconds_count{definition=\"linux\",host=\"vm\\\"host\",kind=\"cold\"} 1");
         // Buckets are cumulative and end with the count.
         let wake: Vec<u64> = text
             .lines()
@@ -425,6 +448,25 @@ mod tests {
         );
         assert!(
             text.contains("launcher_errors_total{kind=\"buildkite\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn warm_vms_render_per_definition_and_state() {
+        let m = Metrics::default();
+        m.warm_vms(BTreeMap::from([
+            (("linux".to_string(), "booting"), 0),
+            (("linux".to_string(), "waiting"), 2),
+        ]));
+        let text = m.render();
+        assert!(text.contains("# TYPE launcher_warm_vms gauge\n"), "{text}");
+        assert!(
+            text.contains("launcher_warm_vms{definition=\"linux\",state=\"waiting\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("launcher_warm_vms{definition=\"linux\",state=\"booting\"} 0\n"),
             "{text}"
         );
     }

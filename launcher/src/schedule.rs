@@ -69,6 +69,9 @@ pub struct DefView {
     pub memory_kib: u64,
     /// Hosts whose template for it is missing or broken, with why.
     pub broken_on: HashMap<usize, String>,
+    /// The hosts of its warm VMs that wait for a job, one entry per VM,
+    /// in the order they are to be used.
+    pub warm: Vec<usize>,
 }
 
 /// What to do about a job.
@@ -77,6 +80,8 @@ pub struct DefView {
 pub enum Action {
     /// Start a VM on an awake host now.
     Start,
+    /// Hand the job to a warm VM waiting on an awake host.
+    Warm,
     /// Wake the host (or wait for its wake under way), then start the VM.
     Wake,
     /// No room now; look again next pass.
@@ -100,6 +105,13 @@ pub struct HostId(pub usize);
 pub enum Verdict {
     /// Start a VM of `def` on `host`, which is awake, now.
     Start {
+        /// The definition.
+        def: DefId,
+        /// The host.
+        host: HostId,
+    },
+    /// Hand the job to a warm VM of `def` waiting on `host`.
+    Warm {
         /// The definition.
         def: DefId,
         /// The host.
@@ -161,6 +173,7 @@ impl Decision {
     pub fn action(&self) -> Action {
         match self.verdict {
             Verdict::Start { .. } => Action::Start,
+            Verdict::Warm { .. } => Action::Warm,
             Verdict::Wake { .. } => Action::Wake,
             Verdict::Wait { .. } => Action::Wait,
             Verdict::Finish { .. } => Action::Finish,
@@ -172,6 +185,7 @@ impl Decision {
     pub fn def(&self) -> Option<DefId> {
         match self.verdict {
             Verdict::Start { def, .. }
+            | Verdict::Warm { def, .. }
             | Verdict::Wake { def, .. }
             | Verdict::Wait { def }
             | Verdict::Finish { def } => Some(def),
@@ -182,7 +196,9 @@ impl Decision {
     /// The host chosen.
     pub fn host(&self) -> Option<HostId> {
         match self.verdict {
-            Verdict::Start { host, .. } | Verdict::Wake { host, .. } => Some(host),
+            Verdict::Start { host, .. }
+            | Verdict::Warm { host, .. }
+            | Verdict::Wake { host, .. } => Some(host),
             _ => None,
         }
     }
@@ -282,6 +298,25 @@ impl<'a> Plan<'a> {
         hosts: &mut [HostView],
         defs: &mut [DefView],
     ) -> Decision {
+        // A warm VM already counts against every cap: the first one of a
+        // fitting definition, on a host still usable, takes the job.
+        for &d in defs_fit {
+            let usable = |h: &usize| matches!(hosts[*h].power, Power::Awake);
+            if let Some(i) = defs[d].warm.iter().position(usable) {
+                let h = defs[d].warm.remove(i);
+                return Decision {
+                    job: job.id.clone(),
+                    verdict: Verdict::Warm {
+                        def: DefId(d),
+                        host: HostId(h),
+                    },
+                    reason: format!(
+                        "a warm {} VM waits on {}",
+                        self.config.agents[d].name, self.config.hosts[h].name
+                    ),
+                };
+            }
+        }
         let mut temporary: Vec<String> = Vec::new();
         let mut permanent: Vec<String> = Vec::new();
         for &d in defs_fit {

@@ -61,6 +61,25 @@ impl Stage {
     }
 }
 
+/// What kind of VM took the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A VM started for the job.
+    Cold,
+    /// A warm VM, booted before, handed the job (its `start` stage is the hand-off).
+    Warm,
+}
+
+impl Kind {
+    /// The `kind` label and field: `cold` or `warm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Cold => "cold",
+            Kind::Warm => "warm",
+        }
+    }
+}
+
 /// How a job was first seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -85,6 +104,8 @@ pub struct Record {
     pub host: Option<String>,
     /// How long its host took to wake, when it had to be woken.
     pub wake: Option<Duration>,
+    /// The kind of VM that took it, once started (or handed over).
+    pub kind: Option<Kind>,
     // Stages reached, in stage order, the first always `Seen`.
     marks: Vec<(Stage, Instant)>,
 }
@@ -100,6 +121,7 @@ impl Record {
             definition: None,
             host: None,
             wake: None,
+            kind: None,
             marks: vec![(Stage::Seen, at)],
         }
     }
@@ -126,6 +148,7 @@ impl Record {
         self.definition = None;
         self.host = None;
         self.wake = None;
+        self.kind = None;
     }
 
     /// The last stage reached.
@@ -156,7 +179,8 @@ impl Record {
     }
 
     /// The job's last note: `VM on vmhost02 in 7.4 s: reserve 0.0 s,
-    /// wake 5.1 s, start 0.4 s, agent 1.9 s`.
+    /// wake 5.1 s, start 0.4 s, agent 1.9 s`; `warm VM on …` for a warm
+    /// VM, whose `start` is the hand-off.
     pub fn breakdown(&self) -> String {
         let spans: Vec<String> = self
             .spans()
@@ -164,7 +188,12 @@ impl Record {
             .map(|(s, d)| format!("{} {:.1} s", s.span(), d.as_secs_f64()))
             .collect();
         format!(
-            "VM on {} in {:.1} s: {}",
+            "{}VM on {} in {:.1} s: {}",
+            if self.kind == Some(Kind::Warm) {
+                "warm "
+            } else {
+                ""
+            },
             self.host.as_deref().unwrap_or("?"),
             self.total().as_secs_f64(),
             spans.join(", ")
@@ -237,6 +266,16 @@ impl Journal {
         self.with(|j| {
             if let Some(r) = j.open.get_mut(job) {
                 r.mark(stage, at);
+            }
+        });
+    }
+
+    /// Notes that `job`'s VM, of `kind`, was started (or handed the job) at `at`.
+    pub fn started(&self, job: &str, kind: Kind, at: Instant) {
+        self.with(|j| {
+            if let Some(r) = j.open.get_mut(job) {
+                r.kind = Some(kind);
+                r.mark(Stage::Started, at);
             }
         });
     }
@@ -342,6 +381,27 @@ mod tests {
             r.breakdown(),
             "VM on vmhost02 in 7.6 s: reserve 0.1 s, wake 5.1 s, token 0.1 s, start 0.4 s, agent 1.9 s"
         );
+    }
+
+    #[test]
+    fn a_warm_start_says_so_and_a_start_placed_again_forgets_it() {
+        let t0 = Instant::now();
+        let j = Journal::default();
+        j.seen("j1", Via::Listing, t0);
+        j.reserved("j1", "linux", "vmhost01", t0 + ms(10));
+        j.awake("j1", Duration::ZERO, t0 + ms(10));
+        j.started("j1", Kind::Warm, t0 + ms(110));
+        let r = j.agent("j1", t0 + ms(1_110)).unwrap();
+        assert_eq!(r.kind, Some(Kind::Warm));
+        assert_eq!(
+            r.breakdown(),
+            "warm VM on vmhost01 in 1.1 s: reserve 0.0 s, wake 0.0 s, start 0.1 s, agent 1.0 s"
+        );
+        j.seen("j2", Via::Listing, t0);
+        j.reserved("j2", "linux", "vmhost01", t0);
+        j.started("j2", Kind::Warm, t0);
+        j.again("j2");
+        assert_eq!(j.open()[0].kind, None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::hosts::HostRt;
 use crate::schedule::{HostView, Power};
-use crate::stages::{Journal, Record, Stage};
+use crate::stages::{Journal, Kind, Record, Stage};
 
 /// How often the page reloads itself (seconds).
 pub const REFRESH_SECS: u32 = 5;
@@ -195,7 +195,7 @@ pub fn page(
     for st in &Stage::ALL[1..] {
         let _ = write!(s, "<span class=\"s-{0}\"></span>{0}", st.span());
     }
-    s.push_str("</p>\n<table id=\"recent\"><tr><th>seen</th><th>job</th><th>definition</th><th>host</th><th>seen to agent</th><th>stages</th></tr>\n");
+    s.push_str("</p>\n<table id=\"recent\"><tr><th>seen</th><th>job</th><th>definition</th><th>host</th><th>kind</th><th>seen to agent</th><th>stages</th></tr>\n");
     // One scale for every bar: the longest start fills its bar.
     let longest = recent
         .iter()
@@ -223,19 +223,20 @@ pub fn page(
         }
         let _ = writeln!(
             s,
-            "<tr class=\"start\" data-job=\"{j}\" data-host=\"{h}\" data-seconds=\"{tv:.3}\"><td>{seen}</td><td>{j}</td><td>{d}</td><td>{h}</td>\
-             <td class=\"num\">{t}</td><td><div class=\"bar\" title=\"{w}\">{bar}</div></td></tr>",
+            "<tr class=\"start\" data-job=\"{j}\" data-host=\"{h}\" data-seconds=\"{tv:.3}\" data-kind=\"{k}\"><td>{seen}</td><td>{j}</td><td>{d}</td><td>{h}</td>\
+             <td>{k}</td><td class=\"num\">{t}</td><td><div class=\"bar\" title=\"{w}\">{bar}</div></td></tr>",
             seen = clock(r.seen_at),
             j = esc(&r.job),
             d = esc(r.definition.as_deref().unwrap_or("-")),
             h = esc(r.host.as_deref().unwrap_or("-")),
+            k = r.kind.map_or("-", Kind::name),
             tv = r.total().as_secs_f64(),
             t = secs(r.total()),
             w = esc(&words.join(", ")),
         );
     }
     if recent.is_empty() {
-        s.push_str("<tr><td colspan=\"6\">none yet</td></tr>\n");
+        s.push_str("<tr><td colspan=\"7\">none yet</td></tr>\n");
     }
     s.push_str("</table>\n</body></html>\n");
     s
@@ -290,6 +291,7 @@ mod tests {
         done.mark(Stage::Agent, t0 + ms(10_000));
         let mut short = done.clone();
         short.job = "j3".into();
+        short.kind = Some(Kind::Warm);
         short.mark(Stage::Agent, t0 + ms(7_500));
         let html = page(
             &[
@@ -317,6 +319,8 @@ mod tests {
         // Bars share one scale: the 10 s start's wake fills half its bar,
         // the 7.5 s start's agent stage a fifth.
         assert!(html.contains("data-stage=\"wake\" data-seconds=\"5.000\" style=\"width:50.00%\""));
+        assert!(html.contains("data-kind=\"warm\"><td>"), "{html}");
+        assert!(html.contains("data-kind=\"-\"><td>"), "{html}");
         assert!(html.contains("data-stage=\"agent\" data-seconds=\"2.000\" style=\"width:20.00%\""));
         assert!(html.contains("data-stage=\"agent\" data-seconds=\"4.500\" style=\"width:45.00%\""));
         assert!(html.contains("title=\"reserve 0.0 s, wake 5.0 s, start 0.5 s, agent 4.5 s\""));

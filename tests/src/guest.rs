@@ -191,6 +191,37 @@ impl TinyGuest {
         })
     }
 
+    /// The seed variant carrying a program built on this machine at
+    /// `path` with the libraries `ldd` says it needs (glibc's and
+    /// libgcc's, which the guest may lack), plus `extra` files as
+    /// [`Self::carrying`] takes them.
+    pub fn carrying_host_program(
+        &self,
+        program: &Path,
+        path: &str,
+        extra: &[(&Path, &str)],
+        dir: &Path,
+    ) -> Result<TinyGuest> {
+        let out = Command::new("ldd")
+            .arg(program)
+            .output()
+            .with_context(|| format!("running ldd {}", program.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || text.contains("not found") {
+            bail!("ldd {}: {text}", program.display());
+        }
+        // `name => /lib/x/libfoo.so (0x…)` and `/lib64/ld-linux… (0x…)`.
+        let libs: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+            .map(str::to_owned)
+            .collect();
+        let mut files: Vec<(&Path, &str)> = vec![(program, path)];
+        files.extend(libs.iter().map(|l| (Path::new(l.as_str()), l.as_str())));
+        files.extend_from_slice(extra);
+        self.carrying(&files, dir)
+    }
+
     /// Fails, saying what to change, when a user other than the owner
     /// (such as `libvirt-qemu`) cannot reach the kernel and disks, e.g.
     /// because the cache is under root's 0700 home.

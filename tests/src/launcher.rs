@@ -299,9 +299,12 @@ impl Drop for Running {
 pub const STAGES: [&str; 5] = ["reserve", "wake", "token", "start", "agent"];
 
 /// A job's start as the launcher's breakdown gives it: `VM on vmhost02
-/// in 7.4 s: reserve 0.0 s, wake 5.1 s, token 0.0 s, start 0.4 s, agent 1.9 s`.
+/// in 7.4 s: reserve 0.0 s, wake 5.1 s, token 0.0 s, start 0.4 s, agent 1.9 s`
+/// (`warm VM on …` when a warm VM was handed the job).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breakdown {
+    /// Whether a warm VM took the job (its `start` is the hand-off).
+    pub warm: bool,
     /// The host the VM ran on.
     pub host: String,
     /// Seconds from the job seen to its agent taking it.
@@ -313,7 +316,11 @@ pub struct Breakdown {
 impl Breakdown {
     /// Reads one breakdown; `None` for any other text.
     pub fn parse(line: &str) -> Option<Self> {
-        let (head, spans) = line.strip_prefix("VM on ")?.split_once(": ")?;
+        let (warm, rest) = match line.strip_prefix("warm ") {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let (head, spans) = rest.strip_prefix("VM on ")?.split_once(": ")?;
         let (host, total) = head.rsplit_once(" in ")?;
         let secs = |t: &str| t.strip_suffix(" s")?.parse::<f64>().ok();
         let stages = spans
@@ -324,6 +331,7 @@ impl Breakdown {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(Breakdown {
+            warm,
             host: host.to_string(),
             total: secs(total)?,
             stages,
@@ -352,7 +360,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.host, "vmhost02");
+        assert!(!b.warm);
         assert_eq!(b.total, 7.4);
+        let w = Breakdown::parse("warm VM on h1 in 1.2 s: reserve 0.0 s, start 0.1 s").unwrap();
+        assert!(w.warm);
+        assert_eq!((w.host.as_str(), w.stage("start")), ("h1", Some(0.1)));
         assert_eq!(b.stage("wake"), Some(5.1));
         assert_eq!(
             b.stages.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),

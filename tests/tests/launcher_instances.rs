@@ -82,6 +82,7 @@ fn an_instance_is_transient_labelled_and_gone_after_power_off() {
         vars: BTreeMap::from([("job".to_string(), "J-1".to_string())]),
         default_user_data: None,
         labels: BTreeMap::from([("job".to_string(), "J-1".to_string())]),
+        channels: Vec::new(),
     };
     let inst = host.launch_instance(&spec).unwrap();
     let found = host.instances().unwrap();

@@ -247,7 +247,7 @@ template = "agent-template"
     let metrics = get(&ns, "/metrics");
     for stage in STAGES {
         let line = format!(
-            "launcher_job_stage_seconds_count{{definition=\"linux\",host=\"h1\",stage=\"{stage}\"}} 2"
+            "launcher_job_stage_seconds_count{{definition=\"linux\",host=\"h1\",kind=\"cold\",stage=\"{stage}\"}} 2"
         );
         assert!(
             metrics.lines().any(|l| l == line),
@@ -257,7 +257,7 @@ template = "agent-template"
     assert!(
         metrics
             .lines()
-            .any(|l| l == "launcher_job_start_seconds_count{definition=\"linux\",host=\"h1\"} 2"),
+            .any(|l| l == "launcher_job_start_seconds_count{definition=\"linux\",host=\"h1\",kind=\"cold\"} 2"),
         "{metrics}"
     );
 

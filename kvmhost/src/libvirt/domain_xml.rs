@@ -51,6 +51,40 @@ impl DomainKind {
     }
 }
 
+/// The project's metadata element (`<kvmhost:meta>`) holding `entries`,
+/// as the domain XML has it.
+pub fn metadata_xml(entries: &BTreeMap<String, String>) -> String {
+    format!(
+        "<kvmhost:meta xmlns:kvmhost='{METADATA_NS}'>{}</kvmhost:meta>",
+        entries_xml("kvmhost:", entries)
+    )
+}
+
+/// The same element as `virDomainSetMetadata` takes it: without prefix
+/// or namespace, which libvirt adds to the element itself (it refuses a
+/// fragment that declares them).
+pub fn metadata_fragment(entries: &BTreeMap<String, String>) -> String {
+    format!("<meta>{}</meta>", entries_xml("", entries))
+}
+
+fn entries_xml(prefix: &str, entries: &BTreeMap<String, String>) -> String {
+    entries
+        .iter()
+        .map(|(k, v)| format!("<{prefix}entry key='{}'>{}</{prefix}entry>", esc(k), esc(v)))
+        .collect()
+}
+
+/// The QEMU guest agent's channel name.
+const QEMU_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
+
+/// A virtio-serial channel named `name` on a socket libvirt places.
+fn channel_xml(name: &str) -> String {
+    format!(
+        "<channel type='unix'><target type='virtio' name='{}'/></channel>",
+        esc(name)
+    )
+}
+
 /// A domain definition.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DomainDef {
@@ -85,6 +119,10 @@ pub struct DomainDef {
     pub video: Option<String>,
     /// Adds the QEMU guest agent channel.
     pub qemu_agent: bool,
+    /// Other virtio-serial channels, by name (`org.kvmbe.handoff`): each a
+    /// `unix` channel whose socket libvirt places, reached with
+    /// `virDomainOpenChannel`.
+    pub channels: Vec<String>,
     /// Project metadata (key/value) kept inside the domain.
     pub metadata: BTreeMap<String, String>,
     /// Extra QEMU arguments passed through libvirt, for what libvirt has
@@ -395,17 +433,9 @@ impl DomainDef {
             None => {}
         }
         if !self.metadata.is_empty() {
-            x.push_str(&format!(
-                "<metadata><kvmhost:meta xmlns:kvmhost='{METADATA_NS}'>"
-            ));
-            for (k, v) in &self.metadata {
-                x.push_str(&format!(
-                    "<kvmhost:entry key='{}'>{}</kvmhost:entry>",
-                    esc(k),
-                    esc(v)
-                ));
-            }
-            x.push_str("</kvmhost:meta></metadata>");
+            x.push_str("<metadata>");
+            x.push_str(&metadata_xml(&self.metadata));
+            x.push_str("</metadata>");
         }
         x.push_str(&format!(
             "<memory unit='MiB'>{0}</memory><currentMemory unit='MiB'>{0}</currentMemory>",
@@ -438,7 +468,10 @@ impl DomainDef {
             console_xml(&mut x, c);
         }
         if self.qemu_agent {
-            x.push_str("<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>");
+            x.push_str(&channel_xml(QEMU_AGENT_CHANNEL));
+        }
+        for name in &self.channels {
+            x.push_str(&channel_xml(name));
         }
         if let Some(g) = &self.graphics {
             x.push_str(&format!(
@@ -841,8 +874,19 @@ fn read_devices(devices: roxmltree::Node, def: &mut DomainDef) {
             log_file: child_attr(c, "log", "file"),
         });
     }
-    def.qemu_agent = children(devices, "channel")
-        .any(|c| child_attr(c, "target", "name").as_deref() == Some("org.qemu.guest_agent.0"));
+    // Only what the model writes: a spice agent channel (`spicevmc`) is
+    // not a socket channel and is not written back as one.
+    for name in children(devices, "channel")
+        .filter(|c| c.attribute("type") == Some("unix"))
+        .filter(|c| child_attr(*c, "target", "type").as_deref() == Some("virtio"))
+        .filter_map(|c| child_attr(c, "target", "name"))
+    {
+        if name == QEMU_AGENT_CHANNEL {
+            def.qemu_agent = true;
+        } else if !def.channels.contains(&name) {
+            def.channels.push(name);
+        }
+    }
     def.graphics = child(devices, "graphics").map(|g| GraphicsDef {
         kind: g.attribute("type").unwrap_or("spice").to_string(),
         listen_address: child_attr(g, "listen", "address")
@@ -928,12 +972,40 @@ mod tests {
             graphics: None,
             video: None,
             qemu_agent: true,
+            channels: Vec::new(),
             metadata: [("role".to_string(), "agent & <x>".to_string())].into(),
             uuid: None,
             qemu_commandline: QemuCommandline::default(),
         };
         d.assign_targets();
         d
+    }
+
+    #[test]
+    fn named_channels_are_written_beside_the_guest_agent_and_read_back() {
+        let mut d = sample();
+        d.channels = vec!["org.kvmbe.handoff".into()];
+        let xml = d.to_xml();
+        assert!(
+            xml.contains("<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel><channel type='unix'><target type='virtio' name='org.kvmbe.handoff'/></channel>"),
+            "{xml}"
+        );
+        assert_eq!(DomainDef::from_xml(&xml).unwrap(), d);
+        // As libvirt gives it back: a socket path, an address, a state.
+        let live = xml.replace(
+            "<channel type='unix'><target type='virtio' name='org.kvmbe.handoff'/></channel>",
+            "<channel type='unix'><source mode='bind' path='/run/libvirt/qemu/channel/1-x/org.kvmbe.handoff'/>\
+             <target type='virtio' name='org.kvmbe.handoff' state='disconnected'/>\
+             <address type='virtio-serial' controller='0' bus='0' port='2'/></channel>",
+        );
+        assert_eq!(DomainDef::from_xml(&live).unwrap().channels, d.channels);
+        let spice = xml.replace(
+            "</devices>",
+            "<channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel></devices>",
+        );
+        assert_eq!(DomainDef::from_xml(&spice).unwrap().channels, d.channels);
+        d.channels.clear();
+        assert!(!d.to_xml().contains("org.kvmbe.handoff"));
     }
 
     #[test]

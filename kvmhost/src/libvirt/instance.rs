@@ -108,6 +108,9 @@ pub struct InstanceSpec {
     pub default_user_data: Option<String>,
     /// The caller's own metadata (no secrets: any local user can read it).
     pub labels: BTreeMap<String, String>,
+    /// virtio-serial channels to add to the template's, by name (see
+    /// [`super::channel`]).
+    pub channels: Vec<String>,
 }
 
 /// An instance that was made.
@@ -304,6 +307,11 @@ impl Host {
             }
             def.disks = disks;
             def.assign_targets();
+            for c in &spec.channels {
+                if !def.channels.contains(c) {
+                    def.channels.push(c.clone());
+                }
+            }
             def.os.nvram = nvram.as_ref().map(|(file, _)| NvramDef {
                 file: file.clone(),
                 template: t.nvram_template.clone(),
@@ -387,6 +395,33 @@ impl Host {
             vars: vars.clone(),
             ..Default::default()
         })
+    }
+
+    /// Sets label `key` of running instance `id` to `value` (its live
+    /// metadata, which [`Host::instances`] reads; a transient instance has
+    /// no other).
+    pub fn set_instance_label(&self, id: &str, key: &str, value: &str) -> Result<()> {
+        let mut metadata = DomainDef::from_xml(&self.domain_xml(id)?)?.metadata;
+        if metadata.get(KIND).map(String::as_str) != Some("instance") {
+            return Err(Error::Invalid {
+                field: "name",
+                message: format!("domain '{id}' is not an instance made from a template"),
+            });
+        }
+        metadata.insert(format!("{LABEL}{key}"), value.to_string());
+        let dom = self.lookup_domain(id)?;
+        dom.set_metadata(
+            virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(&super::domain_xml::metadata_fragment(&metadata)),
+            Some("kvmhost"),
+            Some(super::domain_xml::METADATA_NS),
+            virt::sys::VIR_DOMAIN_AFFECT_LIVE,
+        )
+        .map_err(lv(
+            format!("set label '{key}' of instance '{id}'"),
+            "domain",
+            id,
+        ))
     }
 
     /// The running instances on the host, with their labels.
@@ -648,6 +683,49 @@ mod tests {
             host.delete_volume(&v.key).unwrap();
         }
         running.destroy().unwrap();
+    }
+
+    #[test]
+    fn a_label_set_on_a_running_instance_is_listed_with_the_others() {
+        let host = Host::open("test:///default").unwrap();
+        let def = DomainDef {
+            name: "lbl-inst".into(),
+            kind: super::super::domain_xml::DomainKind::Qemu,
+            memory_mib: 1,
+            vcpu: 1,
+            metadata: BTreeMap::from([
+                (KIND.to_string(), "instance".to_string()),
+                (TEMPLATE.to_string(), "t".to_string()),
+                (format!("{LABEL}warm"), "1".to_string()),
+            ]),
+            ..Default::default()
+        };
+        let xml = def.to_xml().replace("type='qemu'", "type='test'");
+        let dom = host.raw().create_domain_xml(&xml, 0).unwrap();
+        host.set_instance_label("lbl-inst", "job", "j-1 & <2>")
+            .unwrap();
+        let found = host.instances().unwrap();
+        let i = found.iter().find(|i| i.name == "lbl-inst").unwrap();
+        assert_eq!(i.labels.get("job").map(String::as_str), Some("j-1 & <2>"));
+        assert_eq!(i.labels.get("warm").map(String::as_str), Some("1"));
+        // Not an instance: refused, naming it.
+        let plain = host
+            .raw()
+            .create_domain_xml(
+                "<domain type='test'><name>lbl-plain</name><memory unit='KiB'>1024</memory>\
+                 <os><type>hvm</type></os></domain>",
+                0,
+            )
+            .unwrap();
+        let err = host
+            .set_instance_label("lbl-plain", "job", "x")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("'lbl-plain' is not an instance"),
+            "{err}"
+        );
+        dom.destroy().unwrap();
+        plain.destroy().unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod address;
 #[cfg(feature = "async")]
 mod blocking;
+pub mod channel;
 mod connection;
 pub mod domain;
 pub mod domain_xml;

@@ -227,22 +227,28 @@ pub struct AgentDef {
     pub hosts: Vec<usize>,
     /// Most VMs of this kind at once; none = no cap.
     pub max_instances: Option<u32>,
+    /// How many VMs of this kind to keep booted and waiting for a job
+    /// (handed one through the `org.kvmbe.handoff` channel); 0: none.
+    pub warm: u32,
     /// What the VM's agent registers with.
     pub tokens: AgentTokens,
+}
+
+impl AgentDef {
+    /// The Buildkite queue key it serves (`__default__` for the default queue).
+    pub fn queue_key(&self) -> String {
+        match self.tags.get("queue") {
+            Some("default") | None => "__default__".to_string(),
+            Some(q) => q.to_string(),
+        }
+    }
 }
 
 impl Config {
     /// The queues the agent definitions serve, by Buildkite queue key
     /// (`__default__` for the default queue).
     pub fn queues(&self) -> Vec<String> {
-        let set: BTreeSet<String> = self
-            .agents
-            .iter()
-            .map(|a| match a.tags.get("queue") {
-                Some("default") | None => "__default__".to_string(),
-                Some(q) => q.to_string(),
-            })
-            .collect();
+        let set: BTreeSet<String> = self.agents.iter().map(AgentDef::queue_key).collect();
         set.into_iter().collect()
     }
 

@@ -99,9 +99,14 @@ struct RawAgent {
     template: String,
     hosts: Option<Vec<String>>,
     max_instances: Option<u32>,
+    warm: Option<u32>,
     agent_token_file: Option<PathBuf>,
     agent_tokens: Option<String>,
 }
+
+/// Most warm VMs one definition may ask for: a bound that keeps a typo
+/// (`warm = 1000`) from filling every host.
+const MAX_WARM: u32 = 100;
 
 const AGENT_ENDPOINT: &str = "https://agent.buildkite.com/v3";
 const API_ENDPOINT: &str = "https://api.buildkite.com/v2";
@@ -602,6 +607,21 @@ where
                     "0 would never start a VM; remove the agent or give at least 1".into(),
                 ));
             }
+            let warm = a.warm.unwrap_or(0);
+            if warm > MAX_WARM {
+                return Err(err(
+                    key_path!["agent", i, "warm"],
+                    format!("{warm} warm VMs is more than this launcher keeps ({MAX_WARM}); give 0-{MAX_WARM}"),
+                ));
+            }
+            if let Some(max) = a.max_instances.filter(|&m| warm > m) {
+                return Err(err(
+                    key_path!["agent", i, "warm"],
+                    format!(
+                        "{warm} warm VMs do not fit in max_instances = {max}; give at most {max}, or raise max_instances"
+                    ),
+                ));
+            }
             let tokens = agent_tokens(
                 i,
                 a,
@@ -616,6 +636,7 @@ where
                 template: a.template.clone(),
                 hosts: allowed,
                 max_instances: a.max_instances,
+                warm,
                 tokens,
             });
         }

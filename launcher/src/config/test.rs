@@ -595,3 +595,30 @@ fn rest_mode_keeps_no_state_and_refuses_a_state_file() {
         "{e}"
     );
 }
+
+#[test]
+fn warm_defaults_to_none_and_is_read() {
+    let c = check(GOOD).unwrap();
+    assert_eq!(c.agents[0].warm, 0);
+    let c = check(&GOOD.replace("max_instances = 2", "max_instances = 2\nwarm = 2")).unwrap();
+    assert_eq!(c.agents[1].warm, 2);
+}
+
+#[test]
+fn a_bad_warm_count_is_named_with_what_to_do() {
+    let e = error(&GOOD.replace("max_instances = 2", "max_instances = 2\nwarm = 3"));
+    assert!(
+        e.starts_with("/etc/launcher.toml:29: agent[1].warm: 3 warm VMs do not fit in max_instances = 2; give at most 2"),
+        "{e}"
+    );
+    let e = error(&GOOD.replace("max_instances = 2", "warm = 101"));
+    assert!(
+        e.starts_with("/etc/launcher.toml:28: agent[1].warm: 101 warm VMs is more than"),
+        "{e}"
+    );
+    let e = error(&GOOD.replace("max_instances = 2", "warm = -1"));
+    assert!(
+        e.starts_with("/etc/launcher.toml:28: agent[1].warm:"),
+        "{e}"
+    );
+}

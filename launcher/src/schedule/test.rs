@@ -48,6 +48,7 @@ fn defs(mem_mib: u64) -> Vec<DefView> {
             running: 0,
             memory_kib: mem_mib << 10,
             broken_on: HashMap::new(),
+            warm: Vec::new(),
         })
         .collect()
 }
@@ -211,4 +212,61 @@ fn decisions_print_as_the_documented_json() {
         serde_json::to_string(&d.line(&config())).unwrap(),
         r#"{"job":"j","definition":"linux","host":null,"action":"wait","reason":"r"}"#
     );
+}
+
+#[test]
+fn a_warm_vm_takes_a_job_before_any_start_even_on_a_full_host() {
+    let c = config();
+    let plan = Plan::new(&c);
+    // Host a is full (its 2 VMs, one of them the warm one); b sleeps.
+    let mut hosts = vec![host(Power::Awake, 0, 8192), host(Power::Asleep, 0, 8192)];
+    hosts[0].vms = 2;
+    hosts[0].max_vms = Some(2);
+    let mut d = defs(1024);
+    d[0].warm = vec![0];
+    let jobs = [job("j1", &["queue=linux"]), job("j2", &["queue=linux"])];
+    let out = plan.pass(&jobs, &mut hosts, &mut d);
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Warm {
+            def: DefId(0),
+            host: HostId(0)
+        }
+    );
+    assert_eq!(out[0].action(), Action::Warm);
+    assert_eq!(out[0].reason, "a warm linux VM waits on a");
+    // The warm VM is used up; the next job wakes b.
+    assert_eq!(
+        out[1].verdict,
+        Verdict::Wake {
+            def: DefId(0),
+            host: HostId(1)
+        }
+    );
+    assert!(d[0].warm.is_empty());
+    let line = serde_json::to_string(&out[0].line(&c)).unwrap();
+    assert!(line.contains(r#""action":"warm""#), "{line}");
+}
+
+#[test]
+fn a_warm_vm_on_a_failing_host_or_of_another_definition_takes_no_job() {
+    let c = config();
+    let plan = Plan::new(&c);
+    let mut hosts = vec![
+        host(Power::Failing("broken".into()), 0, 8192),
+        host(Power::Awake, 0, 8192),
+    ];
+    let mut d = defs(1024);
+    d[0].warm = vec![0];
+    d[1].warm = vec![1];
+    let out = plan.pass(&[job("j1", &["queue=linux"])], &mut hosts, &mut d);
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Start {
+            def: DefId(0),
+            host: HostId(1)
+        }
+    );
+    assert_eq!(d[0].warm, [0]);
+    assert_eq!(d[1].warm, [1]);
 }

@@ -1,0 +1,203 @@
+//! `kvmbe-handoff`: runs in a warm agent VM, waits on the hand-off
+//! channel for a job, makes the VM the job's and becomes its agent.
+
+mod guest;
+
+use std::ffi::OsString;
+use std::io::BufReader;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use handoff::{receive, reply_error, reply_started, ReceiveError};
+
+const USAGE: &str =
+    "usage: kvmbe-handoff [--port DEVICE] [--agent PATH] [--renew-dhcp COMMAND] [-- AGENT-ARGS...]
+
+Waits on the virtio-serial port org.kvmbe.handoff for a job, then sets the
+clock and host name, runs COMMAND (with /bin/sh -c) when the launcher asks
+for a DHCP renewal, and execs
+  AGENT start --acquire-job JOB AGENT-ARGS...
+with the job's token in BUILDKITE_AGENT_TOKEN (AGENT: buildkite-agent).";
+
+struct Args {
+    port: Option<PathBuf>,
+    agent: OsString,
+    renew_dhcp: Option<String>,
+    agent_args: Vec<OsString>,
+}
+
+fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Args, String> {
+    let mut out = Args {
+        port: None,
+        agent: "buildkite-agent".into(),
+        renew_dhcp: None,
+        agent_args: Vec::new(),
+    };
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.to_str() {
+            Some("--port") => out.port = Some(value("--port")?.into()),
+            Some("--agent") => out.agent = value("--agent")?,
+            Some("--renew-dhcp") => {
+                out.renew_dhcp = Some(
+                    value("--renew-dhcp")?
+                        .into_string()
+                        .map_err(|_| "--renew-dhcp: not UTF-8".to_owned())?,
+                )
+            }
+            Some("--") => {
+                out.agent_args.extend(args);
+                break;
+            }
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `agent` names an executable file, directly or through PATH,
+/// so a missing agent is found before the VM waits for a job, not after
+/// it took one.
+fn find_agent(agent: &OsString) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    let path = Path::new(agent);
+    if path.components().count() > 1 {
+        return runnable(path).then(|| path.to_owned());
+    }
+    let dirs = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&dirs)
+        .map(|d| d.join(path))
+        .find(|p| runnable(p))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kvmbe-handoff: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(agent) = find_agent(&args.agent) else {
+        eprintln!(
+            "kvmbe-handoff: the agent {:?} is not an executable file (nor found in PATH): give its path with --agent",
+            args.agent
+        );
+        return ExitCode::from(2);
+    };
+    let port = match args.port.clone().map(Ok).unwrap_or_else(guest::port::find) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kvmbe-handoff: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let file = match guest::port::open(&port) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("kvmbe-handoff: opening {}: {e}", port.display());
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("kvmbe-handoff: waiting on {}", port.display());
+    loop {
+        if let Err(e) = guest::port::wait_for_host(&file) {
+            eprintln!("kvmbe-handoff: waiting on {}: {e}", port.display());
+            return ExitCode::from(1);
+        }
+        let mut conn = BufReader::new(&file);
+        let msg = match receive(&mut conn) {
+            Ok(msg) => msg,
+            Err(ReceiveError::Closed) => continue,
+            Err(e) => {
+                eprintln!("kvmbe-handoff: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Err(why) = guest::apply::apply(&msg, args.renew_dhcp.as_deref()) {
+            eprintln!("kvmbe-handoff: job {}: {why}", msg.job);
+            let _ = reply_error(conn.get_mut(), &why);
+            return ExitCode::from(1);
+        }
+        eprintln!(
+            "kvmbe-handoff: job {} as {}: starting {}",
+            msg.job,
+            msg.hostname,
+            agent.display()
+        );
+        if let Err(e) = reply_started(conn.get_mut()) {
+            // The launcher will not count on this VM: no agent either.
+            eprintln!("kvmbe-handoff: job {}: answering started: {e}", msg.job);
+            return ExitCode::from(1);
+        }
+        let err = Command::new(&agent)
+            .arg("start")
+            .arg("--acquire-job")
+            .arg(&msg.job)
+            .args(&args.agent_args)
+            .env("BUILDKITE_AGENT_TOKEN", &msg.token)
+            .exec();
+        eprintln!(
+            "kvmbe-handoff: job {}: starting {}: {err}",
+            msg.job,
+            agent.display()
+        );
+        return ExitCode::from(1);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        parse_args(list.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn arguments_after_the_double_dash_go_to_the_agent() {
+        let a = args(&[
+            "--port",
+            "/dev/vport1p2",
+            "--agent",
+            "/usr/bin/buildkite-agent",
+            "--renew-dhcp",
+            "kill -USR1 1",
+            "--",
+            "--tags",
+            "queue=linux",
+            "--port",
+        ])
+        .unwrap();
+        assert_eq!(a.port.as_deref(), Some(Path::new("/dev/vport1p2")));
+        assert_eq!(a.agent, "/usr/bin/buildkite-agent");
+        assert_eq!(a.renew_dhcp.as_deref(), Some("kill -USR1 1"));
+        assert_eq!(a.agent_args, ["--tags", "queue=linux", "--port"]);
+        let d = args(&[]).unwrap();
+        assert_eq!(d.agent, "buildkite-agent");
+        assert!(d.port.is_none() && d.renew_dhcp.is_none() && d.agent_args.is_empty());
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        assert_eq!(args(&["--port"]).err().unwrap(), "--port needs a value");
+        assert_eq!(
+            args(&["--tags", "x"]).err().unwrap(),
+            "unknown argument \"--tags\""
+        );
+    }
+
+    #[test]
+    fn an_agent_is_found_by_path_or_in_path() {
+        assert_eq!(find_agent(&"/bin/sh".into()), Some("/bin/sh".into()));
+        assert!(find_agent(&"sh".into()).is_some());
+        assert!(find_agent(&"/nonexistent/buildkite-agent".into()).is_none());
+        assert!(find_agent(&"/etc/passwd".into()).is_none());
+    }
+}

@@ -1,0 +1,491 @@
+//! Warm VMs end to end: the launcher (on the bed's LAN, over
+//! `qemu+ssh://`) keeps one VM of definition `linux` (`warm = 1`) booted
+//! from a template whose tiny guest carries the real `buildkite-agent`
+//! 3.78.0 and `kvmbe-handoff`. While no job waits, the stand-in sees no
+//! agent register. Once a job is scheduled, the launcher reserves it, gets
+//! its job acquisition token and hands both to the warm VM through the
+//! `org.kvmbe.handoff` channel; the agent in that VM registers with the
+//! token, acquires the job with `--acquire-job`, runs and finishes it, and
+//! a new warm VM takes the used one's place. A hand-off the guest refuses,
+//! or one to a frozen VM that never answers, removes that VM and starts a
+//! VM for the job at once; the job runs once.
+//!
+//! Needs `cargo build -p buildkite-agent-launcher -p kvmbe-handoff` and
+//! the real agent (`scripts/setup.sh --test`).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use kvmhost::libvirt::instance::InstanceInfo;
+use kvmhost::libvirt::Host;
+use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState, StandIn};
+use testbed::guest::TinyGuest;
+use testbed::hosts::Lab;
+use testbed::launcher::{define_agent_template_sized, standin_in, Breakdown, LauncherDir, Running};
+use testbed::libvirtd::Libvirtd;
+use testbed::peers::buildkite_agent;
+use testbed::util::bin_dir;
+
+/// The template's script, for warm and cold VMs alike: a warm VM (no job
+/// in its seed) waits in `kvmbe-handoff`, which sets the host name, runs
+/// RENEW when asked and execs the agent with `--acquire-job` and the
+/// job's token; a cold one runs the agent with the token from its seed.
+/// Busybox has no bash or git: `/bin/sh` and a `checkout` hook.
+const USER_DATA: &str = "#!/bin/sh\n\
+export HOME=/root\n\
+export BUILDKITE_AGENT_ENDPOINT='{{buildkite_agent_endpoint}}'\n\
+export BUILDKITE_BUILD_PATH=/tmp/builds\n\
+export BUILDKITE_SHELL='/bin/sh -e -c'\n\
+export BUILDKITE_HOOKS_PATH=/tmp/hooks\n\
+mkdir -p /tmp/builds /tmp/hooks\n\
+printf '#!/bin/sh\\necho checkout skipped: no git here\\n' >/tmp/hooks/checkout\n\
+chmod +x /tmp/hooks/checkout\n\
+if [ -z '{{buildkite_job_id}}' ]; then\n\
+  kvmbe-handoff --renew-dhcp 'RENEW' -- --tags '{{buildkite_agent_tags}}' --no-color\n\
+else\n\
+  export BUILDKITE_AGENT_TOKEN='{{buildkite_agent_token}}'\n\
+  export BUILDKITE_AGENT_ACQUIRE_JOB='{{buildkite_job_id}}'\n\
+  buildkite-agent start --tags '{{buildkite_agent_tags}}' --no-color\n\
+fi\n\
+echo agent-exit=$?\n\
+poweroff\n";
+
+// Fields drop in order: the launcher first, the VMs' hosts last.
+struct Bed {
+    launcher: Running,
+    _dir: LauncherDir,
+    bk: StandIn,
+    libvirt: Host,
+    lab: Lab,
+}
+
+/// Definition `linux` (queue `linux`) with one warm VM.
+const WARM_LINUX: &str = "[[agent]]\nname = \"linux\"\ntags = [\"queue=linux\"]\n\
+template = \"agent-template\"\nwarm = 1\n";
+
+/// A lab host with the template, the stand-in and the launcher running
+/// with the `[[agent]]`s `agents`; `renew` is the guest's DHCP renewal
+/// command.
+fn start(renew: &str, agents: &str) -> Bed {
+    let handoff = bin_dir().join("kvmbe-handoff");
+    assert!(
+        handoff.is_file(),
+        "{} is missing: cargo build -p kvmbe-handoff",
+        handoff.display()
+    );
+    let agent = buildkite_agent().unwrap();
+    let mut lab = Lab::new().unwrap();
+    lab.add_host("vmhost", true).unwrap();
+    let h = &lab.hosts()[0];
+    let guest = TinyGuest::ensure()
+        .unwrap()
+        .carrying_host_program(
+            &handoff,
+            "/usr/bin/kvmbe-handoff",
+            &[(&agent, "/usr/bin/buildkite-agent")],
+            h.daemon().dir(),
+        )
+        .unwrap();
+    let libvirt = Host::open(&h.daemon().uri()).unwrap();
+    define_agent_template_sized(
+        &libvirt,
+        &guest,
+        "agent-template",
+        h.daemon().dir(),
+        &USER_DATA.replace("RENEW", renew),
+        512,
+    )
+    .unwrap();
+    let bk = standin_in(
+        lab.client(),
+        Config {
+            bind: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    bk.add_pipeline("app").unwrap();
+    let config = format!(
+        r#"[buildkite]
+agent_endpoint = "{url}/v3"
+vm_agent_endpoint = "http://{client}:{port}/v3"
+agent_token_file = "token"
+stack_key = "warm"
+poll_interval = 1
+
+[launcher]
+boot_timeout = 240
+
+[[host]]
+name = "vmhost"
+uri = "qemu+ssh://root@{ip}/system"
+max_vms = 3
+
+{agents}"#,
+        url = bk.url(),
+        client = lab.client_ip(),
+        port = bk.port(),
+        ip = h.ip,
+    );
+    let mut dir = LauncherDir::new(&config, bk.cluster_token()).unwrap();
+    dir.path_first = Some(lab.ssh_path_dir().to_path_buf());
+    let launcher = dir.spawn(Some(lab.client()), &["run"]).unwrap();
+    Bed {
+        launcher,
+        _dir: dir,
+        bk,
+        libvirt,
+        lab,
+    }
+}
+
+impl Bed {
+    fn warm_vms(&self) -> Vec<InstanceInfo> {
+        self.libvirt
+            .instances()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.labels.contains_key("warm") && !i.labels.contains_key("job"))
+            .collect()
+    }
+
+    /// Waits until the launcher says a warm VM waits for a job; its name.
+    fn wait_warm_ready(&self, not: &[&str]) -> String {
+        self.launcher.wait_for(
+            Duration::from_secs(300),
+            "a warm VM waiting for a job",
+            || {
+                self.launcher.log_text().lines().find_map(|l| {
+                    let vm = l
+                        .strip_prefix("warm ")?
+                        .strip_suffix(" on vmhost waits for a job")?;
+                    (!not.contains(&vm)).then(|| vm.to_string())
+                })
+            },
+        )
+    }
+
+    fn console(&self, vm: &str) -> String {
+        std::fs::read_to_string(self.lab.hosts()[0].daemon().serial_log(vm)).unwrap_or_default()
+    }
+
+    fn schedule(&self) -> String {
+        self.schedule_on("linux")
+    }
+
+    fn schedule_on(&self, queue: &str) -> String {
+        let b = self
+            .bk
+            .add_build(
+                "app",
+                BuildSpec::new(vec![JobSpec::new(&[&format!("queue={queue}")])
+                    .command("echo \"ran on $(hostname)\"")]),
+            )
+            .unwrap();
+        b.job_ids[0].clone()
+    }
+
+    fn wait_finished(&self, job: &str, vm_console: &str) {
+        let state = self
+            .launcher
+            .wait_for(Duration::from_secs(300), "the job to finish", || {
+                self.bk
+                    .job(job)
+                    .map(|j| j.state)
+                    .filter(|s| s.is_terminal())
+            });
+        assert_eq!(
+            state,
+            JobState::Finished { exit_status: 0 },
+            "console:\n{}\nlauncher:\n{}",
+            self.console(vm_console),
+            self.launcher.log_text()
+        );
+    }
+}
+
+#[test]
+fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
+    let bed = start("true", WARM_LINUX);
+    let bk = &bed.bk;
+    let warm = bed.wait_warm_ready(&[]);
+    // Waiting, it registered no agent, and nothing secret is in it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        bk.registered_agents().is_empty(),
+        "{:?}",
+        bk.registered_agents()
+    );
+    let daemon = bed.lab.hosts()[0].daemon();
+    let xml = daemon.virsh(&["-r", "dumpxml", &warm]).unwrap();
+    assert!(xml.contains("name='org.kvmbe.handoff'"), "{xml}");
+    assert!(!xml.contains("bkjat_") && !xml.contains(bk.cluster_token()));
+    assert_eq!(bed.warm_vms().len(), 1, "{:?}", bed.warm_vms());
+    assert!(
+        !bed.console(&warm).contains("acquire"),
+        "{}",
+        bed.console(&warm)
+    );
+
+    let scheduled = SystemTime::now();
+    let t0 = Instant::now();
+    let job = bed.schedule();
+    // Handed over, the VM is labelled with its job: a restarted launcher
+    // counts it as the job's VM.
+    let labels = bed.launcher.wait_for(
+        Duration::from_secs(60),
+        "the warm VM labelled with its job",
+        || {
+            let i = bed
+                .libvirt
+                .instances()
+                .ok()?
+                .into_iter()
+                .find(|i| i.name == warm)?;
+            i.labels.contains_key("job").then_some(i.labels)
+        },
+    );
+    assert_eq!(labels.get("job"), Some(&job));
+    bed.wait_finished(&job, &warm);
+    let run = bk.job_run(&job).expect("an agent ran the job");
+    let agents = bk.registered_agents();
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    let agent = &agents[0];
+    assert_eq!(agent.id, run.agent_id);
+    // It registered with the job's acquisition token, for that job only,
+    // under the host name the launcher gave the VM.
+    assert_eq!(agent.acquire_only.as_deref(), Some(job.as_str()));
+    let short: String = job
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
+    assert!(
+        agent.name.starts_with(&format!("linux-{short}-")),
+        "{}",
+        agent.name
+    );
+    assert!(
+        run.log_text().contains(&format!("ran on {}", agent.name)),
+        "{}",
+        run.log_text()
+    );
+    let issued = bk.job_acquisition_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].job_id, job);
+    assert_eq!(issued[0].agent_id.as_deref(), Some(agent.id.as_str()));
+    // The warm VM took it, and the launcher said so.
+    let log = bed.launcher.log_text();
+    assert!(
+        log.contains(&format!("job {job}: handed to warm {warm} on vmhost")),
+        "{log}"
+    );
+    assert!(!log.contains("handing it to warm"), "{log}");
+    assert!(!log.contains("labelling"), "{log}");
+    assert!(!log.contains(&issued[0].token), "the JAT is in the log");
+    let notes = bk.job(&job).unwrap().notifications;
+    let b = Breakdown::of_notes(&notes).unwrap_or_else(|| panic!("{notes:?}"));
+    assert!(b.warm, "{notes:?}");
+    // The job is finished before its agent has disconnected and exited.
+    let (console, _) = Libvirtd::wait_for_text(
+        &daemon.serial_log(&warm),
+        "agent-exit=0",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(
+        !console.contains(&issued[0].token),
+        "the JAT is on the console"
+    );
+
+    // Replaced: another warm VM waits, and the used one powered off.
+    let next = bed.wait_warm_ready(&[&warm]);
+    assert_ne!(next, warm);
+    bed.launcher
+        .wait_for(Duration::from_secs(60), "the used VM to go", || {
+            let names: Vec<String> = bed
+                .libvirt
+                .instances()
+                .ok()?
+                .into_iter()
+                .map(|i| i.name)
+                .collect();
+            (!names.contains(&warm)).then_some(())
+        });
+    let secs = |t: SystemTime| {
+        t.duration_since(scheduled)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    eprintln!(
+        "warm: job scheduled -> agent acquired {:.1}s -> running {:.1}s -> finished {:.1}s; {}; \
+         replacement waiting after {:.1}s",
+        secs(run.acquired_at.unwrap()),
+        secs(run.started_at.unwrap()),
+        secs(run.finished_at.unwrap()),
+        notes.last().unwrap(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Schedules a job whose hand-off to `warm` fails saying `why`; checks
+/// that a cold VM runs it, once, and that `warm` is gone. Returns the
+/// job's last note.
+fn falls_back(bed: &Bed, warm: &str, why: &str) -> String {
+    let bk = &bed.bk;
+    let job = bed.schedule();
+    let cold = bed
+        .launcher
+        .wait_for(Duration::from_secs(120), "a cold VM for the job", || {
+            bed.libvirt
+                .instances()
+                .ok()?
+                .into_iter()
+                .find(|i| i.labels.get("job") == Some(&job) && !i.labels.contains_key("warm"))
+        });
+    bed.wait_finished(&job, &cold.name);
+    let log = bed.launcher.log_text();
+    assert!(
+        log.contains(&format!("job {job}: handing it to warm {warm} failed: "))
+            && log.contains(why),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("job {job}: started {} on vmhost", cold.name)),
+        "{log}"
+    );
+    // Once: one agent registered and acquired it, in the cold VM.
+    let agents = bk.registered_agents();
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    let acquired: Vec<_> = bk
+        .acquisitions()
+        .into_iter()
+        .filter(|a| a.job_id == job)
+        .collect();
+    assert_eq!(acquired.len(), 1, "{acquired:?}");
+    assert!(acquired[0].granted);
+    let notes = bk.job(&job).unwrap().notifications;
+    let b = Breakdown::of_notes(&notes).unwrap_or_else(|| panic!("{notes:?}"));
+    assert!(!b.warm, "{notes:?}");
+    // The warm VM that failed is gone.
+    let names: Vec<String> = bed
+        .libvirt
+        .instances()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert!(!names.contains(&warm.to_string()), "{names:?}");
+    notes.last().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_handoff_the_guest_refuses_falls_back_to_a_cold_start_and_the_job_runs_once() {
+    // The guest cannot renew its lease: it answers `error …`.
+    let bed = start("false", WARM_LINUX);
+    let warm = bed.wait_warm_ready(&[]);
+    let note = falls_back(
+        &bed,
+        &warm,
+        "the guest refused the job: renewing the DHCP lease: `false` failed",
+    );
+    // It refused and started no agent (and was destroyed, maybe before
+    // its script said how the program ended).
+    let console = bed.console(&warm);
+    assert!(console.contains("kvmbe-handoff: job"), "{console}");
+    assert!(console.contains("`false` failed"), "{console}");
+    assert!(!console.contains("buildkite-agent v"), "{console}");
+    eprintln!("refused: {note}");
+}
+
+#[test]
+fn a_handoff_to_a_frozen_vm_times_out_and_falls_back_to_a_cold_start() {
+    let bed = start("true", WARM_LINUX);
+    let warm = bed.wait_warm_ready(&[]);
+    // Paused: its channel still connects, nobody answers.
+    let daemon = bed.lab.hosts()[0].daemon();
+    daemon.virsh(&["suspend", &warm]).unwrap();
+    let t0 = Instant::now();
+    let note = falls_back(&bed, &warm, "no answer in time");
+    assert!(!bed.console(&warm).contains("kvmbe-handoff: job"));
+    eprintln!(
+        "frozen: {note} (job finished {:.1} s after scheduling)",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// The `q`-quantile of `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+/// Job scheduled to its agent running it, for `n` jobs one after another
+/// on definition `cold` (no warm VM) and `n` on `warm` (`warm = 1`, each
+/// job scheduled once the replacement warm VM waits), in one run on one
+/// host; prints p50 and p95 of each and their ratio.
+///
+/// `WARM_BENCH_JOBS=10 cargo test -p kvmbe-tests --test launcher_warm -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_cold_versus_warm_scheduled_to_agent_running() {
+    let n: usize = std::env::var("WARM_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let agents = "[[agent]]\nname = \"cold\"\ntags = [\"queue=cold\"]\ntemplate = \"agent-template\"\n\n\
+                  [[agent]]\nname = \"warm\"\ntags = [\"queue=warm\"]\ntemplate = \"agent-template\"\nwarm = 1\n";
+    let bed = start("true", agents);
+    let to_running = |job: &str, scheduled: SystemTime| {
+        let run = bed.bk.job_run(job).expect("an agent ran the job");
+        run.started_at
+            .unwrap()
+            .duration_since(scheduled)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    let mut used: Vec<String> = Vec::new();
+    let mut notes = Vec::new();
+    for _ in 0..n {
+        let scheduled = SystemTime::now();
+        let job = bed.schedule_on("cold");
+        bed.wait_finished(&job, "");
+        cold.push(to_running(&job, scheduled));
+
+        let refs: Vec<&str> = used.iter().map(String::as_str).collect();
+        let vm = bed.wait_warm_ready(&refs);
+        used.push(vm.clone());
+        let scheduled = SystemTime::now();
+        let job = bed.schedule_on("warm");
+        bed.wait_finished(&job, &vm);
+        warm.push(to_running(&job, scheduled));
+        notes.push(
+            bed.bk
+                .job(&job)
+                .unwrap()
+                .notifications
+                .pop()
+                .unwrap_or_default(),
+        );
+    }
+    let log = bed.launcher.log_text();
+    assert!(
+        !log.contains("handing it to warm"),
+        "a hand-off failed:\n{log}"
+    );
+    let (c50, c95, w50, w95) = (
+        quantile(&cold, 0.5),
+        quantile(&cold, 0.95),
+        quantile(&warm, 0.5),
+        quantile(&warm, 0.95),
+    );
+    eprintln!("job scheduled -> agent running, {n} jobs each (seconds):");
+    eprintln!("  cold: p50 {c50:.2}  p95 {c95:.2}  all {cold:.2?}");
+    eprintln!("  warm: p50 {w50:.2}  p95 {w95:.2}  all {warm:.2?}");
+    eprintln!("  cold/warm: p50 {:.1}x  p95 {:.1}x", c50 / w50, c95 / w95);
+    eprintln!("  warm starts as the launcher timed them: {notes:#?}");
+    assert!(w50 < c50, "warm is not faster: {warm:?} vs {cold:?}");
+}
