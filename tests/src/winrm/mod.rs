@@ -26,7 +26,9 @@
 //! - cmd: `cmd /c` prefixes, `&&` chains, `echo TEXT`, `echo TEXT >> FILE`
 //!   and `> FILE`, `exit [/b] N`, `timeout /t N` (sleeps N seconds),
 //!   `type FILE`, `set ...` (the environment is not modelled: no effect),
-//!   `shutdown ...` (exit 0; powering off is the test's hook's job), a
+//!   `shutdown /r [/t N]` (a restart: see below), `shutdown /a` (aborts
+//!   a scheduled one), other `shutdown ...` (exit 0; powering off is the
+//!   test's hook's job), a
 //!   `.bat`/`.cmd` file on the drive (its lines, skipping `@echo off`,
 //!   `rem` and `::`, until one fails), and `powershell [flags]
 //!   -EncodedCommand B64` (the script is UTF-16LE, as PowerShell reads
@@ -39,7 +41,15 @@
 //!   (ignored), `cmd /c ...`, `& { ... }` (a block run in place),
 //!   `&'C:/x.ps1'` (a script file on the drive; its exit code becomes
 //!   `$LastExitCode`), `. C:/x.ps1` (dot-sourced), and `if (Test-Path P)
-//!   { ... }` — the shapes Packer's `powershell` provisioner runs.
+//!   { ... }` — the shapes Packer's `powershell` provisioner runs — and
+//!   `echo ("{0} ..." -f [System.Net.Dns]::GetHostName())` (Packer's
+//!   restart check; the name is [`Config::hostname`]).
+//! - A restart, as Windows plays it: `shutdown /r /t N` schedules it N
+//!   seconds ahead (another `shutdown /r` then exits 1190, `shutdown /a`
+//!   aborts it); when it starts, the machine keeps answering for
+//!   [`Reboot::grace`] (`shutdown /r` exits 1115 "in progress"), then
+//!   drops every connection, new and open, for [`Reboot::down`], then
+//!   answers again with every shell gone.
 //! - Two whole-script forms, recognised by what they use: the second half
 //!   of a chunked upload (a script that sets `$tmp_file_path` and
 //!   `$dest_file_path` to literals and calls `FromBase64String`: the
@@ -58,6 +68,7 @@
 //! hook on each command ([`Config::on_command`]), e.g. to power a guest
 //! off when the shutdown command arrives, which Windows would do itself.
 
+mod power;
 mod server;
 mod shell;
 mod soap;
@@ -69,6 +80,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+
+pub use power::{Phase, Reboot};
 
 /// Runs on each command line received, before it starts.
 pub type CommandHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -88,6 +101,10 @@ pub struct Config {
     pub receive_wait: Duration,
     /// Called with each command line received.
     pub on_command: Option<CommandHook>,
+    /// How a restart plays out.
+    pub reboot: Reboot,
+    /// The machine's name.
+    pub hostname: String,
 }
 
 impl Default for Config {
@@ -99,6 +116,8 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             receive_wait: Duration::from_secs(2),
             on_command: None,
+            reboot: Reboot::default(),
+            hostname: "WIN-STANDIN".into(),
         }
     }
 }
@@ -164,6 +183,8 @@ impl StandIn {
         let machine = shell::Machine {
             drive: drive.path().to_path_buf(),
             home,
+            hostname: config.hostname.clone(),
+            power: Arc::new(power::Power::new(config.reboot)),
         };
         let state = Arc::new(server::State::new(config, url, machine));
         runtime.spawn(server::serve(listener, tls, state.clone()));
@@ -212,6 +233,17 @@ impl StandIn {
     /// How many requests were refused with 401.
     pub fn unauthorized(&self) -> usize {
         self.state.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// Connections and requests dropped while the machine was down.
+    pub fn dropped(&self) -> usize {
+        self.state.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Where the machine is in a restart, and how many restarts have
+    /// gone down so far.
+    pub fn phase(&self) -> (Phase, u64) {
+        self.state.machine.power.phase()
     }
 
     /// Shells created and not yet deleted.

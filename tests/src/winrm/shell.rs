@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::power::Power;
 use super::soap::Output;
 
 /// What a running command reports, in order; `Exit` comes last.
@@ -28,6 +29,10 @@ pub struct Machine {
     pub drive: PathBuf,
     /// The user's profile folder, relative paths' base, as a Windows path.
     pub home: String,
+    /// What `[System.Net.Dns]::GetHostName()` gives.
+    pub hostname: String,
+    /// Restarts (`shutdown /r`, `shutdown /a`).
+    pub power: std::sync::Arc<Power>,
 }
 
 impl Machine {
@@ -239,8 +244,7 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
     match verb.as_str() {
         // The environment is not modelled: `set` changes nothing.
         "set" => 0,
-        // Powering off is the test's to do (see `Config::on_command`).
-        "shutdown" => 0,
+        "shutdown" => shutdown(machine, &w[1..], io),
         "echo" => {
             let text = line[4..].trim_start();
             match split_top(text, &[">>", ">"]).as_slice() {
@@ -304,6 +308,45 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
                 "'{first}' is not recognized as an internal or external command,\r\noperable program or batch file."
             ));
             NOT_RECOGNISED
+        }
+    }
+}
+
+/// `shutdown /r /t N` schedules a restart, `shutdown /a` aborts it (the
+/// codes and messages are Windows'); powering off (`/s`) answers 0 and is
+/// the test's to do (see `Config::on_command`).
+fn shutdown(machine: &Machine, args: &[String], io: &Io<'_>) -> i32 {
+    let flag = |f: &str| {
+        args.iter()
+            .any(|a| a.len() == 2 && a[1..].eq_ignore_ascii_case(f) && a.starts_with(['/', '-']))
+    };
+    let done = if flag("a") {
+        machine.power.abort()
+    } else if flag("r") {
+        // Windows waits 30 s when no `/t` is given.
+        let secs = args
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case("/t") || a.eq_ignore_ascii_case("-t"))
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(30);
+        machine.power.schedule_restart(Duration::from_secs(secs))
+    } else {
+        Ok(())
+    };
+    match done {
+        Ok(()) => 0,
+        Err(code) => {
+            io.err(match code {
+                super::power::SHUTDOWN_IN_PROGRESS => "A system shutdown is in progress.(1115)",
+                super::power::SHUTDOWN_IS_SCHEDULED => {
+                    "A system shutdown has already been scheduled.(1190)"
+                }
+                _ => {
+                    "Unable to abort the system shutdown because no shutdown was in progress.(1116)"
+                }
+            });
+            code
         }
     }
 }
@@ -530,7 +573,11 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
     let rest = || unquote(stmt[w[0].len()..].trim());
     match verb.as_str() {
         v if v.starts_with('$') && stmt.contains('=') => {}
-        "write-output" | "write-host" | "echo" => io.line(&rest()),
+        "write-output" | "write-host" | "echo" => match host_name_format(machine, &rest()) {
+            Some(text) => io.line(&text),
+            None if rest().starts_with('(') => return unknown(&rest(), io, st),
+            None => io.line(&rest()),
+        },
         "write-error" => {
             io.err(&rest());
             st.failed = true;
@@ -570,6 +617,20 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
         _ => return unknown(&w[0], io, st),
     }
     Flow::Next
+}
+
+/// `("FORMAT" -f [System.Net.Dns]::GetHostName())`, the one expression
+/// the stand-in evaluates (Packer's restart check prints it).
+fn host_name_format(machine: &Machine, expr: &str) -> Option<String> {
+    let inner = expr.strip_prefix('(')?.strip_suffix(')')?;
+    let (format, arg) = inner.split_once(" -f ")?;
+    if !arg
+        .trim()
+        .eq_ignore_ascii_case("[System.Net.Dns]::GetHostName()")
+    {
+        return None;
+    }
+    Some(unquote(format).replace("{0}", &machine.hostname))
 }
 
 /// `Test-Path [-Path] P`: whether P is on the drive.
@@ -676,12 +737,18 @@ fn read_back(machine: &Machine, path: &str, io: &Io<'_>) -> i32 {
 mod tests {
     use super::*;
 
+    fn machine(drive: PathBuf, home: &str) -> Machine {
+        Machine {
+            drive,
+            home: home.into(),
+            hostname: "WIN-TEST".into(),
+            power: std::sync::Arc::new(Power::new(super::super::power::Reboot::default())),
+        }
+    }
+
     #[test]
     fn windows_paths_map_into_the_drive_folder_and_never_out_of_it() {
-        let m = Machine {
-            drive: PathBuf::from("/d"),
-            home: r"C:\Users\vagrant".into(),
-        };
+        let m = machine(PathBuf::from("/d"), r"C:\Users\vagrant");
         assert_eq!(m.host_path(r"C:\a\b.txt"), Some("/d/a/b.txt".into()));
         assert_eq!(m.host_path("c:/a/b.txt"), Some("/d/a/b.txt".into()));
         assert_eq!(
@@ -696,21 +763,23 @@ mod tests {
     /// Runs `line` on a drive holding `files`; (exit code, stdout, stderr).
     fn run_on(files: &[(&str, &str)], line: &str) -> (i32, String, String) {
         let dir = tempfile::tempdir().unwrap();
-        let m = Machine {
-            drive: dir.path().to_path_buf(),
-            home: r"C:\Users\u".into(),
-        };
+        let m = machine(dir.path().to_path_buf(), r"C:\Users\u");
         for (p, text) in files {
             let p = m.host_path(p).unwrap();
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
         }
+        run_with(&m, line)
+    }
+
+    /// Runs `line` on `m`; (exit code, stdout, stderr).
+    fn run_with(m: &Machine, line: &str) -> (i32, String, String) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(run(&m, line, tx));
+        rt.block_on(run(m, line, tx));
         let (mut out, mut err, mut code) = (String::new(), String::new(), None);
         while let Ok(e) = rx.try_recv() {
             match e {
@@ -720,6 +789,31 @@ mod tests {
             }
         }
         (code.unwrap(), out, err)
+    }
+
+    #[test]
+    fn packers_restart_commands_schedule_abort_and_check_a_restart() {
+        let m = machine(PathBuf::from("/d"), r"C:\Users\u");
+        let test = r#"shutdown /r /f /t 60 /c "packer restart test""#;
+        assert_eq!(run_with(&m, test).0, 0);
+        let (code, _, err) = run_with(&m, test);
+        assert_eq!(code, 1190, "{err}");
+        assert_eq!(run_with(&m, "shutdown /a").0, 0);
+        let (code, _, err) = run_with(&m, "shutdown /a");
+        assert_eq!(code, 1116, "{err}");
+        assert_eq!(
+            run_with(&m, r#"shutdown /r /f /t 0 /c "packer restart""#).0,
+            0
+        );
+        let (code, _, err) = run_with(&m, test);
+        assert_eq!(code, 1115, "{err}");
+        assert!(err.contains("in progress"), "{err}");
+        let check =
+            r#"powershell -Command echo ("{0} restarted." -f [System.Net.Dns]::GetHostName())"#;
+        assert_eq!(
+            run_with(&m, check),
+            (0, "WIN-TEST restarted.\r\n".into(), String::new())
+        );
     }
 
     #[test]
