@@ -99,6 +99,14 @@ pub fn buildkite_agent() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// Our program on Packer's own WinRM client code (packer-plugin-sdk's
+/// communicator/winrm), `tests/peers/winrm-client/main.go`.
+pub fn winrm_client() -> Result<PathBuf> {
+    let p = built(peers_dir().join("bin/winrm-client"), "winrm-client")?;
+    reports(&p, &["-version"], "winrm-client 1")?;
+    Ok(p)
+}
+
 /// The filesystem mirror holding dmacvicar's provider
 /// (`registry.terraform.io/dmacvicar/libvirt/<version>/linux_amd64/`).
 pub fn dmacvicar_mirror() -> PathBuf {

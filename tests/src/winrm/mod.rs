@@ -37,8 +37,10 @@
 //!   and brackets): `Write-Output`/`Write-Host`/`echo X`, `Write-Error X`
 //!   (stderr, exit status 1), `exit N` and `exit $LastExitCode`,
 //!   `Start-Sleep [-Seconds] N` and `-Milliseconds N`, `Test-Path P`
-//!   (prints True or False), `Remove-Item P`, variable assignments
-//!   (ignored), `cmd /c ...`, `& { ... }` (a block run in place),
+//!   (prints True or False), `Remove-Item P`, variable assignments (a
+//!   quoted path, or one through `[System.IO.Path]::GetFullPath(...)`, is
+//!   kept for `Test-Path $x` and `Remove-Item $x`; others are ignored),
+//!   `cmd /c ...`, `& { ... }` (a block run in place),
 //!   `&'C:/x.ps1'` (a script file on the drive; its exit code becomes
 //!   `$LastExitCode`), `. C:/x.ps1` (dot-sourced), and `if (Test-Path P)
 //!   { ... }` — the shapes Packer's `powershell` provisioner runs — and
@@ -56,8 +58,8 @@
 //!   temporary file's base64 lines are decoded into the destination, as
 //!   Packer's winrmcp does, and the temporary file is removed when the
 //!   script says `Remove-Item`), and a read-back for downloads (a script that
-//!   sets `$file_path` to a literal and calls `ReadAllBytes` and
-//!   `ToBase64String`: prints the file as one base64 line).
+//!   sets `$file_path` to a literal, or passes one to `ReadAllBytes`, and calls
+//!   `ReadAllBytes` and `ToBase64String`: prints the file as one base64 line).
 //! - Anything else fails as Windows would: cmd answers "'X' is not
 //!   recognized as an internal or external command" on stderr with exit
 //!   code 9009, PowerShell names the unknown term on stderr and exits 1.

@@ -173,8 +173,19 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-/// Splits `s` at `sep` where it is outside quotes and braces.
+/// Splits `s` at `sep` where it is outside quotes and brackets, as
+/// PowerShell quotes (single and double quotes).
 fn split_top(s: &str, seps: &[&str]) -> Vec<String> {
+    split_quoted(s, seps, &['"', '\''])
+}
+
+/// Splits `s` at `sep` where it is outside quotes and brackets, as cmd
+/// quotes (a single quote is an ordinary character).
+fn split_cmd(s: &str, seps: &[&str]) -> Vec<String> {
+    split_quoted(s, seps, &['"'])
+}
+
+fn split_quoted(s: &str, seps: &[&str], quotes: &[char]) -> Vec<String> {
     let mut out = Vec::new();
     let mut depth = 0i32;
     let mut quote: Option<char> = None;
@@ -186,7 +197,7 @@ fn split_top(s: &str, seps: &[&str]) -> Vec<String> {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
+            (None, c) if quotes.contains(&c) => quote = Some(c),
             (None, '{' | '(') => depth += 1,
             (None, '}' | ')') => depth -= 1,
             (None, _) if depth == 0 => {
@@ -215,7 +226,7 @@ async fn cmd(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
         }
     }
     let mut code = 0;
-    for part in split_top(line, &["&&"]) {
+    for part in split_cmd(line, &["&&"]) {
         code = simple(machine, part.trim(), io).await;
         if code != 0 {
             break;
@@ -247,7 +258,7 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
         "shutdown" => shutdown(machine, &w[1..], io),
         "echo" => {
             let text = line[4..].trim_start();
-            match split_top(text, &[">>", ">"]).as_slice() {
+            match split_cmd(text, &[">>", ">"]).as_slice() {
                 [text] => {
                     io.line(text.trim_end());
                     0
@@ -457,7 +468,10 @@ async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
         }
     }
     if script.contains("ToBase64String") && script.contains("ReadAllBytes") {
-        if let Some(path) = literal_after(script, "$file_path") {
+        // Ours sets `$file_path`; Packer's SDK reads the literal in place.
+        let path =
+            literal_after(script, "$file_path").or_else(|| literal_after(script, "ReadAllBytes("));
+        if let Some(path) = path {
             return read_back(machine, path, io);
         }
     }
@@ -475,6 +489,34 @@ struct PsState {
     failed: bool,
     /// `$LastExitCode`.
     last_exit: i32,
+    /// Variables set to a path: `$x = "P"` or
+    /// `$x = [System.IO.Path]::GetFullPath("P")` (names in lower case).
+    paths: std::collections::HashMap<String, String>,
+}
+
+impl PsState {
+    /// The path an argument names: a variable's value, or the argument.
+    fn path<'a>(&'a self, arg: &'a str) -> &'a str {
+        arg.strip_prefix('$')
+            .and_then(|name| self.paths.get(&name.to_ascii_lowercase()))
+            .map_or(arg, String::as_str)
+    }
+
+    /// Remembers `$name = "P"` and `$name = [System.IO.Path]::GetFullPath("P")`.
+    fn assign(&mut self, stmt: &str) {
+        let Some((name, value)) = stmt[1..].split_once('=') else {
+            return;
+        };
+        let value = value.trim();
+        let value = value
+            .strip_prefix("[System.IO.Path]::GetFullPath(")
+            .and_then(|v| v.strip_suffix(')'))
+            .unwrap_or(value);
+        if value.starts_with(['"', '\'']) {
+            self.paths
+                .insert(name.trim().to_ascii_lowercase(), unquote(value));
+        }
+    }
 }
 
 /// Whether a block ran to its end or hit `exit`.
@@ -572,7 +614,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
     }
     let rest = || unquote(stmt[w[0].len()..].trim());
     match verb.as_str() {
-        v if v.starts_with('$') && stmt.contains('=') => {}
+        v if v.starts_with('$') && stmt.contains('=') => st.assign(stmt),
         "write-output" | "write-host" | "echo" => match host_name_format(machine, &rest()) {
             Some(text) => io.line(&text),
             None if rest().starts_with('(') => return unknown(&rest(), io, st),
@@ -598,7 +640,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
             let n: f64 = n.and_then(|n| n.parse().ok()).unwrap_or(0.0);
             tokio::time::sleep(Duration::from_secs_f64(n * unit)).await;
         }
-        "test-path" => io.line(if test_path(machine, &w[1..]) {
+        "test-path" => io.line(if test_path(machine, &w[1..], st) {
             "True"
         } else {
             "False"
@@ -608,7 +650,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
                 .iter()
                 .skip(1)
                 .find(|a| !a.starts_with('-'))
-                .and_then(|p| machine.host_path(p))
+                .and_then(|p| machine.host_path(st.path(p)))
             {
                 let _ = std::fs::remove_file(&p);
             }
@@ -634,10 +676,10 @@ fn host_name_format(machine: &Machine, expr: &str) -> Option<String> {
 }
 
 /// `Test-Path [-Path] P`: whether P is on the drive.
-fn test_path(machine: &Machine, args: &[String]) -> bool {
+fn test_path(machine: &Machine, args: &[String], st: &PsState) -> bool {
     args.iter()
         .find(|a| !a.starts_with('-'))
-        .and_then(|p| machine.host_path(p))
+        .and_then(|p| machine.host_path(st.path(p)))
         .is_some_and(|p| p.exists())
 }
 
@@ -660,7 +702,7 @@ async fn ps_if(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsState) -> 
     let Some((body, _)) = bracketed(stmt, body_at) else {
         return unknown(stmt, io, st);
     };
-    if test_path(machine, &cw[1..]) {
+    if test_path(machine, &cw[1..], st) {
         return ps_block(machine, body, io, st).await;
     }
     Flow::Next
