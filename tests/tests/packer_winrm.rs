@@ -462,3 +462,53 @@ build {{
     assert_eq!(read(r"C:\tools\sub\b.txt"), b"line one\r\nline two\r\n");
     assert_built_and_cleaned(&bed, &output, &vm_name);
 }
+
+/// A provisioner command during which the guest restarts (a script that
+/// restarts it itself instead of leaving that to `windows-restart`): the
+/// command is cut off, the WinRM error shows (endpoint and operation),
+/// the provisioner sees exit status 255 (a command that ended without
+/// one) and the build fails without retrying it, even with a
+/// `start_retry_timeout` (which covers only starting it); the domain is
+/// removed.
+#[test]
+fn a_restart_in_the_middle_of_a_provisioner_command_fails_the_build_clearly() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm-midreboot").unwrap();
+    let provisioners = serde_json::json!([
+        {"type": "windows-shell", "start_retry_timeout": "15s",
+         "inline": ["shutdown /r /f /t 0 && timeout /t 30 /nobreak"]}
+    ]);
+    let b = windows_build(&bed, &guest, &dir, "winrm-midreboot", provisioners);
+    let started = std::time::Instant::now();
+    let out = packer_in(bed.netns(), &dir, &["build", &b.template.to_string_lossy()])
+        .unwrap()
+        .output_within(COMMAND_LIMIT)
+        .unwrap();
+    let text = show("packer build (winrm, restart mid-command)", &out);
+    let record = b.standin.commands();
+    eprintln!(
+        "failed after {:.1}s, {} dropped\n{}",
+        started.elapsed().as_secs_f64(),
+        b.standin.dropped(),
+        shown(&record)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!("winrm {}: ", b.standin.url())),
+        "{text}"
+    );
+    assert!(b.standin.dropped() >= 1);
+    assert!(
+        text.contains("Script exited with non-zero exit status: 255"),
+        "{text}"
+    );
+    let tries = record.iter().filter(|c| c.line.contains(".bat\"")).count();
+    assert_eq!(tries, 1, "{}", shown(&record));
+    assert!(!b.output.exists());
+    assert!(!bed
+        .domains()
+        .unwrap()
+        .iter()
+        .any(|d| d.starts_with(&b.vm_name)));
+}
