@@ -7,6 +7,8 @@
 #   $KVMBE_CACHE/peers/bin/packer-1.9            Packer 1.9.x (MPL; 1.10+ is BUSL)
 #   $KVMBE_CACHE/peers/bin/tofu                  OpenTofu 1.x (MPL)
 #   $KVMBE_CACHE/peers/bin/buildkite-agent       buildkite-agent v3 (MIT), static
+#   $KVMBE_CACHE/peers/bin/winrm-client          Packer's WinRM client code (packer-plugin-sdk
+#                                                v0.4.0, MPL) in a small program of ours
 #   $KVMBE_CACHE/peers/tf-mirror/registry.terraform.io/dmacvicar/libvirt/<v>/linux_amd64/
 #                                                dmacvicar's provider (Apache-2.0)
 #
@@ -64,6 +66,9 @@ table=(
   # v3.78.0: every later release the module proxy serves needs
   # drjosh.dev/zzglob, which it does not serve.
   "buildkite-agent|buildkite-agent|github.com/buildkite/agent/v3|v3.78.0|github.com/buildkite/agent/v3|$peers/bin/buildkite-agent|--version|version 3.78.0|CGO_ENABLED=0"
+  # Our own program (tests/peers/winrm-client/main.go) on the SDK Packer
+  # 1.9.4 uses; bump its version text when main.go changes.
+  "Packer's WinRM client|winrm-client|github.com/hashicorp/packer-plugin-sdk|v0.4.0|.|$peers/bin/winrm-client|-version|winrm-client 1|"
   "dmacvicar terraform-provider-libvirt|libvirt-0.8.3|github.com/dmacvicar/terraform-provider-libvirt|v0.8.3|github.com/dmacvicar/terraform-provider-libvirt|$mirror/0.8.3/linux_amd64/terraform-provider-libvirt_v0.8.3|||"
 )
 # Not built, because the module proxy does not serve them: dmacvicar's

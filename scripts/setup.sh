@@ -118,8 +118,8 @@ if $want_test &&
 fi
 
 # --- Programs our users run, built from their Go modules ---------------
-# Packer 1.9, OpenTofu, buildkite-agent and dmacvicar's provider, for the
-# tests; built once into $cache/peers (see scripts/peers.sh).
+# Packer 1.9, OpenTofu, buildkite-agent, dmacvicar's provider and a client
+# on Packer's WinRM code, for the tests; built once into $cache/peers (see scripts/peers.sh).
 if $want_test; then
   scripts/peers.sh
 elif $want_main_job; then

@@ -1,7 +1,8 @@
 //! The programs our users run beside ours, built from their Go modules by
 //! `scripts/peers.sh` (run by `scripts/setup.sh --test`) into
-//! `<cache>/peers`: Packer 1.9, OpenTofu, buildkite-agent and dmacvicar's
-//! terraform-provider-libvirt. Each is handed out here, or the call fails
+//! `<cache>/peers`: Packer 1.9, OpenTofu, buildkite-agent, dmacvicar's
+//! terraform-provider-libvirt, and `winrm-client` (ours, on Packer's WinRM
+//! client code). Each is handed out here, or the call fails
 //! saying how to build it.
 
 use std::path::{Path, PathBuf};
@@ -96,6 +97,14 @@ pub fn buildkite_agent() -> Result<PathBuf> {
         &["--version"],
         &format!("version {BUILDKITE_AGENT_VERSION}"),
     )?;
+    Ok(p)
+}
+
+/// Our program on Packer's own WinRM client code (packer-plugin-sdk's
+/// communicator/winrm), `tests/peers/winrm-client/main.go`.
+pub fn winrm_client() -> Result<PathBuf> {
+    let p = built(peers_dir().join("bin/winrm-client"), "winrm-client")?;
+    reports(&p, &["-version"], "winrm-client 1")?;
     Ok(p)
 }
 

@@ -8,15 +8,19 @@
 //! the stand-in then has libvirt shut the domain down, which Windows
 //! would do itself. The build writes its image.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use std::time::Duration;
 use testbed::guest::TinyGuest;
 
 use testbed::libvirtd::{Libvirtd, POOL};
-use testbed::packer::{packer_in, show, spawn_interruptible, tiny_guest_source, ScratchDir};
+use testbed::packer::{
+    hcl_attributes, packer_in, show, spawn_interruptible, tiny_guest_source, ScratchDir,
+};
+use testbed::peers::{packer_1_9_in, required_plugins};
 use testbed::util::{wait_until, OutputWithin, COMMAND_LIMIT};
-use testbed::winrm::{CommandHook, Config, StandIn};
+use testbed::winrm::{CommandHook, Config, Phase, Reboot, Recorded, StandIn};
 
 const PASSWORD: &str = "W1nRM-pass";
 
@@ -40,51 +44,10 @@ fn windows_build(
     provisioners: serde_json::Value,
 ) -> WindowsBuild {
     let vm_name = format!("pk-{name}-{}", std::process::id());
-    // What Windows does on `shutdown /s`: power the machine off. The
-    // power button is pressed until the domain is off, since the tiny
-    // guest may still be booting (and deaf to ACPI) when the command comes.
-    let (uri, domain) = (bed.uri(), vm_name.clone());
-    let hook: CommandHook = Arc::new(move |line: &str| {
-        if line.to_ascii_lowercase().starts_with("shutdown ") {
-            let (uri, domain) = (uri.clone(), domain.clone());
-            std::thread::spawn(move || press_power_until_off(&uri, &domain));
-        }
-    });
-    let standin = bed
-        .netns()
-        .spawn_in(move || {
-            StandIn::start(Config {
-                tls: true,
-                password: PASSWORD.into(),
-                on_command: Some(hook),
-                ..Config::default()
-            })
-        })
-        .unwrap()
-        .join()
-        .unwrap()
-        .unwrap();
-
+    let standin = windows_standin(bed, &vm_name, Reboot::default());
     let output = dir.join("output");
-    let mut source = tiny_guest_source(bed, guest, &vm_name, &output);
-    for k in ["ssh_username", "ssh_private_key_file", "ssh_timeout"] {
-        source.remove(k);
-    }
-    let winrm = serde_json::json!({
-        "type": "libvirt",
-        "communicator": "winrm",
-        "winrm_username": "vagrant",
-        "winrm_password": PASSWORD,
-        "winrm_host": "127.0.0.1",
-        "winrm_port": standin.addr().port(),
-        "winrm_use_ssl": true,
-        "winrm_insecure": true,
-        "winrm_timeout": "2m",
-        "shutdown_command": SHUTDOWN,
-    });
-    for (k, v) in winrm.as_object().unwrap() {
-        source.insert(k.clone(), v.clone());
-    }
+    let mut source = winrm_source(bed, guest, &vm_name, &output, &standin, "2m");
+    source.insert("type".into(), "libvirt".into());
     let template = serde_json::json!({"builders": [source], "provisioners": provisioners});
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&template).unwrap()).unwrap();
@@ -94,6 +57,101 @@ fn windows_build(
         output,
         template: path,
     }
+}
+
+/// Our builder's settings for the tiny guest with the WinRM communicator
+/// going to `standin` (HTTPS, self-signed) and the seed's shutdown command.
+fn winrm_source(
+    bed: &Libvirtd,
+    guest: &TinyGuest,
+    vm_name: &str,
+    output: &Path,
+    standin: &StandIn,
+    winrm_timeout: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut source = tiny_guest_source(bed, guest, vm_name, output);
+    for k in ["ssh_username", "ssh_private_key_file", "ssh_timeout"] {
+        source.remove(k);
+    }
+    let winrm = serde_json::json!({
+        "communicator": "winrm",
+        "winrm_username": "vagrant",
+        "winrm_password": PASSWORD,
+        "winrm_host": "127.0.0.1",
+        "winrm_port": standin.addr().port(),
+        "winrm_use_ssl": true,
+        "winrm_insecure": true,
+        "winrm_timeout": winrm_timeout,
+        "shutdown_command": SHUTDOWN,
+    });
+    for (k, v) in winrm.as_object().unwrap() {
+        source.insert(k.clone(), v.clone());
+    }
+    source
+}
+
+/// The build wrote its image and left no domain or volume behind.
+fn assert_built_and_cleaned(bed: &Libvirtd, output: &Path, vm_name: &str) {
+    let image = output.join(format!("{vm_name}.qcow2"));
+    assert!(image.is_file(), "no image at {}", image.display());
+    let sums = std::fs::read_to_string(output.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains(&format!("{vm_name}.qcow2")), "{sums}");
+    assert!(!bed
+        .domains()
+        .unwrap()
+        .iter()
+        .any(|d| d.starts_with(vm_name)));
+    assert!(!bed
+        .volumes(POOL)
+        .unwrap()
+        .iter()
+        .any(|v| v.starts_with(vm_name)));
+}
+
+/// The record, one line a command (its script for PowerShell), for
+/// failure messages.
+fn shown(record: &[Recorded]) -> String {
+    record
+        .iter()
+        .map(|c| {
+            let s = c.script.as_deref().unwrap_or(&c.line);
+            format!("{:?} {}\n", c.exit_code, &s[..s.len().min(200)])
+        })
+        .collect()
+}
+
+/// A stand-in for the Windows machine that becomes `vm_name`, listening
+/// in `bed`'s namespace (where Packer runs) and restarting as `reboot`
+/// says.
+fn windows_standin(bed: &Libvirtd, vm_name: &str, reboot: Reboot) -> StandIn {
+    // What Windows does on `shutdown /s`: power the machine off. The
+    // power button is pressed until the domain is off, since the tiny
+    // guest may still be booting (and deaf to ACPI) when the command comes.
+    let (uri, domain) = (bed.uri(), vm_name.to_string());
+    let hook: CommandHook = Arc::new(move |line: &str| {
+        let words: Vec<String> = line
+            .split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if words.first().is_some_and(|w| w == "shutdown") && words.iter().any(|w| w == "/s") {
+            let (uri, domain) = (uri.clone(), domain.clone());
+            std::thread::spawn(move || press_power_until_off(&uri, &domain));
+        }
+    });
+    bed.netns()
+        .spawn_in(move || {
+            StandIn::start(Config {
+                tls: true,
+                password: PASSWORD.into(),
+                on_command: Some(hook),
+                reboot,
+                ..Config::default()
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
@@ -172,20 +230,7 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
         std::fs::read(standin.host_path(r"C:\Users\vagrant\payload.bin").unwrap()).unwrap();
     assert!(uploaded == payload, "the uploaded file differs");
 
-    let image = output.join(format!("{vm_name}.qcow2"));
-    assert!(image.is_file(), "no image at {}", image.display());
-    let sums = std::fs::read_to_string(output.join("SHA256SUMS")).unwrap();
-    assert!(sums.contains(&format!("{vm_name}.qcow2")), "{sums}");
-    assert!(!bed
-        .domains()
-        .unwrap()
-        .iter()
-        .any(|d| d.starts_with(&vm_name)));
-    assert!(!bed
-        .volumes(POOL)
-        .unwrap()
-        .iter()
-        .any(|v| v.starts_with(&vm_name)));
+    assert_built_and_cleaned(&bed, &output, &vm_name);
 }
 
 #[test]
@@ -256,4 +301,214 @@ fn press_power_until_off(uri: &str, domain: &str) {
         let _ = virsh(&["shutdown", domain]);
         std::thread::sleep(std::time::Duration::from_secs(2));
     }
+}
+
+/// A payload that is not text: every byte value, in no simple order.
+fn payload(len: u32, seed: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Packer 1.9 builds an HCL template shaped like the seed's Windows
+/// agents through our builder: `winrm_use_ssl`, `winrm_insecure`,
+/// `winrm_timeout = "4h"`, inline `powershell` with a `timeout`, a
+/// `powershell` script file, `windows-restart` (the stand-in restarts:
+/// still answering 4 s, so Packer's first restart test gets 1115 "in
+/// progress", then down 3 s, so its next test, 10 s later, is answered
+/// and aborted with `shutdown /a`, then the `restarted.` check), a `file`
+/// upload of a file and of a folder, and the seed's shutdown command.
+#[test]
+fn packer_1_9_builds_a_seed_shaped_windows_template_through_a_restart() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm19").unwrap();
+    let vm_name = format!("pk19w-{}", std::process::id());
+    let standin = windows_standin(
+        &bed,
+        &vm_name,
+        Reboot {
+            grace: Duration::from_secs(4),
+            down: Duration::from_secs(3),
+        },
+    );
+    let output = dir.join("output");
+    let source = winrm_source(&bed, &guest, &vm_name, &output, &standin, "4h");
+
+    let ps1 = "Write-Output \"script file ran\"\r\n$marker = 1\r\nexit 0\r\n";
+    std::fs::write(dir.join("setup.ps1"), ps1).unwrap();
+    let big = payload(300_000, 1);
+    std::fs::write(dir.join("payload.bin"), &big).unwrap();
+    std::fs::create_dir_all(dir.join("tools/sub")).unwrap();
+    let tool_a = payload(5_000, 2);
+    std::fs::write(dir.join("tools/a.bin"), &tool_a).unwrap();
+    std::fs::write(dir.join("tools/sub/b.txt"), "line one\r\nline two\r\n").unwrap();
+    let template = format!(
+        r#"{}
+source "libvirt" "windows" {{
+{}}}
+
+build {{
+  sources = ["source.libvirt.windows"]
+  provisioner "powershell" {{
+    inline  = ["Write-Output \"inline ran\""]
+    timeout = "10m"
+  }}
+  provisioner "powershell" {{
+    script = "${{path.root}}/setup.ps1"
+  }}
+  provisioner "windows-restart" {{}}
+  provisioner "file" {{
+    source      = "${{path.root}}/payload.bin"
+    destination = "C:\\Windows\\Temp\\payload.bin"
+  }}
+  provisioner "file" {{
+    source      = "${{path.root}}/tools"
+    destination = "C:\\"
+  }}
+}}
+"#,
+        required_plugins(),
+        hcl_attributes(&source)
+    );
+    std::fs::write(dir.join("windows.pkr.hcl"), template).unwrap();
+
+    let started = std::time::Instant::now();
+    let out = packer_1_9_in(bed.netns(), &dir, &["build", "windows.pkr.hcl"])
+        .unwrap()
+        .output_within(COMMAND_LIMIT)
+        .unwrap();
+    let text = show("packer 1.9 build (winrm, restart)", &out);
+    let record = standin.commands();
+    eprintln!(
+        "packer 1.9 build over WinRM with a restart: {:.1}s, {} commands, {} dropped\n{}",
+        started.elapsed().as_secs_f64(),
+        record.len(),
+        standin.dropped(),
+        shown(&record)
+    );
+    assert!(out.status.success(), "packer build failed");
+    assert!(text.contains("inline ran"), "{text}");
+    assert!(text.contains("script file ran"), "{text}");
+    assert!(text.contains("WIN-STANDIN restarted."), "{text}");
+    assert!(!text.contains(PASSWORD), "the password shows: {text}");
+
+    // Every command, in order.
+    let mut at = 0;
+    let mut next =
+        |what: &str, found: &dyn Fn(&Recorded) -> bool| match record[at..].iter().position(found) {
+            Some(i) => {
+                at += i + 1;
+                at - 1
+            }
+            None => panic!("no {what} after command {at}:\n{}", shown(&record)),
+        };
+    let script = |c: &Recorded, s: &str| c.script.as_deref().is_some_and(|t| t.contains(s));
+    // Each `powershell` provisioner runs its script, then its clean-up.
+    let ps_run = |c: &Recorded, file: &str| {
+        c.line.starts_with("powershell -executionpolicy bypass")
+            && c.line.contains(&format!("c:/Windows/Temp/{file}"))
+    };
+    next("connection probe", &|c| script(c, "WinRM connected."));
+    let inline = next("inline script", &|c| ps_run(c, "script-"));
+    let inline_clean = next("its clean-up", &|c| ps_run(c, "packer-cleanup-"));
+    let file_script = next("script file", &|c| ps_run(c, "script-"));
+    let file_clean = next("its clean-up", &|c| ps_run(c, "packer-cleanup-"));
+    let restart = next("restart", &|c| {
+        c.line == r#"shutdown /r /f /t 0 /c "packer restart""#
+    });
+    let test = r#"shutdown /r /f /t 60 /c "packer restart test""#;
+    let in_progress = next("restart test (in progress)", &|c| c.line == test);
+    let answered = next("restart test (answered)", &|c| c.line == test);
+    let abort = next("abort", &|c| c.line == "shutdown /a");
+    let check = next("restart check", &|c| {
+        script(c, "restarted.\" -f [System.Net.Dns]::GetHostName()")
+    });
+    let upload = next("file upload", &|c| {
+        script(c, "payload.bin") && script(c, "FromBase64String")
+    });
+    let shutdown = next("shutdown", &|c| c.line == SHUTDOWN);
+    assert_eq!(shutdown, record.len() - 1, "{}", shown(&record));
+    for (i, code) in [
+        (inline, 0),
+        (inline_clean, 0),
+        (file_script, 0),
+        (file_clean, 0),
+        (restart, 0),
+        (in_progress, 1115),
+        (answered, 0),
+        (abort, 0),
+        (check, 0),
+        (upload, 0),
+    ] {
+        assert_eq!(
+            record[i].exit_code,
+            Some(code),
+            "command {i}:\n{}",
+            shown(&record)
+        );
+    }
+    // The restart went down (and dropped nothing Packer needed) and the
+    // test restart was aborted.
+    assert_eq!(standin.phase(), (Phase::Up, 1));
+
+    // The files, byte for byte.
+    let read = |p: &str| std::fs::read(standin.host_path(p).unwrap()).unwrap();
+    assert!(
+        read(r"C:\Windows\Temp\payload.bin") == big,
+        "payload.bin differs"
+    );
+    assert!(read(r"C:\tools\a.bin") == tool_a, "tools/a.bin differs");
+    assert_eq!(read(r"C:\tools\sub\b.txt"), b"line one\r\nline two\r\n");
+    assert_built_and_cleaned(&bed, &output, &vm_name);
+}
+
+/// A provisioner command during which the guest restarts (a script that
+/// restarts it itself instead of leaving that to `windows-restart`): the
+/// command is cut off, the WinRM error shows (endpoint and operation),
+/// the provisioner sees exit status 255 (a command that ended without
+/// one) and the build fails without retrying it, even with a
+/// `start_retry_timeout` (which covers only starting it); the domain is
+/// removed.
+#[test]
+fn a_restart_in_the_middle_of_a_provisioner_command_fails_the_build_clearly() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm-midreboot").unwrap();
+    let provisioners = serde_json::json!([
+        {"type": "windows-shell", "start_retry_timeout": "15s",
+         "inline": ["shutdown /r /f /t 0 && timeout /t 30 /nobreak"]}
+    ]);
+    let b = windows_build(&bed, &guest, &dir, "winrm-midreboot", provisioners);
+    let started = std::time::Instant::now();
+    let out = packer_in(bed.netns(), &dir, &["build", &b.template.to_string_lossy()])
+        .unwrap()
+        .output_within(COMMAND_LIMIT)
+        .unwrap();
+    let text = show("packer build (winrm, restart mid-command)", &out);
+    let record = b.standin.commands();
+    eprintln!(
+        "failed after {:.1}s, {} dropped\n{}",
+        started.elapsed().as_secs_f64(),
+        b.standin.dropped(),
+        shown(&record)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!("winrm {}: ", b.standin.url())),
+        "{text}"
+    );
+    assert!(b.standin.dropped() >= 1);
+    assert!(
+        text.contains("Script exited with non-zero exit status: 255"),
+        "{text}"
+    );
+    let tries = record.iter().filter(|c| c.line.contains(".bat\"")).count();
+    assert_eq!(tries, 1, "{}", shown(&record));
+    assert!(!b.output.exists());
+    assert!(!bed
+        .domains()
+        .unwrap()
+        .iter()
+        .any(|d| d.starts_with(&b.vm_name)));
 }

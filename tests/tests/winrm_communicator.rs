@@ -312,3 +312,42 @@ async fn a_cancelled_command_is_signalled_and_its_shell_deleted() {
     }
     assert_eq!(s.commands()[0].exit_code, None);
 }
+
+/// A command during which the guest restarts: the Receive that finds the
+/// machine gone fails at once with the endpoint and the operation named,
+/// and the communicator works again once the guest is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
+    let s = StandIn::start(Config {
+        tls: true,
+        receive_wait: Duration::from_millis(500),
+        reboot: testbed::winrm::Reboot {
+            grace: Duration::from_secs(1),
+            down: Duration::from_secs(3),
+        },
+        ..Config::default()
+    })
+    .unwrap();
+    let w = client(&s);
+    let started = Instant::now();
+    let e = w
+        .run("powershell -Command \"cmd /c shutdown /r /t 0; Start-Sleep 30\"")
+        .await
+        .unwrap_err()
+        .to_string();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(e.starts_with(&format!("winrm {}: ", s.url())), "{e}");
+    assert!(s.dropped() >= 1, "{}", s.dropped());
+    let record = s.commands();
+    assert_eq!(record.len(), 1);
+    assert_eq!(record[0].exit_code, None);
+    // Back after the restart: a new shell, and nothing of the old one.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        w.run("echo back").await.unwrap(),
+        (0, b"back\r\n".to_vec(), Vec::new())
+    );
+    assert_eq!(s.phase(), (testbed::winrm::Phase::Up, 1));
+    eprintln!("failed after {took:?}: {e}");
+}

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testbed::winrm::{Config, StandIn};
+use testbed::winrm::{Config, Phase, Reboot, StandIn};
 
 /// The pywinrm side: runs what the test names and prints the results as JSON.
 const CLIENT: &str = r#"
@@ -35,6 +35,11 @@ print(json.dumps(out))
 "#;
 
 fn pywinrm(standin: &StandIn, password: &str) -> Value {
+    python(CLIENT, standin, password)
+}
+
+/// Runs `client` with the venv's Python against `standin`; its JSON.
+fn python(client: &str, standin: &StandIn, password: &str) -> Value {
     let python = testbed::util::cache_dir().join("venv/bin/python");
     assert!(
         python.exists(),
@@ -43,7 +48,7 @@ fn pywinrm(standin: &StandIn, password: &str) -> Value {
     );
     let out = std::process::Command::new(python)
         .arg("-c")
-        .arg(CLIENT)
+        .arg(client)
         .arg(standin.url())
         .arg("vagrant")
         .arg(password)
@@ -122,4 +127,85 @@ fn pywinrm_runs_cmd_and_powershell_over_http() {
 #[test]
 fn pywinrm_runs_cmd_and_powershell_over_https() {
     pywinrm_runs_commands_through_the_standin(true);
+}
+
+/// A restart through pywinrm: Packer's restart command, a request while
+/// the machine is down, the wait until it answers again, then Packer's
+/// restart test, its abort and its check.
+const RESTART: &str = r#"
+import json, sys, time
+import winrm
+
+url, user, password = sys.argv[1:4]
+s = winrm.Session(url, auth=(user, password), transport="basic",
+                  server_cert_validation="ignore")
+out = {}
+r = s.run_cmd('shutdown /r /f /t 0 /c "packer restart"')
+out["restart"] = r.status_code
+r = s.run_cmd('shutdown /r /f /t 60 /c "packer restart test"')
+out["while_stopping"] = [r.status_code, r.std_err.decode()]
+time.sleep(1.5)
+try:
+    s.run_cmd("echo", ["up?"])
+    out["while_down"] = "answered"
+except Exception as e:
+    out["while_down"] = type(e).__name__
+started = time.monotonic()
+while True:
+    try:
+        r = s.run_cmd("echo", ["back"])
+        break
+    except Exception:
+        time.sleep(0.2)
+out["back_after"] = time.monotonic() - started
+out["back"] = r.std_out.decode()
+out["test"] = s.run_cmd('shutdown /r /f /t 60 /c "packer restart test"').status_code
+out["abort"] = s.run_cmd("shutdown /a").status_code
+r = s.run_ps('echo ("{0} restarted." -f [System.Net.Dns]::GetHostName())')
+out["check"] = [r.status_code, r.std_out.decode()]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn pywinrm_sees_a_restart_drop_connections_and_come_back_over_https() {
+    let standin = StandIn::start(Config {
+        tls: true,
+        receive_wait: Duration::from_millis(500),
+        reboot: Reboot {
+            grace: Duration::from_secs(1),
+            down: Duration::from_secs(3),
+        },
+        hostname: "WIN-PEER".into(),
+        ..Config::default()
+    })
+    .unwrap();
+    let r = python(RESTART, &standin, "vagrant");
+    eprintln!("pywinrm through a restart: {r}");
+    assert_eq!(r["restart"], 0);
+    assert_eq!(r["while_stopping"][0], 1115, "{r}");
+    assert!(
+        r["while_stopping"][1]
+            .as_str()
+            .unwrap()
+            .contains("shutdown is in progress"),
+        "{r}"
+    );
+    assert!(
+        r["while_down"].as_str().unwrap() != "answered",
+        "a request was answered while the machine was down: {r}"
+    );
+    assert!(r["back_after"].as_f64().unwrap() > 0.5, "{r}");
+    assert_eq!(r["back"], "back\r\n");
+    assert_eq!(r["test"], 0);
+    assert_eq!(r["abort"], 0);
+    assert_eq!(r["check"][0], 0);
+    assert_eq!(r["check"][1], "WIN-PEER restarted.\r\n");
+    assert!(standin.dropped() >= 2, "{}", standin.dropped());
+    assert_eq!(standin.phase(), (Phase::Up, 1));
+    let lines: Vec<String> = standin.commands().iter().map(|c| c.line.clone()).collect();
+    assert_eq!(
+        lines.iter().filter(|l| l.as_str() == "echo up?").count(),
+        0,
+        "{lines:?}"
+    );
 }

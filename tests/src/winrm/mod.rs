@@ -26,7 +26,9 @@
 //! - cmd: `cmd /c` prefixes, `&&` chains, `echo TEXT`, `echo TEXT >> FILE`
 //!   and `> FILE`, `exit [/b] N`, `timeout /t N` (sleeps N seconds),
 //!   `type FILE`, `set ...` (the environment is not modelled: no effect),
-//!   `shutdown ...` (exit 0; powering off is the test's hook's job), a
+//!   `shutdown /r [/t N]` (a restart: see below), `shutdown /a` (aborts
+//!   a scheduled one), other `shutdown ...` (exit 0; powering off is the
+//!   test's hook's job), a
 //!   `.bat`/`.cmd` file on the drive (its lines, skipping `@echo off`,
 //!   `rem` and `::`, until one fails), and `powershell [flags]
 //!   -EncodedCommand B64` (the script is UTF-16LE, as PowerShell reads
@@ -35,19 +37,29 @@
 //!   and brackets): `Write-Output`/`Write-Host`/`echo X`, `Write-Error X`
 //!   (stderr, exit status 1), `exit N` and `exit $LastExitCode`,
 //!   `Start-Sleep [-Seconds] N` and `-Milliseconds N`, `Test-Path P`
-//!   (prints True or False), `Remove-Item P`, variable assignments
-//!   (ignored), `cmd /c ...`, `& { ... }` (a block run in place),
+//!   (prints True or False), `Remove-Item P`, variable assignments (a
+//!   quoted path, or one through `[System.IO.Path]::GetFullPath(...)`, is
+//!   kept for `Test-Path $x` and `Remove-Item $x`; others are ignored),
+//!   `cmd /c ...`, `& { ... }` (a block run in place),
 //!   `&'C:/x.ps1'` (a script file on the drive; its exit code becomes
 //!   `$LastExitCode`), `. C:/x.ps1` (dot-sourced), and `if (Test-Path P)
-//!   { ... }` — the shapes Packer's `powershell` provisioner runs.
+//!   { ... }` — the shapes Packer's `powershell` provisioner runs — and
+//!   `echo ("{0} ..." -f [System.Net.Dns]::GetHostName())` (Packer's
+//!   restart check; the name is [`Config::hostname`]).
+//! - A restart, as Windows plays it: `shutdown /r /t N` schedules it N
+//!   seconds ahead (another `shutdown /r` then exits 1190, `shutdown /a`
+//!   aborts it); when it starts, the machine keeps answering for
+//!   [`Reboot::grace`] (`shutdown /r` exits 1115 "in progress"), then
+//!   drops every connection, new and open, for [`Reboot::down`], then
+//!   answers again with every shell gone.
 //! - Two whole-script forms, recognised by what they use: the second half
 //!   of a chunked upload (a script that sets `$tmp_file_path` and
 //!   `$dest_file_path` to literals and calls `FromBase64String`: the
 //!   temporary file's base64 lines are decoded into the destination, as
 //!   Packer's winrmcp does, and the temporary file is removed when the
 //!   script says `Remove-Item`), and a read-back for downloads (a script that
-//!   sets `$file_path` to a literal and calls `ReadAllBytes` and
-//!   `ToBase64String`: prints the file as one base64 line).
+//!   sets `$file_path` to a literal, or passes one to `ReadAllBytes`, and calls
+//!   `ReadAllBytes` and `ToBase64String`: prints the file as one base64 line).
 //! - Anything else fails as Windows would: cmd answers "'X' is not
 //!   recognized as an internal or external command" on stderr with exit
 //!   code 9009, PowerShell names the unknown term on stderr and exits 1.
@@ -58,6 +70,7 @@
 //! hook on each command ([`Config::on_command`]), e.g. to power a guest
 //! off when the shutdown command arrives, which Windows would do itself.
 
+mod power;
 mod server;
 mod shell;
 mod soap;
@@ -69,6 +82,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+
+pub use power::{Phase, Reboot};
 
 /// Runs on each command line received, before it starts.
 pub type CommandHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -88,6 +103,10 @@ pub struct Config {
     pub receive_wait: Duration,
     /// Called with each command line received.
     pub on_command: Option<CommandHook>,
+    /// How a restart plays out.
+    pub reboot: Reboot,
+    /// The machine's name.
+    pub hostname: String,
 }
 
 impl Default for Config {
@@ -99,6 +118,8 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             receive_wait: Duration::from_secs(2),
             on_command: None,
+            reboot: Reboot::default(),
+            hostname: "WIN-STANDIN".into(),
         }
     }
 }
@@ -155,6 +176,8 @@ impl StandIn {
         let machine = shell::Machine {
             drive: drive.path().to_path_buf(),
             home,
+            hostname: config.hostname.clone(),
+            power: Arc::new(power::Power::new(config.reboot)),
         };
         let state = Arc::new(server::State::new(config, url, machine));
         runtime.spawn(server::serve(listener, tls, state.clone()));
@@ -203,6 +226,17 @@ impl StandIn {
     /// How many requests were refused with 401.
     pub fn unauthorized(&self) -> usize {
         self.state.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// Connections and requests dropped while the machine was down.
+    pub fn dropped(&self) -> usize {
+        self.state.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Where the machine is in a restart, and how many restarts have
+    /// gone down so far.
+    pub fn phase(&self) -> (Phase, u64) {
+        self.state.machine.power.phase()
     }
 
     /// Shells created and not yet deleted.

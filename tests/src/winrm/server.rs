@@ -13,6 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
+use super::power::Phase;
 use super::shell::{self, Event, Machine};
 use super::soap::{self, Operation, Output};
 use super::{Config, Recorded};
@@ -35,6 +36,9 @@ pub(super) struct State {
     pub record: Mutex<Vec<Recorded>>,
     pub timed_out: AtomicUsize,
     pub unauthorized: AtomicUsize,
+    pub dropped: AtomicUsize,
+    /// The restarts whose going down has cleared the shells.
+    restarts_seen: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -47,11 +51,31 @@ impl State {
             record: Mutex::default(),
             timed_out: AtomicUsize::new(0),
             unauthorized: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            restarts_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     pub fn open_shells(&self) -> usize {
         self.shells.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether the machine answers now. A restart that has gone down
+    /// takes every shell and command with it.
+    fn answering(&self) -> bool {
+        let (phase, downs) = self.machine.power.phase();
+        if self.restarts_seen.swap(downs, Ordering::SeqCst) != downs {
+            for (_, commands) in self.shells().drain() {
+                for run in commands.values() {
+                    run.task.abort();
+                }
+            }
+        }
+        if phase == Phase::Down {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 
     fn shells(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Arc<Running>>>> {
@@ -70,6 +94,10 @@ pub(super) async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if !state.answering() {
+            drop(stream);
+            continue;
+        }
         let (state, tls) = (state.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
@@ -92,7 +120,14 @@ where
 {
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+        async move {
+            // A machine gone down mid-connection answers nothing: the
+            // connection is dropped.
+            if !state.answering() {
+                return Err(std::io::Error::other("the machine is restarting"));
+            }
+            Ok(handle(state, req).await)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)

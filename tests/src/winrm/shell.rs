@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::power::Power;
 use super::soap::Output;
 
 /// What a running command reports, in order; `Exit` comes last.
@@ -28,6 +29,10 @@ pub struct Machine {
     pub drive: PathBuf,
     /// The user's profile folder, relative paths' base, as a Windows path.
     pub home: String,
+    /// What `[System.Net.Dns]::GetHostName()` gives.
+    pub hostname: String,
+    /// Restarts (`shutdown /r`, `shutdown /a`).
+    pub power: std::sync::Arc<Power>,
 }
 
 impl Machine {
@@ -168,8 +173,19 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-/// Splits `s` at `sep` where it is outside quotes and braces.
+/// Splits `s` at `sep` where it is outside quotes and brackets, as
+/// PowerShell quotes (single and double quotes).
 fn split_top(s: &str, seps: &[&str]) -> Vec<String> {
+    split_quoted(s, seps, &['"', '\''])
+}
+
+/// Splits `s` at `sep` where it is outside quotes and brackets, as cmd
+/// quotes (a single quote is an ordinary character).
+fn split_cmd(s: &str, seps: &[&str]) -> Vec<String> {
+    split_quoted(s, seps, &['"'])
+}
+
+fn split_quoted(s: &str, seps: &[&str], quotes: &[char]) -> Vec<String> {
     let mut out = Vec::new();
     let mut depth = 0i32;
     let mut quote: Option<char> = None;
@@ -181,7 +197,7 @@ fn split_top(s: &str, seps: &[&str]) -> Vec<String> {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
+            (None, c) if quotes.contains(&c) => quote = Some(c),
             (None, '{' | '(') => depth += 1,
             (None, '}' | ')') => depth -= 1,
             (None, _) if depth == 0 => {
@@ -210,7 +226,7 @@ async fn cmd(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
         }
     }
     let mut code = 0;
-    for part in split_top(line, &["&&"]) {
+    for part in split_cmd(line, &["&&"]) {
         code = simple(machine, part.trim(), io).await;
         if code != 0 {
             break;
@@ -239,11 +255,10 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
     match verb.as_str() {
         // The environment is not modelled: `set` changes nothing.
         "set" => 0,
-        // Powering off is the test's to do (see `Config::on_command`).
-        "shutdown" => 0,
+        "shutdown" => shutdown(machine, &w[1..], io),
         "echo" => {
             let text = line[4..].trim_start();
-            match split_top(text, &[">>", ">"]).as_slice() {
+            match split_cmd(text, &[">>", ">"]).as_slice() {
                 [text] => {
                     io.line(text.trim_end());
                     0
@@ -304,6 +319,45 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
                 "'{first}' is not recognized as an internal or external command,\r\noperable program or batch file."
             ));
             NOT_RECOGNISED
+        }
+    }
+}
+
+/// `shutdown /r /t N` schedules a restart, `shutdown /a` aborts it (the
+/// codes and messages are Windows'); powering off (`/s`) answers 0 and is
+/// the test's to do (see `Config::on_command`).
+fn shutdown(machine: &Machine, args: &[String], io: &Io<'_>) -> i32 {
+    let flag = |f: &str| {
+        args.iter()
+            .any(|a| a.len() == 2 && a[1..].eq_ignore_ascii_case(f) && a.starts_with(['/', '-']))
+    };
+    let done = if flag("a") {
+        machine.power.abort()
+    } else if flag("r") {
+        // Windows waits 30 s when no `/t` is given.
+        let secs = args
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case("/t") || a.eq_ignore_ascii_case("-t"))
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(30);
+        machine.power.schedule_restart(Duration::from_secs(secs))
+    } else {
+        Ok(())
+    };
+    match done {
+        Ok(()) => 0,
+        Err(code) => {
+            io.err(match code {
+                super::power::SHUTDOWN_IN_PROGRESS => "A system shutdown is in progress.(1115)",
+                super::power::SHUTDOWN_IS_SCHEDULED => {
+                    "A system shutdown has already been scheduled.(1190)"
+                }
+                _ => {
+                    "Unable to abort the system shutdown because no shutdown was in progress.(1116)"
+                }
+            });
+            code
         }
     }
 }
@@ -414,7 +468,10 @@ async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
         }
     }
     if script.contains("ToBase64String") && script.contains("ReadAllBytes") {
-        if let Some(path) = literal_after(script, "$file_path") {
+        // Ours sets `$file_path`; Packer's SDK reads the literal in place.
+        let path =
+            literal_after(script, "$file_path").or_else(|| literal_after(script, "ReadAllBytes("));
+        if let Some(path) = path {
             return read_back(machine, path, io);
         }
     }
@@ -432,6 +489,34 @@ struct PsState {
     failed: bool,
     /// `$LastExitCode`.
     last_exit: i32,
+    /// Variables set to a path: `$x = "P"` or
+    /// `$x = [System.IO.Path]::GetFullPath("P")` (names in lower case).
+    paths: std::collections::HashMap<String, String>,
+}
+
+impl PsState {
+    /// The path an argument names: a variable's value, or the argument.
+    fn path<'a>(&'a self, arg: &'a str) -> &'a str {
+        arg.strip_prefix('$')
+            .and_then(|name| self.paths.get(&name.to_ascii_lowercase()))
+            .map_or(arg, String::as_str)
+    }
+
+    /// Remembers `$name = "P"` and `$name = [System.IO.Path]::GetFullPath("P")`.
+    fn assign(&mut self, stmt: &str) {
+        let Some((name, value)) = stmt[1..].split_once('=') else {
+            return;
+        };
+        let value = value.trim();
+        let value = value
+            .strip_prefix("[System.IO.Path]::GetFullPath(")
+            .and_then(|v| v.strip_suffix(')'))
+            .unwrap_or(value);
+        if value.starts_with(['"', '\'']) {
+            self.paths
+                .insert(name.trim().to_ascii_lowercase(), unquote(value));
+        }
+    }
 }
 
 /// Whether a block ran to its end or hit `exit`.
@@ -529,8 +614,12 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
     }
     let rest = || unquote(stmt[w[0].len()..].trim());
     match verb.as_str() {
-        v if v.starts_with('$') && stmt.contains('=') => {}
-        "write-output" | "write-host" | "echo" => io.line(&rest()),
+        v if v.starts_with('$') && stmt.contains('=') => st.assign(stmt),
+        "write-output" | "write-host" | "echo" => match host_name_format(machine, &rest()) {
+            Some(text) => io.line(&text),
+            None if rest().starts_with('(') => return unknown(&rest(), io, st),
+            None => io.line(&rest()),
+        },
         "write-error" => {
             io.err(&rest());
             st.failed = true;
@@ -551,7 +640,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
             let n: f64 = n.and_then(|n| n.parse().ok()).unwrap_or(0.0);
             tokio::time::sleep(Duration::from_secs_f64(n * unit)).await;
         }
-        "test-path" => io.line(if test_path(machine, &w[1..]) {
+        "test-path" => io.line(if test_path(machine, &w[1..], st) {
             "True"
         } else {
             "False"
@@ -561,7 +650,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
                 .iter()
                 .skip(1)
                 .find(|a| !a.starts_with('-'))
-                .and_then(|p| machine.host_path(p))
+                .and_then(|p| machine.host_path(st.path(p)))
             {
                 let _ = std::fs::remove_file(&p);
             }
@@ -572,11 +661,25 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
     Flow::Next
 }
 
+/// `("FORMAT" -f [System.Net.Dns]::GetHostName())`, the one expression
+/// the stand-in evaluates (Packer's restart check prints it).
+fn host_name_format(machine: &Machine, expr: &str) -> Option<String> {
+    let inner = expr.strip_prefix('(')?.strip_suffix(')')?;
+    let (format, arg) = inner.split_once(" -f ")?;
+    if !arg
+        .trim()
+        .eq_ignore_ascii_case("[System.Net.Dns]::GetHostName()")
+    {
+        return None;
+    }
+    Some(unquote(format).replace("{0}", &machine.hostname))
+}
+
 /// `Test-Path [-Path] P`: whether P is on the drive.
-fn test_path(machine: &Machine, args: &[String]) -> bool {
+fn test_path(machine: &Machine, args: &[String], st: &PsState) -> bool {
     args.iter()
         .find(|a| !a.starts_with('-'))
-        .and_then(|p| machine.host_path(p))
+        .and_then(|p| machine.host_path(st.path(p)))
         .is_some_and(|p| p.exists())
 }
 
@@ -599,7 +702,7 @@ async fn ps_if(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsState) -> 
     let Some((body, _)) = bracketed(stmt, body_at) else {
         return unknown(stmt, io, st);
     };
-    if test_path(machine, &cw[1..]) {
+    if test_path(machine, &cw[1..], st) {
         return ps_block(machine, body, io, st).await;
     }
     Flow::Next
@@ -676,12 +779,18 @@ fn read_back(machine: &Machine, path: &str, io: &Io<'_>) -> i32 {
 mod tests {
     use super::*;
 
+    fn machine(drive: PathBuf, home: &str) -> Machine {
+        Machine {
+            drive,
+            home: home.into(),
+            hostname: "WIN-TEST".into(),
+            power: std::sync::Arc::new(Power::new(super::super::power::Reboot::default())),
+        }
+    }
+
     #[test]
     fn windows_paths_map_into_the_drive_folder_and_never_out_of_it() {
-        let m = Machine {
-            drive: PathBuf::from("/d"),
-            home: r"C:\Users\vagrant".into(),
-        };
+        let m = machine(PathBuf::from("/d"), r"C:\Users\vagrant");
         assert_eq!(m.host_path(r"C:\a\b.txt"), Some("/d/a/b.txt".into()));
         assert_eq!(m.host_path("c:/a/b.txt"), Some("/d/a/b.txt".into()));
         assert_eq!(
@@ -696,21 +805,23 @@ mod tests {
     /// Runs `line` on a drive holding `files`; (exit code, stdout, stderr).
     fn run_on(files: &[(&str, &str)], line: &str) -> (i32, String, String) {
         let dir = tempfile::tempdir().unwrap();
-        let m = Machine {
-            drive: dir.path().to_path_buf(),
-            home: r"C:\Users\u".into(),
-        };
+        let m = machine(dir.path().to_path_buf(), r"C:\Users\u");
         for (p, text) in files {
             let p = m.host_path(p).unwrap();
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
         }
+        run_with(&m, line)
+    }
+
+    /// Runs `line` on `m`; (exit code, stdout, stderr).
+    fn run_with(m: &Machine, line: &str) -> (i32, String, String) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(run(&m, line, tx));
+        rt.block_on(run(m, line, tx));
         let (mut out, mut err, mut code) = (String::new(), String::new(), None);
         while let Ok(e) = rx.try_recv() {
             match e {
@@ -720,6 +831,31 @@ mod tests {
             }
         }
         (code.unwrap(), out, err)
+    }
+
+    #[test]
+    fn packers_restart_commands_schedule_abort_and_check_a_restart() {
+        let m = machine(PathBuf::from("/d"), r"C:\Users\u");
+        let test = r#"shutdown /r /f /t 60 /c "packer restart test""#;
+        assert_eq!(run_with(&m, test).0, 0);
+        let (code, _, err) = run_with(&m, test);
+        assert_eq!(code, 1190, "{err}");
+        assert_eq!(run_with(&m, "shutdown /a").0, 0);
+        let (code, _, err) = run_with(&m, "shutdown /a");
+        assert_eq!(code, 1116, "{err}");
+        assert_eq!(
+            run_with(&m, r#"shutdown /r /f /t 0 /c "packer restart""#).0,
+            0
+        );
+        let (code, _, err) = run_with(&m, test);
+        assert_eq!(code, 1115, "{err}");
+        assert!(err.contains("in progress"), "{err}");
+        let check =
+            r#"powershell -Command echo ("{0} restarted." -f [System.Net.Dns]::GetHostName())"#;
+        assert_eq!(
+            run_with(&m, check),
+            (0, "WIN-TEST restarted.\r\n".into(), String::new())
+        );
     }
 
     #[test]
