@@ -174,14 +174,16 @@ fn instance_volumes(d: &Libvirtd) -> Vec<(String, Duration)> {
     entries
         .flatten()
         .filter_map(|e| {
+            use std::os::unix::fs::MetadataExt;
             let name = e.file_name().to_string_lossy().into_owned();
-            let age = e
-                .metadata()
-                .ok()?
-                .modified()
-                .ok()?
-                .elapsed()
-                .unwrap_or_default();
+            // Untouched since the newer of mtime and ctime, as the sweep
+            // counts it: libvirt gives a disk back to root when its VM
+            // stops (a ctime change), which can be long after the guest's
+            // last write.
+            let m = e.metadata().ok()?;
+            let changed =
+                std::time::UNIX_EPOCH + Duration::from_secs(m.mtime().max(m.ctime()).max(0) as u64);
+            let age = changed.elapsed().unwrap_or_default();
             name.contains("--inst-").then_some((name, age))
         })
         .collect()
