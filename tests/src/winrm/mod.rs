@@ -236,6 +236,11 @@ impl StandIn {
         self.state.unauthorized.load(Ordering::SeqCst)
     }
 
+    /// How many NTLM handshakes were started (CHALLENGEs sent).
+    pub fn ntlm_challenges(&self) -> usize {
+        self.state.challenges.load(Ordering::SeqCst)
+    }
+
     /// Connections and requests dropped while the machine was down.
     pub fn dropped(&self) -> usize {
         self.state.dropped.load(Ordering::SeqCst)

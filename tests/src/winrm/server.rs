@@ -37,6 +37,7 @@ pub(super) struct State {
     pub record: Mutex<Vec<Recorded>>,
     pub timed_out: AtomicUsize,
     pub unauthorized: AtomicUsize,
+    pub challenges: AtomicUsize,
     pub dropped: AtomicUsize,
     /// The restarts whose going down has cleared the shells.
     restarts_seen: std::sync::atomic::AtomicU64,
@@ -52,6 +53,7 @@ impl State {
             record: Mutex::default(),
             timed_out: AtomicUsize::new(0),
             unauthorized: AtomicUsize::new(0),
+            challenges: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
             restarts_seen: std::sync::atomic::AtomicU64::new(0),
         }
@@ -205,7 +207,10 @@ fn ntlm_step(
     };
     match step {
         ntlm::Step::Accepted => None,
-        ntlm::Step::Challenge(value) => Some(unauthorized(&[&value])),
+        ntlm::Step::Challenge(value) => {
+            state.challenges.fetch_add(1, Ordering::SeqCst);
+            Some(unauthorized(&[&value]))
+        }
         ntlm::Step::Refused => {
             conn.authenticated = false;
             state.unauthorized.fetch_add(1, Ordering::SeqCst);
