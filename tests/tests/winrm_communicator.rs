@@ -343,11 +343,12 @@ async fn a_cancelled_command_is_signalled_and_its_shell_deleted() {
 
 /// A command during which the guest restarts: the Receive that finds the
 /// machine gone fails at once with the endpoint and the operation named,
-/// and the communicator works again once the guest is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
+/// and the communicator works again once the guest is back (with NTLM:
+/// on a new connection, after a new handshake).
+async fn a_restart_during_a_command(ntlm: bool) {
     let s = StandIn::start(Config {
         tls: true,
+        ntlm,
         receive_wait: Duration::from_millis(500),
         reboot: testbed::winrm::Reboot {
             grace: Duration::from_secs(1),
@@ -356,7 +357,11 @@ async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
         ..Config::default()
     })
     .unwrap();
-    let w = client(&s);
+    let cfg = WinRmConfig {
+        use_ntlm: ntlm,
+        ..config(&s)
+    };
+    let w = WinRm::new("127.0.0.1", &cfg).unwrap();
     let started = Instant::now();
     let e = w
         .run("powershell -Command \"cmd /c shutdown /r /t 0; Start-Sleep 30\"")
@@ -377,7 +382,18 @@ async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
         (0, b"back\r\n".to_vec(), Vec::new())
     );
     assert_eq!(s.phase(), (testbed::winrm::Phase::Up, 1));
+    assert_eq!(s.ntlm_challenges(), if ntlm { 2 } else { 0 });
     eprintln!("failed after {took:?}: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
+    a_restart_during_a_command(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_reconnects_and_authenticates_again_after_a_restart() {
+    a_restart_during_a_command(true).await;
 }
 
 #[tokio::test]
@@ -412,7 +428,9 @@ async fn ntlm_runs_commands_over_http_handshaking_once_per_connection() {
 
 #[tokio::test]
 async fn ntlm_uploads_and_connects_over_https() {
-    let (s, cfg) = ntlm_standin(true);
+    let (s, mut cfg) = ntlm_standin(true);
+    // A domain account's name: the handshake names the domain.
+    cfg.username = r"WIN-STANDIN\vagrant".into();
     let checked = WinRmConfig {
         insecure: false,
         ..cfg.clone()
