@@ -68,7 +68,7 @@ table=(
   "buildkite-agent|buildkite-agent|github.com/buildkite/agent/v3|v3.78.0|github.com/buildkite/agent/v3|$peers/bin/buildkite-agent|--version|version 3.78.0|CGO_ENABLED=0"
   # Our own program (tests/peers/winrm-client/main.go) on the SDK Packer
   # 1.9.4 uses; bump its version text when main.go changes.
-  "Packer's WinRM client|winrm-client|github.com/hashicorp/packer-plugin-sdk|v0.4.0|.|$peers/bin/winrm-client|-version|winrm-client 1|"
+  "Packer's WinRM client|winrm-client|github.com/hashicorp/packer-plugin-sdk|v0.4.0|.|$peers/bin/winrm-client|-version|winrm-client 1.1|"
   "dmacvicar terraform-provider-libvirt|libvirt-0.8.3|github.com/dmacvicar/terraform-provider-libvirt|v0.8.3|github.com/dmacvicar/terraform-provider-libvirt|$mirror/0.8.3/linux_amd64/terraform-provider-libvirt_v0.8.3|||"
 )
 # Not built, because the module proxy does not serve them: dmacvicar's

@@ -99,13 +99,13 @@ pub const OPTIONS: &[Opt] = &[
     opt("ssh_timeout", Kind::Duration, "How long to wait for SSH to come up. Default 5m."),
     opt("ssh_handshake_attempts", Kind::Num, "How many SSH handshakes may fail before the build fails. Default 10."),
     opt("winrm_username", Kind::Str, "WinRM user. Required with the winrm communicator."),
-    opt("winrm_password", Kind::Str, "WinRM password (Basic authentication)."),
+    opt("winrm_password", Kind::Str, "WinRM password (Basic, or NTLM with `winrm_use_ntlm`)."),
     opt("winrm_host", Kind::Str, "Address to connect to instead of the discovered one."),
     opt("winrm_port", Kind::Num, "WinRM port. Default 5985, or 5986 with `winrm_use_ssl`."),
     opt("winrm_timeout", Kind::Duration, "How long to wait for WinRM to come up. Default 30m."),
     opt("winrm_use_ssl", Kind::Bool, "Connect with HTTPS. Default false."),
     opt("winrm_insecure", Kind::Bool, "With `winrm_use_ssl`: do not check the guest's certificate (a fresh Windows guest's is self-signed). Default false: the system's trusted certificates."),
-    opt("winrm_use_ntlm", Kind::Bool, "NTLM authentication instead of Basic. Not supported yet: `true` is refused."),
+    opt("winrm_use_ntlm", Kind::Bool, "NTLMv2 authentication instead of Basic, as Packer's: no message sealing, so plain HTTP needs `AllowUnencrypted` on the guest. Default false."),
     opt("winrm_no_proxy", Kind::Bool, "Connect directly, without the proxy `HTTP_PROXY`/`HTTPS_PROXY` name. Default false."),
     opt("shutdown_command", Kind::Str, "Command run over SSH or WinRM to power the guest off (`poweroff`, `sudo shutdown -P now`). Without it the guest gets an ACPI power-button press."),
     opt("shutdown_timeout", Kind::Duration, "How long to wait for the guest to power off. Default 5m."),
@@ -319,6 +319,8 @@ pub struct WinRmConfig {
     pub insecure: bool,
     /// Ignore proxy settings.
     pub no_proxy: bool,
+    /// NTLMv2 instead of Basic authentication.
+    pub use_ntlm: bool,
 }
 
 /// How the build reaches the guest.
@@ -1122,7 +1124,6 @@ mod tests {
         let mut v = seed_debian();
         v["communicator"] = json!("winrm");
         v["winrm_username"] = json!("Administrator");
-        v["winrm_use_ntlm"] = json!(true);
         v["disk_chache"] = json!("unsafe");
         v["net_device"] = json!("tulip");
         v["disk_discard"] = json!("trim");
@@ -1132,7 +1133,6 @@ mod tests {
         v["disk_additional_size"] = json!(["lots"]);
         let e = parse(v).unwrap_err().to_string();
         for want in [
-            "winrm_use_ntlm: NTLM authentication is not supported",
             "disk_chache: unknown option; did you mean `disk_cache`?",
             "net_device: `tulip` is not one of",
             "disk_discard: `trim` is not one of ignore, unmap",
@@ -1161,6 +1161,7 @@ mod tests {
             (w.username.as_str(), w.password.as_str()),
             ("Administrator", "pw")
         );
+        assert!(!w.use_ntlm);
         assert!(c.ssh().is_none());
 
         let mut v = base.clone();
@@ -1170,7 +1171,7 @@ mod tests {
             ("winrm_timeout", json!("2h")),
             ("winrm_host", json!("10.0.0.5")),
             ("winrm_no_proxy", json!(true)),
-            ("winrm_use_ntlm", json!(false)),
+            ("winrm_use_ntlm", json!(true)),
             ("pause_before_connecting", json!("1m")),
             ("net_bridge", json!("br0")),
             ("address_source", json!("lease")),
@@ -1182,8 +1183,8 @@ mod tests {
             panic!("{:?}", c.communicator)
         };
         assert_eq!(
-            (w.port, w.use_ssl, w.insecure, w.no_proxy),
-            (5986, true, true, true)
+            (w.port, w.use_ssl, w.insecure, w.no_proxy, w.use_ntlm),
+            (5986, true, true, true, true)
         );
         assert_eq!(w.host.as_deref(), Some("10.0.0.5"));
         assert_eq!(w.timeout, Duration::from_secs(7200));
@@ -1192,14 +1193,19 @@ mod tests {
         let mut v = base;
         v["winrm_username"] = json!("");
         v["winrm_port"] = json!(70000);
-        v["winrm_use_ntlm"] = json!(true);
+        v["winrm_use_ntlm"] = json!("yes");
         let e = parse(v).unwrap_err().0;
-        assert_eq!(e[0], "winrm_username: required with the winrm communicator");
-        assert_eq!(e[1], "winrm_port: 70000 is not a port number");
         assert!(
-            e[2].starts_with("winrm_use_ntlm: NTLM authentication is not supported"),
-            "{}",
-            e[2]
+            e.contains(&"winrm_username: required with the winrm communicator".to_string()),
+            "{e:?}"
+        );
+        assert!(
+            e.contains(&"winrm_port: 70000 is not a port number".to_string()),
+            "{e:?}"
+        );
+        assert!(
+            e.contains(&"winrm_use_ntlm: expected true or false, got \"yes\"".to_string()),
+            "{e:?}"
         );
     }
 

@@ -42,12 +42,14 @@ fn windows_build(
     dir: &std::path::Path,
     name: &str,
     provisioners: serde_json::Value,
+    ntlm: bool,
 ) -> WindowsBuild {
     let vm_name = format!("pk-{name}-{}", std::process::id());
-    let standin = windows_standin(bed, &vm_name, Reboot::default());
+    let standin = windows_standin(bed, &vm_name, Reboot::default(), ntlm);
     let output = dir.join("output");
     let mut source = winrm_source(bed, guest, &vm_name, &output, &standin, "2m");
     source.insert("type".into(), "libvirt".into());
+    source.insert("winrm_use_ntlm".into(), ntlm.into());
     let template = serde_json::json!({"builders": [source], "provisioners": provisioners});
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&template).unwrap()).unwrap();
@@ -123,7 +125,7 @@ fn shown(record: &[Recorded]) -> String {
 /// A stand-in for the Windows machine that becomes `vm_name`, listening
 /// in `bed`'s namespace (where Packer runs) and restarting as `reboot`
 /// says.
-fn windows_standin(bed: &Libvirtd, vm_name: &str, reboot: Reboot) -> StandIn {
+fn windows_standin(bed: &Libvirtd, vm_name: &str, reboot: Reboot, ntlm: bool) -> StandIn {
     // What Windows does on `shutdown /s`: power the machine off. The
     // power button is pressed until the domain is off, since the tiny
     // guest may still be booting (and deaf to ACPI) when the command comes.
@@ -142,6 +144,7 @@ fn windows_standin(bed: &Libvirtd, vm_name: &str, reboot: Reboot) -> StandIn {
         .spawn_in(move || {
             StandIn::start(Config {
                 tls: true,
+                ntlm,
                 password: PASSWORD.into(),
                 on_command: Some(hook),
                 reboot,
@@ -154,6 +157,8 @@ fn windows_standin(bed: &Libvirtd, vm_name: &str, reboot: Reboot) -> StandIn {
         .unwrap()
 }
 
+/// With NTLM (`winrm_use_ntlm`, the guest refusing Basic); the restart
+/// tests below use Basic.
 #[test]
 fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file() {
     let bed = Libvirtd::start().unwrap();
@@ -174,7 +179,7 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
         vm_name,
         output,
         template: path,
-    } = windows_build(&bed, &guest, &dir, "winrm", provisioners);
+    } = windows_build(&bed, &guest, &dir, "winrm", provisioners, true);
 
     let started = std::time::Instant::now();
     let out = packer_in(bed.netns(), &dir, &["build", &path.to_string_lossy()])
@@ -183,9 +188,10 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
         .unwrap();
     let text = show("packer build (winrm)", &out);
     eprintln!(
-        "packer build over WinRM: {:.1}s, {} commands",
+        "packer build over WinRM with NTLM: {:.1}s, {} commands, {} NTLM handshakes",
         started.elapsed().as_secs_f64(),
-        standin.commands().len()
+        standin.commands().len(),
+        standin.ntlm_challenges()
     );
     let record = standin.commands();
     for c in &record {
@@ -229,10 +235,14 @@ fn a_windows_template_builds_over_winrm_with_powershell_windows_shell_and_file()
     let uploaded =
         std::fs::read(standin.host_path(r"C:\Users\vagrant\payload.bin").unwrap()).unwrap();
     assert!(uploaded == payload, "the uploaded file differs");
+    assert!(standin.ntlm_challenges() >= 1);
+    assert_eq!(standin.unauthorized(), 0);
 
     assert_built_and_cleaned(&bed, &output, &vm_name);
 }
 
+/// With NTLM (`winrm_use_ntlm`): the background clean-up authenticates
+/// too.
 #[test]
 fn cancelling_a_winrm_build_terminates_the_running_command_on_the_guest() {
     let bed = Libvirtd::start().unwrap();
@@ -242,7 +252,7 @@ fn cancelling_a_winrm_build_terminates_the_running_command_on_the_guest() {
     let provisioners = serde_json::json!([
         {"type": "windows-shell", "inline": ["timeout /t 300 /nobreak"]}
     ]);
-    let b = windows_build(&bed, &guest, &dir, "winrm-cancel", provisioners);
+    let b = windows_build(&bed, &guest, &dir, "winrm-cancel", provisioners, true);
     let cmd = packer_in(bed.netns(), &dir, &["build", &b.template.to_string_lossy()]).unwrap();
     let child = spawn_interruptible(cmd).unwrap();
     let batch = |c: &testbed::winrm::Recorded| c.line.contains(".bat\"");
@@ -274,6 +284,7 @@ fn cancelling_a_winrm_build_terminates_the_running_command_on_the_guest() {
         },
     );
     assert!(!b.output.exists());
+    assert!(b.standin.ntlm_challenges() >= 1);
     assert!(!bed
         .domains()
         .unwrap()
@@ -331,6 +342,7 @@ fn packer_1_9_builds_a_seed_shaped_windows_template_through_a_restart() {
             grace: Duration::from_secs(4),
             down: Duration::from_secs(3),
         },
+        false,
     );
     let output = dir.join("output");
     let source = winrm_source(&bed, &guest, &vm_name, &output, &standin, "4h");
@@ -479,7 +491,7 @@ fn a_restart_in_the_middle_of_a_provisioner_command_fails_the_build_clearly() {
         {"type": "windows-shell", "start_retry_timeout": "15s",
          "inline": ["shutdown /r /f /t 0 && timeout /t 30 /nobreak"]}
     ]);
-    let b = windows_build(&bed, &guest, &dir, "winrm-midreboot", provisioners);
+    let b = windows_build(&bed, &guest, &dir, "winrm-midreboot", provisioners, false);
     let started = std::time::Instant::now();
     let out = packer_in(bed.netns(), &dir, &["build", &b.template.to_string_lossy()])
         .unwrap()

@@ -42,6 +42,7 @@ async fn ours(standin: &StandIn, local: &std::path::Path, remote: &str) -> (f64,
         use_ssl: true,
         insecure: true,
         no_proxy: true,
+        use_ntlm: false,
     };
     let w = WinRm::new("127.0.0.1", &config).unwrap();
     let file = tokio::fs::File::open(local).await.unwrap();

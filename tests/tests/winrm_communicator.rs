@@ -1,7 +1,9 @@
 //! The packer plugin's WinRM communicator against the WinRM stand-in
 //! (proven against pywinrm in winrm_standin.rs): commands, long commands
 //! across `w:TimedOut`, uploads, downloads, refused passwords, servers
-//! that never answer, cancelled commands.
+//! that never answer, cancelled commands; with Basic and with NTLM
+//! authentication (the stand-in's NTLM acceptor is proven against pywinrm
+//! and Packer's client too).
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,24 @@ fn config(s: &StandIn) -> WinRmConfig {
         use_ssl: tls,
         insecure: tls,
         no_proxy: true,
+        use_ntlm: false,
     }
+}
+
+/// A stand-in that takes NTLM only, and a config that uses it.
+fn ntlm_standin(tls: bool) -> (StandIn, WinRmConfig) {
+    let s = StandIn::start(Config {
+        tls,
+        ntlm: true,
+        receive_wait: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .unwrap();
+    let cfg = WinRmConfig {
+        use_ntlm: true,
+        ..config(&s)
+    };
+    (s, cfg)
 }
 
 fn client(s: &StandIn) -> WinRm {
@@ -214,10 +233,9 @@ async fn the_connect_wait_runs_a_powershell_echo() {
     assert_eq!(record[0].exit_code, Some(0));
 }
 
-#[tokio::test]
-async fn a_wrong_password_fails_at_once_naming_winrm_password() {
-    let s = standin(false, Duration::from_secs(2));
-    let mut cfg = config(&s);
+/// Connects with a wrong password: it must fail at once, after one
+/// refused attempt, with an error naming winrm_password; that error.
+async fn wrong_password_error(s: &StandIn, mut cfg: WinRmConfig) -> String {
     cfg.password = "not-it".into();
     let started = Instant::now();
     let e = connect_winrm("127.0.0.1", &cfg, Instant::now() + cfg.timeout)
@@ -233,6 +251,15 @@ async fn a_wrong_password_fails_at_once_naming_winrm_password() {
     assert!(!e.contains("not-it"), "the password shows: {e}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(s.unauthorized(), 1, "no retries with a refused password");
+    assert!(s.commands().is_empty());
+    e
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_at_once_naming_winrm_password() {
+    let s = standin(false, Duration::from_secs(2));
+    let e = wrong_password_error(&s, config(&s)).await;
+    assert!(e.contains("Basic"), "{e}");
 }
 
 #[tokio::test]
@@ -256,6 +283,7 @@ async fn a_server_that_never_answers_ends_the_wait_at_winrm_timeout() {
         use_ssl: false,
         insecure: false,
         no_proxy: true,
+        use_ntlm: false,
     };
     let started = Instant::now();
     let e = connect_winrm("127.0.0.1", &cfg, Instant::now() + cfg.timeout)
@@ -315,11 +343,12 @@ async fn a_cancelled_command_is_signalled_and_its_shell_deleted() {
 
 /// A command during which the guest restarts: the Receive that finds the
 /// machine gone fails at once with the endpoint and the operation named,
-/// and the communicator works again once the guest is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
+/// and the communicator works again once the guest is back (with NTLM:
+/// on a new connection, after a new handshake).
+async fn a_restart_during_a_command(ntlm: bool) {
     let s = StandIn::start(Config {
         tls: true,
+        ntlm,
         receive_wait: Duration::from_millis(500),
         reboot: testbed::winrm::Reboot {
             grace: Duration::from_secs(1),
@@ -328,7 +357,11 @@ async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
         ..Config::default()
     })
     .unwrap();
-    let w = client(&s);
+    let cfg = WinRmConfig {
+        use_ntlm: ntlm,
+        ..config(&s)
+    };
+    let w = WinRm::new("127.0.0.1", &cfg).unwrap();
     let started = Instant::now();
     let e = w
         .run("powershell -Command \"cmd /c shutdown /r /t 0; Start-Sleep 30\"")
@@ -349,5 +382,110 @@ async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
         (0, b"back\r\n".to_vec(), Vec::new())
     );
     assert_eq!(s.phase(), (testbed::winrm::Phase::Up, 1));
+    assert_eq!(s.ntlm_challenges(), if ntlm { 2 } else { 0 });
     eprintln!("failed after {took:?}: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_a_command_fails_it_clearly_and_the_next_works() {
+    a_restart_during_a_command(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_reconnects_and_authenticates_again_after_a_restart() {
+    a_restart_during_a_command(true).await;
+}
+
+#[tokio::test]
+async fn ntlm_runs_commands_over_http_handshaking_once_per_connection() {
+    let (s, cfg) = ntlm_standin(false);
+    let w = WinRm::new("127.0.0.1", &cfg).unwrap();
+    assert_eq!(
+        w.run("echo over ntlm").await.unwrap(),
+        (0, b"over ntlm\r\n".to_vec(), Vec::new())
+    );
+    assert_eq!(w.run("exit /b 7").await.unwrap().0, 7);
+    let (code, out, _) = w
+        .run(&powershell("Write-Output 'ps over ntlm'\nexit 3"))
+        .await
+        .unwrap();
+    assert_eq!((code, out.as_slice()), (3, &b"ps over ntlm\r\n"[..]));
+    let (code, out, _) = w.run("timeout /t 1 /nobreak && echo late").await.unwrap();
+    assert_eq!((code, out.as_slice()), (0, &b"late\r\n"[..]));
+    eprintln!(
+        "{} commands, {} TimedOut faults, {} NTLM handshakes",
+        s.commands().len(),
+        s.timed_out_faults(),
+        s.ntlm_challenges()
+    );
+    assert!(s.timed_out_faults() >= 2, "{}", s.timed_out_faults());
+    // Some twenty requests, one connection: one handshake.
+    assert_eq!(s.ntlm_challenges(), 1);
+    assert_eq!(s.unauthorized(), 0);
+    assert!(s.commands().iter().all(|c| c.signalled));
+    assert_eq!(s.open_shells(), 0);
+}
+
+#[tokio::test]
+async fn ntlm_uploads_and_connects_over_https() {
+    let (s, mut cfg) = ntlm_standin(true);
+    // A domain account's name: the handshake names the domain.
+    cfg.username = r"WIN-STANDIN\vagrant".into();
+    let checked = WinRmConfig {
+        insecure: false,
+        ..cfg.clone()
+    };
+    let e = WinRm::new("127.0.0.1", &checked)
+        .unwrap()
+        .run("echo never")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("certificate") && e.contains("winrm_insecure = true"),
+        "{e}"
+    );
+    connect_winrm("127.0.0.1", &cfg, Instant::now() + cfg.timeout)
+        .await
+        .unwrap();
+    let w = WinRm::new("127.0.0.1", &cfg).unwrap();
+    let data = binary(300_000);
+    let started = Instant::now();
+    w.upload(r"C:\Windows\Temp\ntlm.bin", data.as_slice())
+        .await
+        .unwrap();
+    eprintln!(
+        "300 kB upload over HTTPS with NTLM: {:.2}s, {} commands, {} NTLM handshakes",
+        started.elapsed().as_secs_f64(),
+        s.commands().len(),
+        s.ntlm_challenges()
+    );
+    let got = std::fs::read(s.host_path(r"C:\Windows\Temp\ntlm.bin").unwrap()).unwrap();
+    assert!(got == data, "the upload differs");
+    assert!(s.commands().iter().all(|c| c.exit_code == Some(0)));
+    assert_eq!(s.unauthorized(), 0);
+}
+
+#[tokio::test]
+async fn ntlm_with_a_wrong_password_fails_at_once_naming_winrm_password() {
+    let (s, cfg) = ntlm_standin(false);
+    let e = wrong_password_error(&s, cfg).await;
+    assert!(
+        e.contains("Negotiate") && e.contains("AllowUnencrypted"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn basic_credentials_are_refused_by_an_ntlm_only_guest() {
+    let (s, mut cfg) = ntlm_standin(false);
+    cfg.use_ntlm = false;
+    let e = WinRm::new("127.0.0.1", &cfg)
+        .unwrap()
+        .run("echo never")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("401") && e.contains("Basic"), "{e}");
+    assert!(s.commands().is_empty());
 }

@@ -22,11 +22,20 @@ fn payload(len: u32, seed: u32) -> Vec<u8> {
 
 /// Runs `winrm-client` against `standin` with `steps`; one JSON value a step.
 fn winrm_client(standin: &StandIn, steps: &[&str]) -> Vec<Value> {
+    winrm_client_with(
+        standin,
+        &["-password", PASSWORD, "-https", "-insecure"],
+        steps,
+    )
+}
+
+/// Runs `winrm-client` with `flags` (the password among them) and `steps`.
+fn winrm_client_with(standin: &StandIn, flags: &[&str], steps: &[&str]) -> Vec<Value> {
     let program = testbed::peers::winrm_client().unwrap();
     let port = standin.addr().port().to_string();
     let out = Command::new(program)
         .args(["-host", "127.0.0.1", "-port", &port, "-user", "vagrant"])
-        .args(["-password", PASSWORD, "-https", "-insecure"])
+        .args(flags)
         .args(steps)
         .env("NO_PROXY", "*")
         .output()
@@ -155,4 +164,64 @@ fn packers_winrm_client_runs_uploads_downloads_and_cancels_through_the_standin()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(temp, ["payload.bin"], "{temp:?}");
+}
+
+#[test]
+fn packers_winrm_client_authenticates_with_ntlm_and_a_wrong_password_is_refused() {
+    let standin = StandIn::start(Config {
+        ntlm: true,
+        password: PASSWORD.into(),
+        ..Config::default()
+    })
+    .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let big = payload(200_000, 3);
+    write(&local.path().join("payload.bin"), &big);
+    let upload_from = local.path().join("payload.bin").display().to_string();
+    let steps = winrm_client_with(
+        &standin,
+        &["-password", PASSWORD, "-ntlm"],
+        &[
+            "start",
+            "echo through ntlm && exit /b 5",
+            "upload",
+            &upload_from,
+            r"C:\Windows\Temp\payload.bin",
+            "cancel",
+            "timeout /t 60 /nobreak",
+            "1",
+        ],
+    );
+    eprintln!("{steps:#?}");
+    assert_eq!(steps.len(), 3, "{steps:#?}");
+    for s in &steps {
+        assert!(s.get("error").is_none(), "{s}");
+    }
+    assert_eq!(steps[0]["stdout"], "through ntlm\r\n");
+    assert_eq!(steps[0]["exit"], 5);
+    let read = std::fs::read(standin.host_path(r"C:\Windows\Temp\payload.bin").unwrap()).unwrap();
+    assert!(read == big, "payload.bin differs");
+    assert!(standin.commands().last().unwrap().signalled);
+    assert_eq!(standin.unauthorized(), 0);
+
+    // Packer's client checks the connection first: a refused handshake
+    // fails it.
+    let port = standin.addr().port().to_string();
+    let wrong = Command::new(testbed::peers::winrm_client().unwrap())
+        .args(["-host", "127.0.0.1", "-port", &port, "-user", "vagrant"])
+        .args([
+            "-password",
+            "not-the-password",
+            "-ntlm",
+            "start",
+            "echo never",
+        ])
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "{stderr}");
+    assert!(stderr.contains("connecting"), "{stderr}");
+    assert_eq!(standin.unauthorized(), 1);
+    assert!(standin.commands().iter().all(|c| c.line != "echo never"));
 }

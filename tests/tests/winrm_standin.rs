@@ -13,10 +13,12 @@ import json, sys, time
 import winrm
 from winrm.exceptions import InvalidCredentialsError
 
-url, user, password = sys.argv[1:4]
+url, user, password, transport = sys.argv[1:5]
 def session(pw):
-    return winrm.Session(url, auth=(user, pw), transport="basic",
-                         server_cert_validation="ignore")
+    # No message encryption: the stand-in, like Packer, does not seal.
+    return winrm.Session(url, auth=(user, pw), transport=transport,
+                         server_cert_validation="ignore",
+                         message_encryption="never")
 def res(r, started):
     return {"out": r.std_out.decode(), "err": r.std_err.decode(),
             "code": r.status_code, "secs": time.monotonic() - started}
@@ -34,12 +36,12 @@ except InvalidCredentialsError as e:
 print(json.dumps(out))
 "#;
 
-fn pywinrm(standin: &StandIn, password: &str) -> Value {
-    python(CLIENT, standin, password)
+fn pywinrm(standin: &StandIn, password: &str, transport: &str) -> Value {
+    python(CLIENT, standin, password, transport)
 }
 
 /// Runs `client` with the venv's Python against `standin`; its JSON.
-fn python(client: &str, standin: &StandIn, password: &str) -> Value {
+fn python(client: &str, standin: &StandIn, password: &str, transport: &str) -> Value {
     let python = testbed::util::cache_dir().join("venv/bin/python");
     assert!(
         python.exists(),
@@ -52,6 +54,7 @@ fn python(client: &str, standin: &StandIn, password: &str) -> Value {
         .arg(standin.url())
         .arg("vagrant")
         .arg(password)
+        .arg(transport)
         .env("NO_PROXY", "*")
         .output()
         .unwrap();
@@ -63,18 +66,20 @@ fn python(client: &str, standin: &StandIn, password: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn pywinrm_runs_commands_through_the_standin(tls: bool) {
+fn pywinrm_runs_commands_through_the_standin(tls: bool, ntlm: bool) {
     let standin = StandIn::start(Config {
         tls,
+        ntlm,
         receive_wait: Duration::from_millis(500),
         ..Config::default()
     })
     .unwrap();
     let started = Instant::now();
-    let r = pywinrm(&standin, "vagrant");
+    let r = pywinrm(&standin, "vagrant", if ntlm { "ntlm" } else { "basic" });
     eprintln!(
-        "pywinrm over {}: {:.1}s, {} TimedOut faults",
+        "pywinrm over {} with {}: {:.1}s, {} TimedOut faults",
         if tls { "HTTPS" } else { "HTTP" },
+        if ntlm { "NTLM" } else { "Basic" },
         started.elapsed().as_secs_f64(),
         standin.timed_out_faults()
     );
@@ -121,12 +126,22 @@ fn pywinrm_runs_commands_through_the_standin(tls: bool) {
 
 #[test]
 fn pywinrm_runs_cmd_and_powershell_over_http() {
-    pywinrm_runs_commands_through_the_standin(false);
+    pywinrm_runs_commands_through_the_standin(false, false);
 }
 
 #[test]
 fn pywinrm_runs_cmd_and_powershell_over_https() {
-    pywinrm_runs_commands_through_the_standin(true);
+    pywinrm_runs_commands_through_the_standin(true, false);
+}
+
+#[test]
+fn pywinrm_authenticates_with_ntlm_over_http() {
+    pywinrm_runs_commands_through_the_standin(false, true);
+}
+
+#[test]
+fn pywinrm_authenticates_with_ntlm_over_https() {
+    pywinrm_runs_commands_through_the_standin(true, true);
 }
 
 /// A restart through pywinrm: Packer's restart command, a request while
@@ -179,7 +194,7 @@ fn pywinrm_sees_a_restart_drop_connections_and_come_back_over_https() {
         ..Config::default()
     })
     .unwrap();
-    let r = python(RESTART, &standin, "vagrant");
+    let r = python(RESTART, &standin, "vagrant", "basic");
     eprintln!("pywinrm through a restart: {r}");
     assert_eq!(r["restart"], 0);
     assert_eq!(r["while_stopping"][0], 1115, "{r}");

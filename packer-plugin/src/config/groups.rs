@@ -533,14 +533,6 @@ fn winrm(raw: &mut Raw, host: Option<String>, errs: &mut Vec<String>) -> WinRmCo
     if port == 0 || port > 65535 {
         errs.push(format!("winrm_port: {port} is not a port number"));
     }
-    if raw.bools.remove("winrm_use_ntlm") == Some(true) {
-        errs.push(
-            "winrm_use_ntlm: NTLM authentication is not supported by the libvirt builder yet; \
-             allow Basic authentication on the guest (winrm set winrm/config/service/auth @{Basic=\"true\"}) \
-             and remove winrm_use_ntlm or set it to false"
-                .into(),
-        );
-    }
     WinRmConfig {
         host,
         port: port as u16,
@@ -553,6 +545,7 @@ fn winrm(raw: &mut Raw, host: Option<String>, errs: &mut Vec<String>) -> WinRmCo
         use_ssl,
         insecure: raw.bools.remove("winrm_insecure").unwrap_or(false),
         no_proxy: raw.bools.remove("winrm_no_proxy").unwrap_or(false),
+        use_ntlm: raw.bools.remove("winrm_use_ntlm").unwrap_or(false),
     }
 }
 

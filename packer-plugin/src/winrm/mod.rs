@@ -1,13 +1,17 @@
 //! The WinRM communicator: commands in a remote cmd shell over
-//! WS-Management (HTTP or HTTPS, Basic authentication), and file
+//! WS-Management (HTTP or HTTPS, Basic or NTLMv2 authentication, no
+//! message sealing), and file
 //! transfers through cmd and PowerShell, as Packer's WinRM communicator
 //! does them. Each command gets its own shell: Create, Command, Receive
 //! until done (a `w:TimedOut` fault means "nothing yet, ask again"),
 //! Signal terminate, Delete.
 
+mod connection;
+mod ntlm;
 mod soap;
 mod transfer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -48,12 +52,14 @@ pub enum WinRmError {
         message: String,
     },
     /// The server refused the credentials.
-    #[error("winrm {url}: the guest refused user `{user}` (HTTP 401): check winrm_username and winrm_password, and that the guest's WinRM service allows Basic authentication (winrm set winrm/config/service/auth @{{Basic=\"true\"}})")]
+    #[error("winrm {url}: the guest refused user `{user}` (HTTP 401): check winrm_username and winrm_password, and that the guest's WinRM service allows {hint}")]
     Unauthorized {
         /// The endpoint.
         url: String,
         /// `winrm_username`.
         user: String,
+        /// What the guest must allow for the authentication in use.
+        hint: &'static str,
     },
     /// The server answered with an HTTP error and no SOAP fault.
     #[error("winrm {url}: {operation}: HTTP {status}: {body}")]
@@ -113,9 +119,22 @@ pub enum WinRmError {
     Io(#[from] std::io::Error),
 }
 
+/// How requests are authenticated.
+#[derive(Clone)]
+enum Transport {
+    /// Basic, on every request, through reqwest's pool.
+    Basic(reqwest::Client),
+    /// NTLMv2 on connections of our own (`winrm_use_ntlm`).
+    Ntlm(Arc<connection::NtlmHttp>),
+}
+
+const BASIC_HINT: &str =
+    "Basic authentication (winrm set winrm/config/service/auth @{Basic=\"true\"})";
+const NTLM_HINT: &str = "Negotiate authentication (winrm set winrm/config/service/auth @{Negotiate=\"true\"}) and, over HTTP, unencrypted messages (winrm set winrm/config/service @{AllowUnencrypted=\"true\"})";
+
 /// A WinRM endpoint with credentials; each command opens its own shell.
 pub struct WinRm {
-    http: reqwest::Client,
+    transport: Transport,
     url: String,
     user: String,
     password: String,
@@ -133,6 +152,29 @@ impl WinRm {
             host.to_string()
         };
         let url = format!("{scheme}://{host_part}:{}/wsman", cfg.port);
+        let transport = if cfg.use_ntlm {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Transport::Ntlm(Arc::new(connection::NtlmHttp::new(
+                host,
+                format!("{host_part}:{}", cfg.port),
+                cfg.port,
+                cfg.use_ssl.then_some(cfg.insecure),
+                ntlm::Credentials::new(&cfg.username, &cfg.password),
+            )?))
+        } else {
+            Transport::Basic(Self::basic_client(cfg)?)
+        };
+        Ok(WinRm {
+            transport,
+            url,
+            user: cfg.username.clone(),
+            password: cfg.password.clone(),
+            cert_hint: cfg.use_ssl && !cfg.insecure,
+        })
+    }
+
+    /// reqwest as Basic authentication uses it.
+    fn basic_client(cfg: &WinRmConfig) -> Result<reqwest::Client, WinRmError> {
         let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .timeout(REQUEST_TIMEOUT)
@@ -145,19 +187,18 @@ impl WinRm {
                 b = b.danger_accept_invalid_certs(true);
             } else {
                 b = b.tls_built_in_root_certs(false);
-                for cert in system_roots()? {
+                let (path, pem) = system_bundle()?;
+                for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    WinRmError::Client(format!(
+                        "reading trusted certificates {}: {e}",
+                        path.display()
+                    ))
+                })? {
                     b = b.add_root_certificate(cert);
                 }
             }
         }
-        let http = b.build().map_err(|e| WinRmError::Client(e.to_string()))?;
-        Ok(WinRm {
-            http,
-            url,
-            user: cfg.username.clone(),
-            password: cfg.password.clone(),
-            cert_hint: cfg.use_ssl && !cfg.insecure,
-        })
+        b.build().map_err(|e| WinRmError::Client(e.to_string()))
     }
 
     /// The endpoint URL.
@@ -170,14 +211,7 @@ impl WinRm {
     /// [`soap::TIMED_OUT_CODE`].
     async fn send(&self, msg: soap::Message<'_>) -> Result<String, WinRmError> {
         let operation = msg.name();
-        let http_err = |e: reqwest::Error| {
-            // The cause chain holds the useful part (refused, certificate).
-            let mut message = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                message = format!("{message}: {s}");
-                src = s.source();
-            }
+        let http_err = |mut message: String| {
             if self.cert_hint && message.contains("certificate") {
                 message.push_str(
                     " (a guest with a self-signed certificate needs winrm_insecure = true)",
@@ -189,24 +223,25 @@ impl WinRm {
                 message,
             }
         };
-        let resp = self
-            .http
-            .post(&self.url)
-            .basic_auth(&self.user, Some(&self.password))
-            .header("Content-Type", "application/soap+xml;charset=UTF-8")
-            .body(msg.envelope(&self.url))
-            .send()
-            .await
-            .map_err(http_err)?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
+        let envelope = msg.envelope(&self.url);
+        let (status, body) = match &self.transport {
+            Transport::Basic(http) => self.post_basic(http, envelope).await,
+            Transport::Ntlm(ntlm) => tokio::time::timeout(REQUEST_TIMEOUT, ntlm.post(envelope))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer in {}s", REQUEST_TIMEOUT.as_secs()))),
+        }
+        .map_err(http_err)?;
+        if status == 401 {
             return Err(WinRmError::Unauthorized {
                 url: self.url.clone(),
                 user: self.user.clone(),
+                hint: match self.transport {
+                    Transport::Basic(_) => BASIC_HINT,
+                    Transport::Ntlm(_) => NTLM_HINT,
+                },
             });
         }
-        let body = resp.text().await.map_err(http_err)?;
-        if status.is_success() {
+        if (200..300).contains(&status) {
             return Ok(body);
         }
         match soap::fault(&body) {
@@ -219,10 +254,29 @@ impl WinRm {
             None => Err(WinRmError::Status {
                 url: self.url.clone(),
                 operation,
-                status: status.as_u16(),
+                status,
                 body: body.chars().take(300).collect(),
             }),
         }
+    }
+
+    /// One POST with Basic credentials: the status and the body.
+    async fn post_basic(
+        &self,
+        http: &reqwest::Client,
+        envelope: String,
+    ) -> Result<(u16, String), String> {
+        let resp = http
+            .post(&self.url)
+            .basic_auth(&self.user, Some(&self.password))
+            .header("Content-Type", "application/soap+xml;charset=UTF-8")
+            .body(envelope)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| error_chain(&e))?;
+        Ok((status, body))
     }
 
     fn protocol(operation: &'static str) -> impl FnOnce(String) -> WinRmError {
@@ -395,7 +449,7 @@ impl WinRm {
     /// A copy that background clean-ups can own.
     fn detached(&self) -> WinRm {
         WinRm {
-            http: self.http.clone(),
+            transport: self.transport.clone(),
             url: self.url.clone(),
             user: self.user.clone(),
             password: self.password.clone(),
@@ -404,17 +458,27 @@ impl WinRm {
     }
 }
 
-/// The system's trusted certificates, from the first bundle found.
-fn system_roots() -> Result<Vec<reqwest::Certificate>, WinRmError> {
+/// An error with its causes: the chain holds the useful part (refused,
+/// certificate).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        message = format!("{message}: {s}");
+        src = s.source();
+    }
+    message
+}
+
+/// The system's trusted certificates (PEM), from the first bundle found.
+fn system_bundle() -> Result<(std::path::PathBuf, Vec<u8>), WinRmError> {
     let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
     let paths = from_env
         .into_iter()
         .chain(SYSTEM_ROOTS.iter().map(std::path::PathBuf::from));
     for p in paths {
         if let Ok(pem) = std::fs::read(&p) {
-            return reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                WinRmError::Client(format!("reading trusted certificates {}: {e}", p.display()))
-            });
+            return Ok((p, pem));
         }
     }
     Err(WinRmError::Client(

@@ -33,7 +33,7 @@ import (
 
 // version is what -version prints; scripts/peers.sh rebuilds the program
 // when it does not print the wanted one.
-const version = "winrm-client 1"
+const version = "winrm-client 1.1"
 
 type result struct {
 	Step   string  `json:"step"`
@@ -51,6 +51,7 @@ func main() {
 	password := flag.String("password", "", "password")
 	https := flag.Bool("https", false, "connect with HTTPS")
 	insecure := flag.Bool("insecure", false, "do not check the server's certificate")
+	ntlm := flag.Bool("ntlm", false, "authenticate with NTLM, as Packer does with winrm_use_ntlm")
 	timeout := flag.Duration("timeout", 30*time.Minute, "the operation timeout (winrm_timeout)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -61,6 +62,9 @@ func main() {
 	config := &sdkwinrm.Config{
 		Host: *host, Port: *port, Username: *user, Password: *password,
 		Timeout: *timeout, Https: *https, Insecure: *insecure,
+	}
+	if *ntlm {
+		config.TransportDecorator = ntlmTransport
 	}
 	comm, err := sdkwinrm.New(config)
 	if err != nil {
@@ -98,7 +102,7 @@ func main() {
 			err = download(comm, a[0], a[1])
 		case "cancel":
 			secs, _ := strconv.ParseFloat(a[1], 64)
-			err = cancel(*host, *port, *https, *insecure, *user, *password, a[0], secs)
+			err = cancel(*host, *port, *https, *insecure, *ntlm, *user, *password, a[0], secs)
 		}
 		r.Secs = time.Since(started).Seconds()
 		if err != nil {
@@ -154,8 +158,15 @@ func download(comm packersdk.Communicator, remote, local string) error {
 // cancel starts command in a shell of its own, lets it run for secs
 // seconds, then terminates it and deletes the shell, as masterzen/winrm's
 // Command.Close and Shell.Close do.
-func cancel(host string, port int, https, insecure bool, user, password, command string, secs float64) error {
+// ntlmTransport is what Packer's WinRM communicator plugs in for
+// winrm_use_ntlm: go-ntlmssp's handshake, no message sealing.
+func ntlmTransport() winrm.Transporter { return &winrm.ClientNTLM{} }
+
+func cancel(host string, port int, https, insecure, ntlm bool, user, password, command string, secs float64) error {
 	params := *winrm.DefaultParameters
+	if ntlm {
+		params.TransportDecorator = ntlmTransport
+	}
 	client, err := winrm.NewClientWithParameters(
 		&winrm.Endpoint{Host: host, Port: port, HTTPS: https, Insecure: insecure},
 		user, password, &params)

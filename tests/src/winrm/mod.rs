@@ -7,9 +7,12 @@
 //! What it speaks:
 //! - HTTP, or HTTPS with a certificate made at start (rcgen, for
 //!   `localhost` and 127.0.0.1), on `POST /wsman`.
-//! - Basic authentication only: a request without it, or with the wrong
+//! - Basic authentication: a request without it, or with the wrong
 //!   user or password, gets HTTP 401 with `WWW-Authenticate: Negotiate`
 //!   and `WWW-Authenticate: Basic realm="WSMAN"`.
+//! - Or, with [`Config::ntlm`], NTLMv2 instead (MS-NLMP, no sealing; see
+//!   `ntlm.rs`): `Negotiate` or `NTLM` tokens, the handshake on one
+//!   connection, which then stays authenticated; Basic is refused.
 //! - The cmd shell: Create (answers the `ShellId` selector), Command
 //!   (answers a `CommandId`), Receive (stdout and stderr in base64, then
 //!   `CommandState` Done with `ExitCode`), Signal (terminate or ctrl_c
@@ -70,6 +73,7 @@
 //! hook on each command ([`Config::on_command`]), e.g. to power a guest
 //! off when the shutdown command arrives, which Windows would do itself.
 
+mod ntlm;
 mod power;
 mod server;
 mod shell;
@@ -95,6 +99,8 @@ pub struct Config {
     pub username: String,
     /// Its password.
     pub password: String,
+    /// Authenticate with NTLM instead of Basic.
+    pub ntlm: bool,
     /// Serve HTTPS instead of HTTP.
     pub tls: bool,
     /// Where to listen; port 0 picks a free one.
@@ -114,6 +120,7 @@ impl Default for Config {
         Config {
             username: "vagrant".into(),
             password: "vagrant".into(),
+            ntlm: false,
             tls: false,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             receive_wait: Duration::from_secs(2),
@@ -223,9 +230,15 @@ impl StandIn {
         self.state.timed_out.load(Ordering::SeqCst)
     }
 
-    /// How many requests were refused with 401.
+    /// How many requests were refused with 401 for their credentials (an
+    /// anonymous request starting an NTLM handshake is not counted).
     pub fn unauthorized(&self) -> usize {
         self.state.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// How many NTLM handshakes were started (CHALLENGEs sent).
+    pub fn ntlm_challenges(&self) -> usize {
+        self.state.challenges.load(Ordering::SeqCst)
     }
 
     /// Connections and requests dropped while the machine was down.

@@ -13,6 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
+use super::ntlm;
 use super::power::Phase;
 use super::shell::{self, Event, Machine};
 use super::soap::{self, Operation, Output};
@@ -36,6 +37,7 @@ pub(super) struct State {
     pub record: Mutex<Vec<Recorded>>,
     pub timed_out: AtomicUsize,
     pub unauthorized: AtomicUsize,
+    pub challenges: AtomicUsize,
     pub dropped: AtomicUsize,
     /// The restarts whose going down has cleared the shells.
     restarts_seen: std::sync::atomic::AtomicU64,
@@ -51,6 +53,7 @@ impl State {
             record: Mutex::default(),
             timed_out: AtomicUsize::new(0),
             unauthorized: AtomicUsize::new(0),
+            challenges: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
             restarts_seen: std::sync::atomic::AtomicU64::new(0),
         }
@@ -118,15 +121,16 @@ async fn connection<I>(io: I, state: Arc<State>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let auth = Arc::new(Mutex::new(ntlm::Connection::default()));
     let service = hyper::service::service_fn(move |req| {
-        let state = state.clone();
+        let (state, auth) = (state.clone(), auth.clone());
         async move {
             // A machine gone down mid-connection answers nothing: the
             // connection is dropped.
             if !state.answering() {
                 return Err(std::io::Error::other("the machine is restarting"));
             }
-            Ok(handle(state, req).await)
+            Ok(handle(state, &auth, req).await)
         }
     });
     let _ = hyper::server::conn::http1::Builder::new()
@@ -164,28 +168,81 @@ fn authorized(config: &Config, req: &Request<Incoming>) -> bool {
         .is_ok_and(|got| got == want.as_bytes())
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// A 401 offering `offers` as `WWW-Authenticate` values.
+fn unauthorized(offers: &[&str]) -> Response<Full<Bytes>> {
+    let mut r = reply(StatusCode::UNAUTHORIZED, String::new());
+    for offer in offers {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(offer) {
+            r.headers_mut().append(hyper::header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
+}
+
+/// The NTLM handshake's answer to a request, or `None` to serve it; a
+/// refusal of credentials is counted.
+fn ntlm_step(
+    state: &State,
+    auth: &Mutex<ntlm::Connection>,
+    req: &Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    let config = &state.config;
+    let mut conn = auth.lock().unwrap_or_else(|e| e.into_inner());
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let step = match header.map(ntlm::token) {
+        None if conn.authenticated => ntlm::Step::Accepted,
+        // Anonymous: the offer a client starts from.
+        None => return Some(unauthorized(&["Negotiate", "NTLM"])),
+        Some(Some((scheme, message))) => conn.step(
+            scheme,
+            &message,
+            &config.username,
+            &config.password,
+            &config.hostname,
+        ),
+        Some(None) => ntlm::Step::Refused,
+    };
+    match step {
+        ntlm::Step::Accepted => None,
+        ntlm::Step::Challenge(value) => {
+            state.challenges.fetch_add(1, Ordering::SeqCst);
+            Some(unauthorized(&[&value]))
+        }
+        ntlm::Step::Refused => {
+            conn.authenticated = false;
+            state.unauthorized.fetch_add(1, Ordering::SeqCst);
+            Some(unauthorized(&["Negotiate", "NTLM"]))
+        }
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    auth: &Mutex<ntlm::Connection>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if req.uri().path() != "/wsman" {
         return reply(StatusCode::NOT_FOUND, String::new());
     }
-    if !authorized(&state.config, &req) {
+    let refusal = if state.config.ntlm {
+        ntlm_step(&state, auth, &req)
+    } else if authorized(&state.config, &req) {
+        None
+    } else {
         state.unauthorized.fetch_add(1, Ordering::SeqCst);
-        let mut r = reply(StatusCode::UNAUTHORIZED, String::new());
-        let h = r.headers_mut();
-        h.append(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static("Negotiate"),
-        );
-        h.append(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static("Basic realm=\"WSMAN\""),
-        );
-        return r;
-    }
+        Some(unauthorized(&["Negotiate", "Basic realm=\"WSMAN\""]))
+    };
+    // The body is read in any case, so the connection carries on.
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return reply(StatusCode::BAD_REQUEST, String::new()),
     };
+    if let Some(r) = refusal {
+        return r;
+    }
     let request = match soap::parse(&String::from_utf8_lossy(&body)) {
         Ok(r) => r,
         Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
