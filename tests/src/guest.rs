@@ -202,20 +202,7 @@ impl TinyGuest {
         extra: &[(&Path, &str)],
         dir: &Path,
     ) -> Result<TinyGuest> {
-        let out = Command::new("ldd")
-            .arg(program)
-            .output()
-            .with_context(|| format!("running ldd {}", program.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || text.contains("not found") {
-            bail!("ldd {}: {text}", program.display());
-        }
-        // `name => /lib/x/libfoo.so (0x…)` and `/lib64/ld-linux… (0x…)`.
-        let libs: Vec<String> = text
-            .lines()
-            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
-            .map(str::to_owned)
-            .collect();
+        let libs = shared_libraries(program)?;
         let mut files: Vec<(&Path, &str)> = vec![(program, path)];
         files.extend(libs.iter().map(|l| (Path::new(l.as_str()), l.as_str())));
         files.extend_from_slice(extra);
@@ -471,6 +458,25 @@ impl Cpio {
         self.entry("TRAILER!!!", 0, &[]);
         self.out
     }
+}
+
+/// The shared libraries `program` loads, with the dynamic loader: their
+/// paths on this machine, which are also their paths in a guest.
+pub fn shared_libraries(program: &Path) -> Result<Vec<String>> {
+    let out = Command::new("ldd")
+        .arg(program)
+        .output()
+        .with_context(|| format!("running ldd {}", program.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("not found") {
+        bail!("ldd {}: {text}", program.display());
+    }
+    // `name => /lib/x/libfoo.so (0x…)` and `/lib64/ld-linux… (0x…)`.
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+        .map(str::to_owned)
+        .collect())
 }
 
 #[cfg(test)]

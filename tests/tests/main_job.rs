@@ -1,9 +1,11 @@
-//! The README's main job (`main-job`, what `scripts/quickstart.sh` runs)
-//! end to end: it exits 0, its summary table lists every job as passed
-//! on a named host with both times present and positive and every stage
-//! of its start timed (a wait for the wake on vmhost02), the sleeping
-//! host was woken and went back to sleep, and nothing of the run is left:
-//! no namespace, no daemon or QEMU, no folder.
+//! The README's main job (`main-job --json`, what `scripts/quickstart.sh
+//! --json` runs) end to end: it exits 0, its summary table lists every
+//! job as passed on a named host with both times present and positive,
+//! how its VM started and every stage of its start timed (a wait for the
+//! wake on vmhost02), one cold and one warm job on vmhost01, the sleeping
+//! host was woken and went back to sleep, the JSON lines say what the
+//! table says, and nothing of the run is left: no namespace, no daemon or
+//! QEMU, no folder.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ struct Row {
     host: String,
     to_vm: f64,
     to_agent: f64,
+    /// How the job's VM started: `cold` or `warm`.
+    kind: String,
     /// Seconds per stage of the launcher's breakdown (reserve, wake,
     /// token, start, agent); `None` where it printed `-`.
     stages: Vec<Option<f64>>,
@@ -32,7 +36,7 @@ fn summary(text: &str) -> Vec<Row> {
         .take_while(|l| !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(f.len(), 10, "a summary row has 10 columns: {l:?}");
+            assert_eq!(f.len(), 11, "a summary row has 11 columns: {l:?}");
             let num = |s: &str| {
                 s.parse::<f64>()
                     .unwrap_or_else(|_| panic!("{s:?} is not a number of seconds in {l:?}"))
@@ -42,20 +46,64 @@ fn summary(text: &str) -> Vec<Row> {
                 host: f[1].into(),
                 to_vm: num(f[2]),
                 to_agent: num(f[3]),
-                stages: f[4..9]
+                kind: f[4].into(),
+                stages: f[5..10]
                     .iter()
                     .map(|s| (*s != "-").then(|| num(s)))
                     .collect(),
-                result: f[9].into(),
+                result: f[10].into(),
             }
         })
         .collect()
+}
+
+/// Checks that the `--json` lines (one object per job, after the table)
+/// say what `rows` say.
+fn json_agrees(text: &str, rows: &[Row]) {
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    assert_eq!(lines.len(), rows.len(), "one JSON line per job:\n{text}");
+    let close = |v: &serde_json::Value, want: f64, what: &str| {
+        let got = v
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+        assert!(
+            (got - want).abs() < 0.051,
+            "{what}: {got} in JSON, {want} in the table"
+        );
+    };
+    for (o, r) in lines.iter().zip(rows) {
+        assert_eq!(o["job"], r.job.as_str(), "{o}");
+        assert_eq!(o["host"], r.host.as_str(), "{o}");
+        assert_eq!(o["kind"], r.kind.as_str(), "{o}");
+        assert_eq!(o["result"], r.result.as_str(), "{o}");
+        close(&o["seconds_to_vm"], r.to_vm, "seconds_to_vm");
+        close(&o["seconds_to_agent"], r.to_agent, "seconds_to_agent");
+        for (name, v) in ["reserve", "wake", "token", "start", "agent"]
+            .iter()
+            .zip(&r.stages)
+        {
+            match v {
+                Some(v) => close(&o[*name], *v, name),
+                None => assert!(o[*name].is_null(), "{name}: {o}"),
+            }
+        }
+        assert_eq!(
+            o.as_object().map(|m| m.len()),
+            Some(11),
+            "job, host, kind, two times, five stages, result: {o}"
+        );
+    }
 }
 
 #[test]
 fn the_main_job_runs_every_job_in_its_own_vm_and_leaves_nothing_behind() {
     let t0 = Instant::now();
     let out = Command::new(bin_dir().join("main-job"))
+        .arg("--json")
         .env_remove("BUILDKITE_AGENT_TOKEN")
         .output_within(Duration::from_secs(600))
         .expect("main-job runs (cargo build --workspace --bins first)");
@@ -68,8 +116,9 @@ fn the_main_job_runs_every_job_in_its_own_vm_and_leaves_nothing_behind() {
     let rows = summary(&text);
     assert_eq!(
         rows.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(),
-        ["job1", "job2", "job3"]
+        ["job1", "job2", "job3", "job4"]
     );
+    json_agrees(&text, &rows);
     for r in &rows {
         assert_eq!(r.result, "passed", "{r:?}");
         assert!(
@@ -91,13 +140,34 @@ fn the_main_job_runs_every_job_in_its_own_vm_and_leaves_nothing_behind() {
             .any(|r| r.host == "vmhost02" && r.stages[1] > Some(1.0)),
         "{rows:?}"
     );
-    // vmhost01 takes one VM at a time: the others wake vmhost02.
-    assert!(rows.iter().any(|r| r.host == "vmhost01"), "{rows:?}");
-    assert!(rows.iter().any(|r| r.host == "vmhost02"), "{rows:?}");
+    // vmhost01 runs one job cold and, once its warm VM waits, the last
+    // one warm, which skips the boot; it takes two VMs at a time (the
+    // warm one among them), so the others wake vmhost02.
+    let kinds = |host: &str| {
+        let mut k: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.host == host)
+            .map(|r| r.kind.as_str())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(kinds("vmhost01"), ["cold", "warm"], "{rows:?}");
+    assert_eq!(kinds("vmhost02"), ["cold", "cold"], "{rows:?}");
+    let warm = &rows[3];
+    assert_eq!(warm.kind, "warm", "{rows:?}");
+    let cold = rows
+        .iter()
+        .find(|r| r.host == "vmhost01" && r.kind == "cold");
+    assert!(
+        warm.stages[4] < cold.and_then(|c| c.stages[4]),
+        "a warm VM's agent takes its job sooner than a cold one's: {rows:?}"
+    );
+    assert!(text.contains("waits for a job: job4 scheduled"), "{text}");
     assert!(text.contains("vmhost02 woken by the launcher"), "{text}");
     assert!(text.contains("vmhost02 asleep again"), "{text}");
     assert!(
-        text.contains("no agent VM left on vmhost01 or vmhost02"),
+        text.contains("no job's VM left on vmhost01 or vmhost02"),
         "{text}"
     );
     assert!(

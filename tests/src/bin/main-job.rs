@@ -4,10 +4,12 @@
 //! VM hosts (one awake, one asleep) plus one always-on VM, runs the
 //! launcher against a Buildkite stand-in holding a few jobs, and shows
 //! each job get its VM, the real `buildkite-agent` run it, the VMs power
-//! off and vanish, and the woken host go back to sleep. Prints a summary
-//! table and exits 1 when a job did not pass.
+//! off and vanish, and the woken host go back to sleep. vmhost01 also
+//! keeps one warm VM (booted to where `kvmbe-handoff` waits), which runs
+//! one more job scheduled once it waits. Prints a summary table (and with
+//! `--json` one JSON object per job) and exits 1 when a job did not pass.
 //!
-//! Usage: main-job [--keep] [--jobs N]
+//! Usage: main-job [--keep] [--jobs N] [--json]
 //!
 //! `scripts/quickstart.sh` runs it after `scripts/setup.sh`. With
 //! `BUILDKITE_AGENT_TOKEN` set, the launcher talks to Buildkite instead.
@@ -31,6 +33,8 @@ use testbed::util::{bin_dir, workspace_root, OutputWithin};
 
 /// The image's and the template's name.
 const AGENT: &str = "tiny-agent";
+/// The agent definition that keeps a warm VM on vmhost01.
+const WARM: &str = "linux-warm";
 /// How long the sleeping host's powernapd waits with no domain running
 /// before it puts the host back to sleep. Its part of `terraform apply`
 /// (woken, image uploaded, template defined) must fit in it: 4-6 s here.
@@ -47,17 +51,22 @@ extern "C" fn on_signal(_: libc::c_int) {
 struct Args {
     keep: bool,
     jobs: usize,
+    json: bool,
 }
+
+const USAGE: &str = "usage: main-job [--keep] [--jobs N] [--json]";
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         keep: false,
         jobs: 3,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--keep" => a.keep = true,
+            "--json" => a.json = true,
             "--jobs" => {
                 let v = it.next().context("--jobs needs a count (1 to 10)")?;
                 a.jobs = v
@@ -67,10 +76,10 @@ fn parse_args() -> Result<Args> {
                     .with_context(|| format!("--jobs {v:?}: give a count from 1 to 10"))?;
             }
             "-h" | "--help" => {
-                println!("usage: main-job [--keep] [--jobs N]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?}; usage: main-job [--keep] [--jobs N]"),
+            other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
     Ok(a)
@@ -155,10 +164,17 @@ struct JobSeen {
     vm: Option<(String, String, SystemTime)>,
 }
 
-fn secs(from: SystemTime, to: Option<SystemTime>) -> String {
-    match to.and_then(|t| t.duration_since(from).ok()) {
-        Some(d) => format!("{:.1}", d.as_secs_f64()),
-        None => "-".into(),
+/// Seconds from `from` to `to`, to a tenth as the table prints them.
+fn secs(from: SystemTime, to: Option<SystemTime>) -> Option<f64> {
+    let d = to?.duration_since(from).ok()?;
+    Some((d.as_secs_f64() * 10.0).round() / 10.0)
+}
+
+/// `v` in a column `width` wide, `-` for none.
+fn column(v: Option<f64>, width: usize) -> String {
+    match v {
+        Some(v) => format!(" {v:>width$.1}"),
+        None => format!(" {:>width$}", "-"),
     }
 }
 
@@ -195,6 +211,7 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         "packer-plugin-libvirt",
         "terraform-provider-libvirt",
         "bed-sleeper",
+        "kvmbe-handoff",
     ] {
         if !bin_dir().join(b).is_file() {
             bail!(
@@ -236,13 +253,18 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
     // --- the image --------------------------------------------------------
     say(
         t0,
-        "packer build (our libvirt builder) of the agent image, buildkite-agent 3.78.0 inside, on vmhost01",
+        "packer build (our libvirt builder) of the agent image, buildkite-agent 3.78.0 and kvmbe-handoff inside, on vmhost01",
     );
     let image_dir = work.path.join("agent-image");
     std::fs::create_dir_all(&image_dir)?;
     std::fs::write(
         image_dir.join("agent.pkr.hcl"),
-        packer_template(h1, &guest, &gzipped(&agent, &work.path)?),
+        packer_template(
+            h1,
+            &guest,
+            &gzipped(&agent, &work.path)?,
+            &handoff_bundle(&work.path)?,
+        ),
     )?;
     let mut c = h1
         .daemon()
@@ -353,6 +375,23 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         || (!bk.stacks().is_empty()).then_some(()),
     )
     .map_err(|e| anyhow::anyhow!("{e}; the launcher said:\n{}", launcher.log_text()))?;
+    // The warm VM takes its room on vmhost01 first, so that the jobs
+    // scheduled next go as before: one cold on vmhost01, the rest to
+    // vmhost02.
+    let warm_vm = wait_for(
+        Duration::from_secs(30),
+        "the launcher starting a warm VM on vmhost01",
+        || {
+            launcher.log_text().lines().find_map(|l| {
+                let vm = l
+                    .strip_prefix("warm ")?
+                    .strip_suffix(": started on vmhost01")?;
+                Some(vm.to_string())
+            })
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; the launcher said:\n{}", launcher.log_text()))?;
+    println!("    warm VM {warm_vm} booting on vmhost01 (definition {WARM})");
 
     say(
         t0,
@@ -362,14 +401,12 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
             if args.jobs == 1 { "" } else { "s" }
         ),
     );
-    let specs = (1..=args.jobs)
-        .map(|n| {
-            JobSpec::new(&["queue=linux"])
-                .step_key(&format!("job{n}"))
-                .command(&format!("echo \"job {n} on $(hostname): $((40 + {n}))\""))
-        })
-        .collect();
-    let build = bk.add_build("app", BuildSpec::new(specs))?;
+    let spec = |n: usize| {
+        JobSpec::new(&["queue=linux"])
+            .step_key(&format!("job{n}"))
+            .command(&format!("echo \"job {n} on $(hostname): $((40 + {n}))\""))
+    };
+    let build = bk.add_build("app", BuildSpec::new((1..=args.jobs).map(spec).collect()))?;
     let scheduled = SystemTime::now();
     let mut jobs: Vec<JobSeen> = build
         .job_ids
@@ -384,11 +421,35 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         .collect();
     let hosts = [("vmhost01", &h1c), ("vmhost02", &h2c)];
     let mut woken = false;
+    let mut warm_scheduled = false;
     let all_done = Instant::now();
     let failure = loop {
         if !woken && h2.is_awake() {
             woken = true;
             println!("    vmhost02 woken by the launcher");
+        }
+        // One more job once a warm VM waits for one.
+        let waiting = (!warm_scheduled)
+            .then(|| {
+                launcher.log_text().lines().find_map(|l| {
+                    let vm = l
+                        .strip_prefix("warm ")?
+                        .strip_suffix(" on vmhost01 waits for a job")?;
+                    Some(vm.to_string())
+                })
+            })
+            .flatten();
+        if let Some(vm) = waiting {
+            warm_scheduled = true;
+            let n = jobs.len() + 1;
+            let build = bk.add_build("app", BuildSpec::new(vec![spec(n)]))?;
+            println!("    warm VM {vm} waits for a job: job{n} scheduled");
+            jobs.push(JobSeen {
+                id: build.job_ids[0].clone(),
+                label: format!("job{n}"),
+                scheduled: SystemTime::now(),
+                vm: None,
+            });
         }
         for (name, h) in hosts {
             for i in h.instances().unwrap_or_default() {
@@ -401,9 +462,10 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
                 }
             }
         }
-        let done = jobs
-            .iter()
-            .all(|j| bk.job(&j.id).is_some_and(|s| s.state.is_terminal()));
+        let done = warm_scheduled
+            && jobs
+                .iter()
+                .all(|j| bk.job(&j.id).is_some_and(|s| s.state.is_terminal()));
         if done {
             break None;
         }
@@ -434,16 +496,36 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         }
     }
 
-    say(t0, "the VMs power off and vanish from libvirt");
-    let gone = wait_for(Duration::from_secs(90), "every agent VM gone", || {
+    say(t0, "the jobs' VMs power off and vanish from libvirt");
+    // The warm VM that took a job is replaced by another, which waits.
+    let gone = wait_for(Duration::from_secs(90), "every job's VM gone", || {
         hosts
             .iter()
-            .all(|(_, h)| h.instances().is_ok_and(|v| v.is_empty()))
+            .all(|(_, h)| {
+                h.instances()
+                    .is_ok_and(|v| v.iter().all(|i| !i.labels.contains_key("job")))
+            })
             .then(SystemTime::now)
     });
     let gone_ok = match &gone {
         Ok(_) => {
-            println!("    no agent VM left on vmhost01 or vmhost02");
+            let warm: Vec<String> = hosts
+                .iter()
+                .flat_map(|(name, h)| {
+                    h.instances()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |i| format!("{} on {name}", i.name))
+                })
+                .collect();
+            println!(
+                "    no job's VM left on vmhost01 or vmhost02; warm: {}",
+                if warm.is_empty() {
+                    "none".to_string()
+                } else {
+                    warm.join(", ")
+                }
+            );
             true
         }
         Err(e) => {
@@ -479,18 +561,20 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
 
     // --- the summary ------------------------------------------------------
     println!();
-    // The stage columns are the launcher's own timing of each start,
-    // from its last note on the job (seen to reserved, woken, token,
-    // VM started, agent took the job).
+    // The kind and stage columns are the launcher's own account of each
+    // start, from its last note on the job: a cold or a warm VM, and the
+    // seconds from the job seen to reserved, woken, token, VM started (a
+    // warm VM: handed the job), agent took the job.
     let mut header = format!(
-        "{:<6} {:<10} {:>14} {:>18}",
-        "job", "host", "s to VM start", "s to agent running"
+        "{:<6} {:<10} {:>14} {:>18} {:>4}",
+        "job", "host", "s to VM start", "s to agent running", "kind"
     );
     for st in STAGES {
         header.push_str(&format!(" {st:>7}"));
     }
     println!("{header}  result");
     let mut all_passed = failure.is_none() && gone_ok && asleep;
+    let mut json = Vec::new();
     for j in &jobs {
         let state = bk.job(&j.id).map(|s| s.state);
         let run = bk.job_run(&j.id);
@@ -503,23 +587,44 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         let stages = bk
             .job(&j.id)
             .and_then(|job| Breakdown::of_notes(&job.notifications));
+        let host = j.vm.as_ref().map(|v| v.0.as_str());
+        let kind = stages
+            .as_ref()
+            .map(|b| if b.warm { "warm" } else { "cold" });
+        let to_vm = secs(j.scheduled, j.vm.as_ref().map(|v| v.2));
+        let to_agent = secs(j.scheduled, run.and_then(|r| r.started_at));
         let mut row = format!(
-            "{:<6} {:<10} {:>14} {:>18}",
+            "{:<6} {:<10}{}{} {:>4}",
             j.label,
-            j.vm.as_ref().map(|v| v.0.as_str()).unwrap_or("-"),
-            secs(j.scheduled, j.vm.as_ref().map(|v| v.2)),
-            secs(j.scheduled, run.and_then(|r| r.started_at)),
+            host.unwrap_or("-"),
+            column(to_vm, 14),
+            column(to_agent, 18),
+            kind.unwrap_or("-"),
         );
+        let mut line = serde_json::json!({
+            "job": j.label,
+            "host": host,
+            "kind": kind,
+            "seconds_to_vm": to_vm,
+            "seconds_to_agent": to_agent,
+            "result": result,
+        });
         for st in STAGES {
             let v = stages.as_ref().and_then(|b| b.stage(st));
-            row.push_str(&match v {
-                Some(v) => format!(" {v:>7.1}"),
-                None => format!(" {:>7}", "-"),
-            });
+            row.push_str(&column(v, 7));
+            line[st] = v.into();
         }
         println!("{row}  {result}");
+        json.push(line);
     }
     println!();
+    if args.json {
+        // One object per job and line, for scripts.
+        for line in &json {
+            println!("{line}");
+        }
+        println!();
+    }
     if !all_passed && failure.is_none() {
         println!("the launcher said:\n{}", launcher.log_text());
     }
@@ -650,10 +755,43 @@ fn gzipped(file: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// `kvmbe-handoff` with the shared libraries it loads, at their paths in
+/// a guest, as a gzipped tar archive in `dir` (the tiny guest's root disk
+/// has busybox and no C library).
+fn handoff_bundle(dir: &Path) -> Result<PathBuf> {
+    let program = bin_dir().join("kvmbe-handoff");
+    let root = dir.join("handoff-root");
+    let mut files = vec![(program.clone(), "usr/bin/kvmbe-handoff".to_string())];
+    for lib in testbed::guest::shared_libraries(&program)? {
+        let at = lib.trim_start_matches('/').to_string();
+        files.push((PathBuf::from(lib), at));
+    }
+    for (from, at) in &files {
+        let to = root.join(at);
+        std::fs::create_dir_all(to.parent().context("a file in a folder")?)?;
+        std::fs::copy(from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    let out = dir.join("kvmbe-handoff.tar.gz");
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&root)
+        .args(files.iter().map(|f| f.1.as_str()))
+        .status()
+        .context("running tar")?;
+    if !status.success() {
+        bail!("tar -czf {} failed ({status})", out.display());
+    }
+    Ok(out)
+}
+
 /// The agent image: the tiny guest's root disk with buildkite-agent
-/// (`agent`, gzipped) uploaded into it by Packer's file provisioner and
-/// unpacked there, built on `host`.
-fn packer_template(host: &VmHost, guest: &TinyGuest, agent: &Path) -> String {
+/// (`agent`, gzipped) and `kvmbe-handoff` (`handoff`, a tar archive)
+/// uploaded into it by Packer's file provisioner and unpacked there,
+/// built on `host`.
+fn packer_template(host: &VmHost, guest: &TinyGuest, agent: &Path, handoff: &Path) -> String {
     let mut source = tiny_guest_source(
         host.daemon(),
         guest,
@@ -676,28 +814,38 @@ build {{
     source      = "{agent}"
     destination = "/usr/bin/buildkite-agent.gz"
   }}
+  provisioner "file" {{
+    source      = "{handoff}"
+    destination = "/tmp/kvmbe-handoff.tar.gz"
+  }}
   provisioner "shell" {{
     inline = [
       "gunzip -f /usr/bin/buildkite-agent.gz",
       "chmod 0755 /usr/bin/buildkite-agent",
       "buildkite-agent --version",
+      "tar -xzf /tmp/kvmbe-handoff.tar.gz -C /",
+      "rm /tmp/kvmbe-handoff.tar.gz",
+      "/lib64/ld-linux-x86-64.so.2 --list /usr/bin/kvmbe-handoff",
     ]
   }}
 }}
 "#,
         hcl_attributes(&source),
         agent = agent.display(),
+        handoff = handoff.display(),
     )
 }
 
 /// The VMs' user-data, a Terraform template given nothing: the launcher
 /// fills the `{{placeholders}}`, the token with the VM's job acquisition
-/// token. Busybox has no bash or git: the agent's shell is `/bin/sh` and
-/// a `checkout` hook stands in for the checkout. The VM powers off once
-/// the agent exits.
+/// token. A warm VM (no job in its seed) waits in `kvmbe-handoff`, which
+/// takes the job and its token over the VM's channel and execs the agent
+/// with them; its messages (and the agent's) go to a file, as the VMs
+/// have no serial port for the console. Busybox has no bash or git: the agent's shell is `/bin/sh`
+/// and a `checkout` hook stands in for the checkout. The VM powers off
+/// once the agent exits.
 const USER_DATA: &str = "#!/bin/sh\n\
 export HOME=/root\n\
-export BUILDKITE_AGENT_TOKEN='{{buildkite_agent_token}}'\n\
 export BUILDKITE_AGENT_ENDPOINT='{{buildkite_agent_endpoint}}'\n\
 export BUILDKITE_BUILD_PATH=/tmp/builds\n\
 export BUILDKITE_SHELL='/bin/sh -e -c'\n\
@@ -705,7 +853,12 @@ export BUILDKITE_HOOKS_PATH=/tmp/hooks\n\
 mkdir -p /tmp/builds /tmp/hooks\n\
 printf '#!/bin/sh\\necho checkout skipped: no git here\\n' >/tmp/hooks/checkout\n\
 chmod +x /tmp/hooks/checkout\n\
-buildkite-agent start --acquire-job '{{buildkite_job_id}}' --tags '{{buildkite_agent_tags}}' --name '{{hostname}}' --no-color\n\
+if [ -z '{{buildkite_job_id}}' ]; then\n\
+  kvmbe-handoff -- --tags '{{buildkite_agent_tags}}' --no-color 2>/tmp/kvmbe-handoff.log\n\
+else\n\
+  export BUILDKITE_AGENT_TOKEN='{{buildkite_agent_token}}'\n\
+  buildkite-agent start --acquire-job '{{buildkite_job_id}}' --tags '{{buildkite_agent_tags}}' --name '{{hostname}}' --no-color\n\
+fi\n\
 echo agent-exit=$?\n\
 poweroff\n";
 
@@ -816,8 +969,10 @@ resource "libvirt_domain" "service" {{
     )
 }
 
-/// The launcher's config: both hosts (vmhost01 takes one VM at a time, so
-/// further jobs wake vmhost02) and one kind of agent on queue `linux`.
+/// The launcher's config: both hosts and two kinds of agent on queue
+/// `linux`: `linux`, started cold on either host, and `linux-warm`, which
+/// keeps one warm VM on vmhost01. vmhost01 takes two VMs at a time, the
+/// warm one and one cold one, so further jobs wake vmhost02.
 fn launcher_config(lab: &Lab, bk: Option<&StandIn>) -> String {
     let [h1, h2] = lab.hosts() else {
         unreachable!("two hosts")
@@ -844,7 +999,7 @@ boot_timeout = 180
 [[host]]
 name = "vmhost01"
 uri = "qemu+ssh://root@{ip1}/system"
-max_vms = 1
+max_vms = 2
 
 [[host]]
 name = "vmhost02"
@@ -855,6 +1010,13 @@ wake = {{ mac = "{mac2}", broadcast = "{b}" }}
 name = "linux"
 tags = ["queue=linux"]
 template = "{AGENT}"
+
+[[agent]]
+name = "{WARM}"
+tags = ["queue=linux"]
+template = "{AGENT}"
+hosts = ["vmhost01"]
+warm = 1
 "#,
         ip1 = h1.ip,
         ip2 = h2.ip,
