@@ -21,6 +21,7 @@ use crate::ssh::{self, Ssh};
 use crate::ui::Ui;
 use crate::winrm::{self, WinRm, WinRmError};
 use host::{HostHandle, Leftover};
+use kvmhost::libvirt::volume::VolumeInfo;
 
 /// What a build talks to.
 pub struct BuildEnv {
@@ -259,26 +260,7 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
     let ui = &env.ui;
     prepare_output(cfg, ui).await?;
 
-    let source = if cfg.iso_urls.is_empty() {
-        None
-    } else {
-        ui.say(format!("Retrieving source image {}", cfg.iso_urls[0]))
-            .await;
-        let (path, cached) = source::fetch(&cfg.iso_urls, &cfg.iso_checksum).await?;
-        if cached {
-            ui.message(format!("Using cached copy {}", path.display()))
-                .await;
-        }
-        let path = match source::unpack(&path).await? {
-            Some(unpacked) => {
-                ui.message(format!("Decompressed to {}", unpacked.display()))
-                    .await;
-                unpacked
-            }
-            None => path,
-        };
-        Some(path)
-    };
+    let source = retrieve_source(cfg, ui).await?;
 
     ui.say(format!("Connecting to libvirt at {}", cfg.libvirt_uri))
         .await;
@@ -324,52 +306,11 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
         Some(host.upload_seed(cfg, &iso, &record).await?)
     };
 
-    // What `boot_command` and `qemuargs` may refer to.
-    let mut fields = cfg.template.clone();
-    fields
-        .fields
-        .insert("Name".to_string(), cfg.vm_name.clone());
-    fields.fields.insert(
-        "OutputDir".to_string(),
-        cfg.output_directory.display().to_string(),
-    );
-    let http_server = match &cfg.http {
-        Some(h) => {
-            let ip = host_ip_for_guest(&host, cfg).await?;
-            let server = http::start(h).await?;
-            ui.say(format!(
-                "Serving HTTP for the guest at http://{ip}:{}/",
-                server.port
-            ))
-            .await;
-            fields.fields.insert("HTTPIP".into(), ip.to_string());
-            fields
-                .fields
-                .insert("HTTPPort".into(), server.port.to_string());
-            Some((ip, server))
-        }
-        None => None,
-    };
-    let render = |what: &'static str, index: usize, t: &str| {
-        crate::template::render(t, &fields).map_err(|message| BuildError::Template {
-            what,
-            index,
-            message,
-        })
-    };
-    let qemuargs = cfg
-        .qemuargs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| a.iter().map(|t| render("qemuargs", i, t)).collect())
-        .collect::<Result<Vec<Vec<String>>, _>>()?;
-    let boot_command = cfg
-        .boot_command
-        .iter()
-        .enumerate()
-        .map(|(i, t)| render("boot_command", i, t))
-        .collect::<Result<Vec<String>, _>>()?;
-
+    let Rendered {
+        qemuargs,
+        boot_command,
+        http_server,
+    } = render(cfg, ui, &host).await?;
     let mac = cfg.mac_address.clone().unwrap_or_else(random_mac);
     ui.say(format!("Defining domain {}...", cfg.vm_name)).await;
     let mut hard_disks = vec![disk.path.as_str()];
@@ -405,48 +346,7 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
         tokio::time::sleep(cfg.pause_before_connecting).await;
     }
     let http = http_server.as_ref().map(|(ip, s)| (ip.to_string(), s.port));
-    let connected = match &cfg.communicator {
-        CommunicatorConfig::None => None,
-        CommunicatorConfig::Ssh(ssh_cfg) => {
-            let deadline = kvmhost::deadline::after(ssh_cfg.timeout);
-            let addr = guest_address(ui, &host, cfg, &mac, ssh_cfg.host.as_ref(), deadline).await?;
-            ui.say("Waiting for SSH to become available...").await;
-            let auths = ssh::auth_for(ssh_cfg, throwaway.as_ref().map(|t| &t.0))
-                .map_err(BuildError::SshAuth)?;
-            let ssh = connect_ssh(&addr, ssh_cfg, &auths, deadline).await?;
-            ui.say("Connected to SSH!").await;
-            let data = HookData {
-                id: cfg.vm_name.clone(),
-                host: addr.clone(),
-                port: ssh_cfg.port,
-                user: ssh_cfg.username.clone(),
-                password: ssh_cfg.password.clone().unwrap_or_default(),
-                public_key: throwaway.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
-                http,
-                conn_type: "ssh",
-            };
-            Some((Remote::Ssh(ssh), data))
-        }
-        CommunicatorConfig::WinRm(w) => {
-            let deadline = kvmhost::deadline::after(w.timeout);
-            let addr = guest_address(ui, &host, cfg, &mac, w.host.as_ref(), deadline).await?;
-            ui.say("Waiting for WinRM to become available...").await;
-            let winrm = connect_winrm(&addr, w, deadline).await?;
-            ui.say("Connected to WinRM!").await;
-            let data = HookData {
-                id: cfg.vm_name.clone(),
-                host: addr.clone(),
-                port: w.port,
-                user: w.username.clone(),
-                password: w.password.clone(),
-                public_key: String::new(),
-                http,
-                conn_type: "winrm",
-            };
-            Some((Remote::WinRm(winrm), data))
-        }
-    };
-
+    let connected = connect(cfg, ui, &host, &mac, throwaway.as_ref(), http).await?;
     if let Some((remote, data)) = connected {
         let remote = Arc::new(remote);
         env.provisioners
@@ -473,6 +373,172 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
         wait_powered_off(&host, cfg, &disk.path).await?;
     }
 
+    drop(http_server);
+    write_image(
+        cfg,
+        ui,
+        &host,
+        &shared,
+        &disk,
+        &extra_disks,
+        source.as_deref(),
+    )
+    .await
+    .map(Some)
+}
+
+/// The source image (`iso_url(s)`), fetched or from the cache and
+/// unpacked, if the template has one.
+async fn retrieve_source(cfg: &Config, ui: &Ui) -> Result<Option<PathBuf>, BuildError> {
+    if cfg.iso_urls.is_empty() {
+        return Ok(None);
+    }
+    ui.say(format!("Retrieving source image {}", cfg.iso_urls[0]))
+        .await;
+    let (path, cached) = source::fetch(&cfg.iso_urls, &cfg.iso_checksum).await?;
+    if cached {
+        ui.message(format!("Using cached copy {}", path.display()))
+            .await;
+    }
+    Ok(Some(match source::unpack(&path).await? {
+        Some(unpacked) => {
+            ui.message(format!("Decompressed to {}", unpacked.display()))
+                .await;
+            unpacked
+        }
+        None => path,
+    }))
+}
+
+/// `qemuargs` and `boot_command` with their fields filled in, and the
+/// build's HTTP server (`http_directory`/`http_content`) they may name.
+struct Rendered {
+    qemuargs: Vec<Vec<String>>,
+    boot_command: Vec<String>,
+    http_server: Option<(std::net::Ipv4Addr, http::HttpServer)>,
+}
+
+/// Starts the HTTP server, if any, and fills in what `boot_command` and
+/// `qemuargs` may refer to (`{{ .Name }}`, `{{ .HTTPIP }}`, ...).
+async fn render(cfg: &Config, ui: &Ui, host: &HostHandle) -> Result<Rendered, BuildError> {
+    // What `boot_command` and `qemuargs` may refer to.
+    let mut fields = cfg.template.clone();
+    fields
+        .fields
+        .insert("Name".to_string(), cfg.vm_name.clone());
+    fields.fields.insert(
+        "OutputDir".to_string(),
+        cfg.output_directory.display().to_string(),
+    );
+    let http_server = match &cfg.http {
+        Some(h) => {
+            let ip = host_ip_for_guest(host, cfg).await?;
+            let server = http::start(h).await?;
+            ui.say(format!(
+                "Serving HTTP for the guest at http://{ip}:{}/",
+                server.port
+            ))
+            .await;
+            fields.fields.insert("HTTPIP".into(), ip.to_string());
+            fields
+                .fields
+                .insert("HTTPPort".into(), server.port.to_string());
+            Some((ip, server))
+        }
+        None => None,
+    };
+    let render = |what: &'static str, index: usize, t: &str| {
+        crate::template::render(t, &fields).map_err(|message| BuildError::Template {
+            what,
+            index,
+            message,
+        })
+    };
+    let qemuargs = cfg
+        .qemuargs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| a.iter().map(|t| render("qemuargs", i, t)).collect())
+        .collect::<Result<Vec<Vec<String>>, _>>()?;
+    let boot_command = cfg
+        .boot_command
+        .iter()
+        .enumerate()
+        .map(|(i, t)| render("boot_command", i, t))
+        .collect::<Result<Vec<String>, _>>()?;
+
+    Ok(Rendered {
+        qemuargs,
+        boot_command,
+        http_server,
+    })
+}
+
+/// Waits for the guest's communicator and connects, with what Packer's
+/// provisioners are given about the connection; none without one.
+async fn connect(
+    cfg: &Config,
+    ui: &Ui,
+    host: &HostHandle,
+    mac: &str,
+    throwaway: Option<&(Arc<russh::keys::PrivateKey>, String)>,
+    http: Option<(String, u16)>,
+) -> Result<Option<(Remote, HookData)>, BuildError> {
+    Ok(match &cfg.communicator {
+        CommunicatorConfig::None => None,
+        CommunicatorConfig::Ssh(ssh_cfg) => {
+            let deadline = kvmhost::deadline::after(ssh_cfg.timeout);
+            let addr = guest_address(ui, host, cfg, mac, ssh_cfg.host.as_ref(), deadline).await?;
+            ui.say("Waiting for SSH to become available...").await;
+            let auths =
+                ssh::auth_for(ssh_cfg, throwaway.map(|t| &t.0)).map_err(BuildError::SshAuth)?;
+            let ssh = connect_ssh(&addr, ssh_cfg, &auths, deadline).await?;
+            ui.say("Connected to SSH!").await;
+            let data = HookData {
+                id: cfg.vm_name.clone(),
+                host: addr.clone(),
+                port: ssh_cfg.port,
+                user: ssh_cfg.username.clone(),
+                password: ssh_cfg.password.clone().unwrap_or_default(),
+                public_key: throwaway.map(|t| t.1.clone()).unwrap_or_default(),
+                http,
+                conn_type: "ssh",
+            };
+            Some((Remote::Ssh(ssh), data))
+        }
+        CommunicatorConfig::WinRm(w) => {
+            let deadline = kvmhost::deadline::after(w.timeout);
+            let addr = guest_address(ui, host, cfg, mac, w.host.as_ref(), deadline).await?;
+            ui.say("Waiting for WinRM to become available...").await;
+            let winrm = connect_winrm(&addr, w, deadline).await?;
+            ui.say("Connected to WinRM!").await;
+            let data = HookData {
+                id: cfg.vm_name.clone(),
+                host: addr.clone(),
+                port: w.port,
+                user: w.username.clone(),
+                password: w.password.clone(),
+                public_key: String::new(),
+                http,
+                conn_type: "winrm",
+            };
+            Some((Remote::WinRm(winrm), data))
+        }
+    })
+}
+
+/// Writes the powered-off guest's disks to the output folder, with
+/// `SHA256SUMS`; removes the build domain meanwhile when the host is this
+/// machine.
+async fn write_image(
+    cfg: &Config,
+    ui: &Ui,
+    host: &HostHandle,
+    shared: &Shared,
+    disk: &VolumeInfo,
+    extra_disks: &[VolumeInfo],
+    source: Option<&Path>,
+) -> Result<Image, BuildError> {
     ui.say(format!(
         "Writing the image to {}...",
         cfg.output_directory.display()
@@ -482,10 +548,9 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
         path: cfg.output_directory.clone(),
         source,
     })?;
-    drop(http_server);
     let file_name = cfg.output_file_name();
     let out = cfg.output_directory.join(&file_name);
-    let backing = source.as_deref().filter(|_| cfg.use_backing_file);
+    let backing = source.filter(|_| cfg.use_backing_file);
     // The guest is off: on this machine, libvirt's teardown of the build
     // domain (about a second) runs while the disk is written. A remote
     // host's disk comes over the same connection, so there it waits.
@@ -493,7 +558,7 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
         let (host, name) = (host.clone(), cfg.vm_name.clone());
         tokio::spawn(async move { host.remove(Leftover::Domain(name)).await })
     });
-    host.export_disk(&disk, &out, cfg.format, backing).await?;
+    host.export_disk(disk, &out, cfg.format, backing).await?;
     if let Some(removal) = domain_removal {
         if let Ok(Ok(())) = removal.await {
             let gone = Leftover::Domain(cfg.vm_name.clone());
@@ -527,12 +592,12 @@ async fn steps(cfg: &Config, env: &BuildEnv, shared: Shared) -> Result<Option<Im
     let mut state = std::collections::BTreeMap::new();
     state.insert("diskName".to_string(), file_name.clone());
     state.insert("diskType".to_string(), cfg.format.as_str().to_string());
-    Ok(Some(Image {
+    Ok(Image {
         dir: cfg.output_directory.clone(),
         files,
         id: file_name,
         state,
-    }))
+    })
 }
 
 /// This machine's address on the guest's network, for `{{ .HTTPIP }}`.
