@@ -105,6 +105,7 @@ fn a_saved_slot_gives_one_clone_at_a_time_each_on_its_own_overlay() {
     assert_eq!(files.len(), 3, "{files:?}");
 
     let mut restores = Vec::new();
+    let mut handed = Vec::new();
     let mut overlays = Vec::new();
     for job in [
         "0190aaaa-0000-4000-8000-000000000001",
@@ -120,6 +121,8 @@ fn a_saved_slot_gives_one_clone_at_a_time_each_on_its_own_overlay() {
         assert!(err.contains("already runs a clone"), "{err}");
         host.hand_off(SLOT, &message(job), Duration::from_secs(10))
             .unwrap();
+        // From the restore call to the guest's `started` (agent exec).
+        handed.push(t.elapsed());
         let (text, _) =
             Libvirtd::wait_for_text(&console, "agent-exit=", Duration::from_secs(60)).unwrap();
         assert!(
@@ -161,7 +164,7 @@ fn a_saved_slot_gives_one_clone_at_a_time_each_on_its_own_overlay() {
     assert!(volumes(daemon).is_empty(), "{:?}", volumes(daemon));
 
     eprintln!(
-        "slot built in {built:.1?} (boot, sync, save); state file {:.1} MiB; restores {restores:.2?}; broken slot failed in {failed:.2?}",
+        "slot built in {built:.1?} (boot, sync, save); state file {:.1} MiB; restores {restores:.2?}; restore to started {handed:.2?}; broken slot failed in {failed:.2?}",
         size as f64 / (1 << 20) as f64
     );
 }
