@@ -6,6 +6,7 @@
 //! deletes only the used overlay, and a second clone takes a second job.
 //! Only one clone runs at a time; removing a clone as an instance leaves
 //! the slot; a slot without its state file fails at once, leaving nothing.
+//! A slot's version changes with its template, base image or variables.
 //!
 //! Needs `cargo build -p kvmbe-handoff` first.
 
@@ -99,6 +100,7 @@ fn a_saved_slot_gives_one_clone_at_a_time_each_on_its_own_overlay() {
     let text = std::fs::read_to_string(&console).unwrap();
     assert!(!text.contains("FAKE-AGENT"), "{text}");
     assert_eq!(host.slot(POOL, SLOT).unwrap(), slot);
+    assert_eq!(slot.version, host.slot_version(&spec).unwrap());
     // The sweep keeps a slot's files while no clone runs.
     host.sweep_instance_volumes(POOL, Duration::ZERO).unwrap();
     let files = volumes(daemon);
@@ -162,6 +164,28 @@ fn a_saved_slot_gives_one_clone_at_a_time_each_on_its_own_overlay() {
     );
     host.remove_slot(POOL, SLOT).unwrap();
     assert!(volumes(daemon).is_empty(), "{:?}", volumes(daemon));
+
+    // What a slot is built from changes its version: the instance's
+    // variables, the template's user-data, its base image's contents.
+    let mut other = spec.clone();
+    other.vars.insert("buildkite_queue".into(), "other".into());
+    assert_ne!(host.slot_version(&other).unwrap(), slot.version);
+    assert_eq!(host.slot_version(&spec).unwrap(), slot.version);
+    define_agent_template_sized(
+        &host,
+        &guest,
+        "linux",
+        daemon.dir(),
+        &USER_DATA.replace("queue=saved", "queue=other"),
+        256,
+    )
+    .unwrap();
+    let retemplated = host.slot_version(&spec).unwrap();
+    assert_ne!(retemplated, slot.version);
+    std::thread::sleep(Duration::from_millis(20));
+    let base = host.volume(POOL, "agent-base.raw").unwrap();
+    host.upload_bytes(&base.key, &[7u8; 4096]).unwrap();
+    assert_ne!(host.slot_version(&spec).unwrap(), retemplated);
 
     eprintln!(
         "slot built in {built:.1?} (boot, sync, save); state file {:.1} MiB; restores {restores:.2?}; restore to started {handed:.2?}; broken slot failed in {failed:.2?}",

@@ -618,10 +618,14 @@ impl Host {
 
 /// The newest of a volume's mtime and ctime, from its XML timestamps.
 fn last_change(xml: &str) -> Option<Duration> {
+    volume_time(xml, &["mtime", "ctime"])
+}
+
+/// The latest of the volume timestamps `keys` (`mtime`, `ctime`) in `xml`.
+pub(super) fn volume_time(xml: &str, keys: &[&str]) -> Option<Duration> {
     let doc = parse("volume XML", xml).ok()?;
     let ts = child(child(doc.root_element(), "target")?, "timestamps")?;
-    ["mtime", "ctime"]
-        .iter()
+    keys.iter()
         .filter_map(|k| {
             let t = child_text(ts, k)?;
             let (s, frac) = t.split_once('.').unwrap_or((&t, "0"));

@@ -11,14 +11,22 @@
 //! volume sweep keeps a slot's files while its state file is there and
 //! deletes a clone's overlay once the clone is gone, and removing a
 //! clone as an instance deletes only its overlay.
+//!
+//! A slot records the version of what it was built from (label
+//! `slot-version`, see [`Host::slot_version`]): the template's XML, the
+//! contents' times and sizes of its base and seed-file volumes, and the
+//! instance's variables, user-data and channels. A slot whose version is
+//! not the current one is stale: remove and rebuild it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::domain_xml::GenId;
 use super::error::{Error, Result};
-use super::instance::{instance_volume_name, InstanceSpec};
+use super::instance::{instance_volume_name, volume_time, InstanceSpec};
 use super::saved::{OverlayRestore, Restored, ResumeAs};
+use super::template::{BASES, SEED_FILES};
 use super::volume::VolumeInfo;
 use super::Host;
 
@@ -28,6 +36,8 @@ pub const STATE_PART: &str = "memory.save";
 pub const CLONE_PART: &str = "clone.qcow2";
 /// The part naming a slot's base disk (the instance's first disk).
 const BASE_PART: &str = "disk0.qcow2";
+/// The label holding a slot's version.
+pub const VERSION_LABEL: &str = "slot-version";
 /// How long a guest is given to sync its file systems.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long each `ready` question to a booting slot may take.
@@ -44,6 +54,9 @@ pub struct Slot {
     pub state_file: PathBuf,
     /// The disk it was saved with, only read from now on.
     pub base: VolumeInfo,
+    /// The version it was built from ([`Host::slot_version`]); empty
+    /// when its state file has none.
+    pub version: String,
 }
 
 impl Host {
@@ -86,7 +99,10 @@ impl Host {
             pool.path.trim_end_matches('/'),
             instance_volume_name(name, &mark, STATE_PART)
         ));
-        self.launch_instance_with(spec, Some(GenId::Auto))?;
+        let mut spec = spec.clone();
+        spec.labels
+            .insert(VERSION_LABEL.to_string(), self.slot_version(&spec)?);
+        self.launch_instance_with(&spec, Some(GenId::Auto))?;
         let built = (|| {
             let deadline = Instant::now() + boot_timeout;
             loop {
@@ -121,11 +137,19 @@ impl Host {
         let mark = self.volume_mark()?;
         let state = self.volume(pool, &instance_volume_name(name, &mark, STATE_PART))?;
         let base = self.volume(pool, &instance_volume_name(name, &mark, BASE_PART))?;
+        let state_file = PathBuf::from(state.path);
+        let saved = super::domain_xml::DomainDef::from_xml(&self.saved_domain_xml(&state_file)?)?;
+        let version = saved
+            .metadata
+            .get(&format!("label.{VERSION_LABEL}"))
+            .cloned()
+            .unwrap_or_default();
         Ok(Slot {
             name: name.to_string(),
             pool: pool.to_string(),
-            state_file: PathBuf::from(state.path),
+            state_file,
             base,
+            version,
         })
     }
 
@@ -162,6 +186,49 @@ impl Host {
             changes: &[],
         })?;
         Ok(restored)
+    }
+
+    /// The version a slot built now from `spec` would have: a hash of
+    /// the template's XML, the key, size and last change of each of its
+    /// base and seed-file volumes (their contents' `mtime`: starting a
+    /// domain changes a backing file's `ctime`), and `spec`'s variables, default
+    /// user-data and channels. Changing any of them changes it.
+    pub fn slot_version(&self, spec: &InstanceSpec) -> Result<String> {
+        let xml = self.domain_xml(&spec.template)?;
+        let def = self.domain_def(&spec.template)?;
+        let mut parts: BTreeMap<String, String> = BTreeMap::new();
+        parts.insert("template".into(), xml);
+        let keys = def
+            .metadata
+            .get(BASES)
+            .into_iter()
+            .flat_map(|b| b.lines())
+            .chain(def.metadata.get(SEED_FILES).map(String::as_str))
+            .filter(|k| !k.is_empty());
+        for key in keys {
+            let info = self.volume_by_key(key)?;
+            let changed = self
+                .raw()
+                .lookup_storage_vol_by_key(key)
+                .ok()
+                .and_then(|v| v.xml_desc(0).ok())
+                .and_then(|x| volume_time(&x, &["mtime"]));
+            parts.insert(
+                format!("volume {key}"),
+                format!("{} {} {changed:?}", info.capacity, info.allocation),
+            );
+        }
+        parts.insert("vars".into(), format!("{:?}", spec.vars));
+        parts.insert("user-data".into(), format!("{:?}", spec.default_user_data));
+        parts.insert("channels".into(), format!("{:?}", spec.channels));
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (k, v) in &parts {
+            for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        Ok(format!("{h:016x}"))
     }
 
     /// Deletes slot `name`'s files in `pool` (its clone must be gone).
