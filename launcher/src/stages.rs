@@ -68,14 +68,18 @@ pub enum Kind {
     Cold,
     /// A warm VM, booted before, handed the job (its `start` stage is the hand-off).
     Warm,
+    /// A clone restored from a saved slot, handed the job (its `start`
+    /// stage is the restore and the hand-off).
+    Saved,
 }
 
 impl Kind {
-    /// The `kind` label and field: `cold` or `warm`.
+    /// The `kind` label and field: `cold`, `warm` or `saved`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Cold => "cold",
             Kind::Warm => "warm",
+            Kind::Saved => "saved",
         }
     }
 }
@@ -189,10 +193,10 @@ impl Record {
             .collect();
         format!(
             "{}VM on {} in {:.1} s: {}",
-            if self.kind == Some(Kind::Warm) {
-                "warm "
-            } else {
-                ""
+            match self.kind {
+                Some(Kind::Warm) => "warm ",
+                Some(Kind::Saved) => "saved slot ",
+                _ => "",
             },
             self.host.as_deref().unwrap_or("?"),
             self.total().as_secs_f64(),

@@ -10,6 +10,13 @@
 //! or one to a frozen VM that never answers, removes that VM and starts a
 //! VM for the job at once; the job runs once.
 //!
+//! With `saved = 1` instead, the launcher builds a saved slot (booted
+//! until it waits, synced, its memory saved next to its disk; no agent,
+//! no VM left running); each job runs in a clone restored from it onto a
+//! fresh overlay and handed the job, one clone at a time, and a slot
+//! whose state file is gone sends its job to a cold VM at once and is
+//! built again.
+//!
 //! Needs `cargo build -p buildkite-agent-launcher -p kvmbe-handoff` and
 //! the real agent (`scripts/setup.sh --test`).
 
@@ -21,7 +28,7 @@ use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState, StandIn};
 use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
 use testbed::launcher::{define_agent_template_sized, standin_in, Breakdown, LauncherDir, Running};
-use testbed::libvirtd::Libvirtd;
+use testbed::libvirtd::{Libvirtd, POOL};
 use testbed::peers::buildkite_agent;
 use testbed::util::bin_dir;
 
@@ -410,6 +417,131 @@ fn a_handoff_to_a_frozen_vm_times_out_and_falls_back_to_a_cold_start() {
     eprintln!(
         "frozen: {note} (job finished {:.1} s after scheduling)",
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Definition `linux` (queue `linux`) with one saved slot.
+const SAVED_LINUX: &str = "[[agent]]\nname = \"linux\"\ntags = [\"queue=linux\"]\n\
+template = \"agent-template\"\nsaved = 1\n";
+
+/// The slot of [`SAVED_LINUX`].
+const SLOT: &str = "linux-saved-0";
+
+impl Bed {
+    /// Waits until the launcher has said `n` times that slot `name` is ready.
+    fn wait_slot_ready(&self, name: &str, n: usize) {
+        let line = format!("saved slot {name} on vmhost is ready");
+        self.launcher.wait_for(
+            Duration::from_secs(300),
+            "the saved slot to be ready",
+            || (self.launcher.log_text().matches(&line).count() >= n).then_some(()),
+        );
+    }
+
+    /// Waits until no VM runs on the host.
+    fn wait_no_vm(&self) {
+        self.launcher
+            .wait_for(Duration::from_secs(120), "no VM to run", || {
+                self.libvirt.instances().ok()?.is_empty().then_some(())
+            });
+    }
+
+    /// Schedules a job and waits for it to finish; the job.
+    fn run_job(&self, console_of: &str) -> String {
+        let job = self.schedule();
+        self.wait_finished(&job, console_of);
+        job
+    }
+}
+
+#[test]
+fn saved_slot_jobs_run_from_clones_one_at_a_time_and_a_broken_slot_falls_back_to_cold() {
+    let bed = start("true", SAVED_LINUX);
+    let bk = &bed.bk;
+    bed.wait_slot_ready(SLOT, 1);
+    // Built: a state file next to its disk, no agent, no VM running.
+    let slot = bed.libvirt.slot(POOL, SLOT).unwrap();
+    let size = std::fs::metadata(&slot.state_file).unwrap().len();
+    assert!(size > 1 << 20, "{size}");
+    bed.wait_no_vm();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(bk.registered_agents().is_empty());
+
+    let mut jobs = Vec::new();
+    for round in 0..2 {
+        let job = bed.run_job(SLOT);
+        let log = bed.launcher.log_text();
+        assert!(
+            log.contains(&format!("job {job}: handed to {SLOT} restored on vmhost")),
+            "{log}"
+        );
+        let run = bk.job_run(&job).expect("an agent ran the job");
+        let agent = bk
+            .registered_agents()
+            .into_iter()
+            .find(|a| a.id == run.agent_id)
+            .unwrap();
+        // Registered with the job's acquisition token, for it only.
+        assert_eq!(agent.acquire_only.as_deref(), Some(job.as_str()));
+        let notes = bk.job(&job).unwrap().notifications;
+        assert!(
+            notes.iter().any(|n| n == "saved slot on vmhost"),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("saved slot VM on vmhost in ")),
+            "{notes:?}"
+        );
+        // The clone powers off after its job: the slot is free again.
+        bed.wait_no_vm();
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            log.matches("restored linux-saved-0 in").count(),
+            round + 1,
+            "{log}"
+        );
+        jobs.push(job);
+    }
+
+    // A broken slot: the job goes to a cold VM at once and runs once.
+    std::fs::remove_file(&slot.state_file).unwrap();
+    let t0 = Instant::now();
+    let job = bed.schedule();
+    let cold = bed
+        .launcher
+        .wait_for(Duration::from_secs(120), "a cold VM for the job", || {
+            bed.libvirt
+                .instances()
+                .ok()?
+                .into_iter()
+                .find(|i| i.labels.get("job") == Some(&job) && i.name != SLOT)
+        });
+    let to_cold = t0.elapsed();
+    bed.wait_finished(&job, &cold.name);
+    let log = bed.launcher.log_text();
+    assert!(
+        log.contains(&format!("job {job}: restoring saved slot {SLOT} failed: ")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("job {job}: started {} on vmhost", cold.name)),
+        "{log}"
+    );
+    let acquired: Vec<_> = bk
+        .acquisitions()
+        .into_iter()
+        .filter(|a| a.job_id == job)
+        .collect();
+    assert_eq!(acquired.len(), 1, "{acquired:?}");
+    // And the slot is built again in the background.
+    bed.wait_slot_ready(SLOT, 2);
+    assert!(bed.libvirt.slot(POOL, SLOT).unwrap().state_file.is_file());
+    eprintln!(
+        "saved: state file {:.1} MiB; jobs {jobs:?}; broken slot to cold VM in {:.1} s",
+        size as f64 / (1 << 20) as f64,
+        to_cold.as_secs_f64()
     );
 }
 
