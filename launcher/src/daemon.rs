@@ -552,16 +552,22 @@ impl Daemon {
             Event::WarmReleased { vm } => self.warm.release(&vm),
             Event::WarmRemoved { vm } => self.warm.forget(&vm),
             Event::SlotPrepared { host, name, got } => {
-                let h = &self.cfg.hosts[host].name;
-                match &got {
-                    Ok(Prepared::Free) => eprintln!("saved slot {name} on {h} is ready"),
-                    Ok(Prepared::InUse) => eprintln!("saved slot {name} on {h} runs a clone"),
-                    Err(why) => eprintln!(
-                        "saved slot {name} on {h}: {why}; trying again in {} s",
-                        saved::RETRY_AFTER.as_secs()
-                    ),
+                if self.saved.prepared(host, &name, &got) {
+                    let h = &self.cfg.hosts[host].name;
+                    match &got {
+                        Ok(Prepared::Free) => eprintln!("saved slot {name} on {h} is ready"),
+                        Ok(Prepared::Built) => {
+                            eprintln!("saved slot {name} on {h} is ready (built now)")
+                        }
+                        Ok(Prepared::InUse) => {
+                            eprintln!("saved slot {name} on {h} runs a clone")
+                        }
+                        Err(why) => eprintln!(
+                            "saved slot {name} on {h}: {why}; trying again in {} s",
+                            saved::RETRY_AFTER.as_secs()
+                        ),
+                    }
                 }
-                self.saved.prepared(host, &name, &got);
             }
             Event::SlotReleased { host, name } => self.saved.release(host, &name),
             Event::SlotBroken { host, name } => self.saved.broken(host, &name),

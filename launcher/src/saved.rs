@@ -9,7 +9,9 @@
 //!
 //! [`SlotPool`] follows each slot from its check or build (`Building`)
 //! to free (`Free`) and used by a clone (`InUse`); a slot that could not
-//! be built is tried again after a while (`Failed`).
+//! be built is tried again after a while (`Failed`). A free slot is
+//! checked against its template every [`RECHECK_EVERY`] and rebuilt when
+//! stale; a restore checks again, so a stale slot is never used.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,10 @@ use crate::warm::warm_instance_spec;
 
 /// How long after a failed build a slot is built again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// How often a free slot is checked against its template again (a slot
+/// made from an older template, image or seed is rebuilt).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Where a slot is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +51,10 @@ pub struct SlotEntry {
     pub def: usize,
     /// Where it is.
     pub state: SlotState,
+    /// When it was last checked.
+    pub checked: Instant,
+    /// Whether it was found ready before (so a re-check says nothing).
+    pub was_ready: bool,
 }
 
 /// What a check or build found.
@@ -52,6 +62,8 @@ pub struct SlotEntry {
 pub enum Prepared {
     /// The slot is current and no clone runs.
     Free,
+    /// The slot was (re)built now.
+    Built,
     /// A clone of it runs.
     InUse,
 }
@@ -101,14 +113,24 @@ impl SlotPool {
                     let name = slot_name(cfg, d, i);
                     let due = match self.slots.get(&(h, name.clone())) {
                         None => true,
-                        Some(e) => matches!(e.state, SlotState::Failed(t) if t <= Instant::now()),
+                        Some(e) => match e.state {
+                            SlotState::Failed(t) => t <= Instant::now(),
+                            SlotState::Free => e.checked.elapsed() >= RECHECK_EVERY,
+                            _ => false,
+                        },
                     };
                     if due {
+                        let was_ready = self
+                            .slots
+                            .get(&(h, name.clone()))
+                            .is_some_and(|e| e.was_ready);
                         self.slots.insert(
                             (h, name.clone()),
                             SlotEntry {
                                 def: d,
                                 state: SlotState::Building,
+                                checked: Instant::now(),
+                                was_ready,
                             },
                         );
                         out.push((d, h, name));
@@ -119,15 +141,26 @@ impl SlotPool {
         out
     }
 
-    /// A check or build of `name` on `host` ended.
-    pub fn prepared(&mut self, host: usize, name: &str, got: &Result<Prepared, String>) {
-        if let Some(e) = self.slots.get_mut(&(host, name.to_string())) {
+    /// A check or build of `name` on `host` ended; true when that is
+    /// news (built, or found ready the first time).
+    pub fn prepared(&mut self, host: usize, name: &str, got: &Result<Prepared, String>) -> bool {
+        let Some(e) = self.slots.get_mut(&(host, name.to_string())) else {
+            return false;
+        };
+        let news = match got {
+            Ok(Prepared::Free) => !e.was_ready,
+            _ => true,
+        };
+        e.was_ready |= matches!(got, Ok(Prepared::Free | Prepared::Built));
+        {
+            e.checked = Instant::now();
             e.state = match got {
-                Ok(Prepared::Free) => SlotState::Free,
+                Ok(Prepared::Free | Prepared::Built) => SlotState::Free,
                 Ok(Prepared::InUse) => SlotState::InUse(Instant::now()),
                 Err(_) => SlotState::Failed(Instant::now() + RETRY_AFTER),
             };
         }
+        news
     }
 
     /// Takes a free slot of `def` on `host` for a job; its name.
@@ -203,7 +236,7 @@ pub fn prepare(
     host.remove_slot(&pool, name).map_err(|e| e.to_string())?;
     host.build_slot(spec, boot_timeout)
         .map_err(|e| e.to_string())?;
-    Ok(Prepared::Free)
+    Ok(Prepared::Built)
 }
 
 /// Restores a clone of slot `spec.name` on `host` for a job; how long the
@@ -279,8 +312,21 @@ mod test {
         );
         // Being built: not again, and not to be claimed.
         assert!(pool.to_prepare(&cfg, &hosts).is_empty());
+        assert!(pool.to_prepare(&cfg, &hosts).is_empty());
         assert_eq!(pool.claim(0, 1), None);
-        pool.prepared(1, "debian-saved-0", &Ok(Prepared::Free));
+        assert!(pool.prepared(1, "debian-saved-0", &Ok(Prepared::Free)));
+        // Checked again only after a while.
+        assert!(pool.to_prepare(&cfg, &hosts).is_empty());
+        pool.slots
+            .get_mut(&(1, "debian-saved-0".to_string()))
+            .unwrap()
+            .checked -= RECHECK_EVERY;
+        assert_eq!(
+            pool.to_prepare(&cfg, &hosts),
+            [(0, 1, "debian-saved-0".to_string())]
+        );
+        // Found current again: no news.
+        assert!(!pool.prepared(1, "debian-saved-0", &Ok(Prepared::Free)));
         pool.prepared(1, "debian-saved-1", &Err("no room".into()));
         assert_eq!(pool.free(0, 1), 1);
         assert_eq!(pool.claim(0, 0), None);
