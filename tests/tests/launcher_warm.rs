@@ -554,9 +554,11 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 }
 
 /// Job scheduled to its agent running it, for `n` jobs one after another
-/// on definition `cold` (no warm VM) and `n` on `warm` (`warm = 1`, each
-/// job scheduled once the replacement warm VM waits), in one run on one
-/// host; prints p50 and p95 of each and their ratio.
+/// on definition `cold` (no warm VM), `n` on `warm` (`warm = 1`, each
+/// job scheduled once the replacement warm VM waits) and `n` on `saved`
+/// (`saved = 1`, each scheduled once the slot is free again), in one run
+/// on one host; prints p50 and p95 of each and their ratios, the restore
+/// calls' own times and the slot's state file size.
 ///
 /// `WARM_BENCH_JOBS=10 cargo test -p kvmbe-tests --test launcher_warm -- --ignored --nocapture`
 #[test]
@@ -567,7 +569,8 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let agents = "[[agent]]\nname = \"cold\"\ntags = [\"queue=cold\"]\ntemplate = \"agent-template\"\n\n\
-                  [[agent]]\nname = \"warm\"\ntags = [\"queue=warm\"]\ntemplate = \"agent-template\"\nwarm = 1\n";
+                  [[agent]]\nname = \"warm\"\ntags = [\"queue=warm\"]\ntemplate = \"agent-template\"\nwarm = 1\n\n\
+                  [[agent]]\nname = \"saved\"\ntags = [\"queue=saved\"]\ntemplate = \"agent-template\"\nsaved = 1\n";
     let bed = start("true", agents);
     let to_running = |job: &str, scheduled: SystemTime| {
         let run = bed.bk.job_run(job).expect("an agent ran the job");
@@ -579,6 +582,9 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
     };
     let mut cold = Vec::new();
     let mut warm = Vec::new();
+    let mut saved = Vec::new();
+    let slot = "saved-saved-0";
+    bed.wait_slot_ready(slot, 1);
     let mut used: Vec<String> = Vec::new();
     let mut notes = Vec::new();
     for _ in 0..n {
@@ -602,10 +608,43 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
                 .pop()
                 .unwrap_or_default(),
         );
+
+        // The slot is free once its last clone is gone (and a pass saw it).
+        bed.launcher
+            .wait_for(Duration::from_secs(120), "the slot's clone to go", || {
+                let names: Vec<String> = bed
+                    .libvirt
+                    .instances()
+                    .ok()?
+                    .into_iter()
+                    .map(|i| i.name)
+                    .collect();
+                (!names.iter().any(|n| n == slot)).then_some(())
+            });
+        std::thread::sleep(Duration::from_secs(3));
+        let scheduled = SystemTime::now();
+        let job = bed.schedule_on("saved");
+        bed.wait_finished(&job, slot);
+        saved.push(to_running(&job, scheduled));
+        let log = bed.launcher.log_text();
+        assert!(
+            log.contains(&format!("job {job}: handed to {slot} restored on vmhost")),
+            "{log}"
+        );
     }
     let log = bed.launcher.log_text();
+    let restores: Vec<f64> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once(&format!(": restored {slot} in "))?.1;
+            rest.strip_suffix(" s")?.parse().ok()
+        })
+        .collect();
+    let size = std::fs::metadata(bed.libvirt.slot(POOL, slot).unwrap().state_file)
+        .unwrap()
+        .len();
     assert!(
-        !log.contains("handing it to warm"),
+        !log.contains("handing it to warm") && !log.contains("restoring saved slot"),
         "a hand-off failed:\n{log}"
     );
     let (c50, c95, w50, w95) = (
@@ -614,10 +653,21 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         quantile(&warm, 0.5),
         quantile(&warm, 0.95),
     );
+    let (s50, s95) = (quantile(&saved, 0.5), quantile(&saved, 0.95));
     eprintln!("job scheduled -> agent running, {n} jobs each (seconds):");
     eprintln!("  cold: p50 {c50:.2}  p95 {c95:.2}  all {cold:.2?}");
     eprintln!("  warm: p50 {w50:.2}  p95 {w95:.2}  all {warm:.2?}");
+    eprintln!("  saved: p50 {s50:.2}  p95 {s95:.2}  all {saved:.2?}");
     eprintln!("  cold/warm: p50 {:.1}x  p95 {:.1}x", c50 / w50, c95 / w95);
+    eprintln!("  cold/saved: p50 {:.1}x  p95 {:.1}x", c50 / s50, c95 / s95);
+    eprintln!(
+        "  restore calls (s): p50 {:.2}  p95 {:.2}  all {restores:.2?}; state file {:.1} MiB",
+        quantile(&restores, 0.5),
+        quantile(&restores, 0.95),
+        size as f64 / (1 << 20) as f64
+    );
     eprintln!("  warm starts as the launcher timed them: {notes:#?}");
     assert!(w50 < c50, "warm is not faster: {warm:?} vs {cold:?}");
+    assert!(s50 < c50, "saved is not faster: {saved:?} vs {cold:?}");
+    assert_eq!(restores.len(), n, "{log}");
 }

@@ -278,6 +278,7 @@ fn the_example_config_is_valid() {
     let c = parse(&dir.path().join("launcher.toml"), &example, no_env).unwrap();
     assert_eq!(c.hosts.len(), 2);
     assert_eq!(c.queues(), vec!["linux".to_string(), "windows".to_string()]);
+    assert_eq!((c.agents[0].warm, c.agents[0].saved), (2, 1));
 }
 
 #[test]
