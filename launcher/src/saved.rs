@@ -213,8 +213,9 @@ impl SlotPool {
     }
 }
 
-/// Checks slot `spec.name` on `host`: current and free, or a clone runs;
-/// otherwise (missing, stale, broken) removes what is left of it and
+/// Checks slot `spec.name` on `host`: current and free, or a clone (a
+/// domain of its name labelled with a job) runs; otherwise (missing,
+/// stale, broken, a build cut short) removes what is left of it and
 /// builds it, giving the guest `boot_timeout` to say it waits.
 pub fn prepare(
     host: &Host,
@@ -223,7 +224,15 @@ pub fn prepare(
 ) -> Result<Prepared, String> {
     let name = spec.name.as_str();
     if host.domain_active(name).unwrap_or(false) {
-        return Ok(Prepared::InUse);
+        let job = format!("label.{}", label::JOB);
+        if host
+            .domain_def(name)
+            .map_or(true, |d| d.metadata.contains_key(&job))
+        {
+            return Ok(Prepared::InUse);
+        }
+        // A build cut short (the launcher stopped during it): start over.
+        host.remove_instance(name).map_err(|e| e.to_string())?;
     }
     let pool = host
         .template(&spec.template)

@@ -15,7 +15,7 @@
 //! no VM left running); each job runs in a clone restored from it onto a
 //! fresh overlay and handed the job, one clone at a time, and a slot
 //! whose state file is gone sends its job to a cold VM at once and is
-//! built again.
+//! built again. A restarted launcher finds its slot without rebuilding it.
 //!
 //! Needs `cargo build -p buildkite-agent-launcher -p kvmbe-handoff` and
 //! the real agent (`scripts/setup.sh --test`).
@@ -456,7 +456,7 @@ impl Bed {
 
 #[test]
 fn saved_slot_jobs_run_from_clones_one_at_a_time_and_a_broken_slot_falls_back_to_cold() {
-    let bed = start("true", SAVED_LINUX);
+    let mut bed = start("true", SAVED_LINUX);
     let bk = &bed.bk;
     bed.wait_slot_ready(SLOT, 1);
     // Built: a state file next to its disk, no agent, no VM running.
@@ -505,6 +505,20 @@ fn saved_slot_jobs_run_from_clones_one_at_a_time_and_a_broken_slot_falls_back_to
         jobs.push(job);
     }
 
+    // A restarted launcher finds its slot again: ready, not rebuilt.
+    bed.launcher
+        .stop(Duration::from_secs(30))
+        .expect("the launcher stops");
+    bed.launcher = bed._dir.spawn(Some(bed.lab.client()), &["run"]).unwrap();
+    bed.wait_slot_ready(SLOT, 2);
+    let built = format!("saved slot {SLOT} on vmhost is ready (built now)");
+    assert_eq!(
+        bed.launcher.log_text().matches(&built).count(),
+        1,
+        "{}",
+        bed.launcher.log_text()
+    );
+
     // A broken slot: the job goes to a cold VM at once and runs once.
     std::fs::remove_file(&slot.state_file).unwrap();
     let t0 = Instant::now();
@@ -536,7 +550,8 @@ fn saved_slot_jobs_run_from_clones_one_at_a_time_and_a_broken_slot_falls_back_to
         .collect();
     assert_eq!(acquired.len(), 1, "{acquired:?}");
     // And the slot is built again in the background.
-    bed.wait_slot_ready(SLOT, 2);
+    bed.wait_slot_ready(SLOT, 3);
+    assert_eq!(bed.launcher.log_text().matches(&built).count(), 2);
     assert!(bed.libvirt.slot(POOL, SLOT).unwrap().state_file.is_file());
     eprintln!(
         "saved: state file {:.1} MiB; jobs {jobs:?}; broken slot to cold VM in {:.1} s",
