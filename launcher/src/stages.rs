@@ -409,6 +409,22 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_slot_start_says_so() {
+        let t0 = Instant::now();
+        let j = Journal::default();
+        j.seen("j1", Via::Listing, t0);
+        j.reserved("j1", "linux", "vmhost01", t0 + ms(10));
+        j.awake("j1", Duration::ZERO, t0 + ms(10));
+        j.started("j1", Kind::Saved, t0 + ms(710));
+        let r = j.agent("j1", t0 + ms(2_710)).unwrap();
+        assert_eq!(r.kind.map(Kind::name), Some("saved"));
+        assert_eq!(
+            r.breakdown(),
+            "saved slot VM on vmhost01 in 2.7 s: reserve 0.0 s, wake 0.0 s, start 0.7 s, agent 2.0 s"
+        );
+    }
+
+    #[test]
     fn a_shared_token_skips_the_token_stage() {
         let t0 = Instant::now();
         let mut r = Record::new("j1", Via::Webhook, t0);
