@@ -18,6 +18,18 @@
 //! answers `started` and execs `buildkite-agent start --acquire-job JOB`
 //! with the token in `BUILDKITE_AGENT_TOKEN`.
 //!
+//! Before its memory is saved to a state file (a saved slot), the host
+//! asks a waiting guest to write its file systems' dirty data out, so the
+//! disk frozen with the state is what the guest believes it wrote:
+//!
+//! ```text
+//! guest: ready
+//! host:  sync
+//! guest: synced
+//! ```
+//!
+//! after which the guest waits for the next line (or connection) as before.
+//!
 //! ```
 //! use std::io::BufReader;
 //! use std::os::unix::net::UnixStream;
@@ -32,7 +44,7 @@
 //! let (host, guest) = UnixStream::pair().unwrap();
 //! let vm = std::thread::spawn(move || {
 //!     let mut conn = BufReader::new(guest);
-//!     let got = handoff::receive(&mut conn).unwrap();
+//!     let got = handoff::receive(&mut conn, || Ok(())).unwrap();
 //!     handoff::reply_started(conn.get_mut()).unwrap();
 //!     got
 //! });
@@ -48,7 +60,7 @@ mod protocol;
 
 pub use message::{Message, MessageError};
 pub use protocol::{
-    receive, reply_error, reply_started, send, wait_ready, ReceiveError, SendError,
+    receive, reply_error, reply_started, request_sync, send, wait_ready, ReceiveError, SendError,
 };
 
 /// The name of the virtio-serial channel (the domain XML's
@@ -60,6 +72,12 @@ pub const READY: &str = "ready";
 
 /// The guest's line once it applied a message, right before it starts the agent.
 pub const STARTED: &str = "started";
+
+/// The host's line asking a waiting guest to sync its file systems.
+pub const SYNC: &str = "sync";
+
+/// The guest's line once its file systems are synced.
+pub const SYNCED: &str = "synced";
 
 /// The prefix of the guest's line about a message it could not use.
 pub const ERROR: &str = "error";

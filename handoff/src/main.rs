@@ -112,7 +112,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
         let mut conn = BufReader::new(&file);
-        let msg = match receive(&mut conn) {
+        let msg = match receive(&mut conn, guest::apply::sync) {
             Ok(msg) => msg,
             Err(ReceiveError::Closed) => continue,
             Err(e) => {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use crate::{Message, ERROR, MAX_LINE, READY, STARTED};
+use crate::{Message, ERROR, MAX_LINE, READY, STARTED, SYNC, SYNCED};
 
 /// Why the guest got no message on this connection.
 #[derive(Debug)]
@@ -115,11 +115,23 @@ fn write_line(conn: &mut impl Write, line: &str) -> io::Result<()> {
 }
 
 /// Guest side: says `ready`, then reads lines until one is a good
-/// message, answering `error <why>` to each that is not.
-pub fn receive<S: Read + Write>(conn: &mut BufReader<S>) -> Result<Message, ReceiveError> {
+/// message, answering `error <why>` to each that is not. A `sync` line
+/// runs `sync` and is answered `synced` (or `error <why>` when it
+/// failed); the wait for a message goes on.
+pub fn receive<S: Read + Write>(
+    conn: &mut BufReader<S>,
+    mut sync: impl FnMut() -> io::Result<()>,
+) -> Result<Message, ReceiveError> {
     write_line(conn.get_mut(), READY).map_err(lost)?;
     loop {
         let why = match read_line(conn) {
+            Ok(Some(line)) if line == SYNC => match sync() {
+                Ok(()) => {
+                    write_line(conn.get_mut(), SYNCED).map_err(lost)?;
+                    continue;
+                }
+                Err(e) => format!("sync: {e}"),
+            },
             Ok(Some(line)) => match Message::parse(&line) {
                 Ok(msg) => return Ok(msg),
                 Err(e) => e.to_string(),
@@ -160,6 +172,14 @@ pub fn wait_ready<S: Read + Write>(conn: &mut BufReader<S>) -> Result<(), SendEr
     expect(conn, READY)
 }
 
+/// Launcher side: waits for `ready`, asks the guest to sync its file
+/// systems and waits for `synced`; the guest then waits for a job again.
+pub fn request_sync<S: Read + Write>(conn: &mut BufReader<S>) -> Result<(), SendError> {
+    wait_ready(conn)?;
+    write_line(conn.get_mut(), SYNC).map_err(SendError::Io)?;
+    expect(conn, SYNCED)
+}
+
 /// Launcher side: waits for `ready`, sends `msg` and waits for `started`.
 pub fn send<S: Read + Write>(conn: &mut BufReader<S>, msg: &Message) -> Result<(), SendError> {
     wait_ready(conn)?;
@@ -189,6 +209,10 @@ mod test {
 
     use super::*;
 
+    fn no_sync() -> io::Result<()> {
+        panic!("no sync was asked for")
+    }
+
     fn sample() -> Message {
         Message {
             job: "0190abcd-0000-4000-8000-000000000001".into(),
@@ -216,7 +240,7 @@ mod test {
     fn the_guest_gets_the_message_and_the_host_hears_started() {
         let (got, sent) = over_pair(
             |mut c| {
-                let m = receive(&mut c).unwrap();
+                let m = receive(&mut c, no_sync).unwrap();
                 reply_started(c.get_mut()).unwrap();
                 m
             },
@@ -230,7 +254,7 @@ mod test {
     fn the_guest_answers_error_to_a_bad_line_and_takes_the_next() {
         let (got, lines) = over_pair(
             |mut c| {
-                let m = receive(&mut c).unwrap();
+                let m = receive(&mut c, no_sync).unwrap();
                 reply_started(c.get_mut()).unwrap();
                 m
             },
@@ -261,12 +285,57 @@ mod test {
     }
 
     #[test]
+    fn a_sync_request_is_answered_after_syncing_and_the_wait_goes_on() {
+        let (got, ()) = over_pair(
+            |mut c| {
+                let mut synced = 0;
+                let m = receive(&mut c, || {
+                    synced += 1;
+                    Ok(())
+                })
+                .unwrap();
+                reply_started(c.get_mut()).unwrap();
+                (m, synced)
+            },
+            |mut c| {
+                request_sync(&mut c).unwrap();
+                // The same connection then takes the job (no second `ready`).
+                write_line(c.get_mut(), &sample().to_line()).unwrap();
+                expect(&mut c, STARTED).unwrap();
+            },
+        );
+        assert_eq!(got, (sample(), 1));
+
+        // A failed sync is the guest's error; the guest still waits.
+        let (got, sent) = over_pair(
+            |mut c| receive(&mut c, || Err(io::Error::other("EIO"))),
+            |mut c| request_sync(&mut c),
+        );
+        assert!(
+            matches!(&sent, Err(SendError::Refused(why)) if why == "sync: EIO"),
+            "{sent:?}"
+        );
+        assert!(matches!(got, Err(ReceiveError::Closed)), "{got:?}");
+
+        // A guest that does not know `sync` says so in its error line.
+        let (_, sent) = over_pair(
+            |mut c| {
+                write_line(c.get_mut(), READY).unwrap();
+                let _ = read_line(&mut c);
+                write_line(c.get_mut(), "error not a JSON object").unwrap();
+            },
+            |mut c| request_sync(&mut c),
+        );
+        assert!(matches!(sent, Err(SendError::Refused(_))), "{sent:?}");
+    }
+
+    #[test]
     fn a_host_that_goes_away_ends_the_wait_as_closed() {
-        let (got, ()) = over_pair(|mut c| receive(&mut c), drop);
+        let (got, ()) = over_pair(|mut c| receive(&mut c, no_sync), drop);
         assert!(matches!(got, Err(ReceiveError::Closed)), "{got:?}");
         // Half a message, then gone: still no message.
         let (got, ()) = over_pair(
-            |mut c| receive(&mut c),
+            |mut c| receive(&mut c, no_sync),
             |mut c| {
                 let line = sample().to_line();
                 c.get_mut().write_all(&line.as_bytes()[..20]).unwrap();
@@ -279,7 +348,7 @@ mod test {
     fn the_host_reports_a_refusal_a_silent_guest_and_a_stranger() {
         let (_, sent) = over_pair(
             |mut c| {
-                receive(&mut c).unwrap();
+                receive(&mut c, no_sync).unwrap();
                 reply_error(c.get_mut(), "sethostname: Operation not\npermitted").unwrap();
             },
             |mut c| send(&mut c, &sample()),
@@ -308,7 +377,7 @@ mod test {
         // Ready, then gone before starting: the job must go elsewhere.
         let (_, sent) = over_pair(
             |mut c| {
-                receive(&mut c).unwrap();
+                receive(&mut c, no_sync).unwrap();
             },
             |mut c| send(&mut c, &sample()),
         );

@@ -15,6 +15,7 @@ use crate::config::{AgentTokens, Config, Secret, Source};
 use crate::hosts::{label, templates_of, HostRt, Launch};
 use crate::metrics::Metrics;
 use crate::rest::{coming_state, Listing, RestClient};
+use crate::saved::{self, Prepared, SlotPool};
 use crate::schedule::{Decision, DefView, HostView, Job, Plan, Power, Verdict};
 use crate::stacks::jat::{self, JatError};
 use crate::stacks::{Client, Notification};
@@ -113,6 +114,16 @@ enum Event {
     WarmReleased { vm: String },
     /// A warm VM whose hand-off failed was removed.
     WarmRemoved { vm: String },
+    /// A saved slot's check or build ended.
+    SlotPrepared {
+        host: usize,
+        name: String,
+        got: Result<Prepared, String>,
+    },
+    /// A slot claimed for a job was not restored (no token, no host).
+    SlotReleased { host: usize, name: String },
+    /// A slot's restore or hand-off failed: check and rebuild it.
+    SlotBroken { host: usize, name: String },
     /// The host's connection died during the start call: the VM may run.
     StartUnknown {
         job: String,
@@ -145,6 +156,7 @@ pub struct Daemon {
     inflight: HashMap<String, InFlight>,
     /// Warm VMs: booting or waiting for a job.
     warm: WarmPool,
+    saved: SlotPool,
     retry: HashMap<String, (Job, String)>,
     // What was said about each job, so it is said once: jobs given up,
     // the last note on a job's page, the last decision logged. Forgotten
@@ -250,6 +262,7 @@ impl Daemon {
             kick: Arc::new(Notify::new()),
             inflight: HashMap::new(),
             warm: WarmPool::default(),
+            saved: SlotPool::default(),
             retry: HashMap::new(),
             finished: HashSet::new(),
             noted: HashMap::new(),
@@ -508,6 +521,7 @@ impl Daemon {
                 match kind {
                     Kind::Cold => eprintln!("job {job}: started {vm} on {host}"),
                     Kind::Warm => eprintln!("job {job}: handed to warm {vm} on {host}"),
+                    Kind::Saved => eprintln!("job {job}: handed to {vm} restored on {host}"),
                 }
                 let since = parse_rfc3339(&f.job.scheduled_at)
                     .and_then(|t| SystemTime::now().duration_since(t).ok());
@@ -523,6 +537,7 @@ impl Daemon {
                     let note = match kind {
                         Kind::Cold => format!("booting {vm} on {host}"),
                         Kind::Warm => format!("warm {vm} on {host} took it"),
+                        Kind::Saved => format!("saved slot on {host}"),
                     };
                     self.note(&queue, &job, note).await;
                 }
@@ -536,6 +551,26 @@ impl Daemon {
             }
             Event::WarmReleased { vm } => self.warm.release(&vm),
             Event::WarmRemoved { vm } => self.warm.forget(&vm),
+            Event::SlotPrepared { host, name, got } => {
+                if self.saved.prepared(host, &name, &got) {
+                    let h = &self.cfg.hosts[host].name;
+                    match &got {
+                        Ok(Prepared::Free) => eprintln!("saved slot {name} on {h} is ready"),
+                        Ok(Prepared::Built) => {
+                            eprintln!("saved slot {name} on {h} is ready (built now)")
+                        }
+                        Ok(Prepared::InUse) => {
+                            eprintln!("saved slot {name} on {h} runs a clone")
+                        }
+                        Err(why) => eprintln!(
+                            "saved slot {name} on {h}: {why}; trying again in {} s",
+                            saved::RETRY_AFTER.as_secs()
+                        ),
+                    }
+                }
+            }
+            Event::SlotReleased { host, name } => self.saved.release(host, &name),
+            Event::SlotBroken { host, name } => self.saved.broken(host, &name),
             Event::WarmProbed { vm, ready } => {
                 if self.warm.probed(&vm, ready) {
                     if let Some(w) = self.warm.vms().get(&vm) {
@@ -700,6 +735,7 @@ impl Daemon {
                 .warm
                 .sync(&self.cfg, &self.hosts, self.cfg.launcher.boot_timeout);
             gone.extend(self.warm.surplus(&self.cfg));
+            self.saved.sync(&self.hosts);
             for Removal { vm, host, why } in gone {
                 eprintln!(
                     "warm {vm} on {}: {why}; removing it",
@@ -921,6 +957,7 @@ impl Daemon {
             self.act(&decisions, &jobs, &queue_of).await;
             self.keep_warm(&mut views, &mut defs);
             self.probe_warm();
+            self.keep_saved();
             self.metrics.warm_vms(self.warm.counts(&self.cfg));
         }
         self.forget_gone(&listed, complete);
@@ -1117,14 +1154,20 @@ impl Daemon {
                     let name = self.cfg.hosts[host].name.clone();
                     self.note(&q, &d.job, format!("waking {name}")).await;
                 }
-                self.spawn_launch((*job).clone(), q.clone(), def, host, token, warm_vm);
+                // No warm VM: a free saved slot there, else a cold start.
+                let slot = match warm_vm {
+                    Some(_) => None,
+                    None => self.saved.claim(def, host),
+                };
+                self.spawn_launch((*job).clone(), q.clone(), def, host, token, (warm_vm, slot));
             }
         }
     }
 
     /// Wakes the host, gets the VM's token, then hands the job to warm VM
-    /// `warm_vm` if there is one, else (or if the hand-off fails, after
-    /// removing that VM) starts a VM for it.
+    /// `warm_vm` if there is one, or to a clone restored from saved slot
+    /// `slot`, else (or if the restore or hand-off fails, after removing
+    /// that VM) starts a VM for it.
     fn spawn_launch(
         &self,
         job: Job,
@@ -1132,7 +1175,7 @@ impl Daemon {
         def: usize,
         host: usize,
         token: VmToken,
-        warm_vm: Option<String>,
+        (warm_vm, slot): (Option<String>, Option<String>),
     ) {
         let cfg = self.cfg.clone();
         let rt = self.hosts[host].clone();
@@ -1143,6 +1186,12 @@ impl Daemon {
             let release = |tx: &mpsc::UnboundedSender<Event>| {
                 if let Some(vm) = &warm_vm {
                     let _ = tx.send(Event::WarmReleased { vm: vm.clone() });
+                }
+                if let Some(name) = &slot {
+                    let _ = tx.send(Event::SlotReleased {
+                        host,
+                        name: name.clone(),
+                    });
                 }
             };
             let (conn, took) = match rt.wake().await {
@@ -1187,17 +1236,64 @@ impl Daemon {
                     }
                 }
             };
-            if let Some(vm) = warm_vm.clone() {
-                let msg = Message {
-                    job: job.id.clone(),
-                    token: token.expose().to_string(),
-                    hostname: vm_name(&cfg, def, &job.id),
-                    time: SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs_f64(),
-                    renew_dhcp: true,
+            let msg = Message {
+                job: job.id.clone(),
+                token: token.expose().to_string(),
+                hostname: vm_name(&cfg, def, &job.id),
+                time: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+                renew_dhcp: true,
+            };
+            if let Some(name) = slot.clone() {
+                let spec = saved::slot_instance_spec(&cfg, def, &name);
+                let (msg, id) = (msg.clone(), job.id.clone());
+                let r = conn
+                    .run(move |h| {
+                        let took = saved::restore(h, &spec)?;
+                        eprintln!(
+                            "job {id}: restored {} in {:.2} s",
+                            spec.name,
+                            took.as_secs_f64()
+                        );
+                        if let Err(e) = h.set_instance_label(&spec.name, label::JOB, &id) {
+                            eprintln!("job {id}: labelling {} with its job: {e}", spec.name);
+                        }
+                        h.hand_off(&spec.name, &msg, warm::HANDOFF_TIMEOUT)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+                let why = match r {
+                    Ok(Ok(())) => {
+                        let _ = tx.send(Event::Started {
+                            job: job.id,
+                            vm: name,
+                            kind: Kind::Saved,
+                            token_expires,
+                            token_at,
+                            at: Instant::now(),
+                        });
+                        return;
+                    }
+                    Ok(Err(e)) => e,
+                    Err(e) => format!("the restore task failed: {e}"),
                 };
+                eprintln!(
+                    "job {}: restoring saved slot {name} failed: {why}; starting a VM for the job",
+                    job.id
+                );
+                metrics.error("restore");
+                let name2 = name.clone();
+                // A clone's removal deletes only its overlay.
+                if let Ok(Err(e)) = conn.run(move |h| h.remove_instance(&name2)).await {
+                    if !e.is_not_found() {
+                        eprintln!("removing {name}: {e}");
+                    }
+                }
+                let _ = tx.send(Event::SlotBroken { host, name });
+            }
+            if let Some(vm) = warm_vm.clone() {
                 let (vm2, id) = (vm.clone(), job.id.clone());
                 let r = conn
                     .run(move |h| {
@@ -1392,6 +1488,28 @@ impl Daemon {
             };
             let _ = tx.send(Event::WarmStarted { vm: name, started });
         });
+    }
+
+    /// Checks (and builds, in the background) the saved slots due on
+    /// awake hosts.
+    fn keep_saved(&mut self) {
+        for (def, host, name) in self.saved.to_prepare(&self.cfg, &self.hosts) {
+            let tx = self.tx.clone();
+            let Some(conn) = self.hosts[host].conn() else {
+                let got = Err("the host is not connected".to_string());
+                let _ = tx.send(Event::SlotPrepared { host, name, got });
+                continue;
+            };
+            let spec = saved::slot_instance_spec(&self.cfg, def, &name);
+            let boot_timeout = self.cfg.launcher.boot_timeout;
+            tokio::spawn(async move {
+                let got = conn
+                    .run(move |h| saved::prepare(h, &spec, boot_timeout))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the slot task failed: {e}")));
+                let _ = tx.send(Event::SlotPrepared { host, name, got });
+            });
+        }
     }
 
     /// Asks each booting warm VM whether it waits for a job yet.

@@ -30,6 +30,9 @@ pub mod label {
     pub const QUEUE: &str = "queue";
     /// Set on a warm VM: booted to wait for a job (it has [`JOB`] once handed one).
     pub const WARM: &str = "warm";
+    /// Set on a saved slot's instance and its clones (a clone has [`JOB`]
+    /// once handed one).
+    pub const SAVED: &str = "saved";
 }
 
 /// What a template offers, read from a host.

@@ -17,6 +17,7 @@ pub mod persist;
 pub mod rest;
 pub mod retry;
 pub mod rules;
+pub mod saved;
 pub mod schedule;
 pub mod sdnotify;
 pub mod stacks;

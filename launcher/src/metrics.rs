@@ -242,7 +242,7 @@ impl Metrics {
         );
         let _ = writeln!(
             s,
-            "# HELP launcher_job_stage_seconds Time a job's start took to reach a stage from the one before (stage: reserve, wake, token, start, agent; kind: cold, warm).\n# TYPE launcher_job_stage_seconds histogram"
+            "# HELP launcher_job_stage_seconds Time a job's start took to reach a stage from the one before (stage: reserve, wake, token, start, agent; kind: cold, warm, saved).\n# TYPE launcher_job_stage_seconds histogram"
         );
         for ((d, h, kind, stage), hist) in &m.stages {
             let labels = format!(

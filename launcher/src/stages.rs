@@ -68,14 +68,18 @@ pub enum Kind {
     Cold,
     /// A warm VM, booted before, handed the job (its `start` stage is the hand-off).
     Warm,
+    /// A clone restored from a saved slot, handed the job (its `start`
+    /// stage is the restore and the hand-off).
+    Saved,
 }
 
 impl Kind {
-    /// The `kind` label and field: `cold` or `warm`.
+    /// The `kind` label and field: `cold`, `warm` or `saved`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Cold => "cold",
             Kind::Warm => "warm",
+            Kind::Saved => "saved",
         }
     }
 }
@@ -189,10 +193,10 @@ impl Record {
             .collect();
         format!(
             "{}VM on {} in {:.1} s: {}",
-            if self.kind == Some(Kind::Warm) {
-                "warm "
-            } else {
-                ""
+            match self.kind {
+                Some(Kind::Warm) => "warm ",
+                Some(Kind::Saved) => "saved slot ",
+                _ => "",
             },
             self.host.as_deref().unwrap_or("?"),
             self.total().as_secs_f64(),
@@ -402,6 +406,22 @@ mod tests {
         j.started("j2", Kind::Warm, t0);
         j.again("j2");
         assert_eq!(j.open()[0].kind, None);
+    }
+
+    #[test]
+    fn a_saved_slot_start_says_so() {
+        let t0 = Instant::now();
+        let j = Journal::default();
+        j.seen("j1", Via::Listing, t0);
+        j.reserved("j1", "linux", "vmhost01", t0 + ms(10));
+        j.awake("j1", Duration::ZERO, t0 + ms(10));
+        j.started("j1", Kind::Saved, t0 + ms(710));
+        let r = j.agent("j1", t0 + ms(2_710)).unwrap();
+        assert_eq!(r.kind.map(Kind::name), Some("saved"));
+        assert_eq!(
+            r.breakdown(),
+            "saved slot VM on vmhost01 in 2.7 s: reserve 0.0 s, wake 0.0 s, start 0.7 s, agent 2.0 s"
+        );
     }
 
     #[test]

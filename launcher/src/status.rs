@@ -293,13 +293,16 @@ mod tests {
         short.job = "j3".into();
         short.kind = Some(Kind::Warm);
         short.mark(Stage::Agent, t0 + ms(7_500));
+        let mut restored = short.clone();
+        restored.job = "j4".into();
+        restored.kind = Some(Kind::Saved);
         let html = page(
             &[
                 host("vmhost01", Power::Awake, 1, Some(1)),
                 host("<b>h2</b>", Power::Failing("a <script>".into()), 0, None),
             ],
             &[waiting],
-            &[done, short],
+            &[done, short, restored],
             t0 + ms(2_100),
             SystemTime::UNIX_EPOCH + Duration::from_secs(3 * 3600 + 4 * 60 + 5),
         );
@@ -320,6 +323,7 @@ mod tests {
         // the 7.5 s start's agent stage a fifth.
         assert!(html.contains("data-stage=\"wake\" data-seconds=\"5.000\" style=\"width:50.00%\""));
         assert!(html.contains("data-kind=\"warm\"><td>"), "{html}");
+        assert!(html.contains("data-kind=\"saved\"><td>"), "{html}");
         assert!(html.contains("data-kind=\"-\"><td>"), "{html}");
         assert!(html.contains("data-stage=\"agent\" data-seconds=\"2.000\" style=\"width:20.00%\""));
         assert!(html.contains("data-stage=\"agent\" data-seconds=\"4.500\" style=\"width:45.00%\""));

@@ -6,7 +6,8 @@
 //! agent started), gets `error …` for a message it cannot use, then hands
 //! over a job: the guest's clock and host name change, its DHCP renewal
 //! command runs and the agent is exec'd as `start --acquire-job JOB
-//! EXTRA-ARGS` with the token in `BUILDKITE_AGENT_TOKEN`. A VM without
+//! EXTRA-ARGS` with the token in `BUILDKITE_AGENT_TOKEN`. Asked to sync
+//! (`sync`, as before a save) it answers `synced` and keeps waiting. A VM without
 //! the program fails the hand-off within its time limit.
 //!
 //! Needs `cargo build -p kvmbe-handoff` first.
@@ -100,6 +101,13 @@ fn a_warm_guest_waits_then_becomes_the_jobs_agent() {
         !text.contains("FAKE-AGENT"),
         "an agent started unasked:\n{text}"
     );
+
+    // Asked to sync its file systems (as before a save), it does so and
+    // keeps waiting; the plain guest never answers.
+    host.handoff_sync(&warm.uuid, Duration::from_secs(10))
+        .unwrap();
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert!(!text.contains("FAKE-AGENT"), "{text}");
 
     // A message it cannot use is refused, and it keeps waiting.
     let err = host

@@ -10,6 +10,13 @@
 //! or one to a frozen VM that never answers, removes that VM and starts a
 //! VM for the job at once; the job runs once.
 //!
+//! With `saved = 1` instead, the launcher builds a saved slot (booted
+//! until it waits, synced, its memory saved next to its disk; no agent,
+//! no VM left running); each job runs in a clone restored from it onto a
+//! fresh overlay and handed the job, one clone at a time, and a slot
+//! whose state file is gone sends its job to a cold VM at once and is
+//! built again. A restarted launcher finds its slot without rebuilding it.
+//!
 //! Needs `cargo build -p buildkite-agent-launcher -p kvmbe-handoff` and
 //! the real agent (`scripts/setup.sh --test`).
 
@@ -21,7 +28,7 @@ use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState, StandIn};
 use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
 use testbed::launcher::{define_agent_template_sized, standin_in, Breakdown, LauncherDir, Running};
-use testbed::libvirtd::Libvirtd;
+use testbed::libvirtd::{Libvirtd, POOL};
 use testbed::peers::buildkite_agent;
 use testbed::util::bin_dir;
 
@@ -413,6 +420,146 @@ fn a_handoff_to_a_frozen_vm_times_out_and_falls_back_to_a_cold_start() {
     );
 }
 
+/// Definition `linux` (queue `linux`) with one saved slot.
+const SAVED_LINUX: &str = "[[agent]]\nname = \"linux\"\ntags = [\"queue=linux\"]\n\
+template = \"agent-template\"\nsaved = 1\n";
+
+/// The slot of [`SAVED_LINUX`].
+const SLOT: &str = "linux-saved-0";
+
+impl Bed {
+    /// Waits until the launcher has said `n` times that slot `name` is ready.
+    fn wait_slot_ready(&self, name: &str, n: usize) {
+        let line = format!("saved slot {name} on vmhost is ready");
+        self.launcher.wait_for(
+            Duration::from_secs(300),
+            "the saved slot to be ready",
+            || (self.launcher.log_text().matches(&line).count() >= n).then_some(()),
+        );
+    }
+
+    /// Waits until no VM runs on the host.
+    fn wait_no_vm(&self) {
+        self.launcher
+            .wait_for(Duration::from_secs(120), "no VM to run", || {
+                self.libvirt.instances().ok()?.is_empty().then_some(())
+            });
+    }
+
+    /// Schedules a job and waits for it to finish; the job.
+    fn run_job(&self, console_of: &str) -> String {
+        let job = self.schedule();
+        self.wait_finished(&job, console_of);
+        job
+    }
+}
+
+#[test]
+fn saved_slot_jobs_run_from_clones_one_at_a_time_and_a_broken_slot_falls_back_to_cold() {
+    let mut bed = start("true", SAVED_LINUX);
+    let bk = &bed.bk;
+    bed.wait_slot_ready(SLOT, 1);
+    // Built: a state file next to its disk, no agent, no VM running.
+    let slot = bed.libvirt.slot(POOL, SLOT).unwrap();
+    let size = std::fs::metadata(&slot.state_file).unwrap().len();
+    assert!(size > 1 << 20, "{size}");
+    bed.wait_no_vm();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(bk.registered_agents().is_empty());
+
+    let mut jobs = Vec::new();
+    for round in 0..2 {
+        let job = bed.run_job(SLOT);
+        let log = bed.launcher.log_text();
+        assert!(
+            log.contains(&format!("job {job}: handed to {SLOT} restored on vmhost")),
+            "{log}"
+        );
+        let run = bk.job_run(&job).expect("an agent ran the job");
+        let agent = bk
+            .registered_agents()
+            .into_iter()
+            .find(|a| a.id == run.agent_id)
+            .unwrap();
+        // Registered with the job's acquisition token, for it only.
+        assert_eq!(agent.acquire_only.as_deref(), Some(job.as_str()));
+        let notes = bk.job(&job).unwrap().notifications;
+        assert!(
+            notes.iter().any(|n| n == "saved slot on vmhost"),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("saved slot VM on vmhost in ")),
+            "{notes:?}"
+        );
+        // The clone powers off after its job: the slot is free again.
+        bed.wait_no_vm();
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            log.matches("restored linux-saved-0 in").count(),
+            round + 1,
+            "{log}"
+        );
+        jobs.push(job);
+    }
+
+    // A restarted launcher finds its slot again: ready, not rebuilt.
+    bed.launcher
+        .stop(Duration::from_secs(30))
+        .expect("the launcher stops");
+    bed.launcher = bed._dir.spawn(Some(bed.lab.client()), &["run"]).unwrap();
+    bed.wait_slot_ready(SLOT, 2);
+    let built = format!("saved slot {SLOT} on vmhost is ready (built now)");
+    assert_eq!(
+        bed.launcher.log_text().matches(&built).count(),
+        1,
+        "{}",
+        bed.launcher.log_text()
+    );
+
+    // A broken slot: the job goes to a cold VM at once and runs once.
+    std::fs::remove_file(&slot.state_file).unwrap();
+    let t0 = Instant::now();
+    let job = bed.schedule();
+    let cold = bed
+        .launcher
+        .wait_for(Duration::from_secs(120), "a cold VM for the job", || {
+            bed.libvirt
+                .instances()
+                .ok()?
+                .into_iter()
+                .find(|i| i.labels.get("job") == Some(&job) && i.name != SLOT)
+        });
+    let to_cold = t0.elapsed();
+    bed.wait_finished(&job, &cold.name);
+    let log = bed.launcher.log_text();
+    assert!(
+        log.contains(&format!("job {job}: restoring saved slot {SLOT} failed: ")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("job {job}: started {} on vmhost", cold.name)),
+        "{log}"
+    );
+    let acquired: Vec<_> = bk
+        .acquisitions()
+        .into_iter()
+        .filter(|a| a.job_id == job)
+        .collect();
+    assert_eq!(acquired.len(), 1, "{acquired:?}");
+    // And the slot is built again in the background.
+    bed.wait_slot_ready(SLOT, 3);
+    assert_eq!(bed.launcher.log_text().matches(&built).count(), 2);
+    assert!(bed.libvirt.slot(POOL, SLOT).unwrap().state_file.is_file());
+    eprintln!(
+        "saved: state file {:.1} MiB; jobs {jobs:?}; broken slot to cold VM in {:.1} s",
+        size as f64 / (1 << 20) as f64,
+        to_cold.as_secs_f64()
+    );
+}
+
 /// The `q`-quantile of `v` (nearest rank).
 fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
@@ -422,9 +569,11 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 }
 
 /// Job scheduled to its agent running it, for `n` jobs one after another
-/// on definition `cold` (no warm VM) and `n` on `warm` (`warm = 1`, each
-/// job scheduled once the replacement warm VM waits), in one run on one
-/// host; prints p50 and p95 of each and their ratio.
+/// on definition `cold` (no warm VM), `n` on `warm` (`warm = 1`, each
+/// job scheduled once the replacement warm VM waits) and `n` on `saved`
+/// (`saved = 1`, each scheduled once the slot is free again), in one run
+/// on one host; prints p50 and p95 of each and their ratios, the restore
+/// calls' own times and the slot's state file size.
 ///
 /// `WARM_BENCH_JOBS=10 cargo test -p kvmbe-tests --test launcher_warm -- --ignored --nocapture`
 #[test]
@@ -435,7 +584,8 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let agents = "[[agent]]\nname = \"cold\"\ntags = [\"queue=cold\"]\ntemplate = \"agent-template\"\n\n\
-                  [[agent]]\nname = \"warm\"\ntags = [\"queue=warm\"]\ntemplate = \"agent-template\"\nwarm = 1\n";
+                  [[agent]]\nname = \"warm\"\ntags = [\"queue=warm\"]\ntemplate = \"agent-template\"\nwarm = 1\n\n\
+                  [[agent]]\nname = \"saved\"\ntags = [\"queue=saved\"]\ntemplate = \"agent-template\"\nsaved = 1\n";
     let bed = start("true", agents);
     let to_running = |job: &str, scheduled: SystemTime| {
         let run = bed.bk.job_run(job).expect("an agent ran the job");
@@ -447,6 +597,9 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
     };
     let mut cold = Vec::new();
     let mut warm = Vec::new();
+    let mut saved = Vec::new();
+    let slot = "saved-saved-0";
+    bed.wait_slot_ready(slot, 1);
     let mut used: Vec<String> = Vec::new();
     let mut notes = Vec::new();
     for _ in 0..n {
@@ -470,10 +623,43 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
                 .pop()
                 .unwrap_or_default(),
         );
+
+        // The slot is free once its last clone is gone (and a pass saw it).
+        bed.launcher
+            .wait_for(Duration::from_secs(120), "the slot's clone to go", || {
+                let names: Vec<String> = bed
+                    .libvirt
+                    .instances()
+                    .ok()?
+                    .into_iter()
+                    .map(|i| i.name)
+                    .collect();
+                (!names.iter().any(|n| n == slot)).then_some(())
+            });
+        std::thread::sleep(Duration::from_secs(3));
+        let scheduled = SystemTime::now();
+        let job = bed.schedule_on("saved");
+        bed.wait_finished(&job, slot);
+        saved.push(to_running(&job, scheduled));
+        let log = bed.launcher.log_text();
+        assert!(
+            log.contains(&format!("job {job}: handed to {slot} restored on vmhost")),
+            "{log}"
+        );
     }
     let log = bed.launcher.log_text();
+    let restores: Vec<f64> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once(&format!(": restored {slot} in "))?.1;
+            rest.strip_suffix(" s")?.parse().ok()
+        })
+        .collect();
+    let size = std::fs::metadata(bed.libvirt.slot(POOL, slot).unwrap().state_file)
+        .unwrap()
+        .len();
     assert!(
-        !log.contains("handing it to warm"),
+        !log.contains("handing it to warm") && !log.contains("restoring saved slot"),
         "a hand-off failed:\n{log}"
     );
     let (c50, c95, w50, w95) = (
@@ -482,10 +668,21 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         quantile(&warm, 0.5),
         quantile(&warm, 0.95),
     );
+    let (s50, s95) = (quantile(&saved, 0.5), quantile(&saved, 0.95));
     eprintln!("job scheduled -> agent running, {n} jobs each (seconds):");
     eprintln!("  cold: p50 {c50:.2}  p95 {c95:.2}  all {cold:.2?}");
     eprintln!("  warm: p50 {w50:.2}  p95 {w95:.2}  all {warm:.2?}");
+    eprintln!("  saved: p50 {s50:.2}  p95 {s95:.2}  all {saved:.2?}");
     eprintln!("  cold/warm: p50 {:.1}x  p95 {:.1}x", c50 / w50, c95 / w95);
+    eprintln!("  cold/saved: p50 {:.1}x  p95 {:.1}x", c50 / s50, c95 / s95);
+    eprintln!(
+        "  restore calls (s): p50 {:.2}  p95 {:.2}  all {restores:.2?}; state file {:.1} MiB",
+        quantile(&restores, 0.5),
+        quantile(&restores, 0.95),
+        size as f64 / (1 << 20) as f64
+    );
     eprintln!("  warm starts as the launcher timed them: {notes:#?}");
     assert!(w50 < c50, "warm is not faster: {warm:?} vs {cold:?}");
+    assert!(s50 < c50, "saved is not faster: {saved:?} vs {cold:?}");
+    assert_eq!(restores.len(), n, "{log}");
 }

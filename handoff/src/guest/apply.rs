@@ -57,3 +57,11 @@ fn set_hostname(name: &str) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Writes the file systems' dirty data out (before the host saves the
+/// VM's memory and freezes its disk).
+pub fn sync() -> io::Result<()> {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
+}

@@ -57,6 +57,17 @@ impl Host {
         })
     }
 
+    /// Has domain `id`'s waiting guest sync its file systems (before its
+    /// memory is saved): waits for `ready`, asks `sync` and waits for
+    /// `synced`, all within `timeout`. The guest waits for a job again.
+    pub fn handoff_sync(&self, id: &str, timeout: Duration) -> Result<()> {
+        let channel = self.open_channel(id, CHANNEL, timeout)?;
+        handoff::request_sync(&mut BufReader::new(channel)).map_err(|e| Error::Libvirt {
+            context: format!("have domain '{id}' sync its file systems"),
+            message: e.to_string(),
+        })
+    }
+
     /// Hands `msg` (a job and its token) to domain `id`'s guest: waits
     /// for `ready`, sends it and waits for `started`, all within
     /// `timeout`. An error leaves the guest in an unknown state: remove

@@ -39,8 +39,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use super::domain_xml::{DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, NvramDef};
+use super::domain_xml::{DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, GenId, NvramDef};
 use super::error::{lv, Error, Result};
+use super::slot::{CLONE_PART, STATE_PART};
 use super::template::{fill_placeholders, DEFAULT_LABEL, KIND, POOL};
 use super::volume::{Backing, VolumeFormat, VolumeSpec};
 use super::xml::{child, child_text, parse};
@@ -74,7 +75,9 @@ fn instance_of_volume<'a>(name: &'a str, mark: &str) -> Option<&'a str> {
         .strip_prefix("disk")
         .and_then(|p| p.strip_suffix(".qcow2"))
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    (!instance.is_empty() && (disk || part == "seed.iso" || part == "nvram.fd")).then_some(instance)
+    let slot = part == STATE_PART || part == CLONE_PART;
+    (!instance.is_empty() && (disk || slot || part == "seed.iso" || part == "nvram.fd"))
+        .then_some(instance)
 }
 
 /// Eight hex digits naming a host: FNV-1a of the first label of its name,
@@ -168,6 +171,16 @@ impl Host {
     /// Makes and starts an instance as a transient domain. On failure
     /// whatever was made is removed.
     pub fn launch_instance(&self, spec: &InstanceSpec) -> Result<Instance> {
+        self.launch_instance_with(spec, None)
+    }
+
+    /// As [`Host::launch_instance`], with the domain's `<genid>` set
+    /// when `genid` is given.
+    pub(super) fn launch_instance_with(
+        &self,
+        spec: &InstanceSpec,
+        genid: Option<GenId>,
+    ) -> Result<Instance> {
         if spec.name.is_empty() || spec.name.contains('/') || spec.name.contains(VOLUME_INFIX) {
             return Err(Error::Invalid {
                 field: "name",
@@ -307,6 +320,9 @@ impl Host {
             }
             def.disks = disks;
             def.assign_targets();
+            if genid.is_some() {
+                def.genid = genid.clone();
+            }
             for c in &spec.channels {
                 if !def.channels.contains(c) {
                     def.channels.push(c.clone());
@@ -488,6 +504,20 @@ impl Host {
                 Err(e) => return Err(e),
             }
         }
+        // A saved slot's clone: only its overlay is its own.
+        if let Some(pool) = def.metadata.get(POOL) {
+            let mark = self.volume_mark()?;
+            if self
+                .volume(pool, &instance_volume_name(&def.name, &mark, STATE_PART))
+                .is_ok()
+            {
+                keys = match self.volume(pool, &instance_volume_name(&def.name, &mark, CLONE_PART))
+                {
+                    Ok(v) => vec![v.key],
+                    Err(_) => Vec::new(),
+                };
+            }
+        }
         keys.dedup();
         for key in keys.iter().filter(|k| !k.is_empty()) {
             match self.delete_volume(key) {
@@ -533,13 +563,23 @@ impl Host {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
+        let names: Vec<String> = vols.iter().filter_map(|v| v.name().ok()).collect();
+        // A saved slot's files stay while its state file does; only a
+        // gone clone's overlay goes.
+        let slots: HashSet<&str> = names
+            .iter()
+            .filter(|n| n.ends_with(&format!("-{STATE_PART}")))
+            .filter_map(|n| instance_of_volume(n, &mark))
+            .collect();
         let mut removed = Vec::new();
         for vol in vols {
             let Ok(name) = vol.name() else { continue };
             let Some(owner) = instance_of_volume(&name, &mark) else {
                 continue;
             };
-            if running.contains(owner) {
+            if running.contains(owner)
+                || (slots.contains(owner) && !name.ends_with(&format!("-{CLONE_PART}")))
+            {
                 continue;
             }
             let Ok(xml) = vol.xml_desc(0) else { continue };
@@ -578,10 +618,14 @@ impl Host {
 
 /// The newest of a volume's mtime and ctime, from its XML timestamps.
 fn last_change(xml: &str) -> Option<Duration> {
+    volume_time(xml, &["mtime", "ctime"])
+}
+
+/// The latest of the volume timestamps `keys` (`mtime`, `ctime`) in `xml`.
+pub(super) fn volume_time(xml: &str, keys: &[&str]) -> Option<Duration> {
     let doc = parse("volume XML", xml).ok()?;
     let ts = child(child(doc.root_element(), "target")?, "timestamps")?;
-    ["mtime", "ctime"]
-        .iter()
+    keys.iter()
         .filter_map(|k| {
             let t = child_text(ts, k)?;
             let (s, frac) = t.split_once('.').unwrap_or((&t, "0"));
@@ -614,7 +658,14 @@ mod tests {
         let name = instance_volume_name("agent-7f3a", &mark, "disk1.qcow2");
         assert_eq!(name, format!("agent-7f3a--inst-{mark}-disk1.qcow2"));
         assert_eq!(instance_of_volume(&name, &mark), Some("agent-7f3a"));
-        for part in ["seed.iso", "nvram.fd", "disk0.qcow2", "disk12.qcow2"] {
+        for part in [
+            "seed.iso",
+            "nvram.fd",
+            "disk0.qcow2",
+            "disk12.qcow2",
+            "memory.save",
+            "clone.qcow2",
+        ] {
             let n = instance_volume_name("a", &mark, part);
             assert_eq!(instance_of_volume(&n, &mark), Some("a"), "{n}");
         }

@@ -34,6 +34,7 @@ pub mod lock;
 pub mod network;
 pub mod pool;
 pub mod saved;
+pub mod slot;
 pub mod stylesheet;
 pub mod template;
 pub mod uri;

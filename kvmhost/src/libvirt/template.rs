@@ -21,14 +21,14 @@ use crate::nocloud::Seed;
 pub(super) const KIND: &str = "kind";
 const BASE: &str = "base-volume";
 /// Every base volume's key, one a line, in disk order.
-const BASES: &str = "base-volumes";
+pub(super) const BASES: &str = "base-volumes";
 pub(super) const POOL: &str = "pool";
 const NVRAM_TEMPLATE: &str = "nvram-template";
 const XSLT: &str = "xslt";
 const CPU_MODEL: &str = "cpu-model";
 /// Volume label of the seeds when none is given (cloud-init's NoCloud).
 pub const DEFAULT_LABEL: &str = "cidata";
-const SEED_FILES: &str = "seed-files-volume";
+pub(super) const SEED_FILES: &str = "seed-files-volume";
 const SEED_FILES_SUFFIX: &str = ".seed-files.iso";
 const USER_DATA: &str = "user-data";
 const META_DATA: &str = "meta-data";

@@ -230,6 +230,10 @@ pub struct AgentDef {
     /// How many VMs of this kind to keep booted and waiting for a job
     /// (handed one through the `org.kvmbe.handoff` channel); 0: none.
     pub warm: u32,
+    /// How many saved slots of this kind to keep on each awake host it
+    /// may use (a VM booted until it waits for a job, its memory saved;
+    /// a job's VM is restored from one); 0: none.
+    pub saved: u32,
     /// What the VM's agent registers with.
     pub tokens: AgentTokens,
 }

@@ -100,6 +100,7 @@ struct RawAgent {
     hosts: Option<Vec<String>>,
     max_instances: Option<u32>,
     warm: Option<u32>,
+    saved: Option<u32>,
     agent_token_file: Option<PathBuf>,
     agent_tokens: Option<String>,
 }
@@ -607,21 +608,26 @@ where
                     "0 would never start a VM; remove the agent or give at least 1".into(),
                 ));
             }
-            let warm = a.warm.unwrap_or(0);
-            if warm > MAX_WARM {
-                return Err(err(
-                    key_path!["agent", i, "warm"],
-                    format!("{warm} warm VMs is more than this launcher keeps ({MAX_WARM}); give 0-{MAX_WARM}"),
-                ));
-            }
-            if let Some(max) = a.max_instances.filter(|&m| warm > m) {
-                return Err(err(
-                    key_path!["agent", i, "warm"],
-                    format!(
-                        "{warm} warm VMs do not fit in max_instances = {max}; give at most {max}, or raise max_instances"
-                    ),
-                ));
-            }
+            let count = |field: &'static str, n: Option<u32>, what: &str| {
+                let n = n.unwrap_or(0);
+                if n > MAX_WARM {
+                    return Err(err(
+                        key_path!["agent", i, field],
+                        format!("{n} {what} is more than this launcher keeps ({MAX_WARM}); give 0-{MAX_WARM}"),
+                    ));
+                }
+                if let Some(max) = a.max_instances.filter(|&m| n > m) {
+                    return Err(err(
+                        key_path!["agent", i, field],
+                        format!(
+                            "{n} {what} do not fit in max_instances = {max}; give at most {max}, or raise max_instances"
+                        ),
+                    ));
+                }
+                Ok(n)
+            };
+            let warm = count("warm", a.warm, "warm VMs")?;
+            let saved = count("saved", a.saved, "saved slots")?;
             let tokens = agent_tokens(
                 i,
                 a,
@@ -637,6 +643,7 @@ where
                 hosts: allowed,
                 max_instances: a.max_instances,
                 warm,
+                saved,
                 tokens,
             });
         }

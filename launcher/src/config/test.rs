@@ -278,6 +278,7 @@ fn the_example_config_is_valid() {
     let c = parse(&dir.path().join("launcher.toml"), &example, no_env).unwrap();
     assert_eq!(c.hosts.len(), 2);
     assert_eq!(c.queues(), vec!["linux".to_string(), "windows".to_string()]);
+    assert_eq!((c.agents[0].warm, c.agents[0].saved), (2, 1));
 }
 
 #[test]
@@ -602,6 +603,28 @@ fn warm_defaults_to_none_and_is_read() {
     assert_eq!(c.agents[0].warm, 0);
     let c = check(&GOOD.replace("max_instances = 2", "max_instances = 2\nwarm = 2")).unwrap();
     assert_eq!(c.agents[1].warm, 2);
+}
+
+#[test]
+fn saved_defaults_to_none_and_is_read_and_checked_like_warm() {
+    assert_eq!(check(GOOD).unwrap().agents[0].saved, 0);
+    let c = check(&GOOD.replace("max_instances = 2", "max_instances = 2\nsaved = 2")).unwrap();
+    assert_eq!(c.agents[1].saved, 2);
+    let e = error(&GOOD.replace("max_instances = 2", "max_instances = 2\nsaved = 3"));
+    assert!(
+        e.starts_with("/etc/launcher.toml:29: agent[1].saved: 3 saved slots do not fit in max_instances = 2; give at most 2"),
+        "{e}"
+    );
+    let e = error(&GOOD.replace("max_instances = 2", "saved = 101"));
+    assert!(
+        e.starts_with("/etc/launcher.toml:28: agent[1].saved: 101 saved slots is more than"),
+        "{e}"
+    );
+    let e = error(&GOOD.replace("max_instances = 2", "saved = -1"));
+    assert!(
+        e.starts_with("/etc/launcher.toml:28: agent[1].saved:"),
+        "{e}"
+    );
 }
 
 #[test]
