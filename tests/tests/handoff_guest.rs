@@ -155,7 +155,14 @@ fn a_warm_guest_waits_then_becomes_the_jobs_agent() {
         .unwrap_err()
         .to_string();
     let failed = t1.elapsed();
-    assert!(err.contains("no answer in time"), "{err}");
+    // Silence until the deadline, or, while the guest's kernel still sets
+    // its port up, a hang-up that reads as the channel closed: either way
+    // no `ready`, and the hand-off fails in time.
+    assert!(
+        err.contains("no answer in time")
+            || err.contains("the guest closed the channel before saying \"ready\""),
+        "{err}"
+    );
     assert!(failed < Duration::from_secs(6), "{failed:?}");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     eprintln!(
