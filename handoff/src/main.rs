@@ -1,6 +1,16 @@
 //! `kvmbe-handoff`: runs in a warm agent VM, waits on the hand-off
 //! channel for a job, makes the VM the job's and becomes its agent.
 
+/// Writes a line to stderr. In a VM without a serial port the console
+/// cannot be written; the line is lost instead of stopping the program
+/// (`eprintln!` panics when the write fails).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod guest;
 
 use std::ffi::OsString;
@@ -80,12 +90,12 @@ fn main() -> ExitCode {
     let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("kvmbe-handoff: {e}\n{USAGE}");
+            say!("kvmbe-handoff: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     let Some(agent) = find_agent(&args.agent) else {
-        eprintln!(
+        say!(
             "kvmbe-handoff: the agent {:?} is not an executable file (nor found in PATH): give its path with --agent",
             args.agent
         );
@@ -94,21 +104,21 @@ fn main() -> ExitCode {
     let port = match args.port.clone().map(Ok).unwrap_or_else(guest::port::find) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("kvmbe-handoff: {e}");
+            say!("kvmbe-handoff: {e}");
             return ExitCode::from(2);
         }
     };
     let file = match guest::port::open(&port) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("kvmbe-handoff: opening {}: {e}", port.display());
+            say!("kvmbe-handoff: opening {}: {e}", port.display());
             return ExitCode::from(2);
         }
     };
-    eprintln!("kvmbe-handoff: waiting on {}", port.display());
+    say!("kvmbe-handoff: waiting on {}", port.display());
     loop {
         if let Err(e) = guest::port::wait_for_host(&file) {
-            eprintln!("kvmbe-handoff: waiting on {}: {e}", port.display());
+            say!("kvmbe-handoff: waiting on {}: {e}", port.display());
             return ExitCode::from(1);
         }
         let mut conn = BufReader::new(&file);
@@ -116,16 +126,16 @@ fn main() -> ExitCode {
             Ok(msg) => msg,
             Err(ReceiveError::Closed) => continue,
             Err(e) => {
-                eprintln!("kvmbe-handoff: {e}");
+                say!("kvmbe-handoff: {e}");
                 return ExitCode::from(1);
             }
         };
         if let Err(why) = guest::apply::apply(&msg, args.renew_dhcp.as_deref()) {
-            eprintln!("kvmbe-handoff: job {}: {why}", msg.job);
+            say!("kvmbe-handoff: job {}: {why}", msg.job);
             let _ = reply_error(conn.get_mut(), &why);
             return ExitCode::from(1);
         }
-        eprintln!(
+        say!(
             "kvmbe-handoff: job {} as {}: starting {}",
             msg.job,
             msg.hostname,
@@ -133,7 +143,7 @@ fn main() -> ExitCode {
         );
         if let Err(e) = reply_started(conn.get_mut()) {
             // The launcher will not count on this VM: no agent either.
-            eprintln!("kvmbe-handoff: job {}: answering started: {e}", msg.job);
+            say!("kvmbe-handoff: job {}: answering started: {e}", msg.job);
             return ExitCode::from(1);
         }
         let err = Command::new(&agent)
@@ -143,7 +153,7 @@ fn main() -> ExitCode {
             .args(&args.agent_args)
             .env("BUILDKITE_AGENT_TOKEN", &msg.token)
             .exec();
-        eprintln!(
+        say!(
             "kvmbe-handoff: job {}: starting {}: {err}",
             msg.job,
             agent.display()

@@ -25,7 +25,7 @@ pub fn apply(msg: &Message, renew_dhcp: Option<&str>) -> Result<(), String> {
                     ));
                 }
             }
-            None => eprintln!(
+            None => say!(
                 "kvmbe-handoff: the launcher asked for a DHCP renewal; no --renew-dhcp command given, skipped"
             ),
         }
@@ -53,7 +53,7 @@ fn set_hostname(name: &str) -> io::Result<()> {
     }
     // Programs that read the file (busybox hostname -F, DHCP scripts) agree.
     if let Err(e) = std::fs::write("/etc/hostname", format!("{name}\n")) {
-        eprintln!("kvmbe-handoff: writing /etc/hostname: {e} (the kernel has the new name)");
+        say!("kvmbe-handoff: writing /etc/hostname: {e} (the kernel has the new name)");
     }
     Ok(())
 }
