@@ -38,10 +38,9 @@ pub const CLONE_PART: &str = "clone.qcow2";
 const BASE_PART: &str = "disk0.qcow2";
 /// The label holding a slot's version.
 pub const VERSION_LABEL: &str = "slot-version";
-/// How long a guest is given to sync its file systems.
+/// How long one try at `ready`, `sync` and `synced` may take (a guest
+/// that boots meanwhile answers within the same try).
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long each `ready` question to a booting slot may take.
-const ASK: Duration = Duration::from_secs(2);
 
 /// A saved slot on a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +104,14 @@ impl Host {
         self.launch_instance_with(&spec, Some(GenId::Auto))?;
         let built = (|| {
             let deadline = Instant::now() + boot_timeout;
+            // `ready`, `sync` and `synced` on one connection, and a pause
+            // between tries: a channel opened again right after it was
+            // closed can reach a guest that has not yet seen the close and
+            // still reads, having said `ready` on the closed one; it never
+            // says `ready` on the new one.
             loop {
-                match self.handoff_ready(name, ASK) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.handoff_sync(name, left.clamp(Duration::from_secs(1), SYNC_TIMEOUT)) {
                     Ok(()) => break,
                     Err(e) if Instant::now() >= deadline => {
                         return Err(Error::Libvirt {
@@ -120,7 +125,6 @@ impl Host {
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
             }
-            self.handoff_sync(name, SYNC_TIMEOUT)?;
             self.save_domain(name, &state_file, ResumeAs::Running)?;
             self.slot(&t.pool, name)
         })();
