@@ -370,8 +370,14 @@ fn falls_back(bed: &Bed, warm: &str, why: &str) -> String {
         .collect();
     assert_eq!(acquired.len(), 1, "{acquired:?}");
     assert!(acquired[0].granted);
+    // The launcher notes the start's breakdown once it sees the job
+    // taken, at its next look at the job's state after the acquire.
+    let b = bed.launcher.wait_for(
+        Duration::from_secs(30),
+        "the start's breakdown note",
+        || Breakdown::of_notes(&bk.job(&job).unwrap().notifications),
+    );
     let notes = bk.job(&job).unwrap().notifications;
-    let b = Breakdown::of_notes(&notes).unwrap_or_else(|| panic!("{notes:?}"));
     assert!(!b.warm, "{notes:?}");
     // The warm VM that failed is gone.
     let names: Vec<String> = bed
