@@ -209,6 +209,27 @@ impl TinyGuest {
         self.carrying(&files, dir)
     }
 
+    /// The seed variant carrying this workspace's `kvmbe-handoff` (as
+    /// `/usr/bin/kvmbe-handoff`, from the build's binaries) and the
+    /// script `fake_agent` (as `/usr/bin/fake-agent`), both written into
+    /// `dir`, for warm VMs whose agent is a stand-in.
+    pub fn with_handoff_and_fake_agent(&self, fake_agent: &str, dir: &Path) -> Result<TinyGuest> {
+        let program = crate::util::bin_dir().join("kvmbe-handoff");
+        anyhow::ensure!(
+            program.is_file(),
+            "{} is missing: cargo build -p kvmbe-handoff",
+            program.display()
+        );
+        let fake = dir.join("fake-agent");
+        crate::util::write_executable(&fake, fake_agent)?;
+        self.carrying_host_program(
+            &program,
+            "/usr/bin/kvmbe-handoff",
+            &[(&fake, "/usr/bin/fake-agent")],
+            dir,
+        )
+    }
+
     /// Fails, saying what to change, when a user other than the owner
     /// (such as `libvirt-qemu`) cannot reach the kernel and disks, e.g.
     /// because the cache is under root's 0700 home.

@@ -265,6 +265,20 @@ pub fn server_runtime(
     Ok((runtime, listener))
 }
 
+/// `len` bytes that are not text and repeat nowhere short (xorshift from
+/// `seed`), for files whose transfer must come out byte for byte.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

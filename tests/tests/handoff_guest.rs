@@ -21,7 +21,6 @@ use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
 use testbed::launcher::define_agent_template_sized;
 use testbed::libvirtd::Libvirtd;
-use testbed::util::{bin_dir, write_executable};
 
 /// Prints what the agent would start with; the token only as a check.
 const FAKE_AGENT: &str = "#!/bin/sh\n\
@@ -48,25 +47,12 @@ fn message(hostname: &str) -> Message {
 
 #[test]
 fn a_warm_guest_waits_then_becomes_the_jobs_agent() {
-    let program = bin_dir().join("kvmbe-handoff");
-    assert!(
-        program.is_file(),
-        "{} is missing: cargo build -p kvmbe-handoff",
-        program.display()
-    );
     let mut lab = Lab::new().unwrap();
     lab.add_host("vmhost", true).unwrap();
     let daemon = lab.hosts()[0].daemon();
-    let fake = daemon.dir().join("fake-agent");
-    write_executable(&fake, FAKE_AGENT).unwrap();
     let guest = TinyGuest::ensure()
         .unwrap()
-        .carrying_host_program(
-            &program,
-            "/usr/bin/kvmbe-handoff",
-            &[(&fake, "/usr/bin/fake-agent")],
-            daemon.dir(),
-        )
+        .with_handoff_and_fake_agent(FAKE_AGENT, daemon.dir())
         .unwrap();
     let host = Host::open(&daemon.uri()).unwrap();
     define_agent_template_sized(&host, &guest, "warm", daemon.dir(), USER_DATA, 256).unwrap();

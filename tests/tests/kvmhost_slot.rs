@@ -19,7 +19,7 @@ use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
 use testbed::launcher::define_agent_template_sized;
 use testbed::libvirtd::{Libvirtd, POOL};
-use testbed::util::{bin_dir, poll_until, write_executable};
+use testbed::util::poll_until;
 
 const SLOT: &str = "linux-saved-0";
 
@@ -55,25 +55,12 @@ fn volumes(d: &Libvirtd) -> Vec<String> {
 
 #[test]
 fn a_saved_slot_gives_one_clone_at_a_time_each_on_its_own_overlay() {
-    let program = bin_dir().join("kvmbe-handoff");
-    assert!(
-        program.is_file(),
-        "{} is missing: cargo build -p kvmbe-handoff",
-        program.display()
-    );
     let mut lab = Lab::new().unwrap();
     lab.add_host("vmhost", true).unwrap();
     let daemon = lab.hosts()[0].daemon();
-    let fake = daemon.dir().join("fake-agent");
-    write_executable(&fake, FAKE_AGENT).unwrap();
     let guest = TinyGuest::ensure()
         .unwrap()
-        .carrying_host_program(
-            &program,
-            "/usr/bin/kvmbe-handoff",
-            &[(&fake, "/usr/bin/fake-agent")],
-            daemon.dir(),
-        )
+        .with_handoff_and_fake_agent(FAKE_AGENT, daemon.dir())
         .unwrap();
     let host = Host::open(&daemon.uri()).unwrap();
     define_agent_template_sized(&host, &guest, "linux", daemon.dir(), USER_DATA, 256).unwrap();

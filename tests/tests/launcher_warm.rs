@@ -307,17 +307,7 @@ fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
     // Replaced: another warm VM waits, and the used one powered off.
     let next = bed.wait_warm_ready(&[&warm]);
     assert_ne!(next, warm);
-    bed.launcher
-        .wait_for(Duration::from_secs(60), "the used VM to go", || {
-            let names: Vec<String> = bed
-                .libvirt
-                .instances()
-                .ok()?
-                .into_iter()
-                .map(|i| i.name)
-                .collect();
-            (!names.contains(&warm)).then_some(())
-        });
+    bed.wait_gone(&warm, Duration::from_secs(60), "the used VM to go");
     let secs = |t: SystemTime| {
         t.duration_since(scheduled)
             .unwrap_or_default()
@@ -380,14 +370,8 @@ fn falls_back(bed: &Bed, warm: &str, why: &str) -> String {
     let notes = bk.job(&job).unwrap().notifications;
     assert!(!b.warm, "{notes:?}");
     // The warm VM that failed is gone.
-    let names: Vec<String> = bed
-        .libvirt
-        .instances()
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
-    assert!(!names.contains(&warm.to_string()), "{names:?}");
+    let names = bed.instance_names().unwrap();
+    assert!(!names.iter().any(|n| n == warm), "{names:?}");
     notes.last().cloned().unwrap_or_default()
 }
 
@@ -434,6 +418,20 @@ template = \"agent-template\"\nsaved = 1\n";
 const SLOT: &str = "linux-saved-0";
 
 impl Bed {
+    /// The names of the instances on the host now (none when it cannot
+    /// be listed).
+    fn instance_names(&self) -> Option<Vec<String>> {
+        let list = self.libvirt.instances().ok()?;
+        Some(list.into_iter().map(|i| i.name).collect())
+    }
+
+    /// Waits up to `limit` until the host lists no instance named `name`.
+    fn wait_gone(&self, name: &str, limit: Duration, what: &str) {
+        self.launcher.wait_for(limit, what, || {
+            (!self.instance_names()?.iter().any(|n| n == name)).then_some(())
+        });
+    }
+
     /// Waits until the launcher has said `n` times that slot `name` is ready.
     fn wait_slot_ready(&self, name: &str, n: usize) {
         let line = format!("saved slot {name} on vmhost is ready");
@@ -631,17 +629,7 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         );
 
         // The slot is free once its last clone is gone (and a pass saw it).
-        bed.launcher
-            .wait_for(Duration::from_secs(120), "the slot's clone to go", || {
-                let names: Vec<String> = bed
-                    .libvirt
-                    .instances()
-                    .ok()?
-                    .into_iter()
-                    .map(|i| i.name)
-                    .collect();
-                (!names.iter().any(|n| n == slot)).then_some(())
-            });
+        bed.wait_gone(slot, Duration::from_secs(120), "the slot's clone to go");
         std::thread::sleep(Duration::from_secs(3));
         let scheduled = SystemTime::now();
         let job = bed.schedule_on("saved");

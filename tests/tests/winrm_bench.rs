@@ -18,17 +18,9 @@ const PASSWORD: &str = "B3nch-pass";
 const UPLOAD_MIB: usize = 50;
 const COMMANDS: usize = 100;
 
-/// Bytes that are not text and repeat nowhere short (xorshift).
+/// Bytes that are not text and repeat nowhere short.
 fn binary(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    testbed::util::noise(0x2545_f491_4f6c_dd1d, len)
 }
 
 /// Our communicator: (upload seconds, seconds for the commands).

@@ -56,17 +56,9 @@ fn client(s: &StandIn) -> WinRm {
     WinRm::new("127.0.0.1", &config(s)).unwrap()
 }
 
-/// Bytes that are not text and repeat nowhere short (xorshift).
+/// Bytes that are not text and repeat nowhere short.
 fn binary(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    testbed::util::noise(0x9e37_79b9_7f4a_7c15, len)
 }
 
 #[tokio::test]
