@@ -161,6 +161,10 @@ fn every_packer_template_validates_under_packer_1_9() {
                 "powernapd_path={}",
                 bin_dir().join("powernapd").display()
             ));
+            c.arg("-var").arg(format!(
+                "handoff_path={}",
+                bin_dir().join("kvmbe-handoff").display()
+            ));
         }
         c.arg(template.file_name().unwrap());
         let out = c.output().unwrap();
@@ -272,8 +276,120 @@ fn the_images_powernapd_configs_pass_powernapds_own_check() {
         .unwrap();
     let text = show("powernapd --check", &out);
     assert!(out.status.success(), "{text}");
+    for line in [
+        "monitor process ^/usr/bin/buildkite-agent",
+        "monitor process ^/usr/local/sbin/kvmbe-handoff",
+    ] {
+        assert!(text.contains(line), "{text}");
+    }
+}
+
+/// What the Debian image's `install.sh` installs of its own, put into a
+/// scratch root as the build puts it into the image: the units are
+/// enabled, `systemd-analyze verify` (with this machine's systemd units
+/// beside them) finds nothing to say, a VM started for its job runs the
+/// one-job agent unit and a warm VM (with the hand-off channel) runs
+/// kvmbe-handoff instead, never both.
+#[test]
+fn the_debian_image_installs_the_agent_the_hand_off_and_powernapd() {
+    let work = ScratchDir::new("image-files").unwrap();
+    let files = work.join("files");
+    let root = work.join("root");
+    let src = workspace_root().join("packer/build-agents/debian-agent-image/files");
+    let cp = |from: &Path, to: &Path| {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cp: {out:?}");
+    };
+    cp(&src, &files);
+    // As the template's file provisioners upload them.
+    cp(&bin_dir().join("powernapd"), &files.join("powernapd"));
+    cp(
+        &bin_dir().join("kvmbe-handoff"),
+        &files.join("kvmbe-handoff"),
+    );
+    let out = Command::new("sh")
+        .arg(files.join("install-files.sh"))
+        .arg(&root)
+        .output()
+        .unwrap();
+    let text = show("install-files.sh", &out);
+    assert!(out.status.success(), "{text}");
+
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        ("usr/local/sbin/kvmbe-handoff", 0o755),
+        ("usr/local/sbin/powernapd", 0o755),
+        ("usr/local/libexec/kvmbe-agent", 0o755),
+        ("usr/local/libexec/kvmbe-renew-dhcp", 0o755),
+        ("etc/powernap/powernapd.conf", 0o644),
+        ("etc/buildkite-agent/buildkite-agent.cfg", 0o644),
+    ] {
+        let meta = std::fs::metadata(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{path}");
+    }
+    let unit_dir = root.join("etc/systemd/system");
+    let units = [
+        "buildkite-agent-job.service",
+        "kvmbe-handoff.service",
+        "powernapd.service",
+    ];
+    for unit in units {
+        let wants = unit_dir.join("multi-user.target.wants").join(unit);
+        let link = std::fs::read_link(&wants).unwrap_or_else(|e| panic!("{unit} not enabled: {e}"));
+        assert_eq!(link, Path::new("/etc/systemd/system").join(unit));
+    }
+    for script in ["kvmbe-agent", "kvmbe-renew-dhcp", "install-files.sh"] {
+        let out = Command::new("sh")
+            .arg("-n")
+            .arg(files.join(script))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            show(&format!("sh -n {script}"), &out)
+        );
+    }
+
+    // systemd-analyze resolves the units' targets and programs in the root.
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    cp(
+        Path::new("/usr/lib/systemd/system"),
+        &root.join("usr/lib/systemd/system"),
+    );
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("usr/bin/buildkite-agent"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        root.join("usr/bin/buildkite-agent"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .args(units.map(|u| format!("/etc/systemd/system/{u}")))
+        .output()
+        .unwrap();
+    let text = show("systemd-analyze verify", &out);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+
+    // Which of the two runs the agent: the hand-off channel decides.
+    let conditions = |unit: &str| -> Vec<String> {
+        std::fs::read_to_string(unit_dir.join(unit))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("ConditionPathExists="))
+            .map(str::to_owned)
+            .collect()
+    };
+    const PORT: &str = "/dev/virtio-ports/org.kvmbe.handoff";
+    assert!(conditions("kvmbe-handoff.service").contains(&format!("ConditionPathExists={PORT}")));
     assert!(
-        text.contains("monitor process ^/usr/bin/buildkite-agent"),
-        "{text}"
+        conditions("buildkite-agent-job.service").contains(&format!("ConditionPathExists=!{PORT}"))
     );
 }

@@ -1,6 +1,7 @@
 # The Debian agent image: Debian 12 with the Buildkite agent, run once per
-# VM for the job the launcher hands it (--acquire-job, from the VM's seed),
-# and powernapd, which powers the VM off once the agent has exited.
+# VM for the job the launcher hands it (--acquire-job, from the VM's seed,
+# or, in a warm VM, from kvmbe-handoff over the hand-off channel), and
+# powernapd, which powers the VM off once the agent has exited.
 # Build: kvmbe build packer/build-agents/debian-agent-image
 
 packer {
@@ -54,6 +55,12 @@ variable "powernapd_path" {
   description = "The powernapd binary to install in the image (cargo build --release -p powernap)."
 }
 
+variable "handoff_path" {
+  type        = string
+  default     = "/usr/local/sbin/kvmbe-handoff"
+  description = "The kvmbe-handoff binary a warm VM waits for its job with (cargo build --release -p kvmbe-handoff)."
+}
+
 source "libvirt" "debian-agent" {
   libvirt_uri          = var.libvirt_uri
   pool                 = var.pool
@@ -87,6 +94,11 @@ build {
   provisioner "file" {
     source      = var.powernapd_path
     destination = "/tmp/kvmbe-files/powernapd"
+  }
+
+  provisioner "file" {
+    source      = var.handoff_path
+    destination = "/tmp/kvmbe-files/kvmbe-handoff"
   }
 
   provisioner "shell" {

@@ -14,18 +14,10 @@ echo "deb [signed-by=/usr/share/keyrings/buildkite-agent-archive-keyring.gpg] ht
 apt-get update -q
 apt-get install -y -q buildkite-agent git build-essential
 
-# One job per VM: the agent runs once, for the job the VM's seed names.
-install -m 0644 "$files/buildkite-agent.cfg" /etc/buildkite-agent/buildkite-agent.cfg
-install -m 0644 "$files/buildkite-agent-job.service" /etc/systemd/system/buildkite-agent-job.service
+# The package's own unit would run an agent for any job: each VM runs
+# one, for its job (files/install-files.sh says how).
 systemctl disable buildkite-agent.service
-systemctl enable buildkite-agent-job.service
-
-# powernapd powers the VM off once the agent has exited.
-install -m 0755 "$files/powernapd" /usr/local/sbin/powernapd
-install -d -m 0755 /etc/powernap
-install -m 0644 "$files/powernapd.conf" /etc/powernap/powernapd.conf
-install -m 0644 "$files/powernapd.service" /etc/systemd/system/powernapd.service
-systemctl enable powernapd.service
+sh "$files/install-files.sh" /
 
 # Every VM is new: no machine id, SSH host keys or logs from the build.
 apt-get clean
