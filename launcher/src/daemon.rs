@@ -11,7 +11,7 @@ use kvmhost::libvirt::channel::Message;
 use kvmhost::libvirt::instance::InstanceSpec;
 use tokio::sync::{mpsc, Notify};
 
-use crate::config::{AgentTokens, Config, Secret, Source};
+use crate::config::{AgentTokens, Buildkite, Config, Secret, Source};
 use crate::hosts::{label, templates_of, HostRt, Launch};
 use crate::metrics::Metrics;
 use crate::rest::{coming_state, Listing, RestClient};
@@ -68,16 +68,53 @@ mod watch;
 use events::Event;
 use launch::VmToken;
 
+/// Where the jobs come from, as `[buildkite] source` says.
+enum JobSource {
+    /// The Stacks API: this process's stacks list, reserve, note and
+    /// finish the jobs.
+    Stacks(Client),
+    /// The REST API: builds are listed; jobs are not reserved, noted or
+    /// finished.
+    Rest {
+        client: RestClient,
+        /// When the budget allows the next listing.
+        resume: Option<Instant>,
+    },
+}
+
+impl JobSource {
+    fn new(b: &Buildkite) -> Result<Self, String> {
+        Ok(match b.source {
+            Source::Stacks => {
+                let token = b.agent_token.clone().ok_or("no cluster agent token")?;
+                JobSource::Stacks(Client::new(&b.agent_endpoint, token))
+            }
+            Source::Rest => {
+                let token = b.api_token.clone().ok_or("no REST API token")?;
+                let org = b.organization.as_deref().ok_or("no organisation")?;
+                JobSource::Rest {
+                    client: RestClient::new(&b.api_endpoint, token, org),
+                    resume: None,
+                }
+            }
+        })
+    }
+
+    /// The Stacks API client, in Stacks mode.
+    fn stacks(&self) -> Option<&Client> {
+        match self {
+            JobSource::Stacks(client) => Some(client),
+            JobSource::Rest { .. } => None,
+        }
+    }
+}
+
 /// The running launcher.
 pub struct Daemon {
     cfg: Arc<Config>,
     opts: Options,
-    /// The Stacks API client (Stacks mode).
-    stacks: Option<Client>,
-    /// The REST client (REST mode).
-    rest: Option<RestClient>,
-    /// When the REST budget allows the next listing.
-    rest_resume: Option<Instant>,
+    /// Where the jobs come from.
+    source: JobSource,
     hosts: Vec<Arc<HostRt>>,
     /// Counters served at `/metrics`.
     pub metrics: Arc<Metrics>,
@@ -146,28 +183,10 @@ pub fn stack_key(prefix: &str, queue: &str, id: &str) -> String {
 impl Daemon {
     /// A daemon for `cfg`; nothing is contacted yet.
     pub fn new(cfg: Config, opts: Options) -> Result<Self, String> {
-        let (stacks, rest) = match cfg.buildkite.source {
-            Source::Stacks => {
-                let token = cfg
-                    .buildkite
-                    .agent_token
-                    .clone()
-                    .ok_or("no cluster agent token")?;
-                (
-                    Some(Client::new(&cfg.buildkite.agent_endpoint, token)),
-                    None,
-                )
-            }
-            Source::Rest => {
-                let b = &cfg.buildkite;
-                let token = b.api_token.clone().ok_or("no REST API token")?;
-                let org = b.organization.as_deref().ok_or("no organisation")?;
-                (None, Some(RestClient::new(&b.api_endpoint, token, org)))
-            }
-        };
+        let source = JobSource::new(&cfg.buildkite)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (state, saved) = match (&cfg.launcher.state_file, &stacks, opts.dry_run) {
-            (Some(path), Some(_), false) => {
+        let (state, saved) = match (&cfg.launcher.state_file, &source, opts.dry_run) {
+            (Some(path), JobSource::Stacks(_), false) => {
                 let (file, saved) = crate::persist::StateFile::open(path)?;
                 (Some(file), saved)
             }
@@ -186,9 +205,7 @@ impl Daemon {
         Ok(Daemon {
             cfg: Arc::new(cfg),
             opts,
-            stacks,
-            rest,
-            rest_resume: None,
+            source,
             hosts,
             metrics: Arc::new(Metrics::default()),
             stages: Arc::new(Journal::default()),
@@ -234,7 +251,7 @@ impl Daemon {
 
     /// Registers a stack per queue (retried until it works or `stop`).
     pub async fn register(&self) -> Result<(), String> {
-        let Some(client) = &self.stacks else {
+        let Some(client) = self.source.stacks() else {
             return Ok(());
         };
         for q in self.cfg.queues() {
@@ -248,7 +265,7 @@ impl Daemon {
 
     /// Deregisters every stack; errors are reported, not fatal.
     pub async fn deregister(&self) {
-        let Some(client) = &self.stacks else {
+        let Some(client) = self.source.stacks() else {
             return;
         };
         for q in self.cfg.queues() {
@@ -325,7 +342,7 @@ impl Daemon {
     /// reservations lapse): one whose VM a host lists is watched as if
     /// this launcher had started it, the others are placed again.
     async fn adopt_recovered(&mut self) {
-        let Some(client) = self.stacks.clone() else {
+        let Some(client) = self.source.stacks().cloned() else {
             return;
         };
         let mut by_queue: BTreeMap<String, Vec<Job>> = BTreeMap::new();
@@ -451,7 +468,7 @@ impl Daemon {
 
     async fn note(&mut self, queue: &str, job: &str, detail: String) {
         // The REST API has no notes on a job's page: the log says it.
-        let Some(client) = &self.stacks else {
+        let Some(client) = self.source.stacks() else {
             return;
         };
         if self.opts.dry_run || self.noted.get(job) == Some(&detail) {

@@ -23,7 +23,7 @@ fn daemon(api: &FakeApi) -> Daemon {
     let env = |k: &str| (k == "BUILDKITE_AGENT_TOKEN").then(|| "bkct_cluster".to_string());
     let cfg = crate::config::parse(Path::new("/etc/launcher.toml"), &text, env).unwrap();
     let mut d = Daemon::new(cfg, Options::default()).unwrap();
-    d.stacks = Some(
+    d.source = JobSource::Stacks(
         Client::new(&api.base, Secret::new("bkct_cluster")).with_policy(Policy {
             attempts: 2,
             base: Duration::from_millis(1),

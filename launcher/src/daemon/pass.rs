@@ -64,9 +64,9 @@ impl Daemon {
         if first {
             self.adopt_recovered().await;
         }
-        let listing = match self.rest.is_some() {
-            true => Some(self.rest_listing().await),
-            false => None,
+        let listing = match self.source {
+            JobSource::Rest { .. } => Some(self.rest_listing().await),
+            JobSource::Stacks(_) => None,
         };
         if !self.opts.dry_run {
             self.watch_inflight(listing.as_ref()).await;
@@ -123,7 +123,7 @@ impl Daemon {
     /// The jobs of each queue's stack that wait for a VM (Stacks mode),
     /// two pages at most.
     async fn list_stacks(&mut self, taken: &HashSet<String>, found: &mut Found) {
-        let Some(client) = self.stacks.clone() else {
+        let Some(client) = self.source.stacks().cloned() else {
             return;
         };
         for q in self.cfg.queues() {
@@ -371,15 +371,15 @@ impl Daemon {
     /// One REST listing, unless the budget ran out and has not reset yet
     /// (then nothing is seen and nothing is known).
     async fn rest_listing(&mut self) -> Listing {
-        if self.rest_resume.is_some_and(|t| Instant::now() < t) {
-            return Listing::default();
-        }
-        let Some(rest) = self.rest.clone() else {
+        let JobSource::Rest { client, resume } = &mut self.source else {
             return Listing::default();
         };
-        match rest.list(&self.cfg.queues()).await {
+        if resume.is_some_and(|t| Instant::now() < t) {
+            return Listing::default();
+        }
+        match client.list(&self.cfg.queues()).await {
             Ok(l) => {
-                self.rest_resume = l.resume_at;
+                *resume = l.resume_at;
                 if !l.complete {
                     self.metrics.error("buildkite");
                 }
@@ -466,7 +466,7 @@ impl Daemon {
         let ids: Vec<String> = ds.iter().map(|d| d.job.clone()).collect();
         // REST has no reservation: the VM's labels in libvirt are what
         // keeps a job from getting a second VM.
-        let Some(client) = &self.stacks else {
+        let Some(client) = self.source.stacks() else {
             return Some(ids.into_iter().collect());
         };
         match client.reserve(&self.key(q), &ids, self.reservation()).await {
@@ -486,7 +486,7 @@ impl Daemon {
     async fn finish(&mut self, q: &str, d: &Decision) {
         // REST cannot finish a job it does not run: the
         // decision's log line is all a person gets.
-        let Some(client) = &self.stacks else {
+        let Some(client) = self.source.stacks() else {
             return;
         };
         match client.finish(&self.key(q), &d.job, &d.reason).await {
@@ -509,7 +509,7 @@ impl Daemon {
             // Finish is handled apart; Wait and Skip are never reserved.
             _ => return,
         };
-        let token = match (&self.cfg.agents[def].tokens, &self.stacks) {
+        let token = match (&self.cfg.agents[def].tokens, self.source.stacks()) {
             (AgentTokens::Shared(t), _) => VmToken::Shared(t.clone()),
             (AgentTokens::Jat, Some(client)) => VmToken::Jat(client.clone(), self.key(q)),
             // The config gives job acquisition tokens only in Stacks mode.

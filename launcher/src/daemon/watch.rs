@@ -56,7 +56,7 @@ impl Daemon {
         ids: &[String],
         listing: Option<&Listing>,
     ) -> Option<HashMap<String, String>> {
-        match (listing, &self.stacks) {
+        match (listing, self.source.stacks()) {
             (Some(l), _) if !l.complete => None,
             (Some(l), _) => Some(
                 ids.iter()
@@ -147,7 +147,7 @@ impl Daemon {
 
     /// Extends the reservations of the jobs `ids` of queue `q` (Stacks).
     async fn extend_reservations(&mut self, q: &str, ids: &[String]) {
-        let (false, Some(client)) = (ids.is_empty(), &self.stacks) else {
+        let (false, Some(client)) = (ids.is_empty(), self.source.stacks()) else {
             return;
         };
         let expiry = self.reservation();
