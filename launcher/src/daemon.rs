@@ -31,41 +31,20 @@ pub struct Options {
     pub dry_run: bool,
 }
 
-/// Where a job's VM is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    /// Waking the host or starting the VM.
-    Starting,
-    /// The VM was started under this name; its agent has not taken the job yet.
-    Booting(String),
-}
-
-#[derive(Debug, Clone)]
-struct InFlight {
-    job: Job,
-    queue: String,
-    def: usize,
-    host: usize,
-    phase: Phase,
-    since: Instant,
-    reserved_until: Instant,
-    cancelled: bool,
-    /// When the VM's job acquisition token expires, if it has one.
-    token_expires: Option<SystemTime>,
-}
-
 /// How long after its job acquisition token expired a VM that has not
 /// taken its job is given up: an agent that registered just in time
 /// acquires within seconds, and the job states are read every 2 s.
 const TOKEN_GRACE: Duration = Duration::from_secs(30);
 
 mod events;
+mod jobs;
 mod launch;
 mod pass;
 mod standby;
 mod watch;
 
 use events::Event;
+use jobs::{InFlight, JobTable, Phase};
 use launch::VmToken;
 
 /// Where the jobs come from, as `[buildkite] source` says.
@@ -124,18 +103,15 @@ pub struct Daemon {
     kicked: Option<Instant>,
     /// Notified to run a pass at once (webhooks).
     pub kick: Arc<Notify>,
-    inflight: HashMap<String, InFlight>,
+    /// Each job followed (its VM coming, or to be placed again) or
+    /// remembered for what was said about it, so it is said once: jobs
+    /// given up, the last note on a job's page, the last decision logged.
+    /// Forgotten once the job is gone from Buildkite's lists and not ours
+    /// to follow (see `forget_gone`).
+    jobs: JobTable,
     /// Warm VMs: booting or waiting for a job.
     warm: WarmPool,
     saved: SlotPool,
-    retry: HashMap<String, (Job, String)>,
-    // What was said about each job, so it is said once: jobs given up,
-    // the last note on a job's page, the last decision logged. Forgotten
-    // once the job is gone from Buildkite's lists and not ours to follow
-    // (see `forget_gone`).
-    finished: HashSet<String>,
-    noted: HashMap<String, String>,
-    logged: HashMap<String, String>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
     last_pass: Instant,
@@ -211,13 +187,9 @@ impl Daemon {
             stages: Arc::new(Journal::default()),
             kicked: None,
             kick: Arc::new(Notify::new()),
-            inflight: HashMap::new(),
+            jobs: JobTable::default(),
             warm: WarmPool::default(),
             saved: SlotPool::default(),
-            retry: HashMap::new(),
-            finished: HashSet::new(),
-            noted: HashMap::new(),
-            logged: HashMap::new(),
             tx,
             rx,
             last_pass: Instant::now(),
@@ -301,7 +273,7 @@ impl Daemon {
                 return Ok(());
             }
             let every = self.cfg.buildkite.poll_interval;
-            let wait = if self.inflight.is_empty() {
+            let wait = if self.jobs.all_coming().next().is_none() {
                 every
             } else {
                 every.min(Duration::from_secs(2))
@@ -326,12 +298,7 @@ impl Daemon {
         let Some(state) = &mut self.state else {
             return;
         };
-        let jobs = self
-            .inflight
-            .values()
-            .map(|f| (&f.job, f.queue.as_str()))
-            .chain(self.retry.values().map(|(j, q)| (j, q.as_str())));
-        if let Err(e) = state.save(&self.id, jobs) {
+        if let Err(e) = state.save(&self.id, self.jobs.reserved()) {
             eprintln!("writing {}: {e}", state.path().display());
         }
     }
@@ -374,8 +341,8 @@ impl Daemon {
                             job.id, self.cfg.hosts[host].name
                         );
                         let now = Instant::now();
-                        self.inflight.insert(
-                            job.id.clone(),
+                        self.jobs.follow(
+                            &job.id.clone(),
                             InFlight {
                                 job,
                                 queue: q.clone(),
@@ -385,7 +352,6 @@ impl Daemon {
                                 since: now,
                                 // Extended by the next look at its state.
                                 reserved_until: now,
-                                cancelled: false,
                                 token_expires: None,
                             },
                         );
@@ -395,7 +361,7 @@ impl Daemon {
                             "job {}: reserved before the restart; placing it again",
                             job.id
                         );
-                        self.retry.insert(job.id.clone(), (job, q.clone()));
+                        self.jobs.place_again(&job.id.clone(), job, q.clone());
                     }
                 }
             }
@@ -420,7 +386,7 @@ impl Daemon {
 
     async fn drain_launches(&mut self, limit: Duration) {
         let t0 = Instant::now();
-        while self.inflight.values().any(|f| f.phase == Phase::Starting) && t0.elapsed() < limit {
+        while self.jobs.all_coming().any(|(_, f)| f.phase.is_starting()) && t0.elapsed() < limit {
             match tokio::time::timeout(Duration::from_secs(1), self.rx.recv()).await {
                 Ok(Some(ev)) => {
                     self.on_event(ev).await;
@@ -471,7 +437,7 @@ impl Daemon {
         let Some(client) = self.source.stacks() else {
             return;
         };
-        if self.opts.dry_run || self.noted.get(job) == Some(&detail) {
+        if self.opts.dry_run || self.jobs.noted(job) == Some(detail.as_str()) {
             return;
         }
         let n = [Notification {
@@ -479,7 +445,7 @@ impl Daemon {
             detail: detail.clone(),
         }];
         if client.notify(&self.key(queue), &n).await.is_ok() {
-            self.noted.insert(job.to_string(), detail);
+            self.jobs.set_noted(job, detail);
         }
     }
 }
@@ -792,29 +758,30 @@ hosts = ["up"]
             for (id, line) in &logged_before {
                 if listed.contains(id) {
                     assert_eq!(
-                        d.logged.get(id),
-                        Some(line),
+                        d.jobs.logged(id),
+                        Some(line.as_str()),
                         "pass {pass}: {id} would be logged again"
                     );
                 }
             }
             // Only jobs still listed (or just finished) are remembered.
+            let remembered = d.jobs.remembered();
             assert!(
-                d.logged.len() <= 2 * width,
+                remembered.logged <= 2 * width,
                 "pass {pass}: {} logged",
-                d.logged.len()
+                remembered.logged
             );
             assert!(
-                d.noted.len() <= width,
+                remembered.noted <= width,
                 "pass {pass}: {} noted",
-                d.noted.len()
+                remembered.noted
             );
             assert!(
-                d.finished.len() <= width,
+                remembered.finished <= width,
                 "pass {pass}: {} finished",
-                d.finished.len()
+                remembered.finished
             );
-            logged_before = d.logged.clone();
+            logged_before = d.jobs.all_logged();
         }
 
         let s = stub.lock().unwrap();

@@ -104,11 +104,11 @@ impl Daemon {
             Event::WarmProbed { vm, ready } => self.on_warm_probed(&vm, ready),
             Event::NoToken { job, error } => self.on_no_token(job, error).await,
             Event::Removed { job, queue } => {
-                self.retry.insert(job.id.clone(), (job, queue));
+                self.jobs.place_again(&job.id.clone(), job, queue);
             }
             Event::Duplicate { job, vm } => {
                 eprintln!("job {job}: {vm} already runs it; no second VM");
-                self.inflight.remove(&job);
+                self.jobs.unfollow(&job);
                 self.stages.drop_job(&job);
             }
             Event::Full { job, host, why } => {
@@ -136,10 +136,10 @@ impl Daemon {
     /// A launch under way gave up on its host: the job is placed again
     /// next pass, unless it was cancelled meanwhile.
     fn place_again(&mut self, job: String) {
-        if let Some(f) = self.inflight.remove(&job) {
-            if !f.cancelled {
+        if let Some(f) = self.jobs.unfollow(&job) {
+            if f.phase != Phase::Cancelled {
                 self.stages.again(&job);
-                self.retry.insert(job, (f.job, f.queue));
+                self.jobs.place_again(&job, f.job, f.queue);
             }
         }
     }
@@ -168,7 +168,7 @@ impl Daemon {
         at: Instant,
     ) {
         self.warm.forget(&vm);
-        let Some(f) = self.inflight.get_mut(&job) else {
+        let Some(f) = self.jobs.coming_mut(&job) else {
             return;
         };
         if let Some(t) = token_at {
@@ -186,12 +186,13 @@ impl Daemon {
         let since = parse_rfc3339(&f.job.scheduled_at)
             .and_then(|t| SystemTime::now().duration_since(t).ok());
         self.metrics.vm_started(&host, &def, since);
+        let cancelled = f.phase == Phase::Cancelled;
         f.phase = Phase::Booting(vm.clone());
         f.since = Instant::now();
-        let (cancelled, queue, host_idx) = (f.cancelled, f.queue.clone(), f.host);
+        let (queue, host_idx) = (f.queue.clone(), f.host);
         if cancelled {
             self.remove_vm(host_idx, &vm);
-            self.inflight.remove(&job);
+            self.jobs.unfollow(&job);
             self.stages.drop_job(&job);
         } else {
             let note = match kind {
@@ -233,18 +234,18 @@ impl Daemon {
     }
 
     async fn on_no_token(&mut self, job: String, error: JatError) {
-        let Some(f) = self.inflight.remove(&job) else {
+        let Some(f) = self.jobs.unfollow(&job) else {
             return;
         };
         let def = &self.cfg.agents[f.def].name;
         eprintln!("job {job} ({def}): {error}");
-        if f.cancelled {
+        if f.phase == Phase::Cancelled {
             self.stages.drop_job(&job);
             return;
         }
         if error.place_again() {
             self.stages.again(&job);
-            self.retry.insert(job, (f.job, f.queue));
+            self.jobs.place_again(&job, f.job, f.queue);
         } else {
             // Not placed again: a lapsed reservation brings the
             // job back to the listing, a taken job is gone.
@@ -270,19 +271,20 @@ impl Daemon {
              does not take it within the boot timeout"
         );
         self.metrics.start_failed(&name);
-        let Some(f) = self.inflight.get_mut(job) else {
+        let Some(f) = self.jobs.coming_mut(job) else {
             return;
         };
         // Placing the job again now would start a second VM
         // beside one that may be booting; the boot timeout and the
         // token's expiry remove it (if it runs) and place the job
         // again when it does not take it.
+        let cancelled = f.phase == Phase::Cancelled;
         f.token_expires = token_expires;
         f.phase = Phase::Booting(vm.clone());
         f.since = Instant::now();
-        if f.cancelled {
+        if cancelled {
             self.remove_vm(host, &vm);
-            self.inflight.remove(job);
+            self.jobs.unfollow(job);
         }
     }
 }

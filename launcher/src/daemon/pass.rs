@@ -88,7 +88,7 @@ impl Daemon {
 
     /// Jobs that have a VM (ours, from libvirt, also after a restart).
     fn taken(&self) -> HashSet<String> {
-        let mut taken: HashSet<String> = self.inflight.keys().cloned().collect();
+        let mut taken: HashSet<String> = self.jobs.all_coming().map(|(id, _)| id.clone()).collect();
         for h in &self.hosts {
             for i in h.instances() {
                 if i.labels.get(label::LAUNCHER) == Some(&self.cfg.buildkite.stack_key) {
@@ -108,11 +108,11 @@ impl Daemon {
         found.complete = l.complete;
         if l.complete {
             // A job placed again must still be waiting.
-            self.retry
-                .retain(|id, _| l.states.get(id).map(String::as_str) == Some("scheduled"));
+            self.jobs
+                .retain_retries(|id| l.states.get(id).map(String::as_str) == Some("scheduled"));
         }
         for (j, q) in l.jobs {
-            if taken.contains(&j.id) || self.finished.contains(&j.id) {
+            if taken.contains(&j.id) || self.jobs.is_finished(&j.id) {
                 continue;
             }
             found.queue_of.insert(j.id.clone(), q);
@@ -135,7 +135,7 @@ impl Daemon {
                         found.seen += page.jobs.len();
                         found.listed.extend(page.jobs.iter().map(|j| j.id.clone()));
                         for j in page.jobs {
-                            if taken.contains(&j.id) || self.finished.contains(&j.id) {
+                            if taken.contains(&j.id) || self.jobs.is_finished(&j.id) {
                                 continue;
                             }
                             if page.paused {
@@ -188,7 +188,7 @@ impl Daemon {
         found: &mut Found,
     ) -> HashMap<String, (Job, String)> {
         let mut again: HashMap<String, (Job, String)> = HashMap::new();
-        for (id, (job, q)) in std::mem::take(&mut self.retry) {
+        for (id, job, q) in self.jobs.take_retries() {
             if !taken.contains(&id) && !found.queue_of.contains_key(&id) {
                 found.queue_of.insert(id.clone(), q.clone());
                 found.jobs.push(job.clone());
@@ -207,8 +207,8 @@ impl Daemon {
                 self.stages.drop_job(&d.job);
             }
             if matches!(d.verdict, Verdict::Wait { .. } | Verdict::Skip) {
-                if let Some(r) = again.remove(&d.job) {
-                    self.retry.insert(d.job.clone(), r);
+                if let Some((job, q)) = again.remove(&d.job) {
+                    self.jobs.place_again(&d.job, job, q);
                 }
             }
         }
@@ -218,7 +218,7 @@ impl Daemon {
     fn log_decisions(&mut self, decisions: &[Decision]) {
         for d in decisions {
             let line = format!("{:?} {}", d.action(), d.reason);
-            if self.logged.get(&d.job) != Some(&line) {
+            if self.jobs.logged(&d.job) != Some(line.as_str()) {
                 eprintln!(
                     "job {}: {} ({})",
                     d.job,
@@ -227,7 +227,7 @@ impl Daemon {
                         .trim_matches('"'),
                     d.reason
                 );
-                self.logged.insert(d.job.clone(), line);
+                self.jobs.set_logged(&d.job, line);
             }
         }
     }
@@ -285,9 +285,9 @@ impl Daemon {
     /// running; returns the VMs and memory they promise per host.
     fn pending(&self, defs: &mut [DefView]) -> HashMap<usize, (u32, u64)> {
         let mut pending: HashMap<usize, (u32, u64)> = HashMap::new();
-        for f in self.inflight.values() {
+        for (_, f) in self.jobs.all_coming() {
             defs[f.def].running += 1;
-            if f.phase == Phase::Starting {
+            if f.phase.is_starting() {
                 let p = pending.entry(f.host).or_default();
                 p.0 += 1;
                 p.1 += defs[f.def].memory_kib;
@@ -317,7 +317,7 @@ impl Daemon {
                         let booting = i
                             .labels
                             .get(label::JOB)
-                            .is_some_and(|j| self.inflight.contains_key(j));
+                            .is_some_and(|j| self.jobs.coming(j).is_some());
                         if !booting {
                             defs[idx].running += 1;
                         }
@@ -349,23 +349,15 @@ impl Daemon {
     /// noted twice. Past [`MAX_REMEMBERED`], an incomplete listing is
     /// trusted too.
     fn forget_gone(&mut self, listed: &HashSet<String>, complete: bool) {
-        let over = self
-            .logged
-            .len()
-            .max(self.noted.len())
-            .max(self.finished.len())
-            > MAX_REMEMBERED;
+        let r = self.jobs.remembered();
+        let over = r.logged.max(r.noted).max(r.finished) > MAX_REMEMBERED;
         if !complete && !over {
             return;
         }
-        let (inflight, retry) = (&self.inflight, &self.retry);
-        let keep = |id: &String| {
-            listed.contains(id) || inflight.contains_key(id) || retry.contains_key(id)
-        };
-        self.logged.retain(|id, _| keep(id));
-        self.noted.retain(|id, _| keep(id));
-        self.stages.retain(|id| keep(&id.to_string()));
-        self.finished.retain(keep);
+        let jobs = &self.jobs;
+        self.stages
+            .retain(|id| listed.contains(id) || jobs.followed(id));
+        self.jobs.forget(|id| listed.contains(id));
     }
 
     /// One REST listing, unless the budget ran out and has not reset yet
@@ -491,7 +483,7 @@ impl Daemon {
         };
         match client.finish(&self.key(q), &d.job, &d.reason).await {
             Ok(()) => {
-                self.finished.insert(d.job.clone());
+                self.jobs.finish(&d.job);
                 self.stages.drop_job(&d.job);
                 self.metrics.job_finished();
                 eprintln!("job {}: given up: {}", d.job, d.reason);
@@ -515,8 +507,8 @@ impl Daemon {
             // The config gives job acquisition tokens only in Stacks mode.
             (AgentTokens::Jat, None) => return,
         };
-        self.inflight.insert(
-            d.job.clone(),
+        self.jobs.follow(
+            &d.job,
             InFlight {
                 job: job.clone(),
                 queue: q.to_string(),
@@ -525,7 +517,6 @@ impl Daemon {
                 phase: Phase::Starting,
                 since: Instant::now(),
                 reserved_until: Instant::now() + self.reservation(),
-                cancelled: false,
                 token_expires: None,
             },
         );

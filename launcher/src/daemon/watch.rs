@@ -8,7 +8,7 @@ impl Daemon {
     /// timeout, then are placed again.
     pub(super) async fn watch_inflight(&mut self, listing: Option<&Listing>) {
         let mut by_queue: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (id, f) in &self.inflight {
+        for (id, f) in self.jobs.all_coming() {
             by_queue
                 .entry(f.queue.clone())
                 .or_default()
@@ -23,7 +23,7 @@ impl Daemon {
                 let Some(state) = states.get(&id) else {
                     continue;
                 };
-                if !self.inflight.contains_key(&id) {
+                if self.jobs.coming(&id).is_none() {
                     continue;
                 }
                 match state.as_str() {
@@ -82,7 +82,9 @@ impl Daemon {
     /// from its host, past the boot timeout or past its token's expiry.
     /// Returns whether its reservation is to be extended.
     fn still_waits(&mut self, id: &str) -> bool {
-        let f = &self.inflight[id];
+        let Some(f) = self.jobs.coming(id) else {
+            return false;
+        };
         if let Phase::Booting(vm) = &f.phase {
             // Gone before taking its job (powered off, or a
             // start whose answer was lost did not happen):
@@ -92,8 +94,8 @@ impl Daemon {
                 eprintln!(
                     "job {id}: {vm} is not on {host} and did not take the job; placing it again"
                 );
-                let f = self.inflight.remove(id).expect("present");
-                self.retry.insert(id.to_string(), (f.job, f.queue));
+                let f = self.jobs.unfollow(id).expect("present");
+                self.jobs.place_again(id, f.job, f.queue);
                 return false;
             }
             let expired = f
@@ -109,7 +111,7 @@ impl Daemon {
                         "job {id}: {vm} did not take the job within the boot timeout; removing it"
                     );
                 }
-                let f = self.inflight.remove(id).expect("present");
+                let f = self.jobs.unfollow(id).expect("present");
                 self.stages.again(id);
                 self.remove_vm_then_place(host, &vm, f.job, f.queue);
                 return false;
@@ -121,7 +123,7 @@ impl Daemon {
 
     /// An agent took the job: it is its VM's now.
     async fn taken_by_agent(&mut self, id: &str) {
-        let f = self.inflight.remove(id).expect("present");
+        let f = self.jobs.unfollow(id).expect("present");
         if let Some(r) = self.stages.agent(id, Instant::now()) {
             let line = r.breakdown();
             eprintln!("job {id}: {line}");
@@ -135,13 +137,16 @@ impl Daemon {
     /// reports.
     fn cancelled(&mut self, id: &str, state: &str) {
         eprintln!("job {id} is {state} before its VM took it; the VM is not needed");
-        let f = self.inflight.get_mut(id).expect("present");
-        f.cancelled = true;
+        let f = self.jobs.coming_mut(id).expect("present");
         self.stages.drop_job(id);
-        if let Phase::Booting(vm) = &f.phase {
-            let (vm, host) = (vm.clone(), f.host);
-            self.inflight.remove(id);
-            self.remove_vm(host, &vm);
+        match &f.phase {
+            Phase::Booting(vm) => {
+                let (vm, host) = (vm.clone(), f.host);
+                self.jobs.unfollow(id);
+                self.remove_vm(host, &vm);
+            }
+            // Its VM is removed once the start reports.
+            Phase::Starting | Phase::Cancelled => f.phase = Phase::Cancelled,
         }
     }
 
@@ -153,7 +158,7 @@ impl Daemon {
         let expiry = self.reservation();
         if let Ok(r) = client.reserve(&self.key(q), ids, expiry).await {
             for id in r {
-                if let Some(f) = self.inflight.get_mut(&id) {
+                if let Some(f) = self.jobs.coming_mut(&id) {
                     f.reserved_until = Instant::now() + expiry;
                 }
             }
