@@ -15,6 +15,7 @@ use crate::config::{AgentTokens, Buildkite, Config, Secret, Source};
 use crate::hosts::{label, templates_of, HostRt, Launch};
 use crate::metrics::Metrics;
 use crate::rest::{coming_state, Listing, RestClient};
+use crate::retry::ApiError;
 use crate::saved::{self, Prepared, SlotPool};
 use crate::schedule::{Decision, DefView, HostView, Job, Plan, Power, Verdict};
 use crate::stacks::jat::{self, JatError};
@@ -47,6 +48,31 @@ use events::Event;
 use jobs::{InFlight, JobTable, Phase};
 use launch::VmToken;
 
+/// Why the daemon does not start, or stops.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `[buildkite]` lacks what its source needs.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// The state file cannot be opened, locked or read.
+    #[error("{0}")]
+    StateFile(String),
+    /// A queue's stack could not be registered.
+    #[error("registering the stack for queue {queue}: {error}")]
+    Register {
+        /// The queue.
+        queue: String,
+        /// What the Stacks API said.
+        error: ApiError,
+    },
+    /// A dry run's decision could not be written out.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A dry run's decisions could not be written out.
+    #[error("{0}")]
+    Output(#[from] std::io::Error),
+}
+
 /// Where the jobs come from, as `[buildkite] source` says.
 enum JobSource {
     /// The Stacks API: this process's stacks list, reserve, note and
@@ -62,15 +88,24 @@ enum JobSource {
 }
 
 impl JobSource {
-    fn new(b: &Buildkite) -> Result<Self, String> {
+    fn new(b: &Buildkite) -> Result<Self, Error> {
         Ok(match b.source {
             Source::Stacks => {
-                let token = b.agent_token.clone().ok_or("no cluster agent token")?;
+                let token = b
+                    .agent_token
+                    .clone()
+                    .ok_or(Error::Missing("no cluster agent token"))?;
                 JobSource::Stacks(Client::new(&b.agent_endpoint, token))
             }
             Source::Rest => {
-                let token = b.api_token.clone().ok_or("no REST API token")?;
-                let org = b.organization.as_deref().ok_or("no organisation")?;
+                let token = b
+                    .api_token
+                    .clone()
+                    .ok_or(Error::Missing("no REST API token"))?;
+                let org = b
+                    .organization
+                    .as_deref()
+                    .ok_or(Error::Missing("no organisation"))?;
                 JobSource::Rest {
                     client: RestClient::new(&b.api_endpoint, token, org),
                     resume: None,
@@ -158,12 +193,13 @@ pub fn stack_key(prefix: &str, queue: &str, id: &str) -> String {
 
 impl Daemon {
     /// A daemon for `cfg`; nothing is contacted yet.
-    pub fn new(cfg: Config, opts: Options) -> Result<Self, String> {
+    pub fn new(cfg: Config, opts: Options) -> Result<Self, Error> {
         let source = JobSource::new(&cfg.buildkite)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (state, saved) = match (&cfg.launcher.state_file, &source, opts.dry_run) {
             (Some(path), JobSource::Stacks(_), false) => {
-                let (file, saved) = crate::persist::StateFile::open(path)?;
+                let (file, saved) =
+                    crate::persist::StateFile::open(path).map_err(Error::StateFile)?;
                 (Some(file), saved)
             }
             _ => (None, None),
@@ -222,7 +258,7 @@ impl Daemon {
     }
 
     /// Registers a stack per queue (retried until it works or `stop`).
-    pub async fn register(&self) -> Result<(), String> {
+    pub async fn register(&self) -> Result<(), Error> {
         let Some(client) = self.source.stacks() else {
             return Ok(());
         };
@@ -230,7 +266,10 @@ impl Daemon {
             client
                 .register(&self.key(&q), &q)
                 .await
-                .map_err(|e| format!("registering the stack for queue {q}: {e}"))?;
+                .map_err(|error| Error::Register {
+                    queue: q.clone(),
+                    error,
+                })?;
         }
         Ok(())
     }
@@ -252,7 +291,7 @@ impl Daemon {
         &mut self,
         out: &mut (dyn Write + Send),
         stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         tokio::pin!(stop);
         let mut first = true;
         loop {
@@ -261,11 +300,10 @@ impl Daemon {
             first = false;
             if self.opts.dry_run {
                 for d in &decisions {
-                    let line =
-                        serde_json::to_string(&d.line(&self.cfg)).map_err(|e| e.to_string())?;
-                    writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                    let line = serde_json::to_string(&d.line(&self.cfg))?;
+                    writeln!(out, "{line}")?;
                 }
-                out.flush().map_err(|e| e.to_string())?;
+                out.flush()?;
             }
             if self.opts.once {
                 // Let started launches finish before leaving.

@@ -1,8 +1,6 @@
 //! One pass: list the waiting jobs, count what the hosts have and what
 //! is promised, decide, and act on the decisions.
 
-use crate::retry::ApiError;
-
 use super::*;
 
 impl Daemon {
