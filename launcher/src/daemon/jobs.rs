@@ -273,3 +273,98 @@ impl JobTable {
         self.jobs.retain(|id, e| listed(id) || e.followed());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str) -> Job {
+        Job {
+            id: id.into(),
+            rules: vec!["queue=linux".into()],
+            priority: 0,
+            scheduled_at: "2026-12-01T11:12:45Z".into(),
+        }
+    }
+
+    fn in_flight(id: &str) -> InFlight {
+        InFlight {
+            job: job(id),
+            queue: "linux".into(),
+            def: 0,
+            host: 0,
+            phase: Phase::Starting,
+            since: Instant::now(),
+            reserved_until: Instant::now(),
+            token_expires: None,
+        }
+    }
+
+    #[test]
+    fn a_job_no_longer_followed_is_remembered_only_for_what_was_said() {
+        let mut t = JobTable::default();
+        t.follow("a", in_flight("a"));
+        t.follow("b", in_flight("b"));
+        t.set_noted("b", "booting".into());
+        assert_eq!(t.unfollow("a").map(|f| f.job.id), Some("a".to_string()));
+        assert!(t.unfollow("b").is_some());
+        assert!(t.unfollow("b").is_none());
+        assert!(!t.jobs.contains_key("a"), "an empty entry is kept");
+        assert_eq!(t.noted("b"), Some("booting"));
+        assert!(t.coming("b").is_none());
+        assert!(!t.followed("b"));
+    }
+
+    #[test]
+    fn a_job_whose_vm_is_coming_is_not_placed_again() {
+        let mut t = JobTable::default();
+        t.follow("a", in_flight("a"));
+        t.place_again("a", job("a"), "linux".into());
+        assert!(t.coming("a").is_some());
+        assert!(!t.is_retry("a"));
+        assert_eq!(t.reserved().count(), 1);
+    }
+
+    #[test]
+    fn retries_taken_are_placed_again_only_when_put_back() {
+        let mut t = JobTable::default();
+        t.place_again("a", job("a"), "linux".into());
+        t.place_again("b", job("b"), "linux".into());
+        t.set_logged("b", "Wait".into());
+        let mut taken: Vec<String> = t.take_retries().into_iter().map(|r| r.0).collect();
+        taken.sort();
+        assert_eq!(taken, ["a", "b"]);
+        assert!(!t.is_retry("a") && !t.is_retry("b"));
+        assert!(!t.jobs.contains_key("a"));
+        assert_eq!(t.logged("b"), Some("Wait"));
+        t.place_again("b", job("b"), "linux".into());
+        t.retain_retries(|id| id != "b");
+        assert!(!t.is_retry("b"));
+    }
+
+    #[test]
+    fn forgetting_keeps_the_listed_and_the_followed_jobs() {
+        let mut t = JobTable::default();
+        t.follow("coming", in_flight("coming"));
+        t.place_again("again", job("again"), "linux".into());
+        t.finish("finished");
+        t.set_noted("noted", "waiting".into());
+        t.set_logged("listed", "Start".into());
+        assert_eq!(
+            t.remembered(),
+            Remembered {
+                noted: 1,
+                logged: 1,
+                finished: 1
+            }
+        );
+        let mut reserved: Vec<&str> = t.reserved().map(|(j, _)| j.id.as_str()).collect();
+        reserved.sort();
+        assert_eq!(reserved, ["again", "coming"]);
+        t.forget(|id| id == "listed");
+        let mut left: Vec<&String> = t.jobs.keys().collect();
+        left.sort();
+        assert_eq!(left, ["again", "coming", "listed"]);
+        assert!(!t.is_finished("finished"));
+    }
+}
