@@ -2,26 +2,24 @@
 //! the jobs whose VMs are coming, and do it again every poll interval or
 //! at once when a webhook says a job was scheduled.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use kvmhost::libvirt::channel::Message;
 use kvmhost::libvirt::instance::InstanceSpec;
 use tokio::sync::{mpsc, Notify};
 
-use crate::config::{AgentTokens, Buildkite, Config, Secret, Source};
-use crate::hosts::{label, templates_of, HostRt, Launch};
+use crate::config::{Buildkite, Config, Secret, Source};
+use crate::hosts::{label, HostRt};
 use crate::metrics::Metrics;
-use crate::rest::{coming_state, Listing, RestClient};
+use crate::rest::RestClient;
 use crate::retry::ApiError;
-use crate::saved::{self, Prepared, SlotPool};
-use crate::schedule::{Decision, DefView, HostView, Job, Plan, Power, Verdict};
-use crate::stacks::jat::{self, JatError};
+use crate::saved::SlotPool;
+use crate::schedule::Job;
 use crate::stacks::{Client, Notification};
-use crate::stages::{Journal, Kind, Stage, Via};
-use crate::warm::{self, Removal, WarmPool};
+use crate::stages::Journal;
+use crate::warm::WarmPool;
 
 /// How the daemon runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,7 +44,6 @@ mod watch;
 
 use events::Event;
 use jobs::{InFlight, JobTable, Phase};
-use launch::VmToken;
 
 /// Why the daemon does not start, or stops.
 #[derive(Debug, thiserror::Error)]
@@ -626,6 +623,8 @@ mod jat_test;
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{HashMap, HashSet};
+
     use super::*;
 
     #[test]

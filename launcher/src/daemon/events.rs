@@ -1,7 +1,15 @@
 //! What the tasks the loop started report back, and what the loop does
 //! with each report.
 
-use super::*;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::saved::{self, Prepared};
+use crate::schedule::Job;
+use crate::stacks::jat::JatError;
+use crate::stages::{Kind, Stage};
+
+use super::jobs::Phase;
+use super::{parse_rfc3339, Daemon};
 
 pub(super) enum Event {
     Started {

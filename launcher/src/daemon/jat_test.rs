@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::*;
 use crate::fake_api::FakeApi;
 use crate::retry::Policy;
+use crate::stacks::jat::JatError;
 
 const JOB: &str = "0190a6d4-1b2c-7def-8123-456789abcdef";
 

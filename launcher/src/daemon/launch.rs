@@ -3,9 +3,25 @@
 //! from a saved slot, else start a VM; the outcome goes back to the loop
 //! as an [`Event`].
 
-use kvmhost::libvirt::handle::Connection;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use super::*;
+use kvmhost::libvirt::channel::Message;
+use kvmhost::libvirt::handle::Connection;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Secret};
+use crate::hosts::{label, HostRt, Launch};
+use crate::metrics::Metrics;
+use crate::saved;
+use crate::schedule::Job;
+use crate::stacks::jat::{self, JatError};
+use crate::stacks::Client;
+use crate::stages::Kind;
+use crate::warm;
+
+use super::events::Event;
+use super::{instance_spec, vm_name, Daemon};
 
 /// What a job's VM registers its agent with.
 pub(super) enum VmToken {

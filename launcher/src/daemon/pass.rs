@@ -1,7 +1,22 @@
 //! One pass: list the waiting jobs, count what the hosts have and what
 //! is promised, decide, and act on the decisions.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::AgentTokens;
+use crate::hosts::{label, templates_of};
+use crate::rest::Listing;
+use crate::retry::ApiError;
+use crate::schedule::{Decision, DefView, HostView, Job, Plan, Verdict};
+use crate::stacks::Client;
+use crate::stages::Via;
+use crate::warm::{self, Removal};
+
+use super::jobs::{InFlight, Phase};
+use super::launch::VmToken;
+use super::{Daemon, JobSource, MAX_REMEMBERED};
 
 impl Daemon {
     /// One pass; returns its decisions.

@@ -1,7 +1,13 @@
 //! VMs kept ready before any job asks: warm VMs booted and waiting, and
 //! saved slots to restore clones from.
 
-use super::*;
+use crate::hosts::Launch;
+use crate::saved;
+use crate::schedule::{DefView, HostView, Power};
+use crate::warm;
+
+use super::events::Event;
+use super::Daemon;
 
 impl Daemon {
     /// Starts warm VMs for definitions that have fewer than they ask for,

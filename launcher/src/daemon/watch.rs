@@ -1,6 +1,12 @@
 //! Following the jobs whose VM is coming until their agent takes them.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Instant, SystemTime};
+
+use crate::rest::{coming_state, Listing};
+
+use super::jobs::Phase;
+use super::{Daemon, TOKEN_GRACE};
 
 impl Daemon {
     /// Jobs whose VM is coming: cancelled ones lose their VM, taken ones
