@@ -104,7 +104,7 @@ async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
     let poll = cfg.buildkite.poll_interval;
     let webhook = cfg.webhook.clone();
     let metrics_listen = cfg.metrics_listen;
-    let mut daemon = Daemon::new(cfg, opts)?;
+    let mut daemon = Daemon::new(cfg, opts).map_err(|e| e.to_string())?;
     if let Some(w) = webhook {
         let guard = http::Guard {
             read_timeout: w.read_timeout,
@@ -125,7 +125,7 @@ async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
         let router = http::metrics_router(daemon.metrics.clone(), daemon.status());
         http::serve(addr, router, http::Guard::plain("metrics")).await?;
     }
-    daemon.register().await?;
+    daemon.register().await.map_err(|e| e.to_string())?;
     sdnotify::notify("READY=1\nSTATUS=polling Buildkite");
 
     // The watchdog is fed only while passes keep completing.
@@ -163,5 +163,5 @@ async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
     let result = daemon.run(&mut out, stop).await;
     sdnotify::notify("STOPPING=1");
     daemon.deregister().await;
-    result
+    result.map_err(|e| e.to_string())
 }

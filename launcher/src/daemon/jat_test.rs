@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::*;
 use crate::fake_api::FakeApi;
 use crate::retry::Policy;
+use crate::stacks::jat::JatError;
 
 const JOB: &str = "0190a6d4-1b2c-7def-8123-456789abcdef";
 
@@ -23,7 +24,7 @@ fn daemon(api: &FakeApi) -> Daemon {
     let env = |k: &str| (k == "BUILDKITE_AGENT_TOKEN").then(|| "bkct_cluster".to_string());
     let cfg = crate::config::parse(Path::new("/etc/launcher.toml"), &text, env).unwrap();
     let mut d = Daemon::new(cfg, Options::default()).unwrap();
-    d.stacks = Some(
+    d.source = JobSource::Stacks(
         Client::new(&api.base, Secret::new("bkct_cluster")).with_policy(Policy {
             attempts: 2,
             base: Duration::from_millis(1),
@@ -47,7 +48,6 @@ fn in_flight(phase: Phase, token_expires: Option<SystemTime>) -> InFlight {
         phase,
         since: Instant::now(),
         reserved_until: Instant::now() + Duration::from_secs(600),
-        cancelled: false,
         token_expires,
     }
 }
@@ -92,15 +92,14 @@ async fn ok_api() -> FakeApi {
 async fn a_job_whose_token_was_not_issued_gets_a_note_and_is_not_placed_again() {
     let api = ok_api().await;
     let mut d = daemon(&api);
-    d.inflight
-        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.jobs.follow(JOB, in_flight(Phase::Starting, None));
     d.on_event(Event::NoToken {
         job: JOB.into(),
         error: JatError::NotIssued,
     })
     .await;
-    assert!(!d.inflight.contains_key(JOB));
-    assert!(!d.retry.contains_key(JOB), "placed again");
+    assert!(d.jobs.coming(JOB).is_none());
+    assert!(!d.jobs.is_retry(JOB), "placed again");
     let notes = notes(&api);
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0].0, JOB);
@@ -116,8 +115,7 @@ async fn a_job_whose_token_was_not_issued_gets_a_note_and_is_not_placed_again() 
 async fn a_refused_token_request_names_the_agent_tokens_setting_on_the_jobs_page() {
     let api = ok_api().await;
     let mut d = daemon(&api);
-    d.inflight
-        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.jobs.follow(JOB, in_flight(Phase::Starting, None));
     d.on_event(Event::NoToken {
         job: JOB.into(),
         error: JatError::Refused {
@@ -127,7 +125,7 @@ async fn a_refused_token_request_names_the_agent_tokens_setting_on_the_jobs_page
         },
     })
     .await;
-    assert!(!d.retry.contains_key(JOB), "placed again");
+    assert!(!d.jobs.is_retry(JOB), "placed again");
     let notes = notes(&api);
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
@@ -142,15 +140,14 @@ async fn a_refused_token_request_names_the_agent_tokens_setting_on_the_jobs_page
 async fn a_token_request_buildkite_did_not_answer_places_the_job_again() {
     let api = ok_api().await;
     let mut d = daemon(&api);
-    d.inflight
-        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.jobs.follow(JOB, in_flight(Phase::Starting, None));
     d.on_event(Event::NoToken {
         job: JOB.into(),
         error: JatError::Unavailable("HTTP 502 Bad Gateway".into()),
     })
     .await;
-    assert!(!d.inflight.contains_key(JOB));
-    assert!(d.retry.contains_key(JOB), "the job is lost");
+    assert!(d.jobs.coming(JOB).is_none());
+    assert!(d.jobs.is_retry(JOB), "the job is lost");
     assert!(notes(&api).is_empty());
 }
 
@@ -160,23 +157,20 @@ async fn a_vm_whose_token_expired_before_it_took_the_job_is_removed_and_the_job_
     let mut d = daemon(&api);
     // Booting for a moment only: the boot timeout (600 s) is far away.
     let expired = SystemTime::now() - TOKEN_GRACE - Duration::from_secs(1);
-    d.inflight.insert(
-        JOB.into(),
+    d.jobs.follow(
+        JOB,
         in_flight(Phase::Booting("debian-0190a6d4-1a2b".into()), Some(expired)),
     );
     d.watch_inflight(None).await;
-    assert!(!d.inflight.contains_key(JOB), "still waiting for the VM");
+    assert!(d.jobs.coming(JOB).is_none(), "still waiting for the VM");
     // Placed again once the VM is gone.
-    assert!(
-        !d.retry.contains_key(JOB),
-        "placed before its VM was removed"
-    );
+    assert!(!d.jobs.is_retry(JOB), "placed before its VM was removed");
     let ev = tokio::time::timeout(Duration::from_secs(10), d.rx.recv())
         .await
         .expect("the removal's event")
         .expect("the channel is open");
     d.on_event(ev).await;
-    assert!(d.retry.contains_key(JOB), "the job is lost");
+    assert!(d.jobs.is_retry(JOB), "the job is lost");
 }
 
 #[tokio::test]
@@ -186,16 +180,16 @@ async fn a_vm_whose_token_is_still_good_keeps_its_job() {
     // Expired, but an agent that registered just in time may still be
     // acquiring: within the grace the VM is left alone.
     let just_expired = SystemTime::now() - Duration::from_secs(1);
-    d.inflight.insert(
-        JOB.into(),
+    d.jobs.follow(
+        JOB,
         in_flight(
             Phase::Booting("debian-0190a6d4-1a2b".into()),
             Some(just_expired),
         ),
     );
     d.watch_inflight(None).await;
-    assert!(d.inflight.contains_key(JOB));
-    assert!(!d.retry.contains_key(JOB));
+    assert!(d.jobs.coming(JOB).is_some());
+    assert!(!d.jobs.is_retry(JOB));
 }
 
 #[test]
@@ -226,8 +220,7 @@ fn the_vms_seed_carries_the_token_it_is_given_and_not_the_cluster_token() {
 async fn a_start_whose_answer_was_lost_with_the_connection_keeps_the_job_on_that_vm() {
     let api = ok_api().await;
     let mut d = daemon(&api);
-    d.inflight
-        .insert(JOB.into(), in_flight(Phase::Starting, None));
+    d.jobs.follow(JOB, in_flight(Phase::Starting, None));
     d.on_event(Event::StartUnknown {
         job: JOB.into(),
         host: 0,
@@ -238,8 +231,8 @@ async fn a_start_whose_answer_was_lost_with_the_connection_keeps_the_job_on_that
     .await;
     // Not placed again (a second VM beside one that may boot), but
     // followed as booting, so the boot timeout still frees it.
-    assert!(!d.retry.contains_key(JOB), "placed again");
-    let f = d.inflight.get(JOB).expect("the job is no longer followed");
+    assert!(!d.jobs.is_retry(JOB), "placed again");
+    let f = d.jobs.coming(JOB).expect("the job is no longer followed");
     assert!(matches!(&f.phase, Phase::Booting(vm) if vm == "debian-0190a6d4-1a2b"));
 }
 
@@ -249,15 +242,15 @@ async fn a_booting_vm_its_host_no_longer_lists_frees_its_job_at_once() {
     let mut d = daemon(&api);
     let mut f = in_flight(Phase::Booting("debian-0190a6d4-1a2b".into()), None);
     f.since = Instant::now() - Duration::from_secs(5);
-    d.inflight.insert(JOB.into(), f);
+    d.jobs.follow(JOB, f);
     // The host, read after the start, runs no such VM (boot timeout 600 s).
     d.hosts[0].set_probed(Vec::new()).await;
     d.watch_inflight(None).await;
     assert!(
-        !d.inflight.contains_key(JOB),
+        d.jobs.coming(JOB).is_none(),
         "still waiting for a VM that is not there"
     );
-    assert!(d.retry.contains_key(JOB), "the job is lost");
+    assert!(d.jobs.is_retry(JOB), "the job is lost");
 }
 
 #[tokio::test]
@@ -266,7 +259,7 @@ async fn a_booting_vm_its_host_lists_keeps_its_job() {
     let mut d = daemon(&api);
     let mut f = in_flight(Phase::Booting("debian-0190a6d4-1a2b".into()), None);
     f.since = Instant::now() - Duration::from_secs(5);
-    d.inflight.insert(JOB.into(), f);
+    d.jobs.follow(JOB, f);
     let vm = kvmhost::libvirt::instance::InstanceInfo {
         uuid: "0190a6d4-0000-4000-8000-000000000001".into(),
         name: "debian-0190a6d4-1a2b".into(),
@@ -276,6 +269,6 @@ async fn a_booting_vm_its_host_lists_keeps_its_job() {
     };
     d.hosts[0].set_probed(vec![vm]).await;
     d.watch_inflight(None).await;
-    assert!(d.inflight.contains_key(JOB));
-    assert!(!d.retry.contains_key(JOB));
+    assert!(d.jobs.coming(JOB).is_some());
+    assert!(!d.jobs.is_retry(JOB));
 }

@@ -1,0 +1,151 @@
+//! VMs kept ready before any job asks: warm VMs booted and waiting, and
+//! saved slots to restore clones from.
+
+use crate::hosts::Launch;
+use crate::saved;
+use crate::schedule::{DefView, HostView, Power};
+use crate::warm;
+
+use super::events::Event;
+use super::Daemon;
+
+impl Daemon {
+    /// Starts warm VMs for definitions that have fewer than they ask for,
+    /// on awake hosts with room left after this pass's decisions
+    /// (`hosts` and `defs` as the pass left them), like any VM within
+    /// `max_vms`, `memory_limit` and `max_instances`.
+    pub(super) fn keep_warm(&mut self, hosts: &mut [HostView], defs: &mut [DefView]) {
+        let cfg = self.cfg.clone();
+        for (d, a) in cfg.agents.iter().enumerate() {
+            let mem = defs[d].memory_kib;
+            // Nothing is known of the template before a host was read.
+            if mem == 0 {
+                continue;
+            }
+            for _ in self.warm.kept(d)..a.warm as usize {
+                if a.max_instances.is_some_and(|m| defs[d].running >= m) {
+                    break;
+                }
+                let room = |h: &usize| {
+                    let v = &hosts[*h];
+                    v.power == Power::Awake
+                        && !defs[d].broken_on.contains_key(h)
+                        && v.max_vms.is_none_or(|m| v.vms < m)
+                        && v.used_kib.saturating_add(mem) <= v.limit_kib
+                };
+                let Some(h) = a.hosts.iter().copied().find(room) else {
+                    break;
+                };
+                hosts[h].vms += 1;
+                hosts[h].used_kib = hosts[h].used_kib.saturating_add(mem);
+                defs[d].running += 1;
+                self.spawn_warm(d, h);
+            }
+        }
+    }
+
+    fn spawn_warm(&mut self, def: usize, host: usize) {
+        let name = warm::warm_name(&self.cfg, def);
+        self.warm.starting(&name, def, host);
+        let spec = warm::warm_instance_spec(&self.cfg, def, &name);
+        let cfg = self.cfg.clone();
+        let rt = self.hosts[host].clone();
+        let tx = self.tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let (h, d) = (&cfg.hosts[host].name, &cfg.agents[def].name);
+            let Some(conn) = rt.conn() else {
+                let _ = tx.send(Event::WarmStarted {
+                    vm: name,
+                    started: false,
+                });
+                return;
+            };
+            let rt2 = rt.clone();
+            // Its name stands for the job: no VM has it as its job.
+            let r = conn
+                .run(move |c| crate::hosts::launch(&rt2, c, &spec, &spec.name))
+                .await;
+            let started = match r {
+                Ok(Launch::Started(_)) => {
+                    eprintln!("warm {name}: started on {h}");
+                    metrics.vm_started(h, d, None);
+                    true
+                }
+                Ok(Launch::Unknown { why, .. }) => {
+                    eprintln!(
+                        "warm {name}: {h}: the start lost its answer ({why}); followed as booting"
+                    );
+                    rt.set_failing(
+                        format!("the connection died while starting {name}: {why}"),
+                        cfg.launcher.host_retry_after,
+                    );
+                    true
+                }
+                Ok(Launch::Full(why)) => {
+                    eprintln!("warm {name}: {h} has no room after all ({why})");
+                    false
+                }
+                Ok(Launch::Duplicate(vm)) => {
+                    eprintln!("warm {name}: {h} already runs {vm} under that name");
+                    false
+                }
+                Ok(Launch::Failed(why)) => {
+                    eprintln!("warm {name}: {h}: {why}");
+                    metrics.start_failed(h);
+                    rt.set_failing(
+                        format!("could not start a VM: {why}"),
+                        cfg.launcher.host_retry_after,
+                    );
+                    false
+                }
+                Err(e) => {
+                    eprintln!("warm {name}: the start task failed: {e}");
+                    false
+                }
+            };
+            let _ = tx.send(Event::WarmStarted { vm: name, started });
+        });
+    }
+
+    /// Checks (and builds, in the background) the saved slots due on
+    /// awake hosts.
+    pub(super) fn keep_saved(&mut self) {
+        for (def, host, name) in self.saved.to_prepare(&self.cfg, &self.hosts) {
+            let tx = self.tx.clone();
+            let Some(conn) = self.hosts[host].conn() else {
+                let got = Err("the host is not connected".to_string());
+                let _ = tx.send(Event::SlotPrepared { host, name, got });
+                continue;
+            };
+            let spec = saved::slot_instance_spec(&self.cfg, def, &name);
+            let boot_timeout = self.cfg.launcher.boot_timeout;
+            tokio::spawn(async move {
+                let got = conn
+                    .run(move |h| saved::prepare(h, &spec, boot_timeout))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the slot task failed: {e}")));
+                let _ = tx.send(Event::SlotPrepared { host, name, got });
+            });
+        }
+    }
+
+    /// Asks each booting warm VM whether it waits for a job yet.
+    pub(super) fn probe_warm(&mut self) {
+        for (vm, host) in self.warm.to_probe() {
+            let tx = self.tx.clone();
+            let Some(conn) = self.hosts[host].conn() else {
+                let _ = tx.send(Event::WarmProbed { vm, ready: false });
+                continue;
+            };
+            tokio::spawn(async move {
+                let vm2 = vm.clone();
+                let r = conn
+                    .run(move |h| h.handoff_ready(&vm2, warm::READY_TIMEOUT))
+                    .await;
+                let ready = matches!(r, Ok(Ok(())));
+                let _ = tx.send(Event::WarmProbed { vm, ready });
+            });
+        }
+    }
+}
