@@ -698,6 +698,35 @@ mod tests {
     }
 
     #[test]
+    fn a_device_more_less_or_other_is_refused_naming_it() {
+        let err = |given: String| {
+            check_only_host_paths_differ(SAVED, &given)
+                .unwrap_err()
+                .to_string()
+        };
+        let added =
+            err(SAVED.replace("  </devices>", "  <memballoon model='none'/>\n  </devices>"));
+        assert!(
+            added.starts_with("invalid xml: the restore XML adds <memballoon> in /domain/devices:"),
+            "{added}"
+        );
+        let channel =
+            &SAVED[SAVED.find("    <channel").unwrap()..SAVED.find("  </devices>").unwrap()];
+        let dropped = err(SAVED.replace(channel, ""));
+        assert!(
+            dropped.starts_with("invalid xml: the restore XML drops <channel> in /domain/devices:"),
+            "{dropped}"
+        );
+        let other = err(SAVED
+            .replace("<genid>", "<title>")
+            .replace("</genid>", "</title>"));
+        assert!(
+            other.starts_with("invalid xml: /domain/genid is <title> in the restore XML:"),
+            "{other}"
+        );
+    }
+
+    #[test]
     fn a_changed_mac_is_refused_naming_it() {
         let err = check_only_host_paths_differ(SAVED, &SAVED.replace("aa:bb:01", "aa:bb:02"))
             .unwrap_err()
