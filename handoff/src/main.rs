@@ -14,6 +14,7 @@ macro_rules! say {
 mod guest;
 
 use std::ffi::OsString;
+use std::fmt;
 use std::io::BufReader;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,30 @@ struct Args {
     agent_args: Vec<OsString>,
 }
 
-fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Args, String> {
+/// Why the command line cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ArgsError {
+    /// An option came last, without its value.
+    MissingValue(&'static str),
+    /// The `--renew-dhcp` command is not UTF-8.
+    RenewDhcpNotUtf8,
+    /// An argument that is no option.
+    Unknown(OsString),
+}
+
+impl fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgsError::MissingValue(name) => write!(f, "{name} needs a value"),
+            ArgsError::RenewDhcpNotUtf8 => f.write_str("--renew-dhcp: not UTF-8"),
+            ArgsError::Unknown(arg) => write!(f, "unknown argument {arg:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ArgsError {}
+
+fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Args, ArgsError> {
     let mut out = Args {
         port: None,
         agent: "buildkite-agent".into(),
@@ -45,7 +69,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Args, String> 
         agent_args: Vec::new(),
     };
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        let mut value = |name: &'static str| args.next().ok_or(ArgsError::MissingValue(name));
         match arg.to_str() {
             Some("--port") => out.port = Some(value("--port")?.into()),
             Some("--agent") => out.agent = value("--agent")?,
@@ -53,14 +77,14 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Args, String> 
                 out.renew_dhcp = Some(
                     value("--renew-dhcp")?
                         .into_string()
-                        .map_err(|_| "--renew-dhcp: not UTF-8".to_owned())?,
+                        .map_err(|_| ArgsError::RenewDhcpNotUtf8)?,
                 )
             }
             Some("--") => {
                 out.agent_args.extend(args);
                 break;
             }
-            _ => return Err(format!("unknown argument {arg:?}")),
+            _ => return Err(ArgsError::Unknown(arg)),
         }
     }
     Ok(out)
@@ -132,7 +156,7 @@ fn main() -> ExitCode {
         };
         if let Err(why) = guest::apply::apply(&msg, args.renew_dhcp.as_deref()) {
             say!("kvmbe-handoff: job {}: {why}", msg.job);
-            let _ = reply_error(conn.get_mut(), &why);
+            let _ = reply_error(conn.get_mut(), &why.to_string());
             return ExitCode::from(1);
         }
         say!(
@@ -167,7 +191,7 @@ mod test {
     use super::*;
 
     fn args(list: &[&str]) -> Result<Args, String> {
-        parse_args(list.iter().map(OsString::from))
+        parse_args(list.iter().map(OsString::from)).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -65,15 +65,104 @@ pub fn checksum_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Makes the source available locally. Errors are user-facing text.
-pub async fn fetch(source: &Source) -> Result<Local, String> {
+/// Why a source is not available locally; its text is shown to the user.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The task reading or checksumming the file did not finish.
+    Task(tokio::task::JoinError),
+    /// The local file (or the downloaded one) could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No temporary file for the download.
+    TempFile(std::io::Error),
+    /// The download's file could not be opened.
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The download's file could not be written.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The download broke off.
+    Interrupted {
+        /// The URL.
+        url: String,
+        /// How much had arrived.
+        after: u64,
+        /// What the HTTP client said.
+        message: String,
+    },
+    /// The download failed otherwise.
+    Download {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: host::Error,
+    },
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Task(e) => write!(f, "{e}"),
+            FetchError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            FetchError::TempFile(e) => write!(f, "cannot create a temporary file: {e}"),
+            FetchError::Open { path, source } => {
+                write!(f, "cannot open {}: {source}", path.display())
+            }
+            FetchError::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+            FetchError::Interrupted {
+                url,
+                after,
+                message,
+            } => write!(f, "downloading {url} failed after {after} bytes: {message}"),
+            FetchError::Download { url, source } => {
+                write!(f, "cannot download {url}: {}", source.detail())
+            }
+        }
+    }
+}
+
+impl std::error::Error for FetchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FetchError::Task(e) => Some(e),
+            FetchError::Read { source, .. }
+            | FetchError::Open { source, .. }
+            | FetchError::Write { source, .. } => Some(source),
+            FetchError::TempFile(e) => Some(e),
+            FetchError::Interrupted { .. } => None,
+            FetchError::Download { source, .. } => Some(source),
+        }
+    }
+}
+
+/// Makes the source available locally.
+pub async fn fetch(source: &Source) -> Result<Local, FetchError> {
     match source {
         Source::File(p) => {
             let path = p.clone();
             let sum = tokio::task::spawn_blocking(move || checksum_file(&path))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                .map_err(FetchError::Task)?
+                .map_err(|source| FetchError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
             Ok(Local {
                 path: p.clone(),
                 checksum: sum,
@@ -88,32 +177,36 @@ pub async fn fetch(source: &Source) -> Result<Local, String> {
 /// name), refusing more than `cap` bytes. Zero chunks become holes in the
 /// file, so the upload that follows finds them with SEEK_HOLE and does
 /// not send them.
-async fn download_capped(url: &str, cap: u64) -> Result<Local, String> {
+async fn download_capped(url: &str, cap: u64) -> Result<Local, FetchError> {
     let temp = tempfile::Builder::new()
         .prefix("terraform-provider-libvirt-")
         .suffix(".img")
         .tempfile()
-        .map_err(|e| format!("cannot create a temporary file: {e}"))?;
+        .map_err(FetchError::TempFile)?;
     host::download(url, &temp, cap, host::Zeros::Holes)
         .await
         .map_err(|e| match e {
-            host::Error::Create { path, source } => {
-                format!("cannot open {}: {source}", path.display())
-            }
-            host::Error::Write { path, source } => {
-                format!("cannot write {}: {source}", path.display())
-            }
-            host::Error::Interrupted { after, message, .. } => {
-                format!("downloading {url} failed after {after} bytes: {message}")
-            }
-            e => format!("cannot download {url}: {}", e.detail()),
+            host::Error::Create { path, source } => FetchError::Open { path, source },
+            host::Error::Write { path, source } => FetchError::Write { path, source },
+            host::Error::Interrupted { after, message, .. } => FetchError::Interrupted {
+                url: url.to_string(),
+                after,
+                message,
+            },
+            source => FetchError::Download {
+                url: url.to_string(),
+                source,
+            },
         })?;
     let path = temp.path().to_path_buf();
     let sum_path = path.clone();
     let checksum = tokio::task::spawn_blocking(move || checksum_file(&sum_path))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(FetchError::Task)?
+        .map_err(|source| FetchError::Read {
+            path: path.clone(),
+            source,
+        })?;
     Ok(Local {
         path,
         checksum,
@@ -191,7 +284,8 @@ mod tests {
             let e = download_capped(&format!("http://127.0.0.1:{port}/img"), 64 * 1024)
                 .await
                 .err()
-                .unwrap();
+                .unwrap()
+                .to_string();
             assert!(e.starts_with("cannot download http://"), "{e}");
             assert!(e.contains("larger than 65536 bytes"), "{e}");
         }

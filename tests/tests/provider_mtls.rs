@@ -61,7 +61,7 @@ fn stderr_of(p: &Provider) -> String {
 }
 
 async fn shutdown_as(p: &Provider, me: Option<&Identity>) -> Result<(), String> {
-    let channel = p.handshake.channel(me).await?;
+    let channel = p.handshake.channel(me).await.map_err(|e| e.to_string())?;
     GRPCControllerClient::new(channel)
         .shutdown(proto::Empty {})
         .await
@@ -73,7 +73,7 @@ async fn schema_as(
     p: &Provider,
     me: Option<&Identity>,
 ) -> Result<proto::GetProviderSchemaResponse, String> {
-    let mut c = p.handshake.provider(me).await?;
+    let mut c = p.handshake.provider(me).await.map_err(|e| e.to_string())?;
     c.get_provider_schema(proto::Empty {})
         .await
         .map(|r| r.into_inner())

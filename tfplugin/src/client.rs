@@ -1,6 +1,7 @@
 //! The client side of the handshake, for tests and benchmarks that talk
 //! to a provider the way Terraform does.
 
+use std::fmt;
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
@@ -23,24 +24,75 @@ pub struct Handshake {
     pub cert: Option<CertificateDer<'static>>,
 }
 
+/// Why a handshake line cannot be used or its plugin not reached.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The line is not a go-plugin gRPC handshake line (the line).
+    NotHandshake(String),
+    /// The certificate field is not base64.
+    Certificate(base64::DecodeError),
+    /// The protocol field is not a number.
+    Protocol(std::num::ParseIntError),
+    /// The network is neither `unix` nor `tcp` (the network).
+    Network(String),
+    /// The TLS client could not be set up.
+    Tls(rustls::Error),
+    /// The plugin could not be reached.
+    Connect {
+        /// The plugin's address.
+        address: String,
+        /// What the connection said.
+        source: tonic::transport::Error,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::NotHandshake(line) => {
+                write!(f, "not a go-plugin gRPC handshake line: {line:?}")
+            }
+            ClientError::Certificate(e) => write!(f, "certificate field: {e}"),
+            ClientError::Protocol(e) => write!(f, "protocol field: {e}"),
+            ClientError::Network(network) => write!(f, "network {network} is not supported"),
+            ClientError::Tls(e) => write!(f, "{e}"),
+            ClientError::Connect { address, source } => {
+                write!(f, "connecting to {address}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::NotHandshake(_) | ClientError::Network(_) => None,
+            ClientError::Certificate(e) => Some(e),
+            ClientError::Protocol(e) => Some(e),
+            ClientError::Tls(e) => Some(e),
+            ClientError::Connect { source, .. } => Some(source),
+        }
+    }
+}
+
 impl Handshake {
     /// Parses `1|6|unix|/path|grpc|<base64 cert>`.
-    pub fn parse(line: &str) -> Result<Self, String> {
+    pub fn parse(line: &str) -> Result<Self, ClientError> {
         use base64::Engine;
         let f: Vec<&str> = line.trim().split('|').collect();
         if f.len() < 5 || f[0] != "1" || f[4] != "grpc" {
-            return Err(format!("not a go-plugin gRPC handshake line: {line:?}"));
+            return Err(ClientError::NotHandshake(line.to_string()));
         }
         let cert = match f.get(5).copied().unwrap_or_default() {
             "" => None,
             b64 => Some(CertificateDer::from(
                 base64::engine::general_purpose::STANDARD_NO_PAD
                     .decode(b64.trim_end_matches('='))
-                    .map_err(|e| format!("certificate field: {e}"))?,
+                    .map_err(ClientError::Certificate)?,
             )),
         };
         Ok(Self {
-            protocol: f[1].parse().map_err(|e| format!("protocol field: {e}"))?,
+            protocol: f[1].parse().map_err(ClientError::Protocol)?,
             network: f[2].to_string(),
             address: f[3].to_string(),
             cert,
@@ -49,15 +101,15 @@ impl Handshake {
 
     /// A gRPC channel to the plugin, presenting `me` (if any) as client
     /// certificate. A refused TLS handshake shows as a failing call.
-    pub async fn channel(&self, me: Option<&Identity>) -> Result<Channel, String> {
+    pub async fn channel(&self, me: Option<&Identity>) -> Result<Channel, ClientError> {
         if self.network != "unix" && self.network != "tcp" {
-            return Err(format!("network {} is not supported", self.network));
+            return Err(ClientError::Network(self.network.clone()));
         }
         let unix = self.network == "unix";
         let path = self.address.clone();
         let connector = match &self.cert {
             Some(c) => Some(tokio_rustls::TlsConnector::from(Arc::new(
-                tls::client_config(me, c.clone()).map_err(|e| e.to_string())?,
+                tls::client_config(me, c.clone()).map_err(ClientError::Tls)?,
             ))),
             None => None,
         };
@@ -83,11 +135,17 @@ impl Handshake {
         Endpoint::from_static("http://localhost")
             .connect_with_connector(svc)
             .await
-            .map_err(|e| format!("connecting to {}: {e}", self.address))
+            .map_err(|source| ClientError::Connect {
+                address: self.address.clone(),
+                source,
+            })
     }
 
     /// A provider client over [`Handshake::channel`].
-    pub async fn provider(&self, me: Option<&Identity>) -> Result<ProviderClient<Channel>, String> {
+    pub async fn provider(
+        &self,
+        me: Option<&Identity>,
+    ) -> Result<ProviderClient<Channel>, ClientError> {
         Ok(ProviderClient::new(self.channel(me).await?))
     }
 }

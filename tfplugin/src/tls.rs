@@ -79,14 +79,41 @@ impl Identity {
     }
 }
 
+/// Why a PEM text gives no certificate.
+#[derive(Debug)]
+pub enum PemError {
+    /// Its first PEM section could not be read.
+    NotPem(std::io::Error),
+    /// It holds no certificate.
+    NoCertificate,
+}
+
+impl std::fmt::Display for PemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemError::NotPem(e) => write!(f, "not a PEM certificate: {e}"),
+            PemError::NoCertificate => f.write_str("no certificate in it"),
+        }
+    }
+}
+
+impl std::error::Error for PemError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PemError::NotPem(e) => Some(e),
+            PemError::NoCertificate => None,
+        }
+    }
+}
+
 /// The first certificate in a PEM text.
-pub fn cert_from_pem(pem: &str) -> Result<CertificateDer<'static>, String> {
+pub fn cert_from_pem(pem: &str) -> Result<CertificateDer<'static>, PemError> {
     let mut r = std::io::BufReader::new(pem.as_bytes());
     let first = rustls_pemfile::certs(&mut r).next();
     match first {
         Some(Ok(c)) => Ok(c),
-        Some(Err(e)) => Err(format!("not a PEM certificate: {e}")),
-        None => Err("no certificate in it".to_string()),
+        Some(Err(e)) => Err(PemError::NotPem(e)),
+        None => Err(PemError::NoCertificate),
     }
 }
 

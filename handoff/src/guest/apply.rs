@@ -1,16 +1,62 @@
 //! Making the VM the job's: its clock, its name, its lease.
 
+use std::fmt;
 use std::io;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 use handoff::Message;
+
+/// What could not be made the job's. Its text is also the guest's
+/// `error` line to the launcher.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The clock could not be set.
+    Clock(io::Error),
+    /// The host name could not be set.
+    Hostname(io::Error),
+    /// The shell for the DHCP renewal could not be run.
+    RenewDhcpShell(io::Error),
+    /// The DHCP renewal command failed.
+    RenewDhcpFailed {
+        /// The command, as given with `--renew-dhcp`.
+        command: String,
+        /// How it ended.
+        status: ExitStatus,
+    },
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Clock(e) => write!(f, "setting the clock: {e}"),
+            ApplyError::Hostname(e) => write!(f, "setting the host name: {e}"),
+            ApplyError::RenewDhcpShell(e) => {
+                write!(f, "renewing the DHCP lease: running /bin/sh: {e}")
+            }
+            ApplyError::RenewDhcpFailed { command, status } => {
+                write!(f, "renewing the DHCP lease: `{command}` failed ({status})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApplyError::Clock(e) | ApplyError::Hostname(e) | ApplyError::RenewDhcpShell(e) => {
+                Some(e)
+            }
+            ApplyError::RenewDhcpFailed { .. } => None,
+        }
+    }
+}
 
 /// Sets the clock, then the host name, then renews the DHCP lease with
 /// `renew_dhcp` (a shell command) when the message asks for it. The
 /// first failure is returned, naming what failed.
-pub fn apply(msg: &Message, renew_dhcp: Option<&str>) -> Result<(), String> {
-    set_clock(msg.time).map_err(|e| format!("setting the clock: {e}"))?;
-    set_hostname(&msg.hostname).map_err(|e| format!("setting the host name: {e}"))?;
+pub fn apply(msg: &Message, renew_dhcp: Option<&str>) -> Result<(), ApplyError> {
+    set_clock(msg.time).map_err(ApplyError::Clock)?;
+    set_hostname(&msg.hostname).map_err(ApplyError::Hostname)?;
     if msg.renew_dhcp {
         match renew_dhcp {
             Some(cmd) => {
@@ -18,11 +64,12 @@ pub fn apply(msg: &Message, renew_dhcp: Option<&str>) -> Result<(), String> {
                     .arg("-c")
                     .arg(cmd)
                     .status()
-                    .map_err(|e| format!("renewing the DHCP lease: running /bin/sh: {e}"))?;
+                    .map_err(ApplyError::RenewDhcpShell)?;
                 if !status.success() {
-                    return Err(format!(
-                        "renewing the DHCP lease: `{cmd}` failed ({status})"
-                    ));
+                    return Err(ApplyError::RenewDhcpFailed {
+                        command: cmd.to_string(),
+                        status,
+                    });
                 }
             }
             None => say!(

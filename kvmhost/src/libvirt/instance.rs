@@ -42,8 +42,8 @@ use std::time::{Duration, SystemTime};
 use super::domain_xml::{DiskBus, DiskDef, DiskDevice, DiskSource, DomainDef, GenId, NvramDef};
 use super::error::{lv, Error, Result};
 use super::slot::{CLONE_PART, STATE_PART};
-use super::template::{fill_placeholders, DEFAULT_LABEL, KIND, POOL};
-use super::volume::{Backing, VolumeFormat, VolumeSpec};
+use super::template::{fill_placeholders, TemplateSpec, DEFAULT_LABEL, KIND, POOL};
+use super::volume::{Backing, VolumeFormat, VolumeInfo, VolumeSpec};
 use super::xml::{child, child_text, parse};
 use super::Host;
 use crate::nocloud::Seed;
@@ -95,6 +95,159 @@ fn mark_of_hostname(hostname: &str) -> String {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{:08x}", (h ^ (h >> 32)) as u32)
+}
+
+/// An instance's own NVRAM file.
+#[derive(Debug, Clone)]
+struct NvramFile {
+    /// Its path, in the template's pool's directory.
+    path: String,
+    /// Its volume's name in that pool.
+    volume: String,
+}
+
+/// Refuses a name that cannot name an instance and its volumes.
+fn check_instance_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.contains(VOLUME_INFIX) {
+        return Err(Error::Invalid {
+            field: "name",
+            message: format!(
+                "'{name}' cannot name an instance: it may not be empty or contain '/' or '{VOLUME_INFIX}'"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The placeholders' values: the caller's, with `hostname` and `name`
+/// defaulting to the instance's name.
+fn instance_vars(spec: &InstanceSpec) -> BTreeMap<String, String> {
+    let mut vars = spec.vars.clone();
+    vars.entry("hostname".into())
+        .or_insert_with(|| spec.name.clone());
+    vars.entry("name".into())
+        .or_insert_with(|| spec.name.clone());
+    vars
+}
+
+/// The instance's seed image: template `t`'s cloud-init files with
+/// their placeholders filled from `vars`.
+fn seed_iso(
+    t: &TemplateSpec,
+    spec: &InstanceSpec,
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let name = &spec.name;
+    let user = if t.user_data.is_empty() {
+        spec.default_user_data.clone().unwrap_or_default()
+    } else {
+        t.user_data.clone()
+    };
+    let user = fill_placeholders(&user, vars);
+    let meta = match &t.meta_data {
+        Some(m) => fill_placeholders(m, vars),
+        None => format!("instance-id: {name}\nlocal-hostname: {name}\n"),
+    };
+    let mut seed = Seed::nocloud(
+        &user,
+        &meta,
+        t.network_config
+            .as_ref()
+            .map(|n| fill_placeholders(n, vars))
+            .as_deref(),
+    )
+    .label(t.cloudinit_label.as_deref().unwrap_or(DEFAULT_LABEL));
+    for (file, text) in &t.cloudinit_files {
+        seed = seed.file(file, fill_placeholders(text, vars).into_bytes());
+    }
+    seed.to_iso().map_err(|e| Error::Invalid {
+        field: "cloudinit_files",
+        message: e.to_string(),
+    })
+}
+
+/// The CD-ROM that carries the seed at `path`.
+fn seed_disk(path: &str) -> DiskDef {
+    DiskDef {
+        device: DiskDevice::Cdrom,
+        source: DiskSource::File(path.to_string()),
+        format: Some("raw".into()),
+        bus: DiskBus::Sata,
+        target: String::new(),
+        wwn: None,
+        driver: Default::default(),
+    }
+}
+
+/// What the instance's domain says it is: its template, volumes and the
+/// caller's labels.
+fn instance_metadata(
+    t: &TemplateSpec,
+    spec: &InstanceSpec,
+    overlay_keys: &[String],
+    seed_key: &str,
+    nvram: Option<&NvramFile>,
+) -> BTreeMap<String, String> {
+    let mut metadata = BTreeMap::from([
+        (KIND.to_string(), "instance".to_string()),
+        (TEMPLATE.to_string(), t.domain.name.clone()),
+        (
+            OVERLAY.to_string(),
+            overlay_keys.first().cloned().unwrap_or_default(),
+        ),
+        (OVERLAYS.to_string(), overlay_keys.join("\n")),
+        (SEED.to_string(), seed_key.to_string()),
+        (POOL.to_string(), t.pool.clone()),
+    ]);
+    if let Some(n) = nvram {
+        metadata.insert(NVRAM.to_string(), n.volume.clone());
+    }
+    for (k, v) in &spec.labels {
+        metadata.insert(format!("{LABEL}{k}"), v.clone());
+    }
+    metadata
+}
+
+/// The instance's domain: template `t`'s hardware with the instance's
+/// name, disks, channels, NVRAM file and metadata, no UUID or MAC
+/// addresses of its own (libvirt picks them).
+fn instance_def(
+    t: &TemplateSpec,
+    spec: &InstanceSpec,
+    genid: Option<GenId>,
+    vars: &BTreeMap<String, String>,
+    disks: Vec<DiskDef>,
+    nvram: Option<&NvramFile>,
+    metadata: BTreeMap<String, String>,
+) -> DomainDef {
+    let mut def = t.domain.clone();
+    def.name = spec.name.clone();
+    def.uuid = None;
+    for i in &mut def.interfaces {
+        i.mac = None;
+    }
+    def.disks = disks;
+    def.assign_targets();
+    if genid.is_some() {
+        def.genid = genid;
+    }
+    for c in &spec.channels {
+        if !def.channels.contains(c) {
+            def.channels.push(c.clone());
+        }
+    }
+    def.os.nvram = nvram.map(|n| NvramDef {
+        file: n.path.clone(),
+        template: t.nvram_template.clone(),
+    });
+    // Console files may name the instance: `/var/log/vm/{{name}}.log`.
+    for c in &mut def.consoles {
+        for p in [&mut c.source_path, &mut c.log_file].into_iter().flatten() {
+            *p = fill_placeholders(p, vars);
+        }
+    }
+    def.metadata = metadata;
+    def
 }
 
 /// What to make.
@@ -181,82 +334,15 @@ impl Host {
         spec: &InstanceSpec,
         genid: Option<GenId>,
     ) -> Result<Instance> {
-        if spec.name.is_empty() || spec.name.contains('/') || spec.name.contains(VOLUME_INFIX) {
-            return Err(Error::Invalid {
-                field: "name",
-                message: format!(
-                    "'{}' cannot name an instance: it may not be empty or contain '/' or '{VOLUME_INFIX}'",
-                    spec.name
-                ),
-            });
-        }
+        check_instance_name(&spec.name)?;
         let t = self.template(&spec.template)?;
         let template_def = self.domain_def(&spec.template)?;
         let name = spec.name.as_str();
         let mark = self.volume_mark()?;
         let volume_name = |part: &str| instance_volume_name(name, &mark, part);
-        let mut vars = spec.vars.clone();
-        vars.entry("hostname".into())
-            .or_insert_with(|| name.to_string());
-        vars.entry("name".into())
-            .or_insert_with(|| name.to_string());
-        let user = if t.user_data.is_empty() {
-            spec.default_user_data.clone().unwrap_or_default()
-        } else {
-            t.user_data.clone()
-        };
-        let user = fill_placeholders(&user, &vars);
-        let meta = match &t.meta_data {
-            Some(m) => fill_placeholders(m, &vars),
-            None => format!("instance-id: {name}\nlocal-hostname: {name}\n"),
-        };
-        let mut seed = Seed::nocloud(
-            &user,
-            &meta,
-            t.network_config
-                .as_ref()
-                .map(|n| fill_placeholders(n, &vars))
-                .as_deref(),
-        )
-        .label(t.cloudinit_label.as_deref().unwrap_or(DEFAULT_LABEL));
-        for (file, text) in &t.cloudinit_files {
-            seed = seed.file(file, fill_placeholders(text, &vars).into_bytes());
-        }
-        let iso = seed.to_iso().map_err(|e| Error::Invalid {
-            field: "cloudinit_files",
-            message: e.to_string(),
-        })?;
-        let nvram = match &t.domain.os.firmware {
-            Some(_) => {
-                let pool = self.pool(&t.pool)?;
-                if pool.path.is_empty() {
-                    return Err(Error::Invalid {
-                        field: "pool",
-                        message: format!(
-                            "pool '{}' has no directory for the instances' NVRAM files: use a directory pool for a template with firmware",
-                            t.pool
-                        ),
-                    });
-                }
-                let volume = volume_name("nvram.fd");
-                // A file left by an earlier instance of this name would be
-                // used as it is, not copied afresh from the template.
-                if self.volume(&t.pool, &volume).is_ok() {
-                    return Err(Error::Invalid {
-                        field: "name",
-                        message: format!(
-                            "pool '{}' already holds the NVRAM volume '{volume}' of an instance of this name: remove it or pick another name",
-                            t.pool
-                        ),
-                    });
-                }
-                Some((
-                    format!("{}/{volume}", pool.path.trim_end_matches('/')),
-                    volume,
-                ))
-            }
-            None => None,
-        };
+        let vars = instance_vars(spec);
+        let iso = seed_iso(&t, spec, &vars)?;
+        let nvram = self.instance_nvram(&t, volume_name("nvram.fd"))?;
         let bases: Vec<&DiskDef> = template_def
             .disks
             .iter()
@@ -265,136 +351,155 @@ impl Host {
 
         let mut made: Vec<String> = Vec::new();
         let result = (|| {
-            let mut disks = Vec::new();
-            let mut overlay_keys = Vec::new();
-            for (i, d) in bases.iter().enumerate() {
-                let base = self.volume_by_path(d.source.path())?;
-                let mut ov = VolumeSpec::new(
-                    &volume_name(&format!("disk{i}.qcow2")),
-                    base.capacity,
-                    VolumeFormat::Qcow2,
-                );
-                ov.backing = Some(Backing {
-                    path: base.path.clone(),
-                    format: VolumeFormat::parse(&base.format, "base_volume_key")
-                        .unwrap_or(VolumeFormat::Raw),
-                });
-                ov.mode = Some(0o600);
-                let overlay = self.create_volume(&t.pool, &ov)?;
-                made.push(overlay.key.clone());
-                overlay_keys.push(overlay.key.clone());
-                disks.push(DiskDef {
-                    device: DiskDevice::Disk,
-                    source: DiskSource::File(overlay.path.clone()),
-                    format: Some("qcow2".into()),
-                    bus: d.bus,
-                    target: d.target.clone(),
-                    wwn: None,
-                    driver: Default::default(),
-                });
-            }
-            let mut sp = VolumeSpec::new(
-                &volume_name("seed.iso"),
-                iso.len() as u64,
-                VolumeFormat::Raw,
-            );
-            sp.mode = Some(0o600);
-            let seed = self.create_volume(&t.pool, &sp)?;
-            made.push(seed.key.clone());
-            self.upload_bytes(&seed.key, &iso)?;
-            disks.push(DiskDef {
-                device: DiskDevice::Cdrom,
-                source: DiskSource::File(seed.path.clone()),
-                format: Some("raw".into()),
-                bus: DiskBus::Sata,
-                target: String::new(),
-                wwn: None,
-                driver: Default::default(),
-            });
-
-            let mut def = t.domain.clone();
-            def.name = name.to_string();
-            def.uuid = None;
-            for i in &mut def.interfaces {
-                i.mac = None;
-            }
-            def.disks = disks;
-            def.assign_targets();
-            if genid.is_some() {
-                def.genid = genid.clone();
-            }
-            for c in &spec.channels {
-                if !def.channels.contains(c) {
-                    def.channels.push(c.clone());
-                }
-            }
-            def.os.nvram = nvram.as_ref().map(|(file, _)| NvramDef {
-                file: file.clone(),
-                template: t.nvram_template.clone(),
-            });
-            // Console files may name the instance: `/var/log/vm/{{name}}.log`.
-            for c in &mut def.consoles {
-                for p in [&mut c.source_path, &mut c.log_file].into_iter().flatten() {
-                    *p = fill_placeholders(p, &vars);
-                }
-            }
-            let mut metadata = BTreeMap::from([
-                (KIND.to_string(), "instance".to_string()),
-                (TEMPLATE.to_string(), t.domain.name.clone()),
-                (
-                    OVERLAY.to_string(),
-                    overlay_keys.first().cloned().unwrap_or_default(),
-                ),
-                (OVERLAYS.to_string(), overlay_keys.join("\n")),
-                (SEED.to_string(), seed.key.clone()),
-                (POOL.to_string(), t.pool.clone()),
-            ]);
-            if let Some((_, volume)) = &nvram {
-                metadata.insert(NVRAM.to_string(), volume.clone());
-            }
-            for (k, v) in &spec.labels {
-                metadata.insert(format!("{LABEL}{k}"), v.clone());
-            }
-            def.metadata = metadata;
-            def.validate()?;
-            let mut xml = def.to_xml();
-            if let Some(xslt) = &t.xslt {
-                xml = DomainDef::apply_xslt(&xml, xslt)?;
-            }
-            // Transient: the domain goes away when the guest powers off
-            // (the model writes on_poweroff destroy).
-            let dom = self
-                .raw()
-                .create_domain_xml(&xml, 0)
-                .map_err(|e| Error::Libvirt {
-                    context: format!("start instance '{name}'"),
-                    message: e.message().to_string(),
-                })?;
-            let uuid = dom.uuid_string().map_err(|e| Error::Libvirt {
-                context: format!("read the UUID of instance '{name}'"),
-                message: e.message().to_string(),
-            })?;
+            let (mut disks, overlay_keys) =
+                self.make_overlays(&t.pool, &bases, &volume_name, &mut made)?;
+            let seed = self.make_seed(&t.pool, &volume_name("seed.iso"), &iso, &mut made)?;
+            disks.push(seed_disk(&seed.path));
+            let metadata = instance_metadata(&t, spec, &overlay_keys, &seed.key, nvram.as_ref());
+            let def = instance_def(&t, spec, genid, &vars, disks, nvram.as_ref(), metadata);
+            let uuid = self.start_instance(&t, &def)?;
             Ok(Instance {
                 uuid,
                 name: name.to_string(),
                 overlay_key: overlay_keys.first().cloned().unwrap_or_default(),
                 overlay_keys,
                 seed_key: seed.key,
-                nvram_path: nvram.as_ref().map(|(file, _)| file.clone()),
+                nvram_path: nvram.as_ref().map(|n| n.path.clone()),
             })
         })();
         if result.is_err() {
-            for key in made.iter().rev() {
-                let _ = self.delete_volume(key);
-            }
-            // libvirt may have made the NVRAM file before QEMU failed.
-            if let Some((_, volume)) = &nvram {
-                if let Ok(v) = self.volume(&t.pool, volume) {
-                    let _ = self.delete_volume(&v.key);
-                }
-            }
+            self.remove_unstarted_instance(&t.pool, &made, nvram.as_ref());
         }
         result
+    }
+
+    /// The NVRAM file of instance volume `volume` when template `t` has
+    /// firmware, checked to be free in the template's pool.
+    fn instance_nvram(&self, t: &TemplateSpec, volume: String) -> Result<Option<NvramFile>> {
+        if t.domain.os.firmware.is_none() {
+            return Ok(None);
+        }
+        let pool = self.pool(&t.pool)?;
+        if pool.path.is_empty() {
+            return Err(Error::Invalid {
+                field: "pool",
+                message: format!(
+                    "pool '{}' has no directory for the instances' NVRAM files: use a directory pool for a template with firmware",
+                    t.pool
+                ),
+            });
+        }
+        // A file left by an earlier instance of this name would be
+        // used as it is, not copied afresh from the template.
+        if self.volume(&t.pool, &volume).is_ok() {
+            return Err(Error::Invalid {
+                field: "name",
+                message: format!(
+                    "pool '{}' already holds the NVRAM volume '{volume}' of an instance of this name: remove it or pick another name",
+                    t.pool
+                ),
+            });
+        }
+        Ok(Some(NvramFile {
+            path: format!("{}/{volume}", pool.path.trim_end_matches('/')),
+            volume,
+        }))
+    }
+
+    /// Makes a copy-on-write overlay in `pool` of each base disk, named
+    /// `disk<N>.qcow2`, recording each key in `made`: the instance's
+    /// disks and the overlays' keys, in disk order.
+    fn make_overlays(
+        &self,
+        pool: &str,
+        bases: &[&DiskDef],
+        volume_name: &dyn Fn(&str) -> String,
+        made: &mut Vec<String>,
+    ) -> Result<(Vec<DiskDef>, Vec<String>)> {
+        let mut disks = Vec::new();
+        let mut overlay_keys = Vec::new();
+        for (i, d) in bases.iter().enumerate() {
+            let base = self.volume_by_path(d.source.path())?;
+            let mut ov = VolumeSpec::new(
+                &volume_name(&format!("disk{i}.qcow2")),
+                base.capacity,
+                VolumeFormat::Qcow2,
+            );
+            ov.backing = Some(Backing {
+                path: base.path.clone(),
+                format: VolumeFormat::parse(&base.format, "base_volume_key")
+                    .unwrap_or(VolumeFormat::Raw),
+            });
+            ov.mode = Some(0o600);
+            let overlay = self.create_volume(pool, &ov)?;
+            made.push(overlay.key.clone());
+            overlay_keys.push(overlay.key.clone());
+            disks.push(DiskDef {
+                device: DiskDevice::Disk,
+                source: DiskSource::File(overlay.path.clone()),
+                format: Some("qcow2".into()),
+                bus: d.bus,
+                target: d.target.clone(),
+                wwn: None,
+                driver: Default::default(),
+            });
+        }
+        Ok((disks, overlay_keys))
+    }
+
+    /// Makes the seed volume `volume` in `pool` holding `iso`, recording
+    /// its key in `made`.
+    fn make_seed(
+        &self,
+        pool: &str,
+        volume: &str,
+        iso: &[u8],
+        made: &mut Vec<String>,
+    ) -> Result<VolumeInfo> {
+        let mut sp = VolumeSpec::new(volume, iso.len() as u64, VolumeFormat::Raw);
+        sp.mode = Some(0o600);
+        let seed = self.create_volume(pool, &sp)?;
+        made.push(seed.key.clone());
+        self.upload_bytes(&seed.key, iso)?;
+        Ok(seed)
+    }
+
+    /// Starts `def` as a transient domain, after template `t`'s
+    /// stylesheet: the instance's UUID.
+    fn start_instance(&self, t: &TemplateSpec, def: &DomainDef) -> Result<String> {
+        def.validate()?;
+        let mut xml = def.to_xml();
+        if let Some(xslt) = &t.xslt {
+            xml = DomainDef::apply_xslt(&xml, xslt)?;
+        }
+        let name = &def.name;
+        // Transient: the domain goes away when the guest powers off
+        // (the model writes on_poweroff destroy).
+        let dom = self
+            .raw()
+            .create_domain_xml(&xml, 0)
+            .map_err(|e| Error::Libvirt {
+                context: format!("start instance '{name}'"),
+                message: e.message().to_string(),
+            })?;
+        dom.uuid_string().map_err(|e| Error::Libvirt {
+            context: format!("read the UUID of instance '{name}'"),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Removes the volumes `made` (keys) of an instance that did not
+    /// start, last made first, and its NVRAM file if libvirt made one.
+    fn remove_unstarted_instance(&self, pool: &str, made: &[String], nvram: Option<&NvramFile>) {
+        for key in made.iter().rev() {
+            let _ = self.delete_volume(key);
+        }
+        // libvirt may have made the NVRAM file before QEMU failed.
+        if let Some(n) = nvram {
+            if let Ok(v) = self.volume(pool, &n.volume) {
+                let _ = self.delete_volume(&v.key);
+            }
+        }
     }
 
     /// Makes and starts an instance called `name` whose placeholders get

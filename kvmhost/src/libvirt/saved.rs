@@ -382,19 +382,65 @@ fn stale_backing_chains(saved: roxmltree::Node, given: roxmltree::Node) -> Resul
     Ok(())
 }
 
+/// Where and how a restore XML differs from the saved one beyond host
+/// paths; `path` is the element's, as `/domain/devices/disk`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Difference {
+    /// Another element in the same place.
+    #[error("{path} is <{tag}> in the restore XML")]
+    Element {
+        /// The saved element's path.
+        path: String,
+        /// The restore XML's element.
+        tag: String,
+    },
+    /// An attribute added, dropped or changed: `(none)` or its quoted value.
+    #[error("the restore XML changes {path}/@{name} from {from} to {to}")]
+    Attribute {
+        /// The element's path.
+        path: String,
+        /// The attribute's name.
+        name: String,
+        /// The saved value.
+        from: String,
+        /// The restore XML's value.
+        to: String,
+    },
+    /// Other text, or text where the other has an element.
+    #[error("the restore XML changes {path} from '{from}' to '{to}'")]
+    Content {
+        /// The element's path.
+        path: String,
+        /// The saved child.
+        from: String,
+        /// The restore XML's child.
+        to: String,
+    },
+    /// A child element more or less.
+    #[error("the restore XML {} <{tag}> in {path}", if *.dropped { "drops" } else { "adds" })]
+    Child {
+        /// The element's path.
+        path: String,
+        /// Whether the restore XML has the fewer children.
+        dropped: bool,
+        /// The first child one of them lacks.
+        tag: String,
+    },
+}
+
 fn compare(
     a: roxmltree::Node,
     b: roxmltree::Node,
     path: &mut String,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Difference> {
     let len = path.len();
     path.push('/');
     path.push_str(a.tag_name().name());
     if a.tag_name() != b.tag_name() {
-        return Err(format!(
-            "{path} is <{}> in the restore XML",
-            b.tag_name().name()
-        ));
+        return Err(Difference::Element {
+            path: path.clone(),
+            tag: b.tag_name().name().to_string(),
+        });
     }
     let host_path_attr = host_path_attribute(a);
     let attrs = |n: roxmltree::Node<'_, '_>| {
@@ -425,11 +471,12 @@ fn compare(
                 .find(|x| x.1 == name)
                 .map_or("(none)".to_string(), |x| format!("'{}'", x.2))
         };
-        return Err(format!(
-            "the restore XML changes {path}/@{name} from {} to {}",
-            value(&aa),
-            value(&ba)
-        ));
+        return Err(Difference::Attribute {
+            path: path.clone(),
+            from: value(&aa),
+            to: value(&ba),
+            name,
+        });
     }
     let (ak, bk) = (kids(a), kids(b));
     for (x, y) in ak.iter().zip(&bk) {
@@ -437,11 +484,11 @@ fn compare(
             (true, true) => compare(*x, *y, path)?,
             (false, false) if x.text().map(str::trim) == y.text().map(str::trim) => {}
             _ => {
-                return Err(format!(
-                    "the restore XML changes {path} from '{}' to '{}'",
-                    node_text(*x),
-                    node_text(*y)
-                ))
+                return Err(Difference::Content {
+                    path: path.clone(),
+                    from: node_text(*x),
+                    to: node_text(*y),
+                })
             }
         }
     }
@@ -451,11 +498,11 @@ fn compare(
         } else {
             &bk[ak.len()]
         };
-        return Err(format!(
-            "the restore XML {} <{}> in {path}",
-            if ak.len() > bk.len() { "drops" } else { "adds" },
-            extra.tag_name().name()
-        ));
+        return Err(Difference::Child {
+            path: path.clone(),
+            dropped: ak.len() > bk.len(),
+            tag: extra.tag_name().name().to_string(),
+        });
     }
     path.truncate(len);
     Ok(())
@@ -647,6 +694,35 @@ mod tests {
                 "invalid xml: the restore XML changes /domain/name from 'slot-1' to 'slot-2'"
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_device_more_less_or_other_is_refused_naming_it() {
+        let err = |given: String| {
+            check_only_host_paths_differ(SAVED, &given)
+                .unwrap_err()
+                .to_string()
+        };
+        let added =
+            err(SAVED.replace("  </devices>", "  <memballoon model='none'/>\n  </devices>"));
+        assert!(
+            added.starts_with("invalid xml: the restore XML adds <memballoon> in /domain/devices:"),
+            "{added}"
+        );
+        let channel =
+            &SAVED[SAVED.find("    <channel").unwrap()..SAVED.find("  </devices>").unwrap()];
+        let dropped = err(SAVED.replace(channel, ""));
+        assert!(
+            dropped.starts_with("invalid xml: the restore XML drops <channel> in /domain/devices:"),
+            "{dropped}"
+        );
+        let other = err(SAVED
+            .replace("<genid>", "<title>")
+            .replace("</genid>", "</title>"));
+        assert!(
+            other.starts_with("invalid xml: /domain/genid is <title> in the restore XML:"),
+            "{other}"
         );
     }
 

@@ -116,6 +116,23 @@ const EXPRESSION_ATTRIBUTES: &[&str] =
 /// What every refusal ends with: what a stylesheet may do instead.
 const ONLY_TRANSFORM: &str = "a stylesheet here may only transform the domain XML, not read files";
 
+/// Why an element of a stylesheet is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    /// `xsl:include` or `xsl:import` (the element's local name).
+    #[error("xsl:{0} reads another stylesheet file, and {ONLY_TRANSFORM}: copy what it holds into this stylesheet", ONLY_TRANSFORM = ONLY_TRANSFORM)]
+    ReadsStylesheet(String),
+    /// `extension-element-prefixes` declared.
+    #[error("extension elements (extension-element-prefixes) are not supported, as {ONLY_TRANSFORM}: use XSLT 1.0 elements", ONLY_TRANSFORM = ONLY_TRANSFORM)]
+    ExtensionElements,
+    /// A `document()` call.
+    #[error("document() reads files, and {ONLY_TRANSFORM}", ONLY_TRANSFORM = ONLY_TRANSFORM)]
+    Document,
+    /// A call of a function not on the list (its name as written).
+    #[error("{0}() is not a function a stylesheet may call here, as {ONLY_TRANSFORM}: use those of XPath 1.0 and XSLT 1.0 but document(), and EXSLT's common, math, sets, strings and dates-and-times", ONLY_TRANSFORM = ONLY_TRANSFORM)]
+    Function(String),
+}
+
 /// A stylesheet that can only transform its input (see the module
 /// documentation for what that rules out).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +169,7 @@ impl Stylesheet {
                         "<?xml-stylesheet?> makes xsltproc load the stylesheet it names, and {ONLY_TRANSFORM}: remove it"
                     )));
                 }
-                NodeType::Element => check_element(node).map_err(at)?,
+                NodeType::Element => check_element(node).map_err(|r| at(r.to_string()))?,
                 _ => {}
             }
         }
@@ -288,14 +305,11 @@ fn check_encoding(text: &str) -> Result<()> {
 }
 
 /// Checks one element: what it is and what its attributes compute.
-fn check_element(e: Node) -> std::result::Result<(), String> {
+fn check_element(e: Node) -> std::result::Result<(), Refusal> {
     let tag = e.tag_name();
     let xslt = tag.namespace() == Some(XSLT_NS);
     if xslt && matches!(tag.name(), "include" | "import") {
-        return Err(format!(
-            "xsl:{} reads another stylesheet file, and {ONLY_TRANSFORM}: copy what it holds into this stylesheet",
-            tag.name()
-        ));
+        return Err(Refusal::ReadsStylesheet(tag.name().to_string()));
     }
     // The attribute is unprefixed on xsl:stylesheet and in the XSLT
     // namespace elsewhere. libxslt counts a namespace declared so
@@ -307,9 +321,7 @@ fn check_element(e: Node) -> std::result::Result<(), String> {
         e.has_attribute((XSLT_NS, "extension-element-prefixes"))
     };
     if declares_extensions {
-        return Err(format!(
-            "extension elements (extension-element-prefixes) are not supported, as {ONLY_TRANSFORM}: use XSLT 1.0 elements"
-        ));
+        return Err(Refusal::ExtensionElements);
     }
     for a in e.attributes() {
         // Attributes in a namespace are never evaluated: XSLT's own on
@@ -336,7 +348,7 @@ fn check_element(e: Node) -> std::result::Result<(), String> {
 /// Checks the expressions inside an attribute value template: the parts
 /// in `{...}`, with `{{` and `}}` standing for braces, and a `}` inside a
 /// string literal not ending the expression (as libxslt reads them).
-fn check_template(e: Node, value: &str) -> std::result::Result<(), String> {
+fn check_template(e: Node, value: &str) -> std::result::Result<(), Refusal> {
     let mut rest = value;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
@@ -369,7 +381,7 @@ fn check_template(e: Node, value: &str) -> std::result::Result<(), String> {
 
 /// Checks every function an XPath expression calls against the allowed
 /// ones; prefixes resolve on `e`, as libxslt resolves them.
-fn check_expression(e: Node, expr: &str) -> std::result::Result<(), String> {
+fn check_expression(e: Node, expr: &str) -> std::result::Result<(), Refusal> {
     for call in function_calls(expr) {
         let allowed = match call.split_once(':') {
             None => CORE_FUNCTIONS.contains(&call) || NOT_CALLS.contains(&call),
@@ -381,11 +393,9 @@ fn check_expression(e: Node, expr: &str) -> std::result::Result<(), String> {
             continue;
         }
         return Err(if call == "document" {
-            format!("document() reads files, and {ONLY_TRANSFORM}")
+            Refusal::Document
         } else {
-            format!(
-                "{call}() is not a function a stylesheet may call here, as {ONLY_TRANSFORM}: use those of XPath 1.0 and XSLT 1.0 but document(), and EXSLT's common, math, sets, strings and dates-and-times"
-            )
+            Refusal::Function(call.to_string())
         });
     }
     Ok(())

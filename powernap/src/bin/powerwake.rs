@@ -125,11 +125,16 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn resolve_any(s: &str) -> Result<IpAddr, String> {
+/// A `-b` name that resolves to no IPv4 address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve '{0}' to an IPv4 address")]
+struct Unresolved(String);
+
+fn resolve_any(s: &str) -> Result<IpAddr, Unresolved> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(ip);
     }
     system_resolve(s)
         .map(IpAddr::V4)
-        .ok_or_else(|| format!("cannot resolve '{s}' to an IPv4 address"))
+        .ok_or_else(|| Unresolved(s.to_string()))
 }

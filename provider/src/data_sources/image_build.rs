@@ -27,21 +27,68 @@ pub struct ImageBuild {
     sha256: Value<String>,
 }
 
-/// Finds the newest build of `name` under `directory`; `Err` is user text.
+/// Why no build of an image was found.
+#[derive(Debug)]
+pub enum LatestBuildError {
+    /// The `builds` folder could not be listed.
+    List {
+        /// The folder.
+        builds: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No build folder holds the image.
+    NoBuild {
+        /// The folder.
+        builds: PathBuf,
+        /// The image's file name (`<name>.qcow2`).
+        file: String,
+    },
+}
+
+impl std::fmt::Display for LatestBuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LatestBuildError::List { builds, source } => {
+                write!(f, "cannot list {}: {source}", builds.display())
+            }
+            LatestBuildError::NoBuild { builds, file } => {
+                write!(f, "no build of {file} under {}", builds.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LatestBuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LatestBuildError::List { source, .. } => Some(source),
+            LatestBuildError::NoBuild { .. } => None,
+        }
+    }
+}
+
+/// Finds the newest build of `name` under `directory`: its version, the
+/// image's path and its sha256 when the build lists one.
 pub fn latest_build(
     directory: &Path,
     name: &str,
-) -> Result<(String, PathBuf, Option<String>), String> {
+) -> Result<(String, PathBuf, Option<String>), LatestBuildError> {
     let builds = directory.join("builds");
     let file = format!("{name}.qcow2");
-    let entries =
-        std::fs::read_dir(&builds).map_err(|e| format!("cannot list {}: {e}", builds.display()))?;
+    let entries = std::fs::read_dir(&builds).map_err(|source| LatestBuildError::List {
+        builds: builds.clone(),
+        source,
+    })?;
     let newest = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join(&file).is_file())
         .filter_map(|e| e.file_name().into_string().ok())
         .max()
-        .ok_or_else(|| format!("no build of {file} under {}", builds.display()))?;
+        .ok_or_else(|| LatestBuildError::NoBuild {
+            builds: builds.clone(),
+            file: file.clone(),
+        })?;
     let path = builds.join(&newest).join(&file);
     let sums = std::fs::read_to_string(builds.join(&newest).join("SHA256SUMS")).ok();
     let sha = sums.and_then(|text| match digest_in_list(&text, &file) {
@@ -88,7 +135,7 @@ impl DataSource for ImageBuildSource {
                 diags,
                 tfplugin::Diagnostic::new(
                     "No image build found",
-                    msg,
+                    msg.to_string(),
                     tfplugin::AttributePath::new("directory"),
                 ),
             ),
@@ -126,6 +173,7 @@ mod tests {
         assert_eq!(sha, Some("ab".repeat(32)));
         assert!(latest_build(dir.path(), "missing")
             .unwrap_err()
+            .to_string()
             .contains("no build of missing.qcow2"));
     }
 }

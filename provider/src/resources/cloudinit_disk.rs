@@ -293,7 +293,7 @@ impl Resource for CloudinitDiskResource {
             Err(e) => {
                 return fail(
                     diags,
-                    Diagnostic::root("Cannot import the cloud-init disk", e),
+                    Diagnostic::root("Cannot import the cloud-init disk", e.to_string()),
                 )
             }
         };
@@ -364,6 +364,58 @@ fn volume_and_bytes(h: &Host, key: &str) -> Result<(VolumeInfo, Vec<u8>), HostEr
     Ok((info, read?))
 }
 
+/// Why a seed read back from the host cannot be read.
+#[derive(Debug)]
+enum SeedContentError {
+    /// The volume is larger than any seed.
+    TooLarge {
+        /// The volume's key.
+        key: String,
+        /// Its size in bytes.
+        capacity: u64,
+    },
+    /// The volume holds no readable seed image.
+    Image {
+        /// The volume's key.
+        key: String,
+        /// Why.
+        source: kvmhost::nocloud::SeedError,
+    },
+    /// A file whose value is text is not UTF-8.
+    NotUtf8 {
+        /// The volume's key.
+        key: String,
+        /// The file's name (`user-data`).
+        name: String,
+    },
+}
+
+impl std::fmt::Display for SeedContentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SeedContentError::TooLarge { key, capacity } => write!(
+                f,
+                "volume {key} holds {capacity} bytes, more than a NoCloud seed ({SEED_MAX} at most)"
+            ),
+            SeedContentError::Image { key, source } => write!(f, "volume {key}: {source}"),
+            SeedContentError::NotUtf8 { key, name } => write!(
+                f,
+                "`{name}` on volume {key} is not UTF-8 text, which `{}` must be",
+                name.replace('-', "_")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SeedContentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SeedContentError::Image { source, .. } => Some(source),
+            SeedContentError::TooLarge { .. } | SeedContentError::NotUtf8 { .. } => None,
+        }
+    }
+}
+
 /// The files of a seed read back from the host, as state values.
 struct SeedContent {
     user: Option<String>,
@@ -373,23 +425,23 @@ struct SeedContent {
 
 impl SeedContent {
     /// Parses the downloaded image of volume `info`.
-    fn parse(info: &VolumeInfo, bytes: &[u8]) -> Result<Self, String> {
+    fn parse(info: &VolumeInfo, bytes: &[u8]) -> Result<Self, SeedContentError> {
         if info.capacity > SEED_MAX {
-            return Err(format!(
-                "volume {} holds {} bytes, more than a NoCloud seed ({SEED_MAX} at most)",
-                info.key, info.capacity
-            ));
+            return Err(SeedContentError::TooLarge {
+                key: info.key.clone(),
+                capacity: info.capacity,
+            });
         }
-        let seed = Seed::from_iso(bytes).map_err(|e| format!("volume {}: {e}", info.key))?;
+        let seed = Seed::from_iso(bytes).map_err(|source| SeedContentError::Image {
+            key: info.key.clone(),
+            source,
+        })?;
         let text = |name: &str| {
             seed.get(name)
                 .map(|b| {
-                    String::from_utf8(b.to_vec()).map_err(|_| {
-                        format!(
-                            "`{name}` on volume {} is not UTF-8 text, which `{}` must be",
-                            info.key,
-                            name.replace('-', "_")
-                        )
+                    String::from_utf8(b.to_vec()).map_err(|_| SeedContentError::NotUtf8 {
+                        key: info.key.clone(),
+                        name: name.to_string(),
                     })
                 })
                 .transpose()

@@ -314,7 +314,7 @@ impl Resource for VolumeResource {
                         diags,
                         Diagnostic::new(
                             "Cannot read the volume source",
-                            msg,
+                            msg.to_string(),
                             AttributePath::new("source"),
                         ),
                     )
@@ -377,7 +377,7 @@ impl Resource for VolumeResource {
                             diags,
                             Diagnostic::new(
                                 "Cannot read the volume source",
-                                msg,
+                                msg.to_string(),
                                 AttributePath::new("source"),
                             ),
                         )
