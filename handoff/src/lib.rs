@@ -14,7 +14,8 @@
 //!
 //! The guest answers `ready` each time the host side connects, and
 //! `error <why>` to a message it cannot use. On a good message it sets
-//! the clock and host name (and renews its DHCP lease when asked),
+//! the clock and host name, writes a fresh `/etc/machine-id` (and
+//! renews its DHCP lease when asked),
 //! answers `started` and execs `buildkite-agent start --acquire-job JOB`
 //! with the token in `BUILDKITE_AGENT_TOKEN`.
 //!

@@ -26,7 +26,7 @@ const USAGE: &str =
     "usage: kvmbe-handoff [--port DEVICE] [--agent PATH] [--renew-dhcp COMMAND] [-- AGENT-ARGS...]
 
 Waits on the virtio-serial port org.kvmbe.handoff for a job, then sets the
-clock and host name, runs COMMAND (with /bin/sh -c) when the launcher asks
+clock and host name, writes a fresh /etc/machine-id, runs COMMAND (with /bin/sh -c) when the launcher asks
 for a DHCP renewal, and execs
   AGENT start --acquire-job JOB AGENT-ARGS...
 with the job's token in BUILDKITE_AGENT_TOKEN (AGENT: buildkite-agent).";

@@ -4,7 +4,7 @@
 //! and its user-data runs `kvmbe-handoff`. Through libvirt's channel
 //! stream (`virDomainOpenChannel`) the test sees it wait (`ready`, no
 //! agent started), gets `error …` for a message it cannot use, then hands
-//! over a job: the guest's clock and host name change, its DHCP renewal
+//! over a job: the guest's clock, host name and machine id change, its DHCP renewal
 //! command runs and the agent is exec'd as `start --acquire-job JOB
 //! EXTRA-ARGS` with the token in `BUILDKITE_AGENT_TOKEN`. Asked to sync
 //! (`sync`, as before a save) it answers `synced` and keeps waiting. A VM without
@@ -27,10 +27,13 @@ const FAKE_AGENT: &str = "#!/bin/sh\n\
 echo \"FAKE-AGENT args: $*\"\n\
 [ \"$BUILDKITE_AGENT_TOKEN\" = bkjat_warm_token ] && echo FAKE-AGENT token ok\n\
 echo \"FAKE-AGENT hostname: $(hostname)\"\n\
-echo \"FAKE-AGENT year: $(date -u +%Y)\"\n";
+echo \"FAKE-AGENT year: $(date -u +%Y)\"\n\
+echo \"FAKE-AGENT machine-id: $(cat /etc/machine-id)\"\n\
+echo FAKE-AGENT done\n";
 
 /// The warm guest's user-data: nothing secret, only the program to wait.
 const USER_DATA: &str = "#!/bin/sh\n\
+echo 0123456789abcdef0123456789abcdef > /etc/machine-id\n\
 exec /usr/bin/kvmbe-handoff --agent /usr/bin/fake-agent \
 --renew-dhcp 'echo FAKE-DHCP renewed as $(hostname)' -- --tags queue=warm\n";
 
@@ -114,7 +117,7 @@ fn a_warm_guest_waits_then_becomes_the_jobs_agent() {
     .unwrap();
     let handed = t0.elapsed();
     let (text, _) =
-        Libvirtd::wait_for_text(&console, "FAKE-AGENT year:", Duration::from_secs(30)).unwrap();
+        Libvirtd::wait_for_text(&console, "FAKE-AGENT done", Duration::from_secs(30)).unwrap();
     assert!(
         text.contains("FAKE-AGENT args: start --acquire-job 0190abcd-0000-4000-8000-000000000042 --tags queue=warm"),
         "{text}"
@@ -125,6 +128,17 @@ fn a_warm_guest_waits_then_becomes_the_jobs_agent() {
         "{text}"
     );
     assert!(text.contains("FAKE-AGENT year: 2031"), "{text}");
+    // A fresh machine id, not the one the VM booted with.
+    let id = text
+        .split("FAKE-AGENT machine-id: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "machine id {id:?}: {text}"
+    );
+    assert_ne!(id, "0123456789abcdef0123456789abcdef", "{text}");
     assert!(
         text.contains("FAKE-DHCP renewed as linux-0190abcd-x7"),
         "{text}"
