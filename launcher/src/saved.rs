@@ -97,11 +97,15 @@ impl SlotPool {
 
     /// The slots to check (and build when missing or stale) now, on
     /// awake hosts: new ones and failed ones due again (marked as being
-    /// built). Slots of hosts asleep are left as they are.
+    /// built). Slots of hosts asleep are left as they are, and so are
+    /// those `room(definition, host)` refuses: a check can turn into a
+    /// build, which boots an instance like any VM (`room` takes its room
+    /// when it says yes).
     pub fn to_prepare(
         &mut self,
         cfg: &Config,
         hosts: &[Arc<HostRt>],
+        mut room: impl FnMut(usize, usize) -> bool,
     ) -> Vec<(usize, usize, String)> {
         let mut out = Vec::new();
         for (d, a) in cfg.agents.iter().enumerate().filter(|(_, a)| a.saved > 0) {
@@ -119,7 +123,7 @@ impl SlotPool {
                             _ => false,
                         },
                     };
-                    if due {
+                    if due && room(d, h) {
                         let was_ready = self
                             .slots
                             .get(&(h, name.clone()))
@@ -309,9 +313,27 @@ mod test {
             .collect();
         let mut pool = SlotPool::default();
         // No host read yet: nothing to build.
-        assert!(pool.to_prepare(&cfg, &hosts).is_empty());
+        assert!(pool.to_prepare(&cfg, &hosts, |_, _| true).is_empty());
         hosts[1].set_probed(Vec::new()).await;
-        let due = pool.to_prepare(&cfg, &hosts);
+        // No room for a build: asked once per slot, nothing marked, and
+        // the slots are due again next time.
+        let mut asked = Vec::new();
+        let none = pool.to_prepare(&cfg, &hosts, |d, h| {
+            asked.push((d, h));
+            false
+        });
+        assert!(none.is_empty());
+        assert_eq!(asked, [(0, 1), (0, 1)]);
+        assert_eq!(pool.claim(0, 1), None);
+        // Room for one build: the other slot waits.
+        let mut left = 1;
+        let one = pool.to_prepare(&cfg, &hosts, |_, _| {
+            left -= 1;
+            left >= 0
+        });
+        assert_eq!(one, [(0, 1, "debian-saved-0".to_string())]);
+        pool.broken(1, "debian-saved-0");
+        let due = pool.to_prepare(&cfg, &hosts, |_, _| true);
         assert_eq!(
             due,
             [
@@ -320,18 +342,18 @@ mod test {
             ]
         );
         // Being built: not again, and not to be claimed.
-        assert!(pool.to_prepare(&cfg, &hosts).is_empty());
-        assert!(pool.to_prepare(&cfg, &hosts).is_empty());
+        assert!(pool.to_prepare(&cfg, &hosts, |_, _| true).is_empty());
+        assert!(pool.to_prepare(&cfg, &hosts, |_, _| true).is_empty());
         assert_eq!(pool.claim(0, 1), None);
         assert!(pool.prepared(1, "debian-saved-0", &Ok(Prepared::Free)));
         // Checked again only after a while.
-        assert!(pool.to_prepare(&cfg, &hosts).is_empty());
+        assert!(pool.to_prepare(&cfg, &hosts, |_, _| true).is_empty());
         pool.slots
             .get_mut(&(1, "debian-saved-0".to_string()))
             .unwrap()
             .checked -= RECHECK_EVERY;
         assert_eq!(
-            pool.to_prepare(&cfg, &hosts),
+            pool.to_prepare(&cfg, &hosts, |_, _| true),
             [(0, 1, "debian-saved-0".to_string())]
         );
         // Found current again: no news.
@@ -354,7 +376,7 @@ mod test {
         // A broken slot is checked (and rebuilt) again.
         pool.broken(1, "debian-saved-0");
         assert_eq!(
-            pool.to_prepare(&cfg, &hosts),
+            pool.to_prepare(&cfg, &hosts, |_, _| true),
             [(0, 1, "debian-saved-0".to_string())]
         );
     }

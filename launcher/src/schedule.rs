@@ -72,6 +72,8 @@ pub struct DefView {
     /// The hosts of its warm VMs that wait for a job, one entry per VM,
     /// in the order they are to be used.
     pub warm: Vec<usize>,
+    /// The hosts of its free saved slots, one entry per slot.
+    pub saved: Vec<usize>,
 }
 
 /// What to do about a job.
@@ -313,6 +315,39 @@ impl<'a> Plan<'a> {
                     reason: format!(
                         "a warm {} VM waits on {}",
                         self.config.agents[d].name, self.config.hosts[h].name
+                    ),
+                };
+            }
+        }
+        // A free saved slot restores in about a second, a cold VM boots:
+        // the first slot of a fitting definition on an awake host with
+        // room for its clone (a VM like any other) takes the job, before
+        // a cold start on a host that comes earlier.
+        for &d in defs_fit {
+            let def = &self.config.agents[d];
+            if def.max_instances.is_some_and(|m| defs[d].running >= m) {
+                continue;
+            }
+            let mem = defs[d].memory_kib;
+            let fits = |h: &usize| {
+                let v = &hosts[*h];
+                v.power == Power::Awake
+                    && !defs[d].broken_on.contains_key(h)
+                    && v.max_vms.is_none_or(|m| v.vms < m)
+                    && v.used_kib.saturating_add(mem) <= v.limit_kib
+            };
+            if let Some(i) = defs[d].saved.iter().position(fits) {
+                let h = defs[d].saved.remove(i);
+                commit(&mut hosts[h], &mut defs[d], mem);
+                return Decision {
+                    job: job.id.clone(),
+                    verdict: Verdict::Start {
+                        def: DefId(d),
+                        host: HostId(h),
+                    },
+                    reason: format!(
+                        "a saved {} slot is free on {}",
+                        def.name, self.config.hosts[h].name
                     ),
                 };
             }

@@ -78,6 +78,7 @@ fn one_pass_over_10000_jobs_200_definitions_50_hosts() {
             memory_kib: (2 + d as u64 % 4) << 20,
             broken_on: HashMap::new(),
             warm: Vec::new(),
+            saved: Vec::new(),
         })
         .collect();
     let plan = Plan::new(&cfg);

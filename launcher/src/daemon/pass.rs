@@ -9,6 +9,7 @@ use crate::config::AgentTokens;
 use crate::hosts::{label, templates_of};
 use crate::rest::Listing;
 use crate::retry::ApiError;
+use crate::saved;
 use crate::schedule::{Decision, DefView, HostView, Job, Plan, Verdict};
 use crate::stacks::Client;
 use crate::stages::Via;
@@ -56,7 +57,7 @@ impl Daemon {
             self.act(&decisions, &found.jobs, &found.queue_of).await;
             self.keep_warm(&mut views, &mut defs);
             self.probe_warm();
-            self.keep_saved();
+            self.keep_saved(&mut views, &mut defs);
             self.metrics.warm_vms(self.warm.counts(&self.cfg));
         }
         self.forget_gone(&found.listed, found.complete);
@@ -252,6 +253,10 @@ impl Daemon {
         let pending = self.pending(&mut defs);
         for (d, view) in defs.iter_mut().enumerate() {
             view.warm = self.warm.ready_hosts(&self.cfg, d);
+            for &h in &self.cfg.agents[d].hosts {
+                let free = self.saved.free(d, h);
+                view.saved.extend(std::iter::repeat_n(h, free));
+            }
         }
         self.count_listed(&mut defs);
         let views = self
@@ -278,6 +283,7 @@ impl Daemon {
                 memory_kib: 0,
                 broken_on: HashMap::new(),
                 warm: Vec::new(),
+                saved: Vec::new(),
             })
             .collect();
         for (d, a) in self.cfg.agents.iter().enumerate() {
@@ -294,8 +300,8 @@ impl Daemon {
         defs
     }
 
-    /// Counts the launches under way (and warm VMs not listed yet) as
-    /// running; returns the VMs and memory they promise per host.
+    /// Counts the launches under way (and warm VMs and slot builds not
+    /// listed yet) as running; returns the VMs and memory they promise per host.
     fn pending(&self, defs: &mut [DefView]) -> HashMap<usize, (u32, u64)> {
         let mut pending: HashMap<usize, (u32, u64)> = HashMap::new();
         for (_, f) in self.jobs.all_coming() {
@@ -315,6 +321,18 @@ impl Daemon {
                 let p = pending.entry(w.host).or_default();
                 p.0 += 1;
                 p.1 += defs[w.def].memory_kib;
+            }
+        }
+        // So do saved slots being built (an instance boots until it is
+        // saved) that their host has not listed yet; listed, they count
+        // as running VMs of their definition.
+        for ((h, name), e) in self.saved.slots() {
+            let listed = self.hosts[*h].instances().iter().any(|i| &i.name == name);
+            if e.state == saved::SlotState::Building && !listed {
+                defs[e.def].running += 1;
+                let p = pending.entry(*h).or_default();
+                p.0 += 1;
+                p.1 += defs[e.def].memory_kib;
             }
         }
         pending

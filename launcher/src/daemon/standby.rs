@@ -109,9 +109,28 @@ impl Daemon {
     }
 
     /// Checks (and builds, in the background) the saved slots due on
-    /// awake hosts.
-    pub(super) fn keep_saved(&mut self) {
-        for (def, host, name) in self.saved.to_prepare(&self.cfg, &self.hosts) {
+    /// awake hosts with room for one more VM of the slot's definition
+    /// (`hosts` and `defs` as the pass left them): a build boots an
+    /// instance until it is saved.
+    pub(super) fn keep_saved(&mut self, hosts: &mut [HostView], defs: &mut [DefView]) {
+        let cfg = self.cfg.clone();
+        let room = |d: usize, h: usize| {
+            let (v, mem) = (&mut hosts[h], defs[d].memory_kib);
+            let fits = mem > 0
+                && v.power == Power::Awake
+                && cfg.agents[d]
+                    .max_instances
+                    .is_none_or(|m| defs[d].running < m)
+                && v.max_vms.is_none_or(|m| v.vms < m)
+                && v.used_kib.saturating_add(mem) <= v.limit_kib;
+            if fits {
+                v.vms += 1;
+                v.used_kib = v.used_kib.saturating_add(mem);
+                defs[d].running += 1;
+            }
+            fits
+        };
+        for (def, host, name) in self.saved.to_prepare(&self.cfg, &self.hosts, room) {
             let tx = self.tx.clone();
             let Some(conn) = self.hosts[host].conn() else {
                 let got = Err("the host is not connected".to_string());

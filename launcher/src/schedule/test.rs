@@ -49,6 +49,7 @@ fn defs(mem_mib: u64) -> Vec<DefView> {
             memory_kib: mem_mib << 10,
             broken_on: HashMap::new(),
             warm: Vec::new(),
+            saved: Vec::new(),
         })
         .collect()
 }
@@ -269,4 +270,51 @@ fn a_warm_vm_on_a_failing_host_or_of_another_definition_takes_no_job() {
     );
     assert_eq!(d[0].warm, [0]);
     assert_eq!(d[1].warm, [1]);
+}
+
+#[test]
+fn a_free_saved_slot_takes_a_job_before_a_cold_start_on_an_earlier_host() {
+    let c = config();
+    let plan = Plan::new(&c);
+    let mut hosts = vec![host(Power::Awake, 0, 8192), host(Power::Awake, 0, 8192)];
+    hosts[1].max_vms = Some(1);
+    let mut d = defs(1024);
+    // One free slot on b; a would take a cold VM first otherwise.
+    d[0].saved = vec![1];
+    let jobs = [job("j1", &["queue=linux"]), job("j2", &["queue=linux"])];
+    let out = plan.pass(&jobs, &mut hosts, &mut d);
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Start {
+            def: DefId(0),
+            host: HostId(1)
+        }
+    );
+    assert_eq!(out[0].reason, "a saved linux slot is free on b");
+    // The slot is taken, and its clone counts: the next job goes cold to a.
+    assert!(d[0].saved.is_empty());
+    assert_eq!((hosts[1].vms, d[0].running), (1, 2));
+    assert_eq!(actions(&out[1..]), [a("j2", Action::Start, Some("a"))]);
+}
+
+#[test]
+fn a_free_slot_on_a_full_failing_or_broken_host_takes_no_job() {
+    let c = config();
+    let plan = Plan::new(&c);
+    for (power, max_vms, broken) in [
+        (Power::Awake, Some(0), false),
+        (Power::Failing("broken".into()), None, false),
+        (Power::Awake, None, true),
+    ] {
+        let mut hosts = vec![host(Power::Awake, 0, 8192), host(power, 0, 8192)];
+        hosts[1].max_vms = max_vms;
+        let mut d = defs(1024);
+        d[0].saved = vec![1];
+        if broken {
+            d[0].broken_on.insert(1, "no template".into());
+        }
+        let out = plan.pass(&[job("j1", &["queue=linux"])], &mut hosts, &mut d);
+        assert_eq!(actions(&out), [a("j1", Action::Start, Some("a"))]);
+        assert_eq!(d[0].saved, [1]);
+    }
 }
