@@ -53,7 +53,7 @@ pub enum Error {
     Missing(&'static str),
     /// The state file cannot be opened, locked or read.
     #[error("{0}")]
-    StateFile(String),
+    StateFile(crate::persist::StateFileError),
     /// A queue's stack could not be registered.
     #[error("registering the stack for queue {queue}: {error}")]
     Register {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kvmhost::libvirt::handle::{Connection, HostAddress, HostHandle, OpenError, WakeSpec};
 use kvmhost::libvirt::instance::{Instance, InstanceInfo, InstanceSpec, MemoryUse};
-use kvmhost::libvirt::Host;
+use kvmhost::libvirt::{Host, TaskError};
 use kvmhost::wake::WakeTarget;
 
 use crate::config::{Config, HostDef};
@@ -53,7 +53,7 @@ struct State {
     last_probe: Option<Instant>,
     mem: Option<MemoryUse>,
     instances: Vec<InstanceInfo>,
-    templates: HashMap<String, Result<TemplateInfo, String>>,
+    templates: HashMap<String, Result<TemplateInfo, TemplateError>>,
     last_sweep: Option<Instant>,
 }
 
@@ -154,7 +154,7 @@ impl HostRt {
     }
 
     /// A template as last read on this host.
-    pub fn template(&self, name: &str) -> Option<Result<TemplateInfo, String>> {
+    pub fn template(&self, name: &str) -> Option<Result<TemplateInfo, TemplateError>> {
         self.st().templates.get(name).cloned()
     }
 
@@ -237,9 +237,9 @@ impl HostRt {
                 })
                 .map_err(|e| {
                     if e.is_not_found() {
-                        format!("template '{t}' does not exist there")
+                        TemplateError::Missing(t.clone())
                     } else {
-                        e.to_string()
+                        TemplateError::Unreadable(Arc::new(e))
                     }
                 });
             self.st().templates.insert(t, info);
@@ -332,12 +332,12 @@ impl HostRt {
     /// Opens the host, waking it first when it sleeps; one wake at a
     /// time per host, others wait for it. Returns the connection and how
     /// long the wake took (zero when it was awake).
-    pub async fn wake(self: &Arc<Self>) -> Result<(Connection, Duration), String> {
+    pub async fn wake(self: &Arc<Self>) -> Result<(Connection, Duration), WakeError> {
         if let Some(c) = self.conn() {
             return Ok((c, Duration::ZERO));
         }
         if self.def.wake.is_none() {
-            return Err("does not answer and has no wake settings".into());
+            return Err(WakeError::NoWakeSettings);
         }
         self.st().waking = true;
         let r = self.handle.connect_timed().await;
@@ -349,10 +349,35 @@ impl HostRt {
                 s.failing = None;
                 Ok((c, took))
             }
-            Err(OpenError::Task(e)) => Err(format!("the wake task failed: {e}")),
-            Err(e) => Err(e.to_string()),
+            Err(OpenError::Task(e)) => Err(WakeError::Task(e)),
+            Err(e) => Err(WakeError::Open(e)),
         }
     }
+}
+
+/// Why a template could not be used on a host, as last read there.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TemplateError {
+    /// The host has no template of this name.
+    #[error("template '{0}' does not exist there")]
+    Missing(String),
+    /// Reading it failed.
+    #[error(transparent)]
+    Unreadable(Arc<kvmhost::libvirt::Error>),
+}
+
+/// Why [`HostRt::wake`] gave no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError {
+    /// The host did not answer and cannot be woken.
+    #[error("does not answer and has no wake settings")]
+    NoWakeSettings,
+    /// The task that opens the host did not return.
+    #[error("the wake task failed: {0}")]
+    Task(TaskError),
+    /// The host could not be opened, or woken.
+    #[error(transparent)]
+    Open(OpenError),
 }
 
 /// Name of the host lock launchers take around the room check and the

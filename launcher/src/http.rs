@@ -180,13 +180,14 @@ pub fn metrics_router(metrics: Arc<Metrics>, status: Status) -> Router {
 
 /// Serves `router` on `addr` in the background, as `guard` says; returns
 /// the address bound (the port chosen, for port 0).
-pub async fn serve(addr: SocketAddr, router: Router, guard: Guard) -> Result<SocketAddr, String> {
-    let l = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = l
-        .local_addr()
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    guard: Guard,
+) -> Result<SocketAddr, ListenError> {
+    let cannot = |source: std::io::Error| ListenError { addr, source };
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(cannot)?;
+    let bound = l.local_addr().map_err(cannot)?;
     let slots = Arc::new(Semaphore::new(guard.max_connections));
     let tls = guard.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
@@ -223,8 +224,8 @@ pub async fn serve(addr: SocketAddr, router: Router, guard: Guard) -> Result<Soc
                     Some(acceptor) => {
                         match tokio::time::timeout(t, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => connection(s, router, t).await,
-                            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-                            Err(_) => Err(format!("no TLS handshake within {} s", t.as_secs())),
+                            Ok(Err(e)) => Err(ConnectionError::Handshake(e)),
+                            Err(_) => Err(ConnectionError::NoHandshake(t)),
                         }
                     }
                 };
@@ -243,7 +244,7 @@ pub async fn serve(addr: SocketAddr, router: Router, guard: Guard) -> Result<Soc
 /// One request on `io`: its head must arrive within `read_timeout` (the
 /// handler bounds the body the same way); the connection closes after
 /// the answer.
-async fn connection<I>(io: I, router: Router, read_timeout: Duration) -> Result<(), String>
+async fn connection<I>(io: I, router: Router, read_timeout: Duration) -> Result<(), ConnectionError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -260,17 +261,38 @@ where
     // connection holds its slot for long.
     match tokio::time::timeout(read_timeout * 3, conn).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) if e.is_timeout() => Err(format!(
-            "no complete request head within {} s; closed",
-            read_timeout.as_secs()
-        )),
+        Ok(Err(e)) if e.is_timeout() => Err(ConnectionError::NoHead(read_timeout)),
         // A client that hangs up or speaks no HTTP: nothing to log.
         Ok(Err(_)) => Ok(()),
-        Err(_) => Err(format!(
-            "the connection was still open after {} s; closed",
-            (read_timeout * 3).as_secs()
-        )),
+        Err(_) => Err(ConnectionError::StillOpen(read_timeout * 3)),
     }
+}
+
+/// The address given could not be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct ListenError {
+    /// The address to listen on.
+    pub addr: SocketAddr,
+    /// What the system said.
+    pub source: std::io::Error,
+}
+
+/// Why a connection was closed without an answer (logged, never sent).
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    /// No TLS handshake within the read timeout.
+    #[error("no TLS handshake within {} s", .0.as_secs())]
+    NoHandshake(Duration),
+    /// No complete request head within the read timeout.
+    #[error("no complete request head within {} s; closed", .0.as_secs())]
+    NoHead(Duration),
+    /// The connection outlived its bound (three read timeouts).
+    #[error("the connection was still open after {} s; closed", .0.as_secs())]
+    StillOpen(Duration),
 }
 
 #[cfg(test)]

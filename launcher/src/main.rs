@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use launcher::config;
-use launcher::daemon::{Daemon, Options};
+use launcher::daemon::{self, Daemon, Options};
 use launcher::{http, sdnotify};
 
 const USAGE: &str = "usage:
@@ -100,11 +100,22 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
-async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
+/// Why `run` ended in failure.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    /// The daemon could not start or register, or a pass failed.
+    #[error(transparent)]
+    Daemon(#[from] daemon::Error),
+    /// The webhook or metrics listener could not be opened.
+    #[error(transparent)]
+    Listen(#[from] http::ListenError),
+}
+
+async fn run(cfg: config::Config, opts: Options) -> Result<(), RunError> {
     let poll = cfg.buildkite.poll_interval;
     let webhook = cfg.webhook.clone();
     let metrics_listen = cfg.metrics_listen;
-    let mut daemon = Daemon::new(cfg, opts).map_err(|e| e.to_string())?;
+    let mut daemon = Daemon::new(cfg, opts)?;
     if let Some(w) = webhook {
         let guard = http::Guard {
             read_timeout: w.read_timeout,
@@ -125,7 +136,7 @@ async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
         let router = http::metrics_router(daemon.metrics.clone(), daemon.status());
         http::serve(addr, router, http::Guard::plain("metrics")).await?;
     }
-    daemon.register().await.map_err(|e| e.to_string())?;
+    daemon.register().await?;
     sdnotify::notify("READY=1\nSTATUS=polling Buildkite");
 
     // The watchdog is fed only while passes keep completing.
@@ -163,5 +174,5 @@ async fn run(cfg: config::Config, opts: Options) -> Result<(), String> {
     let result = daemon.run(&mut out, stop).await;
     sdnotify::notify("STOPPING=1");
     daemon.deregister().await;
-    result.map_err(|e| e.to_string())
+    result.map_err(RunError::from)
 }

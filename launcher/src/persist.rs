@@ -69,6 +69,58 @@ impl SavedJob {
     }
 }
 
+/// Why the state file could not be taken; each names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// The lock file beside it cannot be opened (or made).
+    #[error(
+        "launcher.state_file: cannot open {}: {source}; give a path in a folder \
+         the launcher may write",
+        lock_path.display()
+    )]
+    OpenLock {
+        /// The lock file.
+        lock_path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Another process holds the lock.
+    #[error(
+        "launcher.state_file: another launcher is running with {}; give each \
+         launcher its own state_file",
+        .0.display()
+    )]
+    Taken(PathBuf),
+    /// Locking failed otherwise.
+    #[error("launcher.state_file: cannot lock {}: {source}", lock_path.display())]
+    Lock {
+        /// The lock file.
+        lock_path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The file holds something else.
+    #[error(
+        "launcher.state_file: {} is not a state this launcher wrote ({source}); \
+         move it away to start without it",
+        path.display()
+    )]
+    NotAState {
+        /// The state file.
+        path: PathBuf,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+    /// The file exists and cannot be read.
+    #[error("launcher.state_file: cannot read {}: {source}", path.display())]
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
 /// The open state file, locked for this process.
 #[derive(Debug)]
 pub struct StateFile {
@@ -80,52 +132,43 @@ pub struct StateFile {
 
 impl StateFile {
     /// Locks and reads the state file at `path` (none yet is no state).
-    pub fn open(path: &Path) -> Result<(StateFile, Option<Saved>), String> {
+    pub fn open(path: &Path) -> Result<(StateFile, Option<Saved>), StateFileError> {
         let lock_path = lock_path(path);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| {
-                format!(
-                    "launcher.state_file: cannot open {}: {e}; give a path in a folder \
-                     the launcher may write",
-                    lock_path.display()
-                )
+            .map_err(|source| StateFileError::OpenLock {
+                lock_path: lock_path.clone(),
+                source,
             })?;
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::EWOULDBLOCK) => format!(
-                    "launcher.state_file: another launcher is running with {}; give each \
-                     launcher its own state_file",
-                    path.display()
-                ),
-                _ => format!(
-                    "launcher.state_file: cannot lock {}: {e}",
-                    lock_path.display()
-                ),
+                Some(libc::EWOULDBLOCK) => StateFileError::Taken(path.to_path_buf()),
+                _ => StateFileError::Lock {
+                    lock_path,
+                    source: e,
+                },
             });
         }
         let (saved, last) = match std::fs::read(path) {
             Ok(bytes) => {
-                let saved: Saved = serde_json::from_slice(&bytes).map_err(|e| {
-                    format!(
-                        "launcher.state_file: {} is not a state this launcher wrote ({e}); \
-                         move it away to start without it",
-                        path.display()
-                    )
-                })?;
+                let saved: Saved =
+                    serde_json::from_slice(&bytes).map_err(|source| StateFileError::NotAState {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
                 (Some(saved), bytes)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Vec::new()),
-            Err(e) => {
-                return Err(format!(
-                    "launcher.state_file: cannot read {}: {e}",
-                    path.display()
-                ))
+            Err(source) => {
+                return Err(StateFileError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
         };
         let file = StateFile {
@@ -211,7 +254,7 @@ mod tests {
         let path = dir.path().join("state.json");
         let (_held, _) = StateFile::open(&path).unwrap();
 
-        let e = StateFile::open(&path).unwrap_err();
+        let e = StateFile::open(&path).unwrap_err().to_string();
 
         assert_eq!(
             e,
@@ -229,7 +272,7 @@ mod tests {
         let path = dir.path().join("state.json");
         std::fs::write(&path, "not json").unwrap();
 
-        let e = StateFile::open(&path).unwrap_err();
+        let e = StateFile::open(&path).unwrap_err().to_string();
 
         assert!(e.contains("is not a state this launcher wrote"), "{e}");
         assert!(e.contains("move it away"), "{e}");

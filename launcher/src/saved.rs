@@ -145,9 +145,10 @@ impl SlotPool {
         out
     }
 
-    /// A check or build of `name` on `host` ended; true when that is
-    /// news (built, or found ready the first time).
-    pub fn prepared(&mut self, host: usize, name: &str, got: &Result<Prepared, String>) -> bool {
+    /// A check or build of `name` on `host` ended (only whether it failed
+    /// counts, not why); true when that is news (built, or found ready
+    /// the first time).
+    pub fn prepared<E>(&mut self, host: usize, name: &str, got: &Result<Prepared, E>) -> bool {
         let Some(e) = self.slots.get_mut(&(host, name.to_string())) else {
             return false;
         };
@@ -225,7 +226,7 @@ pub fn prepare(
     host: &Host,
     spec: &InstanceSpec,
     boot_timeout: Duration,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, SlotError> {
     let name = spec.name.as_str();
     if host.domain_active(name).unwrap_or(false) {
         let job = format!("label.{}", label::JOB);
@@ -236,42 +237,54 @@ pub fn prepare(
             return Ok(Prepared::InUse);
         }
         // A build cut short (the launcher stopped during it): start over.
-        host.remove_instance(name).map_err(|e| e.to_string())?;
+        host.remove_instance(name)?;
     }
-    let pool = host
-        .template(&spec.template)
-        .map_err(|e| e.to_string())?
-        .pool;
-    let version = host.slot_version(spec).map_err(|e| e.to_string())?;
+    let pool = host.template(&spec.template)?.pool;
+    let version = host.slot_version(spec)?;
     if host.slot(&pool, name).is_ok_and(|s| s.version == version) {
         return Ok(Prepared::Free);
     }
-    host.remove_slot(&pool, name).map_err(|e| e.to_string())?;
-    host.build_slot(spec, boot_timeout)
-        .map_err(|e| e.to_string())?;
+    host.remove_slot(&pool, name)?;
+    host.build_slot(spec, boot_timeout)?;
     Ok(Prepared::Built)
 }
 
 /// Restores a clone of slot `spec.name` on `host` for a job; how long the
 /// restore call took. A slot built from an older template (or variables)
 /// is refused.
-pub fn restore(host: &Host, spec: &InstanceSpec) -> Result<Duration, String> {
+pub fn restore(host: &Host, spec: &InstanceSpec) -> Result<Duration, SlotError> {
     let name = spec.name.as_str();
-    let pool = host
-        .template(&spec.template)
-        .map_err(|e| e.to_string())?
-        .pool;
-    let slot = host.slot(&pool, name).map_err(|e| e.to_string())?;
-    let version = host.slot_version(spec).map_err(|e| e.to_string())?;
+    let pool = host.template(&spec.template)?.pool;
+    let slot = host.slot(&pool, name)?;
+    let version = host.slot_version(spec)?;
     if slot.version != version {
-        return Err(format!(
-            "slot {name} was built from an older template (version {}, now {version})",
-            slot.version
-        ));
+        return Err(SlotError::Stale {
+            name: name.to_string(),
+            built: slot.version,
+            now: version,
+        });
     }
     let t = Instant::now();
-    host.restore_slot(&slot).map_err(|e| e.to_string())?;
+    host.restore_slot(&slot)?;
     Ok(t.elapsed())
+}
+
+/// Why a slot could not be checked, built or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    /// The host refused or failed a step.
+    #[error(transparent)]
+    Host(#[from] kvmhost::libvirt::Error),
+    /// The slot's version is not its template's (and variables') now.
+    #[error("slot {name} was built from an older template (version {built}, now {now})")]
+    Stale {
+        /// The slot.
+        name: String,
+        /// The version it was built from.
+        built: String,
+        /// The version it would be built from now.
+        now: String,
+    },
 }
 
 #[cfg(test)]
@@ -345,7 +358,7 @@ mod test {
         assert!(pool.to_prepare(&cfg, &hosts, |_, _| true).is_empty());
         assert!(pool.to_prepare(&cfg, &hosts, |_, _| true).is_empty());
         assert_eq!(pool.claim(0, 1), None);
-        assert!(pool.prepared(1, "debian-saved-0", &Ok(Prepared::Free)));
+        assert!(pool.prepared(1, "debian-saved-0", &Ok::<_, &str>(Prepared::Free)));
         // Checked again only after a while.
         assert!(pool.to_prepare(&cfg, &hosts, |_, _| true).is_empty());
         pool.slots
@@ -357,8 +370,8 @@ mod test {
             [(0, 1, "debian-saved-0".to_string())]
         );
         // Found current again: no news.
-        assert!(!pool.prepared(1, "debian-saved-0", &Ok(Prepared::Free)));
-        pool.prepared(1, "debian-saved-1", &Err("no room".into()));
+        assert!(!pool.prepared(1, "debian-saved-0", &Ok::<_, &str>(Prepared::Free)));
+        pool.prepared(1, "debian-saved-1", &Err::<Prepared, _>("no room"));
         assert_eq!(pool.free(0, 1), 1);
         assert_eq!(pool.claim(0, 0), None);
         assert_eq!(pool.claim(0, 1).as_deref(), Some("debian-saved-0"));

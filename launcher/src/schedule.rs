@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::rules::AgentTags;
+use crate::hosts::TemplateError;
+use crate::rules::{AgentTags, RuleError};
 
 /// A job waiting for an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub struct DefView {
     /// Memory of one VM (KiB), from its template; 0 while unknown.
     pub memory_kib: u64,
     /// Hosts whose template for it is missing or broken, with why.
-    pub broken_on: HashMap<usize, String>,
+    pub broken_on: HashMap<usize, TemplateError>,
     /// The hosts of its warm VMs that wait for a job, one entry per VM,
     /// in the order they are to be used.
     pub warm: Vec<usize>,
@@ -248,7 +249,7 @@ impl<'a> Plan<'a> {
                 .then_with(|| a.scheduled_at.cmp(&b.scheduled_at))
         });
         // Jobs share few distinct rule sets: match each set once.
-        let mut matches: HashMap<&[String], Result<Vec<usize>, String>> = HashMap::new();
+        let mut matches: HashMap<&[String], Result<Vec<usize>, RuleError>> = HashMap::new();
         // Room only shrinks during a pass: once jobs with some rules must
         // wait (or can never run), later ones with the same rules too.
         let mut settled: HashMap<&[String], Decision> = HashMap::new();
@@ -265,7 +266,7 @@ impl<'a> Plan<'a> {
                 .entry(job.rules.as_slice())
                 .or_insert_with(|| self.matching(&job.rules));
             let decision = match fits {
-                Err(e) => Decision::skip(&job.id, e.clone()),
+                Err(e) => Decision::skip(&job.id, e.to_string()),
                 Ok(list) if list.is_empty() => Decision::skip(
                     &job.id,
                     format!("no [[agent]] has tags for the rules {:?}", job.rules),
@@ -283,10 +284,10 @@ impl<'a> Plan<'a> {
         out
     }
 
-    fn matching(&self, rules: &[String]) -> Result<Vec<usize>, String> {
+    fn matching(&self, rules: &[String]) -> Result<Vec<usize>, RuleError> {
         let mut found = Vec::new();
         for (i, tags) in self.parsed.iter().enumerate() {
-            if tags.accepts(rules).map_err(|e| e.to_string())? {
+            if tags.accepts(rules)? {
                 found.push(i);
             }
         }

@@ -144,31 +144,61 @@ impl MemoryLimit {
     }
 
     /// Parses `28GiB`, `512MiB`, `1048576KiB` (also `G`, `M`, `K`) or `90%`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, MemoryLimitError> {
         let s = s.trim();
-        let hint = "write a size such as \"28GiB\", \"4096MiB\" or a share such as \"90%\"";
         if let Some(p) = s.strip_suffix('%') {
             return match p.trim().parse::<u32>() {
                 Ok(p) if (1..=100).contains(&p) => Ok(MemoryLimit::Percent(p)),
-                _ => Err(format!("{s:?} is not a percentage from 1 to 100; {hint}")),
+                _ => Err(MemoryLimitError::Percent(s.to_string())),
             };
         }
         let split = s
             .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("{s:?} has no unit; {hint}"))?;
+            .ok_or_else(|| MemoryLimitError::NoUnit(s.to_string()))?;
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("{s:?} is not a size; {hint}"))?;
+            .map_err(|_| MemoryLimitError::NotSize(s.to_string()))?;
         let mult = match unit.trim() {
             "K" | "KiB" | "k" => 1,
             "M" | "MiB" => 1024,
             "G" | "GiB" => 1024 * 1024,
             "T" | "TiB" => 1024 * 1024 * 1024,
-            _ => return Err(format!("{s:?}: unknown unit {unit:?}; {hint}")),
+            _ => {
+                return Err(MemoryLimitError::Unit {
+                    text: s.to_string(),
+                    unit: unit.to_string(),
+                })
+            }
         };
         Ok(MemoryLimit::Kib(n.saturating_mul(mult)))
     }
+}
+
+/// How to write a memory limit, closing each [`MemoryLimitError`].
+const MEMORY_LIMIT_HINT: &str =
+    "write a size such as \"28GiB\", \"4096MiB\" or a share such as \"90%\"";
+
+/// Why a `memory_limit` does not parse; each holds the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryLimitError {
+    /// A share out of 1..=100, or not a number.
+    #[error("{0:?} is not a percentage from 1 to 100; {hint}", hint = MEMORY_LIMIT_HINT)]
+    Percent(String),
+    /// Digits only.
+    #[error("{0:?} has no unit; {hint}", hint = MEMORY_LIMIT_HINT)]
+    NoUnit(String),
+    /// No digits before the unit, or too many.
+    #[error("{0:?} is not a size; {hint}", hint = MEMORY_LIMIT_HINT)]
+    NotSize(String),
+    /// A unit other than K, M, G or T.
+    #[error("{text:?}: unknown unit {unit:?}; {hint}", hint = MEMORY_LIMIT_HINT)]
+    Unit {
+        /// The whole text.
+        text: String,
+        /// The unit as written.
+        unit: String,
+    },
 }
 
 /// How to wake a sleeping host (as the provider's `wake {}`).
@@ -398,39 +428,89 @@ impl From<usize> for Seg {
 /// says what the file should hold): one others can read is theirs too; one
 /// others can write points the launcher elsewhere. The mode is read from
 /// the open file, so the text read is the one whose mode was checked.
-pub(crate) fn read_private(path: &Path, what: &str, hint: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read_private(
+    path: &Path,
+    what: &'static str,
+    hint: &str,
+) -> Result<Vec<u8>, PrivateFileError> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
-    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}; {hint}", path.display());
+    let cannot_read = |source: std::io::Error| PrivateFileError::Read {
+        path: path.to_path_buf(),
+        hint: hint.to_string(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(cannot_read)?;
     let mode = file.metadata().map_err(cannot_read)?.mode() & 0o7777;
     if mode & 0o066 != 0 {
-        return Err(format!(
-            "{p} can be read or written by group or others (mode {mode:04o}); \
-             {what} must be its owner's alone: run `chmod 600 {p}`",
-            p = path.display()
-        ));
+        return Err(PrivateFileError::Shared {
+            path: path.to_path_buf(),
+            mode,
+            what,
+        });
     }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(cannot_read)?;
     Ok(bytes)
 }
 
+/// Why [`read_private`] gave no bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateFileError {
+    /// Opening or reading failed; `hint` says what the file should hold.
+    #[error("cannot read {}: {source}; {hint}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the file should hold.
+        hint: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Group or others may read or write it.
+    #[error(
+        "{p} can be read or written by group or others (mode {mode:04o}); \
+         {what} must be its owner's alone: run `chmod 600 {p}`",
+        p = path.display()
+    )]
+    Shared {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The kind of file, e.g. "a token file".
+        what: &'static str,
+    },
+}
+
+/// What a token file holds, said after a problem with its text.
+const TOKEN_FILE_HOLDS: &str = "the file holds the token on its first line";
+
 /// Reads a token file: the first line, trimmed; it must not be empty,
 /// and only its owner may read or write it ([`read_private`]).
-pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    const HOLDS: &str = "the file holds the token on its first line";
-    let bytes = read_private(path, "a token file", HOLDS)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("{} is not UTF-8 text; {HOLDS}", path.display()))?;
+pub fn read_secret_file(path: &Path) -> Result<Secret, SecretFileError> {
+    let bytes = read_private(path, "a token file", TOKEN_FILE_HOLDS)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| SecretFileError::NotText(path.to_path_buf()))?;
     let first = text.lines().next().unwrap_or("").trim();
     if first.is_empty() {
-        return Err(format!(
-            "{} is empty; put the token on its first line",
-            path.display()
-        ));
+        return Err(SecretFileError::Empty(path.to_path_buf()));
     }
     Ok(Secret::new(first))
+}
+
+/// Why [`read_secret_file`] gave no token; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// Unreadable, or not its owner's alone.
+    #[error(transparent)]
+    Private(#[from] PrivateFileError),
+    /// Not UTF-8.
+    #[error("{} is not UTF-8 text; {hint}", .0.display(), hint = TOKEN_FILE_HOLDS)]
+    NotText(PathBuf),
+    /// No text on the first line.
+    #[error("{} is empty; put the token on its first line", .0.display())]
+    Empty(PathBuf),
 }
 
 #[cfg(test)]

@@ -112,14 +112,17 @@ const MAX_WARM: u32 = 100;
 const AGENT_ENDPOINT: &str = "https://agent.buildkite.com/v3";
 const API_ENDPOINT: &str = "https://api.buildkite.com/v2";
 
-fn url(s: &str) -> Result<String, String> {
+/// An endpoint that is not an http(s) URL, as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an http(s) URL; write e.g. {AGENT_ENDPOINT}")]
+struct NotUrl(String);
+
+fn url(s: &str) -> Result<String, NotUrl> {
     let t = s.trim_end_matches('/');
     if (t.starts_with("http://") || t.starts_with("https://")) && t.len() > "https://".len() {
         Ok(t.to_string())
     } else {
-        Err(format!(
-            "{s:?} is not an http(s) URL; write e.g. {AGENT_ENDPOINT}"
-        ))
+        Err(NotUrl(s.to_string()))
     }
 }
 
@@ -193,7 +196,7 @@ where
             None => Ok(None),
             Some(p) => read_secret_file(&self.resolve(p))
                 .map(Some)
-                .map_err(|m| self.err(at, m)),
+                .map_err(|e| self.err(at, e.to_string())),
         }
     }
 
@@ -227,14 +230,18 @@ where
     fn buildkite(&self, b: &RawBuildkite) -> Result<Buildkite, ConfigError> {
         let (env, err) = (self.env, |at, m| self.err(at, m));
         let agent_endpoint = match env("BUILDKITE_AGENT_ENDPOINT") {
-            Some(v) => url(&v).map_err(|m| self.env_err("BUILDKITE_AGENT_ENDPOINT", m))?,
+            Some(v) => {
+                url(&v).map_err(|e| self.env_err("BUILDKITE_AGENT_ENDPOINT", e.to_string()))?
+            }
             None => url(b.agent_endpoint.as_deref().unwrap_or(AGENT_ENDPOINT))
-                .map_err(|m| err(key_path!["buildkite", "agent_endpoint"], m))?,
+                .map_err(|e| err(key_path!["buildkite", "agent_endpoint"], e.to_string()))?,
         };
         let api_endpoint = match env("BUILDKITE_API_ENDPOINT") {
-            Some(v) => url(&v).map_err(|m| self.env_err("BUILDKITE_API_ENDPOINT", m))?,
+            Some(v) => {
+                url(&v).map_err(|e| self.env_err("BUILDKITE_API_ENDPOINT", e.to_string()))?
+            }
             None => url(b.api_endpoint.as_deref().unwrap_or(API_ENDPOINT))
-                .map_err(|m| err(key_path!["buildkite", "api_endpoint"], m))?,
+                .map_err(|e| err(key_path!["buildkite", "api_endpoint"], e.to_string()))?,
         };
         let agent_token = match env("BUILDKITE_AGENT_TOKEN") {
             Some(v) => Some(Secret::new(v)),
@@ -316,7 +323,8 @@ where
             ));
         }
         let vm_agent_endpoint = match &b.vm_agent_endpoint {
-            Some(v) => url(v).map_err(|m| err(key_path!["buildkite", "vm_agent_endpoint"], m))?,
+            Some(v) => url(v)
+                .map_err(|e| err(key_path!["buildkite", "vm_agent_endpoint"], e.to_string()))?,
             None => agent_endpoint.clone(),
         };
         Ok(Buildkite {
@@ -495,7 +503,7 @@ where
                 None => None,
                 Some(m) => Some(
                     MemoryLimit::parse(m)
-                        .map_err(|e| err(key_path!["host", i, "memory_limit"], e))?,
+                        .map_err(|e| err(key_path!["host", i, "memory_limit"], e.to_string()))?,
                 ),
             };
             if h.max_vms == Some(0) {

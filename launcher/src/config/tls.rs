@@ -55,7 +55,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<Tls, (Setting, String)> {
         ));
     }
     let pem = super::read_private(key, "a private key file", &format!("give {KEY}"))
-        .map_err(|e| (Setting::Key, e))?;
+        .map_err(|e| (Setting::Key, e.to_string()))?;
     let private = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         let why = match e {
             rustls::pki_types::pem::Error::NoItemsFound => "holds no private key".to_string(),

@@ -148,7 +148,7 @@ impl LaunchTask {
     /// The host's connection once it is awake; `None` (and the job placed
     /// again) when it does not wake.
     async fn wake(&self) -> Option<Connection> {
-        let (conn, took) = match self.rt.wake().await {
+        let (conn, took) = match self.rt.wake().await.map_err(|e| e.to_string()) {
             Ok(c) => c,
             Err(why) => {
                 self.release();
@@ -231,7 +231,7 @@ impl LaunchTask {
         let (msg, id) = (msg.clone(), self.job.id.clone());
         let r = conn
             .run(move |h| {
-                let took = saved::restore(h, &spec)?;
+                let took = saved::restore(h, &spec).map_err(|e| e.to_string())?;
                 eprintln!(
                     "job {id}: restored {} in {:.2} s",
                     spec.name,

@@ -141,7 +141,7 @@ impl Daemon {
             let boot_timeout = self.cfg.launcher.boot_timeout;
             tokio::spawn(async move {
                 let got = conn
-                    .run(move |h| saved::prepare(h, &spec, boot_timeout))
+                    .run(move |h| saved::prepare(h, &spec, boot_timeout).map_err(|e| e.to_string()))
                     .await
                     .unwrap_or_else(|e| Err(format!("the slot task failed: {e}")));
                 let _ = tx.send(Event::SlotPrepared { host, name, got });

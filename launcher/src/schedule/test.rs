@@ -311,7 +311,8 @@ fn a_free_slot_on_a_full_failing_or_broken_host_takes_no_job() {
         let mut d = defs(1024);
         d[0].saved = vec![1];
         if broken {
-            d[0].broken_on.insert(1, "no template".into());
+            d[0].broken_on
+                .insert(1, crate::hosts::TemplateError::Missing("t".into()));
         }
         let out = plan.pass(&[job("j1", &["queue=linux"])], &mut hosts, &mut d);
         assert_eq!(actions(&out), [a("j1", Action::Start, Some("a"))]);

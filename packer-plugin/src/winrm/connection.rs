@@ -15,7 +15,7 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use super::ntlm::{self, Challenge, Credentials};
+use super::ntlm::{self, Challenge, ChallengeError, Credentials};
 use super::WinRmError;
 
 /// How long opening a connection (TCP, then TLS) may take.
@@ -33,18 +33,45 @@ pub(super) struct NtlmHttp {
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
+/// Why a request got no answer, or no connection was there to send it on.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NtlmHttpError {
+    /// The TCP connection was not made within [`CONNECT_TIMEOUT`].
+    #[error("connecting: no answer in {}s", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimeout,
+    /// The TCP connection failed.
+    #[error("connecting: {0}")]
+    Connect(std::io::Error),
+    /// The TLS handshake did not end within [`CONNECT_TIMEOUT`].
+    #[error("TLS handshake: no answer")]
+    TlsTimeout,
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {}", super::error_chain(.0))]
+    Tls(std::io::Error),
+    /// HTTP on the connection failed.
+    #[error("{}", super::error_chain(.0))]
+    Http(hyper::Error),
+    /// The request could not be made.
+    #[error("{0}")]
+    Request(hyper::http::Error),
+    /// The server's challenge cannot be answered.
+    #[error(transparent)]
+    Challenge(#[from] ChallengeError),
+}
+
 /// Why a request got no answer.
 enum Failure {
     /// It was never sent: the connection was closed before.
-    Unsent(String),
+    Unsent(hyper::Error),
     /// It was sent, or may have been.
-    Failed(String),
+    Failed(NtlmHttpError),
 }
 
-impl From<Failure> for String {
-    fn from(f: Failure) -> String {
+impl From<Failure> for NtlmHttpError {
+    fn from(f: Failure) -> NtlmHttpError {
         match f {
-            Failure::Unsent(m) | Failure::Failed(m) => m,
+            Failure::Unsent(e) => NtlmHttpError::Http(e),
+            Failure::Failed(e) => e,
         }
     }
 }
@@ -86,7 +113,7 @@ impl NtlmHttp {
 
     /// POSTs `body` to `/wsman` authenticated; the status and the answer,
     /// or what failed on the way.
-    pub async fn post(&self, body: String) -> Result<(u16, String), String> {
+    pub async fn post(&self, body: String) -> Result<(u16, String), NtlmHttpError> {
         let body = Bytes::from(body);
         if let Some(mut send) = self.take_idle() {
             match self.round_trip(&mut send, &body, None).await {
@@ -98,7 +125,7 @@ impl NtlmHttp {
                 // The server closed it while idle: the request never left,
                 // so it goes on a new connection.
                 Err(Failure::Unsent(_)) => {}
-                Err(Failure::Failed(m)) => return Err(m),
+                Err(Failure::Failed(e)) => return Err(e),
             }
         }
         let send = self.connect().await?;
@@ -110,7 +137,7 @@ impl NtlmHttp {
         &self,
         mut send: SendRequest<Full<Bytes>>,
         body: &Bytes,
-    ) -> Result<(u16, String), String> {
+    ) -> Result<(u16, String), NtlmHttpError> {
         let b64 = |m: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(m);
         let offer = format!("Negotiate {}", b64(ntlm::negotiate()));
         let r = self.round_trip(&mut send, body, Some(offer)).await?;
@@ -127,7 +154,7 @@ impl NtlmHttp {
             // No challenge: the server does not take NTLM from us.
             return Ok((r.status, r.body));
         };
-        let challenge = Challenge::parse(&token).map_err(|e| e.to_string())?;
+        let challenge = Challenge::parse(&token)?;
         let client_challenge: [u8; 8] = uuid::Uuid::new_v4().as_bytes()[..8]
             .try_into()
             .expect("8 bytes");
@@ -163,14 +190,14 @@ impl NtlmHttp {
             .push(send);
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, NtlmHttpError> {
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
             tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| format!("connecting: no answer in {}s", CONNECT_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("connecting: {e}"))?;
+        .map_err(|_| NtlmHttpError::ConnectTimeout)?
+        .map_err(NtlmHttpError::Connect)?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => open(tcp).await,
@@ -178,8 +205,8 @@ impl NtlmHttp {
                 let tls =
                     tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
                         .await
-                        .map_err(|_| "TLS handshake: no answer".to_string())?
-                        .map_err(|e| format!("TLS handshake: {}", super::error_chain(&e)))?;
+                        .map_err(|_| NtlmHttpError::TlsTimeout)?
+                        .map_err(NtlmHttpError::Tls)?;
                 open(tls).await
             }
         }
@@ -202,16 +229,13 @@ impl NtlmHttp {
         }
         let req = req
             .body(Full::new(body.clone()))
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        send.ready()
-            .await
-            .map_err(|e| Failure::Unsent(super::error_chain(&e)))?;
+            .map_err(|e| Failure::Failed(NtlmHttpError::Request(e)))?;
+        send.ready().await.map_err(Failure::Unsent)?;
         let resp = send.send_request(req).await.map_err(|e| {
-            let m = super::error_chain(&e);
             if e.is_canceled() {
-                Failure::Unsent(m)
+                Failure::Unsent(e)
             } else {
-                Failure::Failed(m)
+                Failure::Failed(NtlmHttpError::Http(e))
             }
         })?;
         let status = resp.status().as_u16();
@@ -225,7 +249,7 @@ impl NtlmHttp {
             .into_body()
             .collect()
             .await
-            .map_err(|e| Failure::Failed(super::error_chain(&e)))?
+            .map_err(|e| Failure::Failed(NtlmHttpError::Http(e)))?
             .to_bytes();
         Ok(Response {
             status,
@@ -236,13 +260,13 @@ impl NtlmHttp {
 }
 
 /// HTTP/1.1 over `io`, its connection driven in the background.
-async fn open<I>(io: I) -> Result<SendRequest<Full<Bytes>>, String>
+async fn open<I>(io: I) -> Result<SendRequest<Full<Bytes>>, NtlmHttpError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
         .await
-        .map_err(|e| super::error_chain(&e))?;
+        .map_err(NtlmHttpError::Http)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -119,6 +119,20 @@ pub enum WinRmError {
     Io(#[from] std::io::Error),
 }
 
+/// Why a POST got no answer: what [`WinRmError::Http`] says.
+#[derive(Debug, thiserror::Error)]
+enum PostError {
+    /// Basic authentication's client failed.
+    #[error("{}", error_chain(.0))]
+    Basic(reqwest::Error),
+    /// An NTLM connection failed.
+    #[error(transparent)]
+    Ntlm(connection::NtlmHttpError),
+    /// An NTLM request outlived [`REQUEST_TIMEOUT`].
+    #[error("no answer in {}s", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
+}
+
 /// How requests are authenticated.
 #[derive(Clone)]
 enum Transport {
@@ -211,7 +225,8 @@ impl WinRm {
     /// [`soap::TIMED_OUT_CODE`].
     async fn send(&self, msg: soap::Message<'_>) -> Result<String, WinRmError> {
         let operation = msg.name();
-        let http_err = |mut message: String| {
+        let http_err = |e: PostError| {
+            let mut message = e.to_string();
             if self.cert_hint && message.contains("certificate") {
                 message.push_str(
                     " (a guest with a self-signed certificate needs winrm_insecure = true)",
@@ -225,10 +240,16 @@ impl WinRm {
         };
         let envelope = msg.envelope(&self.url);
         let (status, body) = match &self.transport {
-            Transport::Basic(http) => self.post_basic(http, envelope).await,
-            Transport::Ntlm(ntlm) => tokio::time::timeout(REQUEST_TIMEOUT, ntlm.post(envelope))
+            Transport::Basic(http) => self
+                .post_basic(http, envelope)
                 .await
-                .unwrap_or_else(|_| Err(format!("no answer in {}s", REQUEST_TIMEOUT.as_secs()))),
+                .map_err(PostError::Basic),
+            Transport::Ntlm(ntlm) => {
+                match tokio::time::timeout(REQUEST_TIMEOUT, ntlm.post(envelope)).await {
+                    Ok(r) => r.map_err(PostError::Ntlm),
+                    Err(_) => Err(PostError::Timeout),
+                }
+            }
         }
         .map_err(http_err)?;
         if status == 401 {
@@ -265,22 +286,24 @@ impl WinRm {
         &self,
         http: &reqwest::Client,
         envelope: String,
-    ) -> Result<(u16, String), String> {
+    ) -> Result<(u16, String), reqwest::Error> {
         let resp = http
             .post(&self.url)
             .basic_auth(&self.user, Some(&self.password))
             .header("Content-Type", "application/soap+xml;charset=UTF-8")
             .body(envelope)
             .send()
-            .await
-            .map_err(|e| error_chain(&e))?;
+            .await?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| error_chain(&e))?;
+        let body = resp.text().await?;
         Ok((status, body))
     }
 
-    fn protocol(operation: &'static str) -> impl FnOnce(String) -> WinRmError {
-        move |message| WinRmError::Protocol { operation, message }
+    fn protocol(operation: &'static str) -> impl FnOnce(soap::AnswerError) -> WinRmError {
+        move |e| WinRmError::Protocol {
+            operation,
+            message: e.to_string(),
+        }
     }
 
     /// Opens a cmd shell.

@@ -259,8 +259,28 @@ pub struct Received {
     pub exit_code: Option<u32>,
 }
 
-fn parse(body: &str) -> Result<roxmltree::Document<'_>, String> {
-    roxmltree::Document::parse(body).map_err(|e| format!("not XML: {e}"))
+/// Why an answer cannot be read (said after the operation's name).
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// The body does not parse.
+    #[error("not XML: {0}")]
+    NotXml(roxmltree::Error),
+    /// A Create answer names no shell.
+    #[error("no ShellId")]
+    NoShellId,
+    /// A Command answer names no command.
+    #[error("no CommandId")]
+    NoCommandId,
+    /// A Receive answer's stream does not decode.
+    #[error("a stream is not base64: {0}")]
+    NotBase64(base64::DecodeError),
+    /// A Receive answer's exit code, as written, is no number.
+    #[error("exit code `{0}` is not a number")]
+    ExitCode(String),
+}
+
+fn parse(body: &str) -> Result<roxmltree::Document<'_>, AnswerError> {
+    roxmltree::Document::parse(body).map_err(AnswerError::NotXml)
 }
 
 fn text_of<'a>(doc: &'a roxmltree::Document, ns: &str, name: &str) -> Option<&'a str> {
@@ -304,7 +324,7 @@ pub fn fault(body: &str) -> Option<Fault> {
 }
 
 /// The new shell's id from a Create answer.
-pub fn shell_id(body: &str) -> Result<String, String> {
+pub fn shell_id(body: &str) -> Result<String, AnswerError> {
     let doc = parse(body)?;
     doc.descendants()
         .find(|n| n.has_tag_name((NS_W, "Selector")) && n.attribute("Name") == Some("ShellId"))
@@ -312,20 +332,20 @@ pub fn shell_id(body: &str) -> Result<String, String> {
         .or_else(|| text_of(&doc, NS_RSP, "ShellId"))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| "no ShellId".to_string())
+        .ok_or(AnswerError::NoShellId)
 }
 
 /// The new command's id from a Command answer.
-pub fn command_id(body: &str) -> Result<String, String> {
+pub fn command_id(body: &str) -> Result<String, AnswerError> {
     let doc = parse(body)?;
     text_of(&doc, NS_RSP, "CommandId")
         .filter(|s| !s.is_empty())
         .map(str::to_string)
-        .ok_or_else(|| "no CommandId".to_string())
+        .ok_or(AnswerError::NoCommandId)
 }
 
 /// The streams and state of a Receive answer.
-pub fn received(body: &str) -> Result<Received, String> {
+pub fn received(body: &str) -> Result<Received, AnswerError> {
     use base64::Engine;
     let doc = parse(body)?;
     let mut out = Received::default();
@@ -338,7 +358,7 @@ pub fn received(body: &str) -> Result<Received, String> {
         };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
-            .map_err(|e| format!("a stream is not base64: {e}"))?;
+            .map_err(AnswerError::NotBase64)?;
         match s.attribute("Name") {
             Some("stderr") => out.stderr.extend(bytes),
             _ => out.stdout.extend(bytes),
@@ -362,7 +382,7 @@ pub fn received(body: &str) -> Result<Received, String> {
             let code = code
                 .parse::<u32>()
                 .or_else(|_| code.parse::<i32>().map(|c| c as u32))
-                .map_err(|_| format!("exit code `{code}` is not a number"))?;
+                .map_err(|_| AnswerError::ExitCode(code.to_string()))?;
             out.exit_code = Some(code);
         }
     }
