@@ -285,6 +285,12 @@ pub enum SlotError {
         /// The version it would be built from now.
         now: String,
     },
+    /// The host's connection was gone when the slot was due.
+    #[error("the host is not connected")]
+    NotConnected,
+    /// The task that ran the check or build did not finish.
+    #[error("the slot task failed: {0}")]
+    Task(#[from] kvmhost::libvirt::TaskError),
 }
 
 #[cfg(test)]

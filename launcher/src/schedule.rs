@@ -301,13 +301,29 @@ impl<'a> Plan<'a> {
         hosts: &mut [HostView],
         defs: &mut [DefView],
     ) -> Decision {
-        // A warm VM already counts against every cap: the first one of a
-        // fitting definition, on a host still usable, takes the job.
+        if let Some(d) = self.to_warm(job, defs_fit, hosts, defs) {
+            return d;
+        }
+        if let Some(d) = self.to_saved(job, defs_fit, hosts, defs) {
+            return d;
+        }
+        self.to_cold(job, defs_fit, hosts, defs)
+    }
+
+    /// A warm VM already counts against every cap: the first one of a
+    /// fitting definition, on a host still usable, takes the job.
+    fn to_warm(
+        &self,
+        job: &Job,
+        defs_fit: &[usize],
+        hosts: &[HostView],
+        defs: &mut [DefView],
+    ) -> Option<Decision> {
         for &d in defs_fit {
             let usable = |h: &usize| matches!(hosts[*h].power, Power::Awake);
             if let Some(i) = defs[d].warm.iter().position(usable) {
                 let h = defs[d].warm.remove(i);
-                return Decision {
+                return Some(Decision {
                     job: job.id.clone(),
                     verdict: Verdict::Warm {
                         def: DefId(d),
@@ -317,13 +333,23 @@ impl<'a> Plan<'a> {
                         "a warm {} VM waits on {}",
                         self.config.agents[d].name, self.config.hosts[h].name
                     ),
-                };
+                });
             }
         }
-        // A free saved slot restores in about a second, a cold VM boots:
-        // the first slot of a fitting definition on an awake host with
-        // room for its clone (a VM like any other) takes the job, before
-        // a cold start on a host that comes earlier.
+        None
+    }
+
+    /// A free saved slot restores in about a second, a cold VM boots: the
+    /// first slot of a fitting definition on an awake host with room for
+    /// its clone (a VM like any other) takes the job, before a cold start
+    /// on a host that comes earlier.
+    fn to_saved(
+        &self,
+        job: &Job,
+        defs_fit: &[usize],
+        hosts: &mut [HostView],
+        defs: &mut [DefView],
+    ) -> Option<Decision> {
         for &d in defs_fit {
             let def = &self.config.agents[d];
             if def.max_instances.is_some_and(|m| defs[d].running >= m) {
@@ -340,7 +366,7 @@ impl<'a> Plan<'a> {
             if let Some(i) = defs[d].saved.iter().position(fits) {
                 let h = defs[d].saved.remove(i);
                 commit(&mut hosts[h], &mut defs[d], mem);
-                return Decision {
+                return Some(Decision {
                     job: job.id.clone(),
                     verdict: Verdict::Start {
                         def: DefId(d),
@@ -350,9 +376,21 @@ impl<'a> Plan<'a> {
                         "a saved {} slot is free on {}",
                         def.name, self.config.hosts[h].name
                     ),
-                };
+                });
             }
         }
+        None
+    }
+
+    /// A VM started for the job: the first fitting definition with room
+    /// on an awake host, else a sleeping host to wake; else why not.
+    fn to_cold(
+        &self,
+        job: &Job,
+        defs_fit: &[usize],
+        hosts: &mut [HostView],
+        defs: &mut [DefView],
+    ) -> Decision {
         let mut temporary: Vec<String> = Vec::new();
         let mut permanent: Vec<String> = Vec::new();
         for &d in defs_fit {

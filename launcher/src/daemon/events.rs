@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::saved::{self, Prepared};
+use crate::saved::{self, Prepared, SlotError};
 use crate::schedule::Job;
 use crate::stacks::jat::JatError;
 use crate::stages::{Kind, Stage};
@@ -61,7 +61,7 @@ pub(super) enum Event {
     SlotPrepared {
         host: usize,
         name: String,
-        got: Result<Prepared, String>,
+        got: Result<Prepared, SlotError>,
     },
     /// A slot claimed for a job was not restored (no token, no host).
     SlotReleased { host: usize, name: String },
@@ -212,7 +212,7 @@ impl Daemon {
         }
     }
 
-    fn on_slot_prepared(&mut self, host: usize, name: &str, got: &Result<Prepared, String>) {
+    fn on_slot_prepared(&mut self, host: usize, name: &str, got: &Result<Prepared, SlotError>) {
         if !self.saved.prepared(host, name, got) {
             return;
         }

@@ -133,7 +133,7 @@ impl Daemon {
         for (def, host, name) in self.saved.to_prepare(&self.cfg, &self.hosts, room) {
             let tx = self.tx.clone();
             let Some(conn) = self.hosts[host].conn() else {
-                let got = Err("the host is not connected".to_string());
+                let got = Err(saved::SlotError::NotConnected);
                 let _ = tx.send(Event::SlotPrepared { host, name, got });
                 continue;
             };
@@ -141,9 +141,9 @@ impl Daemon {
             let boot_timeout = self.cfg.launcher.boot_timeout;
             tokio::spawn(async move {
                 let got = conn
-                    .run(move |h| saved::prepare(h, &spec, boot_timeout).map_err(|e| e.to_string()))
+                    .run(move |h| saved::prepare(h, &spec, boot_timeout))
                     .await
-                    .unwrap_or_else(|e| Err(format!("the slot task failed: {e}")));
+                    .unwrap_or_else(|e| Err(e.into()));
                 let _ = tx.send(Event::SlotPrepared { host, name, got });
             });
         }
