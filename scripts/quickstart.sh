@@ -9,18 +9,18 @@
 #      VM on vmhost01;
 #   3. starts buildkite-agent-launcher against a local Buildkite stand-in
 #      holding 3 jobs on queue linux (no account needed), and keeping one
-#      warm VM on vmhost01, which gets a 4th job once it waits;
+#      saved slot on vmhost01, whose clone gets a 4th job once it is ready;
 #   4. shows each job get its VM (vmhost02 woken for them) and the real
 #      agent run it, the VMs power off and vanish, vmhost02 sleep again;
 #   5. prints a summary table (job, host, seconds to VM start, seconds to
-#      agent running, how the VM started: cold or warm, the launcher's
+#      agent running, how the VM started: cold or saved, the launcher's
 #      seconds per stage of the start: reserve, wake, token, start, agent;
 #      result) and exits 1 if a job did not pass;
 #   6. removes everything it made.
 #
 #   scripts/quickstart.sh            run it
 #   scripts/quickstart.sh --keep     leave it all running until Enter
-#   scripts/quickstart.sh --jobs N   N jobs (1 to 10) instead of 3, then the warm one
+#   scripts/quickstart.sh --jobs N   N jobs (1 to 10) instead of 3, then the slot's one
 #   scripts/quickstart.sh --json     also the summary as one JSON object per job and line
 #
 # With BUILDKITE_AGENT_TOKEN (and the launcher's other BUILDKITE_*

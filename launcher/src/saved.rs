@@ -24,6 +24,13 @@ use crate::config::Config;
 use crate::hosts::{label, HostRt};
 use crate::warm::warm_instance_spec;
 
+/// How long a restored clone's hand-off may take, from opening its
+/// channel to `started`: longer than a warm VM's
+/// ([`crate::warm::HANDOFF_TIMEOUT`]), as the clone's guest runs again
+/// only after the restore, which on a busy host under emulation can take
+/// seconds of its own.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How long after a failed build a slot is built again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 

@@ -300,11 +300,13 @@ pub const STAGES: [&str; 5] = ["reserve", "wake", "token", "start", "agent"];
 
 /// A job's start as the launcher's breakdown gives it: `VM on vmhost02
 /// in 7.4 s: reserve 0.0 s, wake 5.1 s, token 0.0 s, start 0.4 s, agent 1.9 s`
-/// (`warm VM on …` when a warm VM was handed the job).
+/// (`warm VM on …` when a warm VM was handed the job, `saved slot VM on …`
+/// when a saved slot's clone was).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breakdown {
-    /// Whether a warm VM took the job (its `start` is the hand-off).
-    pub warm: bool,
+    /// How the VM started: `cold`, `warm` (its `start` is the hand-off)
+    /// or `saved` (its `start` is the restore and the hand-off).
+    pub kind: &'static str,
     /// The host the VM ran on.
     pub host: String,
     /// Seconds from the job seen to its agent taking it.
@@ -316,9 +318,12 @@ pub struct Breakdown {
 impl Breakdown {
     /// Reads one breakdown; `None` for any other text.
     pub fn parse(line: &str) -> Option<Self> {
-        let (warm, rest) = match line.strip_prefix("warm ") {
-            Some(rest) => (true, rest),
-            None => (false, line),
+        let (kind, rest) = if let Some(rest) = line.strip_prefix("warm ") {
+            ("warm", rest)
+        } else if let Some(rest) = line.strip_prefix("saved slot ") {
+            ("saved", rest)
+        } else {
+            ("cold", line)
         };
         let (head, spans) = rest.strip_prefix("VM on ")?.split_once(": ")?;
         let (host, total) = head.rsplit_once(" in ")?;
@@ -331,7 +336,7 @@ impl Breakdown {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(Breakdown {
-            warm,
+            kind,
             host: host.to_string(),
             total: secs(total)?,
             stages,
@@ -360,10 +365,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.host, "vmhost02");
-        assert!(!b.warm);
+        assert_eq!(b.kind, "cold");
         assert_eq!(b.total, 7.4);
         let w = Breakdown::parse("warm VM on h1 in 1.2 s: reserve 0.0 s, start 0.1 s").unwrap();
-        assert!(w.warm);
+        assert_eq!(w.kind, "warm");
+        let s =
+            Breakdown::parse("saved slot VM on h1 in 1.9 s: reserve 0.0 s, start 0.8 s").unwrap();
+        assert_eq!((s.kind, s.host.as_str()), ("saved", "h1"));
         assert_eq!((w.host.as_str(), w.stage("start")), ("h1", Some(0.1)));
         assert_eq!(b.stage("wake"), Some(5.1));
         assert_eq!(

@@ -73,6 +73,12 @@ template = \"agent-template\"\nwarm = 1\n";
 /// with the `[[agent]]`s `agents`; `renew` is the guest's DHCP renewal
 /// command.
 fn start(renew: &str, agents: &str) -> Bed {
+    start_with(renew, agents, 3, |_| {})
+}
+
+/// [`start`] with the host's `max_vms`, and `before` called with the
+/// stand-in before the launcher starts.
+fn start_with(renew: &str, agents: &str, max_vms: u32, before: impl FnOnce(&StandIn)) -> Bed {
     let handoff = bin_dir().join("kvmbe-handoff");
     assert!(
         handoff.is_file(),
@@ -111,6 +117,7 @@ fn start(renew: &str, agents: &str) -> Bed {
     )
     .unwrap();
     bk.add_pipeline("app").unwrap();
+    before(&bk);
     let config = format!(
         r#"[buildkite]
 agent_endpoint = "{url}/v3"
@@ -125,7 +132,7 @@ boot_timeout = 240
 [[host]]
 name = "vmhost"
 uri = "qemu+ssh://root@{ip}/system"
-max_vms = 3
+max_vms = {max_vms}
 
 {agents}"#,
         url = bk.url(),
@@ -180,15 +187,7 @@ impl Bed {
     }
 
     fn schedule_on(&self, queue: &str) -> String {
-        let b = self
-            .bk
-            .add_build(
-                "app",
-                BuildSpec::new(vec![JobSpec::new(&[&format!("queue={queue}")])
-                    .command("echo \"ran on $(hostname)\"")]),
-            )
-            .unwrap();
-        b.job_ids[0].clone()
+        schedule(&self.bk, queue)
     }
 
     fn wait_finished(&self, job: &str, vm_console: &str) {
@@ -291,7 +290,7 @@ fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
     assert!(!log.contains(&issued[0].token), "the JAT is in the log");
     let notes = bk.job(&job).unwrap().notifications;
     let b = Breakdown::of_notes(&notes).unwrap_or_else(|| panic!("{notes:?}"));
-    assert!(b.warm, "{notes:?}");
+    assert_eq!(b.kind, "warm", "{notes:?}");
     // The job is finished before its agent has disconnected and exited.
     let (console, _) = Libvirtd::wait_for_text(
         &daemon.serial_log(&warm),
@@ -368,7 +367,7 @@ fn falls_back(bed: &Bed, warm: &str, why: &str) -> String {
         || Breakdown::of_notes(&bk.job(&job).unwrap().notifications),
     );
     let notes = bk.job(&job).unwrap().notifications;
-    assert!(!b.warm, "{notes:?}");
+    assert_eq!(b.kind, "cold", "{notes:?}");
     // The warm VM that failed is gone.
     let names = bed.instance_names().unwrap();
     assert!(!names.iter().any(|n| n == warm), "{names:?}");
@@ -456,6 +455,56 @@ impl Bed {
         self.wait_finished(&job, console_of);
         job
     }
+}
+
+/// Schedules a job on `queue`; its id.
+fn schedule(bk: &StandIn, queue: &str) -> String {
+    let spec = JobSpec::new(&[&format!("queue={queue}")]).command("echo \"ran on $(hostname)\"");
+    let b = bk.add_build("app", BuildSpec::new(vec![spec])).unwrap();
+    b.job_ids[0].clone()
+}
+
+/// A saved slot's build boots an instance like any VM: on a host that
+/// takes one VM at a time, with a job waiting when the launcher starts,
+/// the job's VM takes the room and the slot is built only once it is
+/// gone; the host never runs two.
+#[test]
+fn a_slot_is_built_only_where_a_vm_has_room() {
+    let mut job = String::new();
+    let bed = start_with("true", SAVED_LINUX, 1, |bk| job = schedule(bk, "linux"));
+    let host = Host::open(&bed.lab.hosts()[0].daemon().uri()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut most: Vec<String> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let names: Vec<String> = host
+                    .instances()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i.name)
+                    .collect();
+                if names.len() > most.len() {
+                    most = names;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            most
+        })
+    };
+    bed.wait_finished(&job, SLOT);
+    bed.wait_slot_ready(SLOT, 1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    assert!(
+        most.len() <= 1,
+        "two VMs ran at once on a host that takes one: {most:?}\nlauncher:\n{}",
+        bed.launcher.log_text()
+    );
+    // The job went cold: the slot was not there yet.
+    let log = bed.launcher.log_text();
+    assert!(!log.contains("restored on vmhost"), "{log}");
 }
 
 #[test]

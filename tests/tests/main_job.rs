@@ -2,7 +2,7 @@
 //! --json` runs) end to end: it exits 0, its summary table lists every
 //! job as passed on a named host with both times present and positive,
 //! how its VM started and every stage of its start timed (a wait for the
-//! wake on vmhost02), one cold and one warm job on vmhost01, the sleeping
+//! wake on vmhost02), one cold job and one from a saved slot on vmhost01, the sleeping
 //! host was woken and went back to sleep, the JSON lines say what the
 //! table says, and nothing of the run is left: no namespace, no daemon or
 //! QEMU, no folder.
@@ -19,7 +19,7 @@ struct Row {
     host: String,
     to_vm: f64,
     to_agent: f64,
-    /// How the job's VM started: `cold` or `warm`.
+    /// How the job's VM started: `cold`, `warm` or `saved`.
     kind: String,
     /// Seconds per stage of the launcher's breakdown (reserve, wake,
     /// token, start, agent); `None` where it printed `-`.
@@ -140,9 +140,10 @@ fn the_main_job_runs_every_job_in_its_own_vm_and_leaves_nothing_behind() {
             .any(|r| r.host == "vmhost02" && r.stages[1] > Some(1.0)),
         "{rows:?}"
     );
-    // vmhost01 runs one job cold and, once its warm VM waits, the last
-    // one warm, which skips the boot; it takes two VMs at a time (the
-    // warm one among them), so the others wake vmhost02.
+    // vmhost01 runs one job cold and, once its saved slot is ready, the
+    // last one from the slot, which skips the boot; it takes two VMs at a
+    // time (the slot's build among them while it runs), so the others
+    // wake vmhost02.
     let kinds = |host: &str| {
         let mut k: Vec<&str> = rows
             .iter()
@@ -152,18 +153,18 @@ fn the_main_job_runs_every_job_in_its_own_vm_and_leaves_nothing_behind() {
         k.sort();
         k
     };
-    assert_eq!(kinds("vmhost01"), ["cold", "warm"], "{rows:?}");
+    assert_eq!(kinds("vmhost01"), ["cold", "saved"], "{rows:?}");
     assert_eq!(kinds("vmhost02"), ["cold", "cold"], "{rows:?}");
-    let warm = &rows[3];
-    assert_eq!(warm.kind, "warm", "{rows:?}");
+    let saved = &rows[3];
+    assert_eq!(saved.kind, "saved", "{rows:?}");
     let cold = rows
         .iter()
         .find(|r| r.host == "vmhost01" && r.kind == "cold");
     assert!(
-        warm.stages[4] < cold.and_then(|c| c.stages[4]),
-        "a warm VM's agent takes its job sooner than a cold one's: {rows:?}"
+        saved.stages[4] < cold.and_then(|c| c.stages[4]),
+        "a slot's clone's agent takes its job sooner than a cold VM's: {rows:?}"
     );
-    assert!(text.contains("waits for a job: job4 scheduled"), "{text}");
+    assert!(text.contains("is ready: job4 scheduled"), "{text}");
     assert!(text.contains("vmhost02 woken by the launcher"), "{text}");
     assert!(text.contains("vmhost02 asleep again"), "{text}");
     assert!(

@@ -240,7 +240,7 @@ impl LaunchTask {
                 if let Err(e) = h.set_instance_label(&spec.name, label::JOB, &id) {
                     eprintln!("job {id}: labelling {} with its job: {e}", spec.name);
                 }
-                h.hand_off(&spec.name, &msg, warm::HANDOFF_TIMEOUT)
+                h.hand_off(&spec.name, &msg, saved::HANDOFF_TIMEOUT)
                     .map_err(|e| e.to_string())
             })
             .await;

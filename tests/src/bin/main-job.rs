@@ -5,8 +5,9 @@
 //! launcher against a Buildkite stand-in holding a few jobs, and shows
 //! each job get its VM, the real `buildkite-agent` run it, the VMs power
 //! off and vanish, and the woken host go back to sleep. vmhost01 also
-//! keeps one warm VM (booted to where `kvmbe-handoff` waits), which runs
-//! one more job scheduled once it waits. Prints a summary table (and with
+//! keeps one saved slot (an instance booted to where `kvmbe-handoff`
+//! waits, its memory saved to a file on the host's disk), restored for
+//! one more job scheduled once it is ready. Prints a summary table (and with
 //! `--json` one JSON object per job) and exits 1 when a job did not pass.
 //!
 //! Usage: main-job [--keep] [--jobs N] [--json]
@@ -33,8 +34,10 @@ use testbed::util::{bin_dir, workspace_root, OutputWithin};
 
 /// The image's and the template's name.
 const AGENT: &str = "tiny-agent";
-/// The agent definition that keeps a warm VM on vmhost01.
-const WARM: &str = "linux-warm";
+/// The agent definition that keeps a saved slot on vmhost01.
+const SAVED: &str = "linux-slot";
+/// Its slot.
+const SLOT: &str = "linux-slot-saved-0";
 /// How long the sleeping host's powernapd waits with no domain running
 /// before it puts the host back to sleep. Its part of `terraform apply`
 /// (woken, image uploaded, template defined) must fit in it: 4-6 s here.
@@ -375,23 +378,22 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         || (!bk.stacks().is_empty()).then_some(()),
     )
     .map_err(|e| anyhow::anyhow!("{e}; the launcher said:\n{}", launcher.log_text()))?;
-    // The warm VM takes its room on vmhost01 first, so that the jobs
-    // scheduled next go as before: one cold on vmhost01, the rest to
-    // vmhost02.
-    let warm_vm = wait_for(
+    // The saved slot's build (an instance booting until it is saved)
+    // takes its room on vmhost01 first, so that the jobs scheduled next
+    // go as before: one cold on vmhost01, the rest to vmhost02.
+    wait_for(
         Duration::from_secs(30),
-        "the launcher starting a warm VM on vmhost01",
+        "the launcher building a saved slot on vmhost01",
         || {
-            launcher.log_text().lines().find_map(|l| {
-                let vm = l
-                    .strip_prefix("warm ")?
-                    .strip_suffix(": started on vmhost01")?;
-                Some(vm.to_string())
-            })
+            h1c.instances()
+                .ok()?
+                .iter()
+                .any(|i| i.name == SLOT)
+                .then_some(())
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}; the launcher said:\n{}", launcher.log_text()))?;
-    println!("    warm VM {warm_vm} booting on vmhost01 (definition {WARM})");
+    println!("    saved slot {SLOT} being built on vmhost01 (definition {SAVED})");
 
     say(
         t0,
@@ -421,29 +423,20 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
         .collect();
     let hosts = [("vmhost01", &h1c), ("vmhost02", &h2c)];
     let mut woken = false;
-    let mut warm_scheduled = false;
+    let mut slot_scheduled = false;
     let all_done = Instant::now();
     let failure = loop {
         if !woken && h2.is_awake() {
             woken = true;
             println!("    vmhost02 woken by the launcher");
         }
-        // One more job once a warm VM waits for one.
-        let waiting = (!warm_scheduled)
-            .then(|| {
-                launcher.log_text().lines().find_map(|l| {
-                    let vm = l
-                        .strip_prefix("warm ")?
-                        .strip_suffix(" on vmhost01 waits for a job")?;
-                    Some(vm.to_string())
-                })
-            })
-            .flatten();
-        if let Some(vm) = waiting {
-            warm_scheduled = true;
+        // One more job once the slot is ready.
+        let ready = format!("saved slot {SLOT} on vmhost01 is ready");
+        if !slot_scheduled && launcher.log_text().contains(&ready) {
+            slot_scheduled = true;
             let n = jobs.len() + 1;
             let build = bk.add_build("app", BuildSpec::new(vec![spec(n)]))?;
-            println!("    warm VM {vm} waits for a job: job{n} scheduled");
+            println!("    saved slot {SLOT} is ready: job{n} scheduled");
             jobs.push(JobSeen {
                 id: build.job_ids[0].clone(),
                 label: format!("job{n}"),
@@ -462,7 +455,7 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
                 }
             }
         }
-        let done = warm_scheduled
+        let done = slot_scheduled
             && jobs
                 .iter()
                 .all(|j| bk.job(&j.id).is_some_and(|s| s.state.is_terminal()));
@@ -497,7 +490,7 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
     }
 
     say(t0, "the jobs' VMs power off and vanish from libvirt");
-    // The warm VM that took a job is replaced by another, which waits.
+    // The slot's clone is gone too: the slot waits on vmhost01's disk.
     let gone = wait_for(Duration::from_secs(90), "every job's VM gone", || {
         hosts
             .iter()
@@ -509,7 +502,7 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
     });
     let gone_ok = match &gone {
         Ok(_) => {
-            let warm: Vec<String> = hosts
+            let left: Vec<String> = hosts
                 .iter()
                 .flat_map(|(name, h)| {
                     h.instances()
@@ -519,11 +512,11 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
                 })
                 .collect();
             println!(
-                "    no job's VM left on vmhost01 or vmhost02; warm: {}",
-                if warm.is_empty() {
+                "    no job's VM left on vmhost01 or vmhost02; others running: {}",
+                if left.is_empty() {
                     "none".to_string()
                 } else {
-                    warm.join(", ")
+                    left.join(", ")
                 }
             );
             true
@@ -562,11 +555,12 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
     // --- the summary ------------------------------------------------------
     println!();
     // The kind and stage columns are the launcher's own account of each
-    // start, from its last note on the job: a cold or a warm VM, and the
+    // start, from its last note on the job: a cold VM or a saved slot's
+    // clone, and the
     // seconds from the job seen to reserved, woken, token, VM started (a
-    // warm VM: handed the job), agent took the job.
+    // slot's clone: restored and handed the job), agent took the job.
     let mut header = format!(
-        "{:<6} {:<10} {:>14} {:>18} {:>4}",
+        "{:<6} {:<10} {:>14} {:>18} {:>5}",
         "job", "host", "s to VM start", "s to agent running", "kind"
     );
     for st in STAGES {
@@ -588,13 +582,11 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
             .job(&j.id)
             .and_then(|job| Breakdown::of_notes(&job.notifications));
         let host = j.vm.as_ref().map(|v| v.0.as_str());
-        let kind = stages
-            .as_ref()
-            .map(|b| if b.warm { "warm" } else { "cold" });
+        let kind = stages.as_ref().map(|b| b.kind);
         let to_vm = secs(j.scheduled, j.vm.as_ref().map(|v| v.2));
         let to_agent = secs(j.scheduled, run.and_then(|r| r.started_at));
         let mut row = format!(
-            "{:<6} {:<10}{}{} {:>4}",
+            "{:<6} {:<10}{}{} {:>5}",
             j.label,
             host.unwrap_or("-"),
             column(to_vm, 14),
@@ -624,6 +616,12 @@ fn run(args: &Args, t0: Instant) -> Result<bool> {
             println!("{line}");
         }
         println!();
+    }
+    // A start that fell back to a cold VM says why.
+    for line in launcher.log_text().lines() {
+        if line.ends_with("starting a VM for the job") {
+            println!("launcher: {line}");
+        }
     }
     if !all_passed && failure.is_none() {
         println!("the launcher said:\n{}", launcher.log_text());
@@ -838,7 +836,7 @@ build {{
 
 /// The VMs' user-data, a Terraform template given nothing: the launcher
 /// fills the `{{placeholders}}`, the token with the VM's job acquisition
-/// token. A warm VM (no job in its seed) waits in `kvmbe-handoff`, which
+/// token. A slot's instance (no job in its seed) waits in `kvmbe-handoff`, which
 /// takes the job and its token over the VM's channel and execs the agent
 /// with them; its messages (and the agent's) go to a file, as the VMs
 /// have no serial port for the console. Busybox has no bash or git: the agent's shell is `/bin/sh`
@@ -970,9 +968,9 @@ resource "libvirt_domain" "service" {{
 }
 
 /// The launcher's config: both hosts and two kinds of agent on queue
-/// `linux`: `linux`, started cold on either host, and `linux-warm`, which
-/// keeps one warm VM on vmhost01. vmhost01 takes two VMs at a time, the
-/// warm one and one cold one, so further jobs wake vmhost02.
+/// `linux`: `linux`, started cold on either host, and `linux-slot`, which
+/// keeps one saved slot on vmhost01. vmhost01 takes two VMs at a time, the
+/// slot's build and one cold one, so further jobs wake vmhost02.
 fn launcher_config(lab: &Lab, bk: Option<&StandIn>) -> String {
     let [h1, h2] = lab.hosts() else {
         unreachable!("two hosts")
@@ -1012,11 +1010,11 @@ tags = ["queue=linux"]
 template = "{AGENT}"
 
 [[agent]]
-name = "{WARM}"
+name = "{SAVED}"
 tags = ["queue=linux"]
 template = "{AGENT}"
 hosts = ["vmhost01"]
-warm = 1
+saved = 1
 "#,
         ip1 = h1.ip,
         ip2 = h2.ip,
