@@ -356,13 +356,7 @@ impl<'a> Plan<'a> {
                 continue;
             }
             let mem = defs[d].memory_kib;
-            let fits = |h: &usize| {
-                let v = &hosts[*h];
-                v.power == Power::Awake
-                    && !defs[d].broken_on.contains_key(h)
-                    && v.max_vms.is_none_or(|m| v.vms < m)
-                    && v.used_kib.saturating_add(mem) <= v.limit_kib
-            };
+            let fits = |h: &usize| awake_with_room(&hosts[*h], *h, &defs[d]);
             if let Some(i) = defs[d].saved.iter().position(fits) {
                 let h = defs[d].saved.remove(i);
                 commit(&mut hosts[h], &mut defs[d], mem);
@@ -494,7 +488,17 @@ impl<'a> Plan<'a> {
     }
 }
 
-fn commit(host: &mut HostView, def: &mut DefView, mem: u64) {
+/// Whether host `h` (`host`) is awake, has `def`'s template and room for
+/// one more VM of it: under `max_vms` and its memory limit.
+pub(crate) fn awake_with_room(host: &HostView, h: usize, def: &DefView) -> bool {
+    host.power == Power::Awake
+        && !def.broken_on.contains_key(&h)
+        && host.max_vms.is_none_or(|m| host.vms < m)
+        && host.used_kib.saturating_add(def.memory_kib) <= host.limit_kib
+}
+
+/// Counts one more VM of `def` (`mem` KiB) on `host`.
+pub(crate) fn commit(host: &mut HostView, def: &mut DefView, mem: u64) {
     host.vms += 1;
     host.used_kib = host.used_kib.saturating_add(mem);
     def.running += 1;

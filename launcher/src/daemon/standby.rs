@@ -3,7 +3,7 @@
 
 use crate::hosts::Launch;
 use crate::saved;
-use crate::schedule::{DefView, HostView, Power};
+use crate::schedule::{awake_with_room, commit, DefView, HostView};
 use crate::warm;
 
 use super::events::Event;
@@ -26,19 +26,11 @@ impl Daemon {
                 if a.max_instances.is_some_and(|m| defs[d].running >= m) {
                     break;
                 }
-                let room = |h: &usize| {
-                    let v = &hosts[*h];
-                    v.power == Power::Awake
-                        && !defs[d].broken_on.contains_key(h)
-                        && v.max_vms.is_none_or(|m| v.vms < m)
-                        && v.used_kib.saturating_add(mem) <= v.limit_kib
-                };
+                let room = |h: &usize| awake_with_room(&hosts[*h], *h, &defs[d]);
                 let Some(h) = a.hosts.iter().copied().find(room) else {
                     break;
                 };
-                hosts[h].vms += 1;
-                hosts[h].used_kib = hosts[h].used_kib.saturating_add(mem);
-                defs[d].running += 1;
+                commit(&mut hosts[h], &mut defs[d], mem);
                 self.spawn_warm(d, h);
             }
         }
@@ -115,18 +107,14 @@ impl Daemon {
     pub(super) fn keep_saved(&mut self, hosts: &mut [HostView], defs: &mut [DefView]) {
         let cfg = self.cfg.clone();
         let room = |d: usize, h: usize| {
-            let (v, mem) = (&mut hosts[h], defs[d].memory_kib);
-            let fits = mem > 0
-                && v.power == Power::Awake
+            let fits = defs[d].memory_kib > 0
                 && cfg.agents[d]
                     .max_instances
                     .is_none_or(|m| defs[d].running < m)
-                && v.max_vms.is_none_or(|m| v.vms < m)
-                && v.used_kib.saturating_add(mem) <= v.limit_kib;
+                && awake_with_room(&hosts[h], h, &defs[d]);
             if fits {
-                v.vms += 1;
-                v.used_kib = v.used_kib.saturating_add(mem);
-                defs[d].running += 1;
+                let mem = defs[d].memory_kib;
+                commit(&mut hosts[h], &mut defs[d], mem);
             }
             fits
         };
