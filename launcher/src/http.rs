@@ -8,6 +8,8 @@
 //! [`MAX_BODY`] of a body, one request per connection, and logs what it
 //! refuses through a [`ThrottledLog`].
 
+pub mod client;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

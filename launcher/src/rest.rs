@@ -20,10 +20,10 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::config::Secret;
+use crate::http::client::{escape, http_client, send};
 use crate::retry::{retry_request, server_wait, ApiError, Policy};
 use crate::rules::job_queue;
 use crate::schedule::Job;
-use crate::stacks::{escape, http_client, send};
 
 /// Builds a page.
 pub const PER_PAGE: u32 = 100;
