@@ -454,7 +454,7 @@ pub(crate) fn read_private(
     Ok(bytes)
 }
 
-/// Why [`read_private`] gave no bytes.
+/// Why `read_private` gave no bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivateFileError {
     /// Opening or reading failed; `hint` says what the file should hold.
@@ -487,7 +487,7 @@ pub enum PrivateFileError {
 const TOKEN_FILE_HOLDS: &str = "the file holds the token on its first line";
 
 /// Reads a token file: the first line, trimmed; it must not be empty,
-/// and only its owner may read or write it ([`read_private`]).
+/// and only its owner may read or write it (`read_private`).
 pub fn read_secret_file(path: &Path) -> Result<Secret, SecretFileError> {
     let bytes = read_private(path, "a token file", TOKEN_FILE_HOLDS)?;
     let text =
