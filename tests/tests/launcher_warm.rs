@@ -464,6 +464,12 @@ fn schedule(bk: &StandIn, queue: &str) -> String {
     b.job_ids[0].clone()
 }
 
+/// Definition `roomy` (queue `linux`) with one saved slot: its own names,
+/// as libvirtd's channel lock files (`/var/lock/LCK..…<domain>…`) are
+/// the machine's, shared by the test beds' daemons running at once.
+const SAVED_ROOMY: &str = "[[agent]]\nname = \"roomy\"\ntags = [\"queue=linux\"]\n\
+template = \"agent-template\"\nsaved = 1\n";
+
 /// A saved slot's build boots an instance like any VM: on a host that
 /// takes one VM at a time, with a job waiting when the launcher starts,
 /// the job's VM takes the room and the slot is built only once it is
@@ -471,7 +477,8 @@ fn schedule(bk: &StandIn, queue: &str) -> String {
 #[test]
 fn a_slot_is_built_only_where_a_vm_has_room() {
     let mut job = String::new();
-    let bed = start_with("true", SAVED_LINUX, 1, |bk| job = schedule(bk, "linux"));
+    let bed = start_with("true", SAVED_ROOMY, 1, |bk| job = schedule(bk, "linux"));
+    const SLOT: &str = "roomy-saved-0";
     let host = Host::open(&bed.lab.hosts()[0].daemon().uri()).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
