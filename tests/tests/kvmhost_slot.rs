@@ -169,6 +169,8 @@ fn a_saved_slot_gives_one_clone_at_a_time_each_on_its_own_overlay() {
     .unwrap();
     let retemplated = host.slot_version(&spec).unwrap();
     assert_ne!(retemplated, slot.version);
+    // A wait for time itself, not for an event: the upload must land in a
+    // later moment than the image was written, so its time stamp differs.
     std::thread::sleep(Duration::from_millis(20));
     let base = host.volume(POOL, "agent-base.raw").unwrap();
     host.upload_bytes(&base.key, &[7u8; 4096]).unwrap();

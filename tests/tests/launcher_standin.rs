@@ -192,14 +192,10 @@ fn a_job_gets_one_vm_which_survives_a_launcher_restart_without_a_duplicate() {
         text.contains(&format!("acquire={job} tags=queue=linux")),
         "{text}"
     );
-    let t0 = Instant::now();
-    while !host.instances().unwrap().is_empty() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the VM is still there"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let gone = testbed::util::poll_until(Duration::from_secs(30), || {
+        host.instances().unwrap().is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "the VM is still there");
     assert_eq!(d.domains().unwrap(), vec!["agent-template".to_string()]);
     // The stand-in still has the job scheduled: no agent ran it.
     assert_eq!(bk.job(job).unwrap().state, JobState::Scheduled);
@@ -339,16 +335,10 @@ fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
     let mut b = two.spawn(None, &["run"]).unwrap();
     let jobs = vec![JobSpec::new(&["queue=linux"]); 6];
     let build = bk.add_build("app", BuildSpec::new(jobs)).unwrap();
-    let t0 = Instant::now();
-    while host.instances().unwrap().len() < 6 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "{}\n---\n{}",
-            a.log_text(),
-            b.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let six = testbed::util::poll_until(Duration::from_secs(90), || {
+        (host.instances().unwrap().len() >= 6).then_some(())
+    });
+    assert!(six.is_some(), "{}\n---\n{}", a.log_text(), b.log_text());
     // A few more passes (listings of the scheduled jobs): still one VM per job.
     let listings = || {
         bk.requests()
@@ -374,10 +364,9 @@ fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
     let started = |r: &testbed::launcher::Running| r.log_text().matches(": started ").count();
     // A launcher logs a start once its start call has returned, which on a
     // loaded machine can come after libvirt already lists the VM.
-    let t0 = Instant::now();
-    while started(&a) + started(&b) < 6 && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    testbed::util::poll_until(Duration::from_secs(30), || {
+        (started(&a) + started(&b) >= 6).then_some(())
+    });
     assert_eq!(
         started(&a) + started(&b),
         6,
@@ -390,16 +379,14 @@ fn two_launchers_on_the_same_queue_never_start_two_vms_for_one_job() {
     let late = bk
         .add_build("app", BuildSpec::new(vec![JobSpec::new(&["queue=linux"])]))
         .unwrap();
-    let t0 = Instant::now();
-    while !host
-        .instances()
-        .unwrap()
-        .iter()
-        .any(|i| i.labels["job"] == late.job_ids[0])
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "{}", b.log_text());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let late_vm = testbed::util::poll_until(Duration::from_secs(60), || {
+        host.instances()
+            .unwrap()
+            .iter()
+            .any(|i| i.labels["job"] == late.job_ids[0])
+            .then_some(())
+    });
+    assert!(late_vm.is_some(), "{}", b.log_text());
     assert!(b.stop(Duration::from_secs(20)).is_some_and(|s| s.success()));
     for i in host.instances().unwrap() {
         host.remove_instance(&i.name).unwrap();

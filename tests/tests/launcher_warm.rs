@@ -214,7 +214,9 @@ fn a_warm_vm_runs_a_job_handed_through_the_channel_and_is_replaced() {
     let bed = start("true", WARM_LINUX);
     let bk = &bed.bk;
     let warm = bed.wait_warm_ready(&[]);
-    // Waiting, it registered no agent, and nothing secret is in it.
+    // Waiting, it registered no agent, and nothing secret is in it. The
+    // sleep is the window in which no agent may register: there is
+    // nothing to wait for.
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         bk.registered_agents().is_empty(),
@@ -416,6 +418,11 @@ template = \"agent-template\"\nsaved = 1\n";
 /// The slot of [`SAVED_LINUX`].
 const SLOT: &str = "linux-saved-0";
 
+/// Listings [`Bed::wait_passes_after_now`] waits for: the first may come
+/// from a pass that read the host before then, and one more leaves room
+/// for a host read that was still running from an earlier pass.
+const PASSES: usize = 3;
+
 impl Bed {
     /// The names of the instances on the host now (none when it cannot
     /// be listed).
@@ -438,6 +445,26 @@ impl Bed {
             Duration::from_secs(300),
             "the saved slot to be ready",
             || (self.launcher.log_text().matches(&line).count() >= n).then_some(()),
+        );
+    }
+
+    /// Waits until passes begun after now have read the host: the
+    /// launcher has listed the scheduled jobs [`PASSES`] more times. A
+    /// pass reads the host before it lists, so every pass after the first
+    /// of those read the host after now.
+    fn wait_passes_after_now(&self) {
+        let listings = || {
+            self.bk
+                .requests()
+                .iter()
+                .filter(|r| r.path.ends_with("/scheduled-jobs") && r.status.is_some())
+                .count()
+        };
+        let before = listings();
+        self.launcher.wait_for(
+            Duration::from_secs(60),
+            "passes that read the host after the VM went",
+            || (listings() >= before + PASSES).then_some(()),
         );
     }
 
@@ -524,6 +551,7 @@ fn saved_slot_jobs_run_from_clones_one_at_a_time_and_a_broken_slot_falls_back_to
     let size = std::fs::metadata(&slot.state_file).unwrap().len();
     assert!(size > 1 << 20, "{size}");
     bed.wait_no_vm();
+    // The window in which no agent may register: nothing to wait for.
     std::thread::sleep(Duration::from_secs(2));
     assert!(bk.registered_agents().is_empty());
 
@@ -554,9 +582,10 @@ fn saved_slot_jobs_run_from_clones_one_at_a_time_and_a_broken_slot_falls_back_to
                 .any(|n| n.starts_with("saved slot VM on vmhost in ")),
             "{notes:?}"
         );
-        // The clone powers off after its job: the slot is free again.
+        // The clone powers off after its job: the slot is free again
+        // once a pass has read the host without it.
         bed.wait_no_vm();
-        std::thread::sleep(Duration::from_secs(3));
+        bed.wait_passes_after_now();
         assert_eq!(
             log.matches("restored linux-saved-0 in").count(),
             round + 1,
@@ -686,7 +715,7 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
 
         // The slot is free once its last clone is gone (and a pass saw it).
         bed.wait_gone(slot, Duration::from_secs(120), "the slot's clone to go");
-        std::thread::sleep(Duration::from_secs(3));
+        bed.wait_passes_after_now();
         let scheduled = SystemTime::now();
         let job = bed.schedule_on("saved");
         bed.wait_finished(&job, slot);

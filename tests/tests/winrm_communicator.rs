@@ -320,16 +320,16 @@ async fn a_cancelled_command_is_signalled_and_its_shell_deleted() {
     let w = client(&s);
     let cut = tokio::time::timeout(Duration::from_secs(1), w.run("timeout /t 30 /nobreak")).await;
     assert!(cut.is_err(), "the command ended early");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(s.open_shells() == 0 && s.commands().first().is_some_and(|c| c.signalled)) {
-        assert!(
-            Instant::now() < deadline,
-            "not signalled: {:?}, {} shells open",
-            s.commands(),
-            s.open_shells()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let signalled = testbed::util::poll_until_async(Duration::from_secs(5), || async {
+        (s.open_shells() == 0 && s.commands().first().is_some_and(|c| c.signalled)).then_some(())
+    })
+    .await;
+    assert!(
+        signalled.is_some(),
+        "not signalled: {:?}, {} shells open",
+        s.commands(),
+        s.open_shells()
+    );
     assert_eq!(s.commands()[0].exit_code, None);
 }
 
@@ -368,7 +368,15 @@ async fn a_restart_during_a_command(ntlm: bool) {
     assert_eq!(record.len(), 1);
     assert_eq!(record[0].exit_code, None);
     // Back after the restart: a new shell, and nothing of the old one.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let back = testbed::util::poll_until_async(Duration::from_secs(10), || async {
+        (s.phase() == (testbed::winrm::Phase::Up, 1)).then_some(())
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "not back after the restart: {:?}",
+        s.phase()
+    );
     assert_eq!(
         w.run("echo back").await.unwrap(),
         (0, b"back\r\n".to_vec(), Vec::new())
