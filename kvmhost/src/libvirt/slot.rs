@@ -193,10 +193,14 @@ impl Host {
     }
 
     /// The version a slot built now from `spec` would have: a hash of
-    /// the template's XML, the key, size and last change of each of its
-    /// base and seed-file volumes (their contents' `mtime`: starting a
-    /// domain changes a backing file's `ctime`), and `spec`'s variables, default
-    /// user-data and channels. Changing any of them changes it.
+    /// the template's XML, the key, capacity and last change of each of
+    /// its base and seed-file volumes (their contents' `mtime`), and
+    /// `spec`'s variables, default user-data and channels. Changing any
+    /// of them changes it. Neither a volume's `ctime` nor its allocation
+    /// counts: starting a domain on a backing file changes the first
+    /// (libvirt sets its owner and remembers the old one in extended
+    /// attributes) and can change the second (the attributes may take a
+    /// block of their own), while its contents stay the same.
     pub fn slot_version(&self, spec: &InstanceSpec) -> Result<String> {
         let xml = self.domain_xml(&spec.template)?;
         let def = self.domain_def(&spec.template)?;
@@ -219,7 +223,7 @@ impl Host {
                 .and_then(|x| volume_time(&x, &["mtime"]));
             parts.insert(
                 format!("volume {key}"),
-                format!("{} {} {changed:?}", info.capacity, info.allocation),
+                format!("{} {changed:?}", info.capacity),
             );
         }
         parts.insert("vars".into(), format!("{:?}", spec.vars));
