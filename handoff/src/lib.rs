@@ -7,13 +7,21 @@
 //! and the two speak one line at a time:
 //!
 //! ```text
+//! host:  hello
 //! guest: ready
 //! host:  {"job":"0190…","token":"bkjat_…","hostname":"debian-0190-x7","time":1765110000,"renew_dhcp":true}
 //! guest: started
 //! ```
 //!
-//! The guest answers `ready` each time the host side connects, and
-//! `error <why>` to a message it cannot use. On a good message it sets
+//! The guest says `ready` each time the host side connects and answers
+//! `ready` to every `hello`, and `error <why>` to a message it cannot
+//! use. The host opens with `hello` because a guest cannot always tell
+//! one connection from the next: a host that closes the channel and
+//! opens it again before the guest ran (a busy host, or a slot whose
+//! memory was saved right after the host closed) reaches a guest still
+//! reading on the old connection, whose `ready` went nowhere. The
+//! `hello` wakes that reader. So a host may hear `ready` twice; it skips
+//! a `ready` wherever it waits for another line. On a good message it sets
 //! the clock and host name, writes a fresh `/etc/machine-id` (and
 //! renews its DHCP lease when asked),
 //! answers `started` and execs `buildkite-agent start --acquire-job JOB`
@@ -24,6 +32,7 @@
 //! disk frozen with the state is what the guest believes it wrote:
 //!
 //! ```text
+//! host:  hello
 //! guest: ready
 //! host:  sync
 //! guest: synced
@@ -68,8 +77,13 @@ pub use protocol::{
 /// `<target type='virtio' name='…'/>` and the guest's port name).
 pub const CHANNEL: &str = "org.kvmbe.handoff";
 
-/// The guest's line when it waits for a message.
+/// The guest's line when it waits for a message (on connecting, and as
+/// the answer to [`HELLO`]).
 pub const READY: &str = "ready";
+
+/// The host's first line on each connection, which a waiting guest
+/// answers with [`READY`].
+pub const HELLO: &str = "hello";
 
 /// The guest's line once it applied a message, right before it starts the agent.
 pub const STARTED: &str = "started";

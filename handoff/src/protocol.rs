@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use crate::{Message, ERROR, MAX_LINE, READY, STARTED, SYNC, SYNCED};
+use crate::{Message, ERROR, HELLO, MAX_LINE, READY, STARTED, SYNC, SYNCED};
 
 /// Why the guest got no message on this connection.
 #[derive(Debug)]
@@ -115,9 +115,9 @@ fn write_line(conn: &mut impl Write, line: &str) -> io::Result<()> {
 }
 
 /// Guest side: says `ready`, then reads lines until one is a good
-/// message, answering `error <why>` to each that is not. A `sync` line
-/// runs `sync` and is answered `synced` (or `error <why>` when it
-/// failed); the wait for a message goes on.
+/// message, answering `error <why>` to each that is not. A `hello` is
+/// answered `ready`. A `sync` line runs `sync` and is answered `synced`
+/// (or `error <why>` when it failed); the wait for a message goes on.
 pub fn receive<S: Read + Write>(
     conn: &mut BufReader<S>,
     mut sync: impl FnMut() -> io::Result<()>,
@@ -125,6 +125,10 @@ pub fn receive<S: Read + Write>(
     write_line(conn.get_mut(), READY).map_err(lost)?;
     loop {
         let why = match read_line(conn) {
+            Ok(Some(line)) if line == HELLO => {
+                write_line(conn.get_mut(), READY).map_err(lost)?;
+                continue;
+            }
             Ok(Some(line)) if line == SYNC => match sync() {
                 Ok(()) => {
                     write_line(conn.get_mut(), SYNCED).map_err(lost)?;
@@ -166,9 +170,16 @@ pub fn reply_error(conn: &mut impl Write, why: &str) -> io::Result<()> {
     write_line(conn, &format!("{ERROR} {flat}"))
 }
 
-/// Launcher side: waits for the guest's `ready` (a warm VM that says it
-/// waits for a job; closing the channel then leaves it waiting).
+/// Launcher side: says `hello` and waits for the guest's `ready` (a warm
+/// VM that says it waits for a job; closing the channel then leaves it
+/// waiting).
 pub fn wait_ready<S: Read + Write>(conn: &mut BufReader<S>) -> Result<(), SendError> {
+    if let Err(e) = write_line(conn.get_mut(), HELLO) {
+        // A guest that hung up may still have said something: read it.
+        if let ReceiveError::Io(e) = lost(e) {
+            return Err(SendError::Io(e));
+        }
+    }
     expect(conn, READY)
 }
 
@@ -187,8 +198,20 @@ pub fn send<S: Read + Write>(conn: &mut BufReader<S>, msg: &Message) -> Result<(
     expect(conn, STARTED)
 }
 
+/// Reads the next line, which must be `want`; a `ready` before it is
+/// skipped (a guest says `ready` on connecting and again to `hello`).
 fn expect(conn: &mut impl BufRead, want: &'static str) -> Result<(), SendError> {
-    match read_line(conn).map_err(SendError::Io)? {
+    // A guest that hung up without reading what was sent resets the
+    // stream: that is a close too.
+    let mut next = || match read_line(conn) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(None),
+        other => other.map_err(SendError::Io),
+    };
+    let mut line = next()?;
+    while want != READY && line.as_deref() == Some(READY) {
+        line = next()?;
+    }
+    match line {
         None => Err(SendError::Closed { want }),
         Some(line) if line == want => Ok(()),
         Some(line) => match line.strip_prefix(ERROR).and_then(|r| r.strip_prefix(' ')) {
@@ -388,18 +411,79 @@ mod test {
     }
 
     #[test]
+    fn a_guest_whose_ready_went_nowhere_answers_the_hello() {
+        // The guest said `ready` before this connection was the one it
+        // was on (its line is lost here); it then reads on. Without the
+        // host's `hello` both would wait for the other until the limit.
+        let (got, sent) = over_pair(
+            |mut c| {
+                let m = receive(&mut c, no_sync).unwrap();
+                reply_started(c.get_mut()).unwrap();
+                m
+            },
+            |mut c| {
+                assert_eq!(read_line(&mut c).unwrap().as_deref(), Some(READY));
+                c.get_ref()
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                send(&mut c, &sample())
+            },
+        );
+        sent.unwrap();
+        assert_eq!(got, sample());
+    }
+
+    #[test]
+    fn a_second_ready_is_skipped_wherever_another_line_is_awaited() {
+        let (got, lines) = over_pair(
+            |mut c| {
+                let mut synced = 0;
+                let m = receive(&mut c, || {
+                    synced += 1;
+                    Ok(())
+                });
+                (m.unwrap(), synced)
+            },
+            |mut c| {
+                // `ready` on connecting, `ready` to the hello, `synced`.
+                request_sync(&mut c).unwrap();
+                write_line(c.get_mut(), HELLO).unwrap();
+                write_line(c.get_mut(), &sample().to_line()).unwrap();
+                // The guest answered the second hello; nothing else is left.
+                read_line(&mut c).unwrap()
+            },
+        );
+        assert_eq!(got, (sample(), 1));
+        assert_eq!(lines.as_deref(), Some(READY));
+
+        // A guest that says `ready` three times and then `started`.
+        let (_, sent) = over_pair(
+            |mut c| {
+                for _ in 0..3 {
+                    write_line(c.get_mut(), READY).unwrap();
+                }
+                let _ = read_line(&mut c);
+                let _ = read_line(&mut c);
+                write_line(c.get_mut(), STARTED).unwrap();
+            },
+            |mut c| send(&mut c, &sample()),
+        );
+        sent.unwrap();
+    }
+
+    #[test]
     fn a_time_limit_on_the_stream_ends_the_hand_off() {
         let (h, g) = UnixStream::pair().unwrap();
         h.set_read_timeout(Some(std::time::Duration::from_millis(100)))
             .unwrap();
         let sent = send(&mut BufReader::new(h), &sample());
         assert!(matches!(sent, Err(SendError::Io(_))), "{sent:?}");
-        // The guest saw nothing of the message.
+        // The guest saw the hello and nothing of the message.
         drop(sent);
         let mut rest = Vec::new();
         g.set_read_timeout(Some(std::time::Duration::from_millis(100)))
             .unwrap();
         let _ = (&g).read_to_end(&mut rest);
-        assert!(rest.is_empty());
+        assert_eq!(rest, b"hello\n");
     }
 }

@@ -20,28 +20,11 @@ use super::Host;
 /// How long a read or write that would block sleeps before it tries again.
 const POLL: Duration = Duration::from_millis(5);
 
-/// How long a domain's channel stays closed before it is opened again. A
-/// guest reading its port sees the host's close only when it runs next; a
-/// connection opened before that reaches a guest still reading on the
-/// closed one, which never says `ready` on the new one.
-const REOPEN_AFTER: Duration = Duration::from_millis(500);
-
-/// When each domain's (by UUID) channel was last closed by this process.
-static CLOSED: std::sync::Mutex<Option<std::collections::HashMap<String, Instant>>> =
-    std::sync::Mutex::new(None);
-
-fn closed_at() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<String, Instant>>>
-{
-    CLOSED.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// An open channel: bytes to and from the guest's port, each call ending
 /// with [`io::ErrorKind::TimedOut`] once the deadline has passed.
 pub struct Channel {
     stream: Stream,
     deadline: Instant,
-    /// The domain's UUID, to note when the channel closed.
-    domain: Option<String>,
 }
 
 impl Host {
@@ -55,24 +38,17 @@ impl Host {
         };
         let stream = Stream::new(self.raw(), virt::sys::VIR_STREAM_NONBLOCK)
             .map_err(|e| fail("make a stream for", e))?;
-        let domain = dom.uuid_string().ok();
-        let last = domain
-            .as_ref()
-            .and_then(|d| closed_at().as_ref().and_then(|m| m.get(d).copied()));
-        if let Some(wait) = last.and_then(|t| REOPEN_AFTER.checked_sub(t.elapsed())) {
-            std::thread::sleep(wait);
-        }
         dom.open_channel(Some(name), &stream, 0)
             .map_err(|e| fail("open", e))?;
         Ok(Channel {
             stream,
             deadline: Instant::now() + timeout,
-            domain,
         })
     }
 
     /// Whether domain `id`'s guest waits for a job: its hand-off program
-    /// says `ready` within `timeout`. The channel is closed again, which
+    /// answers `hello` with `ready` within `timeout` (a guest still
+    /// reading on a connection closed before it ran answers too). The channel is closed again, which
     /// leaves the guest waiting.
     pub fn handoff_ready(&self, id: &str, timeout: Duration) -> Result<()> {
         let channel = self.open_channel(id, CHANNEL, timeout)?;
@@ -162,12 +138,5 @@ impl Drop for Channel {
         // stream is `Stream`'s own drop.
         // SAFETY: a live stream, not used after this.
         unsafe { virt::sys::virStreamAbort(self.stream.as_ptr()) };
-        if let Some(d) = self.domain.take() {
-            let mut closed = closed_at();
-            let map = closed.get_or_insert_with(Default::default);
-            // Only closes that still hold a reopen off are kept.
-            map.retain(|_, t| t.elapsed() < REOPEN_AFTER);
-            map.insert(d, Instant::now());
-        }
     }
 }
