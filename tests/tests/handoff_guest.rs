@@ -77,12 +77,17 @@ fn a_warm_guest_waits_then_becomes_the_jobs_agent() {
 
     // It boots and waits: ready, and no agent.
     let console = daemon.serial_log("warm-1");
-    let (_, boot) = Libvirtd::wait_for_text(
+    let (text, boot) = Libvirtd::wait_for_text(
         &console,
         "kvmbe-handoff: waiting on /dev/vport",
         Duration::from_secs(180),
     )
     .unwrap();
+    // The agent ran once, with --version only, before the wait.
+    assert!(
+        text.contains("kvmbe-handoff: warmed up /usr/bin/fake-agent in "),
+        "{text}"
+    );
     host.handoff_ready(&warm.uuid, Duration::from_secs(10))
         .unwrap();
     // Closing and opening again at once, before the guest has run and

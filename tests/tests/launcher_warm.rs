@@ -24,7 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kvmhost::libvirt::instance::InstanceInfo;
 use kvmhost::libvirt::Host;
-use testbed::buildkite::{BuildSpec, Config, JobSpec, JobState, StandIn};
+use testbed::buildkite::{
+    BuildSpec, Config, JobSpec, JobState, StandIn, WebhookAuth, WebhookConfig,
+};
 use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
 use testbed::launcher::{define_agent_template_sized, standin_in, Breakdown, LauncherDir, Running};
@@ -79,6 +81,25 @@ fn start(renew: &str, agents: &str) -> Bed {
 /// [`start`] with the host's `max_vms`, and `before` called with the
 /// stand-in before the launcher starts.
 fn start_with(renew: &str, agents: &str, max_vms: u32, before: impl FnOnce(&StandIn)) -> Bed {
+    start_bed(renew, agents, max_vms, false, before)
+}
+
+/// The port the launcher's webhook receiver listens on in the lab's
+/// client namespace (a namespace of the test's own: nothing else there).
+const WEBHOOK_PORT: u16 = 8479;
+
+/// The webhook's signing secret.
+const WEBHOOK_SECRET: &str = "warm-hook-secret";
+
+/// [`start_with`], and with `webhook` the stand-in posts signed job
+/// webhooks to the launcher's `[webhook]` receiver.
+fn start_bed(
+    renew: &str,
+    agents: &str,
+    max_vms: u32,
+    webhook: bool,
+    before: impl FnOnce(&StandIn),
+) -> Bed {
     let handoff = bin_dir().join("kvmbe-handoff");
     assert!(
         handoff.is_file(),
@@ -112,13 +133,17 @@ fn start_with(renew: &str, agents: &str, max_vms: u32, before: impl FnOnce(&Stan
         lab.client(),
         Config {
             bind: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            webhook: webhook.then(|| WebhookConfig {
+                url: format!("http://127.0.0.1:{WEBHOOK_PORT}/buildkite"),
+                auth: WebhookAuth::Secret(WEBHOOK_SECRET.into()),
+            }),
             ..Config::default()
         },
     )
     .unwrap();
     bk.add_pipeline("app").unwrap();
     before(&bk);
-    let config = format!(
+    let mut config = format!(
         r#"[buildkite]
 agent_endpoint = "{url}/v3"
 vm_agent_endpoint = "http://{client}:{port}/v3"
@@ -140,7 +165,14 @@ max_vms = {max_vms}
         port = bk.port(),
         ip = h.ip,
     );
+    if webhook {
+        config +=
+            &format!("\n[webhook]\nlisten = \"127.0.0.1:{WEBHOOK_PORT}\"\ntoken_file = \"hook\"\n");
+    }
     let mut dir = LauncherDir::new(&config, bk.cluster_token()).unwrap();
+    if webhook {
+        dir.write_token("hook", WEBHOOK_SECRET).unwrap();
+    }
     dir.path_first = Some(lab.ssh_path_dir().to_path_buf());
     let launcher = dir.spawn(Some(lab.client()), &["run"]).unwrap();
     Bed {
@@ -661,10 +693,12 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 /// on definition `cold` (no warm VM), `n` on `warm` (`warm = 1`, each
 /// job scheduled once the replacement warm VM waits) and `n` on `saved`
 /// (`saved = 1`, each scheduled once the slot is free again), in one run
-/// on one host; prints p50 and p95 of each and their ratios, the restore
-/// calls' own times and the slot's state file size.
+/// on one host; prints p50 and p95 of each and their ratios, where the
+/// time went (token issued, agent registered, job acquired, started), the
+/// restore calls' own times and the slot's state file size. Jobs reach
+/// the launcher by webhook (`WARM_BENCH_POLL=1`: by Stacks polling).
 ///
-/// `WARM_BENCH_JOBS=10 cargo test -p kvmbe-tests --test launcher_warm -- --ignored --nocapture`
+/// `WARM_BENCH_JOBS=20 cargo test -p kvmbe-tests --test launcher_warm bench -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn bench_cold_versus_warm_scheduled_to_agent_running() {
@@ -675,7 +709,11 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
     let agents = "[[agent]]\nname = \"cold\"\ntags = [\"queue=cold\"]\ntemplate = \"agent-template\"\n\n\
                   [[agent]]\nname = \"warm\"\ntags = [\"queue=warm\"]\ntemplate = \"agent-template\"\nwarm = 1\n\n\
                   [[agent]]\nname = \"saved\"\ntags = [\"queue=saved\"]\ntemplate = \"agent-template\"\nsaved = 1\n";
-    let bed = start("true", agents);
+    // With a `[webhook]` (as a user who wants the fastest starts has it)
+    // the launcher sees a job when it is scheduled; WARM_BENCH_POLL=1
+    // measures Stacks polling (every second) instead.
+    let webhook = std::env::var("WARM_BENCH_POLL").map_or(true, |v| v != "1");
+    let bed = start_bed("true", agents, 3, webhook, |_| {});
     let to_running = |job: &str, scheduled: SystemTime| {
         let run = bed.bk.job_run(job).expect("an agent ran the job");
         run.started_at
@@ -684,6 +722,38 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
             .unwrap_or_default()
             .as_secs_f64()
     };
+    // Where each job's time went, seconds from scheduled: token issued
+    // (seen, reserved, asked), the agent's registration with it, the
+    // job acquired, the job started.
+    let stages = |job: &str, scheduled: SystemTime| -> [f64; 4] {
+        let since = |t: SystemTime| {
+            t.duration_since(scheduled)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        let jat = bed
+            .bk
+            .job_acquisition_tokens()
+            .into_iter()
+            .find(|t| t.job_id == job)
+            .expect("a token for the job");
+        let auth = format!("Token {}", jat.token);
+        let registered = bed
+            .bk
+            .requests()
+            .into_iter()
+            .find(|r| r.path == "/v3/register" && r.authorization.as_deref() == Some(&auth))
+            .expect("the agent registered with the job's token")
+            .at;
+        let run = bed.bk.job_run(job).expect("an agent ran the job");
+        [
+            since(jat.issued_at),
+            since(registered),
+            since(run.acquired_at.expect("acquired")),
+            since(run.started_at.expect("started")),
+        ]
+    };
+    let mut split: [Vec<[f64; 4]>; 3] = Default::default();
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     let mut saved = Vec::new();
@@ -696,6 +766,7 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         let job = bed.schedule_on("cold");
         bed.wait_finished(&job, "");
         cold.push(to_running(&job, scheduled));
+        split[0].push(stages(&job, scheduled));
 
         let refs: Vec<&str> = used.iter().map(String::as_str).collect();
         let vm = bed.wait_warm_ready(&refs);
@@ -704,6 +775,7 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         let job = bed.schedule_on("warm");
         bed.wait_finished(&job, &vm);
         warm.push(to_running(&job, scheduled));
+        split[1].push(stages(&job, scheduled));
         notes.push(
             bed.bk
                 .job(&job)
@@ -720,6 +792,7 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         let job = bed.schedule_on("saved");
         bed.wait_finished(&job, slot);
         saved.push(to_running(&job, scheduled));
+        split[2].push(stages(&job, scheduled));
         let log = bed.launcher.log_text();
         assert!(
             log.contains(&format!("job {job}: handed to {slot} restored on vmhost")),
@@ -748,7 +821,14 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         quantile(&warm, 0.95),
     );
     let (s50, s95) = (quantile(&saved, 0.5), quantile(&saved, 0.95));
-    eprintln!("job scheduled -> agent running, {n} jobs each (seconds):");
+    eprintln!(
+        "job scheduled -> agent running, {n} jobs each (seconds), jobs seen by {}:",
+        if webhook {
+            "webhook"
+        } else {
+            "Stacks polling every 1 s"
+        }
+    );
     eprintln!("  cold: p50 {c50:.2}  p95 {c95:.2}  all {cold:.2?}");
     eprintln!("  warm: p50 {w50:.2}  p95 {w95:.2}  all {warm:.2?}");
     eprintln!("  saved: p50 {s50:.2}  p95 {s95:.2}  all {saved:.2?}");
@@ -760,6 +840,19 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
         quantile(&restores, 0.95),
         size as f64 / (1 << 20) as f64
     );
+    eprintln!(
+        "  p50 seconds from scheduled to: token issued / agent registered / job acquired / started"
+    );
+    for (kind, rows) in ["cold", "warm", "saved"].iter().zip(&split) {
+        let col = |i: usize| quantile(&rows.iter().map(|r| r[i]).collect::<Vec<_>>(), 0.5);
+        eprintln!(
+            "    {kind}: {:.2} / {:.2} / {:.2} / {:.2}",
+            col(0),
+            col(1),
+            col(2),
+            col(3)
+        );
+    }
     eprintln!("  warm starts as the launcher timed them: {notes:#?}");
     assert!(w50 < c50, "warm is not faster: {warm:?} vs {cold:?}");
     assert!(s50 < c50, "saved is not faster: {saved:?} vs {cold:?}");
