@@ -72,9 +72,10 @@
 //! script and its exit code ([`StandIn::commands`]); [`Report`] writes
 //! that record, the files on the drive and the addresses clients came in
 //! on as a framed text block and reads it back (a stand-in inside a
-//! guest prints it on the serial console: `bed-winrm-guest`). A test can hang a
-//! hook on each command ([`Config::on_command`]), e.g. to power a guest
-//! off when the shutdown command arrives, which Windows would do itself.
+//! guest, `bed-winrm-guest`, prints it on the serial console). A test
+//! can hang a hook on each command ([`Config::on_command`]), e.g. to
+//! power a guest off when the shutdown command arrives, which Windows
+//! would do itself.
 
 mod ntlm;
 mod power;
@@ -183,8 +184,7 @@ impl StandIn {
             "Windows/Temp".to_string(),
             format!("Users/{}", config.username),
         ] {
-            std::fs::create_dir_all(drive.join(&dir))
-                .with_context(|| format!("making {}", drive.join(&dir).display()))?;
+            std::fs::create_dir_all(drive.join(dir))?;
         }
         let listener = std::net::TcpListener::bind(config.bind)
             .with_context(|| format!("binding the WinRM stand-in on {}", config.bind))?;
