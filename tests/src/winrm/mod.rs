@@ -69,12 +69,17 @@
 //!   So a command the stand-in does not know never passes for one that ran.
 //!
 //! Every command line is recorded, in order, with its decoded PowerShell
-//! script and its exit code ([`StandIn::commands`]). A test can hang a
-//! hook on each command ([`Config::on_command`]), e.g. to power a guest
-//! off when the shutdown command arrives, which Windows would do itself.
+//! script and its exit code ([`StandIn::commands`]); [`Report`] writes
+//! that record, the files on the drive and the addresses clients came in
+//! on as a framed text block and reads it back (a stand-in inside a
+//! guest, `bed-winrm-guest`, prints it on the serial console). A test
+//! can hang a hook on each command ([`Config::on_command`]), e.g. to
+//! power a guest off when the shutdown command arrives, which Windows
+//! would do itself.
 
 mod ntlm;
 mod power;
+mod report;
 mod server;
 mod shell;
 mod soap;
@@ -88,6 +93,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub use power::{Phase, Reboot};
+pub use report::{DriveFile, Report, RECORD_BEGIN, RECORD_END};
 
 /// Runs on each command line received, before it starts.
 pub type CommandHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -113,6 +119,9 @@ pub struct Config {
     pub reboot: Reboot,
     /// The machine's name.
     pub hostname: String,
+    /// The folder that stands for `C:\` (made if missing, kept when the
+    /// stand-in stops); `None`: a fresh temporary one, removed then.
+    pub drive: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -127,12 +136,13 @@ impl Default for Config {
             on_command: None,
             reboot: Reboot::default(),
             hostname: "WIN-STANDIN".into(),
+            drive: None,
         }
     }
 }
 
 /// One command line the stand-in received.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Recorded {
     /// The shell it ran in.
     pub shell_id: String,
@@ -150,23 +160,31 @@ pub struct Recorded {
 pub struct StandIn {
     state: Arc<server::State>,
     addr: SocketAddr,
-    drive: tempfile::TempDir,
+    drive: PathBuf,
+    /// The temporary `C:` folder, when the config named none.
+    _temporary: Option<tempfile::TempDir>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl StandIn {
     /// Listens on `config.bind` and serves on its own runtime.
     pub fn start(config: Config) -> anyhow::Result<StandIn> {
-        let drive = tempfile::Builder::new()
-            .prefix("winrm-standin-c-")
-            .tempdir()
-            .context("making the stand-in's C: folder")?;
+        let (drive, temporary) = match &config.drive {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("winrm-standin-c-")
+                    .tempdir()
+                    .context("making the stand-in's C: folder")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
         let home = format!(r"C:\Users\{}", config.username);
         for dir in [
             "Windows/Temp".to_string(),
             format!("Users/{}", config.username),
         ] {
-            std::fs::create_dir_all(drive.path().join(dir))?;
+            std::fs::create_dir_all(drive.join(dir))?;
         }
         let listener = std::net::TcpListener::bind(config.bind)
             .with_context(|| format!("binding the WinRM stand-in on {}", config.bind))?;
@@ -181,7 +199,7 @@ impl StandIn {
         let scheme = if config.tls { "https" } else { "http" };
         let url = format!("{scheme}://{addr}/wsman");
         let machine = shell::Machine {
-            drive: drive.path().to_path_buf(),
+            drive: drive.clone(),
             home,
             hostname: config.hostname.clone(),
             power: Arc::new(power::Power::new(config.reboot)),
@@ -192,6 +210,7 @@ impl StandIn {
             state,
             addr,
             drive,
+            _temporary: temporary,
             runtime: Some(runtime),
         })
     }
@@ -208,7 +227,7 @@ impl StandIn {
 
     /// The folder that stands for `C:\`.
     pub fn drive(&self) -> &Path {
-        self.drive.path()
+        &self.drive
     }
 
     /// The host path of a Windows path on the stand-in's `C:`.
@@ -220,6 +239,17 @@ impl StandIn {
     pub fn commands(&self) -> Vec<Recorded> {
         self.state
             .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The addresses clients connected to (this end of each
+    /// connection), each once, in the order first seen: with a bind to
+    /// `0.0.0.0`, which of the machine's addresses they used.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.state
+            .local_addrs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -39,6 +39,8 @@ pub(super) struct State {
     pub unauthorized: AtomicUsize,
     pub challenges: AtomicUsize,
     pub dropped: AtomicUsize,
+    /// The addresses connections came in on, each once, in order.
+    pub local_addrs: Mutex<Vec<std::net::SocketAddr>>,
     /// The restarts whose going down has cleared the shells.
     restarts_seen: std::sync::atomic::AtomicU64,
 }
@@ -55,6 +57,7 @@ impl State {
             unauthorized: AtomicUsize::new(0),
             challenges: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
+            local_addrs: Mutex::default(),
             restarts_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -97,6 +100,12 @@ pub(super) async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if let Ok(local) = stream.local_addr() {
+            let mut seen = state.local_addrs.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.contains(&local) {
+                seen.push(local);
+            }
+        }
         if !state.answering() {
             drop(stream);
             continue;
