@@ -659,6 +659,9 @@ pub fn domain_def(
             driver: cfg.disk_driver.clone(),
         })
         .collect();
+    // qemuargs drives libvirt can attach, after the build's own disks.
+    let (qemuargs, drives) = super::drives::drives_as_disks(qemuargs);
+    disks.extend(drives);
     for cd in [install_iso, seed].into_iter().flatten() {
         disks.push(DiskDef {
             device: DiskDevice::Cdrom,
@@ -863,6 +866,44 @@ mod tests {
             "<qemu:commandline><qemu:arg value='-device'/><qemu:arg value='usb-tablet'/>\
              <qemu:arg value='-smbios'/><qemu:arg value='type=2,x=&apos;&lt;y&gt;&apos;'/></qemu:commandline></domain>"
         ), "{x}");
+    }
+
+    #[test]
+    fn a_qemuargs_virtio_drive_is_a_disk_after_the_build_disks_and_before_the_cds() {
+        let c = config(
+            json!({"iso_url": "/i.iso", "iso_checksum": "none", "ssh_username": "u", "vm_name": "v", "machine_type": "q35"}),
+        );
+        let args = vec![
+            vec![
+                "-drive".to_string(),
+                "file=/w/extra.qcow2,if=virtio,format=qcow2,cache=unsafe".to_string(),
+            ],
+            vec!["-device".to_string(), "usb-tablet".to_string()],
+        ];
+        let d = domain_def(
+            &c,
+            &["/p/v.qcow2", "/p/v-1.qcow2"],
+            Some("/p/v-install.iso"),
+            None,
+            "52:54:00:00:00:06",
+            &args,
+        );
+        let disks: Vec<(&DiskSource, &str)> = d
+            .disks
+            .iter()
+            .map(|x| (&x.source, x.target.as_str()))
+            .collect();
+        assert_eq!(
+            disks,
+            [
+                (&DiskSource::File("/p/v.qcow2".into()), "vda"),
+                (&DiskSource::File("/p/v-1.qcow2".into()), "vdb"),
+                (&DiskSource::File("/w/extra.qcow2".into()), "vdc"),
+                (&DiskSource::File("/p/v-install.iso".into()), "sda"),
+            ]
+        );
+        assert_eq!(d.disks[2].driver.cache.as_deref(), Some("unsafe"));
+        assert_eq!(d.qemu_commandline.args, ["-device", "usb-tablet"]);
     }
 
     #[test]
