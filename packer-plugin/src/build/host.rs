@@ -223,8 +223,14 @@ impl HostHandle {
         let want = cfg.disk_size.filter(|_| !cfg.skip_resize_disk);
         let vol = match source {
             Some(src) => {
-                let src = src.to_path_buf();
-                let info = source_disk(cfg, &src)?;
+                let (src, info, _flat) = match source_disk(cfg, src)? {
+                    SourceDisk::AsIs(info) => (src.to_path_buf(), info, None),
+                    SourceDisk::Flatten => {
+                        let flat = flatten(src, &super::source::cache_dir()).await?;
+                        let info = image_info(&flat).map_err(setting("iso_url"))?;
+                        (flat.to_path_buf(), info, Some(flat))
+                    }
+                };
                 let name = match info.format {
                     VolumeFormat::Qcow2 => name,
                     _ => format!("{}.img", cfg.volume_stem()),
@@ -586,26 +592,109 @@ impl HostHandle {
     }
 }
 
+/// How the disk image `iso_url` gave becomes the build disk.
+#[derive(Debug)]
+enum SourceDisk {
+    /// Uploaded as it is; its header.
+    AsIs(ImageInfo),
+    /// An overlay whose backing chain is all qcow2 images, built on
+    /// without `use_backing_file`: flattened into one image first, as the
+    /// QEMU builder copies it (`qemu-img convert`), and that uploaded.
+    Flatten,
+}
+
+/// The longest backing chain followed; a longer one (or a loop) is
+/// refused as any other overlay is.
+const MAX_CHAIN: usize = 64;
+
 /// The header of the disk image `iso_url` gave (the user's file or a
 /// cached download). It becomes the build disk as it is, so one naming a
 /// host file QEMU would read as part of the disk (and `qemu-img convert`
 /// copy into the output) is refused: a backing file unless
 /// `use_backing_file` asks for an overlay, an external data file always.
-fn source_disk(cfg: &Config, src: &Path) -> Result<ImageInfo, HostError> {
+/// An overlay whose backing files are all qcow2 images (as each step of a
+/// chain of builds writes them) is flattened instead when
+/// `use_backing_file` is off: it names disk images, not other host files.
+fn source_disk(cfg: &Config, src: &Path) -> Result<SourceDisk, HostError> {
     let info = image_info(src).map_err(setting("iso_url"))?;
     let overlay = if cfg.use_backing_file {
         Overlay::Allowed
     } else {
         Overlay::Refused
     };
-    info.refuse_host_files(overlay).map_err(|e| match e {
-        LvError::NamesHostFile {
+    match info.refuse_host_files(overlay) {
+        Ok(()) => Ok(SourceDisk::AsIs(info)),
+        Err(LvError::NamesHostFile {
             kind: HostFileKind::Backing,
             ..
-        } => HostError::OverlaySource(e),
-        e => setting("iso_url")(e),
-    })?;
-    Ok(info)
+        }) if backed_by_qcow2_images(src, &info) => Ok(SourceDisk::Flatten),
+        Err(
+            e @ LvError::NamesHostFile {
+                kind: HostFileKind::Backing,
+                ..
+            },
+        ) => Err(HostError::OverlaySource(e)),
+        Err(e) => Err(setting("iso_url")(e)),
+    }
+}
+
+/// Whether every file in the backing chain of `image` (whose header is
+/// `info`) is a qcow2 image on this machine with no external data file,
+/// the last one with no backing file. A relative backing file name is
+/// taken from the folder of the image naming it, as QEMU takes it.
+fn backed_by_qcow2_images(image: &Path, info: &ImageInfo) -> bool {
+    let mut dir = image.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut next = info.backing_file.clone();
+    for _ in 0..MAX_CHAIN {
+        let Some(name) = next else { return true };
+        let path = dir.join(&name);
+        let Ok(layer) = image_info(&path) else {
+            return false;
+        };
+        if layer.format != VolumeFormat::Qcow2 || layer.data_file.is_some() {
+            return false;
+        }
+        dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        next = layer.backing_file;
+    }
+    false
+}
+
+/// Writes the overlay `src` and its backing chain as one qcow2 image,
+/// into a temporary file in `dir` (Packer's cache folder, beside
+/// downloaded images), removed when dropped.
+async fn flatten(src: &Path, dir: &Path) -> Result<tempfile::TempPath, HostError> {
+    let dir = dir.to_path_buf();
+    let io = |source| {
+        setting("iso_url")(LvError::Io {
+            path: dir.clone(),
+            source,
+        })
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let flat = tempfile::Builder::new()
+        .prefix(".flat-")
+        .suffix(".qcow2")
+        .tempfile_in(&dir)
+        .map_err(io)?
+        .into_temp_path();
+    // A cancelled build must not leave qemu-img running.
+    let output = tokio::process::Command::new("qemu-img")
+        .kill_on_drop(true)
+        .args(["convert", "-f", "qcow2", "-O", "qcow2"])
+        .arg(src)
+        .arg(&*flat)
+        .output()
+        .await
+        .map_err(HostError::QemuImgMissing)?;
+    if !output.status.success() {
+        return Err(HostError::Convert {
+            src: src.to_path_buf(),
+            out: flat.to_path_buf(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(flat)
 }
 
 /// Whether some process holds a lock on `path` (QEMU's image locking uses
@@ -659,6 +748,9 @@ pub fn domain_def(
             driver: cfg.disk_driver.clone(),
         })
         .collect();
+    // qemuargs drives libvirt can attach, after the build's own disks.
+    let (qemuargs, drives) = super::drives::drives_as_disks(qemuargs);
+    disks.extend(drives);
     for cd in [install_iso, seed].into_iter().flatten() {
         disks.push(DiskDef {
             device: DiskDevice::Cdrom,
@@ -866,6 +958,44 @@ mod tests {
     }
 
     #[test]
+    fn a_qemuargs_virtio_drive_is_a_disk_after_the_build_disks_and_before_the_cds() {
+        let c = config(
+            json!({"iso_url": "/i.iso", "iso_checksum": "none", "ssh_username": "u", "vm_name": "v", "machine_type": "q35"}),
+        );
+        let args = vec![
+            vec![
+                "-drive".to_string(),
+                "file=/w/extra.qcow2,if=virtio,format=qcow2,cache=unsafe".to_string(),
+            ],
+            vec!["-device".to_string(), "usb-tablet".to_string()],
+        ];
+        let d = domain_def(
+            &c,
+            &["/p/v.qcow2", "/p/v-1.qcow2"],
+            Some("/p/v-install.iso"),
+            None,
+            "52:54:00:00:00:06",
+            &args,
+        );
+        let disks: Vec<(&DiskSource, &str)> = d
+            .disks
+            .iter()
+            .map(|x| (&x.source, x.target.as_str()))
+            .collect();
+        assert_eq!(
+            disks,
+            [
+                (&DiskSource::File("/p/v.qcow2".into()), "vda"),
+                (&DiskSource::File("/p/v-1.qcow2".into()), "vdb"),
+                (&DiskSource::File("/w/extra.qcow2".into()), "vdc"),
+                (&DiskSource::File("/p/v-install.iso".into()), "sda"),
+            ]
+        );
+        assert_eq!(d.disks[2].driver.cache.as_deref(), Some("unsafe"));
+        assert_eq!(d.qemu_commandline.args, ["-device", "usb-tablet"]);
+    }
+
+    #[test]
     fn a_held_image_lock_is_seen_and_its_release_too() {
         use std::os::unix::io::AsRawFd;
         let dir = tempfile::tempdir().unwrap();
@@ -948,8 +1078,108 @@ mod tests {
     fn a_disk_image_that_is_an_overlay_is_taken_when_use_backing_file_asks_for_one() {
         let (_dir, key, image) = overlay_of_a_private_file();
         let cfg = disk_image_build(&image, json!({"use_backing_file": true}));
-        let info = source_disk(&cfg, &image).unwrap();
+        let Ok(SourceDisk::AsIs(info)) = source_disk(&cfg, &image) else {
+            panic!("not taken as it is");
+        };
         assert_eq!(info.backing_file, Some(key.display().to_string()));
+    }
+
+    /// `qemu-img create -f qcow2 [-b BACKING -F FORMAT] IMAGE 1M` in `dir`.
+    fn qcow2(dir: &Path, image: &str, backing: Option<(&str, &str)>) -> PathBuf {
+        let mut c = std::process::Command::new("qemu-img");
+        c.current_dir(dir).args(["create", "-q", "-f", "qcow2"]);
+        if let Some((file, format)) = backing {
+            c.args(["-b", file, "-F", format]);
+        }
+        assert!(c.args([image, "1M"]).status().unwrap().success());
+        dir.join(image)
+    }
+
+    /// Fills the 512 bytes at `offset` of the guest's view of `image`
+    /// with `byte`.
+    fn write_at(image: &Path, offset: u64, byte: u8) {
+        let done = std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c"])
+            .arg(format!("write -P {byte} {offset} 512"))
+            .arg(image)
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "{done:?}");
+    }
+
+    #[tokio::test]
+    async fn an_overlay_of_qcow2_images_is_flattened_without_use_backing_file_as_the_qemu_builder_copies_it(
+    ) {
+        // A chain of builds: a base image, an overlay of it named by a
+        // relative path, an overlay of that by an absolute one.
+        let dir = tempfile::tempdir().unwrap();
+        let step = dir.path().join("step");
+        std::fs::create_dir(&step).unwrap();
+        let base = qcow2(dir.path(), "base.qcow2", None);
+        write_at(&base, 0, 1);
+        let mid = qcow2(dir.path(), "mid.qcow2", Some(("base.qcow2", "qcow2")));
+        write_at(&mid, 512, 2);
+        let top = qcow2(&step, "top.qcow2", Some((mid.to_str().unwrap(), "qcow2")));
+        write_at(&top, 1024, 3);
+
+        let cfg = disk_image_build(&top, json!({}));
+        assert!(matches!(source_disk(&cfg, &top), Ok(SourceDisk::Flatten)));
+        let cache = tempfile::tempdir().unwrap();
+        let flat = flatten(&top, cache.path()).await.unwrap();
+        let info = image_info(&flat).unwrap();
+        assert_eq!(info.format, VolumeFormat::Qcow2);
+        assert_eq!((info.backing_file, info.virtual_size), (None, 1 << 20));
+        // The same disk the guest saw on the chain.
+        let same = std::process::Command::new("qemu-img")
+            .args(["compare", "-f", "qcow2", "-F", "qcow2"])
+            .arg(&top)
+            .arg(&*flat)
+            .output()
+            .unwrap();
+        assert!(same.status.success(), "{same:?}");
+        let path = flat.to_path_buf();
+        drop(flat);
+        assert!(!path.exists());
+
+        // With use_backing_file the overlay is taken as it is.
+        let cfg = disk_image_build(&top, json!({"use_backing_file": true}));
+        assert!(matches!(source_disk(&cfg, &top), Ok(SourceDisk::AsIs(_))));
+    }
+
+    #[test]
+    fn a_chain_that_reaches_a_file_that_is_no_qcow2_image_is_refused_as_before() {
+        let (_dir, key, image) = overlay_of_a_private_file();
+        let dir = image.parent().unwrap();
+        let top = qcow2(dir, "top.qcow2", Some(("cloud.qcow2", "qcow2")));
+        let cfg = disk_image_build(&top, json!({}));
+        let err = source_disk(&cfg, &top).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "iso_url: the image names the backing file 'cloud.qcow2', a host file QEMU would read"
+            ),
+            "{err}"
+        );
+        // A chain whose file is missing, or that loops, is refused too.
+        std::fs::remove_file(&key).unwrap();
+        assert!(matches!(
+            source_disk(&cfg, &top),
+            Err(HostError::OverlaySource(_))
+        ));
+        let a = qcow2(dir, "a.qcow2", None);
+        let b = qcow2(dir, "b.qcow2", Some(("a.qcow2", "qcow2")));
+        let rebase = std::process::Command::new("qemu-img")
+            .args([
+                "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", "b.qcow2",
+            ])
+            .arg(&a)
+            .status()
+            .unwrap();
+        assert!(rebase.success());
+        let cfg = disk_image_build(&b, json!({}));
+        assert!(matches!(
+            source_disk(&cfg, &b),
+            Err(HostError::OverlaySource(_))
+        ));
     }
 
     #[test]

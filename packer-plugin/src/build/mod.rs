@@ -3,6 +3,7 @@
 //! Whatever a step creates on the host is recorded at once, so success,
 //! failure and cancellation all remove it.
 
+pub mod drives;
 pub mod host;
 pub mod http;
 pub mod keystrokes;
@@ -454,12 +455,19 @@ async fn render(cfg: &Config, ui: &Ui, host: &HostHandle) -> Result<Rendered, Bu
             message,
         })
     };
-    let qemuargs = cfg
+    let mut qemuargs = cfg
         .qemuargs
         .iter()
         .enumerate()
         .map(|(i, a)| a.iter().map(|t| render("qemuargs", i, t)).collect())
         .collect::<Result<Vec<Vec<String>>, _>>()?;
+    // QEMU on this machine opens a relative drive file where Packer runs,
+    // as the QEMU builder's QEMU does.
+    if host.is_local() {
+        if let Ok(cwd) = std::env::current_dir() {
+            drives::absolute_drive_files(&mut qemuargs, &cwd);
+        }
+    }
     let boot_command = cfg
         .boot_command
         .iter()
