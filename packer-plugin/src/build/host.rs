@@ -223,10 +223,11 @@ impl HostHandle {
         let want = cfg.disk_size.filter(|_| !cfg.skip_resize_disk);
         let vol = match source {
             Some(src) => {
-                let (src, info, _flat) = match source_disk(cfg, src)? {
+                let downloads = super::source::cache_dir();
+                let (src, info, _flat) = match source_disk(cfg, src, &downloads)? {
                     SourceDisk::AsIs(info) => (src.to_path_buf(), info, None),
                     SourceDisk::Flatten => {
-                        let flat = flatten(src, &super::source::cache_dir()).await?;
+                        let flat = flatten(src, &downloads).await?;
                         let info = image_info(&flat).map_err(setting("iso_url"))?;
                         (flat.to_path_buf(), info, Some(flat))
                     }
@@ -612,10 +613,13 @@ const MAX_CHAIN: usize = 64;
 /// host file QEMU would read as part of the disk (and `qemu-img convert`
 /// copy into the output) is refused: a backing file unless
 /// `use_backing_file` asks for an overlay, an external data file always.
-/// An overlay whose backing files are all qcow2 images (as each step of a
-/// chain of builds writes them) is flattened instead when
-/// `use_backing_file` is off: it names disk images, not other host files.
-fn source_disk(cfg: &Config, src: &Path) -> Result<SourceDisk, HostError> {
+/// An overlay the user gave as a file on this machine (not one downloaded
+/// into `downloads`, Packer's cache folder), whose backing files are all
+/// qcow2 images (as each step of a chain of builds writes them), is
+/// flattened instead when `use_backing_file` is off: the user named that
+/// chain. A downloaded image naming a file here is refused as before: its
+/// server chose the name, which could be another VM's disk.
+fn source_disk(cfg: &Config, src: &Path, downloads: &Path) -> Result<SourceDisk, HostError> {
     let info = image_info(src).map_err(setting("iso_url"))?;
     let overlay = if cfg.use_backing_file {
         Overlay::Allowed
@@ -627,7 +631,9 @@ fn source_disk(cfg: &Config, src: &Path) -> Result<SourceDisk, HostError> {
         Err(LvError::NamesHostFile {
             kind: HostFileKind::Backing,
             ..
-        }) if backed_by_qcow2_images(src, &info) => Ok(SourceDisk::Flatten),
+        }) if !src.starts_with(downloads) && backed_by_qcow2_images(src, &info) => {
+            Ok(SourceDisk::Flatten)
+        }
         Err(
             e @ LvError::NamesHostFile {
                 kind: HostFileKind::Backing,
@@ -1078,7 +1084,9 @@ mod tests {
     fn a_disk_image_that_is_an_overlay_is_taken_when_use_backing_file_asks_for_one() {
         let (_dir, key, image) = overlay_of_a_private_file();
         let cfg = disk_image_build(&image, json!({"use_backing_file": true}));
-        let Ok(SourceDisk::AsIs(info)) = source_disk(&cfg, &image) else {
+        let Ok(SourceDisk::AsIs(info)) =
+            source_disk(&cfg, &image, Path::new("/nonexistent/packer_cache"))
+        else {
             panic!("not taken as it is");
         };
         assert_eq!(info.backing_file, Some(key.display().to_string()));
@@ -1123,7 +1131,10 @@ mod tests {
         write_at(&top, 1024, 3);
 
         let cfg = disk_image_build(&top, json!({}));
-        assert!(matches!(source_disk(&cfg, &top), Ok(SourceDisk::Flatten)));
+        assert!(matches!(
+            source_disk(&cfg, &top, Path::new("/nonexistent/packer_cache")),
+            Ok(SourceDisk::Flatten)
+        ));
         let cache = tempfile::tempdir().unwrap();
         let flat = flatten(&top, cache.path()).await.unwrap();
         let info = image_info(&flat).unwrap();
@@ -1141,9 +1152,19 @@ mod tests {
         drop(flat);
         assert!(!path.exists());
 
+        // The same chain downloaded (in Packer's cache folder) is refused:
+        // a server named those files.
+        assert!(matches!(
+            source_disk(&cfg, &top, dir.path()),
+            Err(HostError::OverlaySource(_))
+        ));
+
         // With use_backing_file the overlay is taken as it is.
         let cfg = disk_image_build(&top, json!({"use_backing_file": true}));
-        assert!(matches!(source_disk(&cfg, &top), Ok(SourceDisk::AsIs(_))));
+        assert!(matches!(
+            source_disk(&cfg, &top, Path::new("/nonexistent/packer_cache")),
+            Ok(SourceDisk::AsIs(_))
+        ));
     }
 
     #[test]
@@ -1152,7 +1173,9 @@ mod tests {
         let dir = image.parent().unwrap();
         let top = qcow2(dir, "top.qcow2", Some(("cloud.qcow2", "qcow2")));
         let cfg = disk_image_build(&top, json!({}));
-        let err = source_disk(&cfg, &top).unwrap_err().to_string();
+        let err = source_disk(&cfg, &top, Path::new("/nonexistent/packer_cache"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(
                 "iso_url: the image names the backing file 'cloud.qcow2', a host file QEMU would read"
@@ -1162,7 +1185,7 @@ mod tests {
         // A chain whose file is missing, or that loops, is refused too.
         std::fs::remove_file(&key).unwrap();
         assert!(matches!(
-            source_disk(&cfg, &top),
+            source_disk(&cfg, &top, Path::new("/nonexistent/packer_cache")),
             Err(HostError::OverlaySource(_))
         ));
         let a = qcow2(dir, "a.qcow2", None);
@@ -1177,7 +1200,7 @@ mod tests {
         assert!(rebase.success());
         let cfg = disk_image_build(&b, json!({}));
         assert!(matches!(
-            source_disk(&cfg, &b),
+            source_disk(&cfg, &b, Path::new("/nonexistent/packer_cache")),
             Err(HostError::OverlaySource(_))
         ));
     }
