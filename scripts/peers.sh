@@ -7,6 +7,7 @@
 #   $KVMBE_CACHE/peers/bin/packer-1.9            Packer 1.9.x (MPL; 1.10+ is BUSL)
 #   $KVMBE_CACHE/peers/bin/tofu                  OpenTofu 1.x (MPL)
 #   $KVMBE_CACHE/peers/bin/buildkite-agent       buildkite-agent v3 (MIT), static
+#   $KVMBE_CACHE/peers/bin/packer-plugin-qemu    Packer's QEMU builder plugin 1.0.x (MPL)
 #   $KVMBE_CACHE/peers/bin/winrm-client          Packer's WinRM client code (packer-plugin-sdk
 #                                                v0.4.0, MPL) in a small program of ours
 #   $KVMBE_CACHE/peers/tf-mirror/registry.terraform.io/dmacvicar/libvirt/<v>/linux_amd64/
@@ -66,6 +67,9 @@ table=(
   # v3.78.0: every later release the module proxy serves needs
   # drjosh.dev/zzglob, which it does not serve.
   "buildkite-agent|buildkite-agent|github.com/buildkite/agent/v3|v3.78.0|github.com/buildkite/agent/v3|$peers/bin/buildkite-agent|--version|version 3.78.0|CGO_ENABLED=0"
+  # Packer's own QEMU builder, the one our builder stands in for; v1.0.9:
+  # 1.1.x needs a packer-plugin-sdk the module proxy does not serve.
+  "Packer's QEMU plugin|packer-plugin-qemu|github.com/hashicorp/packer-plugin-qemu|v1.0.9|github.com/hashicorp/packer-plugin-qemu|$peers/bin/packer-plugin-qemu|describe|\"version\":\"1.0.9\"|"
   # Our own program (tests/peers/winrm-client/main.go) on the SDK Packer
   # 1.9.4 uses; bump its version text when main.go changes.
   "Packer's WinRM client|winrm-client|github.com/hashicorp/packer-plugin-sdk|v0.4.0|.|$peers/bin/winrm-client|-version|winrm-client 1.1|"
