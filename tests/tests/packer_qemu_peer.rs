@@ -11,6 +11,11 @@
 //! the QEMU variants leave those three out; every other setting is the
 //! QEMU builder's own.
 //!
+//! The tiny guest also builds with both, side by side, from one template
+//! (ours on the bed's libvirtd, the QEMU plugin running QEMU itself under
+//! TCG with user networking): the outputs have the same shape, format and
+//! virtual size.
+//!
 //! The QEMU plugin fetches `iso_checksum = "file:https://..."` files when
 //! it validates: both run where the bed's mirror (`bed-mirror`) stands in
 //! for the download sites, in a namespace with only loopback.
@@ -19,8 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use testbed::guest::TinyGuest;
+use testbed::libvirtd::Libvirtd;
 use testbed::mirror::{write_checksum_file, Mirror};
-use testbed::packer::{show, ScratchDir};
+use testbed::packer::{hcl_attributes, show, tiny_guest_source, ScratchDir};
 use testbed::peers;
 use testbed::util::{bin_dir, workspace_root, OutputWithin, COMMAND_LIMIT};
 
@@ -272,4 +279,111 @@ fn a_misspelt_option_is_refused_by_both_naming_it() {
             "{who} does not name memroy: {said}"
         );
     }
+}
+
+/// `qemu-img info` of `image`: its format and virtual size.
+fn shape(image: &Path) -> (String, u64) {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(image)
+        .output_within(COMMAND_LIMIT)
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img info {}: {out:?}",
+        image.display()
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        info["format"].as_str().unwrap_or_default().to_owned(),
+        info["virtual-size"].as_u64().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn the_tiny_guest_builds_with_both_to_the_same_shape() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let work = ScratchDir::new("qemu-peer-build").unwrap();
+    let vm_name = format!("qemu-peer-{}.qcow2", std::process::id());
+    let ours_out = work.join("out-libvirt");
+    let qemu_out = work.join("out-qemu");
+
+    let mut ours = tiny_guest_source(&bed, &guest, &vm_name, &ours_out);
+    ours.insert("disk_size".into(), "320M".into());
+    ours.insert("format".into(), "qcow2".into());
+    // The same build for the QEMU plugin: no libvirt, QEMU's own TCG, the
+    // kernel through qemuargs (1.0.9 has no kernel options), SSH through
+    // its forwarded port.
+    let mut qemu = ours.clone();
+    for k in LIBVIRT_ONLY
+        .iter()
+        .chain(&["kernel", "initrd", "kernel_args"])
+    {
+        qemu.remove(*k);
+    }
+    // Its own copy of the source: the QEMU plugin takes a local source
+    // where it lies.
+    let source = work.join("root.qcow2");
+    guest.copy_root_disk(&source).unwrap();
+    qemu.insert("iso_url".into(), source.display().to_string().into());
+    qemu.insert("accelerator".into(), "tcg".into());
+    qemu.insert("headless".into(), true.into());
+    qemu.insert(
+        "qemuargs".into(),
+        serde_json::json!([
+            ["-kernel", guest.kernel.display().to_string()],
+            ["-initrd", guest.root_initrd.display().to_string()],
+            ["-append", guest.root_cmdline],
+        ]),
+    );
+    qemu.insert(
+        "output_directory".into(),
+        qemu_out.display().to_string().into(),
+    );
+    // One `packer {}` block asking for both plugins.
+    let required = peers::required_plugins().replacen(
+        "  required_plugins {\n",
+        &format!(
+            "  required_plugins {{\n    qemu = {{\n      source  = \"{}\"\n      version = \"{}\"\n    }}\n",
+            peers::QEMU_PLUGIN_SOURCE,
+            peers::QEMU_PLUGIN_VERSION
+        ),
+        1,
+    );
+    let template = format!(
+        "{required}\nsource \"libvirt\" \"tiny\" {{\n{}}}\n\nsource \"qemu\" \"tiny\" {{\n{}}}\n\nbuild {{\n  sources = [\"source.libvirt.tiny\", \"source.qemu.tiny\"]\n}}\n",
+        hcl_attributes(&ours),
+        hcl_attributes(&qemu),
+    );
+    std::fs::write(work.join("tiny.pkr.hcl"), &template).unwrap();
+    peers::packer_1_9(&work).unwrap();
+    peers::install_qemu_plugin(&work.join(".packer.d/plugins")).unwrap();
+
+    let start = Instant::now();
+    let out = peers::packer_1_9_in(bed.netns(), &work, &["build", "tiny.pkr.hcl"])
+        .unwrap()
+        .output_within(COMMAND_LIMIT)
+        .unwrap();
+    let took = start.elapsed();
+    let said = show("packer build (libvirt and qemu side by side)", &out);
+    assert!(out.status.success(), "{template}\n{said}");
+
+    let a = shape(&ours_out.join(&vm_name));
+    let b = shape(&qemu_out.join(&vm_name));
+    println!(
+        "{:<10} | {:<8} | virtual size\n{}\n{:<10} | {:<8} | {}\n{:<10} | {:<8} | {}\n(both built in {:.1} s)",
+        "builder",
+        "format",
+        "-".repeat(40),
+        "libvirt",
+        a.0,
+        a.1,
+        format!("qemu {}", peers::QEMU_PLUGIN_VERSION),
+        b.0,
+        b.1,
+        took.as_secs_f64()
+    );
+    assert_eq!(a, ("qcow2".to_owned(), 320 << 20));
+    assert_eq!(a, b, "ours and the QEMU plugin's outputs differ in shape");
 }
