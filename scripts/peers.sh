@@ -2,7 +2,8 @@
 # Builds the programs our users run beside ours, each from its own Go module
 # at an open-source release, once, into $KVMBE_CACHE/peers (outside the
 # clone). Called by `scripts/setup.sh --test`; safe to run again: a program
-# whose binary is there and reports the wanted version is not rebuilt.
+# whose binary is there, reports the wanted version and was built from its
+# module's current go.mod and go.sum is not rebuilt.
 #
 #   $KVMBE_CACHE/peers/bin/packer-1.9            Packer 1.9.x (MPL; 1.10+ is BUSL)
 #   $KVMBE_CACHE/peers/bin/tofu                  OpenTofu 1.x (MPL)
@@ -93,6 +94,24 @@ present() { # OUT MODULE VERSION VERSION_CMD VERSION_TEXT
   grep -qF "$5" <<<"$said"
 }
 
+# A program is rebuilt when its module (go.mod and go.sum under
+# tests/peers/WRAPPER) has changed since it was built: the build records
+# their digest in $peers/stamps/WRAPPER. A program found present without
+# a record (built before records were kept) is recorded as it stands.
+stamps=$peers/stamps
+module_digest() { # WRAPPER
+  cat "$root/tests/peers/$1/go.mod" "$root/tests/peers/$1/go.sum" | sha256sum | cut -d' ' -f1
+}
+module_same() { # WRAPPER
+  local want
+  want=$(module_digest "$1")
+  if [ ! -f "$stamps/$1" ]; then
+    mkdir -p "$stamps"
+    echo "$want" > "$stamps/$1"
+  fi
+  [ "$(cat "$stamps/$1")" = "$want" ]
+}
+
 wanted() { # WRAPPER: named on the command line, or nothing was named
   [ ${#only[@]} -eq 0 ] && return 0
   local w
@@ -111,7 +130,7 @@ todo=()
 for row in "${table[@]}"; do
   IFS='|' read -r name wrapper module version pkg out vcmd vtext env <<<"$row"
   wanted "$wrapper" || continue
-  if present "$out" "$module" "$version" "$vcmd" "$vtext"; then
+  if present "$out" "$module" "$version" "$vcmd" "$vtext" && module_same "$wrapper"; then
     say "peers: $name $version present ($out)"
   else
     todo+=("$row")
@@ -150,5 +169,7 @@ for row in "${todo[@]}"; do
     say "peers: $out does not report $module $version${vtext:+ ('$vtext')}"
     exit 1
   fi
+  mkdir -p "$stamps"
+  module_digest "$wrapper" > "$stamps/$wrapper"
   say "peers: $name $version built in $((SECONDS - start)) s"
 done
