@@ -214,7 +214,7 @@ for t in "${templates[@]}"; do
   mid=$(date +%s.%N)
   if out_q=$(run_packer "$dir" "$base" "${vars[@]}"); then r_q=valid ok_qemu=$((ok_qemu + 1)); else r_q=FAILED failed+=("$t with the QEMU plugin:"$'\n'"$out_q"); fi
   end=$(date +%s.%N)
-  rows+=("$(printf '%-92s | %-6s %5.2f s | %-6s %5.2f s' "$t" "$r_o" "$(echo "$mid - $start" | bc)" "$r_q" "$(echo "$end - $mid" | bc)")")
+  rows+=("$(printf '%-92s | %-6s %5.2f s | %-6s %5.2f s' "$t" "$r_o" "$(awk "BEGIN { print $mid - $start }")" "$r_q" "$(awk "BEGIN { print $end - $mid }")")")
 done
 
 printf '%-92s | %-14s | %-14s\n' template "ours (libvirt)" "qemu $qemu_version"
@@ -227,7 +227,7 @@ if [ ${#made_all[@]} -gt 0 ]; then
   echo
 fi
 n=${#templates[@]}
-echo "templates: $n; valid with ours: $ok_ours/$n; valid with the QEMU plugin $qemu_version: $ok_qemu/$n"
+echo "templates: $n; valid with ours: $ok_ours/$n; valid with the QEMU plugin $qemu_version: $ok_qemu/$n; took $SECONDS s"
 if [ ${#failed[@]} -gt 0 ]; then
   echo
   printf '%s\n\n' "${failed[@]}"
