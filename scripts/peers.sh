@@ -2,11 +2,13 @@
 # Builds the programs our users run beside ours, each from its own Go module
 # at an open-source release, once, into $KVMBE_CACHE/peers (outside the
 # clone). Called by `scripts/setup.sh --test`; safe to run again: a program
-# whose binary is there and reports the wanted version is not rebuilt.
+# whose binary is there, reports the wanted version and was built from its
+# module's current go.mod and go.sum is not rebuilt.
 #
 #   $KVMBE_CACHE/peers/bin/packer-1.9            Packer 1.9.x (MPL; 1.10+ is BUSL)
 #   $KVMBE_CACHE/peers/bin/tofu                  OpenTofu 1.x (MPL)
 #   $KVMBE_CACHE/peers/bin/buildkite-agent       buildkite-agent v3 (MIT), static
+#   $KVMBE_CACHE/peers/bin/packer-plugin-qemu    Packer's QEMU builder plugin 1.0.x (MPL)
 #   $KVMBE_CACHE/peers/bin/winrm-client          Packer's WinRM client code (packer-plugin-sdk
 #                                                v0.4.0, MPL) in a small program of ours
 #   $KVMBE_CACHE/peers/tf-mirror/registry.terraform.io/dmacvicar/libvirt/<v>/linux_amd64/
@@ -66,6 +68,9 @@ table=(
   # v3.78.0: every later release the module proxy serves needs
   # drjosh.dev/zzglob, which it does not serve.
   "buildkite-agent|buildkite-agent|github.com/buildkite/agent/v3|v3.78.0|github.com/buildkite/agent/v3|$peers/bin/buildkite-agent|--version|version 3.78.0|CGO_ENABLED=0"
+  # Packer's own QEMU builder, the one our builder stands in for; v1.0.9:
+  # 1.1.x needs a packer-plugin-sdk the module proxy does not serve.
+  "Packer's QEMU plugin|packer-plugin-qemu|github.com/hashicorp/packer-plugin-qemu|v1.0.9|github.com/hashicorp/packer-plugin-qemu|$peers/bin/packer-plugin-qemu|describe|\"version\":\"1.0.9\"|"
   # Our own program (tests/peers/winrm-client/main.go) on the SDK Packer
   # 1.9.4 uses; bump its version text when main.go changes.
   "Packer's WinRM client|winrm-client|github.com/hashicorp/packer-plugin-sdk|v0.4.0|.|$peers/bin/winrm-client|-version|winrm-client 1.1|"
@@ -89,6 +94,24 @@ present() { # OUT MODULE VERSION VERSION_CMD VERSION_TEXT
   grep -qF "$5" <<<"$said"
 }
 
+# A program is rebuilt when its module (go.mod and go.sum under
+# tests/peers/WRAPPER) has changed since it was built: the build records
+# their digest in $peers/stamps/WRAPPER. A program found present without
+# a record (built before records were kept) is recorded as it stands.
+stamps=$peers/stamps
+module_digest() { # WRAPPER
+  cat "$root/tests/peers/$1/go.mod" "$root/tests/peers/$1/go.sum" | sha256sum | cut -d' ' -f1
+}
+module_same() { # WRAPPER
+  local want
+  want=$(module_digest "$1")
+  if [ ! -f "$stamps/$1" ]; then
+    mkdir -p "$stamps"
+    echo "$want" > "$stamps/$1"
+  fi
+  [ "$(cat "$stamps/$1")" = "$want" ]
+}
+
 wanted() { # WRAPPER: named on the command line, or nothing was named
   [ ${#only[@]} -eq 0 ] && return 0
   local w
@@ -107,7 +130,7 @@ todo=()
 for row in "${table[@]}"; do
   IFS='|' read -r name wrapper module version pkg out vcmd vtext env <<<"$row"
   wanted "$wrapper" || continue
-  if present "$out" "$module" "$version" "$vcmd" "$vtext"; then
+  if present "$out" "$module" "$version" "$vcmd" "$vtext" && module_same "$wrapper"; then
     say "peers: $name $version present ($out)"
   else
     todo+=("$row")
@@ -146,5 +169,7 @@ for row in "${todo[@]}"; do
     say "peers: $out does not report $module $version${vtext:+ ('$vtext')}"
     exit 1
   fi
+  mkdir -p "$stamps"
+  module_digest "$wrapper" > "$stamps/$wrapper"
   say "peers: $name $version built in $((SECONDS - start)) s"
 done

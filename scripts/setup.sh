@@ -6,7 +6,8 @@
 #                             in its VMs
 #   scripts/setup.sh --test   also what the tests use (Terraform 1.15 in a
 #                             venv, pywinrm, tools that check our output,
-#                             Packer 1.9, OpenTofu, buildkite-agent and
+#                             Packer 1.9 and Packer's QEMU plugin,
+#                             OpenTofu, buildkite-agent and
 #                             dmacvicar's provider built with Go, the
 #                             nightly toolchain and cargo-fuzz)
 # Caches live outside the checkout, in $KVMBE_CACHE (/var/cache/kvmbe for root, else ~/.cache/kvmbe).
@@ -118,7 +119,7 @@ if $want_test &&
 fi
 
 # --- Programs our users run, built from their Go modules ---------------
-# Packer 1.9, OpenTofu, buildkite-agent, dmacvicar's provider and a client
+# Packer 1.9, Packer's QEMU plugin, OpenTofu, buildkite-agent, dmacvicar's provider and a client
 # on Packer's WinRM code, for the tests; built once into $cache/peers (see scripts/peers.sh).
 if $want_test; then
   scripts/peers.sh

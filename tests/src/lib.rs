@@ -8,6 +8,7 @@ pub mod guest_agent;
 pub mod hosts;
 pub mod launcher;
 pub mod libvirtd;
+pub mod mirror;
 pub mod netns;
 pub mod packer;
 pub mod peers;

@@ -1,7 +1,7 @@
 //! The programs our users run beside ours, built from their Go modules by
 //! `scripts/peers.sh` (run by `scripts/setup.sh --test`) into
-//! `<cache>/peers`: Packer 1.9, OpenTofu, buildkite-agent, dmacvicar's
-//! terraform-provider-libvirt, and `winrm-client` (ours, on Packer's WinRM
+//! `<cache>/peers`: Packer 1.9, Packer's QEMU builder plugin, OpenTofu,
+//! buildkite-agent, dmacvicar's terraform-provider-libvirt, and `winrm-client` (ours, on Packer's WinRM
 //! client code). Each is handed out here, or the call fails
 //! saying how to build it.
 
@@ -17,6 +17,11 @@ use crate::util;
 
 /// The Packer 1.9 release `scripts/peers.sh` builds.
 pub const PACKER_1_9_VERSION: &str = "1.9.4";
+/// The release of Packer's QEMU builder plugin `scripts/peers.sh` builds.
+pub const QEMU_PLUGIN_VERSION: &str = "1.0.9";
+/// Where Packer's `required_plugins` finds Packer's QEMU plugin: `source =
+/// "github.com/hashicorp/qemu"`.
+pub const QEMU_PLUGIN_SOURCE: &str = "github.com/hashicorp/qemu";
 /// The OpenTofu release `scripts/peers.sh` builds.
 pub const OPENTOFU_VERSION: &str = "1.12.6";
 /// The buildkite-agent release `scripts/peers.sh` builds.
@@ -71,6 +76,21 @@ fn reports(program: &Path, args: &[&str], want: &str) -> Result<String> {
 pub fn packer_1_9_program() -> Result<PathBuf> {
     let p = built(peers_dir().join("bin/packer-1.9"), "Packer 1.9")?;
     reports(&p, &["version"], &format!("Packer v{PACKER_1_9_VERSION}"))?;
+    Ok(p)
+}
+
+/// Packer's own QEMU builder plugin (`packer-plugin-qemu`), the builder
+/// ours stands in for.
+pub fn packer_plugin_qemu() -> Result<PathBuf> {
+    let p = built(
+        peers_dir().join("bin/packer-plugin-qemu"),
+        "Packer's QEMU plugin",
+    )?;
+    reports(
+        &p,
+        &["describe"],
+        &format!("\"version\":\"{QEMU_PLUGIN_VERSION}\""),
+    )?;
     Ok(p)
 }
 
@@ -146,6 +166,29 @@ pub fn required_plugins() -> String {
     )
 }
 
+/// The `packer {}` block that asks for Packer's QEMU plugin at the
+/// release the bed builds.
+pub fn required_qemu_plugin() -> String {
+    format!(
+        "packer {{\n  required_plugins {{\n    qemu = {{\n      source  = \"{QEMU_PLUGIN_SOURCE}\"\n      version = \"{QEMU_PLUGIN_VERSION}\"\n    }}\n  }}\n}}\n"
+    )
+}
+
+/// Installs Packer's QEMU plugin under `plugins` where `packer init`
+/// puts `github.com/hashicorp/qemu` 1.0.9:
+/// `<plugins>/github.com/hashicorp/qemu/packer-plugin-qemu_v1.0.9_x5.0_linux_amd64`
+/// and its `_SHA256SUM` file. Returns the installed binary.
+pub fn install_qemu_plugin(plugins: &Path) -> Result<PathBuf> {
+    // Its SDK (0.3.2) has no `--version`; `describe` said the version.
+    install_file(
+        &packer_plugin_qemu()?,
+        QEMU_PLUGIN_VERSION,
+        plugins,
+        QEMU_PLUGIN_SOURCE,
+        "qemu",
+    )
+}
+
 /// Installs the freshly built plugin under `plugins` in the layout
 /// `packer init` and `packer plugins install` write:
 /// `<plugins>/github.com/kvmbe/libvirt/packer-plugin-libvirt_v<ver>_x5.0_linux_amd64`
@@ -177,11 +220,23 @@ fn install_as(plugins: &Path, built: &str, source: &str, name: &str) -> Result<P
             src.display()
         );
     }
-    let version = plugin_version(&src)?;
+    install_file(&src, &plugin_version(&src)?, plugins, source, name)
+}
+
+/// Copies the plugin binary `src` of `version` to
+/// `<plugins>/<source>/packer-plugin-<name>_v<version>_x5.0_linux_amd64`
+/// with its `_SHA256SUM` file.
+fn install_file(
+    src: &Path,
+    version: &str,
+    plugins: &Path,
+    source: &str,
+    name: &str,
+) -> Result<PathBuf> {
     let dir = plugins.join(source);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let bin = dir.join(format!("packer-plugin-{name}_v{version}_x5.0_linux_amd64"));
-    std::fs::copy(&src, &bin)
+    std::fs::copy(src, &bin)
         .with_context(|| format!("copying {} to {}", src.display(), bin.display()))?;
     let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     let sum = hex::encode(Sha256::digest(&bytes));
