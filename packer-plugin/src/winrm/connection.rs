@@ -97,6 +97,15 @@ pub(super) enum NtlmHttpError {
         /// Its status line's code and reason.
         status: String,
     },
+    /// An HTTP proxy closed the connection between the NTLM challenge and
+    /// its answer: it does not keep a client's connection to the guest.
+    #[error("proxy {proxy} closed the connection in the NTLM handshake ({message}): NTLM over HTTP needs a proxy that keeps each connection to the guest; use HTTPS (a CONNECT tunnel), or NO_PROXY / winrm_no_proxy = true")]
+    ProxyClosed {
+        /// The proxy, without credentials.
+        proxy: String,
+        /// What failed.
+        message: String,
+    },
     /// The CONNECT exchange failed.
     #[error("proxy {proxy}: CONNECT to {target}: {message}")]
     ProxyTunnel {
@@ -233,9 +242,24 @@ impl NtlmHttp {
             client_challenge,
             ntlm::filetime_now(),
         );
-        let r = self
+        let r = match self
             .round_trip(&mut send, body, Some(format!("{scheme} {}", b64(answer))))
-            .await?;
+            .await
+        {
+            // A proxy forwarding HTTP closed the connection the challenge
+            // came on (Go's client fails there too).
+            Err(Failure::Unsent(e)) if self.tls.is_none() && self.via.is_some() => {
+                return Err(NtlmHttpError::ProxyClosed {
+                    proxy: self
+                        .via
+                        .as_ref()
+                        .map(|v| v.proxy.to_string())
+                        .unwrap_or_default(),
+                    message: super::error_chain(&e),
+                })
+            }
+            r => r?,
+        };
         if r.status != 401 {
             self.put_back(send);
         }
