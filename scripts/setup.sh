@@ -127,6 +127,42 @@ elif $want_main_job; then
   scripts/peers.sh buildkite-agent
 fi
 
+# --- tinyproxy (tests only) ----------------------------------------------
+# A real HTTP proxy for the WinRM proxy tests. Its Debian package would
+# start a system daemon, so only the binary's package is fetched into the
+# cache and unpacked there; the tests run it with a config of their own.
+# $cache/bin/tinyproxy points at the unpacked binary.
+if $want_test; then
+  debs=$cache/debs
+  mkdir -p "$debs"
+  tp_version=$(apt-cache policy tinyproxy-bin | awk '/Candidate:/ { print $2 }')
+  if [ -z "$tp_version" ] || [ "$tp_version" = "(none)" ]; then
+    $sudo apt-get update -qq
+    tp_version=$(apt-cache policy tinyproxy-bin | awk '/Candidate:/ { print $2 }')
+  fi
+  tp_deb=""
+  for f in "$debs"/tinyproxy-bin_*.deb; do
+    if [ -f "$f" ] && [ "$(dpkg-deb -f "$f" Version 2>/dev/null)" = "$tp_version" ]; then tp_deb=$f; fi
+  done
+  if [ -z "$tp_deb" ]; then
+    say "apt: downloading tinyproxy-bin $tp_version into $debs"
+    (cd "$debs" && apt-get download -q -o APT::Sandbox::User=root "tinyproxy-bin=$tp_version" >/dev/null)
+    for f in "$debs"/tinyproxy-bin_*.deb; do
+      if [ "$(dpkg-deb -f "$f" Version 2>/dev/null)" = "$tp_version" ]; then tp_deb=$f; fi
+    done
+    [ -n "$tp_deb" ] || { echo "tinyproxy-bin $tp_version is not in $debs after download" >&2; exit 1; }
+  fi
+  tp_tree=${tp_deb%.deb}.unpacked
+  if [ ! -x "$tp_tree/usr/bin/tinyproxy" ]; then
+    rm -rf "$tp_tree.tmp"
+    dpkg-deb -x "$tp_deb" "$tp_tree.tmp"
+    rm -rf "$tp_tree"
+    mv "$tp_tree.tmp" "$tp_tree"
+  fi
+  mkdir -p "$cache/bin"
+  ln -sfn "$tp_tree/usr/bin/tinyproxy" "$cache/bin/tinyproxy"
+fi
+
 # --- Fuzzing (tests only) -------------------------------------------------
 # scripts/fuzz.sh runs the fuzz targets in fuzz/ with cargo-fuzz, which
 # needs the nightly toolchain.

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod packer;
 pub mod peers;
 pub mod terraform;
+pub mod tinyproxy;
 pub mod tools;
 pub mod util;
 pub mod winrm;

@@ -8,6 +8,7 @@
 
 mod connection;
 mod ntlm;
+mod proxy;
 mod soap;
 mod transfer;
 
@@ -166,17 +167,20 @@ impl WinRm {
             host.to_string()
         };
         let url = format!("{scheme}://{host_part}:{}/wsman", cfg.port);
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let proxy = Self::proxy(bare, cfg)?;
         let transport = if cfg.use_ntlm {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
             Transport::Ntlm(Arc::new(connection::NtlmHttp::new(
-                host,
+                bare,
                 format!("{host_part}:{}", cfg.port),
                 cfg.port,
                 cfg.use_ssl.then_some(cfg.insecure),
                 ntlm::Credentials::new(&cfg.username, &cfg.password),
+                proxy,
+                cfg.insecure,
             )?))
         } else {
-            Transport::Basic(Self::basic_client(cfg)?)
+            Transport::Basic(Self::basic_client(cfg, proxy)?)
         };
         Ok(WinRm {
             transport,
@@ -187,14 +191,42 @@ impl WinRm {
         })
     }
 
-    /// reqwest as Basic authentication uses it.
-    fn basic_client(cfg: &WinRmConfig) -> Result<reqwest::Client, WinRmError> {
+    /// The proxy for `host` (no brackets) as Packer's client picks it
+    /// from the environment (see `proxy.rs`): none with `winrm_no_proxy`.
+    fn proxy(host: &str, cfg: &WinRmConfig) -> Result<Option<proxy::Proxy>, WinRmError> {
+        if cfg.no_proxy {
+            return Ok(None);
+        }
+        let proxy = proxy::ProxyEnv::from_env()
+            .proxy_for(cfg.use_ssl, host, cfg.port)
+            .map_err(WinRmError::Client)?;
+        if let Some(p) = &proxy {
+            if p.scheme == "socks5" {
+                return Err(WinRmError::Client(format!(
+                    "proxy {p}: SOCKS5 proxies are not supported for WinRM; list the guest in NO_PROXY or set winrm_no_proxy = true"
+                )));
+            }
+        }
+        Ok(proxy)
+    }
+
+    /// reqwest as Basic authentication uses it, through `proxy` or
+    /// directly (never by reqwest's own reading of the environment, whose
+    /// rules differ from Go's: it proxies loopback addresses, and takes
+    /// `ALL_PROXY`).
+    fn basic_client(
+        cfg: &WinRmConfig,
+        proxy: Option<proxy::Proxy>,
+    ) -> Result<reqwest::Client, WinRmError> {
         let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .timeout(REQUEST_TIMEOUT)
-            .pool_max_idle_per_host(2);
-        if cfg.no_proxy {
-            b = b.no_proxy();
+            .pool_max_idle_per_host(2)
+            .no_proxy();
+        if let Some(p) = proxy {
+            let p = reqwest::Proxy::all(&p.url)
+                .map_err(|e| WinRmError::Client(format!("proxy {p}: {e}")))?;
+            b = b.proxy(p);
         }
         if cfg.use_ssl {
             if cfg.insecure {

@@ -282,6 +282,24 @@ impl StandIn {
         self.state.machine.power.phase()
     }
 
+    /// The peer address of every connection accepted, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.state
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Starts a stand-in whose socket lives in network namespace `ns`
+    /// (with `config.bind` `0.0.0.0:PORT`, others reach it on the
+    /// namespace's addresses).
+    pub fn start_in(ns: &crate::netns::Netns, config: Config) -> anyhow::Result<StandIn> {
+        ns.spawn_in(move || StandIn::start(config))?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the WinRM stand-in's thread panicked"))?
+    }
+
     /// Shells created and not yet deleted.
     pub fn open_shells(&self) -> usize {
         self.state.open_shells()

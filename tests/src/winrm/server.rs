@@ -41,6 +41,8 @@ pub(super) struct State {
     pub dropped: AtomicUsize,
     /// The addresses connections came in on, each once, in order.
     pub local_addrs: Mutex<Vec<std::net::SocketAddr>>,
+    /// The address of every connection's peer, in order of arrival.
+    pub peers: Mutex<Vec<std::net::SocketAddr>>,
     /// The restarts whose going down has cleared the shells.
     restarts_seen: std::sync::atomic::AtomicU64,
 }
@@ -58,6 +60,7 @@ impl State {
             challenges: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
             local_addrs: Mutex::default(),
+            peers: Mutex::default(),
             restarts_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -96,7 +99,7 @@ pub(super) async fn serve(
     state: Arc<State>,
 ) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -106,6 +109,11 @@ pub(super) async fn serve(
                 seen.push(local);
             }
         }
+        state
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(peer);
         if !state.answering() {
             drop(stream);
             continue;
