@@ -174,27 +174,32 @@ pub fn reply_error(conn: &mut impl Write, why: &str) -> io::Result<()> {
 /// VM that says it waits for a job; closing the channel then leaves it
 /// waiting).
 pub fn wait_ready<S: Read + Write>(conn: &mut BufReader<S>) -> Result<(), SendError> {
-    if let Err(e) = write_line(conn.get_mut(), HELLO) {
-        // A guest that hung up may still have said something: read it.
-        if let ReceiveError::Io(e) = lost(e) {
-            return Err(SendError::Io(e));
-        }
-    }
+    tell(conn, HELLO)?;
     expect(conn, READY)
+}
+
+/// Launcher side: writes `line`. A guest that hung up may still have
+/// said why before it did: that is for the next read to find, so a
+/// closed stream is no error here.
+fn tell<S: Read + Write>(conn: &mut BufReader<S>, line: &str) -> Result<(), SendError> {
+    match write_line(conn.get_mut(), line).map_err(lost) {
+        Err(ReceiveError::Io(e)) => Err(SendError::Io(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Launcher side: waits for `ready`, asks the guest to sync its file
 /// systems and waits for `synced`; the guest then waits for a job again.
 pub fn request_sync<S: Read + Write>(conn: &mut BufReader<S>) -> Result<(), SendError> {
     wait_ready(conn)?;
-    write_line(conn.get_mut(), SYNC).map_err(SendError::Io)?;
+    tell(conn, SYNC)?;
     expect(conn, SYNCED)
 }
 
 /// Launcher side: waits for `ready`, sends `msg` and waits for `started`.
 pub fn send<S: Read + Write>(conn: &mut BufReader<S>, msg: &Message) -> Result<(), SendError> {
     wait_ready(conn)?;
-    write_line(conn.get_mut(), &msg.to_line()).map_err(SendError::Io)?;
+    tell(conn, &msg.to_line())?;
     expect(conn, STARTED)
 }
 
