@@ -367,10 +367,21 @@ impl Daemon {
                     continue;
                 };
                 match self.booting_vm_of(&job.id) {
+                    // A warm VM or a slot's clone labelled with the job
+                    // whose guest still waits was never handed it (the
+                    // launcher stopped in between): it would never take
+                    // the job.
+                    Some((host, _, vm, true)) if self.guest_waits(host, &vm).await => {
+                        eprintln!(
+                            "job {}: {vm} on {} was never handed the job before the restart; removing it and placing the job again",
+                            job.id, self.cfg.hosts[host].name
+                        );
+                        self.remove_vm_then_place(host, &vm, job, q.clone());
+                    }
                     // Watched as if this launcher had started it: placed
                     // again if it vanishes or does not take the job
                     // within the boot timeout from now.
-                    Some((host, def, vm)) => {
+                    Some((host, def, vm, _)) => {
                         eprintln!(
                             "job {}: {vm} on {} was started before the restart; watching it",
                             job.id, self.cfg.hosts[host].name
@@ -403,9 +414,25 @@ impl Daemon {
         }
     }
 
+    /// Whether the guest of warm VM or slot clone `vm` on `host` still
+    /// waits for a job: its hand-off program answers (a guest that was
+    /// handed its job runs the agent instead, and is silent).
+    async fn guest_waits(&self, host: usize, vm: &str) -> bool {
+        let Some(conn) = self.hosts[host].conn() else {
+            return false;
+        };
+        let vm = vm.to_string();
+        let r = conn
+            .run(move |h| h.handoff_ready(&vm, crate::warm::READY_TIMEOUT))
+            .await;
+        matches!(r, Ok(Ok(())))
+    }
+
     /// The host, definition and name of a VM this launcher's stacks
-    /// started for `job`, as the hosts' last probe listed it.
-    fn booting_vm_of(&self, job: &str) -> Option<(usize, usize, String)> {
+    /// started for `job`, as the hosts' last probe listed it, and whether
+    /// it was a warm VM or a saved slot's clone (handed its job over the
+    /// channel, not booted with it).
+    fn booting_vm_of(&self, job: &str) -> Option<(usize, usize, String, bool)> {
         self.hosts.iter().enumerate().find_map(|(h, rt)| {
             rt.instances().into_iter().find_map(|i| {
                 let ours = i.labels.get(label::LAUNCHER) == Some(&self.cfg.buildkite.stack_key);
@@ -414,7 +441,9 @@ impl Daemon {
                 }
                 let def_name = i.labels.get(label::DEFINITION)?;
                 let def = self.cfg.agents.iter().position(|a| &a.name == def_name)?;
-                Some((h, def, i.name))
+                let standby =
+                    i.labels.contains_key(label::WARM) || i.labels.contains_key(label::SAVED);
+                Some((h, def, i.name, standby))
             })
         })
     }

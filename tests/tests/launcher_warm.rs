@@ -153,6 +153,7 @@ poll_interval = 1
 
 [launcher]
 boot_timeout = 240
+state_file = "launcher-state.json"
 
 [[host]]
 name = "vmhost"
@@ -441,6 +442,57 @@ fn a_handoff_to_a_frozen_vm_times_out_and_falls_back_to_a_cold_start() {
         "frozen: {note} (job finished {:.1} s after scheduling)",
         t0.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn a_warm_vm_labelled_with_its_job_by_a_killed_launcher_but_never_handed_it_is_removed_and_the_job_placed_again(
+) {
+    let mut bed = start("true", WARM_LINUX);
+    let warm = bed.wait_warm_ready(&[]);
+    // Frozen, it keeps the launcher in the hand-off: the VM is labelled
+    // with the job first, then its `ready` is awaited (5 s).
+    let daemon = bed.lab.hosts()[0].daemon();
+    daemon.virsh(&["suspend", &warm]).unwrap();
+    let job = bed.schedule();
+    bed.launcher.wait_for(
+        Duration::from_secs(60),
+        "the warm VM labelled with the job",
+        || {
+            bed.libvirt
+                .instances()
+                .ok()?
+                .into_iter()
+                .find(|i| i.name == warm && i.labels.get("job") == Some(&job))
+        },
+    );
+    // Killed in the hand-off; the guest, thawed, still waits for a job.
+    bed.launcher.kill();
+    let first = bed.launcher.log_text();
+    assert!(
+        !first.contains(&format!("handing it to warm {warm} failed")),
+        "the hand-off ended before the kill:\n{first}"
+    );
+    daemon.virsh(&["resume", &warm]).unwrap();
+    bed.launcher = bed._dir.spawn(Some(bed.lab.client()), &["run"]).unwrap();
+    bed.wait_finished(&job, "");
+    let log = bed.launcher.log_text();
+    assert!(
+        log.contains(&format!(
+            "job {job}: {warm} on vmhost was never handed the job before the restart; removing it and placing the job again"
+        )),
+        "{log}"
+    );
+    // Once, by one agent; the VM that never got it is gone.
+    let acquired: Vec<_> = bed
+        .bk
+        .acquisitions()
+        .into_iter()
+        .filter(|a| a.job_id == job && a.granted)
+        .collect();
+    assert_eq!(acquired.len(), 1, "{acquired:?}");
+    assert_eq!(bed.bk.registered_agents().len(), 1);
+    let names = bed.instance_names().unwrap();
+    assert!(!names.iter().any(|n| n == &warm), "{names:?}");
 }
 
 /// Definition `linux` (queue `linux`) with one saved slot.
