@@ -268,13 +268,22 @@ impl WarmPool {
         let mut out = Vec::new();
         for (d, a) in cfg.agents.iter().enumerate() {
             let extra = self.kept(d).saturating_sub(a.warm as usize);
+            // Booting ones first (a VM that waits is worth more than one
+            // that may soon; a probe's late answer about a VM removed is
+            // ignored), then waiting ones, newest first.
             let mut idle: Vec<(String, WarmVm)> = self
                 .vms
                 .iter()
-                .filter(|(_, w)| w.def == d && w.state == WarmState::Ready)
+                .filter(|(_, w)| {
+                    w.def == d
+                        && matches!(
+                            w.state,
+                            WarmState::Booting | WarmState::Probing | WarmState::Ready
+                        )
+                })
                 .map(|(v, w)| (v.clone(), w.clone()))
                 .collect();
-            idle.sort_by_key(|(_, w)| std::cmp::Reverse(w.since));
+            idle.sort_by_key(|(_, w)| (w.state == WarmState::Ready, std::cmp::Reverse(w.since)));
             for (vm, w) in idle.into_iter().take(extra) {
                 self.vms.remove(&vm);
                 out.push(Removal {

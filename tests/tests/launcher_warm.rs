@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use kvmhost::libvirt::instance::InstanceInfo;
 use kvmhost::libvirt::Host;
 use testbed::buildkite::{
-    BuildSpec, Config, JobSpec, JobState, StandIn, WebhookAuth, WebhookConfig,
+    BuildSpec, Config, Fault, JobSpec, JobState, StandIn, WebhookAuth, WebhookConfig,
 };
 use testbed::guest::TinyGuest;
 use testbed::hosts::Lab;
@@ -493,6 +493,55 @@ fn a_warm_vm_labelled_with_its_job_by_a_killed_launcher_but_never_handed_it_is_r
     assert_eq!(bed.bk.registered_agents().len(), 1);
     let names = bed.instance_names().unwrap();
     assert!(!names.iter().any(|n| n == &warm), "{names:?}");
+}
+
+#[test]
+fn a_job_cancelled_before_its_token_comes_is_never_handed_to_the_warm_vm() {
+    let bed = start("true", WARM_LINUX);
+    let warm = bed.wait_warm_ready(&[]);
+    // The token is asked for only once the job is reserved and its host
+    // awake, right before the hand-off: held back 3 s here, in which
+    // the job is cancelled.
+    bed.bk
+        .inject_fault(
+            Fault::delay(Duration::from_secs(3))
+                .on_path("/job-acquisition-tokens")
+                .times(1),
+        )
+        .unwrap();
+    let job = bed.schedule();
+    bed.launcher
+        .wait_for(Duration::from_secs(60), "the token request", || {
+            bed.bk
+                .requests()
+                .into_iter()
+                .find(|r| r.path.ends_with("/job-acquisition-tokens"))
+        });
+    bed.bk.set_job_state(&job, JobState::Canceled).unwrap();
+    let said = format!("job {job} (linux): ");
+    bed.launcher.wait_for(
+        Duration::from_secs(30),
+        "the launcher to get no token",
+        || bed.launcher.log_text().contains(&said).then_some(()),
+    );
+    // No token, no hand-off: the guest never heard of the job and no
+    // agent registered.
+    assert!(
+        bed.bk.job_acquisition_tokens().is_empty(),
+        "{:?}",
+        bed.bk.job_acquisition_tokens()
+    );
+    assert!(!bed.console(&warm).contains("kvmbe-handoff: job"));
+    assert!(bed.bk.registered_agents().is_empty());
+    // The warm VM still waits, and takes the next job.
+    let next = bed.schedule();
+    bed.wait_finished(&next, &warm);
+    let log = bed.launcher.log_text();
+    assert!(
+        log.contains(&format!("job {next}: handed to warm {warm} on vmhost")),
+        "{log}"
+    );
+    assert!(!log.contains(&format!("job {job}: handed")), "{log}");
 }
 
 /// Definition `linux` (queue `linux`) with one saved slot.

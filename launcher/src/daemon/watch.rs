@@ -142,8 +142,12 @@ impl Daemon {
     /// booting VM is removed, a start under way removes its VM when it
     /// reports.
     fn cancelled(&mut self, id: &str, state: &str) {
-        eprintln!("job {id} is {state} before its VM took it; the VM is not needed");
         let f = self.jobs.coming_mut(id).expect("present");
+        if f.phase == Phase::Cancelled {
+            // Said already; the start under way removes its VM.
+            return;
+        }
+        eprintln!("job {id} is {state} before its VM took it; the VM is not needed");
         self.stages.drop_job(id);
         match &f.phase {
             Phase::Booting(vm) => {

@@ -138,20 +138,31 @@ async fn the_pool_adopts_warm_vms_found_running_and_forgets_gone_or_taken_ones()
 }
 
 #[test]
-fn warm_vms_beyond_the_setting_are_removed_waiting_ones_only() {
+fn warm_vms_beyond_the_setting_are_removed_booting_ones_first_then_waiting_ones() {
     let cfg = config("");
     let mut pool = WarmPool::default();
     for vm in ["a", "b", "c", "d"] {
         pool.starting(vm, 0, 0);
         pool.started(vm);
     }
+    // A start still under way is never removed.
+    pool.starting("e", 0, 0);
     for (vm, _) in pool.to_probe() {
         pool.probed(&vm, vm != "d");
     }
+    // Ones being asked whether they wait ("d" again, "f") count as booting.
+    pool.starting("f", 0, 0);
+    pool.started("f");
+    assert_eq!(pool.to_probe().len(), 2);
     let gone = pool.surplus(&cfg);
-    assert_eq!(gone.len(), 2, "{gone:?}");
-    assert!(gone.iter().all(|r| r.vm != "d"), "{gone:?}");
+    assert_eq!(gone.len(), 4, "{gone:?}");
+    assert!(gone[..2].iter().any(|r| r.vm == "f"), "{gone:?}");
+    assert!(!pool.probed("f", true));
+    // The ones still booting go first; "e" stays.
+    assert!(gone[..2].iter().any(|r| r.vm == "d"), "{gone:?}");
+    assert!(gone.iter().all(|r| r.vm != "e"), "{gone:?}");
     assert_eq!(gone[0].why, "more warm debian VMs than warm = 2");
     assert_eq!(pool.kept(0), 2);
+    assert!(pool.vms().contains_key("e"));
     assert!(pool.surplus(&cfg).is_empty());
 }
