@@ -959,3 +959,318 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
     assert!(s50 < c50, "saved is not faster: {saved:?} vs {cold:?}");
     assert_eq!(restores.len(), n, "{log}");
 }
+
+/// Definition `pair` (queue `pair`) with two saved slots; its own names
+/// (see [`SAVED_ROOMY`]).
+const SAVED_PAIR: &str = "[[agent]]\nname = \"pair\"\ntags = [\"queue=pair\"]\n\
+template = \"agent-template\"\nsaved = 2\n";
+
+/// The slots of [`SAVED_PAIR`].
+const PAIR_SLOTS: [&str; 2] = ["pair-saved-0", "pair-saved-1"];
+
+/// A `pair` job: says where it runs and the guest's own IPv4 addresses,
+/// then keeps its clone running for a while, so that two clones started
+/// at once run side by side for long enough to be seen together.
+const PAIR_COMMAND: &str = "echo \"ran on $(hostname)\"; ip -4 addr show; sleep 8";
+
+/// The guest's own addresses as [`PAIR_COMMAND`] printed them (loopback
+/// left out); the agent puts a timestamp before each line.
+fn guest_addresses(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split_once(" inet ")?.1.split('/').next())
+        .filter(|a| !a.starts_with("127."))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What was seen of one clone while both ran.
+#[derive(Debug)]
+struct PairClone {
+    slot: String,
+    job: String,
+    disk: String,
+    macs: Vec<String>,
+    leases: Vec<String>,
+}
+
+/// One round of [`two_saved_slots_give_two_jobs_their_clones_at_once`]:
+/// two `pair` jobs scheduled at once (one build with both), each run
+/// once, by a clone of its own slot, the two clones side by side on their
+/// own overlays, MACs and addresses. `round` counts from 1. Returns a
+/// line of timings.
+fn pair_round(bed: &Bed, round: usize) -> String {
+    let bk = &bed.bk;
+    let daemon = bed.lab.hosts()[0].daemon();
+    let bases: Vec<String> = PAIR_SLOTS
+        .iter()
+        .map(|s| bed.libvirt.slot(POOL, s).unwrap().base.path)
+        .collect();
+    let spec = || JobSpec::new(&["queue=pair"]).command(PAIR_COMMAND);
+    let scheduled = SystemTime::now();
+    let t0 = Instant::now();
+    let jobs = bk
+        .add_build("app", BuildSpec::new(vec![spec(), spec()]))
+        .unwrap()
+        .job_ids;
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+
+    // Both clones listed at once, each labelled with one of the jobs.
+    let live = bed.launcher.wait_for(
+        Duration::from_secs(120),
+        "both slots' clones running at once",
+        || {
+            let list = bed.libvirt.instances().ok()?;
+            let both = PAIR_SLOTS.iter().all(|s| {
+                list.iter()
+                    .any(|i| i.name == *s && i.labels.get("job").is_some_and(|j| jobs.contains(j)))
+            });
+            both.then_some(list)
+        },
+    );
+    let together = t0.elapsed();
+    // Every live instance: its disk, its MACs and its leases, read while
+    // both clones still run (each job sleeps after its agent started it).
+    let mut clones = Vec::new();
+    for i in &live {
+        let xml = daemon.virsh(&["-r", "dumpxml", &i.name]).unwrap();
+        let def = kvmhost::libvirt::domain_xml::DomainDef::from_xml(&xml).unwrap();
+        let disks: Vec<String> = def
+            .disks
+            .iter()
+            .filter(|d| d.device == kvmhost::libvirt::domain_xml::DiskDevice::Disk)
+            .filter_map(|d| match &d.source {
+                kvmhost::libvirt::domain_xml::DiskSource::File(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(disks.len(), 1, "{xml}");
+        let macs: Vec<String> = def
+            .interfaces
+            .iter()
+            .filter_map(|n| n.mac.clone())
+            .map(|m| m.to_lowercase())
+            .collect();
+        assert!(!macs.is_empty(), "{xml}");
+        let leases =
+            bed.launcher
+                .wait_for(Duration::from_secs(30), "the clone's DHCP lease", || {
+                    let found = bed
+                        .libvirt
+                        .domain_addresses(&i.name, kvmhost::libvirt::domain::AddressSource::Lease)
+                        .ok()?;
+                    let v: Vec<String> = found
+                        .into_iter()
+                        .filter(|g| macs.contains(&g.mac.to_lowercase()))
+                        .flat_map(|g| g.addresses)
+                        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+                        .collect();
+                    (!v.is_empty()).then_some(v)
+                });
+        // Its own overlay, on its own slot's base, never a base itself.
+        let own = PAIR_SLOTS.iter().position(|s| *s == i.name);
+        assert!(
+            !bases.contains(&disks[0]),
+            "{} runs on a base:\n{xml}",
+            i.name
+        );
+        if let Some(k) = own {
+            assert!(xml.contains("<backingStore"), "{xml}");
+            assert!(xml.contains(&format!("'{}'", bases[k])), "{xml}");
+            assert!(!xml.contains(&format!("'{}'", bases[1 - k])), "{xml}");
+        }
+        clones.push(PairClone {
+            slot: i.name.clone(),
+            job: i.labels.get("job").cloned().unwrap_or_default(),
+            disk: disks[0].clone(),
+            macs,
+            leases,
+        });
+    }
+    assert_eq!(clones.len(), 2, "only the two clones run: {clones:?}");
+    let mut jobs_seen: Vec<&str> = clones.iter().map(|c| c.job.as_str()).collect();
+    jobs_seen.sort();
+    let mut want: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(jobs_seen, want, "each clone has one job: {clones:?}");
+    assert_ne!(clones[0].disk, clones[1].disk, "{clones:?}");
+    let mut macs: Vec<&String> = clones.iter().flat_map(|c| &c.macs).collect();
+    let n = macs.len();
+    macs.sort();
+    macs.dedup();
+    assert_eq!(macs.len(), n, "two live instances share a MAC: {clones:?}");
+    let mut ips: Vec<&String> = clones.iter().flat_map(|c| &c.leases).collect();
+    let n = ips.len();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(
+        ips.len(),
+        n,
+        "two live instances share an address: {clones:?}"
+    );
+
+    for c in &clones {
+        bed.wait_finished(&c.job, &c.slot);
+    }
+    let log = bed.launcher.log_text();
+    let mut runs = Vec::new();
+    for c in &clones {
+        let job = &c.job;
+        // Handed to the clone of the slot it was seen in, once; no cold VM.
+        assert_eq!(
+            log.matches(&format!("job {job}: handed to ")).count(),
+            1,
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!(
+                "job {job}: handed to {} restored on vmhost",
+                c.slot
+            )),
+            "{log}"
+        );
+        assert!(!log.contains(&format!("job {job}: started ")), "{log}");
+        assert!(
+            !log.contains(&format!("job {job}: restoring saved slot")),
+            "{log}"
+        );
+        // Once: one grant, by one agent registered for it only.
+        let acquired: Vec<_> = bk
+            .acquisitions()
+            .into_iter()
+            .filter(|a| a.job_id == *job)
+            .collect();
+        assert_eq!(acquired.len(), 1, "{acquired:?}");
+        assert!(acquired[0].granted, "{acquired:?}");
+        let run = bk.job_run(job).expect("an agent ran the job");
+        let agents: Vec<_> = bk
+            .registered_agents()
+            .into_iter()
+            .filter(|a| a.acquire_only.as_deref() == Some(job.as_str()))
+            .collect();
+        assert_eq!(agents.len(), 1, "{agents:?}");
+        assert_eq!(agents[0].id, run.agent_id);
+        assert_eq!(acquired[0].agent_id, run.agent_id);
+        // The guest's own address is the lease of its clone's MAC.
+        let text = run.log_text();
+        assert!(
+            text.contains(&format!("ran on {}", agents[0].name)),
+            "{text}"
+        );
+        let own = guest_addresses(&text);
+        assert!(!own.is_empty(), "{text}");
+        assert!(own.iter().all(|a| c.leases.contains(a)), "{own:?} vs {c:?}");
+        let b = bed.launcher.wait_for(
+            Duration::from_secs(30),
+            "the start's breakdown note",
+            || Breakdown::of_notes(&bk.job(job).unwrap().notifications),
+        );
+        assert_eq!(b.kind, "saved", "{:?}", bk.job(job).unwrap().notifications);
+        runs.push((run, own));
+    }
+    // The agents of the two runs differ, and the runs overlap.
+    assert_ne!(runs[0].0.agent_id, runs[1].0.agent_id);
+    let (a, b) = (&runs[0].0, &runs[1].0);
+    assert!(
+        a.started_at.unwrap() < b.finished_at.unwrap()
+            && b.started_at.unwrap() < a.finished_at.unwrap(),
+        "the jobs did not run at the same time: {a:?} {b:?}"
+    );
+    let mut guest_ips: Vec<&String> = runs.iter().flat_map(|r| &r.1).collect();
+    let n = guest_ips.len();
+    guest_ips.sort();
+    guest_ips.dedup();
+    assert_eq!(guest_ips.len(), n, "two guests share an address: {runs:?}");
+    // Each slot restored once per round.
+    let log = bed.launcher.log_text();
+    for s in PAIR_SLOTS {
+        assert_eq!(
+            log.matches(&format!(": restored {s} in ")).count(),
+            round,
+            "{log}"
+        );
+    }
+
+    let secs = |t: SystemTime| {
+        t.duration_since(scheduled)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let mut line = format!("both clones listed {:.1}s", together.as_secs_f64());
+    for (c, (run, own)) in clones.iter().zip(&runs) {
+        line += &format!(
+            "; {} ({}, {}, {:?}): acquired {:.1}s, started {:.1}s, finished {:.1}s, notes {:?}",
+            c.slot,
+            c.macs.join(","),
+            c.disk.rsplit('/').next().unwrap_or_default(),
+            own,
+            secs(run.acquired_at.unwrap()),
+            secs(run.started_at.unwrap()),
+            secs(run.finished_at.unwrap()),
+            bk.job(&c.job).unwrap().notifications
+        );
+    }
+    line
+}
+
+/// With `saved = 2` on a host with room for both clones, two jobs
+/// scheduled at once each get a clone of a different slot, restored onto
+/// its own overlay, running side by side with its own MAC and address;
+/// once both are gone the slots are free again (a second pair of jobs
+/// gets them again), and nothing but the slots is left on the host.
+#[test]
+fn two_saved_slots_give_two_jobs_their_clones_at_once() {
+    let t0 = Instant::now();
+    // Room for both clones: two VMs; the bed sets no memory limit, and
+    // the host has memory for both.
+    let bed = start_with("true", SAVED_PAIR, 2, |_| {});
+    let vm_kib = bed
+        .libvirt
+        .template("agent-template")
+        .unwrap()
+        .domain
+        .memory_mib
+        << 10;
+    let mem = bed.libvirt.memory_use().unwrap();
+    assert!(mem.total_kib >= 4 * vm_kib, "{mem:?}");
+    for s in PAIR_SLOTS {
+        bed.wait_slot_ready(s, 1);
+    }
+    let built = t0.elapsed();
+    bed.wait_no_vm();
+    assert!(bed.bk.registered_agents().is_empty());
+
+    let first = pair_round(&bed, 1);
+    // Both clones power off after their jobs; the slots are free again
+    // once a pass has read the host without them.
+    bed.wait_no_vm();
+    bed.wait_passes_after_now();
+    let second = pair_round(&bed, 2);
+    bed.wait_no_vm();
+
+    // Nothing but the slots is left: no instance, and every instance
+    // volume is a slot's (its base, seed, state file, or the overlay its
+    // last clone left for the sweep); neither slot was built again.
+    let names = bed.instance_names().unwrap();
+    assert!(names.is_empty(), "{names:?}");
+    let vols = bed.lab.hosts()[0].daemon().volumes(POOL).unwrap();
+    for v in vols.iter().filter(|v| v.contains("--inst-")) {
+        assert!(
+            PAIR_SLOTS
+                .iter()
+                .any(|s| v.starts_with(&format!("{s}--inst-"))),
+            "{v} is left: {vols:?}"
+        );
+    }
+    let log = bed.launcher.log_text();
+    for s in PAIR_SLOTS {
+        assert!(bed.libvirt.slot(POOL, s).unwrap().state_file.is_file());
+        let built = format!("saved slot {s} on vmhost is ready (built now)");
+        assert_eq!(log.matches(&built).count(), 1, "{log}");
+    }
+    assert_eq!(bed.bk.registered_agents().len(), 4);
+    eprintln!(
+        "pair: slots ready {:.1}s after start; round 1: {first}; round 2: {second}; total {:.1}s",
+        built.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}
