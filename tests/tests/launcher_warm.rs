@@ -734,7 +734,9 @@ fn a_slot_survives_its_hosts_sleep_and_the_woken_host_restores_it_for_the_job() 
         let log = bed.launcher.log_text();
         assert!(
             log.contains(&format!("job {job}: handed to {SLOT} restored on vmhost")),
-            "{log}"
+            "round {round}: {log}\nnotes: {:?}\nagents: {:?}",
+            bed.bk.job(&job).map(|j| j.notifications),
+            bed.bk.registered_agents()
         );
         assert!(!log.contains("restoring saved slot"), "{log}");
         assert!(!log.contains(&format!("job {job}: started ")), "{log}");
