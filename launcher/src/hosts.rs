@@ -182,7 +182,17 @@ impl HostRt {
         if skip {
             return;
         }
-        let conn = match conn.filter(|c| c.is_alive()) {
+        let had = conn.is_some();
+        let alive = conn.filter(|c| c.is_alive());
+        if had && alive.is_none() {
+            // The connection died (the host went to sleep, or away): the
+            // host is not awake while a new one is tried, which can take
+            // seconds for a host that has gone, so no pass in between
+            // places a job, or checks a slot, on the dead one.
+            self.st().conn = None;
+            self.handle.forget();
+        }
+        let conn = match alive {
             Some(c) => c,
             None => match self.handle.try_connect_blocking() {
                 Ok(c) => c,
@@ -333,7 +343,9 @@ impl HostRt {
     /// time per host, others wait for it. Returns the connection and how
     /// long the wake took (zero when it was awake).
     pub async fn wake(self: &Arc<Self>) -> Result<(Connection, Duration), WakeError> {
-        if let Some(c) = self.conn() {
+        // One that died since the last probe (the host went to sleep) is
+        // no connection: the host is woken.
+        if let Some(c) = self.conn().filter(|c| c.is_alive()) {
             return Ok((c, Duration::ZERO));
         }
         if self.def.wake.is_none() {

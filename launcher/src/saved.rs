@@ -175,6 +175,27 @@ impl SlotPool {
         news
     }
 
+    /// A check or build of `name` on `host` failed as the host's
+    /// connection went (the host went to sleep): that says nothing of the
+    /// slot. One found ready before is free again (a restore checks it
+    /// anyway) and checked at the host's next pass awake; one never ready
+    /// is forgotten, so that pass checks (or builds) it.
+    pub fn cut_off(&mut self, host: usize, name: &str) {
+        let key = (host, name.to_string());
+        match self.slots.get_mut(&key) {
+            Some(e) if e.was_ready => {
+                e.state = SlotState::Free;
+                e.checked = Instant::now()
+                    .checked_sub(RECHECK_EVERY)
+                    .unwrap_or(e.checked);
+            }
+            Some(_) => {
+                self.slots.remove(&key);
+            }
+            None => {}
+        }
+    }
+
     /// Takes a free slot of `def` on `host` for a job; its name.
     pub fn claim(&mut self, def: usize, host: usize) -> Option<String> {
         let mut free: Vec<&String> = self
@@ -399,6 +420,29 @@ mod test {
         hosts[1].set_probed(Vec::new()).await;
         pool.sync(&hosts);
         assert_eq!(pool.free(0, 1), 1);
+        // A check cut off with the host's connection: a slot ready before
+        // stays free and is due at once; one never ready is forgotten.
+        pool.slots
+            .get_mut(&(1, "debian-saved-0".to_string()))
+            .unwrap()
+            .checked -= RECHECK_EVERY;
+        pool.slots
+            .get_mut(&(1, "debian-saved-1".to_string()))
+            .unwrap()
+            .state = SlotState::Failed(Instant::now());
+        let due = pool.to_prepare(&cfg, &hosts, |_, _| true);
+        assert_eq!(due.len(), 2, "{due:?}");
+        pool.cut_off(1, "debian-saved-0");
+        pool.cut_off(1, "debian-saved-1");
+        assert_eq!(pool.free(0, 1), 1);
+        assert!(!pool.slots.contains_key(&(1, "debian-saved-1".to_string())));
+        assert_eq!(
+            pool.to_prepare(&cfg, &hosts, |_, _| true),
+            [
+                (0, 1, "debian-saved-0".to_string()),
+                (0, 1, "debian-saved-1".to_string())
+            ]
+        );
         // A broken slot is checked (and rebuilt) again.
         pool.broken(1, "debian-saved-0");
         assert_eq!(

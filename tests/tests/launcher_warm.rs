@@ -15,7 +15,9 @@
 //! no VM left running); each job runs in a clone restored from it onto a
 //! fresh overlay and handed the job, one clone at a time, and a slot
 //! whose state file is gone sends its job to a cold VM at once and is
-//! built again. A restarted launcher finds its slot without rebuilding it.
+//! built again. A restarted launcher finds its slot without rebuilding it,
+//! and so does a launcher whose host slept and is woken for a job. A slot
+//! built from a template changed since gives no clone: it is built again.
 //!
 //! Needs `cargo build -p buildkite-agent-launcher -p kvmbe-handoff` and
 //! the real agent (`scripts/setup.sh --test`).
@@ -65,7 +67,12 @@ struct Bed {
     bk: StandIn,
     libvirt: Host,
     lab: Lab,
+    /// The guest the template boots (to define the template again).
+    guest: TinyGuest,
 }
+
+/// Where the launcher serves `/metrics`, in the lab's client namespace.
+const METRICS: &str = "127.0.0.1:9464";
 
 /// Definition `linux` (queue `linux`) with one warm VM.
 const WARM_LINUX: &str = "[[agent]]\nname = \"linux\"\ntags = [\"queue=linux\"]\n\
@@ -81,7 +88,7 @@ fn start(renew: &str, agents: &str) -> Bed {
 /// [`start`] with the host's `max_vms`, and `before` called with the
 /// stand-in before the launcher starts.
 fn start_with(renew: &str, agents: &str, max_vms: u32, before: impl FnOnce(&StandIn)) -> Bed {
-    start_bed(renew, agents, max_vms, false, before)
+    start_bed(renew, agents, max_vms, false, None, before)
 }
 
 /// The port the launcher's webhook receiver listens on in the lab's
@@ -92,12 +99,16 @@ const WEBHOOK_PORT: u16 = 8479;
 const WEBHOOK_SECRET: &str = "warm-hook-secret";
 
 /// [`start_with`], and with `webhook` the stand-in posts signed job
-/// webhooks to the launcher's `[webhook]` receiver.
+/// webhooks to the launcher's `[webhook]` receiver; with `nap`, on a
+/// host that naps once no domain has run for that long (held awake until
+/// the test lets it nap) and that the launcher wakes with a magic packet
+/// (`None`: a host always awake).
 fn start_bed(
     renew: &str,
     agents: &str,
     max_vms: u32,
     webhook: bool,
+    nap: Option<Duration>,
     before: impl FnOnce(&StandIn),
 ) -> Bed {
     let handoff = bin_dir().join("kvmbe-handoff");
@@ -108,8 +119,19 @@ fn start_bed(
     );
     let agent = buildkite_agent().unwrap();
     let mut lab = Lab::new().unwrap();
-    lab.add_host("vmhost", true).unwrap();
+    match nap {
+        None => lab.add_host("vmhost", true).unwrap(),
+        Some(idle) => lab.add_napping_host("vmhost", true, idle).unwrap(),
+    };
     let h = &lab.hosts()[0];
+    let wake = match nap {
+        None => String::new(),
+        Some(_) => format!(
+            "wake = {{ mac = \"{}\", broadcast = \"{}\" }}\n",
+            h.mac,
+            lab.broadcast()
+        ),
+    };
     let guest = TinyGuest::ensure()
         .unwrap()
         .carrying_host_program(
@@ -154,12 +176,16 @@ poll_interval = 1
 [launcher]
 boot_timeout = 240
 state_file = "launcher-state.json"
+wake_timeout = 60
+
+[metrics]
+listen = "{METRICS}"
 
 [[host]]
 name = "vmhost"
 uri = "qemu+ssh://root@{ip}/system"
 max_vms = {max_vms}
-
+{wake}
 {agents}"#,
         url = bk.url(),
         client = lab.client_ip(),
@@ -182,10 +208,34 @@ max_vms = {max_vms}
         bk,
         libvirt,
         lab,
+        guest,
     }
 }
 
 impl Bed {
+    /// A sample of the launcher's `/metrics` (none while it does not
+    /// answer).
+    fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .lab
+            .client()
+            .spawn_in(|| {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect(METRICS).ok()?;
+                write!(s, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n").ok()?;
+                let mut text = String::new();
+                s.read_to_string(&mut text).ok()?;
+                Some(text)
+            })
+            .ok()?
+            .join()
+            .ok()??;
+        text.lines().find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse().ok())?
+        })
+    }
+
     fn warm_vms(&self) -> Vec<InstanceInfo> {
         self.libvirt
             .instances()
@@ -674,6 +724,208 @@ fn a_slot_is_built_only_where_a_vm_has_room() {
     assert!(!log.contains("restored on vmhost"), "{log}");
 }
 
+impl Bed {
+    /// How many times the launcher has said it built slot `name`.
+    fn built(&self, name: &str) -> usize {
+        let line = format!("saved slot {name} on vmhost is ready (built now)");
+        self.launcher.log_text().matches(&line).count()
+    }
+
+    /// Waits for the breakdown the launcher notes on `job` once its agent
+    /// took it; the breakdown and all the job's notes.
+    fn breakdown(&self, job: &str) -> (Breakdown, Vec<String>) {
+        let b = self.launcher.wait_for(
+            Duration::from_secs(30),
+            "the start's breakdown note",
+            || Breakdown::of_notes(&self.bk.job(job)?.notifications),
+        );
+        (b, self.bk.job(job).unwrap().notifications)
+    }
+}
+
+/// Definition `drowsy` (queue `drowsy`) with one saved slot: its own
+/// names (see [`SAVED_ROOMY`]).
+const SAVED_DROWSY: &str = "[[agent]]\nname = \"drowsy\"\ntags = [\"queue=drowsy\"]\n\
+template = \"agent-template\"\nsaved = 1\n";
+
+/// How long the napping host waits with no domain running before it
+/// sleeps: room for the launcher to wake it, connect, get the job's
+/// token and restore the clone before it would nap again.
+const NAP: Duration = Duration::from_secs(15);
+
+/// Slots live on the host's disk: a host that sleeps with its slot built
+/// and is woken for a job restores the job's clone from that slot (no
+/// cold start, no rebuild) as soon as libvirt answers; twice, the host
+/// going back to sleep once the first clone is gone.
+#[test]
+fn a_slot_survives_its_hosts_sleep_and_the_woken_host_restores_it_for_the_job() {
+    const SLOT: &str = "drowsy-saved-0";
+    let bed = start_bed("true", SAVED_DROWSY, 3, false, Some(NAP), |_| {});
+    bed.wait_slot_ready(SLOT, 1);
+    let state_file = bed.libvirt.slot(POOL, SLOT).unwrap().state_file;
+    bed.wait_no_vm();
+    let host = &bed.lab.hosts()[0];
+    host.let_nap();
+    for round in 1..=2 {
+        // Asleep, and the launcher has seen it so: a job must not be
+        // placed on the connection of a host that has gone.
+        let slept = host.wait_asleep(NAP + Duration::from_secs(60)).unwrap();
+        bed.launcher.wait_for(
+            Duration::from_secs(90),
+            "the launcher to count the host asleep",
+            || (bed.metric("launcher_hosts_asleep")? == 1.0).then_some(()),
+        );
+        assert!(!host.is_awake());
+        assert!(state_file.is_file(), "the slot's state file is gone");
+
+        let job = bed.schedule_on("drowsy");
+        bed.wait_finished(&job, SLOT);
+        let log = bed.launcher.log_text();
+        assert!(
+            log.contains(&format!("job {job}: handed to {SLOT} restored on vmhost")),
+            "round {round}: {log}\nnotes: {:?}\nagents: {:?}",
+            bed.bk.job(&job).map(|j| j.notifications),
+            bed.bk.registered_agents()
+        );
+        assert!(!log.contains("restoring saved slot"), "{log}");
+        assert!(!log.contains(&format!("job {job}: started ")), "{log}");
+        // The slot was found again, not built again.
+        assert_eq!(bed.built(SLOT), 1, "{log}");
+        assert_eq!(
+            log.matches(&format!("restored {SLOT} in")).count(),
+            round,
+            "{log}"
+        );
+        let (b, notes) = bed.breakdown(&job);
+        assert_eq!(notes[0], "waking vmhost", "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n == "saved slot on vmhost"),
+            "{notes:?}"
+        );
+        assert_eq!(b.kind, "saved", "{notes:?}");
+        assert!(b.stage("wake").is_some(), "{notes:?}");
+        let run = bed.bk.job_run(&job).expect("an agent ran the job");
+        assert!(
+            run.log_text().contains("ran on drowsy-"),
+            "{}",
+            run.log_text()
+        );
+        eprintln!(
+            "slot after sleep, round {round}: host asleep {:.1} s after it could nap; {}",
+            slept.as_secs_f64(),
+            notes.last().unwrap()
+        );
+    }
+}
+
+/// Definition `renewed` (queue `renewed`) with one saved slot: its own
+/// names (see [`SAVED_ROOMY`]).
+const SAVED_RENEWED: &str = "[[agent]]\nname = \"renewed\"\ntags = [\"queue=renewed\"]\n\
+template = \"agent-template\"\nsaved = 1\n";
+
+/// A job that prints what the guest's script exported as `SLOT_MARK`.
+fn schedule_mark(bk: &StandIn, queue: &str) -> String {
+    let spec = JobSpec::new(&[&format!("queue={queue}")]).command("echo \"mark=[$SLOT_MARK]\"");
+    let b = bk.add_build("app", BuildSpec::new(vec![spec])).unwrap();
+    b.job_ids[0].clone()
+}
+
+/// A template changed under a running launcher: the slot built from the
+/// old one gives no clone (the next job starts cold, from the new
+/// template), the slot is built again from the new one in the background
+/// and the job after runs in a clone of the rebuilt slot.
+#[test]
+fn a_template_changed_under_a_running_launcher_gets_its_slot_rebuilt_before_a_clone_is_used() {
+    const SLOT: &str = "renewed-saved-0";
+    let bed = start_bed("true", SAVED_RENEWED, 3, false, None, |_| {});
+    let bk = &bed.bk;
+    let mark = |job: &str| {
+        let log = bk.job_run(job).expect("an agent ran the job").log_text();
+        // The command's own line names the variable; its output does not.
+        log.lines()
+            .filter(|l| !l.contains("$SLOT_MARK"))
+            .find_map(|l| Some(l.split_once("mark=[")?.1.split_once(']')?.0.to_string()))
+            .unwrap_or_else(|| panic!("no mark in the job's log:\n{log}"))
+    };
+    bed.wait_slot_ready(SLOT, 1);
+    bed.wait_no_vm();
+    let first = schedule_mark(bk, "renewed");
+    bed.wait_finished(&first, SLOT);
+    let log = bed.launcher.log_text();
+    assert!(
+        log.contains(&format!("job {first}: handed to {SLOT} restored on vmhost")),
+        "{log}"
+    );
+    assert_eq!(mark(&first), "");
+    // Its clone gone, the slot is free again.
+    bed.wait_no_vm();
+    bed.wait_passes_after_now();
+
+    // The template's script now exports a mark: every VM from it says so.
+    let h = &bed.lab.hosts()[0];
+    let changed = USER_DATA.replace("RENEW", "true").replace(
+        "export HOME=/root\n",
+        "export HOME=/root\nexport SLOT_MARK=v2\n",
+    );
+    define_agent_template_sized(
+        &bed.libvirt,
+        &bed.guest,
+        "agent-template",
+        h.daemon().dir(),
+        &changed,
+        512,
+    )
+    .unwrap();
+    let second = schedule_mark(bk, "renewed");
+    bed.wait_finished(&second, "");
+    let (b, notes) = bed.breakdown(&second);
+    assert_eq!(b.kind, "cold", "{notes:?}");
+    assert_eq!(mark(&second), "v2");
+    let log = bed.launcher.log_text();
+    assert!(!log.contains(&format!("job {second}: handed to")), "{log}");
+    assert_eq!(
+        log.matches(&format!("restored {SLOT} in")).count(),
+        1,
+        "{log}"
+    );
+    // Placed on the slot before the launcher's own check saw the change,
+    // the restore refused the stale slot.
+    let refused = format!("job {second}: restoring saved slot {SLOT} failed: ");
+    if let Some(l) = log.lines().find(|l| l.contains(&refused)) {
+        assert!(l.contains("was built from an older template"), "{l}");
+        let errors = bed.metric("launcher_errors_total{kind=\"restore\"}");
+        assert_eq!(errors, Some(1.0), "{log}");
+    }
+
+    // Built again in the background, from the new template.
+    bed.launcher.wait_for(
+        Duration::from_secs(300),
+        "the slot to be built again",
+        || (bed.built(SLOT) >= 2).then_some(()),
+    );
+    bed.wait_passes_after_now();
+    let third = schedule_mark(bk, "renewed");
+    bed.wait_finished(&third, SLOT);
+    let log = bed.launcher.log_text();
+    assert!(
+        log.contains(&format!("job {third}: handed to {SLOT} restored on vmhost")),
+        "{log}"
+    );
+    assert_eq!(mark(&third), "v2");
+    let (b, notes) = bed.breakdown(&third);
+    assert_eq!(b.kind, "saved", "{notes:?}");
+    assert_eq!(bed.built(SLOT), 2, "{log}");
+    eprintln!(
+        "template change: stale slot {}; rebuilt slot's job: {}",
+        if log.contains(&refused) {
+            "refused at the restore"
+        } else {
+            "found by the launcher's check"
+        },
+        notes.last().unwrap()
+    );
+}
+
 #[test]
 fn saved_slot_jobs_run_from_clones_one_at_a_time_and_a_broken_slot_falls_back_to_cold() {
     let mut bed = start("true", SAVED_LINUX);
@@ -814,7 +1066,7 @@ fn bench_cold_versus_warm_scheduled_to_agent_running() {
     // the launcher sees a job when it is scheduled; WARM_BENCH_POLL=1
     // measures Stacks polling (every second) instead.
     let webhook = std::env::var("WARM_BENCH_POLL").map_or(true, |v| v != "1");
-    let bed = start_bed("true", agents, 3, webhook, |_| {});
+    let bed = start_bed("true", agents, 3, webhook, None, |_| {});
     let to_running = |job: &str, scheduled: SystemTime| {
         let run = bed.bk.job_run(job).expect("an agent ran the job");
         run.started_at

@@ -213,10 +213,21 @@ impl Daemon {
     }
 
     fn on_slot_prepared(&mut self, host: usize, name: &str, got: &Result<Prepared, SlotError>) {
+        let h = &self.cfg.hosts[host].name;
+        // Failed as the host's connection went (it went to sleep): no
+        // verdict on the slot, which is looked at again once it answers.
+        if let Err(why) = got {
+            if !self.hosts[host].conn().is_some_and(|c| c.is_alive()) {
+                self.saved.cut_off(host, name);
+                eprintln!(
+                    "saved slot {name} on {h}: {why}; the host's connection is gone, checking it again once the host answers"
+                );
+                return;
+            }
+        }
         if !self.saved.prepared(host, name, got) {
             return;
         }
-        let h = &self.cfg.hosts[host].name;
         match got {
             Ok(Prepared::Free) => eprintln!("saved slot {name} on {h} is ready"),
             Ok(Prepared::Built) => {

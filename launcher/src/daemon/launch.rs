@@ -252,22 +252,16 @@ impl LaunchTask {
             Ok(Err(e)) => e,
             Err(e) => format!("the restore task failed: {e}"),
         };
-        eprintln!(
+        let line = format!(
             "job {}: restoring saved slot {name} failed: {why}; starting a VM for the job",
             self.job.id
         );
-        self.metrics.error("restore");
-        let name2 = name.clone();
-        // A clone's removal deletes only its overlay.
-        if let Ok(Err(e)) = conn.run(move |h| h.remove_instance(&name2)).await {
-            if !e.is_not_found() {
-                eprintln!("removing {name}: {e}");
-            }
-        }
-        self.send(Event::SlotBroken {
+        let ev = Event::SlotBroken {
             host: self.host,
-            name,
-        });
+            name: name.clone(),
+        };
+        // A clone's removal deletes only its overlay.
+        self.give_up(conn, name, &line, "restore", ev).await;
         false
     }
 
@@ -299,19 +293,28 @@ impl LaunchTask {
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("the hand-off task failed: {e}"),
         };
-        eprintln!(
+        let line = format!(
             "job {}: handing it to warm {vm} failed: {why}; removing {vm} and starting a VM for the job",
             self.job.id
         );
-        self.metrics.error("handoff");
+        let ev = Event::WarmRemoved { vm: vm.clone() };
+        self.give_up(conn, vm, &line, "handoff", ev).await;
+        false
+    }
+
+    /// How a failed restore or hand-off ends: logs `line`, counts an
+    /// error of `kind`, removes `vm` (one already gone is no error) and
+    /// reports `ev` to the loop.
+    async fn give_up(&self, conn: &Connection, vm: String, line: &str, kind: &str, ev: Event) {
+        eprintln!("{line}");
+        self.metrics.error(kind);
         let vm2 = vm.clone();
         if let Ok(Err(e)) = conn.run(move |h| h.remove_instance(&vm2)).await {
             if !e.is_not_found() {
                 eprintln!("removing {vm}: {e}");
             }
         }
-        self.send(Event::WarmRemoved { vm });
-        false
+        self.send(ev);
     }
 
     /// Starts a VM for the job.
