@@ -40,7 +40,11 @@
 //!   and brackets): `Write-Output`/`Write-Host`/`echo X`, `Write-Error X`
 //!   (stderr, exit status 1), `exit N` and `exit $LastExitCode`,
 //!   `Start-Sleep [-Seconds] N` and `-Milliseconds N`, `Test-Path P`
-//!   (prints True or False), `Remove-Item P`, variable assignments (a
+//!   (prints True or False), `Remove-Item P`, the process's environment
+//!   (`$env:NAME="value"` sets it, `$env:NAME` and `${env:NAME}` read it,
+//!   bare or in double-quoted strings, with backtick escapes; `TEMP` and
+//!   `TMP` are set; each `powershell` starts afresh, a script run with
+//!   `&` shares it), other variable assignments (a
 //!   quoted path, or one through `[System.IO.Path]::GetFullPath(...)`, is
 //!   kept for `Test-Path $x` and `Remove-Item $x`; others are ignored),
 //!   `cmd /c ...`, `& { ... }` (a block run in place),

@@ -192,8 +192,14 @@ fn split_quoted(s: &str, seps: &[&str], quotes: &[char]) -> Vec<String> {
     let mut start = 0;
     let mut i = 0;
     let b = s.as_bytes();
+    // PowerShell's escape character, outside single quotes.
+    let escapes = quotes.contains(&'\'');
     while i < b.len() {
         let c = b[i] as char;
+        if escapes && c == '`' && quote != Some('\'') {
+            i += 2;
+            continue;
+        }
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
@@ -475,7 +481,7 @@ async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
             return read_back(machine, path, io);
         }
     }
-    let mut st = PsState::default();
+    let mut st = PsState::new();
     match ps_block(machine, script, io, &mut st).await {
         Flow::Exit(code) => code,
         Flow::Next => i32::from(st.failed),
@@ -483,7 +489,6 @@ async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
 }
 
 /// What a PowerShell session carries between statements.
-#[derive(Default)]
 struct PsState {
     /// A statement failed (`Write-Error`, an unknown term).
     failed: bool,
@@ -492,9 +497,86 @@ struct PsState {
     /// Variables set to a path: `$x = "P"` or
     /// `$x = [System.IO.Path]::GetFullPath("P")` (names in lower case).
     paths: std::collections::HashMap<String, String>,
+    /// The process's environment (`$env:NAME`; names in lower case, as
+    /// Windows compares them without case).
+    env: std::collections::HashMap<String, String>,
 }
 
 impl PsState {
+    /// A new PowerShell process: the environment a service session gives
+    /// it (`TEMP` and `TMP`).
+    fn new() -> PsState {
+        let env = ["temp", "tmp"]
+            .into_iter()
+            .map(|n| (n.to_string(), r"C:\Windows\Temp".to_string()))
+            .collect();
+        PsState {
+            failed: false,
+            last_exit: 0,
+            paths: Default::default(),
+            env,
+        }
+    }
+
+    /// A script run with `&`: its own variables, the process's environment.
+    fn child(&self) -> PsState {
+        PsState {
+            env: self.env.clone(),
+            ..PsState::new()
+        }
+    }
+
+    /// An argument's value: a double-quoted string with `$env:NAME` and
+    /// `${env:NAME}` expanded (an unset one is empty) and backtick escapes
+    /// undone, a single-quoted one as it is, a bare `$env:NAME`; anything
+    /// else unquoted, as before.
+    fn value(&self, arg: &str) -> String {
+        let arg = arg.trim();
+        if let Some(name) = env_name(arg).filter(|(_, len)| *len == arg.len()) {
+            return self.env_var(name.0);
+        }
+        match arg.strip_prefix('"').and_then(|a| a.strip_suffix('"')) {
+            Some(inner) if arg.len() >= 2 => self.expand(inner),
+            _ => unquote(arg),
+        }
+    }
+
+    fn env_var(&self, name: &str) -> String {
+        self.env
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The inside of a double-quoted string.
+    fn expand(&self, inner: &str) -> String {
+        let mut out = String::new();
+        let mut chars = inner.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '`' => match chars.next() {
+                    Some((_, 'n')) => out.push('\n'),
+                    Some((_, 'r')) => out.push('\r'),
+                    Some((_, 't')) => out.push('\t'),
+                    Some((_, '0')) => out.push('\0'),
+                    Some((_, e)) => out.push(e),
+                    None => out.push('`'),
+                },
+                '$' => match env_name(&inner[i..]) {
+                    Some((name, len)) => {
+                        out.push_str(&self.env_var(name));
+                        while chars.peek().is_some_and(|(j, _)| *j < i + len) {
+                            chars.next();
+                        }
+                    }
+                    None => out.push('$'),
+                },
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
     /// The path an argument names: a variable's value, or the argument.
     fn path<'a>(&'a self, arg: &'a str) -> &'a str {
         arg.strip_prefix('$')
@@ -508,6 +590,20 @@ impl PsState {
             return;
         };
         let value = value.trim();
+        let name = name.trim();
+        if let Some(var) = name
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("env:"))
+            .map(|_| &name[4..])
+        {
+            let value = self.value(value);
+            if value.is_empty() {
+                self.env.remove(&var.to_ascii_lowercase());
+            } else {
+                self.env.insert(var.to_ascii_lowercase(), value);
+            }
+            return;
+        }
         let value = value
             .strip_prefix("[System.IO.Path]::GetFullPath(")
             .and_then(|v| v.strip_suffix(')'))
@@ -517,6 +613,22 @@ impl PsState {
                 .insert(name.trim().to_ascii_lowercase(), unquote(value));
         }
     }
+}
+
+/// `$env:NAME` or `${env:NAME}` at the start of `s`: the name and the
+/// length of the reference.
+fn env_name(s: &str) -> Option<(&str, usize)> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let prefix = s.get(..6)?;
+    if prefix.eq_ignore_ascii_case("${env:") {
+        let end = s.find('}')?;
+        return Some((&s[6..end], end + 1));
+    }
+    if !prefix[..5].eq_ignore_ascii_case("$env:") {
+        return None;
+    }
+    let len = s[5..].find(|c: char| !is_name(c)).unwrap_or(s.len() - 5);
+    (len > 0).then(|| (&s[5..5 + len], 5 + len))
 }
 
 /// Whether a block ran to its end or hit `exit`.
@@ -565,13 +677,15 @@ fn ps_block<'a>(
 }
 
 /// A PowerShell script file, run with `&`: its `exit` ends only it.
-async fn ps_file(machine: &Machine, path: &str, io: &Io<'_>) -> Option<i32> {
+async fn ps_file(machine: &Machine, path: &str, io: &Io<'_>, st: &mut PsState) -> Option<i32> {
     let text = std::fs::read_to_string(machine.host_path(path)?).ok()?;
-    let mut inner = PsState::default();
-    Some(match ps_block(machine, &text, io, &mut inner).await {
+    let mut inner = st.child();
+    let code = match ps_block(machine, &text, io, &mut inner).await {
         Flow::Exit(code) => code,
         Flow::Next => i32::from(inner.failed),
-    })
+    };
+    st.env = inner.env;
+    Some(code)
 }
 
 async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsState) -> Flow {
@@ -589,7 +703,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
             };
         }
         // `&'C:/x.ps1'`: a script file.
-        return match ps_file(machine, &unquote(rest), io).await {
+        return match ps_file(machine, &unquote(rest), io, st).await {
             Some(code) => {
                 st.last_exit = code;
                 Flow::Next
@@ -612,7 +726,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
     if verb == "if" || verb.starts_with("if(") {
         return ps_if(machine, stmt, io, st).await;
     }
-    let rest = || unquote(stmt[w[0].len()..].trim());
+    let rest = || st.value(&stmt[w[0].len()..]);
     match verb.as_str() {
         v if v.starts_with('$') && stmt.contains('=') => st.assign(stmt),
         "write-output" | "write-host" | "echo" => match host_name_format(machine, &rest()) {
@@ -887,6 +1001,44 @@ mod tests {
             err.contains("The term 'Get-Thing' is not recognized"),
             "{err}"
         );
+    }
+
+    /// `powershell -EncodedCommand` for `script`.
+    fn encoded(script: &str) -> String {
+        let enc: Vec<u8> = script.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        format!(
+            "powershell -executionpolicy bypass -encodedCommand {}",
+            base64::engine::general_purpose::STANDARD.encode(enc)
+        )
+    }
+
+    #[test]
+    fn environment_variables_are_set_and_read_as_powershell_does() {
+        // The shape of Packer's env-vars file, a value escaped as it
+        // escapes them (`"` and `$` with a backtick).
+        let files = [
+            (
+                "c:/Windows/Temp/vars.ps1",
+                "$env:FOO=\"bar baz\"; $env:N=\"1\"; $env:Q=\"a`\"b`$c\"; ",
+            ),
+            (
+                "c:/Windows/Temp/s.ps1",
+                "Write-Output \"FOO=$env:FOO\"\nWrite-Output \"N=${env:N};Q=$env:Q;U=[$env:UNSET]\"\n\
+                 Write-Output 'FOO=$env:FOO'\necho $env:n\n$env:FOO=\"changed\"\nexit 3\n",
+            ),
+        ];
+        let script = ". c:/Windows/Temp/vars.ps1; &'c:/Windows/Temp/s.ps1'; \
+                      Write-Output \"after: $env:FOO in $env:TEMP\"";
+        let (code, out, err) = run_on(&files, &encoded(script));
+        assert_eq!(
+            out,
+            "FOO=bar baz\r\nN=1;Q=a\"b$c;U=[]\r\nFOO=$env:FOO\r\n1\r\n\
+             after: changed in C:\\Windows\\Temp\r\n"
+        );
+        assert_eq!((code, err.as_str()), (0, ""));
+        // Each PowerShell is its own process: nothing carries over.
+        let (_, out, _) = run_on(&files, &encoded("Write-Output \"[$env:FOO]\""));
+        assert_eq!(out, "[]\r\n");
     }
 
     #[test]
