@@ -702,3 +702,53 @@ fn packer_1_9_powershell_exit_status_1_fails_the_build_and_leaves_nothing() {
         .iter()
         .any(|v| v.starts_with(&b.vm_name)));
 }
+
+/// `elevated_user`/`elevated_password`: Packer uploads a wrapper that
+/// registers a scheduled task running the command as that user (output
+/// to a log it prints) and runs it with `powershell -file`; the stand-in
+/// runs the task, so the script's output, its environment variables and
+/// its exit code (3, valid here) come back through the wrapper, and the
+/// wrapper and its log are gone afterwards.
+#[test]
+fn packer_1_9_powershell_runs_elevated_through_a_scheduled_task_over_winrm() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm-pselev").unwrap();
+    let b = hcl_windows_build(
+        &bed,
+        &guest,
+        &dir,
+        "winrm-pselev",
+        &format!(
+            r#"  provisioner "powershell" {{
+    elevated_user     = "vagrant"
+    elevated_password = "{PASSWORD}"
+    environment_vars  = ["FOO=bar baz"]
+    inline            = ["Write-Output \"elevated FOO=$env:FOO\"", "exit 3"]
+    valid_exit_codes  = [0, 3]
+  }}
+"#
+        ),
+    );
+    let record = b.standin.commands();
+    assert!(b.success, "packer build failed");
+    assert!(b.text.contains("elevated FOO=bar baz"), "{}", b.text);
+    assert!(!b.text.contains(PASSWORD), "the password shows: {}", b.text);
+    let wrapper = record
+        .iter()
+        .find(|c| {
+            c.line.starts_with(
+                "powershell -executionpolicy bypass -file \"C:/Windows/Temp/packer-elevated-shell-",
+            )
+        })
+        .unwrap_or_else(|| panic!("no elevated run:\n{}", shown(&record)));
+    assert_eq!(wrapper.exit_code, Some(3), "{}", shown(&record));
+    let temp = b.standin.host_path(r"C:\Windows\Temp").unwrap();
+    let left: Vec<String> = std::fs::read_dir(&temp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("packer-"))
+        .collect();
+    assert!(left.is_empty(), "left in C:\\Windows\\Temp: {left:?}");
+    assert_built_and_cleaned(&bed, &b.output, &b.vm_name);
+}

@@ -33,6 +33,10 @@ pub struct Machine {
     pub hostname: String,
     /// Restarts (`shutdown /r`, `shutdown /a`).
     pub power: std::sync::Arc<Power>,
+    /// The one account, for scheduled tasks registered with a password.
+    pub username: String,
+    /// Its password.
+    pub password: String,
 }
 
 impl Machine {
@@ -66,12 +70,19 @@ impl Machine {
 }
 
 /// `%TEMP%`, `%TMP%` and `$env:TEMP` as Windows sets them for a service
-/// session.
+/// session, and `%SYSTEMROOT%` and `%WINDIR%`.
 fn expand_env(p: &str) -> String {
     let mut s = p.to_string();
-    for var in ["%TEMP%", "%TMP%", "$env:TEMP", "$env:TMP"] {
+    for (var, value) in [
+        ("%TEMP%", r"C:\Windows\Temp"),
+        ("%TMP%", r"C:\Windows\Temp"),
+        ("$env:TEMP", r"C:\Windows\Temp"),
+        ("$env:TMP", r"C:\Windows\Temp"),
+        ("%SYSTEMROOT%", r"C:\Windows"),
+        ("%WINDIR%", r"C:\Windows"),
+    ] {
         while let Some(i) = s.to_ascii_lowercase().find(&var.to_ascii_lowercase()) {
-            s.replace_range(i..i + var.len(), r"C:\Windows\Temp");
+            s.replace_range(i..i + var.len(), value);
         }
     }
     s
@@ -80,27 +91,54 @@ fn expand_env(p: &str) -> String {
 /// A command's output side.
 struct Io<'a> {
     tx: &'a UnboundedSender<Event>,
+    /// The file cmd redirected stdout to, and whether stderr goes there
+    /// too (`2>&1`).
+    to_file: Option<(PathBuf, bool)>,
 }
 
-impl Io<'_> {
+impl<'a> Io<'a> {
+    fn new(tx: &'a UnboundedSender<Event>) -> Io<'a> {
+        Io { tx, to_file: None }
+    }
+    fn stdout(&self, bytes: Vec<u8>) {
+        match &self.to_file {
+            Some((path, _)) => append(path, &bytes),
+            None => {
+                let _ = self.tx.send(Event::Out(Output::Stdout(bytes)));
+            }
+        }
+    }
     fn out(&self, text: &str) {
-        let _ = self
-            .tx
-            .send(Event::Out(Output::Stdout(text.as_bytes().to_vec())));
+        self.stdout(text.as_bytes().to_vec());
     }
     fn line(&self, text: &str) {
         self.out(&format!("{text}\r\n"));
     }
     fn err(&self, text: &str) {
-        let _ = self.tx.send(Event::Out(Output::Stderr(
-            format!("{text}\r\n").into_bytes(),
-        )));
+        let bytes = format!("{text}\r\n").into_bytes();
+        match &self.to_file {
+            Some((path, true)) => append(path, &bytes),
+            _ => {
+                let _ = self.tx.send(Event::Out(Output::Stderr(bytes)));
+            }
+        }
+    }
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(bytes);
     }
 }
 
 /// Runs one command line under cmd and reports its output and exit code.
 pub async fn run(machine: &Machine, line: &str, tx: UnboundedSender<Event>) {
-    let io = Io { tx: &tx };
+    let io = Io::new(&tx);
     let code = cmd(machine, line, &io).await;
     let _ = tx.send(Event::Exit(code));
 }
@@ -233,12 +271,72 @@ async fn cmd(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
     }
     let mut code = 0;
     for part in split_cmd(line, &["&&"]) {
-        code = simple(machine, part.trim(), io).await;
+        code = match redirection(part.trim()) {
+            Some((command, target, add, err_too)) => {
+                let opened = machine.host_path(target).and_then(|p| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(add)
+                        .write(true)
+                        .truncate(!add)
+                        .open(&p)
+                        .ok()
+                        .map(|_| p)
+                });
+                match opened {
+                    Some(p) => {
+                        let to = Io {
+                            tx: io.tx,
+                            to_file: Some((p, err_too)),
+                        };
+                        simple(machine, command.trim(), &to).await
+                    }
+                    None => {
+                        io.err("The system cannot find the path specified.");
+                        1
+                    }
+                }
+            }
+            None => simple(machine, part.trim(), io).await,
+        };
         if code != 0 {
             break;
         }
     }
     code
+}
+
+/// `COMMAND > FILE` or `>> FILE`, maybe with `1>` and a trailing `2>&1`:
+/// the command, the file, whether it appends, whether stderr goes too.
+/// Other redirections are not recognised.
+fn redirection(part: &str) -> Option<(&str, &str, bool, bool)> {
+    let mut quoted = false;
+    let at = part.char_indices().find_map(|(i, c)| match c {
+        '"' => {
+            quoted = !quoted;
+            None
+        }
+        '>' if !quoted => Some(i),
+        _ => None,
+    })?;
+    let mut command = &part[..at];
+    if let Some(c) = command.strip_suffix('1').filter(|c| c.ends_with(' ')) {
+        command = c;
+    } else if command.ends_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let rest = &part[at..];
+    let add = rest.starts_with(">>");
+    let w = words(rest.trim_start_matches('>'));
+    match w.as_slice() {
+        [_] => {}
+        [_, merge] if merge == "2>&1" => {}
+        _ => return None,
+    }
+    // The target as written (quotes and all), for `host_path`.
+    let target = rest.trim_start_matches('>').trim();
+    let target = target.strip_suffix("2>&1").unwrap_or(target).trim();
+    Some((command, target, add, w.len() == 2))
 }
 
 /// One cmd command.
@@ -307,7 +405,7 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
         "type" => match w.get(1).and_then(|p| machine.host_path(p)) {
             Some(p) => match std::fs::read(&p) {
                 Ok(b) => {
-                    let _ = io.tx.send(Event::Out(Output::Stdout(b)));
+                    io.stdout(b);
                     0
                 }
                 Err(_) => {
@@ -426,6 +524,16 @@ async fn powershell(machine: &Machine, args: &[String], io: &Io<'_>) -> i32 {
             break;
         }
         match a.as_str() {
+            "-file" | "-f" => {
+                let path = args.get(i + 1).map(String::as_str).unwrap_or_default();
+                return match machine.host_path(path).map(std::fs::read_to_string) {
+                    Some(Ok(text)) => Box::pin(ps_script(machine, &text, io)).await,
+                    _ => {
+                        io.err(&format!("The argument '{path}' to the -File parameter does not exist. Provide the path to an existing '.ps1' file as an argument to the -File parameter."));
+                        -196608
+                    }
+                };
+            }
             "-executionpolicy" | "-inputformat" | "-outputformat" | "-windowstyle" => i += 2,
             "-command" | "-c" => {
                 script = Some(args[i + 1..].join(" "));
@@ -481,11 +589,146 @@ async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
             return read_back(machine, path, io);
         }
     }
+    if script.contains("New-Object -ComObject \"Schedule.Service\"")
+        && script.contains("RegisterTaskDefinition")
+    {
+        if let Some(code) = scheduled_task(machine, script, io).await {
+            return code;
+        }
+    }
     let mut st = PsState::new();
     match ps_block(machine, script, io, &mut st).await {
         Flow::Exit(code) => code,
         Flow::Next => i32::from(st.failed),
     }
+}
+
+/// The double-quoted literal after `marker`, as PowerShell reads it
+/// (backtick escapes undone; `$env:` expanded).
+fn ps_literal_after(script: &str, marker: &str) -> Option<String> {
+    let at = script.find(marker)? + marker.len();
+    let rest = &script[at..];
+    let open = rest.find('"')?;
+    let mut escaped = false;
+    let close = rest[open + 1..].char_indices().find_map(|(i, c)| {
+        let end = c == '"' && !escaped;
+        escaped = c == '`' && !escaped;
+        end.then_some(open + 1 + i)
+    })?;
+    Some(PsState::new().value(&rest[open..=close]))
+}
+
+/// The text of the first `<tag>` element in `xml`, unescaped.
+fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let at = xml.find(&open)? + open.len();
+    let end = xml[at..].find(&format!("</{tag}>"))? + at;
+    let mut out = String::new();
+    let mut rest = &xml[at..end];
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let semi = rest[i..].find(';')? + i;
+        let entity = &rest[i + 1..semi];
+        let c = match entity {
+            "lt" => '<',
+            "gt" => '>',
+            "amp" => '&',
+            "quot" => '"',
+            "apos" => '\'',
+            e => {
+                let n = match e.strip_prefix("#x").or_else(|| e.strip_prefix("#X")) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                    None => e.strip_prefix('#')?.parse().ok()?,
+                };
+                char::from_u32(n)?
+            }
+        };
+        out.push(c);
+        rest = &rest[semi + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The accounts a task may run as without a password.
+fn is_service_account(user: &str) -> bool {
+    let u = user.to_ascii_lowercase();
+    let u = u.strip_prefix(r"nt authority\").unwrap_or(&u);
+    matches!(u, "system" | "local service" | "network service")
+}
+
+/// Packer's elevated wrapper, recognised by its shape: it registers a
+/// task with the Task Scheduler (`Schedule.Service`) from an XML
+/// definition whose action is `cmd /c COMMAND > LOG 2>&1`, runs it, prints
+/// the log's lines as they come until the task is done, removes the log
+/// and itself, deletes the task and exits with the task's result (the
+/// command's exit code). The task runs as the definition's user, checked
+/// against the account (or a service account, with no password), in
+/// `C:\Windows\system32`. `None` when the script lacks a part of that
+/// shape (it then fails statement by statement).
+async fn scheduled_task(machine: &Machine, script: &str, io: &Io<'_>) -> Option<i32> {
+    let log = machine.host_path(&ps_literal_after(script, "$log =")?)?;
+    let script_file = ps_literal_after(script, "$script =")?;
+    let password = ps_literal_after(script, "$password =")?;
+    let (_, xml) = script.split_once("[xml]@'")?;
+    let (xml, _) = xml.split_once("'@")?;
+    let user = xml_text(xml, "UserId")?;
+    let command = format!(
+        "{} {}",
+        xml_text(xml, "Command")?,
+        xml_text(xml, "Arguments")?
+    );
+    let name = user.rsplit('\\').next().unwrap_or(&user);
+    let domain = user.rsplit_once('\\').map(|(d, _)| d);
+    let ours = name.eq_ignore_ascii_case(&machine.username)
+        && domain.is_none_or(|d| d == "." || d.eq_ignore_ascii_case(&machine.hostname))
+        && password == machine.password;
+    if !(ours || (password.is_empty() && is_service_account(&user))) {
+        // Windows refuses the registration; its wrapper would then wait
+        // for a task that never runs. The stand-in stops here instead.
+        io.err("Exception calling \"RegisterTaskDefinition\" with \"7\" argument(s): \"The user name or password is incorrect. (Exception from HRESULT: 0x8007052E)\"");
+        return Some(1);
+    }
+    let task_machine = Machine {
+        home: r"C:\Windows\system32".into(),
+        ..machine.clone()
+    };
+    // A task's own console goes nowhere.
+    let (nowhere, _) = tokio::sync::mpsc::unbounded_channel();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let task = async {
+        let code = Box::pin(cmd(&task_machine, &command, &Io::new(&nowhere))).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        code
+    };
+    let tail = async {
+        let mut shown = 0;
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let text = std::fs::read(&log).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            // Whole lines while it runs; the rest when it is done.
+            let upto = if finished {
+                text.len()
+            } else {
+                text.rfind('\n').map_or(0, |i| i + 1)
+            };
+            for line in text[..upto].lines().skip(shown) {
+                io.line(line);
+                shown += 1;
+            }
+            if finished {
+                break;
+            }
+        }
+    };
+    let (code, ()) = tokio::join!(task, tail);
+    let _ = std::fs::remove_file(&log);
+    if let Some(p) = machine.host_path(&script_file) {
+        let _ = std::fs::remove_file(p);
+    }
+    Some(code)
 }
 
 /// What a PowerShell session carries between statements.
@@ -506,10 +749,15 @@ impl PsState {
     /// A new PowerShell process: the environment a service session gives
     /// it (`TEMP` and `TMP`).
     fn new() -> PsState {
-        let env = ["temp", "tmp"]
-            .into_iter()
-            .map(|n| (n.to_string(), r"C:\Windows\Temp".to_string()))
-            .collect();
+        let env = [
+            ("temp", r"C:\Windows\Temp"),
+            ("tmp", r"C:\Windows\Temp"),
+            ("systemroot", r"C:\Windows"),
+            ("windir", r"C:\Windows"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
         PsState {
             failed: false,
             last_exit: 0,
@@ -899,6 +1147,8 @@ mod tests {
             home: home.into(),
             hostname: "WIN-TEST".into(),
             power: std::sync::Arc::new(Power::new(super::super::power::Reboot::default())),
+            username: "u".into(),
+            password: "p$\"w".into(),
         }
     }
 
@@ -1039,6 +1289,90 @@ mod tests {
         // Each PowerShell is its own process: nothing carries over.
         let (_, out, _) = run_on(&files, &encoded("Write-Output \"[$env:FOO]\""));
         assert_eq!(out, "[]\r\n");
+    }
+
+    /// A wrapper of the shape Packer's `elevated_user` option uploads:
+    /// a task registered through `Schedule.Service` from an XML
+    /// definition running `cmd /c COMMAND > LOG 2>&1`, its log printed.
+    fn elevated_wrapper(user: &str, password: &str) -> String {
+        let inner = "powershell -executionpolicy bypass &#34;&amp; { . c:/Windows/Temp/vars.ps1; \
+                     &amp;&#39;c:/Windows/Temp/s.ps1&#39;; exit $LastExitCode }&#34; \
+                     &gt; %SYSTEMROOT%/Temp/packer-t.out 2&gt;&amp;1";
+        format!(
+            "$name = \"packer-t\"\n\
+             $log = [System.Environment]::ExpandEnvironmentVariables(\"%SYSTEMROOT%/Temp/packer-t.out\")\n\
+             $s = New-Object -ComObject \"Schedule.Service\"\n$s.Connect()\n$t = $s.NewTask($null)\n\
+             $xml = [xml]@'\n<Task><Principals><Principal id=\"Author\"><UserId>{user}</UserId>\
+             </Principal></Principals><Actions Context=\"Author\"><Exec><Command>cmd</Command>\
+             <Arguments>/c {inner}</Arguments></Exec></Actions></Task>\n'@\n\
+             $password = \"{password}\"\n\
+             $f = $s.GetFolder(\"\\\")\n\
+             $f.RegisterTaskDefinition($name, $t, 6, \"{user}\", $password, 1, $null) | Out-Null\n\
+             $script = [System.Environment]::ExpandEnvironmentVariables(\"C:/Windows/Temp/w.ps1\")\n\
+             exit $result\n"
+        )
+    }
+
+    #[test]
+    fn an_elevated_wrapper_runs_its_task_as_the_account_and_prints_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = machine(dir.path().to_path_buf(), r"C:\Users\u");
+        let put = |p: &str, text: &str| {
+            let p = m.host_path(p).unwrap();
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let run = r#"powershell -executionpolicy bypass -file "C:/Windows/Temp/w.ps1""#;
+        put("c:/Windows/Temp/vars.ps1", "$env:FOO=\"x y\"; ");
+        put(
+            "c:/Windows/Temp/s.ps1",
+            "Write-Output \"elevated FOO=$env:FOO\"\nWrite-Error oops\nexit 4\n",
+        );
+        put(
+            "c:/Windows/Temp/w.ps1",
+            &elevated_wrapper(r".\u", "p`$`\"w"),
+        );
+        assert_eq!(
+            run_with(&m, run),
+            (4, "elevated FOO=x y\r\noops\r\n".into(), String::new())
+        );
+        assert!(!m.host_path("c:/Windows/Temp/w.ps1").unwrap().exists());
+        assert!(!m
+            .host_path("c:/Windows/Temp/packer-t.out")
+            .unwrap()
+            .exists());
+        // SYSTEM needs no password; a wrong one is refused.
+        put("c:/Windows/Temp/w.ps1", &elevated_wrapper("SYSTEM", ""));
+        assert_eq!(run_with(&m, run).0, 4);
+        put("c:/Windows/Temp/w.ps1", &elevated_wrapper("u", "wrong"));
+        let (code, out, err) = run_with(&m, run);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert!(
+            err.contains("The user name or password is incorrect"),
+            "{err}"
+        );
+        let (code, _, err) = run_with(&m, r#"powershell -file "C:/none.ps1""#);
+        assert_eq!(code, -196608);
+        assert!(err.contains("-File parameter does not exist"), "{err}");
+    }
+
+    #[test]
+    fn cmd_redirects_output_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = machine(dir.path().to_path_buf(), r"C:\Users\u");
+        let read = |p: &str| std::fs::read_to_string(m.host_path(p).unwrap()).unwrap();
+        assert_eq!(
+            run_with(&m, "echo one > c:/a.txt"),
+            (0, String::new(), String::new())
+        );
+        assert_eq!(run_with(&m, "echo two >> c:/a.txt").0, 0);
+        assert_eq!(read("c:/a.txt"), "one\r\ntwo\r\n");
+        let line = "powershell -Command \"Write-Output out; Write-Error bad\" > c:/b.txt";
+        assert_eq!(run_with(&m, line), (1, String::new(), "bad\r\n".into()));
+        assert_eq!(read("c:/b.txt"), "out\r\n");
+        assert_eq!(run_with(&m, &format!("{line} 2>&1")).1, "");
+        assert_eq!(read("c:/b.txt"), "out\r\nbad\r\n");
+        assert_eq!(run_with(&m, "echo x > D:/x.txt").0, 1);
     }
 
     #[test]
