@@ -524,3 +524,231 @@ fn a_restart_in_the_middle_of_a_provisioner_command_fails_the_build_clearly() {
         .iter()
         .any(|d| d.starts_with(&b.vm_name)));
 }
+
+/// What a Packer 1.9 build of an HCL template over WinRM left: the
+/// stand-in, the domain's name, the output folder, whether Packer
+/// succeeded and its output.
+struct HclBuild {
+    standin: StandIn,
+    vm_name: String,
+    output: std::path::PathBuf,
+    success: bool,
+    text: String,
+}
+
+/// Packer 1.9 builds an HCL template with `provisioners` (HCL blocks)
+/// through our builder, the stand-in answering for Windows (Basic
+/// authentication, HTTPS).
+fn hcl_windows_build(
+    bed: &Libvirtd,
+    guest: &TinyGuest,
+    dir: &Path,
+    name: &str,
+    provisioners: &str,
+) -> HclBuild {
+    let vm_name = format!("pk-{name}-{}", std::process::id());
+    let standin = windows_standin(bed, &vm_name, Reboot::default(), false);
+    let output = dir.join("output");
+    let source = winrm_source(bed, guest, &vm_name, &output, &standin, "2m");
+    let template = format!(
+        "{}\nsource \"libvirt\" \"windows\" {{\n{}}}\n\nbuild {{\n  sources = [\"source.libvirt.windows\"]\n{provisioners}}}\n",
+        required_plugins(),
+        hcl_attributes(&source)
+    );
+    std::fs::write(dir.join("windows.pkr.hcl"), template).unwrap();
+    let started = std::time::Instant::now();
+    let out = packer_1_9_in(bed.netns(), dir, &["build", "windows.pkr.hcl"])
+        .unwrap()
+        .output_within(COMMAND_LIMIT)
+        .unwrap();
+    let text = show(&format!("packer 1.9 build ({name})"), &out);
+    eprintln!(
+        "packer 1.9 build {name}: {:.1}s\n{}",
+        started.elapsed().as_secs_f64(),
+        shown(&standin.commands())
+    );
+    HclBuild {
+        standin,
+        vm_name,
+        output,
+        success: out.status.success(),
+        text,
+    }
+}
+
+/// The `powershell` provisioner's `environment_vars` reach the script
+/// (Packer uploads them as a `packer-ps-env-vars-*.ps1` file of
+/// `$env:NAME="value"; ` assignments and dot-sources it before running
+/// the script), with its own `PACKER_BUILDER_TYPE`; and a script ending
+/// with `exit 3` passes where `valid_exit_codes = [0, 3]`.
+#[test]
+fn packer_1_9_powershell_environment_vars_and_valid_exit_codes_work_over_winrm() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm-psenv").unwrap();
+    std::fs::write(
+        dir.join("three.ps1"),
+        "Write-Output \"three: FOO=$env:FOO\"\r\nexit 3\r\n",
+    )
+    .unwrap();
+    let b = hcl_windows_build(
+        &bed,
+        &guest,
+        &dir,
+        "winrm-psenv",
+        r#"  provisioner "powershell" {
+    environment_vars = ["FOO=bar baz", "N=1"]
+    inline = [
+      "Write-Output \"FOO=$env:FOO\"",
+      "Write-Output \"N=$env:N builder=$env:PACKER_BUILDER_TYPE\"",
+    ]
+  }
+  provisioner "powershell" {
+    environment_vars = ["FOO=again"]
+    script           = "${path.root}/three.ps1"
+    valid_exit_codes = [0, 3]
+  }
+"#,
+    );
+    let record = b.standin.commands();
+    assert!(b.success, "packer build failed");
+    assert!(b.text.contains("FOO=bar baz"), "{}", b.text);
+    assert!(b.text.contains("N=1 builder=libvirt"), "{}", b.text);
+    assert!(b.text.contains("three: FOO=again"), "{}", b.text);
+    // Both scripts dot-sourced an env-vars file Packer uploaded; the
+    // second ended with 3, and Packer went on to its clean-up.
+    let env_file = |c: &Recorded| c.line.contains(". c:/Windows/Temp/packer-ps-env-vars-");
+    let uploaded = record
+        .iter()
+        .filter(|c| {
+            c.script.as_deref().is_some_and(|s| {
+                s.contains("packer-ps-env-vars-") && s.contains("FromBase64String")
+            })
+        })
+        .count();
+    assert!(uploaded >= 2, "{}", shown(&record));
+    let runs: Vec<&Recorded> = record
+        .iter()
+        .filter(|c| env_file(c) && c.line.contains("/script-"))
+        .collect();
+    let codes: Vec<Option<i32>> = runs.iter().map(|c| c.exit_code).collect();
+    assert_eq!(codes, [Some(0), Some(3)], "{}", shown(&record));
+    let last_run = record
+        .iter()
+        .rposition(|c| env_file(c) && c.line.contains("/script-"))
+        .unwrap();
+    assert!(
+        record[last_run + 1..]
+            .iter()
+            .any(|c| c.line.contains("packer-cleanup-") && c.exit_code == Some(0)),
+        "{}",
+        shown(&record)
+    );
+    assert!(!b.text.contains(PASSWORD), "the password shows: {}", b.text);
+    assert_built_and_cleaned(&bed, &b.output, &b.vm_name);
+}
+
+/// An inline `powershell` command that exits 1 (not a valid exit code)
+/// fails the build: Packer names the exit status, runs nothing after it,
+/// and the domain and its volumes are removed.
+#[test]
+fn packer_1_9_powershell_exit_status_1_fails_the_build_and_leaves_nothing() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm-psexit").unwrap();
+    let b = hcl_windows_build(
+        &bed,
+        &guest,
+        &dir,
+        "winrm-psexit",
+        r#"  provisioner "powershell" {
+    inline = ["Write-Output \"about to fail\"", "exit 1", "Write-Output \"never printed\""]
+  }
+  provisioner "windows-shell" {
+    inline = ["echo never run"]
+  }
+"#,
+    );
+    let record = b.standin.commands();
+    assert!(!b.success, "packer build succeeded");
+    assert!(b.text.contains("about to fail"), "{}", b.text);
+    assert!(
+        b.text
+            .contains("Script exited with non-zero exit status: 1. Allowed exit codes are: [0]"),
+        "{}",
+        b.text
+    );
+    assert!(!b.text.contains("never printed"), "{}", b.text);
+    assert!(!b.text.contains("never run"), "{}", b.text);
+    let run = record
+        .iter()
+        .find(|c| c.line.contains("/script-"))
+        .unwrap_or_else(|| panic!("no script ran:\n{}", shown(&record)));
+    assert_eq!(run.exit_code, Some(1), "{}", shown(&record));
+    assert!(
+        !record.iter().any(|c| c.line.contains(".bat\"")),
+        "{}",
+        shown(&record)
+    );
+    assert!(!b.output.exists());
+    assert!(!bed
+        .domains()
+        .unwrap()
+        .iter()
+        .any(|d| d.starts_with(&b.vm_name)));
+    assert!(!bed
+        .volumes(POOL)
+        .unwrap()
+        .iter()
+        .any(|v| v.starts_with(&b.vm_name)));
+}
+
+/// `elevated_user`/`elevated_password`: Packer uploads a wrapper that
+/// registers a scheduled task running the command as that user (output
+/// to a log it prints) and runs it with `powershell -file`; the stand-in
+/// runs the task, so the script's output, its environment variables and
+/// its exit code (3, valid here) come back through the wrapper, and the
+/// wrapper and its log are gone afterwards.
+#[test]
+fn packer_1_9_powershell_runs_elevated_through_a_scheduled_task_over_winrm() {
+    let bed = Libvirtd::start().unwrap();
+    let guest = TinyGuest::ensure().unwrap();
+    let dir = ScratchDir::new("winrm-pselev").unwrap();
+    let b = hcl_windows_build(
+        &bed,
+        &guest,
+        &dir,
+        "winrm-pselev",
+        &format!(
+            r#"  provisioner "powershell" {{
+    elevated_user     = "vagrant"
+    elevated_password = "{PASSWORD}"
+    environment_vars  = ["FOO=bar baz"]
+    inline            = ["Write-Output \"elevated FOO=$env:FOO\"", "exit 3"]
+    valid_exit_codes  = [0, 3]
+  }}
+"#
+        ),
+    );
+    let record = b.standin.commands();
+    assert!(b.success, "packer build failed");
+    assert!(b.text.contains("elevated FOO=bar baz"), "{}", b.text);
+    assert!(!b.text.contains(PASSWORD), "the password shows: {}", b.text);
+    let wrapper = record
+        .iter()
+        .find(|c| {
+            c.line.starts_with(
+                "powershell -executionpolicy bypass -file \"C:/Windows/Temp/packer-elevated-shell-",
+            )
+        })
+        .unwrap_or_else(|| panic!("no elevated run:\n{}", shown(&record)));
+    assert_eq!(wrapper.exit_code, Some(3), "{}", shown(&record));
+    let temp = b.standin.host_path(r"C:\Windows\Temp").unwrap();
+    let left: Vec<String> = std::fs::read_dir(&temp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("packer-"))
+        .collect();
+    assert!(left.is_empty(), "left in C:\\Windows\\Temp: {left:?}");
+    assert_built_and_cleaned(&bed, &b.output, &b.vm_name);
+}

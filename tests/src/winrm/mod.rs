@@ -26,8 +26,9 @@
 //! What it runs, against a folder that stands for `C:\` (the user's
 //! profile, `C:\Users\<user>`, is the base of relative paths; `%TEMP%`
 //! and `$env:TEMP` are `C:\Windows\Temp`):
-//! - cmd: `cmd /c` prefixes, `&&` chains, `echo TEXT`, `echo TEXT >> FILE`
-//!   and `> FILE`, `exit [/b] N`, `timeout /t N` (sleeps N seconds),
+//! - cmd: `cmd /c` prefixes, `&&` chains, `echo TEXT`, output redirected
+//!   with `> FILE` or `>> FILE` (and `2>&1` for stderr too; `%SYSTEMROOT%`
+//!   and `%WINDIR%` are `C:\Windows`), `exit [/b] N`, `timeout /t N` (sleeps N seconds),
 //!   `type FILE`, `set ...` (the environment is not modelled: no effect),
 //!   `shutdown /r [/t N]` (a restart: see below), `shutdown /a` (aborts
 //!   a scheduled one), other `shutdown ...` (exit 0; powering off is the
@@ -35,12 +36,17 @@
 //!   `.bat`/`.cmd` file on the drive (its lines, skipping `@echo off`,
 //!   `rem` and `::`, until one fails), and `powershell [flags]
 //!   -EncodedCommand B64` (the script is UTF-16LE, as PowerShell reads
-//!   it) or `powershell [flags] [-Command] SCRIPT`.
+//!   it), `powershell [flags] -File PATH` or `powershell [flags]
+//!   [-Command] SCRIPT`.
 //! - PowerShell, statement by statement (newlines and `;` outside quotes
 //!   and brackets): `Write-Output`/`Write-Host`/`echo X`, `Write-Error X`
 //!   (stderr, exit status 1), `exit N` and `exit $LastExitCode`,
 //!   `Start-Sleep [-Seconds] N` and `-Milliseconds N`, `Test-Path P`
-//!   (prints True or False), `Remove-Item P`, variable assignments (a
+//!   (prints True or False), `Remove-Item P`, the process's environment
+//!   (`$env:NAME="value"` sets it, `$env:NAME` and `${env:NAME}` read it,
+//!   bare or in double-quoted strings, with backtick escapes; `TEMP` and
+//!   `TMP` are set; each `powershell` starts afresh, a script run with
+//!   `&` shares it), other variable assignments (a
 //!   quoted path, or one through `[System.IO.Path]::GetFullPath(...)`, is
 //!   kept for `Test-Path $x` and `Remove-Item $x`; others are ignored),
 //!   `cmd /c ...`, `& { ... }` (a block run in place),
@@ -62,7 +68,18 @@
 //!   Packer's winrmcp does, and the temporary file is removed when the
 //!   script says `Remove-Item`), and a read-back for downloads (a script that
 //!   sets `$file_path` to a literal, or passes one to `ReadAllBytes`, and calls
-//!   `ReadAllBytes` and `ToBase64String`: prints the file as one base64 line).
+//!   `ReadAllBytes` and `ToBase64String`: prints the file as one base64 line),
+//!   and Packer's elevated wrapper (`elevated_user`: a script that
+//!   registers a task through `New-Object -ComObject "Schedule.Service"`
+//!   and `RegisterTaskDefinition` from an XML definition, `$log`,
+//!   `$password` and `$script` set to literals): the task's `cmd /c
+//!   COMMAND > LOG 2>&1` runs in `C:\Windows\system32` as the definition's
+//!   `UserId`, which must be the account with its password (or a service
+//!   account such as `SYSTEM` with none), the log's lines are printed as
+//!   they come, the log and the wrapper are removed and its exit code is
+//!   the command's. Credentials that do not match fail it at once with
+//!   Windows' "The user name or password is incorrect" (Windows refuses
+//!   the registration too, but its wrapper then waits forever).
 //! - Anything else fails as Windows would: cmd answers "'X' is not
 //!   recognized as an internal or external command" on stderr with exit
 //!   code 9009, PowerShell names the unknown term on stderr and exits 1.
@@ -203,6 +220,8 @@ impl StandIn {
             home,
             hostname: config.hostname.clone(),
             power: Arc::new(power::Power::new(config.reboot)),
+            username: config.username.clone(),
+            password: config.password.clone(),
         };
         let state = Arc::new(server::State::new(config, url, machine));
         runtime.spawn(server::serve(listener, tls, state.clone()));

@@ -33,6 +33,10 @@ pub struct Machine {
     pub hostname: String,
     /// Restarts (`shutdown /r`, `shutdown /a`).
     pub power: std::sync::Arc<Power>,
+    /// The one account, for scheduled tasks registered with a password.
+    pub username: String,
+    /// Its password.
+    pub password: String,
 }
 
 impl Machine {
@@ -66,12 +70,19 @@ impl Machine {
 }
 
 /// `%TEMP%`, `%TMP%` and `$env:TEMP` as Windows sets them for a service
-/// session.
+/// session, and `%SYSTEMROOT%` and `%WINDIR%`.
 fn expand_env(p: &str) -> String {
     let mut s = p.to_string();
-    for var in ["%TEMP%", "%TMP%", "$env:TEMP", "$env:TMP"] {
+    for (var, value) in [
+        ("%TEMP%", r"C:\Windows\Temp"),
+        ("%TMP%", r"C:\Windows\Temp"),
+        ("$env:TEMP", r"C:\Windows\Temp"),
+        ("$env:TMP", r"C:\Windows\Temp"),
+        ("%SYSTEMROOT%", r"C:\Windows"),
+        ("%WINDIR%", r"C:\Windows"),
+    ] {
         while let Some(i) = s.to_ascii_lowercase().find(&var.to_ascii_lowercase()) {
-            s.replace_range(i..i + var.len(), r"C:\Windows\Temp");
+            s.replace_range(i..i + var.len(), value);
         }
     }
     s
@@ -80,27 +91,54 @@ fn expand_env(p: &str) -> String {
 /// A command's output side.
 struct Io<'a> {
     tx: &'a UnboundedSender<Event>,
+    /// The file cmd redirected stdout to, and whether stderr goes there
+    /// too (`2>&1`).
+    to_file: Option<(PathBuf, bool)>,
 }
 
-impl Io<'_> {
+impl<'a> Io<'a> {
+    fn new(tx: &'a UnboundedSender<Event>) -> Io<'a> {
+        Io { tx, to_file: None }
+    }
+    fn stdout(&self, bytes: Vec<u8>) {
+        match &self.to_file {
+            Some((path, _)) => append(path, &bytes),
+            None => {
+                let _ = self.tx.send(Event::Out(Output::Stdout(bytes)));
+            }
+        }
+    }
     fn out(&self, text: &str) {
-        let _ = self
-            .tx
-            .send(Event::Out(Output::Stdout(text.as_bytes().to_vec())));
+        self.stdout(text.as_bytes().to_vec());
     }
     fn line(&self, text: &str) {
         self.out(&format!("{text}\r\n"));
     }
     fn err(&self, text: &str) {
-        let _ = self.tx.send(Event::Out(Output::Stderr(
-            format!("{text}\r\n").into_bytes(),
-        )));
+        let bytes = format!("{text}\r\n").into_bytes();
+        match &self.to_file {
+            Some((path, true)) => append(path, &bytes),
+            _ => {
+                let _ = self.tx.send(Event::Out(Output::Stderr(bytes)));
+            }
+        }
+    }
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(bytes);
     }
 }
 
 /// Runs one command line under cmd and reports its output and exit code.
 pub async fn run(machine: &Machine, line: &str, tx: UnboundedSender<Event>) {
-    let io = Io { tx: &tx };
+    let io = Io::new(&tx);
     let code = cmd(machine, line, &io).await;
     let _ = tx.send(Event::Exit(code));
 }
@@ -192,8 +230,14 @@ fn split_quoted(s: &str, seps: &[&str], quotes: &[char]) -> Vec<String> {
     let mut start = 0;
     let mut i = 0;
     let b = s.as_bytes();
+    // PowerShell's escape character, outside single quotes.
+    let escapes = quotes.contains(&'\'');
     while i < b.len() {
         let c = b[i] as char;
+        if escapes && c == '`' && quote != Some('\'') {
+            i += 2;
+            continue;
+        }
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
@@ -227,12 +271,72 @@ async fn cmd(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
     }
     let mut code = 0;
     for part in split_cmd(line, &["&&"]) {
-        code = simple(machine, part.trim(), io).await;
+        code = match redirection(part.trim()) {
+            Some((command, target, add, err_too)) => {
+                let opened = machine.host_path(target).and_then(|p| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(add)
+                        .write(true)
+                        .truncate(!add)
+                        .open(&p)
+                        .ok()
+                        .map(|_| p)
+                });
+                match opened {
+                    Some(p) => {
+                        let to = Io {
+                            tx: io.tx,
+                            to_file: Some((p, err_too)),
+                        };
+                        simple(machine, command.trim(), &to).await
+                    }
+                    None => {
+                        io.err("The system cannot find the path specified.");
+                        1
+                    }
+                }
+            }
+            None => simple(machine, part.trim(), io).await,
+        };
         if code != 0 {
             break;
         }
     }
     code
+}
+
+/// `COMMAND > FILE` or `>> FILE`, maybe with `1>` and a trailing `2>&1`:
+/// the command, the file, whether it appends, whether stderr goes too.
+/// Other redirections are not recognised.
+fn redirection(part: &str) -> Option<(&str, &str, bool, bool)> {
+    let mut quoted = false;
+    let at = part.char_indices().find_map(|(i, c)| match c {
+        '"' => {
+            quoted = !quoted;
+            None
+        }
+        '>' if !quoted => Some(i),
+        _ => None,
+    })?;
+    let mut command = &part[..at];
+    if let Some(c) = command.strip_suffix('1').filter(|c| c.ends_with(' ')) {
+        command = c;
+    } else if command.ends_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let rest = &part[at..];
+    let add = rest.starts_with(">>");
+    let w = words(rest.trim_start_matches('>'));
+    match w.as_slice() {
+        [_] => {}
+        [_, merge] if merge == "2>&1" => {}
+        _ => return None,
+    }
+    // The target as written (quotes and all), for `host_path`.
+    let target = rest.trim_start_matches('>').trim();
+    let target = target.strip_suffix("2>&1").unwrap_or(target).trim();
+    Some((command, target, add, w.len() == 2))
 }
 
 /// One cmd command.
@@ -301,7 +405,7 @@ async fn simple(machine: &Machine, line: &str, io: &Io<'_>) -> i32 {
         "type" => match w.get(1).and_then(|p| machine.host_path(p)) {
             Some(p) => match std::fs::read(&p) {
                 Ok(b) => {
-                    let _ = io.tx.send(Event::Out(Output::Stdout(b)));
+                    io.stdout(b);
                     0
                 }
                 Err(_) => {
@@ -420,6 +524,16 @@ async fn powershell(machine: &Machine, args: &[String], io: &Io<'_>) -> i32 {
             break;
         }
         match a.as_str() {
+            "-file" | "-f" => {
+                let path = args.get(i + 1).map(String::as_str).unwrap_or_default();
+                return match machine.host_path(path).map(std::fs::read_to_string) {
+                    Some(Ok(text)) => Box::pin(ps_script(machine, &text, io)).await,
+                    _ => {
+                        io.err(&format!("The argument '{path}' to the -File parameter does not exist. Provide the path to an existing '.ps1' file as an argument to the -File parameter."));
+                        -196608
+                    }
+                };
+            }
             "-executionpolicy" | "-inputformat" | "-outputformat" | "-windowstyle" => i += 2,
             "-command" | "-c" => {
                 script = Some(args[i + 1..].join(" "));
@@ -475,15 +589,149 @@ async fn ps_script(machine: &Machine, script: &str, io: &Io<'_>) -> i32 {
             return read_back(machine, path, io);
         }
     }
-    let mut st = PsState::default();
+    if script.contains("New-Object -ComObject \"Schedule.Service\"")
+        && script.contains("RegisterTaskDefinition")
+    {
+        if let Some(code) = scheduled_task(machine, script, io).await {
+            return code;
+        }
+    }
+    let mut st = PsState::new();
     match ps_block(machine, script, io, &mut st).await {
         Flow::Exit(code) => code,
         Flow::Next => i32::from(st.failed),
     }
 }
 
+/// The double-quoted literal after `marker`, as PowerShell reads it
+/// (backtick escapes undone; `$env:` expanded).
+fn ps_literal_after(script: &str, marker: &str) -> Option<String> {
+    let at = script.find(marker)? + marker.len();
+    let rest = &script[at..];
+    let open = rest.find('"')?;
+    let mut escaped = false;
+    let close = rest[open + 1..].char_indices().find_map(|(i, c)| {
+        let end = c == '"' && !escaped;
+        escaped = c == '`' && !escaped;
+        end.then_some(open + 1 + i)
+    })?;
+    Some(PsState::new().value(&rest[open..=close]))
+}
+
+/// The text of the first `<tag>` element in `xml`, unescaped.
+fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let at = xml.find(&open)? + open.len();
+    let end = xml[at..].find(&format!("</{tag}>"))? + at;
+    let mut out = String::new();
+    let mut rest = &xml[at..end];
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let semi = rest[i..].find(';')? + i;
+        let entity = &rest[i + 1..semi];
+        let c = match entity {
+            "lt" => '<',
+            "gt" => '>',
+            "amp" => '&',
+            "quot" => '"',
+            "apos" => '\'',
+            e => {
+                let n = match e.strip_prefix("#x").or_else(|| e.strip_prefix("#X")) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                    None => e.strip_prefix('#')?.parse().ok()?,
+                };
+                char::from_u32(n)?
+            }
+        };
+        out.push(c);
+        rest = &rest[semi + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The accounts a task may run as without a password.
+fn is_service_account(user: &str) -> bool {
+    let u = user.to_ascii_lowercase();
+    let u = u.strip_prefix(r"nt authority\").unwrap_or(&u);
+    matches!(u, "system" | "local service" | "network service")
+}
+
+/// Packer's elevated wrapper, recognised by its shape: it registers a
+/// task with the Task Scheduler (`Schedule.Service`) from an XML
+/// definition whose action is `cmd /c COMMAND > LOG 2>&1`, runs it, prints
+/// the log's lines as they come until the task is done, removes the log
+/// and itself, deletes the task and exits with the task's result (the
+/// command's exit code). The task runs as the definition's user, checked
+/// against the account (or a service account, with no password), in
+/// `C:\Windows\system32`. `None` when the script lacks a part of that
+/// shape (it then fails statement by statement).
+async fn scheduled_task(machine: &Machine, script: &str, io: &Io<'_>) -> Option<i32> {
+    let log = machine.host_path(&ps_literal_after(script, "$log =")?)?;
+    let script_file = ps_literal_after(script, "$script =")?;
+    let password = ps_literal_after(script, "$password =")?;
+    let (_, xml) = script.split_once("[xml]@'")?;
+    let (xml, _) = xml.split_once("'@")?;
+    let user = xml_text(xml, "UserId")?;
+    let command = format!(
+        "{} {}",
+        xml_text(xml, "Command")?,
+        xml_text(xml, "Arguments")?
+    );
+    let name = user.rsplit('\\').next().unwrap_or(&user);
+    let domain = user.rsplit_once('\\').map(|(d, _)| d);
+    let ours = name.eq_ignore_ascii_case(&machine.username)
+        && domain.is_none_or(|d| d == "." || d.eq_ignore_ascii_case(&machine.hostname))
+        && password == machine.password;
+    if !(ours || (password.is_empty() && is_service_account(&user))) {
+        // Windows refuses the registration; its wrapper would then wait
+        // for a task that never runs. The stand-in stops here instead.
+        io.err("Exception calling \"RegisterTaskDefinition\" with \"7\" argument(s): \"The user name or password is incorrect. (Exception from HRESULT: 0x8007052E)\"");
+        return Some(1);
+    }
+    let task_machine = Machine {
+        home: r"C:\Windows\system32".into(),
+        ..machine.clone()
+    };
+    // A task's own console goes nowhere.
+    let (nowhere, _) = tokio::sync::mpsc::unbounded_channel();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let task = async {
+        let code = Box::pin(cmd(&task_machine, &command, &Io::new(&nowhere))).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        code
+    };
+    let tail = async {
+        let mut shown = 0;
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let text = std::fs::read(&log).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            // Whole lines while it runs; the rest when it is done.
+            let upto = if finished {
+                text.len()
+            } else {
+                text.rfind('\n').map_or(0, |i| i + 1)
+            };
+            for line in text[..upto].lines().skip(shown) {
+                io.line(line);
+                shown += 1;
+            }
+            if finished {
+                break;
+            }
+        }
+    };
+    let (code, ()) = tokio::join!(task, tail);
+    let _ = std::fs::remove_file(&log);
+    if let Some(p) = machine.host_path(&script_file) {
+        let _ = std::fs::remove_file(p);
+    }
+    Some(code)
+}
+
 /// What a PowerShell session carries between statements.
-#[derive(Default)]
 struct PsState {
     /// A statement failed (`Write-Error`, an unknown term).
     failed: bool,
@@ -492,9 +740,91 @@ struct PsState {
     /// Variables set to a path: `$x = "P"` or
     /// `$x = [System.IO.Path]::GetFullPath("P")` (names in lower case).
     paths: std::collections::HashMap<String, String>,
+    /// The process's environment (`$env:NAME`; names in lower case, as
+    /// Windows compares them without case).
+    env: std::collections::HashMap<String, String>,
 }
 
 impl PsState {
+    /// A new PowerShell process: the environment a service session gives
+    /// it (`TEMP` and `TMP`).
+    fn new() -> PsState {
+        let env = [
+            ("temp", r"C:\Windows\Temp"),
+            ("tmp", r"C:\Windows\Temp"),
+            ("systemroot", r"C:\Windows"),
+            ("windir", r"C:\Windows"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        PsState {
+            failed: false,
+            last_exit: 0,
+            paths: Default::default(),
+            env,
+        }
+    }
+
+    /// A script run with `&`: its own variables, the process's environment.
+    fn child(&self) -> PsState {
+        PsState {
+            env: self.env.clone(),
+            ..PsState::new()
+        }
+    }
+
+    /// An argument's value: a double-quoted string with `$env:NAME` and
+    /// `${env:NAME}` expanded (an unset one is empty) and backtick escapes
+    /// undone, a single-quoted one as it is, a bare `$env:NAME`; anything
+    /// else unquoted, as before.
+    fn value(&self, arg: &str) -> String {
+        let arg = arg.trim();
+        if let Some(name) = env_name(arg).filter(|(_, len)| *len == arg.len()) {
+            return self.env_var(name.0);
+        }
+        match arg.strip_prefix('"').and_then(|a| a.strip_suffix('"')) {
+            Some(inner) if arg.len() >= 2 => self.expand(inner),
+            _ => unquote(arg),
+        }
+    }
+
+    fn env_var(&self, name: &str) -> String {
+        self.env
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The inside of a double-quoted string.
+    fn expand(&self, inner: &str) -> String {
+        let mut out = String::new();
+        let mut chars = inner.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '`' => match chars.next() {
+                    Some((_, 'n')) => out.push('\n'),
+                    Some((_, 'r')) => out.push('\r'),
+                    Some((_, 't')) => out.push('\t'),
+                    Some((_, '0')) => out.push('\0'),
+                    Some((_, e)) => out.push(e),
+                    None => out.push('`'),
+                },
+                '$' => match env_name(&inner[i..]) {
+                    Some((name, len)) => {
+                        out.push_str(&self.env_var(name));
+                        while chars.peek().is_some_and(|(j, _)| *j < i + len) {
+                            chars.next();
+                        }
+                    }
+                    None => out.push('$'),
+                },
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
     /// The path an argument names: a variable's value, or the argument.
     fn path<'a>(&'a self, arg: &'a str) -> &'a str {
         arg.strip_prefix('$')
@@ -508,6 +838,20 @@ impl PsState {
             return;
         };
         let value = value.trim();
+        let name = name.trim();
+        if let Some(var) = name
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("env:"))
+            .map(|_| &name[4..])
+        {
+            let value = self.value(value);
+            if value.is_empty() {
+                self.env.remove(&var.to_ascii_lowercase());
+            } else {
+                self.env.insert(var.to_ascii_lowercase(), value);
+            }
+            return;
+        }
         let value = value
             .strip_prefix("[System.IO.Path]::GetFullPath(")
             .and_then(|v| v.strip_suffix(')'))
@@ -517,6 +861,22 @@ impl PsState {
                 .insert(name.trim().to_ascii_lowercase(), unquote(value));
         }
     }
+}
+
+/// `$env:NAME` or `${env:NAME}` at the start of `s`: the name and the
+/// length of the reference.
+fn env_name(s: &str) -> Option<(&str, usize)> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let prefix = s.get(..6)?;
+    if prefix.eq_ignore_ascii_case("${env:") {
+        let end = s.find('}')?;
+        return Some((&s[6..end], end + 1));
+    }
+    if !prefix[..5].eq_ignore_ascii_case("$env:") {
+        return None;
+    }
+    let len = s[5..].find(|c: char| !is_name(c)).unwrap_or(s.len() - 5);
+    (len > 0).then(|| (&s[5..5 + len], 5 + len))
 }
 
 /// Whether a block ran to its end or hit `exit`.
@@ -565,13 +925,15 @@ fn ps_block<'a>(
 }
 
 /// A PowerShell script file, run with `&`: its `exit` ends only it.
-async fn ps_file(machine: &Machine, path: &str, io: &Io<'_>) -> Option<i32> {
+async fn ps_file(machine: &Machine, path: &str, io: &Io<'_>, st: &mut PsState) -> Option<i32> {
     let text = std::fs::read_to_string(machine.host_path(path)?).ok()?;
-    let mut inner = PsState::default();
-    Some(match ps_block(machine, &text, io, &mut inner).await {
+    let mut inner = st.child();
+    let code = match ps_block(machine, &text, io, &mut inner).await {
         Flow::Exit(code) => code,
         Flow::Next => i32::from(inner.failed),
-    })
+    };
+    st.env = inner.env;
+    Some(code)
 }
 
 async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsState) -> Flow {
@@ -589,7 +951,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
             };
         }
         // `&'C:/x.ps1'`: a script file.
-        return match ps_file(machine, &unquote(rest), io).await {
+        return match ps_file(machine, &unquote(rest), io, st).await {
             Some(code) => {
                 st.last_exit = code;
                 Flow::Next
@@ -612,7 +974,7 @@ async fn ps_statement(machine: &Machine, stmt: &str, io: &Io<'_>, st: &mut PsSta
     if verb == "if" || verb.starts_with("if(") {
         return ps_if(machine, stmt, io, st).await;
     }
-    let rest = || unquote(stmt[w[0].len()..].trim());
+    let rest = || st.value(&stmt[w[0].len()..]);
     match verb.as_str() {
         v if v.starts_with('$') && stmt.contains('=') => st.assign(stmt),
         "write-output" | "write-host" | "echo" => match host_name_format(machine, &rest()) {
@@ -785,6 +1147,8 @@ mod tests {
             home: home.into(),
             hostname: "WIN-TEST".into(),
             power: std::sync::Arc::new(Power::new(super::super::power::Reboot::default())),
+            username: "u".into(),
+            password: "p$\"w".into(),
         }
     }
 
@@ -887,6 +1251,128 @@ mod tests {
             err.contains("The term 'Get-Thing' is not recognized"),
             "{err}"
         );
+    }
+
+    /// `powershell -EncodedCommand` for `script`.
+    fn encoded(script: &str) -> String {
+        let enc: Vec<u8> = script.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        format!(
+            "powershell -executionpolicy bypass -encodedCommand {}",
+            base64::engine::general_purpose::STANDARD.encode(enc)
+        )
+    }
+
+    #[test]
+    fn environment_variables_are_set_and_read_as_powershell_does() {
+        // The shape of Packer's env-vars file, a value escaped as it
+        // escapes them (`"` and `$` with a backtick).
+        let files = [
+            (
+                "c:/Windows/Temp/vars.ps1",
+                "$env:FOO=\"bar baz\"; $env:N=\"1\"; $env:Q=\"a`\"b`$c\"; ",
+            ),
+            (
+                "c:/Windows/Temp/s.ps1",
+                "Write-Output \"FOO=$env:FOO\"\nWrite-Output \"N=${env:N};Q=$env:Q;U=[$env:UNSET]\"\n\
+                 Write-Output 'FOO=$env:FOO'\necho $env:n\n$env:FOO=\"changed\"\nexit 3\n",
+            ),
+        ];
+        let script = ". c:/Windows/Temp/vars.ps1; &'c:/Windows/Temp/s.ps1'; \
+                      Write-Output \"after: $env:FOO in $env:TEMP\"";
+        let (code, out, err) = run_on(&files, &encoded(script));
+        assert_eq!(
+            out,
+            "FOO=bar baz\r\nN=1;Q=a\"b$c;U=[]\r\nFOO=$env:FOO\r\n1\r\n\
+             after: changed in C:\\Windows\\Temp\r\n"
+        );
+        assert_eq!((code, err.as_str()), (0, ""));
+        // Each PowerShell is its own process: nothing carries over.
+        let (_, out, _) = run_on(&files, &encoded("Write-Output \"[$env:FOO]\""));
+        assert_eq!(out, "[]\r\n");
+    }
+
+    /// A wrapper of the shape Packer's `elevated_user` option uploads:
+    /// a task registered through `Schedule.Service` from an XML
+    /// definition running `cmd /c COMMAND > LOG 2>&1`, its log printed.
+    fn elevated_wrapper(user: &str, password: &str) -> String {
+        let inner = "powershell -executionpolicy bypass &#34;&amp; { . c:/Windows/Temp/vars.ps1; \
+                     &amp;&#39;c:/Windows/Temp/s.ps1&#39;; exit $LastExitCode }&#34; \
+                     &gt; %SYSTEMROOT%/Temp/packer-t.out 2&gt;&amp;1";
+        format!(
+            "$name = \"packer-t\"\n\
+             $log = [System.Environment]::ExpandEnvironmentVariables(\"%SYSTEMROOT%/Temp/packer-t.out\")\n\
+             $s = New-Object -ComObject \"Schedule.Service\"\n$s.Connect()\n$t = $s.NewTask($null)\n\
+             $xml = [xml]@'\n<Task><Principals><Principal id=\"Author\"><UserId>{user}</UserId>\
+             </Principal></Principals><Actions Context=\"Author\"><Exec><Command>cmd</Command>\
+             <Arguments>/c {inner}</Arguments></Exec></Actions></Task>\n'@\n\
+             $password = \"{password}\"\n\
+             $f = $s.GetFolder(\"\\\")\n\
+             $f.RegisterTaskDefinition($name, $t, 6, \"{user}\", $password, 1, $null) | Out-Null\n\
+             $script = [System.Environment]::ExpandEnvironmentVariables(\"C:/Windows/Temp/w.ps1\")\n\
+             exit $result\n"
+        )
+    }
+
+    #[test]
+    fn an_elevated_wrapper_runs_its_task_as_the_account_and_prints_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = machine(dir.path().to_path_buf(), r"C:\Users\u");
+        let put = |p: &str, text: &str| {
+            let p = m.host_path(p).unwrap();
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let run = r#"powershell -executionpolicy bypass -file "C:/Windows/Temp/w.ps1""#;
+        put("c:/Windows/Temp/vars.ps1", "$env:FOO=\"x y\"; ");
+        put(
+            "c:/Windows/Temp/s.ps1",
+            "Write-Output \"elevated FOO=$env:FOO\"\nWrite-Error oops\nexit 4\n",
+        );
+        put(
+            "c:/Windows/Temp/w.ps1",
+            &elevated_wrapper(r".\u", "p`$`\"w"),
+        );
+        assert_eq!(
+            run_with(&m, run),
+            (4, "elevated FOO=x y\r\noops\r\n".into(), String::new())
+        );
+        assert!(!m.host_path("c:/Windows/Temp/w.ps1").unwrap().exists());
+        assert!(!m
+            .host_path("c:/Windows/Temp/packer-t.out")
+            .unwrap()
+            .exists());
+        // SYSTEM needs no password; a wrong one is refused.
+        put("c:/Windows/Temp/w.ps1", &elevated_wrapper("SYSTEM", ""));
+        assert_eq!(run_with(&m, run).0, 4);
+        put("c:/Windows/Temp/w.ps1", &elevated_wrapper("u", "wrong"));
+        let (code, out, err) = run_with(&m, run);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert!(
+            err.contains("The user name or password is incorrect"),
+            "{err}"
+        );
+        let (code, _, err) = run_with(&m, r#"powershell -file "C:/none.ps1""#);
+        assert_eq!(code, -196608);
+        assert!(err.contains("-File parameter does not exist"), "{err}");
+    }
+
+    #[test]
+    fn cmd_redirects_output_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = machine(dir.path().to_path_buf(), r"C:\Users\u");
+        let read = |p: &str| std::fs::read_to_string(m.host_path(p).unwrap()).unwrap();
+        assert_eq!(
+            run_with(&m, "echo one > c:/a.txt"),
+            (0, String::new(), String::new())
+        );
+        assert_eq!(run_with(&m, "echo two >> c:/a.txt").0, 0);
+        assert_eq!(read("c:/a.txt"), "one\r\ntwo\r\n");
+        let line = "powershell -Command \"Write-Output out; Write-Error bad\" > c:/b.txt";
+        assert_eq!(run_with(&m, line), (1, String::new(), "bad\r\n".into()));
+        assert_eq!(read("c:/b.txt"), "out\r\n");
+        assert_eq!(run_with(&m, &format!("{line} 2>&1")).1, "");
+        assert_eq!(read("c:/b.txt"), "out\r\nbad\r\n");
+        assert_eq!(run_with(&m, "echo x > D:/x.txt").0, 1);
     }
 
     #[test]
