@@ -16,3 +16,12 @@ pub mod sshkey;
 pub mod template;
 pub mod ui;
 pub mod winrm;
+
+/// `s` with its `%XX` escapes decoded (a malformed one is kept as it is),
+/// read as UTF-8 with replacement characters: URL paths and the user
+/// information of proxy URLs.
+pub(crate) fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}

@@ -231,7 +231,7 @@ async fn serve(mut conn: TcpStream, files: &Files, idle: Duration) -> std::io::R
 }
 
 async fn lookup(files: &Files, path: &str) -> Option<Body> {
-    let path = percent_decode(path);
+    let path = crate::percent_decode(path);
     if let Some(c) = files.content.get(&path) {
         return Some(Body::Text(c.clone().into_bytes()));
     }
@@ -252,25 +252,6 @@ async fn lookup(files: &Files, path: &str) -> Option<Body> {
     // folder would never end.
     let meta = file.metadata().await.ok()?;
     meta.is_file().then(|| Body::File(file, meta.len()))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// This machine's IPv4 address on the interface `dev`, the address a

@@ -150,8 +150,8 @@ fn parse_proxy(value: &str) -> Option<Proxy> {
         _ => 80,
     });
     let authorization = (!u.username().is_empty() || u.password().is_some()).then(|| {
-        let user = percent_decode(u.username());
-        let password = percent_decode(u.password().unwrap_or(""));
+        let user = crate::percent_decode(u.username());
+        let password = crate::percent_decode(u.password().unwrap_or(""));
         format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -164,27 +164,6 @@ fn parse_proxy(value: &str) -> Option<Proxy> {
         authorization,
         url: u.to_string(),
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Go's `net.SplitHostPort`: `host:port` or `[host]:port`.
