@@ -33,6 +33,9 @@ pub mod label {
     /// Set on a saved slot's instance and its clones (a clone has [`JOB`]
     /// once handed one).
     pub const SAVED: &str = "saved";
+    /// Set on a warm VM: the version of the template it was started
+    /// from (as a saved slot's, see `Host::slot_version`).
+    pub const VERSION: &str = "template-version";
 }
 
 /// What a template offers, read from a host.

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod daemon;
 pub mod hosts;
+pub mod hours;
 pub mod http;
 pub mod metrics;
 pub mod persist;

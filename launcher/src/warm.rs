@@ -19,6 +19,7 @@ use kvmhost::libvirt::instance::InstanceSpec;
 use crate::config::Config;
 use crate::daemon::{agent_tags, random_hex, sh_quote};
 use crate::hosts::{label, HostRt};
+use crate::hours::LocalTime;
 
 /// How long a hand-off may take from opening the channel to `started`.
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,7 +70,14 @@ pub struct Removal {
 #[derive(Debug, Default)]
 pub struct WarmPool {
     vms: HashMap<String, WarmVm>,
+    /// When the waiting VMs' template versions were last checked.
+    checked: Option<Instant>,
 }
+
+/// How often the waiting warm VMs' template versions are checked, so a
+/// changed template replaces them in the background (a hand-off checks
+/// its VM's version anyway).
+pub const VERSION_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 impl WarmPool {
     /// The VMs followed now.
@@ -181,6 +189,38 @@ impl WarmPool {
         out
     }
 
+    /// The waiting VMs (name, definition, host) whose template version
+    /// is due for a check: all of them once every
+    /// [`VERSION_CHECK_EVERY`], else none.
+    pub fn due_for_version_check(&mut self, now: Instant) -> Vec<(String, usize, usize)> {
+        if self
+            .checked
+            .is_some_and(|t| now.duration_since(t) < VERSION_CHECK_EVERY)
+        {
+            return Vec::new();
+        }
+        self.checked = Some(now);
+        self.vms
+            .iter()
+            .filter(|(_, w)| w.state == WarmState::Ready)
+            .map(|(vm, w)| (vm.clone(), w.def, w.host))
+            .collect()
+    }
+
+    /// Takes `vm` out of the pool if it still waits (not claimed for a
+    /// job meanwhile); whether it did.
+    pub fn take_waiting(&mut self, vm: &str) -> bool {
+        if self
+            .vms
+            .get(vm)
+            .is_some_and(|w| w.state == WarmState::Ready)
+        {
+            self.vms.remove(vm);
+            return true;
+        }
+        false
+    }
+
     /// `vm` answered the probe (`ready`) or not; true when it became ready.
     pub fn probed(&mut self, vm: &str, ready: bool) -> bool {
         match self.vms.get_mut(vm) {
@@ -262,12 +302,18 @@ impl WarmPool {
         out
     }
 
-    /// Warm VMs beyond what the config asks for (after a restart with a
-    /// smaller `warm`), waiting ones first; to be removed.
-    pub fn surplus(&mut self, cfg: &Config) -> Vec<Removal> {
+    /// Warm VMs beyond what the config asks for at `now` (after a
+    /// restart with a smaller `warm`, a job's VM released, or all of them
+    /// outside `warm_hours`), booting ones first; to be removed.
+    pub fn surplus(&mut self, cfg: &Config, now: LocalTime) -> Vec<Removal> {
         let mut out = Vec::new();
         for (d, a) in cfg.agents.iter().enumerate() {
-            let extra = self.kept(d).saturating_sub(a.warm as usize);
+            let wanted = a.warm_at(now);
+            let extra = self.kept(d).saturating_sub(wanted as usize);
+            let why = match &a.warm_hours {
+                Some(h) if wanted < a.warm => format!("outside warm_hours ({h})"),
+                _ => format!("more warm {} VMs than warm = {}", a.name, a.warm),
+            };
             // Booting ones first (a VM that waits is worth more than one
             // that may soon; a probe's late answer about a VM removed is
             // ignored), then waiting ones, newest first.
@@ -289,12 +335,51 @@ impl WarmPool {
                 out.push(Removal {
                     vm,
                     host: w.host,
-                    why: format!("more warm {} VMs than warm = {}", a.name, a.warm),
+                    why: why.clone(),
                 });
             }
         }
         out
     }
+}
+
+/// Whether warm VM `vm` of `def` on `host` was started from the
+/// template as it is now (its [`label::VERSION`] is the version a warm VM
+/// started now would have); `Err` says why not. One without the label
+/// counts as older.
+pub fn check_version(
+    host: &kvmhost::libvirt::Host,
+    cfg: &Config,
+    def: usize,
+    vm: &str,
+) -> Result<(), VersionError> {
+    let now = host.slot_version(&warm_instance_spec(cfg, def, vm))?;
+    match host.instance_label(vm, label::VERSION)? {
+        Some(v) if v == now => Ok(()),
+        had => Err(VersionError::Older {
+            vm: vm.to_string(),
+            had: had.unwrap_or_else(|| "unknown".into()),
+            now,
+        }),
+    }
+}
+
+/// Why a warm VM's template version is not the template's now.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// It was started from an older template.
+    #[error("{vm} was started from an older template (version {had}, now {now})")]
+    Older {
+        /// The VM.
+        vm: String,
+        /// The version it was started from.
+        had: String,
+        /// The version one started now would have.
+        now: String,
+    },
+    /// The host could not say.
+    #[error(transparent)]
+    Host(#[from] kvmhost::libvirt::Error),
 }
 
 /// The instance of a warm VM of `def` called `name`: no job, no token,

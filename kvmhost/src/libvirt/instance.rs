@@ -545,6 +545,12 @@ impl Host {
         ))
     }
 
+    /// Label `key` of running instance `id`, if it has one.
+    pub fn instance_label(&self, id: &str, key: &str) -> Result<Option<String>> {
+        let metadata = DomainDef::from_xml(&self.domain_xml(id)?)?.metadata;
+        Ok(metadata.get(&format!("{LABEL}{key}")).cloned())
+    }
+
     /// The running instances on the host, with their labels.
     pub fn instances(&self) -> Result<Vec<InstanceInfo>> {
         let doms = self

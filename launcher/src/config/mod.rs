@@ -260,6 +260,9 @@ pub struct AgentDef {
     /// How many VMs of this kind to keep booted and waiting for a job
     /// (handed one through the `org.kvmbe.handoff` channel); 0: none.
     pub warm: u32,
+    /// When the warm VMs are kept (`warm_hours`); none: always. Outside
+    /// these hours none are kept, so their hosts may sleep.
+    pub warm_hours: Option<crate::hours::Hours>,
     /// How many saved slots of this kind to keep on each awake host it
     /// may use (a VM booted until it waits for a job, its memory saved;
     /// a job's VM is restored from one); 0: none.
@@ -269,6 +272,15 @@ pub struct AgentDef {
 }
 
 impl AgentDef {
+    /// How many warm VMs to keep at `now`: `warm`, or none outside
+    /// `warm_hours`.
+    pub fn warm_at(&self, now: crate::hours::LocalTime) -> u32 {
+        match &self.warm_hours {
+            Some(h) if !h.contains(now) => 0,
+            _ => self.warm,
+        }
+    }
+
     /// The Buildkite queue key it serves (`__default__` for the default queue).
     pub fn queue_key(&self) -> String {
         match self.tags.get("queue") {

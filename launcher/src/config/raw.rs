@@ -100,6 +100,7 @@ struct RawAgent {
     hosts: Option<Vec<String>>,
     max_instances: Option<u32>,
     warm: Option<u32>,
+    warm_hours: Option<String>,
     saved: Option<u32>,
     agent_token_file: Option<PathBuf>,
     agent_tokens: Option<String>,
@@ -635,6 +636,19 @@ where
                 Ok(n)
             };
             let warm = count("warm", a.warm, "warm VMs")?;
+            let warm_hours = match &a.warm_hours {
+                None => None,
+                Some(_) if warm == 0 => {
+                    return Err(err(
+                        key_path!["agent", i, "warm_hours"],
+                        "without warm there are no warm VMs to keep in these hours; set warm = N, or remove warm_hours".into(),
+                    ))
+                }
+                Some(spec) => Some(
+                    spec.parse::<crate::hours::Hours>()
+                        .map_err(|e| err(key_path!["agent", i, "warm_hours"], e.to_string()))?,
+                ),
+            };
             let saved = count("saved", a.saved, "saved slots")?;
             let tokens = agent_tokens(
                 i,
@@ -651,6 +665,7 @@ where
                 hosts: allowed,
                 max_instances: a.max_instances,
                 warm,
+                warm_hours,
                 saved,
                 tokens,
             });

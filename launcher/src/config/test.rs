@@ -606,6 +606,48 @@ fn warm_defaults_to_none_and_is_read() {
 }
 
 #[test]
+fn warm_hours_are_read_and_bad_ones_named_with_what_to_do() {
+    use crate::hours::LocalTime;
+    assert!(check(GOOD).unwrap().agents[0].warm_hours.is_none());
+    let c = check(&GOOD.replace(
+        "max_instances = 2",
+        "max_instances = 2\nwarm = 2\nwarm_hours = \"Mon-Fri 08:00-20:00\"",
+    ))
+    .unwrap();
+    let a = &c.agents[1];
+    let monday_noon = LocalTime {
+        weekday: 0,
+        minute: 12 * 60,
+    };
+    let saturday_noon = LocalTime {
+        weekday: 5,
+        minute: 12 * 60,
+    };
+    assert_eq!((a.warm_at(monday_noon), a.warm_at(saturday_noon)), (2, 0));
+    assert_eq!(c.agents[0].warm_at(saturday_noon), 0);
+    let e = error(&GOOD.replace(
+        "max_instances = 2",
+        "max_instances = 2\nwarm = 2\nwarm_hours = \"Mon-Fri 8-20\"",
+    ));
+    assert!(
+        e.starts_with(
+            "/etc/launcher.toml:30: agent[1].warm_hours: \"8\" is no time of day; write HH:MM"
+        ),
+        "{e}"
+    );
+    let e = error(&GOOD.replace(
+        "max_instances = 2",
+        "max_instances = 2\nwarm_hours = \"daily 08:00-20:00\"",
+    ));
+    assert!(
+        e.starts_with(
+            "/etc/launcher.toml:29: agent[1].warm_hours: without warm there are no warm VMs"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
 fn saved_defaults_to_none_and_is_read_and_checked_like_warm() {
     assert_eq!(check(GOOD).unwrap().agents[0].saved, 0);
     let c = check(&GOOD.replace("max_instances = 2", "max_instances = 2\nsaved = 2")).unwrap();

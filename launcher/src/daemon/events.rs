@@ -57,6 +57,12 @@ pub(super) enum Event {
     WarmReleased { vm: String },
     /// A warm VM whose hand-off failed was removed.
     WarmRemoved { vm: String },
+    /// A waiting warm VM was started from an older template.
+    WarmStale {
+        vm: String,
+        host: usize,
+        why: String,
+    },
     /// A saved slot's check or build ended.
     SlotPrepared {
         host: usize,
@@ -106,6 +112,15 @@ impl Daemon {
             }
             Event::WarmReleased { vm } => self.warm.release(&vm),
             Event::WarmRemoved { vm } => self.warm.forget(&vm),
+            Event::WarmStale { vm, host, why } => {
+                if self.warm.take_waiting(&vm) {
+                    eprintln!(
+                        "warm {vm} on {}: {why}; removing it",
+                        self.cfg.hosts[host].name
+                    );
+                    self.remove_vm(host, &vm);
+                }
+            }
             Event::SlotPrepared { host, name, got } => self.on_slot_prepared(host, &name, &got),
             Event::SlotReleased { host, name } => self.saved.release(host, &name),
             Event::SlotBroken { host, name } => self.saved.broken(host, &name),

@@ -275,14 +275,18 @@ impl LaunchTask {
         issued: &Issued,
     ) -> bool {
         let (vm2, id, msg) = (vm.clone(), self.job.id.clone(), msg.clone());
+        let (cfg, def) = (self.cfg.clone(), self.def);
         let r = conn
             .run(move |h| {
+                // One from an older template is never handed a job.
+                warm::check_version(h, &cfg, def, &vm2).map_err(|e| e.to_string())?;
                 // Labelled first: a launcher restarted meanwhile
                 // counts it as the job's VM, not as a warm one.
                 if let Err(e) = h.set_instance_label(&vm2, label::JOB, &id) {
                     eprintln!("job {id}: labelling {vm2} with its job: {e}");
                 }
                 h.hand_off(&vm2, &msg, warm::HANDOFF_TIMEOUT)
+                    .map_err(|e| e.to_string())
             })
             .await;
         let why = match r {
@@ -290,7 +294,7 @@ impl LaunchTask {
                 self.started(vm, Kind::Warm, issued);
                 return true;
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => e,
             Err(e) => format!("the hand-off task failed: {e}"),
         };
         let line = format!(

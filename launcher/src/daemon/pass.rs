@@ -57,6 +57,7 @@ impl Daemon {
             self.act(&decisions, &found.jobs, &found.queue_of).await;
             self.keep_warm(&mut views, &mut defs);
             self.probe_warm();
+            self.check_warm_versions();
             self.keep_saved(&mut views, &mut defs);
             self.metrics.warm_vms(self.warm.counts(&self.cfg));
         }
@@ -87,7 +88,7 @@ impl Daemon {
             let mut gone = self
                 .warm
                 .sync(&self.cfg, &self.hosts, self.cfg.launcher.boot_timeout);
-            gone.extend(self.warm.surplus(&self.cfg));
+            gone.extend(self.warm.surplus(&self.cfg, crate::hours::LocalTime::now()));
             self.saved.sync(&self.hosts);
             for Removal { vm, host, why } in gone {
                 eprintln!(

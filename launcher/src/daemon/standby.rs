@@ -1,7 +1,7 @@
 //! VMs kept ready before any job asks: warm VMs booted and waiting, and
 //! saved slots to restore clones from.
 
-use crate::hosts::Launch;
+use crate::hosts::{label, Launch};
 use crate::saved;
 use crate::schedule::{awake_with_room, commit, DefView, HostView};
 use crate::warm;
@@ -16,13 +16,14 @@ impl Daemon {
     /// `max_vms`, `memory_limit` and `max_instances`.
     pub(super) fn keep_warm(&mut self, hosts: &mut [HostView], defs: &mut [DefView]) {
         let cfg = self.cfg.clone();
+        let now = crate::hours::LocalTime::now();
         for (d, a) in cfg.agents.iter().enumerate() {
             let mem = defs[d].memory_kib;
             // Nothing is known of the template before a host was read.
             if mem == 0 {
                 continue;
             }
-            for _ in self.warm.kept(d)..a.warm as usize {
+            for _ in self.warm.kept(d)..a.warm_at(now) as usize {
                 if a.max_instances.is_some_and(|m| defs[d].running >= m) {
                     break;
                 }
@@ -54,9 +55,17 @@ impl Daemon {
                 return;
             };
             let rt2 = rt.clone();
-            // Its name stands for the job: no VM has it as its job.
+            // Its name stands for the job: no VM has it as its job. It is
+            // labelled with the template's version, so one started from
+            // an older template is never handed a job.
             let r = conn
-                .run(move |c| crate::hosts::launch(&rt2, c, &spec, &spec.name))
+                .run(move |c| {
+                    let mut spec = spec;
+                    if let Ok(v) = c.slot_version(&spec) {
+                        spec.labels.insert(label::VERSION.to_string(), v);
+                    }
+                    crate::hosts::launch(&rt2, c, &spec, &spec.name)
+                })
                 .await;
             let started = match r {
                 Ok(Launch::Started(_)) => {
@@ -133,6 +142,28 @@ impl Daemon {
                     .await
                     .unwrap_or_else(|e| Err(e.into()));
                 let _ = tx.send(Event::SlotPrepared { host, name, got });
+            });
+        }
+    }
+
+    /// Checks, once a minute, that each waiting warm VM was started from
+    /// the template as it is now; one that was not is removed (and
+    /// replaced by the next pass).
+    pub(super) fn check_warm_versions(&mut self) {
+        for (vm, def, host) in self.warm.due_for_version_check(std::time::Instant::now()) {
+            let Some(conn) = self.hosts[host].conn() else {
+                continue;
+            };
+            let (tx, cfg) = (self.tx.clone(), self.cfg.clone());
+            tokio::spawn(async move {
+                let vm2 = vm.clone();
+                let r = conn
+                    .run(move |h| warm::check_version(h, &cfg, def, &vm2))
+                    .await;
+                if let Ok(Err(e @ warm::VersionError::Older { .. })) = r {
+                    let why = e.to_string();
+                    let _ = tx.send(Event::WarmStale { vm, host, why });
+                }
             });
         }
     }

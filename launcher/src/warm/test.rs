@@ -5,6 +5,12 @@ use kvmhost::libvirt::instance::InstanceInfo;
 
 use super::*;
 
+/// Monday, 12:00.
+const NOON: LocalTime = LocalTime {
+    weekday: 0,
+    minute: 12 * 60,
+};
+
 fn config(extra: &str) -> Config {
     let text = format!(
         "[buildkite]\nstack_key = \"kvm\"\nvm_agent_endpoint = \"http://10.0.0.1/v3\"\n\n\
@@ -154,7 +160,7 @@ fn warm_vms_beyond_the_setting_are_removed_booting_ones_first_then_waiting_ones(
     pool.starting("f", 0, 0);
     pool.started("f");
     assert_eq!(pool.to_probe().len(), 2);
-    let gone = pool.surplus(&cfg);
+    let gone = pool.surplus(&cfg, NOON);
     assert_eq!(gone.len(), 4, "{gone:?}");
     assert!(gone[..2].iter().any(|r| r.vm == "f"), "{gone:?}");
     assert!(!pool.probed("f", true));
@@ -164,5 +170,59 @@ fn warm_vms_beyond_the_setting_are_removed_booting_ones_first_then_waiting_ones(
     assert_eq!(gone[0].why, "more warm debian VMs than warm = 2");
     assert_eq!(pool.kept(0), 2);
     assert!(pool.vms().contains_key("e"));
-    assert!(pool.surplus(&cfg).is_empty());
+    assert!(pool.surplus(&cfg, NOON).is_empty());
+}
+
+#[test]
+fn outside_warm_hours_every_warm_vm_not_handed_a_job_goes() {
+    let cfg = config("warm_hours = \"Mon-Fri 08:00-20:00\"\n");
+    let mut pool = WarmPool::default();
+    for vm in ["a", "b", "c"] {
+        pool.starting(vm, 0, 0);
+        pool.started(vm);
+    }
+    for (vm, _) in pool.to_probe() {
+        pool.probed(&vm, true);
+    }
+    assert_eq!(pool.claim(0, 0).as_deref().map(|v| v.len()), Some(1));
+    // In its hours: two kept, as warm = 2 asks.
+    assert_eq!(pool.surplus(&cfg, NOON).len(), 0);
+    let saturday = LocalTime {
+        weekday: 5,
+        minute: 12 * 60,
+    };
+    let gone = pool.surplus(&cfg, saturday);
+    // The claimed one is a job's VM now; the other two go.
+    assert_eq!(gone.len(), 2, "{gone:?}");
+    assert_eq!(gone[0].why, "outside warm_hours (Mon-Fri 08:00-20:00)");
+    assert_eq!(pool.kept(0), 0);
+}
+
+#[test]
+fn waiting_vms_are_checked_once_a_minute_and_only_waiting_ones_taken() {
+    let mut pool = WarmPool::default();
+    for vm in ["a", "b"] {
+        pool.starting(vm, 0, 1);
+        pool.started(vm);
+    }
+    for (vm, _) in pool.to_probe() {
+        pool.probed(&vm, vm == "a");
+    }
+    let t0 = Instant::now();
+    // Only the waiting one is checked, then nothing until a minute later.
+    assert_eq!(pool.due_for_version_check(t0), [("a".to_string(), 0, 1)]);
+    assert!(pool
+        .due_for_version_check(t0 + Duration::from_secs(59))
+        .is_empty());
+    assert_eq!(
+        pool.due_for_version_check(t0 + VERSION_CHECK_EVERY).len(),
+        1
+    );
+    // A booting one is not taken; a claimed one neither.
+    assert!(!pool.take_waiting("b"));
+    assert_eq!(pool.claim(0, 1).as_deref(), Some("a"));
+    assert!(!pool.take_waiting("a"));
+    pool.release("a");
+    assert!(pool.take_waiting("a"));
+    assert!(!pool.vms().contains_key("a"));
 }
