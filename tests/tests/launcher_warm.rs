@@ -642,35 +642,15 @@ template = \"agent-template\"\nwarm = 1\n";
 fn a_warm_vm_from_an_older_template_is_never_handed_a_job_and_is_replaced() {
     let bed = start_bed("true", WARM_FRESH, 3, false, None, |_| {});
     let bk = &bed.bk;
-    let mark = |job: &str| {
-        let log = bk.job_run(job).expect("an agent ran the job").log_text();
-        log.lines()
-            .filter(|l| !l.contains("$SLOT_MARK"))
-            .find_map(|l| Some(l.split_once("mark=[")?.1.split_once(']')?.0.to_string()))
-            .unwrap_or_else(|| panic!("no mark in the job's log:\n{log}"))
-    };
     let old = bed.wait_warm_ready(&[]);
     // The template's script now exports a mark: every VM from it says so.
-    let h = &bed.lab.hosts()[0];
-    let changed = USER_DATA.replace("RENEW", "true").replace(
-        "export HOME=/root\n",
-        "export HOME=/root\nexport SLOT_MARK=v2\n",
-    );
-    define_agent_template_sized(
-        &bed.libvirt,
-        &bed.guest,
-        "agent-template",
-        h.daemon().dir(),
-        &changed,
-        512,
-    )
-    .unwrap();
+    bed.mark_template_v2();
     // The waiting VM is from the older template: the job does not run
     // in it (refused at the hand-off, or removed before by the minute's
     // check), but in a VM of the new one.
     let first = schedule_mark(bk, "fresh");
     bed.wait_finished(&first, "");
-    assert_eq!(mark(&first), "v2");
+    assert_eq!(mark(bk, &first), "v2");
     let log = bed.launcher.log_text();
     assert!(
         !log.contains(&format!("job {first}: handed to warm {old} on vmhost")),
@@ -693,7 +673,7 @@ fn a_warm_vm_from_an_older_template_is_never_handed_a_job_and_is_replaced() {
     let new = bed.wait_warm_ready(&[old.as_str(), took.unwrap_or_default()]);
     let second = schedule_mark(bk, "fresh");
     bed.wait_finished(&second, &new);
-    assert_eq!(mark(&second), "v2");
+    assert_eq!(mark(bk, &second), "v2");
     let log = bed.launcher.log_text();
     assert!(
         log.contains(&format!("job {second}: handed to warm {new} on vmhost")),
@@ -932,6 +912,38 @@ fn a_slot_survives_its_hosts_sleep_and_the_woken_host_restores_it_for_the_job() 
 const SAVED_RENEWED: &str = "[[agent]]\nname = \"renewed\"\ntags = [\"queue=renewed\"]\n\
 template = \"agent-template\"\nsaved = 1\n";
 
+/// What the guest's script exported as `SLOT_MARK`, as job `job`
+/// printed it ([`schedule_mark`]).
+fn mark(bk: &StandIn, job: &str) -> String {
+    let log = bk.job_run(job).expect("an agent ran the job").log_text();
+    // The command's own line names the variable; its output does not.
+    log.lines()
+        .filter(|l| !l.contains("$SLOT_MARK"))
+        .find_map(|l| Some(l.split_once("mark=[")?.1.split_once(']')?.0.to_string()))
+        .unwrap_or_else(|| panic!("no mark in the job's log:\n{log}"))
+}
+
+impl Bed {
+    /// Redefines the template with a script that exports
+    /// `SLOT_MARK=v2`: every VM made from it from now on says so.
+    fn mark_template_v2(&self) {
+        let h = &self.lab.hosts()[0];
+        let changed = USER_DATA.replace("RENEW", "true").replace(
+            "export HOME=/root\n",
+            "export HOME=/root\nexport SLOT_MARK=v2\n",
+        );
+        define_agent_template_sized(
+            &self.libvirt,
+            &self.guest,
+            "agent-template",
+            h.daemon().dir(),
+            &changed,
+            512,
+        )
+        .unwrap();
+    }
+}
+
 /// A job that prints what the guest's script exported as `SLOT_MARK`.
 fn schedule_mark(bk: &StandIn, queue: &str) -> String {
     let spec = JobSpec::new(&[&format!("queue={queue}")]).command("echo \"mark=[$SLOT_MARK]\"");
@@ -948,14 +960,6 @@ fn a_template_changed_under_a_running_launcher_gets_its_slot_rebuilt_before_a_cl
     const SLOT: &str = "renewed-saved-0";
     let bed = start_bed("true", SAVED_RENEWED, 3, false, None, |_| {});
     let bk = &bed.bk;
-    let mark = |job: &str| {
-        let log = bk.job_run(job).expect("an agent ran the job").log_text();
-        // The command's own line names the variable; its output does not.
-        log.lines()
-            .filter(|l| !l.contains("$SLOT_MARK"))
-            .find_map(|l| Some(l.split_once("mark=[")?.1.split_once(']')?.0.to_string()))
-            .unwrap_or_else(|| panic!("no mark in the job's log:\n{log}"))
-    };
     bed.wait_slot_ready(SLOT, 1);
     bed.wait_no_vm();
     let first = schedule_mark(bk, "renewed");
@@ -965,31 +969,18 @@ fn a_template_changed_under_a_running_launcher_gets_its_slot_rebuilt_before_a_cl
         log.contains(&format!("job {first}: handed to {SLOT} restored on vmhost")),
         "{log}"
     );
-    assert_eq!(mark(&first), "");
+    assert_eq!(mark(bk, &first), "");
     // Its clone gone, the slot is free again.
     bed.wait_no_vm();
     bed.wait_passes_after_now();
 
     // The template's script now exports a mark: every VM from it says so.
-    let h = &bed.lab.hosts()[0];
-    let changed = USER_DATA.replace("RENEW", "true").replace(
-        "export HOME=/root\n",
-        "export HOME=/root\nexport SLOT_MARK=v2\n",
-    );
-    define_agent_template_sized(
-        &bed.libvirt,
-        &bed.guest,
-        "agent-template",
-        h.daemon().dir(),
-        &changed,
-        512,
-    )
-    .unwrap();
+    bed.mark_template_v2();
     let second = schedule_mark(bk, "renewed");
     bed.wait_finished(&second, "");
     let (b, notes) = bed.breakdown(&second);
     assert_eq!(b.kind, "cold", "{notes:?}");
-    assert_eq!(mark(&second), "v2");
+    assert_eq!(mark(bk, &second), "v2");
     let log = bed.launcher.log_text();
     assert!(!log.contains(&format!("job {second}: handed to")), "{log}");
     assert_eq!(
@@ -1020,7 +1011,7 @@ fn a_template_changed_under_a_running_launcher_gets_its_slot_rebuilt_before_a_cl
         log.contains(&format!("job {third}: handed to {SLOT} restored on vmhost")),
         "{log}"
     );
-    assert_eq!(mark(&third), "v2");
+    assert_eq!(mark(bk, &third), "v2");
     let (b, notes) = bed.breakdown(&third);
     assert_eq!(b.kind, "saved", "{notes:?}");
     assert_eq!(bed.built(SLOT), 2, "{log}");
