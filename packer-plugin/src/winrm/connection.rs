@@ -247,8 +247,11 @@ impl NtlmHttp {
             .await
         {
             // A proxy forwarding HTTP closed the connection the challenge
-            // came on (Go's client fails there too).
-            Err(Failure::Unsent(e)) if self.tls.is_none() && self.via.is_some() => {
+            // came on (Go's client fails there too): seen before the
+            // answer left, or while it was on its way.
+            Err(Failure::Unsent(e) | Failure::Failed(NtlmHttpError::Http(e)))
+                if self.tls.is_none() && self.via.is_some() =>
+            {
                 return Err(NtlmHttpError::ProxyClosed {
                     proxy: self
                         .via
